@@ -1,0 +1,49 @@
+#include <napi.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <errno.h>
+
+#include "errors.h"
+#include "tun.h"
+
+namespace dptcp {
+
+// setsockoptInt(fd, level, name, value): for the TCP options Node does not
+// expose (TCP_NOTSENT_LOWAT, TCP_USER_TIMEOUT). Which option and which value
+// is decided in TypeScript.
+static Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber()) {
+    throw Napi::TypeError::New(env, "setsockoptInt(fd, level, name, value) takes four numbers");
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int level = info[1].As<Napi::Number>().Int32Value();
+  int name = info[2].As<Napi::Number>().Int32Value();
+  int value = info[3].As<Napi::Number>().Int32Value();
+  if (setsockopt(fd, level, name, &value, sizeof(value)) != 0) {
+    throw ErrnoError(env, errno, "setsockopt", "setting a socket option on fd " + std::to_string(fd));
+  }
+  return env.Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Tun", Tun::Init(env));
+  exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("SOL_SOCKET", Napi::Number::New(env, SOL_SOCKET));
+  c.Set("IPPROTO_TCP", Napi::Number::New(env, IPPROTO_TCP));
+  c.Set("TCP_NOTSENT_LOWAT", Napi::Number::New(env, TCP_NOTSENT_LOWAT));
+  c.Set("TCP_USER_TIMEOUT", Napi::Number::New(env, TCP_USER_TIMEOUT));
+  c.Set("SO_SNDBUF", Napi::Number::New(env, SO_SNDBUF));
+  c.Set("EAGAIN", Napi::Number::New(env, EAGAIN));
+  exports.Set("constants", c);
+  return exports;
+}
+
+}  // namespace dptcp
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return dptcp::Init(env, exports); }
+
+NODE_API_MODULE(dptcp, InitModule)
