@@ -1,0 +1,98 @@
+// Starts one side of the tunnel and owns its lifetime: signals, ordered
+// teardown, the stats file and the exit code.
+import { renameSync, writeFileSync } from 'node:fs';
+import { loadConfig } from '../config/load.js';
+import type { Role } from '../config/types.js';
+import { Tunnel } from '../core/tunnel.js';
+import { DpError, errorMessage } from '../errors.js';
+import { createLogger, type LogLevel } from '../log.js';
+import { DATA_HEADER_BYTES } from '../protocol/frame.js';
+import { ClientRole } from '../roles/client.js';
+import { ServerRole } from '../roles/server.js';
+import { NativeTunDevice } from '../tun/native-device.js';
+
+export interface RunOptions {
+  readonly config: string;
+  readonly logLevel?: LogLevel;
+  readonly statsFile?: string;
+}
+
+/** Resolves with the process exit code once the tunnel has been torn down. */
+export async function run(role: Role, opts: RunOptions): Promise<number> {
+  const config = loadConfig(opts.config, role);
+  const log = createLogger(opts.logLevel ?? config.logLevel, role);
+  const tun = NativeTunDevice.open({
+    name: config.tunnel.name,
+    mtu: config.tunnel.mtu,
+    addresses: config.tunnel.addresses,
+    batchPackets: config.timing.batchPackets,
+    headroom: DATA_HEADER_BYTES,
+  });
+  log.info('TUN device up', {
+    name: tun.name,
+    mtu: config.tunnel.mtu,
+    addresses: config.tunnel.addresses.map((a) => `${a.address}/${a.prefix}`).join(','),
+  });
+  const tunnel = new Tunnel(tun, config.timing, log);
+  let roleObj: ClientRole | ServerRole;
+  try {
+    if (config.role === 'client') {
+      roleObj = new ClientRole(config, tunnel, log);
+      roleObj.start();
+    } else {
+      roleObj = new ServerRole(config, tunnel, log);
+      await roleObj.start();
+    }
+  } catch (e) {
+    tunnel.close();
+    throw e;
+  }
+  const role_ = roleObj;
+
+  const writeStats = (): void => {
+    if (!opts.statsFile) return;
+    const tmp = `${opts.statsFile}.tmp`;
+    try {
+      writeFileSync(tmp, JSON.stringify({ role, time: new Date().toISOString(), ...tunnel.snapshot() }, null, 1));
+      renameSync(tmp, opts.statsFile);
+    } catch (e) {
+      log.warn('cannot write the stats file', { file: opts.statsFile, error: errorMessage(e) });
+    }
+  };
+  const statsTimer = setInterval(writeStats, 1000);
+  statsTimer.unref();
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (why: string, code: number): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info('shutting down', { reason: why });
+      clearInterval(statsTimer);
+      tunnel.logStats();
+      writeStats();
+      role_.close();
+      tunnel.close();
+      resolve(code);
+    };
+    const onSignal = (sig: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn('second signal: exiting at once', { signal: sig });
+        process.exit(130);
+      }
+      stop(sig, 0);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGUSR1', () => {
+      tunnel.logStats();
+      writeStats();
+    });
+    tunnel.onFatal = (err) => stop(`fatal: ${err.message}`, 1);
+    tunnel.start();
+  });
+}
+
+export function exitCodeFor(e: unknown): number {
+  return e instanceof DpError ? e.exitCode : 1;
+}

@@ -1,0 +1,313 @@
+// YAML config -> a validated, frozen Config. Two forms are accepted: the
+// original dp-tcp's (tcp1_dial_addr, ...) and the modern one (a `links:` list).
+// A bad field is reported as `file: path.to.field: problem`.
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { parseDocument } from 'yaml';
+import { DpError, errorMessage } from '../errors.js';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
+import type { TunnelAddress } from '../protocol/handshake.js';
+import {
+  DEFAULT_MTU,
+  DEFAULT_TIMING,
+  type ClientLinkConfig,
+  type Config,
+  type Role,
+  type ServerLinkConfig,
+  type TimingConfig,
+  type TunnelDeviceConfig,
+} from './types.js';
+
+export class ConfigError extends DpError {
+  constructor(
+    readonly file: string,
+    readonly path: string,
+    problem: string,
+  ) {
+    super('ERR_CONFIG', `${file}: ${path === '' ? '' : `${path}: `}${problem}`, { exitCode: 2 });
+    this.name = 'ConfigError';
+  }
+}
+
+type Yaml = unknown;
+
+/** Walks a YAML mapping, remembering the path and which keys were read. */
+class Node {
+  private readonly used = new Set<string>();
+  constructor(
+    readonly file: string,
+    readonly path: string,
+    private readonly obj: Record<string, Yaml>,
+  ) {}
+
+  static of(file: string, path: string, v: Yaml): Node {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      throw new ConfigError(file, path, `must be a mapping, got ${describe(v)}`);
+    }
+    return new Node(file, path, v as Record<string, Yaml>);
+  }
+
+  fail(key: string, problem: string): never {
+    throw new ConfigError(this.file, this.sub(key), problem);
+  }
+
+  sub(key: string): string {
+    return this.path === '' ? key : `${this.path}.${key}`;
+  }
+
+  has(key: string): boolean {
+    return this.obj[key] !== undefined && this.obj[key] !== null;
+  }
+
+  keys(): string[] {
+    return Object.keys(this.obj);
+  }
+
+  raw(key: string): Yaml {
+    this.used.add(key);
+    return this.obj[key];
+  }
+
+  child(key: string): Node {
+    return Node.of(this.file, this.sub(key), this.raw(key));
+  }
+
+  optChild(key: string): Node | undefined {
+    return this.has(key) ? this.child(key) : (this.raw(key), undefined);
+  }
+
+  string(key: string): string {
+    const v = this.raw(key);
+    if (v === undefined || v === null) this.fail(key, 'is required');
+    if (typeof v !== 'string' && typeof v !== 'number') this.fail(key, `must be a string, got ${describe(v)}`);
+    const s = String(v).trim();
+    if (s === '') this.fail(key, 'must not be empty');
+    return s;
+  }
+
+  optString(key: string): string | undefined {
+    return this.has(key) ? this.string(key) : (this.raw(key), undefined);
+  }
+
+  int(key: string, min: number, max: number): number {
+    const v = this.raw(key);
+    if (v === undefined || v === null) this.fail(key, 'is required');
+    const n = typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isInteger(n)) this.fail(key, `must be a whole number, got ${describe(v)}`);
+    if (n < min || n > max) this.fail(key, `must be between ${min} and ${max}, got ${n}`);
+    return n;
+  }
+
+  /** Rejects keys nobody read: a typo must not silently fall back to a default. */
+  done(): void {
+    for (const k of Object.keys(this.obj)) {
+      if (!this.used.has(k)) this.fail(k, 'is not a known field');
+    }
+  }
+}
+
+function describe(v: Yaml): string {
+  if (v === null || v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** The timing fields: YAML key, TimingConfig field, bounds. */
+const TIMING_FIELDS: ReadonlyArray<readonly [string, keyof TimingConfig, number, number]> = [
+  ['elimination_ttl_ms', 'eliminationTtlMs', 10, 600_000],
+  ['elimination_window_packets', 'eliminationWindowPackets', 1024, 1 << 24],
+  ['queue_max_bytes', 'queueMaxBytes', 16_384, 1 << 30],
+  ['queue_max_age_ms', 'queueMaxAgeMs', 1, 60_000],
+  ['socket_notsent_lowat_bytes', 'socketNotsentLowatBytes', 4096, 1 << 26],
+  ['keepalive_interval_ms', 'keepaliveIntervalMs', 10, 60_000],
+  ['dead_interval_ms', 'deadIntervalMs', 50, 600_000],
+  ['handshake_timeout_ms', 'handshakeTimeoutMs', 100, 60_000],
+  ['reconnect_min_ms', 'reconnectMinMs', 10, 60_000],
+  ['reconnect_max_ms', 'reconnectMaxMs', 10, 600_000],
+  ['stats_interval_ms', 'statsIntervalMs', 0, 86_400_000],
+  ['max_frame_bytes', 'maxFrameBytes', 1600, 1 << 20],
+  ['batch_packets', 'batchPackets', 1, 1024],
+  ['session_idle_ms', 'sessionIdleMs', 1000, 86_400_000],
+];
+
+function readTiming(n: Node | undefined): TimingConfig {
+  const t: Record<string, number> = { ...DEFAULT_TIMING };
+  if (n) {
+    for (const [key, field, min, max] of TIMING_FIELDS) if (n.has(key)) t[field] = n.int(key, min, max);
+    n.done();
+    if (t['deadIntervalMs']! <= t['keepaliveIntervalMs']!) {
+      n.fail('dead_interval_ms', 'must be longer than keepalive_interval_ms');
+    }
+    if (t['reconnectMaxMs']! < t['reconnectMinMs']!) n.fail('reconnect_max_ms', 'must be at least reconnect_min_ms');
+  }
+  return Object.freeze(t as unknown as TimingConfig);
+}
+
+export function parseAddressWithPrefix(n: Node, key: string, family: 4 | 6, defaultPrefix: number): TunnelAddress {
+  const s = n.string(key);
+  const m = /^(.+?)(?:\/(\d+))?$/.exec(s);
+  const address = m?.[1] ?? '';
+  if (isIP(address) !== family) n.fail(key, `must be an IPv${family} address (optionally with /prefix), got '${s}'`);
+  const prefix = m?.[2] === undefined ? defaultPrefix : Number(m[2]);
+  if (prefix < 1 || prefix > (family === 4 ? 32 : 128)) n.fail(key, `prefix length /${prefix} is out of range`);
+  return Object.freeze({ family, address, prefix });
+}
+
+function readTunnel(n: Node): TunnelDeviceConfig {
+  const name = n.string('name');
+  if (name.length > 15 || !/^[A-Za-z0-9_.-]+$/.test(name)) {
+    n.fail('name', `'${name}' is not a valid interface name (at most 15 of A-Z a-z 0-9 _ . -)`);
+  }
+  const addresses: TunnelAddress[] = [];
+  // The original wrote a bare address; a /24 around it lets the two ends reach
+  // each other without the default route it used to install.
+  if (n.has('ip')) addresses.push(parseAddressWithPrefix(n, 'ip', 4, 24));
+  else n.raw('ip');
+  if (n.has('ipv6')) addresses.push(parseAddressWithPrefix(n, 'ipv6', 6, 64));
+  else n.raw('ipv6');
+  if (addresses.length === 0) n.fail('ip', 'is required (or ipv6)');
+  const mtu = n.has('mtu') ? n.int('mtu', 576, 65_000) : (n.raw('mtu'), DEFAULT_MTU);
+  if (addresses.some((a) => a.family === 6) && mtu < 1280) n.fail('mtu', 'must be at least 1280 when IPv6 is used');
+  n.done();
+  return Object.freeze({ name, mtu, addresses: Object.freeze(addresses) });
+}
+
+function parseHostPort(n: Node, key: string): { address: string; port: number } {
+  const s = n.string(key);
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m || isIP(m[1] ?? '') === 0) n.fail(key, `must be address:port (IPv6 as [address]:port), got '${s}'`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65_535) n.fail(key, `port ${port} is out of range`);
+  return { address: m[1] as string, port };
+}
+
+function ipString(n: Node, key: string): string {
+  const s = n.string(key);
+  if (isIP(s) === 0) n.fail(key, `must be an IP address, got '${s}'`);
+  return s;
+}
+
+/** The original's tcp<N>_* keys, for N = 1, 2, ... */
+function legacyLinkNumbers(n: Node): number[] {
+  const found = new Set<number>();
+  for (const k of n.keys()) {
+    const m = /^tcp(\d+)_/.exec(k);
+    if (m) found.add(Number(m[1]));
+  }
+  return [...found].sort((a, b) => a - b);
+}
+
+function readClientLinks(n: Node): ClientLinkConfig[] {
+  const legacy = legacyLinkNumbers(n);
+  if (legacy.length > 0) {
+    if (n.has('links')) n.fail('links', 'cannot be combined with the tcp<N>_* fields of the original format');
+    n.raw('links');
+    return legacy.map((num, id) => {
+      const p = `tcp${num}_`;
+      const remoteAddress = ipString(n, `${p}dial_addr`);
+      const remotePort = n.int(`${p}dial_port`, 1, 65_535);
+      const localAddress = n.has(`${p}conn_addr`) ? ipString(n, `${p}conn_addr`) : (n.raw(`${p}conn_addr`), undefined);
+      // The source port of the original is accepted but not bound: a fixed
+      // source port would make a quick redial collide with its own TIME_WAIT.
+      if (n.has(`${p}conn_port`)) n.int(`${p}conn_port`, 0, 65_535);
+      else n.raw(`${p}conn_port`);
+      return Object.freeze({ id, name: `tcp${num}`, remoteAddress, remotePort, localAddress });
+    });
+  }
+  const list = n.raw('links');
+  if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
+  if (list.length > 16) n.fail('links', 'at most 16 links are supported');
+  return list.map((item: Yaml, id) => {
+    const l = Node.of(n.file, `${n.sub('links')}[${id}]`, item);
+    const name = l.optString('name') ?? `link${id + 1}`;
+    const { address, port } = parseHostPort(l, 'remote');
+    const localAddress = l.has('local') ? ipString(l, 'local') : (l.raw('local'), undefined);
+    l.done();
+    return Object.freeze({ id, name, remoteAddress: address, remotePort: port, localAddress });
+  });
+}
+
+function readServerLinks(n: Node): ServerLinkConfig[] {
+  const legacy = legacyLinkNumbers(n);
+  if (legacy.length > 0) {
+    if (n.has('links')) n.fail('links', 'cannot be combined with the tcp<N>_* fields of the original format');
+    n.raw('links');
+    return legacy.map((num, id) =>
+      Object.freeze({
+        id,
+        name: `tcp${num}`,
+        listenAddress: ipString(n, `tcp${num}_listen_addr`),
+        listenPort: n.int(`tcp${num}_listen_port`, 1, 65_535),
+      }),
+    );
+  }
+  const list = n.raw('links');
+  if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
+  if (list.length > 16) n.fail('links', 'at most 16 links are supported');
+  return list.map((item: Yaml, id) => {
+    const l = Node.of(n.file, `${n.sub('links')}[${id}]`, item);
+    const name = l.optString('name') ?? `link${id + 1}`;
+    const { address, port } = parseHostPort(l, 'listen');
+    l.done();
+    return Object.freeze({ id, name, listenAddress: address, listenPort: port });
+  });
+}
+
+/** Parses YAML text; `file` is only used in messages. */
+export function parseConfig(text: string, file: string, role: Role): Config {
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    throw new ConfigError(file, '', `is not valid YAML: ${e.message.split('\n')[0]}`);
+  }
+  const top = Node.of(file, '', doc.toJS() as Yaml);
+  const other: Role = role === 'client' ? 'server' : 'client';
+  if (!top.has(role)) {
+    if (top.has(other)) top.fail(other, `this is a ${other} config, but dp-tcp was started as ${role}`);
+    top.fail(role, 'is required');
+  }
+  top.raw(other);
+  if (top.has(other)) top.fail(other, `a config file describes one side; remove '${other}'`);
+  const r = top.child(role);
+  const tunnel = readTunnel(r.child('tunnel_device'));
+  const timing = readTiming(r.optChild('timing'));
+  let logLevel: LogLevel = 'info';
+  const logger = top.optChild('logger');
+  if (logger) {
+    const lvl = logger.optString('level');
+    if (lvl !== undefined) {
+      if (isLogLevel(lvl)) logLevel = lvl;
+      else logger.fail('level', `must be one of ${LOG_LEVELS.join(', ')}, got '${lvl}'`);
+    }
+    logger.done();
+  }
+  let config: Config;
+  if (role === 'client') {
+    const links = readClientLinks(r);
+    r.done();
+    config = { role, file, tunnel, timing, logLevel, links: Object.freeze(links) };
+  } else {
+    const links = readServerLinks(r);
+    r.done();
+    const seen = new Set<string>();
+    links.forEach((l, i) => {
+      const key = `${l.listenAddress}:${l.listenPort}`;
+      if (seen.has(key)) throw new ConfigError(file, `${role}.links[${i}]`, `listens on ${key} twice`);
+      seen.add(key);
+    });
+    config = { role, file, tunnel, timing, logLevel, links: Object.freeze(links) };
+  }
+  top.done();
+  return Object.freeze(config);
+}
+
+export function loadConfig(file: string, role: Role): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(file, '', `cannot read the config file: ${errorMessage(e)}`);
+  }
+  return parseConfig(text, file, role);
+}

@@ -1,0 +1,88 @@
+import type { LogLevel } from '../log.js';
+import type { TunnelAddress } from '../protocol/handshake.js';
+
+export type Role = 'client' | 'server';
+
+export interface ClientLinkConfig {
+  readonly id: number;
+  readonly name: string;
+  /** Server address and port this link dials. */
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** Source address the link binds to (selects the interface); undefined: any. */
+  readonly localAddress: string | undefined;
+}
+
+export interface ServerLinkConfig {
+  readonly id: number;
+  readonly name: string;
+  readonly listenAddress: string;
+  readonly listenPort: number;
+}
+
+export interface TunnelDeviceConfig {
+  readonly name: string;
+  readonly mtu: number;
+  readonly addresses: readonly TunnelAddress[];
+}
+
+export interface TimingConfig {
+  /** Elimination: copies later than this behind a newer packet are stale. */
+  readonly eliminationTtlMs: number;
+  /** Elimination ring size in sequence numbers (a power of two). */
+  readonly eliminationWindowPackets: number;
+  /** Per-link send queue bound in bytes, and in age: older data is dropped. */
+  readonly queueMaxBytes: number;
+  readonly queueMaxAgeMs: number;
+  /** Kernel unsent-data bound per link socket (TCP_NOTSENT_LOWAT). */
+  readonly socketNotsentLowatBytes: number;
+  readonly keepaliveIntervalMs: number;
+  /** A link that hears nothing for this long is closed (and redialled by the client). */
+  readonly deadIntervalMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly reconnectMinMs: number;
+  readonly reconnectMaxMs: number;
+  readonly statsIntervalMs: number;
+  readonly maxFrameBytes: number;
+  readonly batchPackets: number;
+  /** Server: a session with no link for this long is removed. */
+  readonly sessionIdleMs: number;
+}
+
+interface CommonConfig {
+  readonly file: string;
+  readonly tunnel: TunnelDeviceConfig;
+  readonly timing: TimingConfig;
+  readonly logLevel: LogLevel;
+}
+
+export interface ClientConfig extends CommonConfig {
+  readonly role: 'client';
+  readonly links: readonly ClientLinkConfig[];
+}
+
+export interface ServerConfig extends CommonConfig {
+  readonly role: 'server';
+  readonly links: readonly ServerLinkConfig[];
+}
+
+export type Config = ClientConfig | ServerConfig;
+
+export const DEFAULT_TIMING: TimingConfig = Object.freeze({
+  eliminationTtlMs: 2000,
+  eliminationWindowPackets: 131_072,
+  queueMaxBytes: 1_048_576,
+  queueMaxAgeMs: 200,
+  socketNotsentLowatBytes: 131_072,
+  keepaliveIntervalMs: 250,
+  deadIntervalMs: 1000,
+  handshakeTimeoutMs: 3000,
+  reconnectMinMs: 100,
+  reconnectMaxMs: 2000,
+  statsIntervalMs: 30_000,
+  maxFrameBytes: 65_560,
+  batchPackets: 64,
+  sessionIdleMs: 120_000,
+});
+
+export const DEFAULT_MTU = 1400;

@@ -1,0 +1,113 @@
+// Receive-side duplicate elimination, as specified in docs/protocol.md:
+// exact on the sender's sequence numbers, bounded in memory by a fixed ring and
+// in time by checkpoints of `top`.
+
+export const Verdict = { Accept: 0, Duplicate: 1, Stale: 2 } as const;
+export type Verdict = (typeof Verdict)[keyof typeof Verdict];
+
+export interface EliminatorOptions {
+  /** Ring size in sequence numbers; rounded up to a power of two. */
+  readonly windowPackets: number;
+  /** A copy later than this behind a higher-numbered packet is stale. */
+  readonly ttlMs: number;
+}
+
+/** How many checkpoints of `top` per TTL: the time bound is exact to ttlMs / CHECKPOINTS. */
+export const CHECKPOINTS_PER_TTL = 8;
+
+export class Eliminator {
+  readonly windowPackets: number;
+  readonly ttlMs: number;
+  private readonly mask: number;
+  private readonly ring: Float64Array;
+  private top = 0;
+  private floor = 0;
+  // Checkpoints (time, top), oldest first; at most CHECKPOINTS_PER_TTL + 1 live.
+  private readonly cpTime: Float64Array;
+  private readonly cpTop: Float64Array;
+  private cpHead = 0;
+  private cpCount = 0;
+  private lastCheckpointMs = -Infinity;
+
+  accepted = 0;
+  duplicates = 0;
+  stale = 0;
+
+  constructor(opts: EliminatorOptions) {
+    if (!(opts.windowPackets >= 1) || !(opts.ttlMs > 0)) throw new RangeError('window and TTL must be positive');
+    let size = 1;
+    while (size < opts.windowPackets) size *= 2;
+    this.windowPackets = size;
+    this.mask = size - 1;
+    this.ttlMs = opts.ttlMs;
+    this.ring = new Float64Array(size);
+    const cp = CHECKPOINTS_PER_TTL + 2;
+    this.cpTime = new Float64Array(cp);
+    this.cpTop = new Float64Array(cp);
+  }
+
+  /** Highest sequence number accepted so far. */
+  get highest(): number {
+    return this.top;
+  }
+
+  /** Every sequence number at or below this is finished. */
+  get floorSeq(): number {
+    return this.floor;
+  }
+
+  /** Bytes of state, whatever the traffic: the ring and the checkpoints. */
+  get stateBytes(): number {
+    return this.ring.byteLength + this.cpTime.byteLength + this.cpTop.byteLength;
+  }
+
+  check(seq: number): Verdict {
+    if (seq <= this.floor) {
+      this.stale++;
+      return Verdict.Stale;
+    }
+    const slot = seq & this.mask;
+    if (seq > this.top) {
+      this.top = seq;
+      const lowest = seq - this.windowPackets;
+      if (lowest > this.floor) this.floor = lowest;
+    } else if (this.ring[slot] === seq) {
+      this.duplicates++;
+      return Verdict.Duplicate;
+    }
+    this.ring[slot] = seq;
+    this.accepted++;
+    return Verdict.Accept;
+  }
+
+  /**
+   * Advances the time bound; call it at least CHECKPOINTS_PER_TTL times per
+   * TTL (the session does, from a timer). `nowMs` is monotonic.
+   */
+  tick(nowMs: number): void {
+    const n = this.cpTime.length;
+    while (this.cpCount > 0 && nowMs - (this.cpTime[this.cpHead] as number) >= this.ttlMs) {
+      const t = this.cpTop[this.cpHead] as number;
+      if (t > this.floor) this.floor = t;
+      this.cpHead = (this.cpHead + 1) % n;
+      this.cpCount--;
+    }
+    if (nowMs - this.lastCheckpointMs >= this.ttlMs / CHECKPOINTS_PER_TTL && this.cpCount < n) {
+      const i = (this.cpHead + this.cpCount) % n;
+      this.cpTime[i] = nowMs;
+      this.cpTop[i] = this.top;
+      this.cpCount++;
+      this.lastCheckpointMs = nowMs;
+    }
+  }
+
+  /** Forget everything: the sender started a new sequence space (new epoch). */
+  reset(): void {
+    this.ring.fill(0);
+    this.top = 0;
+    this.floor = 0;
+    this.cpHead = 0;
+    this.cpCount = 0;
+    this.lastCheckpointMs = -Infinity;
+  }
+}

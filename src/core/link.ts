@@ -1,0 +1,248 @@
+// One TCP connection between client and server, after or during its
+// handshake. Framing in, a bounded send queue out; what frames mean is the
+// handler's business (the role during the handshake, then the session).
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { errorMessage, ProtocolError } from '../errors.js';
+import type { Logger } from '../log.js';
+import {
+  CloseCode,
+  encodeClose,
+  encodeToken,
+  FrameDecoder,
+  FrameType,
+  readU64,
+} from '../protocol/frame.js';
+
+export type LinkState = 'handshaking' | 'up' | 'closed';
+
+/** Why a packet copy was not sent on, or not taken from, a link. */
+export type LinkDropReason = 'queue_full' | 'queue_age';
+
+export interface LinkHandler {
+  onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void;
+  /** After the frames of one socket read: the time to flush what they produced. */
+  onChunkEnd(link: Link): void;
+  onClose(link: Link, reason: string): void;
+}
+
+export interface LinkOptions {
+  readonly id: number;
+  readonly name: string;
+  readonly maxFrameBytes: number;
+  readonly queueMaxBytes: number;
+  readonly queueMaxAgeMs: number;
+  readonly keepaliveIntervalMs: number;
+  readonly deadIntervalMs: number;
+}
+
+export class LinkStats {
+  /** DATA frames and bytes handed to the socket. */
+  txPackets = 0;
+  txBytes = 0;
+  rxFrames = 0;
+  rxBytes = 0;
+  /** DATA frames whose copy on this link was the first to arrive. */
+  firstCopies = 0;
+  /** Copies eliminated because another link delivered the packet first. */
+  duplicates = 0;
+  /** Copies that came after the elimination window had moved past them. */
+  stale = 0;
+  drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0 };
+}
+
+interface Queued {
+  buf: Buffer;
+  t: number;
+  packets: number;
+}
+
+const CLOSE_GRACE_MS = 500;
+
+export class Link {
+  state: LinkState = 'handshaking';
+  readonly stats = new LinkStats();
+  /** Smoothed round-trip time from PING/PONG, ms; NaN until measured. */
+  srttMs = NaN;
+  lastRxMs = performance.now();
+  private lastPingMs = 0;
+  private readonly decoder: FrameDecoder;
+  private queue: Queued[] = [];
+  private queueHead = 0;
+  private queuedBytes = 0;
+  private writable = true;
+  private linkId: number;
+  private linkName: string;
+
+  constructor(
+    readonly socket: Socket,
+    readonly opts: LinkOptions,
+    public handler: LinkHandler,
+    private readonly log: Logger,
+  ) {
+    this.linkId = opts.id;
+    this.linkName = opts.name;
+    this.decoder = new FrameDecoder(opts.maxFrameBytes, (type, buf, start, end) =>
+      this.handler.onFrame(this, type, buf, start, end),
+    );
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.onDrain());
+    socket.on('error', (e) => this.log.debug('socket error', { link: opts.name, error: errorMessage(e) }));
+    socket.on('close', () => this.finish('connection closed'));
+    socket.on('end', () => this.finish('peer closed the connection'));
+  }
+
+  /** The link id of the protocol; on the server it is known once HELLO arrives. */
+  get id(): number {
+    return this.linkId;
+  }
+
+  get name(): string {
+    return this.linkName;
+  }
+
+  /** Set by the server's handshake, from HELLO. */
+  identify(id: number, name: string): void {
+    this.linkId = id;
+    this.linkName = name;
+  }
+
+  get remote(): string {
+    return `${this.socket.remoteAddress}:${this.socket.remotePort}`;
+  }
+
+  get local(): string {
+    return `${this.socket.localAddress}:${this.socket.localPort}`;
+  }
+
+  /** Bytes waiting in our queue, not yet given to the socket. */
+  get queueBytes(): number {
+    return this.queuedBytes;
+  }
+
+  /** A batch of DATA frames, `packets` of them, shared by all links: never modified. */
+  sendData(buf: Buffer, packets: number, nowMs: number): void {
+    if (this.state !== 'up') return;
+    if (this.writable && this.queuedBytes === 0) {
+      this.write(buf, packets);
+    } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes) {
+      this.stats.drops.queue_full += packets;
+    } else {
+      this.queue.push({ buf, t: nowMs, packets });
+      this.queuedBytes += buf.length;
+    }
+  }
+
+  /** Control frames are never dropped: they are small and carry the link's health. */
+  sendControl(buf: Buffer): void {
+    if (this.state === 'closed') return;
+    if (this.writable && this.queuedBytes === 0) this.write(buf, 0);
+    else {
+      this.queue.push({ buf, t: Infinity, packets: 0 });
+      this.queuedBytes += buf.length;
+    }
+  }
+
+  /** Keepalive and liveness; the session calls it from its timer. */
+  tick(nowMs: number): void {
+    if (this.state !== 'up') return;
+    if (nowMs - this.lastRxMs > this.opts.deadIntervalMs) {
+      this.close(CloseCode.Shutdown, `no frame for ${Math.round(nowMs - this.lastRxMs)} ms`);
+      return;
+    }
+    if (nowMs - this.lastPingMs >= this.opts.keepaliveIntervalMs) {
+      this.lastPingMs = nowMs;
+      this.sendControl(encodeToken(FrameType.Ping, Math.round(nowMs * 1000)));
+    }
+  }
+
+  /** Answers PING and measures PONG; any other frame type is not ours. */
+  handleKeepalive(type: FrameType, buf: Buffer, start: number): boolean {
+    if (type === FrameType.Ping) {
+      this.sendControl(encodeToken(FrameType.Pong, readU64(buf, start)));
+      return true;
+    }
+    if (type === FrameType.Pong) {
+      const sample = performance.now() - readU64(buf, start) / 1000;
+      if (sample >= 0 && sample < 600_000) {
+        this.srttMs = Number.isNaN(this.srttMs) ? sample : this.srttMs * 0.875 + sample * 0.125;
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /** Says why in a CLOSE frame (if the socket still takes one), then closes. Idempotent. */
+  close(code: CloseCode, reason: string): void {
+    if (this.state === 'closed') return;
+    this.dropQueue();
+    if (!this.socket.destroyed && this.socket.writable) {
+      this.socket.end(encodeClose(code, reason));
+      setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
+    } else {
+      this.socket.destroy();
+    }
+    this.finish(reason);
+  }
+
+  destroy(reason: string): void {
+    this.socket.destroy();
+    this.finish(reason);
+  }
+
+  private finish(reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.dropQueue();
+    this.handler.onClose(this, reason);
+  }
+
+  private dropQueue(): void {
+    this.queue = [];
+    this.queueHead = 0;
+    this.queuedBytes = 0;
+  }
+
+  private write(buf: Buffer, packets: number): void {
+    this.stats.txPackets += packets;
+    this.stats.txBytes += buf.length;
+    if (!this.socket.write(buf)) this.writable = false;
+  }
+
+  private onDrain(): void {
+    this.writable = true;
+    const now = performance.now();
+    while (this.writable && this.queueHead < this.queue.length) {
+      const item = this.queue[this.queueHead++] as Queued;
+      this.queuedBytes -= item.buf.length;
+      if (now - item.t > this.opts.queueMaxAgeMs) {
+        // The other links carried these long ago; sending them now only delays fresh data.
+        this.stats.drops.queue_age += item.packets;
+        continue;
+      }
+      this.write(item.buf, item.packets);
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    } else if (this.queueHead > 1024) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.lastRxMs = performance.now();
+    this.stats.rxBytes += chunk.length;
+    try {
+      this.decoder.push(chunk);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.log.warn('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
+      this.close(CloseCode.ProtocolError, e.message);
+      return;
+    }
+    if ((this.state as LinkState) !== 'closed') this.handler.onChunkEnd(this);
+  }
+}

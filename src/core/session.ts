@@ -1,0 +1,176 @@
+// One tunnel between a client process and the server: the sequence space of
+// each direction, the receive-side eliminator and the links that carry it.
+// Both roles use this class unchanged.
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../log.js';
+import { CloseCode, DATA_HEADER_BYTES, decodeClose, FrameType, readU64, writeDataHeader } from '../protocol/frame.js';
+import type { TunnelAddress } from '../protocol/handshake.js';
+import { ProtocolError } from '../errors.js';
+import type { PacketBatch } from '../tun/device.js';
+import { Eliminator, Verdict } from './eliminator.js';
+import type { Link, LinkHandler } from './link.js';
+
+export interface SessionOptions {
+  readonly eliminationTtlMs: number;
+  readonly eliminationWindowPackets: number;
+}
+
+/** Where accepted packets go: the tunnel's TUN writer. */
+export type PacketSink = (packets: Buffer[]) => void;
+
+export class SessionStats {
+  /** Packets read from the TUN and sent (one sequence number each). */
+  txPackets = 0;
+  /** Packets delivered to the TUN after elimination. */
+  rxPackets = 0;
+  /** Packets that found no link up to carry them. */
+  dropsNoLink = 0;
+}
+
+export class Session implements LinkHandler {
+  readonly links = new Map<number, Link>();
+  readonly stats = new SessionStats();
+  readonly eliminator: Eliminator;
+  readonly createdMs = performance.now();
+  /** When the last link went away (server: for idle expiry). */
+  lastLinkLossMs = performance.now();
+  private nextSeq = 1;
+  private rx: Buffer[] = [];
+  private closed = false;
+  /** Called when a link leaves the session (for redial or bookkeeping). */
+  onLinkClosed: (link: Link, reason: string) => void = () => {};
+
+  constructor(
+    /** 16 random bytes chosen by the client. */
+    readonly sessionId: Buffer,
+    /** 8 random bytes chosen by the server for this session. */
+    public epoch: Buffer,
+    public peerAddresses: readonly TunnelAddress[],
+    opts: SessionOptions,
+    private readonly sink: PacketSink,
+    private readonly log: Logger,
+  ) {
+    this.eliminator = new Eliminator({ windowPackets: opts.eliminationWindowPackets, ttlMs: opts.eliminationTtlMs });
+  }
+
+  get idHex(): string {
+    return this.sessionId.toString('hex');
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  upLinks(): Link[] {
+    return [...this.links.values()].filter((l) => l.state === 'up');
+  }
+
+  /** Takes a link that finished its handshake; an older connection with the same id is replaced. */
+  attach(link: Link): void {
+    const old = this.links.get(link.id);
+    if (old && old !== link) {
+      this.log.info('link replaced by a new connection', { link: link.name, old: old.remote, new: link.remote });
+      old.close(CloseCode.Replaced, 'replaced by a newer connection');
+    }
+    link.handler = this;
+    link.state = 'up';
+    this.links.set(link.id, link);
+  }
+
+  /** The peer's sequence space started over (server restarted): forget the old one. */
+  resetPeer(epoch: Buffer): void {
+    this.epoch = epoch;
+    this.eliminator.reset();
+  }
+
+  /**
+   * Sends one TUN batch on every link that is up. The batch's headroom is
+   * exactly a DATA header, so the headers are written in place and the whole
+   * batch becomes one buffer with one copy, shared by all links.
+   */
+  sendBatch(batch: PacketBatch, nowMs: number): void {
+    const { arena, lengths, count, headroom } = batch;
+    let off = 0;
+    for (let i = 0; i < count; i++) {
+      const len = lengths[i] as number;
+      writeDataHeader(arena, off + headroom - DATA_HEADER_BYTES, this.nextSeq++, len);
+      off += headroom + len;
+    }
+    this.stats.txPackets += count;
+    this.fanOut(Buffer.from(arena.subarray(0, off)), count, nowMs);
+  }
+
+  /** Sends frames already encoded (the server's per-packet path when it serves several sessions). */
+  sendEncoded(frames: Buffer, count: number, nowMs: number): void {
+    this.stats.txPackets += count;
+    this.fanOut(frames, count, nowMs);
+  }
+
+  /** Numbers a packet for sendEncoded. */
+  takeSeq(): number {
+    return this.nextSeq++;
+  }
+
+  private fanOut(frames: Buffer, count: number, nowMs: number): void {
+    let sent = false;
+    for (const link of this.links.values()) {
+      if (link.state !== 'up') continue;
+      link.sendData(frames, count, nowMs);
+      sent = true;
+    }
+    if (!sent) this.stats.dropsNoLink += count;
+  }
+
+  onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
+    if (link.state !== 'up') return;
+    link.stats.rxFrames++;
+    if (type === FrameType.Data) {
+      const verdict = this.eliminator.check(readU64(buf, start));
+      if (verdict === Verdict.Accept) {
+        link.stats.firstCopies++;
+        this.rx.push(buf.subarray(start + 8, end));
+      } else if (verdict === Verdict.Duplicate) {
+        link.stats.duplicates++;
+      } else {
+        link.stats.stale++;
+      }
+      return;
+    }
+    if (link.handleKeepalive(type, buf, start)) return;
+    if (type === FrameType.Close) {
+      const { code, reason } = decodeClose(buf, start, end);
+      this.log.info('peer closed link', { link: link.name, code, reason });
+      link.destroy(`peer closed: ${reason}`);
+      return;
+    }
+    throw new ProtocolError(`unexpected frame type ${type} on an established link`);
+  }
+
+  onChunkEnd(_link: Link): void {
+    if (this.rx.length === 0) return;
+    const packets = this.rx;
+    this.rx = [];
+    this.stats.rxPackets += packets.length;
+    this.sink(packets);
+  }
+
+  onClose(link: Link, reason: string): void {
+    if (this.links.get(link.id) === link) {
+      this.links.delete(link.id);
+      if (this.links.size === 0) this.lastLinkLossMs = performance.now();
+    }
+    this.onLinkClosed(link, reason);
+  }
+
+  tick(nowMs: number): void {
+    this.eliminator.tick(nowMs);
+    for (const link of this.links.values()) link.tick(nowMs);
+  }
+
+  close(code: CloseCode, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const link of [...this.links.values()]) link.close(code, reason);
+    this.links.clear();
+  }
+}

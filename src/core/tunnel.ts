@@ -1,0 +1,200 @@
+// The tunnel core both roles share: reads the TUN in batches and hands them
+// to the session that owns the destination, writes what the sessions accept
+// to the TUN, and runs the timers (keepalive, elimination time bound, stats).
+import { performance } from 'node:perf_hooks';
+import type { TimingConfig } from '../config/types.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { CloseCode, DATA_HEADER_BYTES, writeDataHeader } from '../protocol/frame.js';
+import { ipv6Bytes, type TunnelAddress } from '../protocol/handshake.js';
+import type { PacketBatch, TunDevice } from '../tun/device.js';
+import { CHECKPOINTS_PER_TTL } from './eliminator.js';
+import { Session } from './session.js';
+import { TunWriter } from './tun-writer.js';
+
+export class TunnelStats {
+  tunRxPackets = 0;
+  tunRxBytes = 0;
+  tunRxBatches = 0;
+  /** Packets read from the TUN with no session to carry them. */
+  dropsNoSession = 0;
+}
+
+export class Tunnel {
+  readonly sessions = new Set<Session>();
+  readonly writer: TunWriter;
+  readonly stats = new TunnelStats();
+  readonly startedMs = performance.now();
+  /** The tunnel cannot go on (the TUN device failed); the role shuts down. */
+  onFatal: (err: Error) => void = () => {};
+  private readonly byAddress = new Map<string, Session>();
+  private timers: NodeJS.Timeout[] = [];
+  private closed = false;
+
+  constructor(
+    readonly tun: TunDevice,
+    readonly timing: TimingConfig,
+    readonly log: Logger,
+  ) {
+    // The TUN backlog holds what the kernel could not take yet: a few batches.
+    this.writer = new TunWriter(tun, 4 * 1024 * 1024, log.child('tun'));
+  }
+
+  start(): void {
+    this.tun.start(
+      (batch) => this.onBatch(batch),
+      (err) => {
+        this.log.error('TUN device failed', { error: errorMessage(err) });
+        this.onFatal(err);
+      },
+    );
+    const t = this.timing;
+    const tickMs = Math.max(10, Math.min(t.keepaliveIntervalMs / 2, t.eliminationTtlMs / CHECKPOINTS_PER_TTL));
+    this.timers.push(setInterval(() => this.tick(), tickMs));
+    if (t.statsIntervalMs > 0) this.timers.push(setInterval(() => this.logStats(), t.statsIntervalMs));
+    for (const timer of this.timers) timer.unref();
+  }
+
+  newSession(sessionId: Buffer, epoch: Buffer, peerAddresses: readonly TunnelAddress[]): Session {
+    const s = new Session(
+      sessionId,
+      epoch,
+      peerAddresses,
+      { eliminationTtlMs: this.timing.eliminationTtlMs, eliminationWindowPackets: this.timing.eliminationWindowPackets },
+      (packets) => this.writer.write(packets),
+      this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),
+    );
+    this.sessions.add(s);
+    for (const a of peerAddresses) this.byAddress.set(addressKey(a), s);
+    return s;
+  }
+
+  /** The session holding one of these addresses, if any. */
+  sessionByAddress(addresses: readonly TunnelAddress[]): Session | undefined {
+    for (const a of addresses) {
+      const s = this.byAddress.get(addressKey(a));
+      if (s) return s;
+    }
+    return undefined;
+  }
+
+  removeSession(s: Session, code: CloseCode, reason: string): void {
+    s.close(code, reason);
+    this.sessions.delete(s);
+    for (const [k, v] of this.byAddress) if (v === s) this.byAddress.delete(k);
+  }
+
+  private onBatch(batch: PacketBatch): void {
+    const now = performance.now();
+    this.stats.tunRxBatches++;
+    this.stats.tunRxPackets += batch.count;
+    if (this.sessions.size === 1) {
+      for (const s of this.sessions) s.sendBatch(batch, now);
+    } else if (this.sessions.size === 0) {
+      this.stats.dropsNoSession += batch.count;
+    } else {
+      this.routeBatch(batch, now);
+    }
+  }
+
+  /** Several sessions: each packet goes to the session of its destination address. */
+  private routeBatch(batch: PacketBatch, now: number): void {
+    let off = 0;
+    for (let i = 0; i < batch.count; i++) {
+      const len = batch.lengths[i] as number;
+      const pkt = batch.arena.subarray(off + batch.headroom, off + batch.headroom + len);
+      off += batch.headroom + len;
+      const s = this.byAddress.get(destinationKey(pkt));
+      if (!s) {
+        this.stats.dropsNoSession++;
+        continue;
+      }
+      const frame = Buffer.allocUnsafe(DATA_HEADER_BYTES + len);
+      writeDataHeader(frame, 0, s.takeSeq(), len);
+      pkt.copy(frame, DATA_HEADER_BYTES);
+      s.sendEncoded(frame, 1, now);
+    }
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    for (const s of this.sessions) s.tick(now);
+  }
+
+  snapshot(): Record<string, unknown> {
+    return {
+      uptimeMs: Math.round(performance.now() - this.startedMs),
+      tun: { ...this.stats, written: this.writer.stats },
+      sessions: [...this.sessions].map((s) => ({
+        id: s.idHex,
+        epoch: s.epoch.toString('hex'),
+        peerAddresses: s.peerAddresses.map((a) => `${a.address}/${a.prefix}`),
+        ...s.stats,
+        elimination: {
+          accepted: s.eliminator.accepted,
+          duplicates: s.eliminator.duplicates,
+          stale: s.eliminator.stale,
+          highestSeq: s.eliminator.highest,
+        },
+        links: [...s.links.values()].map((l) => ({
+          id: l.id,
+          name: l.name,
+          state: l.state,
+          local: l.local,
+          remote: l.remote,
+          rttMs: Number.isNaN(l.srttMs) ? null : Math.round(l.srttMs * 1000) / 1000,
+          queueBytes: l.queueBytes,
+          ...l.stats,
+        })),
+      })),
+    };
+  }
+
+  logStats(): void {
+    for (const s of this.sessions) {
+      const e = s.eliminator;
+      this.log.info('session stats', {
+        session: s.idHex.slice(0, 8),
+        sent: s.stats.txPackets,
+        delivered: s.stats.rxPackets,
+        eliminated: e.duplicates,
+        stale: e.stale,
+        no_link: s.stats.dropsNoLink,
+      });
+      for (const l of s.links.values()) {
+        this.log.info('link stats', {
+          link: l.name,
+          state: l.state,
+          rtt_ms: Number.isNaN(l.srttMs) ? '-' : l.srttMs.toFixed(2),
+          tx: l.stats.txPackets,
+          rx_first: l.stats.firstCopies,
+          rx_eliminated: l.stats.duplicates,
+          rx_stale: l.stats.stale,
+          drop_queue_full: l.stats.drops.queue_full,
+          drop_queue_age: l.stats.drops.queue_age,
+        });
+      }
+    }
+  }
+
+  /** Idempotent. Closes every session (their links say why), then the TUN device. */
+  close(reason = 'shutting down'): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    for (const s of [...this.sessions]) this.removeSession(s, CloseCode.Shutdown, reason);
+    this.tun.close();
+  }
+}
+
+function addressKey(a: TunnelAddress): string {
+  return a.family === 4 ? `4:${a.address}` : `6:${ipv6Bytes(a.address).toString('hex')}`;
+}
+
+function destinationKey(pkt: Buffer): string {
+  const version = (pkt[0] ?? 0) >> 4;
+  if (version === 4 && pkt.length >= 20) return `4:${pkt[16]}.${pkt[17]}.${pkt[18]}.${pkt[19]}`;
+  if (version === 6 && pkt.length >= 40) return `6:${pkt.toString('hex', 24, 40)}`;
+  return '';
+}

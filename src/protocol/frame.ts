@@ -1,0 +1,204 @@
+// Framing of docs/protocol.md: u32 length, then version, type, flags, reserved.
+import { ProtocolError } from '../errors.js';
+
+export const PROTOCOL_VERSION = 1;
+/** Bytes of the length prefix. */
+export const LENGTH_BYTES = 4;
+/** Length prefix plus version, type, flags, reserved. */
+export const FRAME_HEADER_BYTES = 8;
+/** Frame header plus the u64 sequence number. */
+export const DATA_HEADER_BYTES = 16;
+/** A 64 KiB IP packet plus the DATA header behind the length prefix. */
+export const DEFAULT_MAX_FRAME_BYTES = 65_560;
+
+export const FrameType = {
+  Hello: 1,
+  Welcome: 2,
+  Data: 3,
+  Ping: 4,
+  Pong: 5,
+  Close: 6,
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+export const FRAME_TYPE_NAMES: Record<number, string> = {
+  1: 'HELLO',
+  2: 'WELCOME',
+  3: 'DATA',
+  4: 'PING',
+  5: 'PONG',
+  6: 'CLOSE',
+};
+
+/** Smallest body (after the 4 header bytes) each type may have. */
+const MIN_BODY: Record<number, number> = { 1: 4 + 16 + 2 + 2 + 1, 2: 10, 3: 9, 4: 8, 5: 8, 6: 2 };
+
+export const CloseCode = {
+  Shutdown: 1,
+  ProtocolError: 2,
+  Replaced: 3,
+  SessionRetired: 4,
+  HandshakeRefused: 5,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+/**
+ * Called once per complete frame. `buf[start..end)` is the body after the
+ * 8-byte header. The bytes are only valid during the call unless the receiver
+ * keeps a reference to `buf` (they are never overwritten afterwards).
+ */
+export type FrameHandler = (type: FrameType, buf: Buffer, start: number, end: number) => void;
+
+/**
+ * Reassembles frames from a TCP byte stream. A frame inside one chunk is
+ * handed on as a view of that chunk (no copy); a frame split across chunks is
+ * gathered into a buffer allocated once at its final size, so a peer feeding
+ * one byte at a time costs linear, not quadratic, work.
+ */
+export class FrameDecoder {
+  private readonly header = Buffer.alloc(LENGTH_BYTES);
+  private headerFill = 0;
+  private partial: Buffer | null = null;
+  private partialFill = 0;
+
+  constructor(
+    private readonly maxFrameBytes: number,
+    private readonly onFrame: FrameHandler,
+  ) {}
+
+  /** Bytes held waiting for the rest of a frame. */
+  get bufferedBytes(): number {
+    return this.headerFill + this.partialFill;
+  }
+
+  /** Throws ProtocolError on a malformed frame; the stream is then unusable. */
+  push(chunk: Buffer): void {
+    let off = 0;
+    const len = chunk.length;
+    if (this.headerFill > 0) {
+      const take = Math.min(LENGTH_BYTES - this.headerFill, len);
+      chunk.copy(this.header, this.headerFill, 0, take);
+      this.headerFill += take;
+      off = take;
+      if (this.headerFill < LENGTH_BYTES) return;
+      this.headerFill = 0;
+      const total = this.frameTotal(this.header.readUInt32BE(0));
+      this.partial = Buffer.allocUnsafe(total);
+      this.header.copy(this.partial, 0);
+      this.partialFill = LENGTH_BYTES;
+    }
+    if (this.partial !== null) {
+      const p = this.partial;
+      const take = Math.min(p.length - this.partialFill, len - off);
+      chunk.copy(p, this.partialFill, off, off + take);
+      this.partialFill += take;
+      off += take;
+      if (this.partialFill < p.length) return;
+      this.partial = null;
+      this.partialFill = 0;
+      this.emit(p, 0, p.length);
+    }
+    while (off < len) {
+      if (len - off < LENGTH_BYTES) {
+        chunk.copy(this.header, 0, off, len);
+        this.headerFill = len - off;
+        return;
+      }
+      const total = this.frameTotal(chunk.readUInt32BE(off));
+      if (len - off >= total) {
+        this.emit(chunk, off, off + total);
+        off += total;
+      } else {
+        const p = Buffer.allocUnsafe(total);
+        chunk.copy(p, 0, off, len);
+        this.partial = p;
+        this.partialFill = len - off;
+        return;
+      }
+    }
+  }
+
+  private frameTotal(length: number): number {
+    if (length < FRAME_HEADER_BYTES - LENGTH_BYTES) {
+      throw new ProtocolError(`frame length ${length} is shorter than a frame header`);
+    }
+    if (length > this.maxFrameBytes) {
+      throw new ProtocolError(`frame length ${length} exceeds the maximum of ${this.maxFrameBytes}`);
+    }
+    return LENGTH_BYTES + length;
+  }
+
+  private emit(buf: Buffer, start: number, end: number): void {
+    const version = buf[start + 4];
+    const type = buf[start + 5] as number;
+    if (version !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${version}`);
+    const min = MIN_BODY[type];
+    if (min === undefined) throw new ProtocolError(`unknown frame type ${type}`);
+    const bodyStart = start + FRAME_HEADER_BYTES;
+    if (end - bodyStart < min) {
+      throw new ProtocolError(`${FRAME_TYPE_NAMES[type]} frame body of ${end - bodyStart} bytes is too short`);
+    }
+    this.onFrame(type as FrameType, buf, bodyStart, end);
+  }
+}
+
+/** Writes a frame header for a body of `bodyBytes` at `buf[off]`. */
+export function writeFrameHeader(buf: Buffer, off: number, type: FrameType, bodyBytes: number): void {
+  buf.writeUInt32BE(FRAME_HEADER_BYTES - LENGTH_BYTES + bodyBytes, off);
+  buf[off + 4] = PROTOCOL_VERSION;
+  buf[off + 5] = type;
+  buf[off + 6] = 0;
+  buf[off + 7] = 0;
+}
+
+/** Writes a DATA header (frame header + seq) in front of a packet of `packetBytes`. */
+export function writeDataHeader(buf: Buffer, off: number, seq: number, packetBytes: number): void {
+  writeFrameHeader(buf, off, FrameType.Data, 8 + packetBytes);
+  writeU64(buf, off + 8, seq);
+}
+
+/** u64 as two u32 halves: sequence numbers stay below 2^53, exact in a double. */
+export function writeU64(buf: Buffer, off: number, v: number): void {
+  buf.writeUInt32BE(Math.floor(v / 0x1_0000_0000), off);
+  buf.writeUInt32BE(v >>> 0, off + 4);
+}
+
+export function readU64(buf: Buffer, off: number): number {
+  return buf.readUInt32BE(off) * 0x1_0000_0000 + buf.readUInt32BE(off + 4);
+}
+
+export function encodeFrame(type: FrameType, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
+  writeFrameHeader(out, 0, type, body.length);
+  body.copy(out, FRAME_HEADER_BYTES);
+  return out;
+}
+
+export function encodeData(seq: number, packet: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(DATA_HEADER_BYTES + packet.length);
+  writeDataHeader(out, 0, seq, packet.length);
+  packet.copy(out, DATA_HEADER_BYTES);
+  return out;
+}
+
+export function encodeToken(type: typeof FrameType.Ping | typeof FrameType.Pong, token: number): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 8);
+  writeFrameHeader(out, 0, type, 8);
+  writeU64(out, FRAME_HEADER_BYTES, token);
+  return out;
+}
+
+const MAX_REASON_BYTES = 200;
+
+export function encodeClose(code: CloseCode, reason: string): Buffer {
+  let text = Buffer.from(reason, 'utf8');
+  if (text.length > MAX_REASON_BYTES) text = text.subarray(0, MAX_REASON_BYTES);
+  const body = Buffer.allocUnsafe(2 + text.length);
+  body.writeUInt16BE(code, 0);
+  text.copy(body, 2);
+  return encodeFrame(FrameType.Close, body);
+}
+
+export function decodeClose(buf: Buffer, start: number, end: number): { code: number; reason: string } {
+  return { code: buf.readUInt16BE(start), reason: buf.toString('utf8', start + 2, end) };
+}

@@ -1,0 +1,47 @@
+// The contract of build/Release/dptcp.node (native/). Declared once, here.
+// Every method throws an Error with `code`, `errno` and `syscall` when the
+// syscall behind it fails.
+
+export interface NativeTun {
+  /** The name the kernel gave the device. */
+  readonly name: string;
+  /** -1 once closed. */
+  readonly fd: number;
+  /** errno of the packet writeBatch stopped at, 0 if it wrote them all. */
+  readonly lastErrno: number;
+  setMtu(mtu: number): void;
+  addAddress(address: string, prefixLength: number): void;
+  setUp(up?: boolean): void;
+  /**
+   * One onRead(count) per batch: packet i sits in `arena` after `headroom`
+   * bytes, packets packed one after another; `lengths[i]` is its size.
+   */
+  startReading(
+    arena: Buffer,
+    lengths: Uint32Array,
+    headroom: number,
+    maxPacket: number,
+    onRead: (count: number) => void,
+    onError: (err: Error) => void,
+  ): void;
+  stopReading(): void;
+  /** Writes packets[start..] in order; returns the index of the first not written. */
+  writeBatch(packets: readonly Buffer[], start: number): number;
+  /** cb runs once, when the device next accepts writes. */
+  waitWritable(cb: () => void): void;
+  /** Idempotent. Removes the device with its addresses and routes. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  Tun: new (name: string) => NativeTun;
+  setsockoptInt(fd: number, level: number, name: number, value: number): void;
+  constants: {
+    SOL_SOCKET: number;
+    IPPROTO_TCP: number;
+    TCP_NOTSENT_LOWAT: number;
+    TCP_USER_TIMEOUT: number;
+    SO_SNDBUF: number;
+    EAGAIN: number;
+  };
+}
