@@ -88,6 +88,7 @@ export class Tunnel {
     const now = performance.now();
     this.stats.tunRxBatches++;
     this.stats.tunRxPackets += batch.count;
+    for (let i = 0; i < batch.count; i++) this.stats.tunRxBytes += batch.lengths[i] as number;
     if (this.sessions.size === 1) {
       for (const s of this.sessions) s.sendBatch(batch, now);
     } else if (this.sessions.size === 0) {

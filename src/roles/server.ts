@@ -105,6 +105,15 @@ export class ServerRole {
     this.pending.delete(link);
   }
 
+  /** Where each listener is bound (a config port 0 gets a real one here). */
+  listening(): Array<{ name: string; address: string; port: number }> {
+    return this.servers.map((s, i) => {
+      const a = s.address();
+      const cfg = this.config.links[i] as ServerLinkConfig;
+      return { name: cfg.name, address: cfg.listenAddress, port: typeof a === 'object' && a ? a.port : -1 };
+    });
+  }
+
   private retire(s: Session, code: CloseCode, reason: string): void {
     this.bySessionId.delete(s.idHex);
     this.tunnel.removeSession(s, code, reason);

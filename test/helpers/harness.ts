@@ -1,0 +1,95 @@
+// Runs a real ServerRole and ClientRole over loopback TCP with fake TUNs:
+// the whole tunnel core without root.
+import type { ClientConfig, ServerConfig, TimingConfig } from '../../src/config/types.js';
+import { DEFAULT_TIMING } from '../../src/config/types.js';
+import { Tunnel } from '../../src/core/tunnel.js';
+import { memoryLogger, type Logger } from '../../src/log.js';
+import { ClientRole } from '../../src/roles/client.js';
+import { ServerRole } from '../../src/roles/server.js';
+import { FakeTun } from './fake-tun.js';
+
+export const FAST_TIMING: TimingConfig = Object.freeze({
+  ...DEFAULT_TIMING,
+  keepaliveIntervalMs: 50,
+  deadIntervalMs: 400,
+  handshakeTimeoutMs: 1000,
+  reconnectMinMs: 20,
+  reconnectMaxMs: 200,
+  statsIntervalMs: 0,
+  eliminationTtlMs: 1000,
+});
+
+export interface Side<R> {
+  tun: FakeTun;
+  tunnel: Tunnel;
+  role: R;
+  log: Logger & { lines: string[] };
+}
+
+export async function startServer(linkCount = 2, timing = FAST_TIMING): Promise<Side<ServerRole>> {
+  const config: ServerConfig = {
+    role: 'server',
+    file: 'server.test',
+    logLevel: 'debug',
+    timing,
+    tunnel: { name: 'fake-s', mtu: 1400, addresses: [{ family: 4, address: '10.0.0.1', prefix: 24 }] },
+    links: Array.from({ length: linkCount }, (_, i) => ({
+      id: i,
+      name: `l${i}`,
+      listenAddress: '127.0.0.1',
+      listenPort: 0,
+    })),
+  };
+  const log = memoryLogger('debug');
+  const tun = new FakeTun('fake-s');
+  const tunnel = new Tunnel(tun, timing, log);
+  const role = new ServerRole(config, tunnel, log);
+  await role.start();
+  tunnel.start();
+  return { tun, tunnel, role, log };
+}
+
+export function startClient(
+  server: Side<ServerRole>,
+  timing = FAST_TIMING,
+  address = '10.0.0.2',
+  ports = server.role.listening().map((l) => l.port),
+): Side<ClientRole> {
+  const config: ClientConfig = {
+    role: 'client',
+    file: 'client.test',
+    logLevel: 'debug',
+    timing,
+    tunnel: { name: 'fake-c', mtu: 1400, addresses: [{ family: 4, address, prefix: 24 }] },
+    links: ports.map((port, i) => ({
+      id: i,
+      name: `l${i}`,
+      remoteAddress: '127.0.0.1',
+      remotePort: port,
+      localAddress: undefined,
+    })),
+  };
+  const log = memoryLogger('debug');
+  const tun = new FakeTun('fake-c');
+  const tunnel = new Tunnel(tun, timing, log);
+  const role = new ClientRole(config, tunnel, log);
+  role.start();
+  tunnel.start();
+  return { tun, tunnel, role, log };
+}
+
+export async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export function stop(...sides: Array<Side<ClientRole> | Side<ServerRole> | undefined>): void {
+  for (const s of sides) {
+    if (!s) continue;
+    s.role.close();
+    s.tunnel.close();
+  }
+}

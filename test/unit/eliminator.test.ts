@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CHECKPOINTS_PER_TTL, Eliminator, Verdict } from '../../src/core/eliminator.js';
+
+const { Accept, Duplicate, Stale } = Verdict;
+
+function elim(windowPackets = 1024, ttlMs = 1000): Eliminator {
+  return new Eliminator({ windowPackets, ttlMs });
+}
+
+describe('Eliminator', () => {
+  it('keeps the first copy and eliminates the second, whichever link is first', () => {
+    const e = elim();
+    assert.equal(e.check(1), Accept);
+    assert.equal(e.check(1), Duplicate);
+    assert.equal(e.check(2), Accept);
+    assert.equal(e.check(2), Duplicate);
+    assert.deepEqual([e.accepted, e.duplicates, e.stale], [2, 2, 0]);
+  });
+
+  it('delivers packets the host really sent twice: they have two sequence numbers', () => {
+    // Byte-identical IP packets get seq 5 and 6 at the sender; each is accepted once.
+    const e = elim();
+    const verdicts = [5, 5, 6, 6].map((s) => e.check(s));
+    assert.deepEqual(verdicts, [Accept, Duplicate, Accept, Duplicate]);
+    assert.equal(e.accepted, 2);
+  });
+
+  it('accepts out-of-order first copies inside the window (the other link was ahead)', () => {
+    const e = elim();
+    assert.deepEqual([10, 8, 9, 7, 8, 10].map((s) => e.check(s)), [Accept, Accept, Accept, Accept, Duplicate, Duplicate]);
+  });
+
+  it('treats a copy older than the window as stale, never as new', () => {
+    const e = elim(1024);
+    for (let s = 1; s <= 5000; s++) e.check(s);
+    assert.equal(e.check(5000 - 1024), Stale);
+    assert.equal(e.check(1), Stale);
+    assert.equal(e.check(5000 - 1023), Duplicate);
+  });
+
+  it('is exact across the ring wrap: a slot reused by a later seq does not hide a duplicate', () => {
+    const e = elim(1024);
+    // Every seq arrives on link A; link B lags by up to 1000 packets and delivers them all again.
+    for (let s = 1; s <= 20_000; s++) {
+      assert.equal(e.check(s), Accept);
+      if (s > 1000) assert.equal(e.check(s - 1000), Duplicate);
+    }
+    assert.equal(e.duplicates, 19_000);
+    assert.equal(e.stale, 0);
+  });
+
+  it('makes a copy stale once it is later than the TTL behind a newer packet', () => {
+    const ttl = 1000;
+    const e = elim(1 << 16, ttl);
+    let now = 0;
+    e.tick(now);
+    for (let s = 1; s <= 100; s++) e.check(s);
+    // The slow link's copies of 1..100 are still within the TTL: duplicates.
+    now += ttl / 2;
+    e.tick(now);
+    assert.equal(e.check(50), Duplicate);
+    // Packet 101 was lost on the fast link; its copy on the slow link is late but within TTL: delivered.
+    assert.equal(e.check(102), Accept);
+    assert.equal(e.check(101), Accept);
+    // Far past the TTL, copies of anything accepted before are stale.
+    for (let i = 0; i < 3 * CHECKPOINTS_PER_TTL; i++) {
+      now += ttl / CHECKPOINTS_PER_TTL;
+      e.tick(now);
+    }
+    assert.equal(e.check(100), Stale);
+    assert.equal(e.check(102), Stale);
+    assert.ok(e.floorSeq >= 102);
+  });
+
+  it('delivers a gap packet arriving within the TTL, drops it after', () => {
+    const ttl = 800;
+    const e = elim(1 << 16, ttl);
+    let now = 0;
+    e.tick(now);
+    e.check(1);
+    e.check(3); // 2 is missing on the fast link
+    const step = ttl / CHECKPOINTS_PER_TTL;
+    for (let t = step; t <= ttl + 2 * step; t += step) e.tick((now = t));
+    assert.equal(e.check(2), Stale, 'a first copy later than the TTL is not delivered');
+  });
+
+  it('uses constant memory whatever the traffic', () => {
+    const e = elim(1 << 12);
+    const before = e.stateBytes;
+    for (let s = 1; s <= 200_000; s += 3) e.check(s);
+    for (let t = 0; t < 100_000; t += 10) e.tick(t);
+    assert.equal(e.stateBytes, before);
+    assert.ok(before < 64 * 1024);
+  });
+
+  it('survives sequence numbers beyond 2^32', () => {
+    const e = elim();
+    const base = 2 ** 32 + 17;
+    assert.equal(e.check(base), Accept);
+    assert.equal(e.check(base), Duplicate);
+    assert.equal(e.check(base + 1024), Accept);
+    assert.equal(e.check(base), Stale);
+  });
+
+  it('reset starts a new sequence space', () => {
+    const e = elim();
+    for (let s = 1; s <= 100; s++) e.check(s);
+    e.reset();
+    assert.equal(e.check(1), Accept);
+    assert.equal(e.highest, 1);
+  });
+
+  it('rounds the window up to a power of two and rejects nonsense', () => {
+    assert.equal(elim(1000).windowPackets, 1024);
+    assert.throws(() => new Eliminator({ windowPackets: 0, ttlMs: 10 }), RangeError);
+    assert.throws(() => new Eliminator({ windowPackets: 16, ttlMs: 0 }), RangeError);
+  });
+});
