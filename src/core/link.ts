@@ -49,6 +49,9 @@ export class LinkStats {
   /** Copies that came after the elimination window had moved past them. */
   stale = 0;
   drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0 };
+  /** Connections that completed the handshake under this link id. */
+  connects = 0;
+  lastDownReason = '';
 }
 
 interface Queued {
@@ -61,7 +64,8 @@ const CLOSE_GRACE_MS = 500;
 
 export class Link {
   state: LinkState = 'handshaking';
-  readonly stats = new LinkStats();
+  /** Counters of this link id; the session hands the same object to every reconnection. */
+  stats = new LinkStats();
   /** Smoothed round-trip time from PING/PONG, ms; NaN until measured. */
   srttMs = NaN;
   lastRxMs = performance.now();

@@ -8,7 +8,7 @@ import type { TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { PacketBatch } from '../tun/device.js';
 import { Eliminator, Verdict } from './eliminator.js';
-import type { Link, LinkHandler } from './link.js';
+import { LinkStats, type Link, type LinkHandler } from './link.js';
 
 export interface SessionOptions {
   readonly eliminationTtlMs: number;
@@ -29,6 +29,8 @@ export class SessionStats {
 
 export class Session implements LinkHandler {
   readonly links = new Map<number, Link>();
+  /** Counters per link id, kept across reconnections (and while the link is down). */
+  readonly linkStats = new Map<number, { name: string; stats: LinkStats }>();
   readonly stats = new SessionStats();
   readonly eliminator: Eliminator;
   readonly createdMs = performance.now();
@@ -72,6 +74,13 @@ export class Session implements LinkHandler {
       this.log.info('link replaced by a new connection', { link: link.name, old: old.remote, new: link.remote });
       old.close(CloseCode.Replaced, 'replaced by a newer connection');
     }
+    let slot = this.linkStats.get(link.id);
+    if (!slot) {
+      slot = { name: link.name, stats: new LinkStats() };
+      this.linkStats.set(link.id, slot);
+    }
+    slot.stats.connects++;
+    link.stats = slot.stats;
     link.handler = this;
     link.state = 'up';
     this.links.set(link.id, link);
@@ -156,6 +165,7 @@ export class Session implements LinkHandler {
 
   onClose(link: Link, reason: string): void {
     if (this.links.get(link.id) === link) {
+      link.stats.lastDownReason = reason;
       this.links.delete(link.id);
       if (this.links.size === 0) this.lastLinkLossMs = performance.now();
     }

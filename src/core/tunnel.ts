@@ -137,16 +137,19 @@ export class Tunnel {
           stale: s.eliminator.stale,
           highestSeq: s.eliminator.highest,
         },
-        links: [...s.links.values()].map((l) => ({
-          id: l.id,
-          name: l.name,
-          state: l.state,
-          local: l.local,
-          remote: l.remote,
-          rttMs: Number.isNaN(l.srttMs) ? null : Math.round(l.srttMs * 1000) / 1000,
-          queueBytes: l.queueBytes,
-          ...l.stats,
-        })),
+        links: [...s.linkStats].map(([id, { name, stats }]) => {
+          const l = s.links.get(id);
+          return {
+            id,
+            name,
+            state: l?.state ?? 'down',
+            local: l?.local ?? null,
+            remote: l?.remote ?? null,
+            rttMs: l === undefined || Number.isNaN(l.srttMs) ? null : Math.round(l.srttMs * 1000) / 1000,
+            queueBytes: l?.queueBytes ?? 0,
+            ...stats,
+          };
+        }),
       })),
     };
   }
@@ -162,17 +165,19 @@ export class Tunnel {
         stale: e.stale,
         no_link: s.stats.dropsNoLink,
       });
-      for (const l of s.links.values()) {
+      for (const [id, { name, stats }] of s.linkStats) {
+        const l = s.links.get(id);
         this.log.info('link stats', {
-          link: l.name,
-          state: l.state,
-          rtt_ms: Number.isNaN(l.srttMs) ? '-' : l.srttMs.toFixed(2),
-          tx: l.stats.txPackets,
-          rx_first: l.stats.firstCopies,
-          rx_eliminated: l.stats.duplicates,
-          rx_stale: l.stats.stale,
-          drop_queue_full: l.stats.drops.queue_full,
-          drop_queue_age: l.stats.drops.queue_age,
+          link: name,
+          state: l?.state ?? 'down',
+          rtt_ms: l === undefined || Number.isNaN(l.srttMs) ? '-' : l.srttMs.toFixed(2),
+          tx: stats.txPackets,
+          rx_first: stats.firstCopies,
+          rx_eliminated: stats.duplicates,
+          rx_stale: stats.stale,
+          drop_queue_full: stats.drops.queue_full,
+          drop_queue_age: stats.drops.queue_age,
+          connects: stats.connects,
         });
       }
     }

@@ -1,0 +1,126 @@
+// Root end-to-end: the real binary on both sides of two veth links, real
+// tools through the tunnel, real impairments.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLIENT_YAML, SERVER_YAML, skipReason, Testbed, waitFor } from '../helpers/netns.js';
+
+const skip = skipReason();
+
+function sha256(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, () => {
+  let tb: Testbed;
+  let bigFile: string;
+
+  before(async () => {
+    tb = await Testbed.create('core');
+    bigFile = join(tb.dir, 'big.bin');
+    writeFileSync(bigFile, randomBytes(50 * 1024 * 1024));
+    tb.startDpTcp('server', SERVER_YAML);
+    tb.startDpTcp('client', CLIENT_YAML);
+    await tb.waitUp(2);
+  });
+
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  /** Sends `file` from client to server over TCP through the tunnel; returns the received copy's path. */
+  async function tcpTransfer(port: number, during?: () => Promise<void>): Promise<{ out: string; seconds: number }> {
+    const out = join(tb.dir, `recv-${port}.bin`);
+    const receiver = tb.spawn('server', 'sh', ['-c', `exec ncat -l 10.0.0.1 ${port} --recv-only > ${out}`]);
+    const received = new Promise<number | null>((r) => receiver.once('exit', (c) => r(c)));
+    // Wait until the listener is there (ss in the server namespace).
+    for (let i = 0; i < 100; i++) {
+      const { stdout } = await tb.run('server', 'ss', ['-ltn', `sport = :${port}`]);
+      if (stdout.includes(`:${port}`)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const t0 = Date.now();
+    const sending = tb.run('client', 'sh', ['-c', `ncat --send-only 10.0.0.1 ${port} < ${bigFile}`], 180_000);
+    if (during) await during();
+    await sending;
+    assert.equal(await received, 0, 'receiver exited cleanly');
+    return { out, seconds: (Date.now() - t0) / 1000 };
+  }
+
+  it('pings through the tunnel over IPv4 and IPv6', async () => {
+    const v4 = await tb.run('client', 'ping', ['-c', '5', '-i', '0.2', '-W', '2', '10.0.0.1']);
+    assert.match(v4.stdout, /5 packets transmitted, 5 received, 0% packet loss/);
+    const v6 = await tb.run('client', 'ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', 'fd00:dd::1']);
+    assert.match(v6.stdout, /3 packets transmitted, 3 received, 0% packet loss/);
+    // No duplicate replies: ping flags them with "(DUP!)".
+    assert.doesNotMatch(v4.stdout + v6.stdout, /DUP!/);
+  });
+
+  it('carries ncat UDP datagrams in both directions', async () => {
+    for (const [from, to, addr, port] of [
+      ['client', 'server', '10.0.0.1', 5002],
+      ['server', 'client', '10.0.0.2', 5003],
+    ] as const) {
+      const text = Array.from({ length: 50 }, (_, i) => `${from}->${to} datagram line ${i}`).join('\n') + '\n';
+      const src = join(tb.dir, `udp-${port}.txt`);
+      const dst = join(tb.dir, `udp-${port}.out`);
+      writeFileSync(src, text);
+      writeFileSync(dst, '');
+      tb.spawn(to, 'sh', ['-c', `exec ncat -u -l ${addr} ${port} --recv-only > ${dst}`]);
+      await new Promise((r) => setTimeout(r, 300));
+      await tb.run(from, 'sh', ['-c', `ncat -u --send-only ${addr} ${port} < ${src}`]);
+      await waitFor(() => readFileSync(dst, 'utf8') === text, `UDP ${from} -> ${to} delivered`, 5000, () =>
+        JSON.stringify(readFileSync(dst, 'utf8').slice(0, 200)),
+      );
+    }
+  });
+
+  it('moves 50 MB over TCP through the tunnel, byte for byte', async () => {
+    const { out, seconds } = await tcpTransfer(5001);
+    assert.equal(sha256(out), sha256(bigFile));
+    console.log(`# 50 MB in ${seconds.toFixed(2)} s = ${((50 * 8 * 1.048576) / seconds).toFixed(0)} Mbit/s`);
+  });
+
+  it('moves 50 MB intact while link 1 is blackholed in the middle of the transfer', async () => {
+    // 100 Mbit/s links: the transfer takes seconds, so the outage lands inside it.
+    await tb.limitRate('100mbit');
+    const before = tb.stats('client').sessions[0]!;
+    const { out, seconds } = await tcpTransfer(5004, async () => {
+      await new Promise((r) => setTimeout(r, 1000));
+      await tb.blackhole(1, true);
+      await new Promise((r) => setTimeout(r, 2500));
+      await tb.blackhole(1, false);
+    });
+    assert.equal(sha256(out), sha256(bigFile));
+    console.log(`# 50 MB with a 2.5 s outage of link 1 in ${seconds.toFixed(2)} s`);
+    // Link 2 carried the transfer through the outage; link 1 was declared dead and came back.
+    assert.match(tb.log('client'), /\[client\/wan1\] link down/);
+    await tb.waitUp(2, 10_000);
+    const after = tb.stats('client').sessions[0]!;
+    const l2 = after.links.find((l) => l.name === 'wan2')!;
+    assert.ok(l2.txPackets > (before.links.find((l) => l.name === 'wan2')!.txPackets), 'link 2 carried the traffic');
+  });
+
+  it('counts what each link carried and what was eliminated', async () => {
+    await waitFor(() => tb.stats('server').sessions[0]!.rxPackets > 0, 'stats written', 3000);
+    const client = tb.stats('client').sessions[0]!;
+    const server = tb.stats('server').sessions[0]!;
+    for (const l of client.links) assert.ok(l.txPackets > 10_000, `client ${l.name} sent ${l.txPackets} packets`);
+    assert.ok(server.elimination.duplicates > 10_000, `server eliminated ${server.elimination.duplicates} copies`);
+    assert.equal(server.elimination.accepted, server.rxPackets);
+    const firsts = server.links.reduce((a, l) => a + l.firstCopies, 0);
+    assert.equal(firsts, server.elimination.accepted, 'every delivered packet is credited to the link that brought it');
+  });
+
+  it('tears down on SIGTERM: exit 0, TUN devices gone', async () => {
+    assert.equal(await tb.stopDpTcp('client'), 0);
+    assert.equal(await tb.stopDpTcp('server'), 0);
+    const c = await tb.run('client', 'ip', ['-o', 'link', 'show']);
+    const s = await tb.run('server', 'ip', ['-o', 'link', 'show']);
+    assert.doesNotMatch(c.stdout, /dptcp-c/);
+    assert.doesNotMatch(s.stdout, /dptcp-s/);
+    assert.match(tb.log('client'), /shutting down reason=SIGTERM/);
+  });
+});

@@ -1,0 +1,241 @@
+// A two-host testbed in network namespaces (scripts/namespace.sh topology)
+// with the real dp-tcp binary on each side. Everything it creates is removed
+// by destroy(), which also runs on process exit if a test dies first.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+export const ROOT = new URL('../../', import.meta.url).pathname;
+const CLI = join(ROOT, 'dist', 'cli', 'index.js');
+const NS_SCRIPT = join(ROOT, 'scripts', 'namespace.sh');
+
+export type Side = 'server' | 'client';
+
+/** Why the end-to-end tier cannot run here, or undefined if it can. */
+export function e2eUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces, TUN devices)';
+  for (const tool of ['ip', 'iptables', 'ncat', 'ping', 'iperf3']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `'${tool}' is not installed`;
+    }
+  }
+  if (!existsSync(CLI)) return `${CLI} is missing: run 'npm run build:ts'`;
+  return undefined;
+}
+
+/** In CI the end-to-end tier must run: a missing prerequisite is a failure, not a skip. */
+export function skipReason(): string | false {
+  const why = e2eUnavailable();
+  if (why && process.env['CI'] === 'true') throw new Error(`end-to-end tests cannot run in CI: ${why}`);
+  return why ?? false;
+}
+
+const live = new Set<Testbed>();
+process.on('exit', () => {
+  for (const t of live) t.destroySync();
+});
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+export class Testbed {
+  readonly serverNs: string;
+  readonly clientNs: string;
+  readonly dir: string;
+  private procs = new Map<Side, ChildProcess>();
+  private all: ChildProcess[] = [];
+  private destroyed = false;
+
+  private constructor(tag: string) {
+    const id = `${process.pid.toString(36)}${tag}`;
+    this.serverNs = `dpt-${id}-s`;
+    this.clientNs = `dpt-${id}-c`;
+    this.dir = mkdtempSync(join(tmpdir(), `dptcp-e2e-${tag}-`));
+  }
+
+  static async create(tag: string): Promise<Testbed> {
+    const t = new Testbed(tag);
+    live.add(t);
+    await execFileP('bash', [NS_SCRIPT, 'up'], { env: t.nsEnv() });
+    return t;
+  }
+
+  private nsEnv(): NodeJS.ProcessEnv {
+    return { ...process.env, DPTCP_SERVER_NS: this.serverNs, DPTCP_CLIENT_NS: this.clientNs };
+  }
+
+  ns(side: Side): string {
+    return side === 'server' ? this.serverNs : this.clientNs;
+  }
+
+  async run(side: Side, cmd: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
+    const r = await execFileP('ip', ['netns', 'exec', this.ns(side), cmd, ...args], {
+      timeout: timeoutMs,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return { stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /** Starts a long-running command in a namespace; it is killed by destroy(). */
+  spawn(side: Side, cmd: string, args: string[], opts: { stdin?: string; stdout?: string } = {}): ChildProcess {
+    const p = spawn('ip', ['netns', 'exec', this.ns(side), cmd, ...args], {
+      stdio: [opts.stdin ? 'pipe' : 'ignore', opts.stdout ? 'pipe' : 'ignore', 'pipe'],
+    });
+    if (opts.stdout) p.stdout?.pipe(createWriteStream(opts.stdout));
+    if (opts.stdin) createReadStream(opts.stdin).pipe(p.stdin!);
+    p.stderr?.resume();
+    this.all.push(p);
+    return p;
+  }
+
+  statsFile(side: Side): string {
+    return join(this.dir, `${side}.stats.json`);
+  }
+
+  logFile(side: Side): string {
+    return join(this.dir, `${side}.log`);
+  }
+
+  /** Starts dp-tcp on one side with the given YAML config text. */
+  startDpTcp(side: Side, yaml: string, extra: string[] = []): ChildProcess {
+    const cfg = join(this.dir, `${side}.yaml`);
+    writeFileSync(cfg, yaml);
+    const log = createWriteStream(this.logFile(side), { flags: 'a' });
+    const p = spawn(
+      'ip',
+      ['netns', 'exec', this.ns(side), process.execPath, CLI, side, '-c', cfg, '--stats-file', this.statsFile(side), ...extra],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    p.stdout?.pipe(log);
+    p.stderr?.pipe(log);
+    this.procs.set(side, p);
+    this.all.push(p);
+    return p;
+  }
+
+  async stopDpTcp(side: Side, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const p = this.procs.get(side);
+    if (!p || p.exitCode !== null || p.signalCode !== null) return p?.exitCode ?? null;
+    const done = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+    p.kill(signal);
+    return await done;
+  }
+
+  stats(side: Side): StatsSnapshot {
+    return JSON.parse(readFileSync(this.statsFile(side), 'utf8')) as StatsSnapshot;
+  }
+
+  log(side: Side): string {
+    return existsSync(this.logFile(side)) ? readFileSync(this.logFile(side), 'utf8') : '';
+  }
+
+  /** Waits until both sides report `links` links up in one session. */
+  async waitUp(links = 2, timeoutMs = 10_000): Promise<void> {
+    await waitFor(
+      () => {
+        for (const side of ['server', 'client'] as const) {
+          if (!existsSync(this.statsFile(side))) return false;
+          const s = this.stats(side);
+          if (s.sessions.length !== 1 || s.sessions[0]!.links.filter((l) => l.state === 'up').length !== links) return false;
+        }
+        return true;
+      },
+      `${links} links up on both sides`,
+      timeoutMs,
+      () => `--- server log\n${this.log('server')}\n--- client log\n${this.log('client')}`,
+    );
+  }
+
+  /** Drops everything arriving on link n at both ends: a blackhole in the middle. */
+  async blackhole(n: 1 | 2, on: boolean): Promise<void> {
+    const op = on ? '-I' : '-D';
+    await this.run('client', 'iptables', [op, 'INPUT', '-i', `link${n}-c`, '-j', 'DROP']);
+    await this.run('server', 'iptables', [op, 'INPUT', '-i', `link${n}-s`, '-j', 'DROP']);
+  }
+
+  /** Rate-limits both directions of every link (tbf), so transfers take seconds. */
+  async limitRate(rate: string): Promise<void> {
+    for (const n of [1, 2]) {
+      for (const side of ['server', 'client'] as const) {
+        const dev = `link${n}-${side === 'server' ? 's' : 'c'}`;
+        await this.run(side, 'tc', ['qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', rate, 'burst', '64kb', 'latency', '50ms']);
+      }
+    }
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    for (const side of ['client', 'server'] as const) await this.stopDpTcp(side).catch(() => null);
+    this.destroySync();
+  }
+
+  destroySync(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    live.delete(this);
+    for (const p of this.all) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    try {
+      execFileSync('bash', [NS_SCRIPT, 'down'], { env: this.nsEnv(), stdio: 'ignore' });
+    } catch {
+      // best effort: nothing else can be done on the way out
+    }
+    if (process.env['DPTCP_KEEP_E2E_DIR'] !== '1') rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface LinkSnapshot {
+  id: number;
+  name: string;
+  state: string;
+  txPackets: number;
+  firstCopies: number;
+  duplicates: number;
+  stale: number;
+  drops: Record<string, number>;
+  rttMs: number | null;
+}
+
+export interface StatsSnapshot {
+  role: Side;
+  sessions: Array<{
+    id: string;
+    txPackets: number;
+    rxPackets: number;
+    dropsNoLink: number;
+    elimination: { accepted: number; duplicates: number; stale: number };
+    links: LinkSnapshot[];
+  }>;
+}
+
+export async function waitFor(cond: () => boolean, what: string, timeoutMs: number, detail?: () => string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail ? `\n${detail()}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export const SERVER_YAML = `
+server:
+  tunnel_device: { name: dptcp-s, ip: 10.0.0.1/24, ipv6: "fd00:dd::1/64", mtu: 1400 }
+  links:
+    - { name: wan1, listen: "10.0.1.1:31411" }
+    - { name: wan2, listen: "10.0.2.1:31413" }
+logger: { level: info }
+`;
+
+export const CLIENT_YAML = `
+client:
+  tunnel_device: { name: dptcp-c, ip: 10.0.0.2/24, ipv6: "fd00:dd::2/64", mtu: 1400 }
+  links:
+    - { name: wan1, remote: "10.0.1.1:31411", local: 10.0.1.2 }
+    - { name: wan2, remote: "10.0.2.1:31413", local: 10.0.2.2 }
+logger: { level: info }
+`;
