@@ -1,0 +1,98 @@
+// Start-up failures of the real binary: one clear line, exit code 2, nothing left behind.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { ROOT, SERVER_YAML, skipReason, Testbed } from '../helpers/netns.js';
+
+const execFileP = promisify(execFile);
+const CLI = join(ROOT, 'dist', 'cli', 'index.js');
+const skip = skipReason();
+
+interface Outcome {
+  code: number;
+  stderr: string;
+}
+
+describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
+  let tb: Testbed;
+
+  before(async () => {
+    tb = await Testbed.create('cli');
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  async function runCli(args: string[], prefix: string[] = []): Promise<Outcome> {
+    try {
+      const r = await execFileP('ip', ['netns', 'exec', tb.serverNs, ...prefix, process.execPath, CLI, ...args], {
+        timeout: 20_000,
+      });
+      return { code: 0, stderr: r.stderr };
+    } catch (e) {
+      const err = e as { code: number; stderr: string };
+      return { code: err.code, stderr: err.stderr };
+    }
+  }
+
+  async function devices(): Promise<string> {
+    return (await tb.run('server', 'ip', ['-o', 'link', 'show'])).stdout;
+  }
+
+  function config(name: string, text: string): string {
+    const f = join(tb.dir, name);
+    writeFileSync(f, text);
+    return f;
+  }
+
+  it('a bad field: exit 2, one line naming file and field, no device created', async () => {
+    const f = config('bad.yaml', SERVER_YAML.replace('10.0.1.1:31411', '10.0.1.1:70000'));
+    const r = await runCli(['server', '-c', f]);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, /bad\.yaml: server\.links\[0\]\.listen: port 70000 is out of range/);
+    assert.doesNotMatch(await devices(), /dptcp-s/);
+  });
+
+  it('a missing file and a usage error exit 2', async () => {
+    const r = await runCli(['server', '-c', join(tb.dir, 'nope.yaml')]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /nope\.yaml: cannot read the config file/);
+    assert.equal((await runCli(['server'])).code, 2);
+    assert.equal((await runCli(['bogus'])).code, 2);
+  });
+
+  it('without CAP_NET_ADMIN: exit 2 and says what is missing', async () => {
+    const f = config('ok.yaml', SERVER_YAML);
+    chmodSync(tb.dir, 0o755); // the unprivileged user must be able to read the config
+    const r = await runCli(['server', '-c', f], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /needs CAP_NET_ADMIN: run dp-tcp as root \(sudo\)/);
+    assert.doesNotMatch(await devices(), /dptcp-s/);
+  });
+
+  it('a busy port: exit 2, and the TUN device it had created is gone', async () => {
+    const f = config('ok.yaml', SERVER_YAML);
+    const squatter = tb.spawn('server', 'ncat', ['-l', '-k', '10.0.1.1', '31411']);
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await runCli(['server', '-c', f]);
+    squatter.kill();
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /cannot listen on 10\.0\.1\.1:31411 \(wan1\): the port is already in use/);
+    assert.doesNotMatch(await devices(), /dptcp-s/);
+  });
+
+  it('a TUN name another process holds: exit 2 with a clear line', async () => {
+    const f = config('ok.yaml', SERVER_YAML);
+    const first = tb.startDpTcp('server', SERVER_YAML);
+    await new Promise((r) => setTimeout(r, 1000));
+    const r = await runCli(['server', '-c', f]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /TUN device 'dptcp-s' already exists and is in use/);
+    assert.equal(first.exitCode, null, 'the running instance is untouched');
+    assert.equal(await tb.stopDpTcp('server'), 0);
+  });
+});
