@@ -4,28 +4,11 @@
 # then a clean teardown (also on Ctrl-C or failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "demo: error: the demo creates network namespaces and TUN devices: run it as root or with sudo" >&2
-  exit 1
-fi
-for tool in ip ncat ping node; do
-  command -v "$tool" >/dev/null || { echo "demo: error: '$tool' is not installed (apt-get install iproute2 ncat iputils-ping)" >&2; exit 1; }
-done
-
-# Build as the invoking user when started with sudo, so the checkout stays theirs.
-as_user() {
-  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then runuser -u "$SUDO_USER" -- "$@"; else "$@"; fi
-}
-if [ ! -d node_modules ]; then
-  echo "== installing dependencies and building (npm ci)"
-  as_user npm ci --no-audit --no-fund
-fi
-if [ ! -f build/Release/dptcp.node ] || [ ! -f dist/cli/index.js ]; then
-  echo "== building"
-  as_user npm run build
-fi
+. scripts/lib.sh
+dp_need_root demo
+dp_install_missing
+dp_build
 
 export DPTCP_SERVER_NS=dp-tcp-server DPTCP_CLIENT_NS=dp-tcp-client
 WORK=$(mktemp -d /tmp/dptcp-demo.XXXXXX)
