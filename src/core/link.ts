@@ -69,6 +69,8 @@ export class Link {
   /** Smoothed round-trip time from PING/PONG, ms; NaN until measured. */
   srttMs = NaN;
   lastRxMs = performance.now();
+  /** Closed because it went silent (rather than by a peer, an error or shutdown). */
+  declaredDead = false;
   private lastPingMs = 0;
   private readonly decoder: FrameDecoder;
   private queue: Queued[] = [];
@@ -151,7 +153,8 @@ export class Link {
   tick(nowMs: number): void {
     if (this.state !== 'up') return;
     if (nowMs - this.lastRxMs > this.opts.deadIntervalMs) {
-      this.close(CloseCode.Shutdown, `no frame for ${Math.round(nowMs - this.lastRxMs)} ms`);
+      this.declaredDead = true;
+      this.close(CloseCode.Shutdown, `dead: nothing heard for ${Math.round(nowMs - this.lastRxMs)} ms`);
       return;
     }
     if (nowMs - this.lastPingMs >= this.opts.keepaliveIntervalMs) {

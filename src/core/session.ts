@@ -3,7 +3,15 @@
 // Both roles use this class unchanged.
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
-import { CloseCode, DATA_HEADER_BYTES, decodeClose, FrameType, readU64, writeDataHeader } from '../protocol/frame.js';
+import {
+  CloseCode,
+  DATA_HEADER_BYTES,
+  decodeClose,
+  encodeLinkDown,
+  FrameType,
+  readU64,
+  writeDataHeader,
+} from '../protocol/frame.js';
 import type { TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { PacketBatch } from '../tun/device.js';
@@ -146,6 +154,15 @@ export class Session implements LinkHandler {
       return;
     }
     if (link.handleKeepalive(type, buf, start)) return;
+    if (type === FrameType.LinkDown) {
+      const id = buf.readUInt16BE(start);
+      const target = this.links.get(id);
+      if (target && target !== link) {
+        this.log.info('peer reports link down', { link: target.name, via: link.name });
+        target.close(CloseCode.Shutdown, 'peer reported the link dead');
+      }
+      return;
+    }
     if (type === FrameType.Close) {
       const { code, reason } = decodeClose(buf, start, end);
       this.log.info('peer closed link', { link: link.name, code, reason });
@@ -167,6 +184,10 @@ export class Session implements LinkHandler {
     if (this.links.get(link.id) === link) {
       link.stats.lastDownReason = reason;
       this.links.delete(link.id);
+      // The peer may still think this link is fine (one direction dead): say so on the others.
+      if (link.declaredDead && !this.closed) {
+        for (const other of this.links.values()) if (other.state === 'up') other.sendControl(encodeLinkDown(link.id));
+      }
       if (this.links.size === 0) this.lastLinkLossMs = performance.now();
     }
     this.onLinkClosed(link, reason);

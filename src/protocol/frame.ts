@@ -18,6 +18,7 @@ export const FrameType = {
   Ping: 4,
   Pong: 5,
   Close: 6,
+  LinkDown: 7,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -28,10 +29,11 @@ export const FRAME_TYPE_NAMES: Record<number, string> = {
   4: 'PING',
   5: 'PONG',
   6: 'CLOSE',
+  7: 'LINKDOWN',
 };
 
 /** Smallest body (after the 4 header bytes) each type may have. */
-const MIN_BODY: Record<number, number> = { 1: 4 + 16 + 2 + 2 + 1, 2: 10, 3: 9, 4: 8, 5: 8, 6: 2 };
+const MIN_BODY: Record<number, number> = { 1: 4 + 16 + 2 + 2 + 1, 2: 10, 3: 9, 4: 8, 5: 8, 6: 2, 7: 2 };
 
 export const CloseCode = {
   Shutdown: 1,
@@ -197,6 +199,13 @@ export function encodeClose(code: CloseCode, reason: string): Buffer {
   body.writeUInt16BE(code, 0);
   text.copy(body, 2);
   return encodeFrame(FrameType.Close, body);
+}
+
+export function encodeLinkDown(linkId: number): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 2);
+  writeFrameHeader(out, 0, FrameType.LinkDown, 2);
+  out.writeUInt16BE(linkId, FRAME_HEADER_BYTES);
+  return out;
 }
 
 export function decodeClose(buf: Buffer, start: number, end: number): { code: number; reason: string } {

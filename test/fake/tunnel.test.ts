@@ -88,6 +88,19 @@ describe('tunnel core over loopback (fake TUN)', () => {
     await until(() => upLinks(c) === 2, 'link redialled');
   });
 
+  it('tears a link that is dead in one direction down on both sides (LINKDOWN) and redials it', async () => {
+    const { s, c } = await pair();
+    const clientLink = c.role.session.links.get(1)!;
+    const serverLink = serverSession(s)!.links.get(1)!;
+    // The client hears nothing on link 1 while the server still hears the client's PINGs.
+    clientLink.socket.pause();
+    await until(() => clientLink.state === 'closed' && serverLink.state === 'closed', 'both ends closed link 1', 3000);
+    assert.ok(clientLink.declaredDead, 'the client declared it dead');
+    await until(() => upLinks(c) === 2 && serverSession(s)!.upLinks().length === 2, 'link 1 redialled');
+    c.tun.inject([numbered(1)]);
+    await s.tun.waitFor(1);
+  });
+
   it('gives a restarted client a fresh session at once and retires the old one', async () => {
     const { s, c } = await pair();
     c.tun.inject([numbered(1)]);

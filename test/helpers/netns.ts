@@ -86,6 +86,7 @@ export class Testbed {
   /** Starts a long-running command in a namespace; it is killed by destroy(). */
   spawn(side: Side, cmd: string, args: string[], opts: { stdin?: string; stdout?: string } = {}): ChildProcess {
     const p = spawn('ip', ['netns', 'exec', this.ns(side), cmd, ...args], {
+      cwd: ROOT,
       stdio: [opts.stdin ? 'pipe' : 'ignore', opts.stdout ? 'pipe' : 'ignore', 'pipe'],
     });
     if (opts.stdout) p.stdout?.pipe(createWriteStream(opts.stdout));
@@ -170,6 +171,56 @@ export class Testbed {
     }
   }
 
+  /**
+   * Sends a numbered UDP stream client -> server through the tunnel while
+   * `during` runs, and returns what the receiver saw.
+   */
+  async udpStream(pps: number, seconds: number, during?: () => Promise<void>): Promise<StreamSummary> {
+    const out = join(this.dir, `stream-${Date.now()}.json`);
+    const port = 7000 + Math.floor(Math.random() * 1000);
+    const receiver = this.spawn('server', process.execPath, ['--import', 'tsx', 'scripts/udpstream.ts', 'recv', '10.0.0.1', String(port), '--out', out]);
+    const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
+    await new Promise((r) => setTimeout(r, 1500)); // tsx start-up
+    const sender = this.run('client', process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', '10.0.0.1', String(port), '--pps', String(pps), '--seconds', String(seconds)], (seconds + 30) * 1000);
+    if (during) await during();
+    await sender;
+    await new Promise((r) => setTimeout(r, 1000)); // stragglers
+    receiver.kill('SIGTERM');
+    await exited;
+    const summary = JSON.parse(readFileSync(out, 'utf8')) as StreamSummary;
+    summary.sent = Math.round(pps * seconds);
+    return summary;
+  }
+
+  /** Kills link n's TCP connection from the client side (ss -K): the kernel resets it. */
+  async killLinkConnection(n: 1 | 2): Promise<void> {
+    await this.run('client', 'ss', ['-K', 'dst', `10.0.${n}.1`]);
+  }
+
+  /** Drops a random fraction of what arrives on link n at both ends. */
+  async randomLoss(n: 1 | 2, probability: number, on: boolean): Promise<void> {
+    const op = on ? '-I' : '-D';
+    const rule = ['-m', 'statistic', '--mode', 'random', '--probability', String(probability), '-j', 'DROP'];
+    await this.run('client', 'iptables', [op, 'INPUT', '-i', `link${n}-c`, ...rule]);
+    await this.run('server', 'iptables', [op, 'INPUT', '-i', `link${n}-s`, ...rule]);
+  }
+
+  /** How many times the client logged the link up so far. */
+  linkUps(name: string): number {
+    return this.log('client').split('\n').filter((l) => l.includes(`[client/${name}] link up`)).length;
+  }
+
+  /**
+   * Waits for the client to log link `name` up again (more than `upsBefore`
+   * times) and returns how long after `sinceMs` (epoch ms) the log says it was.
+   */
+  async waitLinkBack(name: string, upsBefore: number, timeoutMs: number, sinceMs = Date.now()): Promise<number> {
+    await waitFor(() => this.linkUps(name) > upsBefore, `link ${name} back up`, timeoutMs, () => this.log('client'));
+    const lines = this.log('client').split('\n').filter((l) => l.includes(`[client/${name}] link up`));
+    const at = Date.parse(lines[lines.length - 1]!.split(' ')[0]!);
+    return at - sinceMs;
+  }
+
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     for (const side of ['client', 'server'] as const) await this.stopDpTcp(side).catch(() => null);
@@ -190,6 +241,16 @@ export class Testbed {
   }
 }
 
+export interface StreamSummary {
+  sent: number;
+  received: number;
+  maxSeq: number;
+  missing: number;
+  duplicates: number;
+  reordered: number;
+  latencyMs: { p50: number | null; p99: number | null; max: number | null };
+}
+
 export interface LinkSnapshot {
   id: number;
   name: string;
@@ -200,6 +261,7 @@ export interface LinkSnapshot {
   stale: number;
   drops: Record<string, number>;
   rttMs: number | null;
+  connects: number;
 }
 
 export interface StatsSnapshot {

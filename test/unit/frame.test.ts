@@ -6,6 +6,7 @@ import {
   encodeClose,
   encodeData,
   encodeFrame,
+  encodeLinkDown,
   encodeToken,
   FrameDecoder,
   FrameType,
@@ -167,6 +168,14 @@ describe('frame encoders', () => {
     assert.equal(f.readUInt32BE(0), f.length - 4);
     assert.equal(readU64(f, 8), 2 ** 33 + 1);
     assert.deepEqual(f.subarray(16), p);
+  });
+
+  it('LINKDOWN carries the link id', () => {
+    const f = encodeLinkDown(3);
+    const { d, got } = decoder();
+    d.push(f);
+    assert.equal(got[0]?.type, FrameType.LinkDown);
+    assert.equal(got[0]?.body.readUInt16BE(0), 3);
   });
 
   it('CLOSE reasons are truncated to 200 bytes', () => {
