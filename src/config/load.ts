@@ -1,18 +1,21 @@
 // YAML config -> a validated, frozen Config. Two forms are accepted: the
 // original dp-tcp's (tcp1_dial_addr, ...) and the modern one (a `links:` list).
 // A bad field is reported as `file: path.to.field: problem`.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
 import { parseDocument } from 'yaml';
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
-import type { TunnelAddress } from '../protocol/handshake.js';
+import type { Encryption, TunnelAddress } from '../protocol/handshake.js';
+import { CIPHERS } from '../protocol/seal.js';
 import {
   DEFAULT_MTU,
   DEFAULT_TIMING,
   type ClientLinkConfig,
   type Config,
   type Role,
+  type SecurityConfig,
   type ServerLinkConfig,
   type TimingConfig,
   type TunnelDeviceConfig,
@@ -254,6 +257,45 @@ function readServerLinks(n: Node): ServerLinkConfig[] {
   });
 }
 
+export const MIN_PSK_BYTES = 16;
+
+/** psk or psk_file (a file only its owner can read), and the encryption that needs it. */
+function readSecurity(n: Node): SecurityConfig {
+  let psk: Buffer | undefined;
+  if (n.has('psk') && n.has('psk_file')) n.fail('psk_file', 'give psk or psk_file, not both');
+  if (n.has('psk')) {
+    psk = Buffer.from(n.string('psk'), 'utf8');
+  } else if (n.has('psk_file')) {
+    const path = resolve(dirname(n.file), n.string('psk_file'));
+    let mode: number;
+    try {
+      mode = statSync(path).mode;
+      psk = Buffer.from(readFileSync(path, 'utf8').trim(), 'utf8');
+    } catch (e) {
+      n.fail('psk_file', `cannot read ${path}: ${errorMessage(e)}`);
+    }
+    if ((mode & 0o077) !== 0) {
+      n.fail('psk_file', `${path} can be read by other users (mode ${(mode & 0o777).toString(8)}): chmod 600 it`);
+    }
+  } else {
+    n.raw('psk');
+    n.raw('psk_file');
+  }
+  if (psk !== undefined && psk.length < MIN_PSK_BYTES) {
+    n.fail(n.has('psk') ? 'psk' : 'psk_file', `the key must be at least ${MIN_PSK_BYTES} bytes (use e.g. 'openssl rand -base64 32')`);
+  }
+  let encryption: Encryption = psk === undefined ? 'none' : 'chacha20-poly1305';
+  if (n.has('encryption')) {
+    const e = n.string('encryption');
+    if (e === 'none' || (CIPHERS as readonly string[]).includes(e)) encryption = e as Encryption;
+    else n.fail('encryption', `must be none, ${CIPHERS.join(' or ')}, got '${e}'`);
+    if (encryption !== 'none' && psk === undefined) n.fail('encryption', 'needs a psk or psk_file to derive keys from');
+  } else {
+    n.raw('encryption');
+  }
+  return Object.freeze({ psk, encryption });
+}
+
 /** Parses YAML text; `file` is only used in messages. */
 export function parseConfig(text: string, file: string, role: Role): Config {
   const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
@@ -272,6 +314,7 @@ export function parseConfig(text: string, file: string, role: Role): Config {
   const r = top.child(role);
   const tunnel = readTunnel(r.child('tunnel_device'));
   const timing = readTiming(r.optChild('timing'));
+  const security = readSecurity(r);
   let logLevel: LogLevel = 'info';
   const logger = top.optChild('logger');
   if (logger) {
@@ -286,7 +329,7 @@ export function parseConfig(text: string, file: string, role: Role): Config {
   if (role === 'client') {
     const links = readClientLinks(r);
     r.done();
-    config = { role, file, tunnel, timing, logLevel, links: Object.freeze(links) };
+    config = { role, file, tunnel, timing, security, logLevel, links: Object.freeze(links) };
   } else {
     const links = readServerLinks(r);
     r.done();
@@ -296,7 +339,7 @@ export function parseConfig(text: string, file: string, role: Role): Config {
       if (seen.has(key)) throw new ConfigError(file, `${role}.links[${i}]`, `listens on ${key} twice`);
       seen.add(key);
     });
-    config = { role, file, tunnel, timing, logLevel, links: Object.freeze(links) };
+    config = { role, file, tunnel, timing, security, logLevel, links: Object.freeze(links) };
   }
   top.done();
   return Object.freeze(config);

@@ -1,5 +1,5 @@
 import type { LogLevel } from '../log.js';
-import type { TunnelAddress } from '../protocol/handshake.js';
+import type { Encryption, TunnelAddress } from '../protocol/handshake.js';
 
 export type Role = 'client' | 'server';
 
@@ -49,8 +49,16 @@ export interface TimingConfig {
   readonly sessionIdleMs: number;
 }
 
+export interface SecurityConfig {
+  /** Pre-shared key; undefined: links are not authenticated (the original's behaviour). */
+  readonly psk: Buffer | undefined;
+  /** AEAD for every frame after the handshake; needs a psk. */
+  readonly encryption: Encryption;
+}
+
 interface CommonConfig {
   readonly file: string;
+  readonly security: SecurityConfig;
   readonly tunnel: TunnelDeviceConfig;
   readonly timing: TimingConfig;
   readonly logLevel: LogLevel;

@@ -69,6 +69,8 @@ export class Link {
   /** Smoothed round-trip time from PING/PONG, ms; NaN until measured. */
   srttMs = NaN;
   lastRxMs = performance.now();
+  /** Set by an encrypting session: control frames leave sealed. */
+  sealControl: ((frame: Buffer) => Buffer) | undefined;
   /** Closed because it went silent (rather than by a peer, an error or shutdown). */
   declaredDead = false;
   private lastPingMs = 0;
@@ -121,6 +123,11 @@ export class Link {
     return `${this.socket.localAddress}:${this.socket.localPort}`;
   }
 
+  /** Until a link is authenticated it only takes handshake-sized frames. */
+  setMaxFrameBytes(n: number): void {
+    this.decoder.setMaxFrameBytes(n);
+  }
+
   /** Bytes waiting in our queue, not yet given to the socket. */
   get queueBytes(): number {
     return this.queuedBytes;
@@ -140,8 +147,9 @@ export class Link {
   }
 
   /** Control frames are never dropped: they are small and carry the link's health. */
-  sendControl(buf: Buffer): void {
+  sendControl(frame: Buffer): void {
     if (this.state === 'closed') return;
+    const buf = this.sealControl ? this.sealControl(frame) : frame;
     if (this.writable && this.queuedBytes === 0) this.write(buf, 0);
     else {
       this.queue.push({ buf, t: Infinity, packets: 0 });
@@ -184,7 +192,8 @@ export class Link {
     if (this.state === 'closed') return;
     this.dropQueue();
     if (!this.socket.destroyed && this.socket.writable) {
-      this.socket.end(encodeClose(code, reason));
+      const frame = encodeClose(code, reason);
+      this.socket.end(this.sealControl ? this.sealControl(frame) : frame);
       setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
     } else {
       this.socket.destroy();

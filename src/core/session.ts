@@ -14,6 +14,8 @@ import {
 } from '../protocol/frame.js';
 import type { TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
+import { FrameDecoder } from '../protocol/frame.js';
+import type { Opener, Sealer } from '../protocol/seal.js';
 import type { PacketBatch } from '../tun/device.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, type Link, type LinkHandler } from './link.js';
@@ -33,7 +35,14 @@ export class SessionStats {
   rxPackets = 0;
   /** Packets that found no link up to carry them. */
   dropsNoLink = 0;
+  /** Server: packets from the client whose source is not the client's tunnel address. */
+  dropsSpoofed = 0;
+  /** SEALED frames that failed authentication (the link that carried one is closed). */
+  tampered = 0;
 }
+
+/** Returns false for a packet that must not be written to the TUN (anti-spoofing). */
+export type SourceFilter = (packet: Buffer) => boolean;
 
 export class Session implements LinkHandler {
   readonly links = new Map<number, Link>();
@@ -47,6 +56,12 @@ export class Session implements LinkHandler {
   private nextSeq = 1;
   private rx: Buffer[] = [];
   private closed = false;
+  private sealer: Sealer | undefined;
+  private opener: Opener | undefined;
+  /** Inner frames of a SEALED frame are whole; this walks them with the usual checks. */
+  private readonly inner: FrameDecoder;
+  private innerLink: Link | undefined;
+  sourceFilter: SourceFilter | undefined;
   /** Called when a link leaves the session (for redial or bookkeeping). */
   onLinkClosed: (link: Link, reason: string) => void = () => {};
 
@@ -61,6 +76,21 @@ export class Session implements LinkHandler {
     private readonly log: Logger,
   ) {
     this.eliminator = new Eliminator({ windowPackets: opts.eliminationWindowPackets, ttlMs: opts.eliminationTtlMs });
+    this.inner = new FrameDecoder(Number.MAX_SAFE_INTEGER, (type, buf, start, end) => {
+      if (type === FrameType.Sealed) throw new ProtocolError('SEALED frame inside a SEALED frame');
+      this.handle(this.innerLink as Link, type, buf, start, end);
+    });
+  }
+
+  /** From now on every frame is sealed with `sealer` and must arrive sealed for `opener`. */
+  setCrypto(sealer: Sealer | undefined, opener: Opener | undefined): void {
+    this.sealer = sealer;
+    this.opener = opener;
+    for (const link of this.links.values()) link.sealControl = sealer ? (b) => sealer.seal(b) : undefined;
+  }
+
+  get encrypted(): boolean {
+    return this.opener !== undefined;
   }
 
   get idHex(): string {
@@ -89,6 +119,8 @@ export class Session implements LinkHandler {
     }
     slot.stats.connects++;
     link.stats = slot.stats;
+    const sealer = this.sealer;
+    link.sealControl = sealer ? (b) => sealer.seal(b) : undefined;
     link.handler = this;
     link.state = 'up';
     this.links.set(link.id, link);
@@ -114,13 +146,15 @@ export class Session implements LinkHandler {
       off += headroom + len;
     }
     this.stats.txPackets += count;
-    this.fanOut(Buffer.from(arena.subarray(0, off)), count, nowMs);
+    const frames = arena.subarray(0, off);
+    // Sealing copies as it encrypts; unsealed, the arena is copied once (it is reused).
+    this.fanOut(this.sealer ? this.sealer.seal(frames) : Buffer.from(frames), count, nowMs);
   }
 
   /** Sends frames already encoded (the server's per-packet path when it serves several sessions). */
   sendEncoded(frames: Buffer, count: number, nowMs: number): void {
     this.stats.txPackets += count;
-    this.fanOut(frames, count, nowMs);
+    this.fanOut(this.sealer ? this.sealer.seal(frames) : frames, count, nowMs);
   }
 
   /** Numbers a packet for sendEncoded. */
@@ -140,12 +174,34 @@ export class Session implements LinkHandler {
 
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
     if (link.state !== 'up') return;
+    if (this.opener) {
+      if (type !== FrameType.Sealed) throw new ProtocolError(`unsealed frame type ${type} on an encrypted session`);
+      let plain: Buffer;
+      try {
+        plain = this.opener.open(buf, start, end);
+      } catch (e) {
+        this.stats.tampered++;
+        throw e;
+      }
+      this.innerLink = link;
+      this.inner.push(plain);
+      if (this.inner.bufferedBytes !== 0) throw new ProtocolError('SEALED frame ends inside a frame');
+      return;
+    }
+    if (type === FrameType.Sealed) throw new ProtocolError('SEALED frame on an unencrypted session');
+    this.handle(link, type, buf, start, end);
+  }
+
+  private handle(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
+    if (link.state !== 'up') return;
     link.stats.rxFrames++;
     if (type === FrameType.Data) {
       const verdict = this.eliminator.check(readU64(buf, start));
       if (verdict === Verdict.Accept) {
         link.stats.firstCopies++;
-        this.rx.push(buf.subarray(start + 8, end));
+        const packet = buf.subarray(start + 8, end);
+        if (this.sourceFilter && !this.sourceFilter(packet)) this.stats.dropsSpoofed++;
+        else this.rx.push(packet);
       } else if (verdict === Verdict.Duplicate) {
         link.stats.duplicates++;
       } else {

@@ -19,6 +19,9 @@ export const FrameType = {
   Pong: 5,
   Close: 6,
   LinkDown: 7,
+  Challenge: 8,
+  Auth: 9,
+  Sealed: 10,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -30,10 +33,24 @@ export const FRAME_TYPE_NAMES: Record<number, string> = {
   5: 'PONG',
   6: 'CLOSE',
   7: 'LINKDOWN',
+  8: 'CHALLENGE',
+  9: 'AUTH',
+  10: 'SEALED',
 };
 
 /** Smallest body (after the 4 header bytes) each type may have. */
-const MIN_BODY: Record<number, number> = { 1: 4 + 16 + 2 + 2 + 1, 2: 10, 3: 9, 4: 8, 5: 8, 6: 2, 7: 2 };
+const MIN_BODY: Record<number, number> = {
+  1: 4 + 16 + 16 + 1 + 2 + 2 + 1,
+  2: 10,
+  3: 9,
+  4: 8,
+  5: 8,
+  6: 2,
+  7: 2,
+  8: 16 + 32,
+  9: 32,
+  10: 8 + 16,
+};
 
 export const CloseCode = {
   Shutdown: 1,
@@ -64,13 +81,18 @@ export class FrameDecoder {
   private partialFill = 0;
 
   constructor(
-    private readonly maxFrameBytes: number,
+    private maxFrameBytes: number,
     private readonly onFrame: FrameHandler,
   ) {}
 
   /** Bytes held waiting for the rest of a frame. */
   get bufferedBytes(): number {
     return this.headerFill + this.partialFill;
+  }
+
+  /** Before a link is authenticated only small frames are accepted. */
+  setMaxFrameBytes(n: number): void {
+    this.maxFrameBytes = n;
   }
 
   /** Throws ProtocolError on a malformed frame; the stream is then unusable. */

@@ -1,7 +1,9 @@
 // HELLO and WELCOME bodies of docs/protocol.md.
 import { isIPv4, isIPv6 } from 'node:net';
 import { ProtocolError } from '../errors.js';
+import { NONCE_BYTES, PROOF_BYTES } from './auth.js';
 import { encodeFrame, FrameType, readU64, writeU64 } from './frame.js';
+import { CIPHERS, type CipherName } from './seal.js';
 
 export const HELLO_MAGIC = Buffer.from('DPT1', 'ascii');
 export const SESSION_ID_BYTES = 16;
@@ -12,8 +14,15 @@ export interface TunnelAddress {
   readonly prefix: number;
 }
 
+export type Encryption = 'none' | CipherName;
+
 export interface Hello {
   readonly sessionId: Buffer;
+  /** Fresh for every connection: the server's proof must cover it. */
+  readonly nonce: Buffer;
+  /** The client holds a pre-shared key and expects a CHALLENGE. */
+  readonly auth: boolean;
+  readonly encryption: Encryption;
   readonly linkId: number;
   readonly linkCount: number;
   readonly addresses: readonly TunnelAddress[];
@@ -25,8 +34,15 @@ export interface Welcome {
   readonly linkId: number;
 }
 
+const FLAG_AUTH = 0x01;
+
+function encryptionId(e: Encryption): number {
+  return e === 'none' ? 0 : CIPHERS.indexOf(e) + 1;
+}
+
 export function encodeHello(h: Hello): Buffer {
-  const parts: Buffer[] = [HELLO_MAGIC, h.sessionId];
+  const flags = (h.auth ? FLAG_AUTH : 0) | (encryptionId(h.encryption) << 4);
+  const parts: Buffer[] = [HELLO_MAGIC, h.sessionId, h.nonce, Buffer.from([flags])];
   const ids = Buffer.allocUnsafe(5);
   ids.writeUInt16BE(h.linkId, 0);
   ids.writeUInt16BE(h.linkCount, 2);
@@ -43,6 +59,12 @@ export function decodeHello(buf: Buffer, start: number, end: number): Hello {
   let off = start + 4;
   const sessionId = Buffer.from(buf.subarray(off, off + SESSION_ID_BYTES));
   off += SESSION_ID_BYTES;
+  const nonce = Buffer.from(buf.subarray(off, off + NONCE_BYTES));
+  off += NONCE_BYTES;
+  const flags = buf[off++] as number;
+  const cipherId = flags >> 4;
+  if ((flags & 0x0e) !== 0 || cipherId > CIPHERS.length) throw new ProtocolError(`HELLO flags 0x${flags.toString(16)} unknown`);
+  const encryption: Encryption = cipherId === 0 ? 'none' : (CIPHERS[cipherId - 1] as CipherName);
   const linkId = buf.readUInt16BE(off);
   const linkCount = buf.readUInt16BE(off + 2);
   const count = buf.readUInt8(off + 4);
@@ -62,7 +84,30 @@ export function decodeHello(buf: Buffer, start: number, end: number): Hello {
   }
   if (off !== end) throw new ProtocolError('HELLO has trailing bytes');
   if (linkCount === 0 || linkId >= linkCount) throw new ProtocolError(`HELLO link id ${linkId} of ${linkCount}`);
-  return { sessionId, linkId, linkCount, addresses };
+  return { sessionId, nonce, auth: (flags & FLAG_AUTH) !== 0, encryption, linkId, linkCount, addresses };
+}
+
+/** CHALLENGE: the server's nonce and its proof of the key (server -> client). */
+export function encodeChallenge(serverNonce: Buffer, serverMac: Buffer): Buffer {
+  return encodeFrame(FrameType.Challenge, Buffer.concat([serverNonce, serverMac]));
+}
+
+export function decodeChallenge(buf: Buffer, start: number, end: number): { nonce: Buffer; mac: Buffer } {
+  if (end - start !== NONCE_BYTES + PROOF_BYTES) throw new ProtocolError('CHALLENGE has the wrong size');
+  return {
+    nonce: Buffer.from(buf.subarray(start, start + NONCE_BYTES)),
+    mac: Buffer.from(buf.subarray(start + NONCE_BYTES, end)),
+  };
+}
+
+/** AUTH: the client's proof of the key (client -> server). */
+export function encodeAuth(clientMac: Buffer): Buffer {
+  return encodeFrame(FrameType.Auth, clientMac);
+}
+
+export function decodeAuth(buf: Buffer, start: number, end: number): Buffer {
+  if (end - start !== PROOF_BYTES) throw new ProtocolError('AUTH has the wrong size');
+  return Buffer.from(buf.subarray(start, end));
 }
 
 export function encodeWelcome(w: Welcome): Buffer {

@@ -6,7 +6,10 @@ import type { ClientConfig, ClientLinkConfig } from '../config/types.js';
 import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CloseCode, decodeClose, FrameType } from '../protocol/frame.js';
-import { decodeWelcome, encodeHello, SESSION_ID_BYTES } from '../protocol/handshake.js';
+import { clientProof, newNonce, proofsEqual, serverProof, sessionKey } from '../protocol/auth.js';
+import { decodeChallenge, decodeWelcome, encodeAuth, encodeHello, SESSION_ID_BYTES } from '../protocol/handshake.js';
+import { FRAME_HEADER_BYTES } from '../protocol/frame.js';
+import { Opener, Sealer } from '../protocol/seal.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import type { Session } from '../core/session.js';
 import { tuneLinkSocket } from '../core/socket-options.js';
@@ -51,6 +54,14 @@ export class ClientRole {
         for (const other of s.links.values()) other.close(CloseCode.Shutdown, 'server epoch changed');
       }
       s.resetPeer(epoch);
+      const { psk, encryption } = this.config.security;
+      if (psk && encryption !== 'none') {
+        // New epoch, new keys: a (key, nonce) pair is never reused across server sessions.
+        s.setCrypto(
+          new Sealer(encryption, sessionKey(psk, s.sessionId, epoch, 'c2s')),
+          new Opener(encryption, sessionKey(psk, s.sessionId, epoch, 's2c')),
+        );
+      }
     }
     s.attach(link);
   }
@@ -66,6 +77,9 @@ class Dialer implements LinkHandler {
   private current: Link | undefined;
   private socket: Socket | undefined;
   private deadline: NodeJS.Timeout | undefined;
+  /** Body of the HELLO sent on the current connection, and whether the server proved the key. */
+  private helloBody: Buffer = Buffer.alloc(0);
+  private serverProved = false;
   private stopped = false;
   /** Connections that reached WELCOME, for the log and stats. */
   connects = 0;
@@ -118,20 +132,44 @@ class Dialer implements LinkHandler {
         this.log,
       );
       this.current = link;
-      link.sendControl(
-        encodeHello({
-          sessionId: this.role.session.sessionId,
-          linkId: this.cfg.id,
-          linkCount: this.role.config.links.length,
-          addresses: this.role.config.tunnel.addresses,
-        }),
-      );
+      const { psk, encryption } = this.role.config.security;
+      const hello = encodeHello({
+        sessionId: this.role.session.sessionId,
+        nonce: newNonce(),
+        auth: psk !== undefined,
+        encryption,
+        linkId: this.cfg.id,
+        linkCount: this.role.config.links.length,
+        addresses: this.role.config.tunnel.addresses,
+      });
+      this.helloBody = hello.subarray(FRAME_HEADER_BYTES);
+      this.serverProved = false;
+      link.sendControl(hello);
     });
   }
 
-  // Handshake phase: only WELCOME or CLOSE may come.
+  // Handshake phase: CHALLENGE (with a key), WELCOME or CLOSE.
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
+    const psk = this.role.config.security.psk;
+    if (type === FrameType.Challenge) {
+      if (!psk) {
+        this.refused(link, 'the server requires a pre-shared key, and this client has none (set psk or psk_file)');
+        return;
+      }
+      const c = decodeChallenge(buf, start, end);
+      if (!proofsEqual(c.mac, serverProof(psk, this.helloBody, c.nonce))) {
+        this.refused(link, "the server's proof of the pre-shared key does not match: the keys differ (or this is not your server)");
+        return;
+      }
+      this.serverProved = true;
+      link.sendControl(encodeAuth(clientProof(psk, this.helloBody, c.nonce, c.mac)));
+      return;
+    }
     if (type === FrameType.Welcome) {
+      if (psk && !this.serverProved) {
+        this.refused(link, 'the server did not prove the pre-shared key: it has no key configured, or is not your server');
+        return;
+      }
       const w = decodeWelcome(buf, start, end);
       if (w.linkId !== this.cfg.id) throw new ProtocolError(`WELCOME for link ${w.linkId}, expected ${this.cfg.id}`);
       clearTimeout(this.deadline);
@@ -148,6 +186,11 @@ class Dialer implements LinkHandler {
       return;
     }
     throw new ProtocolError(`expected WELCOME, got frame type ${type}`);
+  }
+
+  private refused(link: Link, why: string): void {
+    this.log.error(`handshake failed: ${why}`);
+    link.close(CloseCode.HandshakeRefused, 'client refused the handshake');
   }
 
   onChunkEnd(): void {}

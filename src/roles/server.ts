@@ -7,14 +7,33 @@ import { performance } from 'node:perf_hooks';
 import type { ServerConfig, ServerLinkConfig } from '../config/types.js';
 import { DpError, errorMessage, isSystemError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { clientProof, newNonce, proofsEqual, serverProof, sessionKey } from '../protocol/auth.js';
 import { CloseCode, FrameType } from '../protocol/frame.js';
-import { decodeHello, encodeWelcome } from '../protocol/handshake.js';
+import { decodeAuth, decodeHello, encodeChallenge, encodeWelcome, type Hello } from '../protocol/handshake.js';
+import { Opener, Sealer } from '../protocol/seal.js';
+import { inPrefix, sourceIs } from '../core/ip.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import type { Session } from '../core/session.js';
 import { tuneLinkSocket } from '../core/socket-options.js';
 import type { Tunnel } from '../core/tunnel.js';
 
+/** Before authentication a peer may only send handshake-sized frames. */
+export const HANDSHAKE_MAX_FRAME_BYTES = 1024;
+/** More failed handshakes than this from one address within the window block it for a while. */
+const FAIL_LIMIT = 8;
+const FAIL_WINDOW_MS = 10_000;
+const BLOCK_MS = 10_000;
+const MAX_TRACKED_SOURCES = 4096;
+
+export class ServerStats {
+  handshakesRefused = 0;
+  /** Connections closed at once because their source address failed too often. */
+  rateLimited = 0;
+}
+
 export class ServerRole {
+  readonly stats = new ServerStats();
+  private readonly failures = new Map<string, { count: number; since: number; blockedUntil: number }>();
   private readonly servers: Server[] = [];
   private readonly pending = new Set<Link>();
   private readonly bySessionId = new Map<string, Session>();
@@ -47,6 +66,13 @@ export class ServerRole {
 
   private accept(socket: Socket, cfg: ServerLinkConfig): void {
     const t = this.config.timing;
+    const source = socket.remoteAddress ?? '?';
+    const f = this.failures.get(source);
+    if (f && f.blockedUntil > performance.now()) {
+      this.stats.rateLimited++;
+      socket.destroy();
+      return;
+    }
     tuneLinkSocket(socket, t, this.log);
     const link = new Link(
       socket,
@@ -62,20 +88,44 @@ export class ServerRole {
       new Handshake(this, cfg),
       this.log.child(cfg.name),
     );
+    link.setMaxFrameBytes(HANDSHAKE_MAX_FRAME_BYTES);
     this.pending.add(link);
     const timer = setTimeout(() => {
       if (link.state === 'handshaking') {
-        this.log.warn('no HELLO in time: closing connection', { link: cfg.name, remote: link.remote });
-        link.close(CloseCode.HandshakeRefused, 'no HELLO in time');
+        this.log.warn('handshake not completed in time: closing connection', { link: cfg.name, remote: link.remote });
+        link.close(CloseCode.HandshakeRefused, 'handshake not completed in time');
       }
     }, t.handshakeTimeoutMs);
     timer.unref();
     socket.once('close', () => clearTimeout(timer));
   }
 
-  /** HELLO arrived on a pending link: find or make its session and attach. */
-  hello(link: Link, cfg: ServerLinkConfig, buf: Buffer, start: number, end: number): void {
+  /**
+   * HELLO arrived on a pending link. Returns the server's CHALLENGE when a key
+   * is configured (the link waits for AUTH), or admits the link at once.
+   */
+  hello(link: Link, cfg: ServerLinkConfig, buf: Buffer, start: number, end: number): Hello | undefined {
     const h = decodeHello(buf, start, end);
+    const { psk, encryption } = this.config.security;
+    if (psk && !h.auth) return this.refuse(link, 'this server requires a pre-shared key');
+    if (!psk && h.auth) return this.refuse(link, 'this server has no pre-shared key configured');
+    if (h.encryption !== encryption) {
+      return this.refuse(link, `encryption mismatch: the server uses ${encryption}, the client asked for ${h.encryption}`);
+    }
+    const own = this.config.tunnel.addresses;
+    for (const a of h.addresses) {
+      if (!own.some((n) => inPrefix(a, n)) || own.some((n) => n.address === a.address)) {
+        return this.refuse(link, `tunnel address ${a.address} is not a client address of this server's tunnel network`);
+      }
+    }
+    if (!psk) {
+      this.admit(link, cfg, h);
+      return undefined;
+    }
+    return h;
+  }
+
+  admit(link: Link, cfg: ServerLinkConfig, h: Hello): void {
     const key = h.sessionId.toString('hex');
     let session = this.bySessionId.get(key);
     if (session === undefined || session.isClosed) {
@@ -85,6 +135,14 @@ export class ServerRole {
         this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');
       }
       session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses);
+      session.sourceFilter = sourceIs(h.addresses);
+      const { psk, encryption } = this.config.security;
+      if (psk && encryption !== 'none') {
+        session.setCrypto(
+          new Sealer(encryption, sessionKey(psk, session.sessionId, session.epoch, 's2c')),
+          new Opener(encryption, sessionKey(psk, session.sessionId, session.epoch, 'c2s')),
+        );
+      }
       session.onLinkClosed = (l, reason) => {
         if (reason !== 'replaced by a newer connection') this.log.warn('link down', { link: l.name, reason });
       };
@@ -92,13 +150,41 @@ export class ServerRole {
       this.log.info('session joined', {
         session: key.slice(0, 8),
         addresses: h.addresses.map((a) => `${a.address}/${a.prefix}`).join(','),
+        encryption: session.encrypted ? this.config.security.encryption : 'none',
       });
     }
     this.pending.delete(link);
     link.identify(h.linkId, `${cfg.name}#${h.linkId}`);
+    link.setMaxFrameBytes(this.config.timing.maxFrameBytes);
     link.sendControl(encodeWelcome({ epoch: session.epoch, linkId: h.linkId }));
     session.attach(link);
     this.log.info('link up', { session: key.slice(0, 8), link: link.name, remote: link.remote });
+  }
+
+  refuse(link: Link, reason: string): undefined {
+    this.stats.handshakesRefused++;
+    this.log.warn('handshake refused', { remote: link.remote, reason });
+    link.close(CloseCode.HandshakeRefused, reason);
+    return undefined;
+  }
+
+  /** Counts a failed handshake against its source address; too many block it for a while. */
+  handshakeFailed(source: string): void {
+    const now = performance.now();
+    let f = this.failures.get(source);
+    if (!f || now - f.since > FAIL_WINDOW_MS) {
+      if (this.failures.size >= MAX_TRACKED_SOURCES) {
+        for (const [k, v] of this.failures) if (v.blockedUntil < now) this.failures.delete(k);
+        if (this.failures.size >= MAX_TRACKED_SOURCES) this.failures.delete(this.failures.keys().next().value as string);
+      }
+      f = { count: 0, since: now, blockedUntil: 0 };
+      this.failures.set(source, f);
+    }
+    f.count++;
+    if (f.count > FAIL_LIMIT && f.blockedUntil < now) {
+      f.blockedUntil = now + BLOCK_MS;
+      this.log.warn('too many failed handshakes: refusing this address for a while', { source, seconds: BLOCK_MS / 1000 });
+    }
   }
 
   pendingClosed(link: Link): void {
@@ -137,21 +223,55 @@ export class ServerRole {
   }
 }
 
+/** One connection's handshake: HELLO, then (with a key) CHALLENGE/AUTH, then WELCOME. */
 class Handshake implements LinkHandler {
+  private hello: Hello | undefined;
+  private helloBody: Buffer = Buffer.alloc(0);
+  private nonce: Buffer = Buffer.alloc(0);
+  private mac: Buffer = Buffer.alloc(0);
+  private admitted = false;
+
   constructor(
     private readonly role: ServerRole,
     private readonly cfg: ServerLinkConfig,
   ) {}
 
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
-    if (type !== FrameType.Hello) throw new ProtocolError(`expected HELLO, got frame type ${type}`);
-    this.role.hello(link, this.cfg, buf, start, end);
+    if (type === FrameType.Hello && this.hello === undefined && this.helloBody.length === 0) {
+      this.helloBody = Buffer.from(buf.subarray(start, end));
+      const h = this.role.hello(link, this.cfg, buf, start, end);
+      if (h === undefined) {
+        this.admitted = link.state === 'up';
+        return;
+      }
+      const psk = this.role.config.security.psk as Buffer;
+      this.hello = h;
+      this.nonce = newNonce();
+      this.mac = serverProof(psk, this.helloBody, this.nonce);
+      link.sendControl(encodeChallenge(this.nonce, this.mac));
+      return;
+    }
+    if (type === FrameType.Auth && this.hello !== undefined) {
+      const psk = this.role.config.security.psk as Buffer;
+      const expected = clientProof(psk, this.helloBody, this.nonce, this.mac);
+      if (!proofsEqual(decodeAuth(buf, start, end), expected)) {
+        this.role.refuse(link, 'authentication failed: the pre-shared keys differ');
+        return;
+      }
+      this.admitted = true;
+      this.role.admit(link, this.cfg, this.hello);
+      return;
+    }
+    throw new ProtocolError(
+      `expected ${this.hello ? 'AUTH' : 'HELLO'} during the handshake, got frame type ${type}`,
+    );
   }
 
   onChunkEnd(): void {}
 
   onClose(link: Link): void {
     this.role.pendingClosed(link);
+    if (!this.admitted) this.role.handshakeFailed(link.socket.remoteAddress ?? '?');
   }
 }
 

@@ -125,7 +125,7 @@ describe('tunnel core over loopback (fake TUN)', () => {
     stop(s);
     server = undefined;
     // A new server on the same ports: new epoch, sequence numbers start at 1 again.
-    server = await startServerOn(ports);
+    server = await startServer(2, undefined, undefined, ports);
     const fresh = server;
     await until(() => serverSession(fresh)?.upLinks().length === 2 && upLinks(c) === 2, 'client back on the new server');
     server.tun.inject([numbered(3, '10.0.0.1', '10.0.0.2')]);
@@ -190,29 +190,3 @@ describe('tunnel core over loopback (fake TUN)', () => {
 });
 
 const FAST_QUEUE_BYTES = 1_048_576;
-
-async function startServerOn(ports: number[]): Promise<Side<ServerRole>> {
-  const { Tunnel } = await import('../../src/core/tunnel.js');
-  const { ServerRole } = await import('../../src/roles/server.js');
-  const { memoryLogger } = await import('../../src/log.js');
-  const { FakeTun } = await import('../helpers/fake-tun.js');
-  const { FAST_TIMING } = await import('../helpers/harness.js');
-  const log = memoryLogger('debug');
-  const tun = new FakeTun('fake-s2');
-  const tunnel = new Tunnel(tun, FAST_TIMING, log);
-  const role = new ServerRole(
-    {
-      role: 'server',
-      file: 'server.test',
-      logLevel: 'debug',
-      timing: FAST_TIMING,
-      tunnel: { name: 'fake-s', mtu: 1400, addresses: [{ family: 4, address: '10.0.0.1', prefix: 24 }] },
-      links: ports.map((port, i) => ({ id: i, name: `l${i}`, listenAddress: '127.0.0.1', listenPort: port })),
-    },
-    tunnel,
-    log,
-  );
-  await role.start();
-  tunnel.start();
-  return { tun, tunnel, role, log };
-}

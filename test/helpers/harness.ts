@@ -1,6 +1,6 @@
 // Runs a real ServerRole and ClientRole over loopback TCP with fake TUNs:
 // the whole tunnel core without root.
-import type { ClientConfig, ServerConfig, TimingConfig } from '../../src/config/types.js';
+import type { ClientConfig, SecurityConfig, ServerConfig, TimingConfig } from '../../src/config/types.js';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger, type Logger } from '../../src/log.js';
@@ -26,18 +26,33 @@ export interface Side<R> {
   log: Logger & { lines: string[] };
 }
 
-export async function startServer(linkCount = 2, timing = FAST_TIMING): Promise<Side<ServerRole>> {
+export const NO_SECURITY: SecurityConfig = Object.freeze({ psk: undefined, encryption: 'none' });
+
+export async function startServer(
+  linkCount = 2,
+  timing = FAST_TIMING,
+  security: SecurityConfig = NO_SECURITY,
+  ports: readonly number[] = [],
+): Promise<Side<ServerRole>> {
   const config: ServerConfig = {
     role: 'server',
+    security,
     file: 'server.test',
     logLevel: 'debug',
     timing,
-    tunnel: { name: 'fake-s', mtu: 1400, addresses: [{ family: 4, address: '10.0.0.1', prefix: 24 }] },
+    tunnel: {
+      name: 'fake-s',
+      mtu: 1400,
+      addresses: [
+        { family: 4, address: '10.0.0.1', prefix: 24 },
+        { family: 6, address: 'fd00:dd::1', prefix: 64 },
+      ],
+    },
     links: Array.from({ length: linkCount }, (_, i) => ({
       id: i,
       name: `l${i}`,
       listenAddress: '127.0.0.1',
-      listenPort: 0,
+      listenPort: ports[i] ?? 0,
     })),
   };
   const log = memoryLogger('debug');
@@ -54,13 +69,22 @@ export function startClient(
   timing = FAST_TIMING,
   address = '10.0.0.2',
   ports = server.role.listening().map((l) => l.port),
+  security: SecurityConfig = NO_SECURITY,
 ): Side<ClientRole> {
   const config: ClientConfig = {
     role: 'client',
+    security,
     file: 'client.test',
     logLevel: 'debug',
     timing,
-    tunnel: { name: 'fake-c', mtu: 1400, addresses: [{ family: 4, address, prefix: 24 }] },
+    tunnel: {
+      name: 'fake-c',
+      mtu: 1400,
+      addresses: [
+        { family: 4, address, prefix: 24 },
+        { family: 6, address: 'fd00:dd::2', prefix: 64 },
+      ],
+    },
     links: ports.map((port, i) => ({
       id: i,
       name: `l${i}`,

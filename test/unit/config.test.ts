@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -129,5 +129,46 @@ describe('config', () => {
     const f = join(dir, 'empty.yaml');
     writeFileSync(f, '');
     assert.throws(() => loadConfig(f, 'client'), /empty\.yaml: must be a mapping/);
+  });
+
+  describe('keys and encryption', () => {
+    const withSecurity = (sec: string): string =>
+      `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n${sec}`;
+
+    it('the original files run without a key (and so without encryption)', () => {
+      const c = loadConfig(join(root, 'config/client.yaml'), 'client');
+      assert.deepEqual(c.security, { psk: undefined, encryption: 'none' });
+    });
+
+    it('a psk turns on authentication and, by default, ChaCha20-Poly1305', () => {
+      const c = parseConfig(withSecurity('  psk: "0123456789abcdef0123"\n'), 'test.yaml', 'client');
+      assert.deepEqual(c.security.psk, Buffer.from('0123456789abcdef0123'));
+      assert.equal(c.security.encryption, 'chacha20-poly1305');
+      const g = parseConfig(withSecurity('  psk: "0123456789abcdef0123"\n  encryption: aes-256-gcm\n'), 'test.yaml', 'client');
+      assert.equal(g.security.encryption, 'aes-256-gcm');
+      const n = parseConfig(withSecurity('  psk: "0123456789abcdef0123"\n  encryption: none\n'), 'test.yaml', 'client');
+      assert.equal(n.security.encryption, 'none');
+    });
+
+    it('refuses short keys, unknown ciphers, encryption without a key, and both key forms', () => {
+      fails(withSecurity('  psk: short\n'), 'client', /client\.psk: the key must be at least 16 bytes/);
+      fails(withSecurity('  psk: "0123456789abcdef0123"\n  encryption: rot13\n'), 'client', /client\.encryption: must be none, chacha20-poly1305 or aes-256-gcm/);
+      fails(withSecurity('  encryption: aes-256-gcm\n'), 'client', /client\.encryption: needs a psk or psk_file/);
+      fails(withSecurity('  psk: "0123456789abcdef0123"\n  psk_file: k\n'), 'client', /client\.psk_file: give psk or psk_file, not both/);
+    });
+
+    it('reads psk_file relative to the config, and only if other users cannot read it', () => {
+      const dir = mkdtempSync(join(tmpdir(), 'dptcp-psk-'));
+      const keyFile = join(dir, 'psk');
+      writeFileSync(keyFile, 'a-long-enough-secret-key-for-tests\n');
+      chmodSync(keyFile, 0o644);
+      const cfg = join(dir, 'client.yaml');
+      writeFileSync(cfg, withSecurity('  psk_file: psk\n'));
+      assert.throws(() => loadConfig(cfg, 'client'), /client\.psk_file: .*psk can be read by other users \(mode 644\): chmod 600 it/);
+      chmodSync(keyFile, 0o600);
+      assert.deepEqual(loadConfig(cfg, 'client').security.psk, Buffer.from('a-long-enough-secret-key-for-tests'));
+      writeFileSync(cfg, withSecurity('  psk_file: missing\n'));
+      assert.throws(() => loadConfig(cfg, 'client'), /client\.psk_file: cannot read .*missing/);
+    });
   });
 });

@@ -16,6 +16,9 @@ describe('handshake frames', () => {
   it('HELLO round-trips with IPv4 and IPv6 addresses', () => {
     const h: Hello = {
       sessionId: randomBytes(16),
+      nonce: randomBytes(16),
+      auth: true,
+      encryption: 'aes-256-gcm',
       linkId: 1,
       linkCount: 2,
       addresses: [
@@ -28,7 +31,15 @@ describe('handshake frames', () => {
   });
 
   it('HELLO without magic, with a bad family, trailing bytes or link id out of range is refused', () => {
-    const h: Hello = { sessionId: Buffer.alloc(16, 1), linkId: 0, linkCount: 1, addresses: [] };
+    const h: Hello = {
+      sessionId: Buffer.alloc(16, 1),
+      nonce: Buffer.alloc(16, 2),
+      auth: false,
+      encryption: 'none',
+      linkId: 0,
+      linkCount: 1,
+      addresses: [],
+    };
     const f = encodeHello(h);
     const noMagic = Buffer.from(f);
     noMagic[8] = 0x58;
@@ -38,7 +49,7 @@ describe('handshake frames', () => {
     const badId = encodeHello({ ...h, linkId: 3, linkCount: 2 });
     assert.throws(() => decodeHello(badId, 8, badId.length), /link id 3 of 2/);
     const badFamily = encodeHello({ ...h, addresses: [{ family: 4, address: '1.2.3.4', prefix: 8 }] });
-    badFamily[8 + 4 + 16 + 5] = 5;
+    badFamily[8 + 4 + 16 + 16 + 1 + 5] = 5;
     assert.throws(() => decodeHello(badFamily, 8, badFamily.length), /family 5/);
   });
 
