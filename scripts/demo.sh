@@ -28,10 +28,17 @@ trap 'exit 130' INT TERM
 echo "== two hosts, two links"
 bash scripts/namespace.sh up
 
-echo "== starting server and client (config/server.modern.yaml, config/client.modern.yaml)"
-ip netns exec dp-tcp-server node dist/cli/index.js server -c config/server.modern.yaml --stats-file "$WORK/server.json" >"$WORK/server.log" 2>&1 &
+echo "== a fresh pre-shared key, and the example configs pointed at it"
+head -c 32 /dev/urandom | base64 >"$WORK/psk"
+chmod 600 "$WORK/psk"
+for side in server client; do
+  sed "s#/etc/dp-tcp/psk#$WORK/psk#" "config/$side.modern.yaml" >"$WORK/$side.yaml"
+done
+
+echo "== starting server and client (config/*.modern.yaml: authenticated, ChaCha20-Poly1305)"
+ip netns exec dp-tcp-server node dist/cli/index.js server -c "$WORK/server.yaml" --stats-file "$WORK/server.json" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
-ip netns exec dp-tcp-client node dist/cli/index.js client -c config/client.modern.yaml --stats-file "$WORK/client.json" >"$WORK/client.log" 2>&1 &
+ip netns exec dp-tcp-client node dist/cli/index.js client -c "$WORK/client.yaml" --stats-file "$WORK/client.json" >"$WORK/client.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do
   [ "$(grep -c 'link up' "$WORK/client.log" 2>/dev/null || true)" -ge 2 ] && break

@@ -33,6 +33,13 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     mtu: config.tunnel.mtu,
     addresses: config.tunnel.addresses.map((a) => `${a.address}/${a.prefix}`).join(','),
   });
+  if (!config.security.psk) {
+    log.warn(
+      config.role === 'server'
+        ? 'no psk configured: links are NOT authenticated, anyone who can reach the listen ports can join'
+        : 'no psk configured: links are NOT authenticated and the server is not verified',
+    );
+  }
   const tunnel = new Tunnel(tun, config.timing, log);
   let roleObj: ClientRole | ServerRole;
   try {

@@ -23,6 +23,8 @@ import { LinkStats, type Link, type LinkHandler } from './link.js';
 export interface SessionOptions {
   readonly eliminationTtlMs: number;
   readonly eliminationWindowPackets: number;
+  /** Largest plaintext of one SEALED record (must fit the peer's max frame size). */
+  readonly sealRecordBytes: number;
 }
 
 /** Where accepted packets go: the tunnel's TUN writer. */
@@ -60,6 +62,7 @@ export class Session implements LinkHandler {
   private opener: Opener | undefined;
   /** Inner frames of a SEALED frame are whole; this walks them with the usual checks. */
   private readonly inner: FrameDecoder;
+  private readonly sealRecordBytes: number;
   private innerLink: Link | undefined;
   sourceFilter: SourceFilter | undefined;
   /** Called when a link leaves the session (for redial or bookkeeping). */
@@ -76,6 +79,7 @@ export class Session implements LinkHandler {
     private readonly log: Logger,
   ) {
     this.eliminator = new Eliminator({ windowPackets: opts.eliminationWindowPackets, ttlMs: opts.eliminationTtlMs });
+    this.sealRecordBytes = opts.sealRecordBytes;
     this.inner = new FrameDecoder(Number.MAX_SAFE_INTEGER, (type, buf, start, end) => {
       if (type === FrameType.Sealed) throw new ProtocolError('SEALED frame inside a SEALED frame');
       this.handle(this.innerLink as Link, type, buf, start, end);
@@ -139,16 +143,26 @@ export class Session implements LinkHandler {
    */
   sendBatch(batch: PacketBatch, nowMs: number): void {
     const { arena, lengths, count, headroom } = batch;
+    this.stats.txPackets += count;
+    const sealer = this.sealer;
     let off = 0;
+    let recordStart = 0;
+    let recordPackets = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i] as number;
+      // A sealed record stays under the peer's frame limit: cut it at a frame boundary.
+      if (sealer && recordPackets > 0 && off + headroom + len - recordStart > this.sealRecordBytes) {
+        this.fanOut(sealer.seal(arena.subarray(recordStart, off)), recordPackets, nowMs);
+        recordStart = off;
+        recordPackets = 0;
+      }
       writeDataHeader(arena, off + headroom - DATA_HEADER_BYTES, this.nextSeq++, len);
       off += headroom + len;
+      recordPackets++;
     }
-    this.stats.txPackets += count;
-    const frames = arena.subarray(0, off);
+    const frames = arena.subarray(recordStart, off);
     // Sealing copies as it encrypts; unsealed, the arena is copied once (it is reused).
-    this.fanOut(this.sealer ? this.sealer.seal(frames) : Buffer.from(frames), count, nowMs);
+    this.fanOut(sealer ? sealer.seal(frames) : Buffer.from(frames), recordPackets, nowMs);
   }
 
   /** Sends frames already encoded (the server's per-packet path when it serves several sessions). */

@@ -7,6 +7,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CloseCode, DATA_HEADER_BYTES, writeDataHeader } from '../protocol/frame.js';
 import { ipv6Bytes, type TunnelAddress } from '../protocol/handshake.js';
+import { SEALED_HEADER_BYTES, TAG_BYTES } from '../protocol/seal.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { Session } from './session.js';
@@ -60,7 +61,12 @@ export class Tunnel {
       sessionId,
       epoch,
       peerAddresses,
-      { eliminationTtlMs: this.timing.eliminationTtlMs, eliminationWindowPackets: this.timing.eliminationWindowPackets },
+      {
+        eliminationTtlMs: this.timing.eliminationTtlMs,
+        eliminationWindowPackets: this.timing.eliminationWindowPackets,
+        // Record header, counter and tag must fit too; 32 KiB keeps a record well under the default.
+        sealRecordBytes: Math.min(32 * 1024, this.timing.maxFrameBytes - SEALED_HEADER_BYTES - TAG_BYTES),
+      },
       (packets) => this.writer.write(packets),
       this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),
     );

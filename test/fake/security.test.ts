@@ -78,6 +78,10 @@ describe('security (fake TUN, loopback)', () => {
     const s = [...server.tunnel.sessions][0]!;
     assert.ok(s.encrypted);
     assert.equal(s.eliminator.accepted, 20);
+    // A full batch of MTU-sized packets is more than one record may hold: it is split, not refused.
+    client.tun.inject(Array.from({ length: 64 }, (_, i) => numbered(1000 + i, '10.0.0.2', '10.0.0.1', 1400)));
+    await server.tun.waitFor(84);
+    assert.equal(client.role.session.upLinks().length, 2, 'no link was closed');
   });
 
   it('a client with the wrong key is refused and says why in its log', async () => {

@@ -268,6 +268,7 @@ export interface StatsSnapshot {
   role: Side;
   sessions: Array<{
     id: string;
+    peerAddresses: string[];
     txPackets: number;
     rxPackets: number;
     dropsNoLink: number;

@@ -61,11 +61,21 @@ describe('config', () => {
     assert.equal(c.logLevel, 'info');
   });
 
-  it('reads the shipped modern examples', () => {
-    const c = loadConfig(join(root, 'config/client.modern.yaml'), 'client');
+  it('reads the shipped modern examples (with a key file in place of /etc/dp-tcp/psk)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dptcp-ex-'));
+    writeFileSync(join(dir, 'psk'), 'example-key-example-key-example-key');
+    chmodSync(join(dir, 'psk'), 0o600);
+    const load = (side: 'client' | 'server') => {
+      const f = join(dir, `${side}.yaml`);
+      writeFileSync(f, readFileSync(join(root, `config/${side}.modern.yaml`), 'utf8').replace('psk_file: /etc/dp-tcp/psk', 'psk_file: psk'));
+      return loadConfig(f, side);
+    };
+    const c = load('client');
     assert.equal(c.tunnel.addresses.length, 2);
-    const s = loadConfig(join(root, 'config/server.modern.yaml'), 'server');
+    assert.equal(c.security.encryption, 'chacha20-poly1305');
+    const s = load('server');
     assert.equal(s.links.length, 2);
+    assert.ok(s.security.psk);
   });
 
   it('reads the modern form with prefixes, IPv6, timing and defaults', () => {
