@@ -272,6 +272,8 @@ export interface StatsSnapshot {
     txPackets: number;
     rxPackets: number;
     dropsNoLink: number;
+    dropsSpoofed: number;
+    tampered: number;
     elimination: { accepted: number; duplicates: number; stale: number };
     links: LinkSnapshot[];
   }>;
