@@ -36,9 +36,9 @@ for side in server client; do
 done
 
 echo "== starting server and client (config/*.modern.yaml: authenticated, ChaCha20-Poly1305)"
-ip netns exec dp-tcp-server node dist/cli/index.js server -c "$WORK/server.yaml" --stats-file "$WORK/server.json" >"$WORK/server.log" 2>&1 &
+ip netns exec dp-tcp-server node dist/cli/index.js server -c "$WORK/server.yaml" --log-format pretty >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
-ip netns exec dp-tcp-client node dist/cli/index.js client -c "$WORK/client.yaml" --stats-file "$WORK/client.json" >"$WORK/client.log" 2>&1 &
+ip netns exec dp-tcp-client node dist/cli/index.js client -c "$WORK/client.yaml" --log-format pretty >"$WORK/client.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do
   [ "$(grep -c 'link up' "$WORK/client.log" 2>/dev/null || true)" -ge 2 ] && break
@@ -63,7 +63,6 @@ sleep 0.5
 echo "  server received: $(cat "$WORK/udp-at-server.txt")"
 echo "  client received: $(cat "$WORK/udp-at-client.txt")"
 
-echo "== per-link statistics (every packet went over both links; the second copy was eliminated)"
-sleep 1.1 # the stats files are rewritten every second
-node scripts/show-stats.mjs "$WORK/client.json"
-node scripts/show-stats.mjs "$WORK/server.json"
+echo "== dp-tcp status on each side (every packet went over both links; the second copy was eliminated)"
+ip netns exec dp-tcp-client node dist/cli/index.js status --role client -c "$WORK/client.yaml"
+ip netns exec dp-tcp-server node dist/cli/index.js status --role server -c "$WORK/server.yaml"

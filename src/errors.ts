@@ -6,7 +6,8 @@ export type DpErrorCode =
   | 'ERR_NATIVE_LOAD'
   | 'ERR_PROTOCOL'
   | 'ERR_HANDSHAKE'
-  | 'ERR_LISTEN';
+  | 'ERR_LISTEN'
+  | 'ERR_ROUTE';
 
 export class DpError extends Error {
   readonly code: DpErrorCode;

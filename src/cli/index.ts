@@ -1,14 +1,17 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { Role } from '../config/types.js';
+import { loadConfig } from '../config/load.js';
+import { DEFAULT_STATUS_PORT, type Role } from '../config/types.js';
 import { DpError, errorMessage } from '../errors.js';
-import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
-import { exitCodeFor, run } from './run.js';
+import { isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js';
+import { exitCodeFor, run, version } from './run.js';
+import { status } from './status.js';
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+function report(e: unknown): void {
+  // Known errors are one line for the user; anything else keeps its stack.
+  if (e instanceof DpError) process.stderr.write(`dp-tcp: error: ${e.message}\n`);
+  else process.stderr.write(`dp-tcp: unexpected error: ${e instanceof Error ? e.stack : errorMessage(e)}\n`);
+  process.exitCode = exitCodeFor(e);
 }
 
 function parseLevel(v: string): LogLevel {
@@ -22,15 +25,13 @@ function addRoleCommand(program: Command, role: Role, summary: string): void {
     .description(summary)
     .requiredOption('-c, --config <file>', `${role} YAML config file`)
     .addOption(new Option('-l, --log-level <level>', 'overrides logger.level of the config').argParser(parseLevel))
+    .addOption(new Option('--log-format <format>', 'json lines, or pretty (auto: pretty on a terminal)').choices(LOG_FORMATS).default('auto'))
     .option('--stats-file <file>', 'keep a JSON snapshot of the counters in this file (every second and on exit)')
-    .action(async (opts: { config: string; logLevel?: LogLevel; statsFile?: string }) => {
+    .action(async (opts: { config: string; logLevel?: LogLevel; logFormat?: LogFormat; statsFile?: string }) => {
       try {
         process.exitCode = await run(role, opts);
       } catch (e) {
-        // Known errors are one line for the user; anything else keeps its stack.
-        if (e instanceof DpError) process.stderr.write(`dp-tcp: error: ${e.message}\n`);
-        else process.stderr.write(`dp-tcp: unexpected error: ${e instanceof Error ? e.stack : errorMessage(e)}\n`);
-        process.exitCode = exitCodeFor(e);
+        report(e);
       }
     });
 }
@@ -47,5 +48,27 @@ const program = new Command()
 
 addRoleCommand(program, 'client', 'dial the server on every link and carry the TUN traffic');
 addRoleCommand(program, 'server', 'accept client links and carry the TUN traffic');
+
+program
+  .command('status')
+  .description("show a running side's links: state, RTT, packets, eliminations, drops")
+  .option('-u, --url <url>', `status URL (default: http://127.0.0.1:${DEFAULT_STATUS_PORT.server}/status)`)
+  .option('-c, --config <file>', "take the URL from this config's status_listen")
+  .addOption(new Option('-r, --role <role>', 'the role of --config').choices(['client', 'server']).default('server'))
+  .option('-w, --watch', 'refresh every second until interrupted')
+  .option('--json', 'print the raw JSON')
+  .action(async (opts: { url?: string; config?: string; role: Role; watch?: boolean; json?: boolean }) => {
+    try {
+      let url = opts.url ?? `http://127.0.0.1:${DEFAULT_STATUS_PORT.server}/status`;
+      if (opts.config && !opts.url) {
+        const l = loadConfig(opts.config, opts.role).statusListen;
+        if (!l) throw new DpError('ERR_CONFIG', `${opts.config}: status_listen is off`, { exitCode: 2 });
+        url = `http://${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}/status`;
+      }
+      await status({ url, json: opts.json === true, watch: opts.watch === true });
+    } catch (e) {
+      report(e);
+    }
+  });
 
 await program.parseAsync(process.argv);

@@ -1,11 +1,14 @@
 // Starts one side of the tunnel and owns its lifetime: signals, ordered
 // teardown, the stats file and the exit code.
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { loadConfig } from '../config/load.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
 import { DpError, errorMessage } from '../errors.js';
-import { createLogger, type LogLevel } from '../log.js';
+import { createLogger, type LogFormat, type LogLevel } from '../log.js';
+import { buildRegistry } from '../ops/metrics.js';
+import { NetworkSetup } from '../ops/routing.js';
+import { StatusServer } from '../ops/status-server.js';
 import { DATA_HEADER_BYTES } from '../protocol/frame.js';
 import { ClientRole } from '../roles/client.js';
 import { ServerRole } from '../roles/server.js';
@@ -14,13 +17,19 @@ import { NativeTunDevice } from '../tun/native-device.js';
 export interface RunOptions {
   readonly config: string;
   readonly logLevel?: LogLevel;
+  readonly logFormat?: LogFormat;
   readonly statsFile?: string;
+}
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
 }
 
 /** Resolves with the process exit code once the tunnel has been torn down. */
 export async function run(role: Role, opts: RunOptions): Promise<number> {
   const config = loadConfig(opts.config, role);
-  const log = createLogger(opts.logLevel ?? config.logLevel, role);
+  const log = createLogger(opts.logLevel ?? config.logLevel, role, { format: opts.logFormat ?? 'auto' });
   const tun = NativeTunDevice.open({
     name: config.tunnel.name,
     mtu: config.tunnel.mtu,
@@ -41,16 +50,28 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     );
   }
   const tunnel = new Tunnel(tun, config.timing, log);
-  let roleObj: ClientRole | ServerRole;
+  const network = new NetworkSetup(log.child('net'));
+  const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, ...tunnel.snapshot(), ...extra() });
+  let extra = (): Record<string, unknown> => ({});
+  const statusServer = new StatusServer(statusDoc, buildRegistry(() => tunnel.snapshot(), role), log);
+  let roleObj: ClientRole | ServerRole | undefined;
   try {
     if (config.role === 'client') {
+      network.setupClient(config, tun.name);
       roleObj = new ClientRole(config, tunnel, log);
       roleObj.start();
     } else {
-      roleObj = new ServerRole(config, tunnel, log);
-      await roleObj.start();
+      const server = new ServerRole(config, tunnel, log);
+      roleObj = server;
+      await server.start();
+      extra = () => ({ server: { ...server.stats } });
+      network.setupServer(config, tun.name);
     }
+    if (config.statusListen) await statusServer.listen(config.statusListen.address, config.statusListen.port);
   } catch (e) {
+    roleObj?.close();
+    statusServer.close();
+    network.teardown();
     tunnel.close();
     throw e;
   }
@@ -60,7 +81,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     if (!opts.statsFile) return;
     const tmp = `${opts.statsFile}.tmp`;
     try {
-      writeFileSync(tmp, JSON.stringify({ role, time: new Date().toISOString(), ...tunnel.snapshot() }, null, 1));
+      writeFileSync(tmp, JSON.stringify({ time: new Date().toISOString(), ...(statusDoc() as object) }, null, 1));
       renameSync(tmp, opts.statsFile);
     } catch (e) {
       log.warn('cannot write the stats file', { file: opts.statsFile, error: errorMessage(e) });
@@ -78,7 +99,10 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       clearInterval(statsTimer);
       tunnel.logStats();
       writeStats();
+      // Links first (they tell the peer why), then what we added to the system, then the device.
       role_.close();
+      statusServer.close();
+      network.teardown();
       tunnel.close();
       resolve(code);
     };

@@ -19,6 +19,9 @@ import {
   type ServerLinkConfig,
   type TimingConfig,
   type TunnelDeviceConfig,
+  DEFAULT_STATUS_PORT,
+  type HostPort,
+  type Prefix,
 } from './types.js';
 
 export class ConfigError extends DpError {
@@ -296,6 +299,31 @@ function readSecurity(n: Node): SecurityConfig {
   return Object.freeze({ psk, encryption });
 }
 
+function readStatusListen(n: Node, role: Role): HostPort | undefined {
+  if (!n.has('status_listen')) {
+    n.raw('status_listen');
+    return { address: '127.0.0.1', port: DEFAULT_STATUS_PORT[role] };
+  }
+  const v = n.raw('status_listen');
+  if (v === false || v === 'off') return undefined;
+  return parseHostPort(n, 'status_listen');
+}
+
+function readRoutes(n: Node): Prefix[] {
+  const list = n.raw('routes');
+  if (list === undefined || list === null) return [];
+  if (!Array.isArray(list)) n.fail('routes', 'must be a list of prefixes, e.g. [0.0.0.0/0, 192.168.50.0/24]');
+  return list.map((item: unknown, i) => {
+    const text = typeof item === 'string' ? item.trim() : '';
+    const m = /^(.+)\/(\d+)$/.exec(text);
+    const family = isIP(m?.[1] ?? '');
+    if (!m || family === 0) n.fail(`routes[${i}]`, `must be address/prefix, got ${describe(item)}`);
+    const prefix = Number(m[2]);
+    if (prefix > (family === 4 ? 32 : 128)) n.fail(`routes[${i}]`, `prefix length /${prefix} is out of range`);
+    return Object.freeze({ family: family as 4 | 6, address: m[1] as string, prefix });
+  });
+}
+
 /** Parses YAML text; `file` is only used in messages. */
 export function parseConfig(text: string, file: string, role: Role): Config {
   const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
@@ -315,6 +343,7 @@ export function parseConfig(text: string, file: string, role: Role): Config {
   const tunnel = readTunnel(r.child('tunnel_device'));
   const timing = readTiming(r.optChild('timing'));
   const security = readSecurity(r);
+  const statusListen = readStatusListen(r, role);
   let logLevel: LogLevel = 'info';
   const logger = top.optChild('logger');
   if (logger) {
@@ -328,10 +357,13 @@ export function parseConfig(text: string, file: string, role: Role): Config {
   let config: Config;
   if (role === 'client') {
     const links = readClientLinks(r);
+    const routes = readRoutes(r);
     r.done();
-    config = { role, file, tunnel, timing, security, logLevel, links: Object.freeze(links) };
+    config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), routes: Object.freeze(routes) };
   } else {
     const links = readServerLinks(r);
+    const nat = r.optString('nat_out_interface');
+    if (nat !== undefined && !/^[A-Za-z0-9_.@-]{1,15}$/.test(nat)) r.fail('nat_out_interface', `'${nat}' is not an interface name`);
     r.done();
     const seen = new Set<string>();
     links.forEach((l, i) => {
@@ -339,7 +371,7 @@ export function parseConfig(text: string, file: string, role: Role): Config {
       if (seen.has(key)) throw new ConfigError(file, `${role}.links[${i}]`, `listens on ${key} twice`);
       seen.add(key);
     });
-    config = { role, file, tunnel, timing, security, logLevel, links: Object.freeze(links) };
+    config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), natOutInterface: nat };
   }
   top.done();
   return Object.freeze(config);

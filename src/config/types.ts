@@ -56,9 +56,22 @@ export interface SecurityConfig {
   readonly encryption: Encryption;
 }
 
+export interface HostPort {
+  readonly address: string;
+  readonly port: number;
+}
+
+export interface Prefix {
+  readonly family: 4 | 6;
+  readonly address: string;
+  readonly prefix: number;
+}
+
 interface CommonConfig {
   readonly file: string;
   readonly security: SecurityConfig;
+  /** HTTP /status and /metrics; undefined: off. */
+  readonly statusListen: HostPort | undefined;
   readonly tunnel: TunnelDeviceConfig;
   readonly timing: TimingConfig;
   readonly logLevel: LogLevel;
@@ -67,12 +80,18 @@ interface CommonConfig {
 export interface ClientConfig extends CommonConfig {
   readonly role: 'client';
   readonly links: readonly ClientLinkConfig[];
+  /** Prefixes routed through the tunnel (0.0.0.0/0 or ::/0: everything but the links themselves). */
+  readonly routes: readonly Prefix[];
 }
 
 export interface ServerConfig extends CommonConfig {
   readonly role: 'server';
   readonly links: readonly ServerLinkConfig[];
+  /** Masquerade the clients' tunnel traffic out of this interface; undefined: no NAT. */
+  readonly natOutInterface: string | undefined;
 }
+
+export const DEFAULT_STATUS_PORT = { server: 9400, client: 9401 } as const;
 
 export type Config = ClientConfig | ServerConfig;
 

@@ -10,8 +10,35 @@ import { ipv6Bytes, type TunnelAddress } from '../protocol/handshake.js';
 import { SEALED_HEADER_BYTES, TAG_BYTES } from '../protocol/seal.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
-import { Session } from './session.js';
-import { TunWriter } from './tun-writer.js';
+import type { LinkStats } from './link.js';
+import { Session, type SessionStats } from './session.js';
+import { TunWriter, type TunWriterStats } from './tun-writer.js';
+
+export interface LinkSnapshot extends Omit<LinkStats, 'drops'> {
+  id: number;
+  name: string;
+  state: string;
+  local: string | null;
+  remote: string | null;
+  rttMs: number | null;
+  queueBytes: number;
+  drops: Record<string, number>;
+}
+
+export interface SessionSnapshot extends SessionStats {
+  id: string;
+  epoch: string;
+  encrypted: boolean;
+  peerAddresses: string[];
+  elimination: { accepted: number; duplicates: number; stale: number; highestSeq: number };
+  links: LinkSnapshot[];
+}
+
+export interface TunnelSnapshot {
+  uptimeMs: number;
+  tun: TunnelStats & { written: TunWriterStats };
+  sessions: SessionSnapshot[];
+}
 
 export class TunnelStats {
   tunRxPackets = 0;
@@ -128,13 +155,14 @@ export class Tunnel {
     for (const s of this.sessions) s.tick(now);
   }
 
-  snapshot(): Record<string, unknown> {
+  snapshot(): TunnelSnapshot {
     return {
       uptimeMs: Math.round(performance.now() - this.startedMs),
-      tun: { ...this.stats, written: this.writer.stats },
+      tun: { ...this.stats, written: { ...this.writer.stats, refused: { ...this.writer.stats.refused } } },
       sessions: [...this.sessions].map((s) => ({
         id: s.idHex,
         epoch: s.epoch.toString('hex'),
+        encrypted: s.encrypted,
         peerAddresses: s.peerAddresses.map((a) => `${a.address}/${a.prefix}`),
         ...s.stats,
         elimination: {
@@ -154,6 +182,7 @@ export class Tunnel {
             rttMs: l === undefined || Number.isNaN(l.srttMs) ? null : Math.round(l.srttMs * 1000) / 1000,
             queueBytes: l?.queueBytes ?? 0,
             ...stats,
+            drops: { ...stats.drops },
           };
         }),
       })),

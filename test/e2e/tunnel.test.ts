@@ -124,5 +124,13 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
     assert.doesNotMatch(c.stdout, /dptcp-c/);
     assert.doesNotMatch(s.stdout, /dptcp-s/);
     assert.match(tb.log('client'), /shutting down reason=SIGTERM/);
+    // Logs are structured: every line the binary wrote is one JSON object with level, time, scope, msg.
+    for (const side of ['client', 'server'] as const) {
+      for (const line of tb.rawLog(side).split('\n').filter((l) => l !== '')) {
+        const o = JSON.parse(line) as Record<string, unknown>;
+        assert.ok(typeof o['msg'] === 'string' && typeof o['scope'] === 'string' && typeof o['time'] === 'string', line);
+        assert.ok(['error', 'warn', 'info', 'debug', 'trace'].includes(o['level'] as string), line);
+      }
+    }
   });
 });

@@ -37,6 +37,8 @@ export async function startServer(
   const config: ServerConfig = {
     role: 'server',
     security,
+    statusListen: undefined,
+    natOutInterface: undefined,
     file: 'server.test',
     logLevel: 'debug',
     timing,
@@ -74,6 +76,8 @@ export function startClient(
   const config: ClientConfig = {
     role: 'client',
     security,
+    statusListen: undefined,
+    routes: [],
     file: 'client.test',
     logLevel: 'debug',
     timing,

@@ -6,6 +6,7 @@ import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { prettyLine } from '../../src/log.js';
 
 const execFileP = promisify(execFile);
 export const ROOT = new URL('../../', import.meta.url).pathname;
@@ -133,7 +134,16 @@ export class Testbed {
     return JSON.parse(readFileSync(this.statsFile(side), 'utf8')) as StatsSnapshot;
   }
 
+  /** The side's log (JSON lines on disk) as readable lines: `time LEVEL [scope] msg k=v`. */
   log(side: Side): string {
+    return this.rawLog(side)
+      .split('\n')
+      .filter((l) => l !== '')
+      .map(prettyLine)
+      .join('');
+  }
+
+  rawLog(side: Side): string {
     return existsSync(this.logFile(side)) ? readFileSync(this.logFile(side), 'utf8') : '';
   }
 

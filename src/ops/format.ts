@@ -1,0 +1,45 @@
+// The per-link table `dp-tcp status` prints.
+import type { TunnelSnapshot } from '../core/tunnel.js';
+
+export interface StatusDocument extends TunnelSnapshot {
+  role: string;
+  version: string;
+  pid: number;
+  tunName: string;
+}
+
+const pad = (v: unknown, n: number): string => String(v).padStart(n);
+
+function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+export function formatStatus(d: StatusDocument): string {
+  const out: string[] = [];
+  out.push(`dp-tcp ${d.version} ${d.role} (pid ${d.pid}), TUN ${d.tunName}, up ${duration(d.uptimeMs)}, ${d.sessions.length} session(s)`);
+  if (d.sessions.length === 0) out.push('  no session yet');
+  for (const s of d.sessions) {
+    const e = s.elimination;
+    out.push(
+      `session ${s.id.slice(0, 8)} [${s.peerAddresses.join(' ')}]${s.encrypted ? ' encrypted' : ''}: ` +
+        `sent ${s.txPackets}, delivered ${s.rxPackets}, eliminated ${e.duplicates}, stale ${e.stale}, ` +
+        `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, tampered ${s.tampered}`,
+    );
+    out.push(
+      `  ${'link'.padEnd(8)} ${'state'.padEnd(5)} ${pad('rtt ms', 7)} ${pad('sent', 9)} ${pad('first', 9)} ${pad('elim.', 9)} ` +
+        `${pad('stale', 6)} ${pad('q.bytes', 8)} ${pad('q.drops', 8)} ${pad('conn', 5)}  remote`,
+    );
+    for (const l of s.links) {
+      const drops = Object.values(l.drops).reduce((a, b) => a + b, 0);
+      out.push(
+        `  ${l.name.padEnd(8)} ${l.state.padEnd(5)} ${pad(l.rttMs === null ? '-' : l.rttMs.toFixed(2), 7)} ${pad(l.txPackets, 9)} ` +
+          `${pad(l.firstCopies, 9)} ${pad(l.duplicates, 9)} ${pad(l.stale, 6)} ${pad(l.queueBytes, 8)} ${pad(drops, 8)} ` +
+          `${pad(l.connects, 5)}  ${l.remote ?? `(${l.lastDownReason || 'down'})`}`,
+      );
+    }
+  }
+  return out.join('\n') + '\n';
+}

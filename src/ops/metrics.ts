@@ -1,0 +1,85 @@
+// Prometheus exposition of the tunnel's counters (prom-client). Every metric
+// reads the live counters at scrape time; nothing is double-counted or cached.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { TunnelSnapshot } from '../core/tunnel.js';
+
+type Labels = Record<string, string>;
+type Sample = [Labels, number];
+
+export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Registry {
+  const reg = new Registry();
+  reg.setDefaultLabels({ role });
+  collectDefaultMetrics({ register: reg, prefix: 'dptcp_' });
+
+  const counter = (name: string, help: string, labelNames: string[], samples: (s: TunnelSnapshot) => Sample[]): void => {
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const [labels, v] of samples(snapshot())) this.inc(labels, v);
+      },
+    });
+  };
+  const gauge = (name: string, help: string, labelNames: string[], samples: (s: TunnelSnapshot) => Sample[]): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const [labels, v] of samples(snapshot())) this.set(labels, v);
+      },
+    });
+  };
+  const perLink = (f: (l: TunnelSnapshot['sessions'][number]['links'][number]) => number | null) => (s: TunnelSnapshot): Sample[] =>
+    s.sessions.flatMap((sess) =>
+      sess.links.flatMap((l): Sample[] => {
+        const v = f(l);
+        return v === null ? [] : [[{ session: sess.id.slice(0, 8), link: l.name }, v]];
+      }),
+    );
+  const perSession = (f: (s: TunnelSnapshot['sessions'][number]) => number) => (s: TunnelSnapshot): Sample[] =>
+    s.sessions.map((sess) => [{ session: sess.id.slice(0, 8) }, f(sess)]);
+  const LINK = ['session', 'link'];
+
+  gauge('dptcp_link_up', 'Whether the link is up (1) or down (0)', LINK, perLink((l) => (l.state === 'up' ? 1 : 0)));
+  gauge('dptcp_link_rtt_seconds', 'Smoothed round-trip time of the link (PING/PONG)', LINK, perLink((l) => (l.rttMs === null ? null : l.rttMs / 1000)));
+  gauge('dptcp_link_queue_bytes', 'Bytes waiting in the link send queue', LINK, perLink((l) => l.queueBytes));
+  counter('dptcp_link_sent_packets_total', 'Packet copies handed to the link', LINK, perLink((l) => l.txPackets));
+  counter('dptcp_link_sent_bytes_total', 'Bytes handed to the link socket', LINK, perLink((l) => l.txBytes));
+  counter('dptcp_link_received_bytes_total', 'Bytes read from the link socket', LINK, perLink((l) => l.rxBytes));
+  counter('dptcp_link_first_copies_total', 'Packets whose first copy arrived on this link', LINK, perLink((l) => l.firstCopies));
+  counter('dptcp_link_eliminated_total', 'Copies on this link eliminated because another link was first', LINK, perLink((l) => l.duplicates));
+  counter('dptcp_link_stale_total', 'Copies on this link that arrived after the elimination window', LINK, perLink((l) => l.stale));
+  counter('dptcp_link_connects_total', 'Connections of this link that completed the handshake', LINK, perLink((l) => l.connects));
+  counter('dptcp_link_dropped_packets_total', 'Packet copies dropped on the link, by reason', [...LINK, 'reason'], (s) =>
+    s.sessions.flatMap((sess) =>
+      sess.links.flatMap((l) =>
+        Object.entries(l.drops).map(([reason, v]): Sample => [{ session: sess.id.slice(0, 8), link: l.name, reason }, v]),
+      ),
+    ),
+  );
+  counter('dptcp_session_sent_packets_total', 'Packets read from the TUN and sent (one sequence number each)', ['session'], perSession((s) => s.txPackets));
+  counter('dptcp_session_delivered_packets_total', 'Packets written to the TUN after elimination', ['session'], perSession((s) => s.rxPackets));
+  counter('dptcp_session_dropped_packets_total', 'Packets dropped by the session, by reason', ['session', 'reason'], (s) =>
+    s.sessions.flatMap((sess): Sample[] => [
+      [{ session: sess.id.slice(0, 8), reason: 'no_link' }, sess.dropsNoLink],
+      [{ session: sess.id.slice(0, 8), reason: 'spoofed' }, sess.dropsSpoofed],
+      [{ session: sess.id.slice(0, 8), reason: 'tampered' }, sess.tampered],
+    ]),
+  );
+  gauge('dptcp_sessions', 'Sessions (clients) known to this side', [], (s) => [[{}, s.sessions.length]]);
+  counter('dptcp_tun_read_packets_total', 'Packets read from the TUN device', [], (s) => [[{}, s.tun.tunRxPackets]]);
+  counter('dptcp_tun_written_packets_total', 'Packets written to the TUN device', [], (s) => [[{}, s.tun.written.packets]]);
+  counter('dptcp_tun_dropped_packets_total', 'Packets dropped at the TUN device, by reason', ['reason'], (s) => [
+    [{ reason: 'no_session' }, s.tun.dropsNoSession],
+    [{ reason: 'backlog_full' }, s.tun.written.backlogFull],
+    [{ reason: 'refused' }, Object.values(s.tun.written.refused).reduce((a, b) => a + b, 0)],
+  ]);
+  gauge('dptcp_uptime_seconds', 'Seconds since the tunnel started', [], (s) => [[{}, s.uptimeMs / 1000]]);
+  return reg;
+}

@@ -1,0 +1,130 @@
+// Routes, policy rules, NAT and forwarding that dp-tcp sets up when the config
+// asks for them. Every change is recorded with its exact inverse and undone
+// in reverse order on exit: what dp-tcp did not add, it never removes.
+// (The TUN device itself is configured by the addon, not by these commands.)
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { ClientConfig, Prefix, ServerConfig } from '../config/types.js';
+import { DpError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** Policy-routing table and rule priority of link N: BASE + N. */
+export const LINK_TABLE_BASE = 25_700;
+
+interface Undo {
+  what: string;
+  run: () => void;
+}
+
+function sh(cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const stderr = (e as { stderr?: string }).stderr?.trim();
+    throw new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr || errorMessage(e)}`, { exitCode: 2 });
+  }
+}
+
+/** The halves that cover a default route without replacing the existing one. */
+function expand(p: Prefix): string[] {
+  if (p.prefix !== 0) return [`${p.address}/${p.prefix}`];
+  return p.family === 4 ? ['0.0.0.0/1', '128.0.0.0/1'] : ['::/1', '8000::/1'];
+}
+
+export class NetworkSetup {
+  private readonly undo: Undo[] = [];
+
+  constructor(private readonly log: Logger) {}
+
+  /** Runs `args`, and remembers `inverse` to run on teardown. */
+  private apply(cmd: string, args: string[], inverse: string[]): void {
+    sh(cmd, args);
+    const what = `${cmd} ${args.join(' ')}`;
+    this.undo.push({ what, run: () => sh(cmd, inverse) });
+    this.log.info('network change', { added: what });
+  }
+
+  private sysctl(path: string, value: string): void {
+    const old = readFileSync(path, 'utf8').trim();
+    if (old === value) return;
+    writeFileSync(path, value);
+    this.undo.push({ what: `${path}=${value}`, run: () => writeFileSync(path, old) });
+    this.log.info('network change', { sysctl: path, from: old, to: value });
+  }
+
+  /**
+   * Client: route `config.routes` through the tunnel. Each link's own traffic
+   * to its server keeps the path it had: a policy rule `from <local> to
+   * <remote>` into a table of its own (links with a source address), or a
+   * host route (links without).
+   */
+  setupClient(config: ClientConfig, tunName: string): void {
+    if (config.routes.length === 0) return;
+    try {
+      for (const l of config.links) {
+        const family = l.remoteAddress.includes(':') ? '-6' : '-4';
+        const got = JSON.parse(
+          sh('ip', ['-j', family, 'route', 'get', l.remoteAddress, ...(l.localAddress ? ['from', l.localAddress] : [])]),
+        ) as Array<{ dev: string; gateway?: string }>;
+        const r = got[0];
+        if (!r) throw new DpError('ERR_ROUTE', `no route to ${l.remoteAddress} for link ${l.name}`, { exitCode: 2 });
+        const host = `${l.remoteAddress}/${family === '-6' ? 128 : 32}`;
+        const via = r.gateway ? ['via', r.gateway] : [];
+        if (l.localAddress) {
+          const table = String(LINK_TABLE_BASE + l.id);
+          this.apply('ip', [family, 'route', 'add', host, ...via, 'dev', r.dev, 'table', table], [family, 'route', 'del', host, ...via, 'dev', r.dev, 'table', table]);
+          const rule = ['from', l.localAddress, 'to', host, 'lookup', table, 'priority', table];
+          this.apply('ip', [family, 'rule', 'add', ...rule], [family, 'rule', 'del', ...rule]);
+        } else {
+          this.apply('ip', [family, 'route', 'add', host, ...via, 'dev', r.dev], [family, 'route', 'del', host, ...via, 'dev', r.dev]);
+        }
+      }
+      for (const p of config.routes) {
+        for (const net of expand(p)) {
+          const family = p.family === 6 ? '-6' : '-4';
+          this.apply('ip', [family, 'route', 'add', net, 'dev', tunName], [family, 'route', 'del', net, 'dev', tunName]);
+        }
+      }
+    } catch (e) {
+      this.teardown();
+      throw e;
+    }
+  }
+
+  /** Server: forward and masquerade the clients' tunnel networks out of `config.natOutInterface`. */
+  setupServer(config: ServerConfig, tunName: string): void {
+    const out = config.natOutInterface;
+    if (out === undefined) return;
+    try {
+      for (const a of config.tunnel.addresses) {
+        const v6 = a.family === 6;
+        const ipt = v6 ? 'ip6tables' : 'iptables';
+        this.sysctl(v6 ? '/proc/sys/net/ipv6/conf/all/forwarding' : '/proc/sys/net/ipv4/ip_forward', '1');
+        const net = `${a.address}/${a.prefix}`;
+        const tag = ['-m', 'comment', '--comment', `dp-tcp ${tunName}`];
+        const nat = ['POSTROUTING', '-s', net, '-o', out, ...tag, '-j', 'MASQUERADE'];
+        this.apply(ipt, ['-t', 'nat', '-A', ...nat], ['-t', 'nat', '-D', ...nat]);
+        const fwdOut = ['FORWARD', '-i', tunName, '-o', out, ...tag, '-j', 'ACCEPT'];
+        this.apply(ipt, ['-I', ...fwdOut], ['-D', ...fwdOut]);
+        const fwdIn = ['FORWARD', '-i', out, '-o', tunName, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'];
+        this.apply(ipt, ['-I', ...fwdIn], ['-D', ...fwdIn]);
+      }
+    } catch (e) {
+      this.teardown();
+      throw e;
+    }
+  }
+
+  /** Undoes every change, newest first. Idempotent; a failed undo is logged, the rest still run. */
+  teardown(): void {
+    while (this.undo.length > 0) {
+      const u = this.undo.pop() as Undo;
+      try {
+        u.run();
+        this.log.info('network change undone', { what: u.what });
+      } catch (e) {
+        this.log.warn('could not undo a network change', { what: u.what, error: errorMessage(e) });
+      }
+    }
+  }
+}
