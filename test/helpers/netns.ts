@@ -51,6 +51,7 @@ export class Testbed {
   readonly clientNs: string;
   readonly dir: string;
   private procs = new Map<Side, ChildProcess>();
+  private extraNs: string[] = [];
   private all: ChildProcess[] = [];
   private destroyed = false;
 
@@ -106,13 +107,13 @@ export class Testbed {
   }
 
   /** Starts dp-tcp on one side with the given YAML config text. */
-  startDpTcp(side: Side, yaml: string, extra: string[] = []): ChildProcess {
+  startDpTcp(side: Side, yaml: string, extra: string[] = [], cli = CLI): ChildProcess {
     const cfg = join(this.dir, `${side}.yaml`);
     writeFileSync(cfg, yaml);
     const log = createWriteStream(this.logFile(side), { flags: 'a' });
     const p = spawn(
       'ip',
-      ['netns', 'exec', this.ns(side), process.execPath, CLI, side, '-c', cfg, '--stats-file', this.statsFile(side), ...extra],
+      ['netns', 'exec', this.ns(side), process.execPath, cli, side, '-c', cfg, '--stats-file', this.statsFile(side), ...extra],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     p.stdout?.pipe(log);
@@ -162,6 +163,24 @@ export class Testbed {
       timeoutMs,
       () => `--- server log\n${this.log('server')}\n--- client log\n${this.log('client')}`,
     );
+  }
+
+  /**
+   * A third host behind the server ("the internet"): ext0 203.0.113.1/24 in
+   * the server namespace, eth0 203.0.113.2/24 in a namespace of its own.
+   */
+  async addInternetHost(): Promise<string> {
+    const ns = `${this.serverNs.slice(0, -2)}-i`;
+    this.extraNs.push(ns);
+    const ip = (args: string[]): Promise<unknown> => execFileP('ip', args);
+    await ip(['netns', 'add', ns]);
+    await ip(['link', 'add', 'ext0', 'netns', this.serverNs, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await ip(['-n', this.serverNs, 'addr', 'add', '203.0.113.1/24', 'dev', 'ext0']);
+    await ip(['-n', ns, 'addr', 'add', '203.0.113.2/24', 'dev', 'eth0']);
+    await ip(['-n', this.serverNs, 'link', 'set', 'ext0', 'up']);
+    await ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
+    await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+    return ns;
   }
 
   /** Drops everything arriving on link n at both ends: a blackhole in the middle. */
@@ -243,6 +262,7 @@ export class Testbed {
     live.delete(this);
     for (const p of this.all) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     try {
+      for (const ns of this.extraNs) execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
       execFileSync('bash', [NS_SCRIPT, 'down'], { env: this.nsEnv(), stdio: 'ignore' });
     } catch {
       // best effort: nothing else can be done on the way out

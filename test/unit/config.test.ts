@@ -181,4 +181,30 @@ describe('config', () => {
       assert.throws(() => loadConfig(cfg, 'client'), /client\.psk_file: cannot read .*missing/);
     });
   });
+
+  describe('operations fields', () => {
+    const client = (extra: string): string =>
+      `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n${extra}`;
+    const server = (extra: string): string =>
+      `server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n  links:\n    - listen: "10.0.1.1:1"\n${extra}`;
+
+    it('status_listen defaults to loopback per role, can move or be off', () => {
+      assert.deepEqual(parseConfig(client(''), 'c.yaml', 'client').statusListen, { address: '127.0.0.1', port: 9401 });
+      assert.deepEqual(parseConfig(server(''), 's.yaml', 'server').statusListen, { address: '127.0.0.1', port: 9400 });
+      assert.deepEqual(parseConfig(server('  status_listen: "[::1]:9500"\n'), 's.yaml', 'server').statusListen, { address: '::1', port: 9500 });
+      assert.equal(parseConfig(server('  status_listen: off\n'), 's.yaml', 'server').statusListen, undefined);
+      fails(server('  status_listen: 9400\n'), 'server', /server\.status_listen: must be address:port/);
+    });
+
+    it('routes are prefixes; nat_out_interface an interface name', () => {
+      const c = parseConfig(client('  routes: [0.0.0.0/0, "::/0", 192.168.50.0/24]\n'), 'c.yaml', 'client');
+      assert.deepEqual(c.role === 'client' && c.routes.map((r) => `${r.address}/${r.prefix}`), ['0.0.0.0/0', '::/0', '192.168.50.0/24']);
+      fails(client('  routes: [10.0.0.0]\n'), 'client', /client\.routes\[0\]: must be address\/prefix/);
+      fails(client('  routes: 10.0.0.0/8\n'), 'client', /client\.routes: must be a list/);
+      const s = parseConfig(server('  nat_out_interface: eth0\n'), 's.yaml', 'server');
+      assert.equal(s.role === 'server' && s.natOutInterface, 'eth0');
+      fails(server('  nat_out_interface: "eth 0"\n'), 'server', /nat_out_interface: 'eth 0' is not an interface name/);
+      fails(client('  nat_out_interface: eth0\n'), 'client', /client\.nat_out_interface: is not a known field/);
+    });
+  });
 });

@@ -1,0 +1,124 @@
+// Root end-to-end: what an operator sees and what dp-tcp changes on the host.
+// Status and metrics are checked against traffic actually sent; routes, rules,
+// NAT and forwarding are checked while running and after exit.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { StatusDocument } from '../../src/ops/format.js';
+import { CLIENT_YAML, ROOT, SERVER_YAML, skipReason, Testbed, waitFor } from '../helpers/netns.js';
+
+const skip = skipReason();
+const CLI = join(ROOT, 'dist/cli/index.js');
+
+describe('operations between two network namespaces', { skip, timeout: 300_000 }, () => {
+  let tb: Testbed;
+  let internet: string;
+  const baseline: Record<string, string> = {};
+  let clientCfg: string;
+
+  // Routes the kernel makes for addresses (e.g. IPv6 link-local, which appear late) are not ours.
+  const notKernel = (text: string): string => text.split('\n').filter((l) => !l.includes('proto kernel')).join('\n');
+  const snapshotHost = async (): Promise<Record<string, string>> => ({
+    clientRoutes: notKernel((await tb.run('client', 'ip', ['route', 'show', 'table', 'all'])).stdout),
+    clientRules: (await tb.run('client', 'ip', ['rule', 'show'])).stdout,
+    serverNat: (await tb.run('server', 'iptables', ['-t', 'nat', '-S'])).stdout,
+    serverFilter: (await tb.run('server', 'iptables', ['-S'])).stdout,
+    serverForward: (await tb.run('server', 'cat', ['/proc/sys/net/ipv4/ip_forward'])).stdout,
+  });
+
+  async function statusOf(side: 'client' | 'server'): Promise<StatusDocument> {
+    const { stdout } = await tb.run(side, process.execPath, [CLI, 'status', '--json', '--url', `http://127.0.0.1:${side === 'server' ? 9400 : 9401}/status`]);
+    return JSON.parse(stdout) as StatusDocument;
+  }
+
+  before(async () => {
+    tb = await Testbed.create('ops');
+    internet = await tb.addInternetHost();
+    Object.assign(baseline, await snapshotHost());
+    tb.startDpTcp('server', SERVER_YAML.replace('logger:', '  nat_out_interface: ext0\nlogger:'));
+    tb.startDpTcp('client', CLIENT_YAML.replace('logger:', '  routes: [0.0.0.0/0]\nlogger:'));
+    clientCfg = join(tb.dir, 'client.yaml');
+    await tb.waitUp(2);
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  it('/status counts exactly the traffic that was sent, per link', async () => {
+    const c0 = (await statusOf('client')).sessions[0]!;
+    const s0 = (await statusOf('server')).sessions[0]!;
+    const stream = await tb.udpStream(500, 2);
+    assert.equal(stream.received, 1000);
+    const c1 = (await statusOf('client')).sessions[0]!;
+    const s1 = (await statusOf('server')).sessions[0]!;
+    // Keepalives are not DATA; the only other traffic is the stream itself.
+    for (const l of c1.links) {
+      const before = c0.links.find((x) => x.name === l.name)!;
+      assert.ok(l.txPackets - before.txPackets >= 1000, `${l.name} sent ${l.txPackets - before.txPackets}`);
+      assert.equal(l.state, 'up');
+      assert.ok(l.rttMs !== null && l.rttMs > 0);
+    }
+    const delivered = s1.rxPackets - s0.rxPackets;
+    const eliminated = s1.elimination.duplicates - s0.elimination.duplicates;
+    assert.ok(delivered >= 1000 && delivered < 1010, `server delivered ${delivered}`);
+    assert.ok(eliminated >= 990, `server eliminated ${eliminated}`);
+    const firsts = s1.links.reduce((a, l) => a + l.firstCopies, 0) - s0.links.reduce((a, l) => a + l.firstCopies, 0);
+    assert.equal(firsts, s1.elimination.accepted - s0.elimination.accepted);
+  });
+
+  it('/metrics exposes the same counters in Prometheus format', async () => {
+    const st = (await statusOf('server')).sessions[0]!;
+    const { stdout } = await tb.run('server', process.execPath, [
+      '-e',
+      "fetch('http://127.0.0.1:9400/metrics').then(async (r) => process.stdout.write(r.headers.get('content-type') + '\\n' + (await r.text())))",
+    ]);
+    assert.match(stdout.split('\n')[0]!, /^text\/plain; version=0\.0\.4/);
+    assert.match(stdout, /# TYPE dptcp_link_first_copies_total counter/);
+    assert.match(stdout, /# TYPE dptcp_link_up gauge/);
+    for (const l of st.links) {
+      const m = new RegExp(`^dptcp_link_first_copies_total\\{session="${st.id.slice(0, 8)}",link="${l.name.replace('#', '#')}",role="server"\\} (\\d+)$`, 'm').exec(stdout);
+      assert.ok(m, `metric for ${l.name}`);
+      assert.ok(Number(m[1]) >= l.firstCopies, `${l.name}: ${m[1]} >= ${l.firstCopies}`);
+      assert.match(stdout, new RegExp(`^dptcp_link_up\\{session="${st.id.slice(0, 8)}",link="${l.name}",role="server"\\} 1$`, 'm'));
+    }
+    assert.match(stdout, /^dptcp_session_dropped_packets_total\{session="[0-9a-f]{8}",reason="tampered",role="server"\} 0$/m);
+    assert.match(stdout, /^dptcp_process_resident_memory_bytes/m);
+  });
+
+  it('dp-tcp status prints the per-link table', async () => {
+    const { stdout } = await tb.run('client', process.execPath, [CLI, 'status', '-r', 'client', '-c', clientCfg]);
+    assert.match(stdout, /^dp-tcp \S+ client \(pid \d+\), TUN dptcp-c/m);
+    assert.match(stdout, /^ {2}wan1 +up /m);
+    assert.match(stdout, /^ {2}wan2 +up /m);
+    const down = await tb.run('server', process.execPath, [CLI, 'status', '--url', 'http://127.0.0.1:1/status']).catch((e: { code: number; stderr: string }) => e);
+    assert.ok('code' in down && down.code === 1 && /cannot reach/.test(down.stderr), 'a clear error when nothing listens');
+  });
+
+  it('routes the default route through the tunnel while each link keeps its own path', async () => {
+    const routes = (await tb.run('client', 'ip', ['route', 'show'])).stdout;
+    assert.match(routes, /^0\.0\.0\.0\/1 dev dptcp-c/m);
+    assert.match(routes, /^128\.0\.0\.0\/1 dev dptcp-c/m);
+    const rules = (await tb.run('client', 'ip', ['rule', 'show'])).stdout;
+    assert.match(rules, /^25700:\s+from 10\.0\.1\.2 to 10\.0\.1\.1 lookup 25700/m);
+    assert.match(rules, /^25701:\s+from 10\.0\.2\.2 to 10\.0\.2\.1 lookup 25701/m);
+    // The internet host is reachable only through the tunnel and the server's masquerade.
+    const ping = await tb.run('client', 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '203.0.113.2']);
+    assert.match(ping.stdout, /3 received/);
+    const nat = (await tb.run('server', 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout;
+    assert.match(nat, /-A POSTROUTING -s 10\.0\.0\.0\/24 -o ext0 .*-j MASQUERADE/);
+    assert.equal((await tb.run('server', 'cat', ['/proc/sys/net/ipv4/ip_forward'])).stdout.trim(), '1');
+    // The links did not fall into the tunnel: they are still up and carrying traffic.
+    const st = await statusOf('client');
+    assert.ok(st.sessions[0]!.links.every((l) => l.state === 'up' && l.connects === 1), 'no link reconnected');
+    void internet;
+  });
+
+  it('on exit removes exactly what it added', async () => {
+    assert.equal(await tb.stopDpTcp('client'), 0);
+    assert.equal(await tb.stopDpTcp('server'), 0);
+    const now = await snapshotHost();
+    // The TUN's own connected routes go with the device; the rest must match the baseline.
+    assert.deepEqual(now, baseline);
+    await waitFor(() => /network change undone/.test(tb.log('client')), 'teardown logged', 1000);
+  });
+});
