@@ -3,6 +3,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <linux/if_tun.h>
 
 #include "errors.h"
 #include "tun.h"
@@ -38,6 +39,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("TCP_USER_TIMEOUT", Napi::Number::New(env, TCP_USER_TIMEOUT));
   c.Set("SO_SNDBUF", Napi::Number::New(env, SO_SNDBUF));
   c.Set("EAGAIN", Napi::Number::New(env, EAGAIN));
+  c.Set("TUN_F_CSUM", Napi::Number::New(env, TUN_F_CSUM));
+  c.Set("TUN_F_TSO4", Napi::Number::New(env, TUN_F_TSO4));
+  c.Set("TUN_F_TSO6", Napi::Number::New(env, TUN_F_TSO6));
+  // Newer than the headers of some distributions; the values are kernel ABI.
+  c.Set("TUN_F_USO4", Napi::Number::New(env, 0x20));
+  c.Set("TUN_F_USO6", Napi::Number::New(env, 0x40));
+  c.Set("VIRTIO_NET_HDR_BYTES", Napi::Number::New(env, kVirtioNetHdrBytes));
   exports.Set("constants", c);
   return exports;
 }

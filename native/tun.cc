@@ -55,6 +55,7 @@ Napi::Function Tun::Init(Napi::Env env) {
                          InstanceMethod<&Tun::SetMtu>("setMtu"),
                          InstanceMethod<&Tun::AddAddress>("addAddress"),
                          InstanceMethod<&Tun::SetUp>("setUp"),
+                         InstanceMethod<&Tun::SetOffload>("setOffload"),
                          InstanceMethod<&Tun::StartReading>("startReading"),
                          InstanceMethod<&Tun::StopReading>("stopReading"),
                          InstanceMethod<&Tun::WriteBatch>("writeBatch"),
@@ -63,15 +64,18 @@ Napi::Function Tun::Init(Napi::Env env) {
                      });
 }
 
-// new Tun(name): opens /dev/net/tun and attaches (creating) the named device.
+// new Tun(name, vnetHdr): opens /dev/net/tun and attaches (creating) the named
+// device. With vnetHdr every packet read or written starts with a struct
+// virtio_net_hdr (10 bytes), which is what carries GSO/checksum offload state.
 // The device is not persistent: closing the fd removes it together with every
 // address and route the kernel attached to it.
 Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
   Napi::Env env = info.Env();
   env_ = env;
   if (info.Length() < 1 || !info[0].IsString()) {
-    throw Napi::TypeError::New(env, "new Tun(name) takes the device name as a string");
+    throw Napi::TypeError::New(env, "new Tun(name, vnetHdr) takes the device name as a string");
   }
+  bool vnetHdr = info.Length() > 1 && info[1].ToBoolean().Value();
   std::string requested = info[0].As<Napi::String>().Utf8Value();
   if (requested.size() >= IFNAMSIZ) {
     throw Napi::RangeError::New(env, "device name '" + requested + "' is longer than " +
@@ -81,11 +85,19 @@ Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
   if (fd < 0) throw ErrnoError(env, errno, "open", "opening /dev/net/tun");
   struct ifreq ifr;
   FillIfreq(&ifr, requested);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0);
   if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
     int err = errno;
     close(fd);
     throw ErrnoError(env, err, "ioctl(TUNSETIFF)", "creating TUN device '" + requested + "'");
+  }
+  if (vnetHdr) {
+    int size = kVirtioNetHdrBytes;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &size) != 0) {
+      int err = errno;
+      close(fd);
+      throw ErrnoError(env, err, "ioctl(TUNSETVNETHDRSZ)", "setting the virtio header size of '" + requested + "'");
+    }
   }
   fd_ = fd;
   name_ = ifr.ifr_name;
@@ -191,6 +203,18 @@ Napi::Value Tun::SetUp(const Napi::CallbackInfo& info) {
   }
   if (ioctl(s.fd(), SIOCSIFFLAGS, &ifr) != 0) {
     throw ErrnoError(env, errno, "ioctl(SIOCSIFFLAGS)", "bringing " + name_ + (up ? " up" : " down"));
+  }
+  return env.Undefined();
+}
+
+// setOffload(flags): TUNSETOFFLOAD with TUN_F_* flags (which ones is policy, in TS).
+Napi::Value Tun::SetOffload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (fd_ < 0) throw Napi::Error::New(env, "TUN device is closed");
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "setOffload(flags) takes a number");
+  unsigned int flags = info[0].As<Napi::Number>().Uint32Value();
+  if (ioctl(fd_, TUNSETOFFLOAD, flags) != 0) {
+    throw ErrnoError(env, errno, "ioctl(TUNSETOFFLOAD)", "enabling offloads on " + name_);
   }
   return env.Undefined();
 }

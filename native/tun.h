@@ -4,6 +4,9 @@
 
 namespace dptcp {
 
+// sizeof(struct virtio_net_hdr) of <linux/virtio_net.h>, which does not compile as C++.
+constexpr int kVirtioNetHdrBytes = 10;
+
 // A Linux TUN device (IFF_TUN | IFF_NO_PI). Syscalls only: opening and
 // configuring the device, a batched non-blocking read loop driven by uv_poll on
 // the addon's own event loop, and batched writes that stop at EAGAIN.
@@ -20,6 +23,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   Napi::Value SetMtu(const Napi::CallbackInfo& info);
   Napi::Value AddAddress(const Napi::CallbackInfo& info);
   Napi::Value SetUp(const Napi::CallbackInfo& info);
+  Napi::Value SetOffload(const Napi::CallbackInfo& info);
   Napi::Value StartReading(const Napi::CallbackInfo& info);
   Napi::Value StopReading(const Napi::CallbackInfo& info);
   Napi::Value WriteBatch(const Napi::CallbackInfo& info);

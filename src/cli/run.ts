@@ -36,10 +36,12 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     addresses: config.tunnel.addresses,
     batchPackets: config.timing.batchPackets,
     headroom: DATA_HEADER_BYTES,
+    offload: config.tunnel.offload,
   });
   log.info('TUN device up', {
     name: tun.name,
     mtu: config.tunnel.mtu,
+    offload: config.tunnel.offload,
     addresses: config.tunnel.addresses.map((a) => `${a.address}/${a.prefix}`).join(','),
   });
   if (!config.security.psk) {

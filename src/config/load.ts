@@ -175,8 +175,14 @@ function readTunnel(n: Node): TunnelDeviceConfig {
   if (addresses.length === 0) n.fail('ip', 'is required (or ipv6)');
   const mtu = n.has('mtu') ? n.int('mtu', 576, 65_000) : (n.raw('mtu'), DEFAULT_MTU);
   if (addresses.some((a) => a.family === 6) && mtu < 1280) n.fail('mtu', 'must be at least 1280 when IPv6 is used');
+  let offload = true;
+  if (n.has('offload')) {
+    const v = n.raw('offload');
+    if (typeof v !== 'boolean') n.fail('offload', `must be true or false, got ${describe(v)}`);
+    offload = v;
+  } else n.raw('offload');
   n.done();
-  return Object.freeze({ name, mtu, addresses: Object.freeze(addresses) });
+  return Object.freeze({ name, mtu, offload, addresses: Object.freeze(addresses) });
 }
 
 function parseHostPort(n: Node, key: string): { address: string; port: number } {

@@ -23,6 +23,8 @@ export interface ServerLinkConfig {
 export interface TunnelDeviceConfig {
   readonly name: string;
   readonly mtu: number;
+  /** TSO/USO and checksum offload through IFF_VNET_HDR; must match on both sides. */
+  readonly offload: boolean;
   readonly addresses: readonly TunnelAddress[];
 }
 
@@ -107,7 +109,7 @@ export const DEFAULT_TIMING: TimingConfig = Object.freeze({
   reconnectMinMs: 100,
   reconnectMaxMs: 2000,
   statsIntervalMs: 30_000,
-  maxFrameBytes: 65_560,
+  maxFrameBytes: 66_000,
   batchPackets: 64,
   sessionIdleMs: 120_000,
 });

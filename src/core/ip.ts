@@ -24,13 +24,14 @@ export function inPrefix(a: TunnelAddress, net: TunnelAddress): boolean {
  * `addresses` exactly: a client may send from its own tunnel address and from
  * nothing else (not even another address of its prefix, such as the server's).
  */
-export function sourceIs(addresses: readonly TunnelAddress[]): (packet: Buffer) => boolean {
+export function sourceIs(addresses: readonly TunnelAddress[], ipOffset = 0): (packet: Buffer) => boolean {
   const v4 = addresses.filter((a) => a.family === 4).map((a) => addressBytes(a).readUInt32BE(0));
   const v6 = addresses.filter((a) => a.family === 6).map((a) => addressBytes(a));
+  const o = ipOffset;
   return (p) => {
-    const version = (p[0] ?? 0) >> 4;
-    if (version === 4) return p.length >= 20 && v4.includes(p.readUInt32BE(12));
-    if (version === 6) return p.length >= 40 && v6.some((b) => b.equals(p.subarray(8, 24)));
+    const version = (p[o] ?? 0) >> 4;
+    if (version === 4) return p.length >= o + 20 && v4.includes(p.readUInt32BE(o + 12));
+    if (version === 6) return p.length >= o + 40 && v6.some((b) => b.equals(p.subarray(o + 8, o + 24)));
     return false;
   };
 }

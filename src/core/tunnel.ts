@@ -138,7 +138,7 @@ export class Tunnel {
       const len = batch.lengths[i] as number;
       const pkt = batch.arena.subarray(off + batch.headroom, off + batch.headroom + len);
       off += batch.headroom + len;
-      const s = this.byAddress.get(destinationKey(pkt));
+      const s = this.byAddress.get(destinationKey(pkt, this.tun.vnetHdrBytes));
       if (!s) {
         this.stats.dropsNoSession++;
         continue;
@@ -233,9 +233,9 @@ function addressKey(a: TunnelAddress): string {
   return a.family === 4 ? `4:${a.address}` : `6:${ipv6Bytes(a.address).toString('hex')}`;
 }
 
-function destinationKey(pkt: Buffer): string {
-  const version = (pkt[0] ?? 0) >> 4;
-  if (version === 4 && pkt.length >= 20) return `4:${pkt[16]}.${pkt[17]}.${pkt[18]}.${pkt[19]}`;
-  if (version === 6 && pkt.length >= 40) return `6:${pkt.toString('hex', 24, 40)}`;
+function destinationKey(pkt: Buffer, o: number): string {
+  const version = (pkt[o] ?? 0) >> 4;
+  if (version === 4 && pkt.length >= o + 20) return `4:${pkt[o + 16]}.${pkt[o + 17]}.${pkt[o + 18]}.${pkt[o + 19]}`;
+  if (version === 6 && pkt.length >= o + 40) return `6:${pkt.toString('hex', o + 24, o + 40)}`;
   return '';
 }

@@ -23,6 +23,8 @@ export interface Hello {
   /** The client holds a pre-shared key and expects a CHALLENGE. */
   readonly auth: boolean;
   readonly encryption: Encryption;
+  /** DATA carries a virtio_net_hdr before each packet (TUN offloads on). */
+  readonly offload: boolean;
   readonly linkId: number;
   readonly linkCount: number;
   readonly addresses: readonly TunnelAddress[];
@@ -35,13 +37,14 @@ export interface Welcome {
 }
 
 const FLAG_AUTH = 0x01;
+const FLAG_OFFLOAD = 0x02;
 
 function encryptionId(e: Encryption): number {
   return e === 'none' ? 0 : CIPHERS.indexOf(e) + 1;
 }
 
 export function encodeHello(h: Hello): Buffer {
-  const flags = (h.auth ? FLAG_AUTH : 0) | (encryptionId(h.encryption) << 4);
+  const flags = (h.auth ? FLAG_AUTH : 0) | (h.offload ? FLAG_OFFLOAD : 0) | (encryptionId(h.encryption) << 4);
   const parts: Buffer[] = [HELLO_MAGIC, h.sessionId, h.nonce, Buffer.from([flags])];
   const ids = Buffer.allocUnsafe(5);
   ids.writeUInt16BE(h.linkId, 0);
@@ -63,7 +66,7 @@ export function decodeHello(buf: Buffer, start: number, end: number): Hello {
   off += NONCE_BYTES;
   const flags = buf[off++] as number;
   const cipherId = flags >> 4;
-  if ((flags & 0x0e) !== 0 || cipherId > CIPHERS.length) throw new ProtocolError(`HELLO flags 0x${flags.toString(16)} unknown`);
+  if ((flags & 0x0c) !== 0 || cipherId > CIPHERS.length) throw new ProtocolError(`HELLO flags 0x${flags.toString(16)} unknown`);
   const encryption: Encryption = cipherId === 0 ? 'none' : (CIPHERS[cipherId - 1] as CipherName);
   const linkId = buf.readUInt16BE(off);
   const linkCount = buf.readUInt16BE(off + 2);
@@ -84,7 +87,16 @@ export function decodeHello(buf: Buffer, start: number, end: number): Hello {
   }
   if (off !== end) throw new ProtocolError('HELLO has trailing bytes');
   if (linkCount === 0 || linkId >= linkCount) throw new ProtocolError(`HELLO link id ${linkId} of ${linkCount}`);
-  return { sessionId, nonce, auth: (flags & FLAG_AUTH) !== 0, encryption, linkId, linkCount, addresses };
+  return {
+    sessionId,
+    nonce,
+    auth: (flags & FLAG_AUTH) !== 0,
+    offload: (flags & FLAG_OFFLOAD) !== 0,
+    encryption,
+    linkId,
+    linkCount,
+    addresses,
+  };
 }
 
 /** CHALLENGE: the server's nonce and its proof of the key (server -> client). */

@@ -138,6 +138,7 @@ class Dialer implements LinkHandler {
         nonce: newNonce(),
         auth: psk !== undefined,
         encryption,
+        offload: this.role.config.tunnel.offload,
         linkId: this.cfg.id,
         linkCount: this.role.config.links.length,
         addresses: this.role.config.tunnel.addresses,

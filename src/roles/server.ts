@@ -112,6 +112,10 @@ export class ServerRole {
     if (h.encryption !== encryption) {
       return this.refuse(link, `encryption mismatch: the server uses ${encryption}, the client asked for ${h.encryption}`);
     }
+    if (h.offload !== this.config.tunnel.offload) {
+      const say = (b: boolean): string => (b ? 'on' : 'off');
+      return this.refuse(link, `offload mismatch: the server has offload ${say(this.config.tunnel.offload)}, the client ${say(h.offload)} (tunnel_device.offload must match)`);
+    }
     const own = this.config.tunnel.addresses;
     for (const a of h.addresses) {
       if (!own.some((n) => inPrefix(a, n)) || own.some((n) => n.address === a.address)) {
@@ -135,7 +139,7 @@ export class ServerRole {
         this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');
       }
       session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses);
-      session.sourceFilter = sourceIs(h.addresses);
+      session.sourceFilter = sourceIs(h.addresses, this.tunnel.tun.vnetHdrBytes);
       const { psk, encryption } = this.config.security;
       if (psk && encryption !== 'none') {
         session.setCrypto(

@@ -16,6 +16,11 @@ export interface PacketBatch {
 
 export interface TunDevice {
   readonly name: string;
+  /**
+   * Bytes of struct virtio_net_hdr in front of every packet read or written
+   * (10 with offloads, else 0): the IP header starts after them.
+   */
+  readonly vnetHdrBytes: number;
   /** errno of the packet the last write() stopped at (0: all written). */
   readonly lastErrno: number;
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void;
@@ -38,6 +43,14 @@ export interface TunOptions {
   readonly batchPackets: number;
   /** Bytes reserved in front of each packet for the frame header. */
   readonly headroom: number;
+  /**
+   * TSO/USO and checksum offload (IFF_VNET_HDR): the kernel hands over TCP/UDP
+   * super-packets of up to 64 KiB with their virtio_net_hdr, and takes them back.
+   */
+  readonly offload: boolean;
 }
+
+/** Largest packet the TUN hands over with offloads: an IP packet of 64 KiB plus its virtio_net_hdr. */
+export const MAX_OFFLOAD_PACKET = 65_535 + 10;
 
 export const EAGAIN = 11;

@@ -1,22 +1,26 @@
 import { DpError, isSystemError } from '../errors.js';
-import type { PacketBatch, TunDevice, TunOptions } from './device.js';
+import { MAX_OFFLOAD_PACKET, type PacketBatch, type TunDevice, type TunOptions } from './device.js';
 import { loadAddon } from './loader.js';
-import type { NativeTun } from './native.js';
+import type { NativeAddon, NativeTun } from './native.js';
 
 /** A kernel TUN device through the addon. Closing it removes the device. */
 export class NativeTunDevice implements TunDevice {
   private readonly tun: NativeTun;
   private readonly arena: Buffer;
   private readonly lengths: Uint32Array;
+  private readonly maxPacket: number;
   private closed = false;
+  readonly vnetHdrBytes: number;
 
   private constructor(
     tun: NativeTun,
     private readonly opts: TunOptions,
   ) {
     this.tun = tun;
+    this.vnetHdrBytes = opts.offload ? loadAddon().constants.VIRTIO_NET_HDR_BYTES : 0;
+    this.maxPacket = opts.offload ? MAX_OFFLOAD_PACKET : opts.mtu;
     this.lengths = new Uint32Array(opts.batchPackets);
-    this.arena = Buffer.allocUnsafe(opts.batchPackets * (opts.headroom + opts.mtu));
+    this.arena = Buffer.allocUnsafe(opts.batchPackets * (opts.headroom + this.maxPacket));
   }
 
   /** Creates, addresses and brings up the device; nothing is left behind on failure. */
@@ -24,12 +28,13 @@ export class NativeTunDevice implements TunDevice {
     const addon = loadAddon();
     let tun: NativeTun;
     try {
-      tun = new addon.Tun(opts.name);
+      tun = new addon.Tun(opts.name, opts.offload);
     } catch (e) {
       throw describeOpenError(e, opts.name);
     }
     try {
       tun.setMtu(opts.mtu);
+      if (opts.offload) enableOffloads(tun, addon.constants);
       for (const a of opts.addresses) tun.addAddress(a.address, a.prefix);
       tun.setUp(true);
     } catch (e) {
@@ -56,7 +61,7 @@ export class NativeTunDevice implements TunDevice {
       this.arena,
       this.lengths,
       this.opts.headroom,
-      this.opts.mtu,
+      this.maxPacket,
       (count) => {
         batch.count = count;
         onBatch(batch);
@@ -77,6 +82,17 @@ export class NativeTunDevice implements TunDevice {
     if (this.closed) return;
     this.closed = true;
     this.tun.close();
+  }
+}
+
+/** Checksum offload and TSO; UDP segmentation (USO) too where the kernel has it (6.2+). */
+function enableOffloads(tun: NativeTun, c: NativeAddon['constants']): void {
+  const base = c.TUN_F_CSUM | c.TUN_F_TSO4 | c.TUN_F_TSO6;
+  try {
+    tun.setOffload(base | c.TUN_F_USO4 | c.TUN_F_USO6);
+  } catch (e) {
+    if (!isSystemError(e) || e.code !== 'EINVAL') throw e;
+    tun.setOffload(base);
   }
 }
 

@@ -12,6 +12,8 @@ export interface NativeTun {
   setMtu(mtu: number): void;
   addAddress(address: string, prefixLength: number): void;
   setUp(up?: boolean): void;
+  /** TUNSETOFFLOAD with TUN_F_* flags. */
+  setOffload(flags: number): void;
   /**
    * One onRead(count) per batch: packet i sits in `arena` after `headroom`
    * bytes, packets packed one after another; `lengths[i]` is its size.
@@ -34,7 +36,8 @@ export interface NativeTun {
 }
 
 export interface NativeAddon {
-  Tun: new (name: string) => NativeTun;
+  /** vnetHdr: every packet starts with a 10-byte struct virtio_net_hdr (IFF_VNET_HDR). */
+  Tun: new (name: string, vnetHdr?: boolean) => NativeTun;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   constants: {
     SOL_SOCKET: number;
@@ -43,5 +46,11 @@ export interface NativeAddon {
     TCP_USER_TIMEOUT: number;
     SO_SNDBUF: number;
     EAGAIN: number;
+    TUN_F_CSUM: number;
+    TUN_F_TSO4: number;
+    TUN_F_TSO6: number;
+    TUN_F_USO4: number;
+    TUN_F_USO6: number;
+    VIRTIO_NET_HDR_BYTES: number;
   };
 }

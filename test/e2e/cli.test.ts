@@ -1,11 +1,12 @@
 // Start-up failures of the real binary: one clear line, exit code 2, nothing left behind.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { ROOT, SERVER_YAML, skipReason, Testbed } from '../helpers/netns.js';
+import { CLIENT_YAML, ROOT, SERVER_YAML, skipReason, Testbed } from '../helpers/netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -83,6 +84,24 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /cannot listen on 10\.0\.1\.1:31411 \(wan1\): the port is already in use/);
     assert.doesNotMatch(await devices(), /dptcp-s/);
+  });
+
+  it('with offload off on both sides the tunnel carries TCP intact', async () => {
+    const off = (yaml: string): string => yaml.replace(/mtu: 1400 \}/, 'mtu: 1400, offload: false }');
+    tb.startDpTcp('server', off(SERVER_YAML));
+    tb.startDpTcp('client', off(CLIENT_YAML));
+    await tb.waitUp(2);
+    const file = join(tb.dir, 'off.bin');
+    writeFileSync(file, randomBytes(20 * 1024 * 1024));
+    const out = join(tb.dir, 'off.out');
+    const rx = tb.spawn('server', 'sh', ['-c', `exec ncat -l 10.0.0.1 5300 --recv-only > ${out}`]);
+    const done = new Promise<number | null>((r) => rx.once('exit', (c) => r(c)));
+    await new Promise((r) => setTimeout(r, 300));
+    await tb.run('client', 'sh', ['-c', `ncat --send-only 10.0.0.1 5300 < ${file}`], 60_000);
+    assert.equal(await done, 0);
+    assert.ok(readFileSync(out).equals(readFileSync(file)));
+    assert.equal(await tb.stopDpTcp('client'), 0);
+    assert.equal(await tb.stopDpTcp('server'), 0);
   });
 
   it('a TUN name another process holds: exit 2 with a clear line', async () => {

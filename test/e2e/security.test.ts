@@ -78,7 +78,7 @@ describe('security between two network namespaces', { skip, timeout: 300_000 }, 
       CLIENT_YAML.replace('dptcp-c', 'dptcp-w')
         .replace('10.0.0.2/24', '10.0.0.3/24')
         .replace('fd00:dd::2/64', 'fd00:dd::3/64')
-        .replace('logger:', `  psk_file: ${wrongKey}\nlogger:`),
+        .replace('logger:', `  psk_file: ${wrongKey}\n  status_listen: off\nlogger:`),
     );
     const wrong = tb.spawn('client', process.execPath, [join(ROOT, 'dist/cli/index.js'), 'client', '-c', cfg], {
       stdout: join(tb.dir, 'wrong.log'),

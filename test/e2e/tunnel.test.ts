@@ -107,8 +107,9 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
     await waitFor(() => tb.stats('server').sessions[0]!.rxPackets > 0, 'stats written', 3000);
     const client = tb.stats('client').sessions[0]!;
     const server = tb.stats('server').sessions[0]!;
-    for (const l of client.links) assert.ok(l.txPackets > 10_000, `client ${l.name} sent ${l.txPackets} packets`);
-    assert.ok(server.elimination.duplicates > 10_000, `server eliminated ${server.elimination.duplicates} copies`);
+    // With TSO a packet is up to 64 KiB: 100 MB is a few thousand of them.
+    for (const l of client.links) assert.ok(l.txPackets > 1000, `client ${l.name} sent ${l.txPackets} packets`);
+    assert.ok(server.elimination.duplicates > 1000, `server eliminated ${server.elimination.duplicates} copies`);
     // Accepted packets go to the TUN, except those anti-spoofing drops (e.g. the client
     // kernel's IPv6 link-local router solicitations: not from its tunnel address).
     assert.equal(server.elimination.accepted, server.rxPackets + server.dropsSpoofed);

@@ -59,6 +59,7 @@ function hello(sessionId = randomBytes(16), auth = true, encryption: 'none' | 'c
     nonce: newNonce(),
     auth,
     encryption,
+    offload: false,
     linkId: 0,
     linkCount: 1,
     addresses: [{ family: 4, address: '10.0.0.7', prefix: 24 }],
@@ -168,6 +169,24 @@ describe('security (fake TUN, loopback)', () => {
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(server.tun.written.length, 2);
     assert.equal([...server.tunnel.sessions][0]!.stats.dropsSpoofed, 2);
+  });
+
+  it('refuses a client whose offload setting differs, saying so', async () => {
+    server = await startServer(1);
+    const p = new RawPeer(server.role.listening()[0]!.port);
+    const h = encodeHello({
+      sessionId: randomBytes(16),
+      nonce: newNonce(),
+      auth: false,
+      encryption: 'none',
+      offload: true,
+      linkId: 0,
+      linkCount: 1,
+      addresses: [{ family: 4, address: '10.0.0.7', prefix: 24 }],
+    });
+    p.sock.write(h);
+    const close = await p.next(FrameType.Close);
+    assert.match(close.subarray(2).toString(), /offload mismatch: the server has offload off, the client on/);
   });
 
   it('refuses a client claiming an address outside the server tunnel network', async () => {

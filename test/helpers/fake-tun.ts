@@ -5,6 +5,7 @@ import { EAGAIN } from '../../src/tun/device.js';
 
 export class FakeTun implements TunDevice {
   readonly written: Buffer[] = [];
+  readonly vnetHdrBytes = 0;
   lastErrno = 0;
   closed = false;
   /** When > 0, that many write() calls report EAGAIN before accepting. */

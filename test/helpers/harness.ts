@@ -45,6 +45,7 @@ export async function startServer(
     tunnel: {
       name: 'fake-s',
       mtu: 1400,
+      offload: false,
       addresses: [
         { family: 4, address: '10.0.0.1', prefix: 24 },
         { family: 6, address: 'fd00:dd::1', prefix: 64 },
@@ -84,6 +85,7 @@ export function startClient(
     tunnel: {
       name: 'fake-c',
       mtu: 1400,
+      offload: false,
       addresses: [
         { family: 4, address, prefix: 24 },
         { family: 6, address: 'fd00:dd::2', prefix: 64 },

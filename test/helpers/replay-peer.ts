@@ -36,6 +36,7 @@ const hello = encodeHello({
   nonce: newNonce(),
   auth: true,
   encryption: 'chacha20-poly1305',
+  offload: true, // as the e2e server has it (the default)
   linkId: 0,
   linkCount: 1,
   addresses: [{ family: 4, address: '10.0.0.9', prefix: 24 }],

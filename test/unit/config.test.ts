@@ -182,6 +182,13 @@ describe('config', () => {
     });
   });
 
+  it('offload is on unless turned off, and must be a boolean', () => {
+    const t = (v: string): string => `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2${v} }\n  links:\n    - remote: "10.0.1.1:1"\n`;
+    assert.equal(parseConfig(t(''), 'c.yaml', 'client').tunnel.offload, true);
+    assert.equal(parseConfig(t(', offload: false'), 'c.yaml', 'client').tunnel.offload, false);
+    fails(t(', offload: maybe'), 'client', /client\.tunnel_device\.offload: must be true or false/);
+  });
+
   describe('operations fields', () => {
     const client = (extra: string): string =>
       `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n${extra}`;

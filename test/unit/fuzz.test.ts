@@ -50,6 +50,7 @@ const corpus: Buffer[] = [
     nonce: newNonce(),
     auth: true,
     encryption: 'chacha20-poly1305',
+    offload: true,
     linkId: 1,
     linkCount: 2,
     addresses: [

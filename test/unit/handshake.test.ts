@@ -19,6 +19,7 @@ describe('handshake frames', () => {
       nonce: randomBytes(16),
       auth: true,
       encryption: 'aes-256-gcm',
+      offload: true,
       linkId: 1,
       linkCount: 2,
       addresses: [
@@ -36,6 +37,7 @@ describe('handshake frames', () => {
       nonce: Buffer.alloc(16, 2),
       auth: false,
       encryption: 'none',
+      offload: false,
       linkId: 0,
       linkCount: 1,
       addresses: [],
