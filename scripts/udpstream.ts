@@ -97,6 +97,8 @@ function recv(addr: string, port: number, args: string[]): void {
         p50: percentile(sorted, 50),
         p99: percentile(sorted, 99),
         max: sorted.length ? sorted[sorted.length - 1] : null,
+        /** Latency at every percent, 0..100: the CDF. */
+        cdf: Array.from({ length: 101 }, (_, p) => percentile(sorted, p)),
       },
     };
     writeFileSync(out, JSON.stringify(summary));

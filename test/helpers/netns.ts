@@ -204,13 +204,24 @@ export class Testbed {
    * Sends a numbered UDP stream client -> server through the tunnel while
    * `during` runs, and returns what the receiver saw.
    */
-  async udpStream(pps: number, seconds: number, during?: () => Promise<void>): Promise<StreamSummary> {
+  async udpStream(
+    pps: number,
+    seconds: number,
+    during?: () => Promise<void>,
+    dest = '10.0.0.1',
+    size = 200,
+  ): Promise<StreamSummary> {
     const out = join(this.dir, `stream-${Date.now()}.json`);
     const port = 7000 + Math.floor(Math.random() * 1000);
-    const receiver = this.spawn('server', process.execPath, ['--import', 'tsx', 'scripts/udpstream.ts', 'recv', '10.0.0.1', String(port), '--out', out]);
+    const receiver = this.spawn('server', process.execPath, ['--import', 'tsx', 'scripts/udpstream.ts', 'recv', dest, String(port), '--out', out]);
     const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
     await new Promise((r) => setTimeout(r, 1500)); // tsx start-up
-    const sender = this.run('client', process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', '10.0.0.1', String(port), '--pps', String(pps), '--seconds', String(seconds)], (seconds + 30) * 1000);
+    const sender = this.run(
+      'client',
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', dest, String(port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)],
+      (seconds + 30) * 1000,
+    );
     if (during) await during();
     await sender;
     await new Promise((r) => setTimeout(r, 1000)); // stragglers
@@ -278,7 +289,7 @@ export interface StreamSummary {
   missing: number;
   duplicates: number;
   reordered: number;
-  latencyMs: { p50: number | null; p99: number | null; max: number | null };
+  latencyMs: { p50: number | null; p99: number | null; max: number | null; cdf: Array<number | null> };
 }
 
 export interface LinkSnapshot {

@@ -1,0 +1,290 @@
+// `npm run bench` (root): one run, one machine, side by side — direct veth,
+// OpenVPN over one TCP link (static key, with and without a cipher), dp-tcp
+// over two links (with and without encryption). TCP throughput both ways,
+// RTT idle and under load, CPU seconds per GB, peak RSS, and a numbered UDP
+// stream through impaired links. Writes bench/results/latest.json, .md and
+// SVG charts.
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, type StreamSummary } from '../test/helpers/netns.js';
+
+const OUT = join(ROOT, 'bench', 'results');
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface TunnelResult {
+  name: string;
+  links: number;
+  tcpC2sMbps: number;
+  tcpS2cMbps: number;
+  tcpP4Mbps: number;
+  rttIdleMs: { p50: number; p99: number };
+  rttLoadedMs: { p50: number; p99: number; answered: number };
+  cpuSecondsPerGB: number | null;
+  peakRssMB: number | null;
+}
+
+interface ImpairmentResult {
+  impairment: string;
+  tunnel: string;
+  deliveredPct: number;
+  duplicates: number;
+  latencyMs: StreamSummary['latencyMs'];
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+function cpuTicks(pids: number[]): number {
+  let t = 0;
+  for (const pid of pids) {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    t += Number(f[11]) + Number(f[12]); // utime, stime
+  }
+  return t / 100; // USER_HZ
+}
+
+function peakRssMB(pids: number[]): number | null {
+  if (pids.length === 0) return null;
+  return Math.max(
+    ...pids.map((pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024),
+  );
+}
+
+/** One iperf3 run; a run the tunnel's control connection did not survive is tried once more. */
+async function iperf(tb: Testbed, dest: string, args: string[]): Promise<{ mbps: number; bytes: number }> {
+  try {
+    return await iperfOnce(tb, dest, args);
+  } catch (e) {
+    console.log(`   (retrying: ${(e as Error).message})`);
+    await sleep(1000);
+    return await iperfOnce(tb, dest, args);
+  }
+}
+
+async function iperfOnce(tb: Testbed, dest: string, args: string[]): Promise<{ mbps: number; bytes: number }> {
+  const { stdout } = await tb.run('client', 'iperf3', ['-c', dest, '-t', String(SECONDS), '-J', ...args], (SECONDS + 30) * 1000);
+  const j = JSON.parse(stdout) as { error?: string; end: { sum_received: { bits_per_second: number; bytes: number } } };
+  if (j.error !== undefined || !j.end.sum_received) throw new Error(`iperf3 to ${dest} ${args.join(' ')}: ${j.error ?? 'no result'}`);
+  return { mbps: j.end.sum_received.bits_per_second / 1e6, bytes: j.end.sum_received.bytes };
+}
+
+async function pingStats(tb: Testbed, dest: string, count: number, interval: string): Promise<{ p50: number; p99: number; answered: number }> {
+  const { stdout } = await tb.run('client', 'ping', ['-c', String(count), '-i', interval, '-W', '2', dest], 60_000).catch(
+    (e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }),
+  );
+  const t = [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+  return { p50: percentile(t, 50), p99: percentile(t, 99), answered: t.length };
+}
+
+/** One tunnel's figures; `pids` are the processes whose CPU and memory count. */
+async function measure(tb: Testbed, name: string, links: number, dest: string, pids: number[]): Promise<TunnelResult> {
+  console.log(`== ${name}`);
+  const server = tb.spawn('server', 'iperf3', ['-s', '-B', dest]);
+  const serverGone = new Promise((r) => server.once('exit', r));
+  await sleep(500);
+  const cpu0 = cpuTicks(pids);
+  const c2s = await iperf(tb, dest, []);
+  const cpu1 = cpuTicks(pids);
+  const s2c = await iperf(tb, dest, ['-R']);
+  const p4 = await iperf(tb, dest, ['-P', '4']);
+  const idle = await pingStats(tb, dest, 100, '0.01');
+  const load = iperf(tb, dest, []);
+  await sleep(1000);
+  const loaded = await pingStats(tb, dest, Math.max(20, (SECONDS - 2) * 25), '0.04');
+  await load;
+  server.kill();
+  await serverGone;
+  const r: TunnelResult = {
+    name,
+    links,
+    tcpC2sMbps: Math.round(c2s.mbps),
+    tcpS2cMbps: Math.round(s2c.mbps),
+    tcpP4Mbps: Math.round(p4.mbps),
+    rttIdleMs: { p50: idle.p50, p99: idle.p99 },
+    rttLoadedMs: loaded,
+    cpuSecondsPerGB: pids.length ? Math.round(((cpu1 - cpu0) / (c2s.bytes / 1e9)) * 100) / 100 : null,
+    peakRssMB: peakRssMB(pids),
+  };
+  console.log(JSON.stringify(r));
+  return r;
+}
+
+function openvpn(tb: Testbed, cipher: 'none' | 'AES-256-CBC', key: string): ChildProcess[] {
+  const crypto = cipher === 'none' ? ['--cipher', 'none', '--auth', 'none'] : ['--cipher', cipher, '--auth', 'SHA256'];
+  const common = ['--dev', 'ovpn0', '--dev-type', 'tun', '--secret', key, ...crypto, '--verb', '1'];
+  return [
+    tb.spawn('server', 'openvpn', [...common, '--proto', 'tcp-server', '--local', '10.0.1.1', '--lport', '1194', '--ifconfig', '10.8.0.1', '10.8.0.2'], {
+      stdout: join(tb.dir, `openvpn-server-${cipher}.log`),
+    }),
+    tb.spawn('client', 'openvpn', [...common, '--proto', 'tcp-client', '--remote', '10.0.1.1', '1194', '--ifconfig', '10.8.0.2', '10.8.0.1'], {
+      stdout: join(tb.dir, `openvpn-client-${cipher}.log`),
+    }),
+  ];
+}
+
+async function waitPing(tb: Testbed, dest: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await tb.run('client', 'ping', ['-c', '1', '-W', '0.3', dest], 5000).then(() => true, () => false);
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`no ping to ${dest}`);
+}
+
+/** A numbered UDP stream through each tunnel while link 1 is impaired. */
+async function impairments(tb: Testbed, tunnel: string, dest: string): Promise<ImpairmentResult[]> {
+  const out: ImpairmentResult[] = [];
+  const record = (impairment: string, s: StreamSummary): void => {
+    out.push({ impairment, tunnel, deliveredPct: Math.round((s.received / s.sent) * 10000) / 100, duplicates: s.duplicates, latencyMs: s.latencyMs });
+    console.log(`   ${tunnel} ${impairment}: delivered ${((s.received / s.sent) * 100).toFixed(2)} %, dup ${s.duplicates}, p50 ${s.latencyMs.p50?.toFixed(2)} p99 ${s.latencyMs.p99?.toFixed(2)} max ${s.latencyMs.max?.toFixed(2)} ms`);
+  };
+  await tb.randomLoss(1, 0.1, true);
+  record('10% loss on link 1', await tb.udpStream(1000, SECONDS, undefined, dest));
+  await tb.randomLoss(1, 0.1, false);
+  await sleep(1500);
+  record(
+    'link 1 blacked out 2 s',
+    await tb.udpStream(1000, SECONDS, async () => {
+      await sleep(1000);
+      await tb.blackhole(1, true);
+      await sleep(2000);
+      await tb.blackhole(1, false);
+    }, dest),
+  );
+  await sleep(3000);
+  for (const side of ['client', 'server'] as const) {
+    await tb.run(side, 'tc', ['qdisc', 'replace', 'dev', `link1-${side[0]}`, 'root', 'tbf', 'rate', '5mbit', 'burst', '32kb', 'latency', '400ms']);
+  }
+  record('link 1 limited to 5 Mbit/s, 8 Mbit/s stream', await tb.udpStream(1000, SECONDS, undefined, dest, 1000));
+  for (const side of ['client', 'server'] as const) await tb.run(side, 'tc', ['qdisc', 'del', 'dev', `link1-${side[0]}`, 'root']);
+  await sleep(1500);
+  return out;
+}
+
+function barsSvg(results: TunnelResult[]): string {
+  const series: Array<[keyof TunnelResult, string, string]> = [
+    ['tcpC2sMbps', 'client → server', '#3b6fb6'],
+    ['tcpS2cMbps', 'server → client', '#e08a2c'],
+    ['tcpP4Mbps', '-P 4', '#4a9a4a'],
+  ];
+  const max = Math.max(...results.flatMap((r) => series.map(([k]) => r[k] as number)));
+  const W = 760, rowH = 66, left = 210, H = 60 + results.length * rowH;
+  const x = (v: number): number => (v / max) * (W - left - 80);
+  let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`;
+  s += `<rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="14" font-weight="bold">TCP throughput through the tunnel (iperf3, Mbit/s)</text>`;
+  series.forEach(([, label, color], i) => {
+    s += `<rect x="${left + i * 150}" y="30" width="12" height="12" fill="${color}"/><text x="${left + i * 150 + 16}" y="40">${label}</text>`;
+  });
+  results.forEach((r, i) => {
+    const y0 = 55 + i * rowH;
+    s += `<text x="10" y="${y0 + 30}">${r.name}</text>`;
+    series.forEach(([k, , color], j) => {
+      const v = r[k] as number;
+      s += `<rect x="${left}" y="${y0 + j * 19}" width="${x(v).toFixed(1)}" height="16" fill="${color}"/>`;
+      s += `<text x="${left + x(v) + 4}" y="${y0 + j * 19 + 12}">${v}</text>`;
+    });
+  });
+  return s + '</svg>\n';
+}
+
+function cdfSvg(imp: ImpairmentResult[]): string {
+  const kinds = [...new Set(imp.map((r) => r.impairment))];
+  const colors: Record<string, string> = { 'dp-tcp': '#3b6fb6', 'OpenVPN TCP': '#c0392b' };
+  const PW = 360, PH = 260, W = PW * kinds.length + 40, H = PH + 90;
+  let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`;
+  s += `<rect width="100%" height="100%" fill="white"/><text x="10" y="18" font-size="14" font-weight="bold">One-way latency CDF of a 1000 packet/s UDP stream, link 1 impaired (log scale, ms)</text>`;
+  kinds.forEach((kind, k) => {
+    const ox = 40 + k * PW, oy = 40, w = PW - 60, h = PH - 40;
+    const rows = imp.filter((r) => r.impairment === kind);
+    const maxMs = Math.max(10, ...rows.map((r) => r.latencyMs.max ?? 0));
+    const lx = (ms: number): number => ox + (Math.log10(Math.max(ms, 0.1)) - -1) / (Math.log10(maxMs) + 1) * w;
+    s += `<text x="${ox}" y="${oy - 6}" font-weight="bold">${kind}</text>`;
+    s += `<rect x="${ox}" y="${oy}" width="${w}" height="${h}" fill="none" stroke="#999"/>`;
+    for (const t of [0.1, 1, 10, 100, 1000, 10000]) {
+      if (t > maxMs) break;
+      s += `<line x1="${lx(t)}" y1="${oy}" x2="${lx(t)}" y2="${oy + h}" stroke="#eee"/><text x="${lx(t) - 8}" y="${oy + h + 14}">${t}</text>`;
+    }
+    for (const p of [0, 50, 90, 99, 100]) s += `<text x="${ox - 28}" y="${oy + h - (p / 100) * h + 4}">${p}%</text>`;
+    rows.forEach((r, i) => {
+      const pts = r.latencyMs.cdf.map((ms, p) => (ms === null ? '' : `${lx(ms).toFixed(1)},${(oy + h - (p / 100) * h).toFixed(1)}`)).filter(Boolean);
+      const c = colors[r.tunnel] ?? '#333';
+      s += `<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.join(' ')}"/>`;
+      s += `<text x="${ox + 6}" y="${oy + 14 + i * 14}" fill="${c}">${r.tunnel}: ${r.deliveredPct}% delivered</text>`;
+    });
+  });
+  return s + '</svg>\n';
+}
+
+function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>): string {
+  const f = (v: number | null, d = 0): string => (v === null || Number.isNaN(v) ? '–' : v.toFixed(d));
+  let md = `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, one machine, network namespaces and veth links (\`npm run bench\`, ${SECONDS} s per iperf3 run).\n\n`;
+  md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | RTT idle p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|\n';
+  for (const r of results) {
+    md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${f(r.cpuSecondsPerGB, 2)} | ${f(r.peakRssMB, 0)} |\n`;
+  }
+  md += '\n| impairment of link 1 | tunnel | delivered | duplicates | latency p50 / p99 / max ms |\n|---|---|---|---|---|\n';
+  for (const r of imp) {
+    md += `| ${r.impairment} | ${r.tunnel} | ${r.deliveredPct} % | ${r.duplicates} | ${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p99, 2)} / ${f(r.latencyMs.max, 1)} |\n`;
+  }
+  return md;
+}
+
+async function main(): Promise<void> {
+  const why = e2eUnavailable();
+  if (why) {
+    console.error(`bench: ${why}`);
+    process.exit(1);
+  }
+  mkdirSync(OUT, { recursive: true });
+  const tb = await Testbed.create('bench');
+  const cleanup = (): void => tb.destroySync();
+  process.on('SIGINT', () => (cleanup(), process.exit(130)));
+  try {
+    const results: TunnelResult[] = [];
+    const imp: ImpairmentResult[] = [];
+    results.push(await measure(tb, 'direct veth', 1, '10.0.1.1', []));
+
+    const key = join(tb.dir, 'ovpn.key');
+    await tb.run('client', 'openvpn', ['--genkey', 'secret', key]);
+    for (const [cipher, label] of [['none', 'OpenVPN TCP, no cipher'], ['AES-256-CBC', 'OpenVPN TCP, AES-256-CBC']] as const) {
+      const procs = openvpn(tb, cipher, key);
+      await waitPing(tb, '10.8.0.1');
+      results.push(await measure(tb, label, 1, '10.8.0.1', procs.map((p) => p.pid as number)));
+      if (cipher === 'none') imp.push(...(await impairments(tb, 'OpenVPN TCP', '10.8.0.1')));
+      for (const p of procs) p.kill('SIGTERM');
+      await sleep(1000);
+    }
+
+    const psk = join(tb.dir, 'psk');
+    writeFileSync(psk, randomBytes(32).toString('base64'));
+    chmodSync(psk, 0o600);
+    for (const enc of [false, true]) {
+      const sec = enc ? `  psk_file: ${psk}\n  encryption: chacha20-poly1305\n` : '';
+      const s = tb.startDpTcp('server', SERVER_YAML.replace('logger:', `${sec}logger:`));
+      const c = tb.startDpTcp('client', CLIENT_YAML.replace('logger:', `${sec}logger:`));
+      await tb.waitUp(2);
+      // The node processes behind `ip netns exec` (it execs, so the pid is node's).
+      results.push(await measure(tb, enc ? 'dp-tcp, ChaCha20-Poly1305' : 'dp-tcp, no encryption', 2, '10.0.0.1', [s.pid as number, c.pid as number]));
+      if (!enc) imp.push(...(await impairments(tb, 'dp-tcp', '10.0.0.1')));
+      await tb.stopDpTcp('client');
+      await tb.stopDpTcp('server');
+    }
+    const meta = { date: new Date().toISOString().slice(0, 10), cpus: `${cpus().length} × ${cpus()[0]?.model.trim()}`, node: process.version };
+    writeFileSync(join(OUT, 'latest.json'), JSON.stringify({ meta, seconds: SECONDS, tunnels: results, impairments: imp }, null, 1));
+    writeFileSync(join(OUT, 'throughput.svg'), barsSvg(results));
+    writeFileSync(join(OUT, 'latency-cdf.svg'), cdfSvg(imp));
+    const md = markdown(results, imp, meta);
+    writeFileSync(join(OUT, 'latest.md'), md);
+    console.log('\n' + md);
+    console.log(`written: ${join(OUT, 'latest.json')}, latest.md, throughput.svg, latency-cdf.svg`);
+  } finally {
+    await tb.destroy();
+  }
+}
+
+await main();
