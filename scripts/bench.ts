@@ -209,7 +209,7 @@ function cdfSvg(imp: ImpairmentResult[]): string {
       if (t > maxMs) break;
       s += `<line x1="${lx(t)}" y1="${oy}" x2="${lx(t)}" y2="${oy + h}" stroke="#eee"/><text x="${lx(t) - 8}" y="${oy + h + 14}">${t}</text>`;
     }
-    for (const p of [0, 50, 90, 99, 100]) s += `<text x="${ox - 28}" y="${oy + h - (p / 100) * h + 4}">${p}%</text>`;
+    for (const p of [0, 50, 90, 100]) s += `<text x="${ox - 28}" y="${oy + h - (p / 100) * h + 4}">${p}%</text>`;
     rows.forEach((r, i) => {
       const pts = r.latencyMs.cdf.map((ms, p) => (ms === null ? '' : `${lx(ms).toFixed(1)},${(oy + h - (p / 100) * h).toFixed(1)}`)).filter(Boolean);
       const c = colors[r.tunnel] ?? '#333';

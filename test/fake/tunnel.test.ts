@@ -133,6 +133,21 @@ describe('tunnel core over loopback (fake TUN)', () => {
     assert.equal(packetNumber(c.tun.written[2]!), 3);
   });
 
+  it('serves two clients at once, routing each packet to the session of its destination', async () => {
+    const { s, c } = await pair();
+    client2 = startClient(s, undefined, '10.0.0.3');
+    await until(() => client2!.role.session.upLinks().length === 2 && s.tunnel.sessions.size === 2, 'second client up');
+    s.tun.inject([numbered(1, '10.0.0.1', '10.0.0.2'), numbered(2, '10.0.0.1', '10.0.0.3'), numbered(3, '10.0.0.1', '10.0.0.9')]);
+    await c.tun.waitFor(1);
+    await client2.tun.waitFor(1);
+    assert.equal(packetNumber(c.tun.written[0]!), 1);
+    assert.equal(packetNumber(client2.tun.written[0]!), 2);
+    assert.equal(s.tunnel.stats.dropsNoSession, 1, 'a packet for nobody is dropped and counted');
+    client2.tun.inject([numbered(4, '10.0.0.3', '10.0.0.1')]);
+    c.tun.inject([numbered(5, '10.0.0.2', '10.0.0.1')]);
+    await s.tun.waitFor(2);
+  });
+
   it('closes a stranger that sends garbage, and the tunnel carries on', async () => {
     const { s, c } = await pair();
     const port = s.role.listening()[0]!.port;

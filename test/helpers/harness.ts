@@ -88,7 +88,7 @@ export function startClient(
       offload: false,
       addresses: [
         { family: 4, address, prefix: 24 },
-        { family: 6, address: 'fd00:dd::2', prefix: 64 },
+        { family: 6, address: `fd00:dd::${address.split('.')[3]}`, prefix: 64 },
       ],
     },
     links: ports.map((port, i) => ({
