@@ -210,12 +210,33 @@ function legacyLinkNumbers(n: Node): number[] {
   return [...found].sort((a, b) => a - b);
 }
 
-function readClientLinks(n: Node): ClientLinkConfig[] {
-  const legacy = legacyLinkNumbers(n);
-  if (legacy.length > 0) {
+/**
+ * The links of either role: the original's tcp<N>_* fields (`legacy`, called
+ * with N and the link id) or the modern `links:` list (`modern`, called with
+ * the item's node, id and name). Not both.
+ */
+function readLinks<T>(n: Node, legacy: (num: number, id: number) => T, modern: (l: Node, id: number, name: string) => T): T[] {
+  const numbers = legacyLinkNumbers(n);
+  if (numbers.length > 0) {
     if (n.has('links')) n.fail('links', 'cannot be combined with the tcp<N>_* fields of the original format');
     n.raw('links');
-    return legacy.map((num, id) => {
+    return numbers.map((num, id) => Object.freeze(legacy(num, id)));
+  }
+  const list = n.raw('links');
+  if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
+  if (list.length > 16) n.fail('links', 'at most 16 links are supported');
+  return list.map((item: Yaml, id) => {
+    const l = Node.of(n.file, `${n.sub('links')}[${id}]`, item);
+    const link = modern(l, id, l.optString('name') ?? `link${id + 1}`);
+    l.done();
+    return Object.freeze(link);
+  });
+}
+
+function readClientLinks(n: Node): ClientLinkConfig[] {
+  return readLinks<ClientLinkConfig>(
+    n,
+    (num, id) => {
       const p = `tcp${num}_`;
       const remoteAddress = ipString(n, `${p}dial_addr`);
       const remotePort = n.int(`${p}dial_port`, 1, 65_535);
@@ -224,46 +245,30 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
       // source port would make a quick redial collide with its own TIME_WAIT.
       if (n.has(`${p}conn_port`)) n.int(`${p}conn_port`, 0, 65_535);
       else n.raw(`${p}conn_port`);
-      return Object.freeze({ id, name: `tcp${num}`, remoteAddress, remotePort, localAddress });
-    });
-  }
-  const list = n.raw('links');
-  if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
-  if (list.length > 16) n.fail('links', 'at most 16 links are supported');
-  return list.map((item: Yaml, id) => {
-    const l = Node.of(n.file, `${n.sub('links')}[${id}]`, item);
-    const name = l.optString('name') ?? `link${id + 1}`;
-    const { address, port } = parseHostPort(l, 'remote');
-    const localAddress = l.has('local') ? ipString(l, 'local') : (l.raw('local'), undefined);
-    l.done();
-    return Object.freeze({ id, name, remoteAddress: address, remotePort: port, localAddress });
-  });
+      return { id, name: `tcp${num}`, remoteAddress, remotePort, localAddress };
+    },
+    (l, id, name) => {
+      const { address, port } = parseHostPort(l, 'remote');
+      const localAddress = l.has('local') ? ipString(l, 'local') : (l.raw('local'), undefined);
+      return { id, name, remoteAddress: address, remotePort: port, localAddress };
+    },
+  );
 }
 
 function readServerLinks(n: Node): ServerLinkConfig[] {
-  const legacy = legacyLinkNumbers(n);
-  if (legacy.length > 0) {
-    if (n.has('links')) n.fail('links', 'cannot be combined with the tcp<N>_* fields of the original format');
-    n.raw('links');
-    return legacy.map((num, id) =>
-      Object.freeze({
-        id,
-        name: `tcp${num}`,
-        listenAddress: ipString(n, `tcp${num}_listen_addr`),
-        listenPort: n.int(`tcp${num}_listen_port`, 1, 65_535),
-      }),
-    );
-  }
-  const list = n.raw('links');
-  if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
-  if (list.length > 16) n.fail('links', 'at most 16 links are supported');
-  return list.map((item: Yaml, id) => {
-    const l = Node.of(n.file, `${n.sub('links')}[${id}]`, item);
-    const name = l.optString('name') ?? `link${id + 1}`;
-    const { address, port } = parseHostPort(l, 'listen');
-    l.done();
-    return Object.freeze({ id, name, listenAddress: address, listenPort: port });
-  });
+  return readLinks<ServerLinkConfig>(
+    n,
+    (num, id) => ({
+      id,
+      name: `tcp${num}`,
+      listenAddress: ipString(n, `tcp${num}_listen_addr`),
+      listenPort: n.int(`tcp${num}_listen_port`, 1, 65_535),
+    }),
+    (l, id, name) => {
+      const { address, port } = parseHostPort(l, 'listen');
+      return { id, name, listenAddress: address, listenPort: port };
+    },
+  );
 }
 
 export const MIN_PSK_BYTES = 16;
