@@ -25,8 +25,20 @@ const FAIL_WINDOW_MS = 10_000;
 const BLOCK_MS = 10_000;
 const MAX_TRACKED_SOURCES = 4096;
 
+/** Bounds on what strangers can make the server hold. */
+export interface ServerLimits {
+  /** Sessions (clients); each holds an elimination ring of its own. */
+  readonly maxSessions: number;
+  /** Connections still in their handshake. */
+  readonly maxPending: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = Object.freeze({ maxSessions: 64, maxPending: 256 });
+
 export class ServerStats {
   handshakesRefused = 0;
+  /** Connections closed at once because too many handshakes were under way. */
+  pendingFull = 0;
   /** Connections closed at once because their source address failed too often. */
   rateLimited = 0;
 }
@@ -43,6 +55,7 @@ export class ServerRole {
     readonly config: ServerConfig,
     readonly tunnel: Tunnel,
     private readonly log: Logger,
+    private readonly limits: ServerLimits = DEFAULT_LIMITS,
   ) {}
 
   /** Listens on every configured address; rejects with a clear DpError if one is unusable. */
@@ -70,6 +83,11 @@ export class ServerRole {
     const f = this.failures.get(source);
     if (f && f.blockedUntil > performance.now()) {
       this.stats.rateLimited++;
+      socket.destroy();
+      return;
+    }
+    if (this.pending.size >= this.limits.maxPending) {
+      this.stats.pendingFull++;
       socket.destroy();
       return;
     }
@@ -134,6 +152,10 @@ export class ServerRole {
     let session = this.bySessionId.get(key);
     if (session === undefined || session.isClosed) {
       const holder = this.tunnel.sessionByAddress(h.addresses);
+      if (!holder && this.bySessionId.size >= this.limits.maxSessions) {
+        this.refuse(link, `the server is full (${this.limits.maxSessions} sessions)`);
+        return;
+      }
       if (holder) {
         this.log.info('client restarted: retiring its old session', { old: holder.idHex.slice(0, 8), new: key.slice(0, 8) });
         this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');

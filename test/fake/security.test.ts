@@ -196,6 +196,22 @@ describe('security (fake TUN, loopback)', () => {
     assert.equal(server.tunnel.sessions.size, 0);
   });
 
+  it('bounds sessions and handshakes in progress', async () => {
+    server = await startServer(1, undefined, undefined, [], { maxSessions: 1, maxPending: 2 });
+    client = startClient(server);
+    await until(() => client!.role.session.upLinks().length === 1, 'first client up');
+    const port = server.role.listening()[0]!.port;
+    const other = new RawPeer(port);
+    other.sock.write(hello(randomBytes(16), false, 'none'));
+    const close = await other.next(FrameType.Close);
+    assert.match(close.subarray(2).toString(), /the server is full \(1 sessions\)/);
+    // Idle connections that never finish a handshake: at most 2 are held.
+    const idle = [new RawPeer(port), new RawPeer(port), new RawPeer(port)];
+    await until(() => idle[2]!.closed, 'third idle connection closed at once');
+    assert.equal(server.role.stats.pendingFull, 1);
+    assert.ok(!idle[0]!.closed && !idle[1]!.closed);
+  });
+
   it('rate-limits an address after repeated failed handshakes', async () => {
     server = await startServer(1, undefined, AUTH_ONLY);
     const port = server.role.listening()[0]!.port;

@@ -5,7 +5,7 @@ import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger, type Logger } from '../../src/log.js';
 import { ClientRole } from '../../src/roles/client.js';
-import { ServerRole } from '../../src/roles/server.js';
+import { ServerRole, type ServerLimits } from '../../src/roles/server.js';
 import { FakeTun } from './fake-tun.js';
 
 export const FAST_TIMING: TimingConfig = Object.freeze({
@@ -33,6 +33,7 @@ export async function startServer(
   timing = FAST_TIMING,
   security: SecurityConfig = NO_SECURITY,
   ports: readonly number[] = [],
+  limits?: ServerLimits,
 ): Promise<Side<ServerRole>> {
   const config: ServerConfig = {
     role: 'server',
@@ -61,7 +62,7 @@ export async function startServer(
   const log = memoryLogger('debug');
   const tun = new FakeTun('fake-s');
   const tunnel = new Tunnel(tun, timing, log);
-  const role = new ServerRole(config, tunnel, log);
+  const role = new ServerRole(config, tunnel, log, limits);
   await role.start();
   tunnel.start();
   return { tun, tunnel, role, log };
