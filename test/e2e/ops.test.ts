@@ -2,6 +2,7 @@
 // Status and metrics are checked against traffic actually sent; routes, rules,
 // NAT and forwarding are checked while running and after exit.
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StatusDocument } from '../../src/ops/format.js';
@@ -92,6 +93,15 @@ describe('operations between two network namespaces', { skip, timeout: 300_000 }
     assert.match(stdout, /^ {2}wan2 +up /m);
     const down = await tb.run('server', process.execPath, [CLI, 'status', '--url', 'http://127.0.0.1:1/status']).catch((e: { code: number; stderr: string }) => e);
     assert.ok('code' in down && down.code === 1 && /cannot reach/.test(down.stderr), 'a clear error when nothing listens');
+  });
+
+  it('dp-tcp status --watch keeps printing fresh snapshots', async () => {
+    const out = join(tb.dir, 'watch.txt');
+    const watch = tb.spawn('client', process.execPath, [CLI, 'status', '--watch', '--json', '--url', 'http://127.0.0.1:9401/status'], { stdout: out });
+    await waitFor(() => existsSync(out) && readFileSync(out, 'utf8').split('\n').filter((l) => l.startsWith('{')).length >= 3, 'three snapshots', 6000);
+    watch.kill('SIGINT');
+    const docs = readFileSync(out, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as StatusDocument);
+    assert.ok(docs[2]!.uptimeMs > docs[0]!.uptimeMs, 'each snapshot is new');
   });
 
   it('routes the default route through the tunnel while each link keeps its own path', async () => {
