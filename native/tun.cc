@@ -397,7 +397,11 @@ void Tun::CloseInternal() {
   if (poll_ != nullptr) {
     uv_poll_stop(poll_);
     poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    // No close callback, and the handle is never freed (a few bytes per closed
+    // device): libuv finishes closing on a later loop turn, and when a Worker's
+    // environment is torn down Node may have unloaded this addon by then, so a
+    // callback pointing into it would crash the process.
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), nullptr);
     poll_ = nullptr;
   }
   if (fd_ >= 0) {

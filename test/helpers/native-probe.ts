@@ -1,0 +1,94 @@
+// Exercises the native TUN device directly; run as root inside a network
+// namespace (test/e2e/native.test.ts does). Prints one JSON line of findings.
+//   node --import tsx test/helpers/native-probe.ts io|offload|worker
+import { execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { Worker, type WorkerOptions } from 'node:worker_threads';
+import { NativeTunDevice } from '../../src/tun/native-device.js';
+import type { PacketBatch } from '../../src/tun/device.js';
+import { ipv4Udp } from './packets.js';
+
+const mode = process.argv[2];
+const has = (dev: string): boolean => execFileSync('ip', ['-o', 'link', 'show']).toString().includes(`: ${dev}:`);
+
+function firstBatch(tun: NativeTunDevice): Promise<Buffer[]> {
+  return new Promise((resolve) => {
+    tun.start(
+      (b: PacketBatch) => {
+        const out: Buffer[] = [];
+        let off = 0;
+        for (let i = 0; i < b.count; i++) {
+          const len = b.lengths[i] as number;
+          out.push(Buffer.from(b.arena.subarray(off + b.headroom, off + b.headroom + len)));
+          off += b.headroom + len;
+        }
+        resolve(out);
+      },
+      (e) => {
+        throw e;
+      },
+    );
+  });
+}
+
+async function io(offload: boolean): Promise<Record<string, unknown>> {
+  const tun = NativeTunDevice.open({
+    name: 'dpn0',
+    mtu: 1400,
+    addresses: [{ address: '10.9.0.1', prefix: 24 }],
+    batchPackets: 8,
+    headroom: 16,
+    offload,
+  });
+  const got = firstBatch(tun);
+  const tx = createSocket('udp4');
+  tx.bind(0, '10.9.0.1', () => tx.send(Buffer.from('to the tunnel'), 9999, '10.9.0.2'));
+  const packets = (await got).filter((p) => (p[tun.vnetHdrBytes] ?? 0) >> 4 === 4 && p[tun.vnetHdrBytes + 9] === 17);
+  const read = packets[0];
+  const o = tun.vnetHdrBytes;
+  // And the other way: a packet written to the TUN reaches a local socket.
+  const rx = createSocket('udp4');
+  const delivered = new Promise<string>((r) => rx.on('message', (m) => r(m.toString())));
+  await new Promise<void>((r) => rx.bind(7777, '10.9.0.1', () => r()));
+  const pkt = ipv4Udp('10.9.0.2', '10.9.0.1', Buffer.from('from the tunnel'));
+  pkt.writeUInt16BE(7777, 22);
+  pkt.writeUInt16BE(0, 26); // no UDP checksum (allowed for IPv4)
+  const written = tun.write([offload ? Buffer.concat([Buffer.alloc(10), pkt]) : pkt], 0);
+  const text = await Promise.race([delivered, new Promise<string>((r) => setTimeout(() => r('(nothing)'), 2000))]);
+  tx.close();
+  rx.close();
+  const existed = has('dpn0');
+  tun.close();
+  tun.close(); // idempotent
+  return {
+    vnetHdrBytes: o,
+    readDst: read ? `${read[o + 16]}.${read[o + 17]}.${read[o + 18]}.${read[o + 19]}` : null,
+    readPayload: read ? read.subarray(o + 28).toString() : null,
+    written,
+    delivered: text,
+    existedWhileOpen: existed,
+    goneAfterClose: !has('dpn0'),
+  };
+}
+
+async function worker(): Promise<Record<string, unknown>> {
+  const w = new Worker(
+    // The compiled module: an eval'd worker does not go through the TypeScript loader.
+    `const { NativeTunDevice } = await import(${JSON.stringify(new URL('../../dist/tun/native-device.js', import.meta.url).href)});
+     const { parentPort } = await import('node:worker_threads');
+     globalThis.tun = NativeTunDevice.open({ name: 'dpw0', mtu: 1400, addresses: [{ address: '10.9.1.1', prefix: 24 }], batchPackets: 4, headroom: 16, offload: false });
+     globalThis.tun.start(() => {}, () => {});
+     parentPort.postMessage('open');
+     setInterval(() => {}, 1000);`,
+    { eval: true, type: 'module' } as unknown as WorkerOptions,
+  );
+  await new Promise((r, j) => (w.once('message', r), w.once('error', j)));
+  const existed = has('dpw0');
+  await w.terminate(); // no close(): the addon's environment cleanup hook must do it
+  await new Promise((r) => setTimeout(r, 100));
+  return { existedInWorker: existed, goneAfterTerminate: !has('dpw0') };
+}
+
+const result = mode === 'worker' ? await worker() : await io(mode === 'offload');
+process.stdout.write(JSON.stringify(result) + '\n');
+process.exit(0);
