@@ -385,6 +385,9 @@ export function parseConfig(text: string, file: string, role: Role): Config {
     config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), natOutInterface: nat };
   }
   top.done();
+  if (tunnel.offload && timing.maxFrameBytes < 66_000) {
+    throw new ConfigError(file, `${role}.timing.max_frame_bytes`, 'must be at least 66000 with offload on (64 KiB packets travel whole)');
+  }
   return Object.freeze(config);
 }
 

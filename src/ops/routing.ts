@@ -44,6 +44,24 @@ export class NetworkSetup {
     this.log.info('network change', { added: what });
   }
 
+  /**
+   * Removes copies of a rule that a killed earlier run left behind. Only for
+   * specifications that are dp-tcp's by construction (its rule priorities and
+   * tables, its iptables comment tag), so nothing of anyone else's is touched.
+   */
+  private sweep(cmd: string, check: string[], del?: string[]): void {
+    for (let i = 0; i < 16; i++) {
+      try {
+        execFileSync(cmd, check, { stdio: 'ignore' });
+      } catch {
+        return;
+      }
+      // Without a separate deletion, the check was the deletion (`ip rule del` succeeds only if it found one).
+      if (del) sh(cmd, del);
+      this.log.warn('removed a leftover of an earlier run', { what: `${cmd} ${(del ?? check).join(' ')}` });
+    }
+  }
+
   private sysctl(path: string, value: string): void {
     const old = readFileSync(path, 'utf8').trim();
     if (old === value) return;
@@ -71,10 +89,15 @@ export class NetworkSetup {
         const host = `${l.remoteAddress}/${family === '-6' ? 128 : 32}`;
         const via = r.gateway ? ['via', r.gateway] : [];
         if (l.localAddress) {
+          // Table and priority 25700+N are dp-tcp's own: replace, and sweep rules a killed run left.
           const table = String(LINK_TABLE_BASE + l.id);
-          this.apply('ip', [family, 'route', 'add', host, ...via, 'dev', r.dev, 'table', table], [family, 'route', 'del', host, ...via, 'dev', r.dev, 'table', table]);
+          this.apply('ip', [family, 'route', 'replace', host, ...via, 'dev', r.dev, 'table', table], [family, 'route', 'del', host, ...via, 'dev', r.dev, 'table', table]);
           const rule = ['from', l.localAddress, 'to', host, 'lookup', table, 'priority', table];
+          this.sweep('ip', [family, 'rule', 'del', ...rule]);
           this.apply('ip', [family, 'rule', 'add', ...rule], [family, 'rule', 'del', ...rule]);
+        } else if (sh('ip', [family, 'route', 'show', 'exact', host]).trim() !== '') {
+          // Someone (maybe a killed run) has this host route already: keep it, and leave it on exit.
+          this.log.info('host route to the server exists already: keeping it', { route: host });
         } else {
           this.apply('ip', [family, 'route', 'add', host, ...via, 'dev', r.dev], [family, 'route', 'del', host, ...via, 'dev', r.dev]);
         }
@@ -103,10 +126,13 @@ export class NetworkSetup {
         const net = `${a.address}/${a.prefix}`;
         const tag = ['-m', 'comment', '--comment', `dp-tcp ${tunName}`];
         const nat = ['POSTROUTING', '-s', net, '-o', out, ...tag, '-j', 'MASQUERADE'];
+        this.sweep(ipt, ['-t', 'nat', '-C', ...nat], ['-t', 'nat', '-D', ...nat]);
         this.apply(ipt, ['-t', 'nat', '-A', ...nat], ['-t', 'nat', '-D', ...nat]);
         const fwdOut = ['FORWARD', '-i', tunName, '-o', out, ...tag, '-j', 'ACCEPT'];
+        this.sweep(ipt, ['-C', ...fwdOut], ['-D', ...fwdOut]);
         this.apply(ipt, ['-I', ...fwdOut], ['-D', ...fwdOut]);
         const fwdIn = ['FORWARD', '-i', out, '-o', tunName, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'];
+        this.sweep(ipt, ['-C', ...fwdIn], ['-D', ...fwdIn]);
         this.apply(ipt, ['-I', ...fwdIn], ['-D', ...fwdIn]);
       }
     } catch (e) {

@@ -131,4 +131,32 @@ describe('operations between two network namespaces', { skip, timeout: 300_000 }
     assert.deepEqual(now, baseline);
     await waitFor(() => /network change undone/.test(tb.log('client')), 'teardown logged', 1000);
   });
+  it('a side killed with SIGKILL comes back although its rules were left behind', async () => {
+    tb.startDpTcp('server', SERVER_YAML.replace('logger:', '  nat_out_interface: ext0\nlogger:'));
+    tb.startDpTcp('client', CLIENT_YAML.replace('logger:', '  routes: [0.0.0.0/0]\nlogger:'));
+    await tb.waitUp(2);
+    await tb.stopDpTcp('client', 'SIGKILL');
+    await tb.stopDpTcp('server', 'SIGKILL');
+    // What a killed run leaves: its policy rules and NAT rules (the TUN and its routes are gone).
+    assert.match((await tb.run('client', 'ip', ['rule', 'show'])).stdout, /lookup 25700/);
+    assert.match((await tb.run('server', 'iptables', ['-t', 'nat', '-S'])).stdout, /dp-tcp dptcp-s/);
+    tb.startDpTcp('server', SERVER_YAML.replace('logger:', '  nat_out_interface: ext0\nlogger:'));
+    tb.startDpTcp('client', CLIENT_YAML.replace('logger:', '  routes: [0.0.0.0/0]\nlogger:'));
+    await tb.waitUp(2);
+    const rules = (await tb.run('client', 'ip', ['rule', 'show'])).stdout;
+    assert.equal(rules.match(/lookup 25700/g)?.length, 1, 'the leftover rule was replaced, not doubled');
+    const nat = (await tb.run('server', 'iptables', ['-t', 'nat', '-S'])).stdout;
+    assert.equal(nat.match(/MASQUERADE/g)?.length, 1);
+    assert.match(tb.log('client'), /removed a leftover of an earlier run/);
+    const ping = await tb.run('client', 'ping', ['-c', '2', '-i', '0.2', '-W', '2', '203.0.113.2']);
+    assert.match(ping.stdout, /2 received/);
+    // A clean exit now removes everything, leftovers included; only the forwarding setting the
+    // killed run had changed cannot be known any more, so it stays on.
+    assert.equal(await tb.stopDpTcp('client'), 0);
+    assert.equal(await tb.stopDpTcp('server'), 0);
+    const now = await snapshotHost();
+    assert.deepEqual({ ...now, serverForward: '' }, { ...baseline, serverForward: '' });
+    assert.equal(now.serverForward?.trim(), '1');
+  });
+
 });

@@ -110,6 +110,8 @@ export class Testbed {
   startDpTcp(side: Side, yaml: string, extra: string[] = [], cli = CLI): ChildProcess {
     const cfg = join(this.dir, `${side}.yaml`);
     writeFileSync(cfg, yaml);
+    // A killed predecessor's snapshot must not pass for this process's.
+    rmSync(this.statsFile(side), { force: true });
     const log = createWriteStream(this.logFile(side), { flags: 'a' });
     const p = spawn(
       'ip',

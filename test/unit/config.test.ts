@@ -187,6 +187,8 @@ describe('config', () => {
     assert.equal(parseConfig(t(''), 'c.yaml', 'client').tunnel.offload, true);
     assert.equal(parseConfig(t(', offload: false'), 'c.yaml', 'client').tunnel.offload, false);
     fails(t(', offload: maybe'), 'client', /client\.tunnel_device\.offload: must be true or false/);
+    fails(t('') + '  timing: { max_frame_bytes: 9000 }\n', 'client', /client\.timing\.max_frame_bytes: must be at least 66000 with offload on/);
+    assert.equal(parseConfig(t(', offload: false') + '  timing: { max_frame_bytes: 9000 }\n', 'c.yaml', 'client').timing.maxFrameBytes, 9000);
   });
 
   describe('operations fields', () => {
