@@ -8,13 +8,13 @@ import {
   DATA_HEADER_BYTES,
   decodeClose,
   encodeLinkDown,
+  FrameDecoder,
   FrameType,
   readU64,
   writeDataHeader,
 } from '../protocol/frame.js';
 import type { TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
-import { FrameDecoder } from '../protocol/frame.js';
 import type { Opener, Sealer } from '../protocol/seal.js';
 import type { PacketBatch } from '../tun/device.js';
 import { Eliminator, Verdict } from './eliminator.js';
@@ -205,8 +205,14 @@ export class Session implements LinkHandler {
         throw e;
       }
       this.innerLink = link;
-      this.inner.push(plain);
-      if (this.inner.bufferedBytes !== 0) throw new ProtocolError('SEALED frame ends inside a frame');
+      try {
+        this.inner.push(plain);
+        if (this.inner.bufferedBytes !== 0) throw new ProtocolError('SEALED frame ends inside a frame');
+      } catch (e) {
+        // The decoder is shared by the session's links: never leave another link a half frame.
+        this.inner.reset();
+        throw e;
+      }
       return;
     }
     if (type === FrameType.Sealed) throw new ProtocolError('SEALED frame on an unencrypted session');

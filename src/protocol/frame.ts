@@ -90,6 +90,13 @@ export class FrameDecoder {
     return this.headerFill + this.partialFill;
   }
 
+  /** Forgets any partial frame. */
+  reset(): void {
+    this.headerFill = 0;
+    this.partial = null;
+    this.partialFill = 0;
+  }
+
   /** Before a link is authenticated only small frames are accepted. */
   setMaxFrameBytes(n: number): void {
     this.maxFrameBytes = n;

@@ -127,6 +127,16 @@ describe('FrameDecoder', () => {
     assert.throws(() => decoder().d.push(encodeFrame(FrameType.Hello, Buffer.alloc(3))), /HELLO frame body/);
   });
 
+  it('reset() forgets a partial frame', () => {
+    const frame = encodeData(1, numbered(1));
+    const { d, got } = decoder();
+    d.push(frame.subarray(0, 10));
+    d.reset();
+    assert.equal(d.bufferedBytes, 0);
+    d.push(frame);
+    assert.equal(got.length, 1);
+  });
+
   it('holds a truncated frame without emitting it', () => {
     const frame = encodeData(1, numbered(1));
     const { d, got } = decoder();
