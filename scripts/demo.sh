@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The dp-tcp demo: build if needed, two namespaces joined by two links, server
-# and client up, ping and ncat UDP through the tunnel, per-link statistics,
-# then a clean teardown (also on Ctrl-C or failure).
+# and client up, ping and ncat UDP through the tunnel, a 2 s outage of link 1
+# under a running ping, per-link statistics, then a clean teardown (also on
+# Ctrl-C or failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,18 @@ echo "hello client, from the server (over both links)" | ip netns exec dp-tcp-se
 sleep 0.5
 echo "  server received: $(cat "$WORK/udp-at-server.txt")"
 echo "  client received: $(cat "$WORK/udp-at-client.txt")"
+
+echo "== link 1 blackholed for 2 s (iptables DROP at both ends) while pinging: no ping is lost"
+ip netns exec dp-tcp-client ping -c 40 -i 0.1 -q 10.0.0.1 &
+PING=$!
+sleep 0.5
+ip netns exec dp-tcp-client iptables -I INPUT -i link1-c -j DROP
+ip netns exec dp-tcp-server iptables -I INPUT -i link1-s -j DROP
+sleep 2
+ip netns exec dp-tcp-client iptables -D INPUT -i link1-c -j DROP
+ip netns exec dp-tcp-server iptables -D INPUT -i link1-s -j DROP
+wait "$PING"
+grep -E 'link (down|up)' "$WORK/client.log" | tail -n +3 | sed 's/^/  /' || true
 
 echo "== dp-tcp status on each side (every packet went over both links; the second copy was eliminated)"
 ip netns exec dp-tcp-client node dist/cli/index.js status --role client -c "$WORK/client.yaml"
