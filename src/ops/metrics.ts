@@ -11,30 +11,23 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
   reg.setDefaultLabels({ role });
   collectDefaultMetrics({ register: reg, prefix: 'dptcp_' });
 
-  const counter = (name: string, help: string, labelNames: string[], samples: (s: TunnelSnapshot) => Sample[]): void => {
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers: [reg],
-      collect() {
-        this.reset();
-        for (const [labels, v] of samples(snapshot())) this.inc(labels, v);
-      },
-    });
-  };
-  const gauge = (name: string, help: string, labelNames: string[], samples: (s: TunnelSnapshot) => Sample[]): void => {
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [reg],
-      collect() {
-        this.reset();
-        for (const [labels, v] of samples(snapshot())) this.set(labels, v);
-      },
-    });
-  };
+  // Every metric is refilled from a fresh snapshot when scraped (prom-client's collect()).
+  const define =
+    (kind: 'counter' | 'gauge') =>
+    (name: string, help: string, labelNames: string[], samples: (s: TunnelSnapshot) => Sample[]): void => {
+      const fill = (m: Counter | Gauge): void => {
+        m.reset();
+        for (const [labels, v] of samples(snapshot())) {
+          if (m instanceof Counter) m.inc(labels, v);
+          else m.set(labels, v);
+        }
+      };
+      const config = { name, help, labelNames, registers: [reg] };
+      if (kind === 'counter') new Counter({ ...config, collect: function (this: Counter) { fill(this); } });
+      else new Gauge({ ...config, collect: function (this: Gauge) { fill(this); } });
+    };
+  const counter = define('counter');
+  const gauge = define('gauge');
   const perLink = (f: (l: TunnelSnapshot['sessions'][number]['links'][number]) => number | null) => (s: TunnelSnapshot): Sample[] =>
     s.sessions.flatMap((sess) =>
       sess.links.flatMap((l): Sample[] => {

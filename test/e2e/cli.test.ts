@@ -93,12 +93,8 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     await tb.waitUp(2);
     const file = join(tb.dir, 'off.bin');
     writeFileSync(file, randomBytes(20 * 1024 * 1024));
-    const out = join(tb.dir, 'off.out');
-    const rx = tb.spawn('server', 'sh', ['-c', `exec ncat -l 10.0.0.1 5300 --recv-only > ${out}`]);
-    const done = new Promise<number | null>((r) => rx.once('exit', (c) => r(c)));
-    await new Promise((r) => setTimeout(r, 300));
-    await tb.run('client', 'sh', ['-c', `ncat --send-only 10.0.0.1 5300 < ${file}`], 60_000);
-    assert.equal(await done, 0);
+    const { out, exitCode } = await tb.tcpTransfer(file, 5300);
+    assert.equal(exitCode, 0);
     assert.ok(readFileSync(out).equals(readFileSync(file)));
     assert.equal(await tb.stopDpTcp('client'), 0);
     assert.equal(await tb.stopDpTcp('server'), 0);

@@ -30,23 +30,10 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
     await tb?.destroy();
   });
 
-  /** Sends `file` from client to server over TCP through the tunnel; returns the received copy's path. */
   async function tcpTransfer(port: number, during?: () => Promise<void>): Promise<{ out: string; seconds: number }> {
-    const out = join(tb.dir, `recv-${port}.bin`);
-    const receiver = tb.spawn('server', 'sh', ['-c', `exec ncat -l 10.0.0.1 ${port} --recv-only > ${out}`]);
-    const received = new Promise<number | null>((r) => receiver.once('exit', (c) => r(c)));
-    // Wait until the listener is there (ss in the server namespace).
-    for (let i = 0; i < 100; i++) {
-      const { stdout } = await tb.run('server', 'ss', ['-ltn', `sport = :${port}`]);
-      if (stdout.includes(`:${port}`)) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const t0 = Date.now();
-    const sending = tb.run('client', 'sh', ['-c', `ncat --send-only 10.0.0.1 ${port} < ${bigFile}`], 180_000);
-    if (during) await during();
-    await sending;
-    assert.equal(await received, 0, 'receiver exited cleanly');
-    return { out, seconds: (Date.now() - t0) / 1000 };
+    const r = await tb.tcpTransfer(bigFile, port, during);
+    assert.equal(r.exitCode, 0, 'receiver exited cleanly');
+    return r;
   }
 
   it('pings through the tunnel over IPv4 and IPv6', async () => {

@@ -234,6 +234,28 @@ export class Testbed {
     return summary;
   }
 
+  /**
+   * Sends `file` from the client to the server over TCP through the tunnel
+   * (ncat) while `during` runs. Returns where the copy landed, how long it
+   * took and how the receiver exited.
+   */
+  async tcpTransfer(file: string, port: number, during?: () => Promise<void>): Promise<{ out: string; seconds: number; exitCode: number | null }> {
+    const out = join(this.dir, `recv-${port}.bin`);
+    const receiver = this.spawn('server', 'sh', ['-c', `exec ncat -l 10.0.0.1 ${port} --recv-only > ${out}`]);
+    const received = new Promise<number | null>((r) => receiver.once('exit', (c) => r(c)));
+    for (let i = 0; i < 100; i++) {
+      const { stdout } = await this.run('server', 'ss', ['-ltn', `sport = :${port}`]);
+      if (stdout.includes(`:${port}`)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const t0 = Date.now();
+    const sending = this.run('client', 'sh', ['-c', `ncat --send-only 10.0.0.1 ${port} < ${file}`], 240_000);
+    if (during) await during();
+    await sending;
+    const exitCode = await received;
+    return { out, seconds: (Date.now() - t0) / 1000, exitCode };
+  }
+
   /** Kills link n's TCP connection from the client side (ss -K): the kernel resets it. */
   async killLinkConnection(n: 1 | 2): Promise<void> {
     await this.run('client', 'ss', ['-K', 'dst', `10.0.${n}.1`]);
