@@ -5,7 +5,6 @@ export type DpErrorCode =
   | 'ERR_TUN'
   | 'ERR_NATIVE_LOAD'
   | 'ERR_PROTOCOL'
-  | 'ERR_HANDSHAKE'
   | 'ERR_LISTEN'
   | 'ERR_ROUTE';
 

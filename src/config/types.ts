@@ -63,11 +63,8 @@ export interface HostPort {
   readonly port: number;
 }
 
-export interface Prefix {
-  readonly family: 4 | 6;
-  readonly address: string;
-  readonly prefix: number;
-}
+/** A network in the same form as a tunnel address: address and prefix length. */
+export type Prefix = TunnelAddress;
 
 interface CommonConfig {
   readonly file: string;

@@ -1,10 +1,6 @@
 // Just enough IP address arithmetic for routing by tunnel address and for
 // anti-spoofing: addresses as bytes, prefix membership, packet source checks.
-import { ipv6Bytes, type TunnelAddress } from '../protocol/handshake.js';
-
-export function addressBytes(a: TunnelAddress): Buffer {
-  return a.family === 4 ? Buffer.from(a.address.split('.').map(Number)) : ipv6Bytes(a.address);
-}
+import { addressBytes, type TunnelAddress } from '../protocol/handshake.js';
 
 /** Is `a` inside the network `net`/`net.prefix` (same family)? */
 export function inPrefix(a: TunnelAddress, net: TunnelAddress): boolean {

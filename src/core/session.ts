@@ -52,7 +52,6 @@ export class Session implements LinkHandler {
   readonly linkStats = new Map<number, { name: string; stats: LinkStats }>();
   readonly stats = new SessionStats();
   readonly eliminator: Eliminator;
-  readonly createdMs = performance.now();
   /** When the last link went away (server: for idle expiry). */
   lastLinkLossMs = performance.now();
   private nextSeq = 1;

@@ -2,7 +2,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { ProtocolError } from '../errors.js';
 import { NONCE_BYTES, PROOF_BYTES } from './auth.js';
-import { encodeFrame, FrameType, readU64, writeU64 } from './frame.js';
+import { encodeFrame, FrameType } from './frame.js';
 import { CIPHERS, type CipherName } from './seal.js';
 
 export const HELLO_MAGIC = Buffer.from('DPT1', 'ascii');
@@ -134,7 +134,8 @@ export function decodeWelcome(buf: Buffer, start: number, end: number): Welcome 
   return { epoch: Buffer.from(buf.subarray(start, start + 8)), linkId: buf.readUInt16BE(start + 8) };
 }
 
-function addressBytes(a: TunnelAddress): Buffer {
+/** An address as the 4 or 16 bytes of the wire (and of IP headers). */
+export function addressBytes(a: TunnelAddress): Buffer {
   if (a.family === 4 && isIPv4(a.address)) return Buffer.from(a.address.split('.').map(Number));
   if (a.family === 6 && isIPv6(a.address)) return ipv6Bytes(a.address);
   throw new TypeError(`'${a.address}' is not an IPv${a.family} address`);
@@ -181,4 +182,3 @@ export function formatAddress(b: Buffer): string {
   return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
 }
 
-export { readU64, writeU64 };

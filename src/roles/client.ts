@@ -81,8 +81,6 @@ class Dialer implements LinkHandler {
   private helloBody: Buffer = Buffer.alloc(0);
   private serverProved = false;
   private stopped = false;
-  /** Connections that reached WELCOME, for the log and stats. */
-  connects = 0;
 
   constructor(
     private readonly role: ClientRole,
@@ -175,7 +173,6 @@ class Dialer implements LinkHandler {
       if (w.linkId !== this.cfg.id) throw new ProtocolError(`WELCOME for link ${w.linkId}, expected ${this.cfg.id}`);
       clearTimeout(this.deadline);
       this.attempt = 0;
-      this.connects++;
       this.role.welcome(link, w.epoch);
       this.log.info('link up', { local: link.local, remote: link.remote, epoch: w.epoch.toString('hex') });
       return;
