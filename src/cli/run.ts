@@ -44,12 +44,14 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     offload: config.tunnel.offload,
     addresses: config.tunnel.addresses.map((a) => `${a.address}/${a.prefix}`).join(','),
   });
-  if (!config.security.psk) {
+  if (config.security.mode === 'open') {
     log.warn(
       config.role === 'server'
-        ? 'no psk configured: links are NOT authenticated, anyone who can reach the listen ports can join'
-        : 'no psk configured: links are NOT authenticated and the server is not verified',
+        ? 'open mode (no key, no psk): anyone who can reach the listen ports can join, and anyone on the path can read and inject traffic'
+        : 'open mode (no key, no psk): the server is not verified, and anyone on the path can read and inject traffic',
     );
+  } else if (config.security.mode === 'psk') {
+    log.info('shared-key mode: every holder of the psk is the same identity (no isolation between clients; use peer keys for that)');
   }
   const tunnel = new Tunnel(tun, config.timing, log);
   const network = new NetworkSetup(log.child('net'));
@@ -66,7 +68,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       const server = new ServerRole(config, tunnel, log);
       roleObj = server;
       await server.start();
-      extra = () => ({ server: { ...server.stats } });
+      extra = () => ({ server: { ...server.stats, admission: server.admissionStats } });
       network.setupServer(config, tun.name);
     }
     if (config.statusListen) await statusServer.listen(config.statusListen.address, config.statusListen.port);

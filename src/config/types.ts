@@ -51,11 +51,38 @@ export interface TimingConfig {
   readonly sessionIdleMs: number;
 }
 
+/** One configured client of a server in the peer-key form. */
+export interface PeerConfig {
+  /** For logs and status; defaults to the first 8 characters of the public key. */
+  readonly name: string;
+  /** X25519 public key, 32 bytes. */
+  readonly publicKey: Buffer;
+  /** Inner addresses this peer may use as source (and, later, routes to it). */
+  readonly allowedIps: readonly Prefix[];
+}
+
+/**
+ * How links are secured:
+ * - 'open': no key and no psk (the original's files): anyone can join; a warning at start.
+ * - 'psk': one pre-shared key for the whole group (psk or psk_file): a Noise handshake
+ *   keyed by the psk; members cannot be told apart or isolated from each other.
+ * - 'keys': X25519 peer keys (private_key_file, server_public_key / peers), the psk
+ *   (if any) mixed in as an extra secret, as WireGuard's preshared key.
+ */
+export type SecurityMode = 'open' | 'psk' | 'keys';
+
 export interface SecurityConfig {
-  /** Pre-shared key; undefined: links are not authenticated (the original's behaviour). */
+  readonly mode: SecurityMode;
+  /** 'keys': this side's X25519 private key (32 bytes). */
+  readonly privateKey: Buffer | undefined;
+  /** 'psk': the group key; 'keys': the optional extra secret. Raw bytes of the file or field. */
   readonly psk: Buffer | undefined;
-  /** AEAD for every frame after the handshake; needs a psk. */
+  /** AEAD of every frame after the handshake; 'none' only (and always) in the open mode. */
   readonly encryption: Encryption;
+  /** Client, 'keys': the server's public key (32 bytes). */
+  readonly serverPublicKey: Buffer | undefined;
+  /** Server, 'keys': the clients allowed in. Empty otherwise. */
+  readonly peers: readonly PeerConfig[];
 }
 
 export interface HostPort {

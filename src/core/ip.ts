@@ -16,18 +16,40 @@ export function inPrefix(a: TunnelAddress, net: TunnelAddress): boolean {
 }
 
 /**
- * A filter that passes only packets whose source address is one of
- * `addresses` exactly: a client may send from its own tunnel address and from
- * nothing else (not even another address of its prefix, such as the server's).
+ * A filter that passes only packets whose source address lies in one of
+ * `prefixes`. With the client's own tunnel addresses as host prefixes (/32,
+ * /128), a client may send from its own tunnel address and from nothing else
+ * (not even another address of its prefix, such as the server's). IPv6
+ * link-local sources (the client kernel's router solicitations) are told
+ * apart: dropped, but not counted as spoofing.
  */
-export function sourceIs(addresses: readonly TunnelAddress[], ipOffset = 0): (packet: Buffer) => boolean {
-  const v4 = addresses.filter((a) => a.family === 4).map((a) => addressBytes(a).readUInt32BE(0));
-  const v6 = addresses.filter((a) => a.family === 6).map((a) => addressBytes(a));
+export function sourceIn(prefixes: readonly TunnelAddress[], ipOffset = 0): (packet: Buffer) => 'ok' | 'spoofed' | 'link_local' {
+  const nets = prefixes.map((p) => ({ family: p.family, bytes: addressBytes(p), prefix: p.prefix }));
   const o = ipOffset;
+  const matches = (p: Buffer, at: number, family: 4 | 6): boolean =>
+    nets.some((n) => n.family === family && bitsEqual(p, at, n.bytes, n.prefix));
   return (p) => {
     const version = (p[o] ?? 0) >> 4;
-    if (version === 4) return p.length >= o + 20 && v4.includes(p.readUInt32BE(o + 12));
-    if (version === 6) return p.length >= o + 40 && v6.some((b) => b.equals(p.subarray(o + 8, o + 24)));
-    return false;
+    if (version === 4) return p.length >= o + 20 && matches(p, o + 12, 4) ? 'ok' : 'spoofed';
+    if (version === 6) {
+      if (p.length < o + 40) return 'spoofed';
+      if (matches(p, o + 8, 6)) return 'ok';
+      return p[o + 8] === 0xfe && ((p[o + 9] as number) & 0xc0) === 0x80 ? 'link_local' : 'spoofed';
+    }
+    return 'spoofed';
   };
+}
+
+/** The first `bits` bits of p[at..] equal those of `net`. */
+function bitsEqual(p: Buffer, at: number, net: Buffer, bits: number): boolean {
+  for (let i = 0; bits > 0; i++, bits -= 8) {
+    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+    if (((p[at + i] as number) & mask) !== ((net[i] as number) & mask)) return false;
+  }
+  return true;
+}
+
+/** The client's own tunnel addresses as host prefixes. */
+export function hostPrefixes(addresses: readonly TunnelAddress[]): TunnelAddress[] {
+  return addresses.map((a) => ({ ...a, prefix: a.family === 4 ? 32 : 128 }));
 }

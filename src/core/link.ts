@@ -69,8 +69,8 @@ export class Link {
   /** Smoothed round-trip time from PING/PONG, ms; NaN until measured. */
   srttMs = NaN;
   lastRxMs = performance.now();
-  /** Set by an encrypting session: control frames leave sealed. */
-  sealControl: ((frame: Buffer) => Buffer) | undefined;
+  /** Set by an encrypting session: control frames leave sealed (undefined: no keypair, not sent). */
+  sealControl: ((frame: Buffer) => Buffer | undefined) | undefined;
   /** Closed because it went silent (rather than by a peer, an error or shutdown). */
   declaredDead = false;
   private lastPingMs = 0;
@@ -150,10 +150,16 @@ export class Link {
   sendControl(frame: Buffer): void {
     if (this.state === 'closed') return;
     const buf = this.sealControl ? this.sealControl(frame) : frame;
-    if (this.writable && this.queuedBytes === 0) this.write(buf, 0);
+    if (buf !== undefined) this.sendClear(buf);
+  }
+
+  /** A handshake frame in clear on an up link (a rekey), in order with what is queued. */
+  sendClear(frame: Buffer): void {
+    if (this.state === 'closed') return;
+    if (this.writable && this.queuedBytes === 0) this.write(frame, 0);
     else {
-      this.queue.push({ buf, t: Infinity, packets: 0 });
-      this.queuedBytes += buf.length;
+      this.queue.push({ buf: frame, t: Infinity, packets: 0 });
+      this.queuedBytes += frame.length;
     }
   }
 
@@ -193,7 +199,9 @@ export class Link {
     this.dropQueue();
     if (!this.socket.destroyed && this.socket.writable) {
       const frame = encodeClose(code, reason);
-      this.socket.end(this.sealControl ? this.sealControl(frame) : frame);
+      const out = this.sealControl ? this.sealControl(frame) : frame;
+      if (out === undefined) this.socket.end();
+      else this.socket.end(out);
       setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
     } else {
       this.socket.destroy();

@@ -8,14 +8,15 @@ import {
   DATA_HEADER_BYTES,
   decodeClose,
   encodeLinkDown,
-  FrameDecoder,
+  forEachFrame,
   FrameType,
+  MAX_SAFE_U64,
   readU64,
   writeDataHeader,
 } from '../protocol/frame.js';
 import type { TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
-import type { Opener, Sealer } from '../protocol/seal.js';
+import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import type { PacketBatch } from '../tun/device.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, type Link, type LinkHandler } from './link.js';
@@ -25,6 +26,8 @@ export interface SessionOptions {
   readonly eliminationWindowPackets: number;
   /** Largest plaintext of one SEALED record (must fit the peer's max frame size). */
   readonly sealRecordBytes: number;
+  /** Largest frame accepted, inner frames of a record included. */
+  readonly maxFrameBytes: number;
 }
 
 /** Where accepted packets go: the tunnel's TUN writer. */
@@ -39,12 +42,23 @@ export class SessionStats {
   dropsNoLink = 0;
   /** Server: packets from the client whose source is not the client's tunnel address. */
   dropsSpoofed = 0;
+  /** Packets not sent because no keypair could seal them (a handshake is due). */
+  dropsNoKey = 0;
+  /** Server: IPv6 link-local packets from the client's kernel (router solicitations): not spoofing, not routed. */
+  dropsLinkLocal = 0;
   /** SEALED frames that failed authentication (the link that carried one is closed). */
   tampered = 0;
+  /** SEALED records dropped without closing their link, by reason (duplicate: another link's copy came first). */
+  records: Record<RecordDrop, number> = { unknown_key: 0, duplicate: 0, too_old: 0, expired: 0 };
+  /** Handshakes completed on this session's links (connections and rekeys). */
+  handshakes = 0;
 }
 
-/** Returns false for a packet that must not be written to the TUN (anti-spoofing). */
-export type SourceFilter = (packet: Buffer) => boolean;
+/** Says whether a packet may be written to the TUN, or why not (anti-spoofing). */
+export type SourceFilter = (packet: Buffer) => 'ok' | 'spoofed' | 'link_local';
+
+/** A handshake frame in clear on a keyed session's link (INITIATION to rekey, RESPONSE, COOKIE). */
+export type ClearFrameHandler = (link: Link, type: FrameType, buf: Buffer, start: number, end: number) => void;
 
 export class Session implements LinkHandler {
   readonly links = new Map<number, Link>();
@@ -57,15 +71,17 @@ export class Session implements LinkHandler {
   private nextSeq = 1;
   private rx: Buffer[] = [];
   private closed = false;
-  private sealer: Sealer | undefined;
-  private opener: Opener | undefined;
-  /** Inner frames of a SEALED frame are whole; this walks them with the usual checks. */
-  private readonly inner: FrameDecoder;
   private readonly sealRecordBytes: number;
-  private innerLink: Link | undefined;
+  private readonly maxFrameBytes: number;
   sourceFilter: SourceFilter | undefined;
   /** Called when a link leaves the session (for redial or bookkeeping). */
   onLinkClosed: (link: Link, reason: string) => void = () => {};
+  /** Keyed: handshake frames in clear on this session's links go to the role. */
+  onClearFrame: ClearFrameHandler | undefined;
+  /** Keyed, server: a keypair was confirmed by its first authentic record. */
+  onConfirmed: (keypair: Keypair) => void = () => {};
+  /** Server: links whose handshake is answered but not yet confirmed, with their keypair. */
+  readonly pendingLinks = new Map<Link, Keypair>();
 
   constructor(
     /** 16 random bytes chosen by the client. */
@@ -76,24 +92,21 @@ export class Session implements LinkHandler {
     opts: SessionOptions,
     private readonly sink: PacketSink,
     private readonly log: Logger,
+    /** Keyed mode: the keypairs every frame after the handshake is sealed and opened with. */
+    readonly keys: KeyRing | undefined,
   ) {
     this.eliminator = new Eliminator({ windowPackets: opts.eliminationWindowPackets, ttlMs: opts.eliminationTtlMs });
     this.sealRecordBytes = opts.sealRecordBytes;
-    this.inner = new FrameDecoder(Number.MAX_SAFE_INTEGER, (type, buf, start, end) => {
-      if (type === FrameType.Sealed) throw new ProtocolError('SEALED frame inside a SEALED frame');
-      this.handle(this.innerLink as Link, type, buf, start, end);
-    });
-  }
-
-  /** From now on every frame is sealed with `sealer` and must arrive sealed for `opener`. */
-  setCrypto(sealer: Sealer | undefined, opener: Opener | undefined): void {
-    this.sealer = sealer;
-    this.opener = opener;
-    for (const link of this.links.values()) link.sealControl = sealer ? (b) => sealer.seal(b) : undefined;
+    this.maxFrameBytes = opts.maxFrameBytes;
   }
 
   get encrypted(): boolean {
-    return this.opener !== undefined;
+    return this.keys !== undefined;
+  }
+
+  /** Seals control frames of a keyed session; undefined when no keypair can (the frame is not sent). */
+  private sealControl(frame: Buffer): Buffer | undefined {
+    return (this.keys as KeyRing).seal(frame, performance.now());
   }
 
   get idHex(): string {
@@ -122,8 +135,8 @@ export class Session implements LinkHandler {
     }
     slot.stats.connects++;
     link.stats = slot.stats;
-    const sealer = this.sealer;
-    link.sealControl = sealer ? (b) => sealer.seal(b) : undefined;
+    this.pendingLinks.delete(link);
+    link.sealControl = this.keys ? (b) => this.sealControl(b) : undefined;
     link.handler = this;
     link.state = 'up';
     this.links.set(link.id, link);
@@ -133,6 +146,14 @@ export class Session implements LinkHandler {
   resetPeer(epoch: Buffer): void {
     this.epoch = epoch;
     this.eliminator.reset();
+    // The old server session's keypairs are gone with it.
+    this.keys?.clear();
+  }
+
+  /** Server: a link whose handshake was answered; it joins when its keypair is confirmed. */
+  addPending(link: Link, keypair: Keypair): void {
+    this.pendingLinks.set(link, keypair);
+    link.handler = this;
   }
 
   /**
@@ -143,15 +164,15 @@ export class Session implements LinkHandler {
   sendBatch(batch: PacketBatch, nowMs: number): void {
     const { arena, lengths, count, headroom } = batch;
     this.stats.txPackets += count;
-    const sealer = this.sealer;
+    const keys = this.keys;
     let off = 0;
     let recordStart = 0;
     let recordPackets = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i] as number;
       // A sealed record stays under the peer's frame limit: cut it at a frame boundary.
-      if (sealer && recordPackets > 0 && off + headroom + len - recordStart > this.sealRecordBytes) {
-        this.fanOut(sealer.seal(arena.subarray(recordStart, off)), recordPackets, nowMs);
+      if (keys && recordPackets > 0 && off + headroom + len - recordStart > this.sealRecordBytes) {
+        this.fanOutSealed(keys, arena.subarray(recordStart, off), recordPackets, nowMs);
         recordStart = off;
         recordPackets = 0;
       }
@@ -162,19 +183,36 @@ export class Session implements LinkHandler {
     const frames = arena.subarray(recordStart, off);
     // Sealing copies as it encrypts; unsealed, the arena is copied once (it is reused),
     // into memory that is not zero-filled first (Buffer.from would be, for large batches).
-    let out: Buffer;
-    if (sealer) out = sealer.seal(frames);
-    else {
-      out = Buffer.allocUnsafe(frames.length);
-      frames.copy(out);
+    if (keys) {
+      this.fanOutSealed(keys, frames, recordPackets, nowMs);
+      return;
     }
+    const out = Buffer.allocUnsafe(frames.length);
+    frames.copy(out);
     this.fanOut(out, recordPackets, nowMs);
   }
 
   /** Sends frames already encoded (the server's per-packet path when it serves several sessions). */
   sendEncoded(frames: Buffer, count: number, nowMs: number): void {
     this.stats.txPackets += count;
-    this.fanOut(this.sealer ? this.sealer.seal(frames) : frames, count, nowMs);
+    if (this.keys) this.fanOutSealed(this.keys, frames, count, nowMs);
+    else this.fanOut(frames, count, nowMs);
+  }
+
+  private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number): void {
+    if (this.upLinkCount() === 0) {
+      this.stats.dropsNoLink += count;
+      return;
+    }
+    const record = keys.seal(frames, nowMs);
+    if (record === undefined) this.stats.dropsNoKey += count;
+    else this.fanOut(record, count, nowMs);
+  }
+
+  private upLinkCount(): number {
+    let n = 0;
+    for (const link of this.links.values()) if (link.state === 'up') n++;
+    return n;
   }
 
   /** Numbers a packet for sendEncoded. */
@@ -193,41 +231,58 @@ export class Session implements LinkHandler {
   }
 
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
-    if (link.state !== 'up') return;
-    if (this.opener) {
-      if (type !== FrameType.Sealed) throw new ProtocolError(`unsealed frame type ${type} on an encrypted session`);
-      let plain: Buffer;
-      try {
-        plain = this.opener.open(buf, start, end);
-      } catch (e) {
-        this.stats.tampered++;
-        throw e;
-      }
-      this.innerLink = link;
-      try {
-        this.inner.push(plain);
-        if (this.inner.bufferedBytes !== 0) throw new ProtocolError('SEALED frame ends inside a frame');
-      } catch (e) {
-        // The decoder is shared by the session's links: never leave another link a half frame.
-        this.inner.reset();
-        throw e;
-      }
+    if (link.state === 'closed') return;
+    const keys = this.keys;
+    if (keys === undefined) {
+      if (link.state !== 'up') return;
+      if (type === FrameType.Sealed) throw new ProtocolError('SEALED frame on an unencrypted session');
+      this.handle(link, type, buf, start, end);
       return;
     }
-    if (type === FrameType.Sealed) throw new ProtocolError('SEALED frame on an unencrypted session');
-    this.handle(link, type, buf, start, end);
+    if (type !== FrameType.Sealed) {
+      if ((type === FrameType.Initiation || type === FrameType.Response || type === FrameType.Cookie) && this.onClearFrame) {
+        this.onClearFrame(link, type, buf, start, end);
+        return;
+      }
+      throw new ProtocolError(`frame type ${type} in clear on an encrypted session`);
+    }
+    const now = performance.now();
+    let opened;
+    try {
+      opened = keys.open(buf, start, end, now);
+    } catch (e) {
+      this.stats.tampered++;
+      throw e;
+    }
+    if (typeof opened === 'string') {
+      this.stats.records[opened]++;
+      return;
+    }
+    if (opened.confirmedNow) this.onConfirmed(opened.keypair);
+    // A link still waiting for its own handshake to be confirmed carries nothing else.
+    if (link.state !== 'up') return;
+    forEachFrame(opened.plain, this.maxFrameBytes, (t, b, s, e) => {
+      if (t === FrameType.Sealed || t === FrameType.Initiation || t === FrameType.Response || t === FrameType.Cookie) {
+        throw new ProtocolError(`frame type ${t} inside a sealed record`);
+      }
+      this.handle(link, t, b, s, e);
+    });
   }
 
   private handle(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
     if (link.state !== 'up') return;
     link.stats.rxFrames++;
     if (type === FrameType.Data) {
-      const verdict = this.eliminator.check(readU64(buf, start));
+      const seq = readU64(buf, start);
+      if (seq > MAX_SAFE_U64 || seq === 0) throw new ProtocolError(`DATA sequence number ${seq} out of range`);
+      const verdict = this.eliminator.check(seq);
       if (verdict === Verdict.Accept) {
         link.stats.firstCopies++;
         const packet = buf.subarray(start + 8, end);
-        if (this.sourceFilter && !this.sourceFilter(packet)) this.stats.dropsSpoofed++;
-        else this.rx.push(packet);
+        const ok = this.sourceFilter ? this.sourceFilter(packet) : 'ok';
+        if (ok === 'ok') this.rx.push(packet);
+        else if (ok === 'spoofed') this.stats.dropsSpoofed++;
+        else this.stats.dropsLinkLocal++;
       } else if (verdict === Verdict.Duplicate) {
         link.stats.duplicates++;
       } else {
@@ -263,6 +318,7 @@ export class Session implements LinkHandler {
   }
 
   onClose(link: Link, reason: string): void {
+    this.pendingLinks.delete(link);
     if (this.links.get(link.id) === link) {
       link.stats.lastDownReason = reason;
       this.links.delete(link.id);
@@ -277,13 +333,16 @@ export class Session implements LinkHandler {
 
   tick(nowMs: number): void {
     this.eliminator.tick(nowMs);
+    this.keys?.expire(nowMs);
     for (const link of this.links.values()) link.tick(nowMs);
   }
 
   close(code: CloseCode, reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    for (const link of [...this.links.values()]) link.close(code, reason);
+    for (const link of [...this.links.values(), ...this.pendingLinks.keys()]) link.close(code, reason);
     this.links.clear();
+    this.pendingLinks.clear();
+    this.keys?.clear();
   }
 }

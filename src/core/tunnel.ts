@@ -7,7 +7,8 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CloseCode, DATA_HEADER_BYTES, writeDataHeader } from '../protocol/frame.js';
 import { ipv6Bytes, type TunnelAddress } from '../protocol/handshake.js';
-import { SEALED_HEADER_BYTES, TAG_BYTES } from '../protocol/seal.js';
+import type { KeyRing } from '../secure/keypair.js';
+import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import type { LinkStats } from './link.js';
@@ -56,6 +57,8 @@ export class Tunnel {
   /** The tunnel cannot go on (the TUN device failed); the role shuts down. */
   onFatal: (err: Error) => void = () => {};
   private readonly byAddress = new Map<string, Session>();
+  /** Sessions removed so far (retired, idle, unconfirmed). */
+  sessionsRemoved = 0;
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
 
@@ -83,7 +86,11 @@ export class Tunnel {
     for (const timer of this.timers) timer.unref();
   }
 
-  newSession(sessionId: Buffer, epoch: Buffer, peerAddresses: readonly TunnelAddress[]): Session {
+  /**
+   * A session; it routes (owns its addresses) once `register` is called, so a
+   * server session whose handshake is not confirmed yet takes nothing from anyone.
+   */
+  newSession(sessionId: Buffer, epoch: Buffer, peerAddresses: readonly TunnelAddress[], keys?: KeyRing): Session {
     const s = new Session(
       sessionId,
       epoch,
@@ -92,14 +99,20 @@ export class Tunnel {
         eliminationTtlMs: this.timing.eliminationTtlMs,
         eliminationWindowPackets: this.timing.eliminationWindowPackets,
         // Record header, counter and tag must fit too; 32 KiB keeps a record well under the default.
-        sealRecordBytes: Math.min(32 * 1024, this.timing.maxFrameBytes - SEALED_HEADER_BYTES - TAG_BYTES),
+        sealRecordBytes: Math.min(32 * 1024, this.timing.maxFrameBytes - SEALED_OVERHEAD_BYTES),
+        maxFrameBytes: this.timing.maxFrameBytes,
       },
       (packets) => this.writer.write(packets),
       this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),
+      keys,
     );
     this.sessions.add(s);
-    for (const a of peerAddresses) this.byAddress.set(addressKey(a), s);
     return s;
+  }
+
+  /** The session now receives the packets for its addresses. */
+  register(s: Session): void {
+    for (const a of s.peerAddresses) this.byAddress.set(addressKey(a), s);
   }
 
   /** The session holding one of these addresses, if any. */
@@ -114,6 +127,7 @@ export class Tunnel {
   removeSession(s: Session, code: CloseCode, reason: string): void {
     s.close(code, reason);
     this.sessions.delete(s);
+    this.sessionsRemoved++;
     for (const [k, v] of this.byAddress) if (v === s) this.byAddress.delete(k);
   }
 

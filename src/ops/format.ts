@@ -26,7 +26,7 @@ export function formatStatus(d: StatusDocument): string {
     out.push(
       `session ${s.id.slice(0, 8)} [${s.peerAddresses.join(' ')}]${s.encrypted ? ' encrypted' : ''}: ` +
         `sent ${s.txPackets}, delivered ${s.rxPackets}, eliminated ${e.duplicates}, stale ${e.stale}, ` +
-        `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, tampered ${s.tampered}`,
+        `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, tampered ${s.tampered}, handshakes ${s.handshakes}`,
     );
     out.push(
       `  ${'link'.padEnd(8)} ${'state'.padEnd(5)} ${pad('rtt ms', 7)} ${pad('sent', 9)} ${pad('first', 9)} ${pad('elim.', 9)} ` +

@@ -62,9 +62,17 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
     s.sessions.flatMap((sess): Sample[] => [
       [{ session: sess.id.slice(0, 8), reason: 'no_link' }, sess.dropsNoLink],
       [{ session: sess.id.slice(0, 8), reason: 'spoofed' }, sess.dropsSpoofed],
-      [{ session: sess.id.slice(0, 8), reason: 'tampered' }, sess.tampered],
+      [{ session: sess.id.slice(0, 8), reason: 'link_local' }, sess.dropsLinkLocal],
+      [{ session: sess.id.slice(0, 8), reason: 'no_key' }, sess.dropsNoKey],
     ]),
   );
+  counter('dptcp_session_records_dropped_total', 'Sealed records dropped, by reason (tampered closes its link; duplicate is normal: one copy per link)', ['session', 'reason'], (s) =>
+    s.sessions.flatMap((sess): Sample[] => [
+      [{ session: sess.id.slice(0, 8), reason: 'tampered' }, sess.tampered],
+      ...Object.entries(sess.records).map(([reason, v]): Sample => [{ session: sess.id.slice(0, 8), reason }, v]),
+    ]),
+  );
+  counter('dptcp_session_handshakes_total', 'Handshakes completed on the session (connections and rekeys)', ['session'], perSession((s) => s.handshakes));
   gauge('dptcp_sessions', 'Sessions (clients) known to this side', [], (s) => [[{}, s.sessions.length]]);
   counter('dptcp_tun_read_packets_total', 'Packets read from the TUN device', [], (s) => [[{}, s.tun.tunRxPackets]]);
   counter('dptcp_tun_written_packets_total', 'Packets written to the TUN device', [], (s) => [[{}, s.tun.written.packets]]);

@@ -1,7 +1,7 @@
 // Framing of docs/protocol.md: u32 length, then version, type, flags, reserved.
 import { ProtocolError } from '../errors.js';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Bytes of the length prefix. */
 export const LENGTH_BYTES = 4;
 /** Length prefix plus version, type, flags, reserved. */
@@ -19,9 +19,10 @@ export const FrameType = {
   Pong: 5,
   Close: 6,
   LinkDown: 7,
-  Challenge: 8,
-  Auth: 9,
+  Initiation: 8,
+  Response: 9,
   Sealed: 10,
+  Cookie: 11,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -33,23 +34,26 @@ export const FRAME_TYPE_NAMES: Record<number, string> = {
   5: 'PONG',
   6: 'CLOSE',
   7: 'LINKDOWN',
-  8: 'CHALLENGE',
-  9: 'AUTH',
+  8: 'INITIATION',
+  9: 'RESPONSE',
   10: 'SEALED',
+  11: 'COOKIE',
 };
 
 /** Smallest body (after the 4 header bytes) each type may have. */
 const MIN_BODY: Record<number, number> = {
-  1: 4 + 16 + 16 + 1 + 2 + 2 + 1,
+  1: 4 + 16 + 1 + 2 + 2 + 1,
   2: 10,
   3: 9,
   4: 8,
   5: 8,
   6: 2,
   7: 2,
-  8: 16 + 32,
-  9: 32,
-  10: 8 + 16,
+  // Sizes of the keyed handshake are checked exactly by src/secure/handshake.ts.
+  8: 4 + 32 + 48 + 16 + 32,
+  9: 4 + 4 + 32 + 16,
+  10: 4 + 8 + 16,
+  11: 4 + 24 + 32,
 };
 
 export const CloseCode = {
@@ -160,16 +164,7 @@ export class FrameDecoder {
   }
 
   private emit(buf: Buffer, start: number, end: number): void {
-    const version = buf[start + 4];
-    const type = buf[start + 5] as number;
-    if (version !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${version}`);
-    const min = MIN_BODY[type];
-    if (min === undefined) throw new ProtocolError(`unknown frame type ${type}`);
-    const bodyStart = start + FRAME_HEADER_BYTES;
-    if (end - bodyStart < min) {
-      throw new ProtocolError(`${FRAME_TYPE_NAMES[type]} frame body of ${end - bodyStart} bytes is too short`);
-    }
-    this.onFrame(type as FrameType, buf, bodyStart, end);
+    checkedEmit(buf, start, end, this.onFrame);
   }
 }
 
@@ -196,6 +191,49 @@ export function writeU64(buf: Buffer, off: number, v: number): void {
 
 export function readU64(buf: Buffer, off: number): number {
   return buf.readUInt32BE(off) * 0x1_0000_0000 + buf.readUInt32BE(off + 4);
+}
+
+/** Largest sequence number or counter a peer may send: exact in a double. */
+export const MAX_SAFE_U64 = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Walks the whole frames inside a sealed record's plaintext. Every length is
+ * checked against the bytes left and `maxFrameBytes` before it is used; a
+ * record that does not end exactly at a frame boundary is a ProtocolError.
+ */
+export function forEachFrame(plain: Buffer, maxFrameBytes: number, onFrame: FrameHandler): void {
+  let off = 0;
+  while (off < plain.length) {
+    if (plain.length - off < FRAME_HEADER_BYTES) throw new ProtocolError('sealed record ends inside a frame header');
+    const length = plain.readUInt32BE(off);
+    if (length < FRAME_HEADER_BYTES - LENGTH_BYTES || length > maxFrameBytes) {
+      throw new ProtocolError(`inner frame length ${length} is out of range`);
+    }
+    const end = off + LENGTH_BYTES + length;
+    if (end > plain.length) throw new ProtocolError(`inner frame of ${length} bytes runs past the end of its record`);
+    checkedEmit(plain, off, end, onFrame);
+    off = end;
+  }
+}
+
+function checkedEmit(buf: Buffer, start: number, end: number, onFrame: FrameHandler): void {
+  const version = buf[start + 4];
+  const type = buf[start + 5] as number;
+  if (version !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${version}`);
+  const min = MIN_BODY[type];
+  if (min === undefined) throw new ProtocolError(`unknown frame type ${type}`);
+  const bodyStart = start + FRAME_HEADER_BYTES;
+  if (end - bodyStart < min) {
+    throw new ProtocolError(`${FRAME_TYPE_NAMES[type]} frame body of ${end - bodyStart} bytes is too short`);
+  }
+  onFrame(type as FrameType, buf, bodyStart, end);
+}
+
+/** A peer's text (a CLOSE reason) made safe to log: no control characters, bounded. */
+export function sanitizeText(text: string, max = 200): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
 export function encodeFrame(type: FrameType, body: Buffer): Buffer {
@@ -237,6 +275,10 @@ export function encodeLinkDown(linkId: number): Buffer {
   return out;
 }
 
+/** The reason is the peer's text: sanitized, bounded. */
 export function decodeClose(buf: Buffer, start: number, end: number): { code: number; reason: string } {
-  return { code: buf.readUInt16BE(start), reason: buf.toString('utf8', start + 2, end) };
+  return {
+    code: buf.readUInt16BE(start),
+    reason: sanitizeText(buf.toString('utf8', start + 2, Math.min(end, start + 2 + MAX_REASON_BYTES))),
+  };
 }

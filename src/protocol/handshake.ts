@@ -1,11 +1,10 @@
-// HELLO and WELCOME bodies of docs/protocol.md.
+// Open mode's HELLO and WELCOME bodies (docs/protocol.md), and the tunnel
+// address list that the keyed INITIATION carries too.
 import { isIPv4, isIPv6 } from 'node:net';
 import { ProtocolError } from '../errors.js';
-import { NONCE_BYTES, PROOF_BYTES } from './auth.js';
 import { encodeFrame, FrameType } from './frame.js';
-import { CIPHERS, type CipherName } from './seal.js';
 
-export const HELLO_MAGIC = Buffer.from('DPT1', 'ascii');
+export const HELLO_MAGIC = Buffer.from('DPT2', 'ascii');
 export const SESSION_ID_BYTES = 16;
 
 export interface TunnelAddress {
@@ -14,14 +13,14 @@ export interface TunnelAddress {
   readonly prefix: number;
 }
 
+export const CIPHERS = ['chacha20-poly1305', 'aes-256-gcm'] as const;
+export type CipherName = (typeof CIPHERS)[number];
 export type Encryption = 'none' | CipherName;
 
-export interface Hello {
+/** What a client says about a link, in HELLO (open) or inside INITIATION (keyed). */
+export interface LinkIntro {
   readonly sessionId: Buffer;
-  /** Fresh for every connection: the server's proof must cover it. */
-  readonly nonce: Buffer;
-  /** The client holds a pre-shared key and expects a CHALLENGE. */
-  readonly auth: boolean;
+  /** Keyed mode: the data cipher; 'none' in open mode. */
   readonly encryption: Encryption;
   /** DATA carries a virtio_net_hdr before each packet (TUN offloads on). */
   readonly offload: boolean;
@@ -30,43 +29,40 @@ export interface Hello {
   readonly addresses: readonly TunnelAddress[];
 }
 
+/** Open mode's HELLO is a LinkIntro in clear. */
+export type Hello = LinkIntro;
+
 export interface Welcome {
   /** Random u64 of the server's session, kept as 8 raw bytes. */
   readonly epoch: Buffer;
   readonly linkId: number;
 }
 
-const FLAG_AUTH = 0x01;
 const FLAG_OFFLOAD = 0x02;
 
-function encryptionId(e: Encryption): number {
-  return e === 'none' ? 0 : CIPHERS.indexOf(e) + 1;
-}
-
-export function encodeHello(h: Hello): Buffer {
-  const flags = (h.auth ? FLAG_AUTH : 0) | (h.offload ? FLAG_OFFLOAD : 0) | (encryptionId(h.encryption) << 4);
-  const parts: Buffer[] = [HELLO_MAGIC, h.sessionId, h.nonce, Buffer.from([flags])];
+/** session id | flags | link id | link count | address count | addresses */
+export function encodeIntro(h: LinkIntro): Buffer {
+  const cipherId = h.encryption === 'none' ? 0 : CIPHERS.indexOf(h.encryption) + 1;
+  const flags = (h.offload ? FLAG_OFFLOAD : 0) | (cipherId << 4);
+  const parts: Buffer[] = [h.sessionId, Buffer.from([flags])];
   const ids = Buffer.allocUnsafe(5);
   ids.writeUInt16BE(h.linkId, 0);
   ids.writeUInt16BE(h.linkCount, 2);
   ids.writeUInt8(h.addresses.length, 4);
   parts.push(ids);
-  for (const a of h.addresses) {
-    parts.push(Buffer.from([a.family, a.prefix]), addressBytes(a));
-  }
-  return encodeFrame(FrameType.Hello, Buffer.concat(parts));
+  for (const a of h.addresses) parts.push(Buffer.from([a.family, a.prefix]), addressBytes(a));
+  return Buffer.concat(parts);
 }
 
-export function decodeHello(buf: Buffer, start: number, end: number): Hello {
-  if (!buf.subarray(start, start + 4).equals(HELLO_MAGIC)) throw new ProtocolError('HELLO without the DPT1 magic');
-  let off = start + 4;
+/** Every field checked; the whole of buf[start..end) must be used. */
+export function decodeIntro(buf: Buffer, start: number, end: number): LinkIntro {
+  if (end - start < SESSION_ID_BYTES + 6) throw new ProtocolError('link introduction is truncated');
+  let off = start;
   const sessionId = Buffer.from(buf.subarray(off, off + SESSION_ID_BYTES));
   off += SESSION_ID_BYTES;
-  const nonce = Buffer.from(buf.subarray(off, off + NONCE_BYTES));
-  off += NONCE_BYTES;
   const flags = buf[off++] as number;
   const cipherId = flags >> 4;
-  if ((flags & 0x0c) !== 0 || cipherId > CIPHERS.length) throw new ProtocolError(`HELLO flags 0x${flags.toString(16)} unknown`);
+  if ((flags & 0x0d) !== 0 || cipherId > CIPHERS.length) throw new ProtocolError(`link flags 0x${flags.toString(16)} unknown`);
   const encryption: Encryption = cipherId === 0 ? 'none' : (CIPHERS[cipherId - 1] as CipherName);
   const linkId = buf.readUInt16BE(off);
   const linkCount = buf.readUInt16BE(off + 2);
@@ -74,52 +70,31 @@ export function decodeHello(buf: Buffer, start: number, end: number): Hello {
   off += 5;
   const addresses: TunnelAddress[] = [];
   for (let i = 0; i < count; i++) {
-    if (off + 2 > end) throw new ProtocolError('HELLO address list is truncated');
+    if (off + 2 > end) throw new ProtocolError('address list is truncated');
     const family = buf[off];
     const prefix = buf[off + 1] as number;
     off += 2;
     const size = family === 4 ? 4 : family === 6 ? 16 : 0;
-    if (size === 0) throw new ProtocolError(`HELLO address family ${family} is neither 4 nor 6`);
-    if (off + size > end) throw new ProtocolError('HELLO address list is truncated');
-    if (prefix > size * 8) throw new ProtocolError(`HELLO prefix length ${prefix} is out of range`);
+    if (size === 0) throw new ProtocolError(`address family ${family} is neither 4 nor 6`);
+    if (off + size > end) throw new ProtocolError('address list is truncated');
+    if (prefix > size * 8) throw new ProtocolError(`prefix length ${prefix} is out of range`);
     addresses.push({ family: family as 4 | 6, address: formatAddress(buf.subarray(off, off + size)), prefix });
     off += size;
   }
-  if (off !== end) throw new ProtocolError('HELLO has trailing bytes');
-  if (linkCount === 0 || linkId >= linkCount) throw new ProtocolError(`HELLO link id ${linkId} of ${linkCount}`);
-  return {
-    sessionId,
-    nonce,
-    auth: (flags & FLAG_AUTH) !== 0,
-    offload: (flags & FLAG_OFFLOAD) !== 0,
-    encryption,
-    linkId,
-    linkCount,
-    addresses,
-  };
+  if (off !== end) throw new ProtocolError('link introduction has trailing bytes');
+  if (linkCount === 0 || linkCount > 16 || linkId >= linkCount) throw new ProtocolError(`link id ${linkId} of ${linkCount}`);
+  return { sessionId, offload: (flags & FLAG_OFFLOAD) !== 0, encryption, linkId, linkCount, addresses };
 }
 
-/** CHALLENGE: the server's nonce and its proof of the key (server -> client). */
-export function encodeChallenge(serverNonce: Buffer, serverMac: Buffer): Buffer {
-  return encodeFrame(FrameType.Challenge, Buffer.concat([serverNonce, serverMac]));
+export function encodeHello(h: Hello): Buffer {
+  return encodeFrame(FrameType.Hello, Buffer.concat([HELLO_MAGIC, encodeIntro({ ...h, encryption: 'none' })]));
 }
 
-export function decodeChallenge(buf: Buffer, start: number, end: number): { nonce: Buffer; mac: Buffer } {
-  if (end - start !== NONCE_BYTES + PROOF_BYTES) throw new ProtocolError('CHALLENGE has the wrong size');
-  return {
-    nonce: Buffer.from(buf.subarray(start, start + NONCE_BYTES)),
-    mac: Buffer.from(buf.subarray(start + NONCE_BYTES, end)),
-  };
-}
-
-/** AUTH: the client's proof of the key (client -> server). */
-export function encodeAuth(clientMac: Buffer): Buffer {
-  return encodeFrame(FrameType.Auth, clientMac);
-}
-
-export function decodeAuth(buf: Buffer, start: number, end: number): Buffer {
-  if (end - start !== PROOF_BYTES) throw new ProtocolError('AUTH has the wrong size');
-  return Buffer.from(buf.subarray(start, end));
+export function decodeHello(buf: Buffer, start: number, end: number): Hello {
+  if (!buf.subarray(start, start + 4).equals(HELLO_MAGIC)) throw new ProtocolError('HELLO without the DPT2 magic');
+  const h = decodeIntro(buf, start + 4, end);
+  if (h.encryption !== 'none') throw new ProtocolError('HELLO names a cipher: open mode has none');
+  return h;
 }
 
 export function encodeWelcome(w: Welcome): Buffer {

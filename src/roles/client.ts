@@ -1,36 +1,55 @@
 // The client obtains links by dialling: one dialer per configured link, each
-// redialling on its own with exponential backoff and jitter.
+// redialling on its own with exponential backoff and jitter. In keyed mode
+// each connection runs a Noise handshake (src/secure/handshake.ts); the
+// session's keypair is renewed by a rekey handshake on an up link before it
+// expires.
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { ClientConfig, ClientLinkConfig } from '../config/types.js';
 import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { CloseCode, decodeClose, FrameType } from '../protocol/frame.js';
-import { clientProof, newNonce, proofsEqual, serverProof, sessionKey } from '../protocol/auth.js';
-import { decodeChallenge, decodeWelcome, encodeAuth, encodeHello, SESSION_ID_BYTES } from '../protocol/handshake.js';
-import { FRAME_HEADER_BYTES } from '../protocol/frame.js';
-import { Opener, Sealer } from '../protocol/seal.js';
+import { CloseCode, decodeClose, encodeToken, FrameType } from '../protocol/frame.js';
+import { decodeWelcome, encodeHello, SESSION_ID_BYTES, type LinkIntro } from '../protocol/handshake.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import type { Session } from '../core/session.js';
 import { tuneLinkSocket } from '../core/socket-options.js';
 import type { Tunnel } from '../core/tunnel.js';
+import { identityOf, Initiator, type Established, type Identity } from '../secure/handshake.js';
+import { KeyRing } from '../secure/keypair.js';
+import { REKEY_TIMEOUT_MS } from '../secure/limits.js';
 
 const NO_EPOCH = Buffer.alloc(8);
+/** COOKIE rounds tolerated on one connection before it is given up. */
+const MAX_COOKIE_ROUNDS = 3;
 
 export class ClientRole {
   readonly session: Session;
+  readonly identity: Identity | undefined;
   private readonly dialers: Dialer[];
+  private rekeyTimer: NodeJS.Timeout | undefined;
+  /** The rekey handshake under way: on which link, since when. */
+  private rekeying: { link: Link; initiator: Initiator; sinceMs: number } | undefined;
 
   constructor(
     readonly config: ClientConfig,
     readonly tunnel: Tunnel,
     private readonly log: Logger,
   ) {
-    this.session = tunnel.newSession(randomBytes(SESSION_ID_BYTES), NO_EPOCH, config.tunnel.addresses);
+    this.identity = identityOf(config.security, 'client');
+    this.session = tunnel.newSession(
+      randomBytes(SESSION_ID_BYTES),
+      NO_EPOCH,
+      config.tunnel.addresses,
+      this.identity ? new KeyRing() : undefined,
+    );
+    tunnel.register(this.session);
     this.dialers = config.links.map((l) => new Dialer(this, l, log.child(l.name)));
     this.session.onLinkClosed = (link, reason) => {
+      if (this.rekeying?.link === link) this.rekeying = undefined;
       for (const d of this.dialers) d.linkClosed(link, reason);
     };
+    this.session.onClearFrame = (link, type, buf, start, end) => this.rekeyFrame(link, type, buf, start, end);
   }
 
   start(): void {
@@ -38,8 +57,24 @@ export class ClientRole {
       session: this.session.idHex.slice(0, 8),
       tun: this.tunnel.tun.name,
       links: this.config.links.length,
+      security: this.config.security.mode,
     });
     for (const d of this.dialers) d.dial();
+    if (this.identity) {
+      this.rekeyTimer = setInterval(() => this.maybeRekey(), 1000);
+      this.rekeyTimer.unref();
+    }
+  }
+
+  intro(linkId: number): LinkIntro {
+    return {
+      sessionId: this.session.sessionId,
+      encryption: this.config.security.encryption,
+      offload: this.config.tunnel.offload,
+      linkId,
+      linkCount: this.config.links.length,
+      addresses: this.config.tunnel.addresses,
+    };
   }
 
   /** A link finished its handshake; a new server epoch means the server side started over. */
@@ -54,19 +89,51 @@ export class ClientRole {
         for (const other of s.links.values()) other.close(CloseCode.Shutdown, 'server epoch changed');
       }
       s.resetPeer(epoch);
-      const { psk, encryption } = this.config.security;
-      if (psk && encryption !== 'none') {
-        // New epoch, new keys: a (key, nonce) pair is never reused across server sessions.
-        s.setCrypto(
-          new Sealer(encryption, sessionKey(psk, s.sessionId, epoch, 'c2s')),
-          new Opener(encryption, sessionKey(psk, s.sessionId, epoch, 's2c')),
-        );
-      }
     }
     s.attach(link);
   }
 
+  /** Keyed: RESPONSE authenticated; the new keypair seals from now on, and a PING confirms it to the server. */
+  established(link: Link, est: Established): void {
+    this.welcome(link, est.epoch);
+    (this.session.keys as KeyRing).add(est.keypair);
+    this.session.stats.handshakes++;
+    link.sendControl(encodeToken(FrameType.Ping, Math.round(performance.now() * 1000)));
+  }
+
+  /** Starts a rekey handshake on an up link when the sending keypair is due (or none is left). */
+  private maybeRekey(): void {
+    const keys = this.session.keys as KeyRing;
+    const now = performance.now();
+    const kp = keys.sending;
+    if (kp !== undefined && !kp.wantsRekey(now)) return;
+    if (this.rekeying && now - this.rekeying.sinceMs < REKEY_TIMEOUT_MS) return;
+    const up = this.session.upLinks();
+    if (up.length === 0) return;
+    // Another link than last time, if there is one: that one may be stalled.
+    const link = up.find((l) => l !== this.rekeying?.link) ?? (up[0] as Link);
+    const initiator = new Initiator(this.identity as Identity);
+    this.rekeying = { link, initiator, sinceMs: now };
+    this.log.debug('rekeying', { link: link.name });
+    link.sendClear(initiator.initiation(this.intro(link.id)));
+  }
+
+  private rekeyFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
+    const r = this.rekeying;
+    if (type !== FrameType.Response || r === undefined || r.link !== link) {
+      throw new ProtocolError(`unexpected frame type ${type} in clear on an up link`);
+    }
+    const est = r.initiator.response(buf, start, end);
+    if (!est.epoch.equals(this.session.epoch) || est.linkId !== link.id) throw new ProtocolError('rekey RESPONSE for another session or link');
+    this.rekeying = undefined;
+    (this.session.keys as KeyRing).add(est.keypair);
+    this.session.stats.handshakes++;
+    link.sendControl(encodeToken(FrameType.Ping, Math.round(performance.now() * 1000)));
+    this.log.debug('rekeyed', { link: link.name });
+  }
+
   close(): void {
+    if (this.rekeyTimer) clearInterval(this.rekeyTimer);
     for (const d of this.dialers) d.stop();
   }
 }
@@ -77,9 +144,8 @@ class Dialer implements LinkHandler {
   private current: Link | undefined;
   private socket: Socket | undefined;
   private deadline: NodeJS.Timeout | undefined;
-  /** Body of the HELLO sent on the current connection, and whether the server proved the key. */
-  private helloBody: Buffer = Buffer.alloc(0);
-  private serverProved = false;
+  private initiator: Initiator | undefined;
+  private cookieRounds = 0;
   private stopped = false;
 
   constructor(
@@ -130,65 +196,65 @@ class Dialer implements LinkHandler {
         this.log,
       );
       this.current = link;
-      const { psk, encryption } = this.role.config.security;
-      const hello = encodeHello({
-        sessionId: this.role.session.sessionId,
-        nonce: newNonce(),
-        auth: psk !== undefined,
-        encryption,
-        offload: this.role.config.tunnel.offload,
-        linkId: this.cfg.id,
-        linkCount: this.role.config.links.length,
-        addresses: this.role.config.tunnel.addresses,
-      });
-      this.helloBody = hello.subarray(FRAME_HEADER_BYTES);
-      this.serverProved = false;
-      link.sendControl(hello);
+      this.cookieRounds = 0;
+      const identity = this.role.identity;
+      if (identity === undefined) {
+        link.sendControl(encodeHello(this.role.intro(this.cfg.id)));
+        return;
+      }
+      this.initiator = new Initiator(identity);
+      link.sendControl(this.initiator.initiation(this.role.intro(this.cfg.id)));
     });
   }
 
-  // Handshake phase: CHALLENGE (with a key), WELCOME or CLOSE.
+  // Handshake phase: WELCOME (open), RESPONSE or COOKIE (keyed), or CLOSE.
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
-    const psk = this.role.config.security.psk;
-    if (type === FrameType.Challenge) {
-      if (!psk) {
-        this.refused(link, 'the server requires a pre-shared key, and this client has none (set psk or psk_file)');
-        return;
-      }
-      const c = decodeChallenge(buf, start, end);
-      if (!proofsEqual(c.mac, serverProof(psk, this.helloBody, c.nonce))) {
-        this.refused(link, "the server's proof of the pre-shared key does not match: the keys differ (or this is not your server)");
-        return;
-      }
-      this.serverProved = true;
-      link.sendControl(encodeAuth(clientProof(psk, this.helloBody, c.nonce, c.mac)));
-      return;
-    }
-    if (type === FrameType.Welcome) {
-      if (psk && !this.serverProved) {
-        this.refused(link, 'the server did not prove the pre-shared key: it has no key configured, or is not your server');
-        return;
-      }
-      const w = decodeWelcome(buf, start, end);
-      if (w.linkId !== this.cfg.id) throw new ProtocolError(`WELCOME for link ${w.linkId}, expected ${this.cfg.id}`);
-      clearTimeout(this.deadline);
-      this.attempt = 0;
-      this.role.welcome(link, w.epoch);
-      this.log.info('link up', { local: link.local, remote: link.remote, epoch: w.epoch.toString('hex') });
-      return;
-    }
+    const initiator = this.initiator;
     if (type === FrameType.Close) {
       const { code, reason } = decodeClose(buf, start, end);
       this.log.error('server refused the link', { code, reason });
       link.destroy(`refused: ${reason}`);
       return;
     }
-    throw new ProtocolError(`expected WELCOME, got frame type ${type}`);
+    if (this.role.identity === undefined) {
+      if (type !== FrameType.Welcome) throw new ProtocolError(`expected WELCOME, got frame type ${type} (does the server require a key?)`);
+      const w = decodeWelcome(buf, start, end);
+      if (w.linkId !== this.cfg.id) throw new ProtocolError(`WELCOME for link ${w.linkId}, expected ${this.cfg.id}`);
+      this.up(link);
+      this.role.welcome(link, w.epoch);
+      return;
+    }
+    if (initiator === undefined) throw new ProtocolError(`unexpected frame type ${type} during the handshake`);
+    if (type === FrameType.Cookie) {
+      if (++this.cookieRounds > MAX_COOKIE_ROUNDS || !initiator.cookie(buf, start, end)) {
+        throw new ProtocolError('COOKIE that does not authenticate, or too many of them');
+      }
+      this.log.debug('server is under load: retrying with its cookie');
+      link.sendControl(initiator.initiation(this.role.intro(this.cfg.id)));
+      return;
+    }
+    if (type !== FrameType.Response) throw new ProtocolError(`expected RESPONSE, got frame type ${type}`);
+    let est: Established;
+    try {
+      est = initiator.response(buf, start, end);
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        this.log.error(`handshake failed: ${e.message}`);
+        link.close(CloseCode.HandshakeRefused, 'client refused the handshake');
+        return;
+      }
+      throw e;
+    }
+    if (est.linkId !== this.cfg.id) throw new ProtocolError(`RESPONSE for link ${est.linkId}, expected ${this.cfg.id}`);
+    this.initiator = undefined;
+    this.up(link);
+    this.role.established(link, est);
   }
 
-  private refused(link: Link, why: string): void {
-    this.log.error(`handshake failed: ${why}`);
-    link.close(CloseCode.HandshakeRefused, 'client refused the handshake');
+  private up(link: Link): void {
+    clearTimeout(this.deadline);
+    this.attempt = 0;
+    this.log.info('link up', { local: link.local, remote: link.remote });
   }
 
   onChunkEnd(): void {}
@@ -202,6 +268,7 @@ class Dialer implements LinkHandler {
     if (link !== this.current) return;
     clearTimeout(this.deadline);
     this.current = undefined;
+    this.initiator = undefined;
     if (!this.stopped) this.log.warn('link down', { reason });
     this.retry();
   }

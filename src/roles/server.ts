@@ -1,54 +1,81 @@
 // The server obtains links by accepting them: one listener per configured
-// link. HELLO names the session; links of one client join one session, a
-// restarted client (new session id, same tunnel address) retires its old one.
+// link. Admission (src/secure/admission.ts) bounds what strangers can hold;
+// the handshake (open: HELLO; keyed: INITIATION, checked cheaply first) names
+// the peer and session; a keyed link joins its session only once its keypair
+// is confirmed by an authentic record (docs/protocol.md).
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { ServerConfig, ServerLinkConfig } from '../config/types.js';
+import type { PeerConfig, ServerConfig, ServerLinkConfig } from '../config/types.js';
 import { DpError, errorMessage, isSystemError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { clientProof, newNonce, proofsEqual, serverProof, sessionKey } from '../protocol/auth.js';
 import { CloseCode, FrameType } from '../protocol/frame.js';
-import { decodeAuth, decodeHello, encodeChallenge, encodeWelcome, type Hello } from '../protocol/handshake.js';
-import { Opener, Sealer } from '../protocol/seal.js';
-import { inPrefix, sourceIs } from '../core/ip.js';
+import { decodeHello, encodeWelcome, type LinkIntro } from '../protocol/handshake.js';
+import { hostPrefixes, inPrefix, sourceIn } from '../core/ip.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import type { Session } from '../core/session.js';
 import { tuneLinkSocket } from '../core/socket-options.js';
 import type { Tunnel } from '../core/tunnel.js';
+import { Admission, sourceBytes, type AdmissionStats } from '../secure/admission.js';
+import { identityOf, Responder, type Identity } from '../secure/handshake.js';
+import { KeyRing, type Keypair } from '../secure/keypair.js';
+import { DEFAULT_MAX_PENDING, FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES } from '../secure/limits.js';
 
-/** Before authentication a peer may only send handshake-sized frames. */
-export const HANDSHAKE_MAX_FRAME_BYTES = 1024;
-/** More failed handshakes than this from one address within the window block it for a while. */
-const FAIL_LIMIT = 8;
-const FAIL_WINDOW_MS = 10_000;
-const BLOCK_MS = 10_000;
-const MAX_TRACKED_SOURCES = 4096;
+export { HANDSHAKE_MAX_FRAME_BYTES };
 
-/** Bounds on what strangers can make the server hold. */
+/** Bounds on what strangers and peers can make the server hold. */
 export interface ServerLimits {
-  /** Sessions (clients); each holds an elimination ring of its own. */
+  /** Sessions (clients), confirmed or not; each holds an elimination ring of its own. */
   readonly maxSessions: number;
-  /** Connections still in their handshake. */
+  /** Connections still in their handshake (the admission table evicts the oldest, it never starves). */
   readonly maxPending: number;
 }
 
-export const DEFAULT_LIMITS: ServerLimits = Object.freeze({ maxSessions: 64, maxPending: 256 });
+export const DEFAULT_LIMITS: ServerLimits = Object.freeze({ maxSessions: 64, maxPending: DEFAULT_MAX_PENDING });
+
+/** Why handshakes were refused, by reason. */
+export type RefusalReason =
+  | 'bad_mac1'
+  | 'unknown_peer'
+  | 'replay'
+  | 'malformed'
+  | 'mismatch'
+  | 'address'
+  | 'full'
+  | 'timeout'
+  | 'rekey_rate';
 
 export class ServerStats {
   handshakesRefused = 0;
-  /** Connections closed at once because too many handshakes were under way. */
-  pendingFull = 0;
-  /** Connections closed at once because their source address failed too often. */
-  rateLimited = 0;
+  refused: Record<RefusalReason, number> = {
+    bad_mac1: 0,
+    unknown_peer: 0,
+    replay: 0,
+    malformed: 0,
+    mismatch: 0,
+    address: 0,
+    full: 0,
+    timeout: 0,
+    rekey_rate: 0,
+  };
+  handshakesCompleted = 0;
 }
+
+/** A rekey INITIATION on an up link is answered at most this often. */
+const REKEY_MIN_INTERVAL_MS = 1000;
 
 export class ServerRole {
   readonly stats = new ServerStats();
-  private readonly failures = new Map<string, { count: number; since: number; blockedUntil: number }>();
+  readonly identity: Identity | undefined;
+  private readonly responder: Responder | undefined;
+  private readonly admission: Admission<Link>;
   private readonly servers: Server[] = [];
-  private readonly pending = new Set<Link>();
-  private readonly bySessionId = new Map<string, Session>();
+  /** Sessions by peer key and session id (the open mode's peer key is empty). */
+  private readonly sessionsByKey = new Map<string, Session>();
+  private readonly peerOf = new Map<Session, PeerConfig | undefined>();
+  /** Sessions whose first handshake is not confirmed yet: they route nothing and retire no one. */
+  private readonly unconfirmed = new Set<Session>();
+  private readonly lastRekey = new WeakMap<Link, number>();
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -56,7 +83,15 @@ export class ServerRole {
     readonly tunnel: Tunnel,
     private readonly log: Logger,
     private readonly limits: ServerLimits = DEFAULT_LIMITS,
-  ) {}
+  ) {
+    this.identity = identityOf(config.security, 'server');
+    this.responder = this.identity ? new Responder(this.identity) : undefined;
+    this.admission = new Admission<Link>(limits.maxPending, (link, reason) => link.close(CloseCode.HandshakeRefused, `evicted: ${reason}`));
+  }
+
+  get admissionStats(): AdmissionStats {
+    return this.admission.stats;
+  }
 
   /** Listens on every configured address; rejects with a clear DpError if one is unusable. */
   async start(): Promise<void> {
@@ -79,19 +114,13 @@ export class ServerRole {
 
   private accept(socket: Socket, cfg: ServerLinkConfig): void {
     const t = this.config.timing;
-    const source = socket.remoteAddress ?? '?';
-    const f = this.failures.get(source);
-    if (f && f.blockedUntil > performance.now()) {
-      this.stats.rateLimited++;
+    let source: Buffer;
+    try {
+      source = sourceBytes(socket.remoteAddress ?? '');
+    } catch {
       socket.destroy();
       return;
     }
-    if (this.pending.size >= this.limits.maxPending) {
-      this.stats.pendingFull++;
-      socket.destroy();
-      return;
-    }
-    tuneLinkSocket(socket, t, this.log);
     const link = new Link(
       socket,
       {
@@ -103,118 +132,213 @@ export class ServerRole {
         keepaliveIntervalMs: t.keepaliveIntervalMs,
         deadIntervalMs: t.deadIntervalMs,
       },
-      new Handshake(this, cfg),
+      new Handshake(this, cfg, source),
       this.log.child(cfg.name),
     );
+    if (this.admission.admit(link, source, performance.now()) !== undefined) {
+      link.destroy('blocked: too many failed handshakes');
+      return;
+    }
+    tuneLinkSocket(socket, t, this.log);
     link.setMaxFrameBytes(HANDSHAKE_MAX_FRAME_BYTES);
-    this.pending.add(link);
-    const timer = setTimeout(() => {
-      if (link.state === 'handshaking') {
-        this.log.warn('handshake not completed in time: closing connection', { link: cfg.name, remote: link.remote });
-        link.close(CloseCode.HandshakeRefused, 'handshake not completed in time');
-      }
+    // A connection that says nothing goes soon; one that never completes, at the deadline.
+    const first = setTimeout(() => {
+      if (link.state === 'handshaking' && link.id < 0) this.refuse(link, 'timeout', 'no handshake message in time');
+    }, Math.min(FIRST_MESSAGE_TIMEOUT_MS, t.handshakeTimeoutMs));
+    const deadline = setTimeout(() => {
+      if (link.state === 'handshaking') this.refuse(link, 'timeout', 'handshake not completed in time');
     }, t.handshakeTimeoutMs);
-    timer.unref();
-    socket.once('close', () => clearTimeout(timer));
+    first.unref();
+    deadline.unref();
+    socket.once('close', () => {
+      clearTimeout(first);
+      clearTimeout(deadline);
+    });
   }
 
-  /**
-   * HELLO arrived on a pending link. Returns the server's CHALLENGE when a key
-   * is configured (the link waits for AUTH), or admits the link at once.
-   */
-  hello(link: Link, cfg: ServerLinkConfig, buf: Buffer, start: number, end: number): Hello | undefined {
-    const h = decodeHello(buf, start, end);
-    const { psk, encryption } = this.config.security;
-    if (psk && !h.auth) return this.refuse(link, 'this server requires a pre-shared key');
-    if (!psk && h.auth) return this.refuse(link, 'this server has no pre-shared key configured');
-    if (h.encryption !== encryption) {
-      return this.refuse(link, `encryption mismatch: the server uses ${encryption}, the client asked for ${h.encryption}`);
-    }
-    if (h.offload !== this.config.tunnel.offload) {
+  /** The address rules of docs/protocol.md; a reason when the intro may not join. */
+  private checkIntro(h: LinkIntro, peer: PeerConfig | undefined): string | undefined {
+    const offload = this.config.tunnel.offload;
+    if (h.offload !== offload) {
       const say = (b: boolean): string => (b ? 'on' : 'off');
-      return this.refuse(link, `offload mismatch: the server has offload ${say(this.config.tunnel.offload)}, the client ${say(h.offload)} (tunnel_device.offload must match)`);
+      return `offload mismatch: the server has offload ${say(offload)}, the client ${say(h.offload)} (tunnel_device.offload must match)`;
     }
+    const encryption = this.config.security.encryption;
+    if (h.encryption !== encryption) return `encryption mismatch: the server uses ${encryption}, the client ${h.encryption}`;
     const own = this.config.tunnel.addresses;
     for (const a of h.addresses) {
-      if (!own.some((n) => inPrefix(a, n)) || own.some((n) => n.address === a.address)) {
-        return this.refuse(link, `tunnel address ${a.address} is not a client address of this server's tunnel network`);
+      const inNet = peer && peer.allowedIps.length > 0 ? peer.allowedIps.some((n) => inPrefix(a, n)) : own.some((n) => inPrefix(a, n));
+      if (!inNet || own.some((n) => n.address === a.address)) {
+        return peer && peer.allowedIps.length > 0
+          ? `tunnel address ${a.address} is not in the allowed_ips of peer ${peer.name}`
+          : `tunnel address ${a.address} is not a client address of this server's tunnel network`;
       }
     }
-    if (!psk) {
-      this.admit(link, cfg, h);
-      return undefined;
-    }
-    return h;
+    return undefined;
   }
 
-  admit(link: Link, cfg: ServerLinkConfig, h: Hello): void {
-    const key = h.sessionId.toString('hex');
-    let session = this.bySessionId.get(key);
-    if (session === undefined || session.isClosed) {
-      const holder = this.tunnel.sessionByAddress(h.addresses);
-      if (!holder && this.bySessionId.size >= this.limits.maxSessions) {
-        this.refuse(link, `the server is full (${this.limits.maxSessions} sessions)`);
-        return;
-      }
-      if (holder) {
-        this.log.info('client restarted: retiring its old session', { old: holder.idHex.slice(0, 8), new: key.slice(0, 8) });
-        this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');
-      }
-      session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses);
-      session.sourceFilter = sourceIs(h.addresses, this.tunnel.tun.vnetHdrBytes);
-      const { psk, encryption } = this.config.security;
-      if (psk && encryption !== 'none') {
-        session.setCrypto(
-          new Sealer(encryption, sessionKey(psk, session.sessionId, session.epoch, 's2c')),
-          new Opener(encryption, sessionKey(psk, session.sessionId, session.epoch, 'c2s')),
-        );
-      }
-      session.onLinkClosed = (l, reason) => {
-        if (reason !== 'replaced by a newer connection') this.log.warn('link down', { link: l.name, reason });
-      };
-      this.bySessionId.set(key, session);
-      this.log.info('session joined', {
-        session: key.slice(0, 8),
-        addresses: h.addresses.map((a) => `${a.address}/${a.prefix}`).join(','),
-        encryption: session.encrypted ? this.config.security.encryption : 'none',
-      });
-    }
-    this.pending.delete(link);
+  /** Open mode: HELLO admits the link at once. */
+  hello(link: Link, cfg: ServerLinkConfig, buf: Buffer, start: number, end: number): void {
+    const h = decodeHello(buf, start, end);
+    const bad = this.checkIntro(h, undefined);
+    if (bad) return this.refuse(link, 'mismatch', bad);
+    const session = this.sessionFor(link, h, undefined);
+    if (session === undefined) return;
+    this.establish(session);
+    this.admission.release(link);
     link.identify(h.linkId, `${cfg.name}#${h.linkId}`);
     link.setMaxFrameBytes(this.config.timing.maxFrameBytes);
     link.sendControl(encodeWelcome({ epoch: session.epoch, linkId: h.linkId }));
     session.attach(link);
-    this.log.info('link up', { session: key.slice(0, 8), link: link.name, remote: link.remote });
+    this.stats.handshakesCompleted++;
+    this.log.info('link up', { session: session.idHex.slice(0, 8), link: link.name, remote: link.remote });
   }
 
-  refuse(link: Link, reason: string): undefined {
-    this.stats.handshakesRefused++;
-    this.log.warn('handshake refused', { remote: link.remote, reason });
-    link.close(CloseCode.HandshakeRefused, reason);
-    return undefined;
-  }
-
-  /** Counts a failed handshake against its source address; too many block it for a while. */
-  handshakeFailed(source: string): void {
+  /** Keyed mode: an INITIATION on a pending connection. */
+  initiation(link: Link, cfg: ServerLinkConfig, source: Buffer, buf: Buffer, start: number, end: number): void {
+    const responder = this.responder as Responder;
     const now = performance.now();
-    let f = this.failures.get(source);
-    if (!f || now - f.since > FAIL_WINDOW_MS) {
-      if (this.failures.size >= MAX_TRACKED_SOURCES) {
-        for (const [k, v] of this.failures) if (v.blockedUntil < now) this.failures.delete(k);
-        if (this.failures.size >= MAX_TRACKED_SOURCES) this.failures.delete(this.failures.keys().next().value as string);
+    this.admission.initiation(now);
+    const check = responder.precheck(buf, start, end, source, this.admission.underLoad(now));
+    if (check === 'bad_mac1') return this.refuse(link, 'bad_mac1', 'INITIATION without a valid mac1: not made for this server');
+    if (check === 'needs_cookie') {
+      this.admission.stats.cookiesSent++;
+      link.sendControl(responder.cookieReply(buf, start, end, source));
+      return;
+    }
+    let r;
+    try {
+      r = responder.read(buf, start, end);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      const reason = e.message.startsWith('unknown peer') ? 'unknown_peer' : e.message.includes('replayed') ? 'replay' : 'malformed';
+      return this.refuse(link, reason, e.message);
+    }
+    const bad = this.checkIntro(r.intro, this.identity?.shared ? undefined : r.peer);
+    if (bad) return this.refuse(link, 'mismatch', bad);
+    const session = this.sessionFor(link, r.intro, r.peer);
+    if (session === undefined) return;
+    const keys = session.keys as KeyRing;
+    const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
+    keys.add(keypair);
+    link.identify(r.intro.linkId, `${cfg.name}#${r.intro.linkId}`);
+    // Authenticated peer: records of full size may follow at once.
+    link.setMaxFrameBytes(this.config.timing.maxFrameBytes);
+    link.sendControl(frame);
+    session.addPending(link, keypair);
+    this.log.debug('handshake answered, waiting for confirmation', { peer: r.peer.name, link: link.name, remote: link.remote });
+  }
+
+  /** The session of (peer, session id), made (unconfirmed) if new; undefined if refused. */
+  private sessionFor(link: Link, h: LinkIntro, peer: PeerConfig | undefined): Session | undefined {
+    const key = `${peer ? peer.publicKey.toString('base64') : ''}/${h.sessionId.toString('hex')}`;
+    const existing = this.sessionsByKey.get(key);
+    if (existing !== undefined && !existing.isClosed) return existing;
+    if (this.sessionsByKey.size >= this.limits.maxSessions) {
+      this.refuse(link, 'full', `the server is full (${this.limits.maxSessions} sessions)`);
+      return undefined;
+    }
+    // A peer's addresses held by another peer's session: refused (psk and open mode: one shared peer).
+    const holder = this.tunnel.sessionByAddress(h.addresses);
+    if (holder && !this.samePeer(this.peerOf.get(holder), peer)) {
+      this.refuse(link, 'address', 'its tunnel address is held by another peer');
+      return undefined;
+    }
+    const session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses, peer ? new KeyRing() : undefined);
+    const allowed = peer && !this.identity?.shared && peer.allowedIps.length > 0 ? peer.allowedIps : hostPrefixes(h.addresses);
+    session.sourceFilter = sourceIn(allowed, this.tunnel.tun.vnetHdrBytes);
+    session.onLinkClosed = (l, reason) => {
+      this.admission.release(l);
+      if (l.state === 'closed' && session.links.size === 0 && this.unconfirmed.has(session) && session.pendingLinks.size === 0) {
+        this.retire(session, CloseCode.SessionRetired, 'handshake never confirmed');
       }
-      f = { count: 0, since: now, blockedUntil: 0 };
-      this.failures.set(source, f);
+      if (reason !== 'replaced by a newer connection' && l.id >= 0 && !this.unconfirmed.has(session)) this.log.warn('link down', { link: l.name, reason });
+    };
+    session.onConfirmed = (kp) => this.confirmed(session, kp);
+    session.onClearFrame = (l, type, buf, start, end) => {
+      if (type !== FrameType.Initiation) throw new ProtocolError(`frame type ${type} from a client`);
+      this.rekey(session, l, buf, start, end);
+    };
+    this.sessionsByKey.set(key, session);
+    this.peerOf.set(session, peer);
+    this.unconfirmed.add(session);
+    return session;
+  }
+
+  private samePeer(a: PeerConfig | undefined, b: PeerConfig | undefined): boolean {
+    return a === b || (a !== undefined && b !== undefined && a.publicKey.equals(b.publicKey));
+  }
+
+  /** First confirmation of a session: it takes its addresses (retiring the same peer's old session). */
+  private establish(session: Session): void {
+    if (!this.unconfirmed.delete(session)) return;
+    const holder = this.tunnel.sessionByAddress(session.peerAddresses);
+    if (holder && holder !== session) {
+      this.log.info('client restarted: retiring its old session', { old: holder.idHex.slice(0, 8), new: session.idHex.slice(0, 8) });
+      this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');
     }
-    f.count++;
-    if (f.count > FAIL_LIMIT && f.blockedUntil < now) {
-      f.blockedUntil = now + BLOCK_MS;
-      this.log.warn('too many failed handshakes: refusing this address for a while', { source, seconds: BLOCK_MS / 1000 });
+    this.tunnel.register(session);
+    const peer = this.peerOf.get(session);
+    this.log.info('session joined', {
+      session: session.idHex.slice(0, 8),
+      peer: peer?.name ?? 'open',
+      addresses: session.peerAddresses.map((a) => `${a.address}/${a.prefix}`).join(','),
+      encryption: this.config.security.encryption,
+    });
+  }
+
+  /** A keypair's first authentic record: its handshake's links join. */
+  private confirmed(session: Session, kp: Keypair): void {
+    session.stats.handshakes++;
+    this.stats.handshakesCompleted++;
+    for (const [link, pending] of [...session.pendingLinks]) {
+      if (pending !== kp) continue;
+      this.establish(session);
+      this.admission.release(link);
+      session.attach(link);
+      this.log.info('link up', { session: session.idHex.slice(0, 8), peer: this.peerOf.get(session)?.name, link: link.name, remote: link.remote });
     }
+  }
+
+  /** An INITIATION on an up link: a rekey of that session, by the same peer for the same session. */
+  private rekey(session: Session, link: Link, buf: Buffer, start: number, end: number): void {
+    const responder = this.responder as Responder;
+    const now = performance.now();
+    if (now - (this.lastRekey.get(link) ?? -Infinity) < REKEY_MIN_INTERVAL_MS) {
+      this.stats.refused.rekey_rate++;
+      return;
+    }
+    this.lastRekey.set(link, now);
+    const source = sourceBytes(link.socket.remoteAddress ?? '');
+    if (responder.precheck(buf, start, end, source, false) !== 'ok') throw new ProtocolError('rekey INITIATION without a valid mac1');
+    const r = responder.read(buf, start, end);
+    const peer = this.peerOf.get(session);
+    if (!this.samePeer(peer, r.peer) || !r.intro.sessionId.equals(session.sessionId) || r.intro.linkId !== link.id) {
+      throw new ProtocolError('rekey INITIATION for another peer, session or link');
+    }
+    const keys = session.keys as KeyRing;
+    const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
+    keys.add(keypair);
+    link.sendClear(frame);
+  }
+
+  refuse(link: Link, reason: RefusalReason, message: string): void {
+    this.stats.handshakesRefused++;
+    this.stats.refused[reason]++;
+    const now = performance.now();
+    const source = sourceBytes(link.socket.remoteAddress ?? '');
+    if (this.admission.failed(source, now)) {
+      this.log.warn('too many failed handshakes: refusing this address for a while', { source: link.socket.remoteAddress });
+    }
+    // Strangers get a line at debug: a flood must not flood the log.
+    const quiet = reason === 'bad_mac1' || reason === 'timeout';
+    this.log[quiet ? 'debug' : 'warn']('handshake refused', { remote: link.remote, reason: message });
+    this.admission.release(link);
+    link.close(CloseCode.HandshakeRefused, quiet ? 'refused' : message);
   }
 
   pendingClosed(link: Link): void {
-    this.pending.delete(link);
+    this.admission.release(link);
   }
 
   /** Where each listener is bound (a config port 0 gets a real one here). */
@@ -227,15 +351,19 @@ export class ServerRole {
   }
 
   private retire(s: Session, code: CloseCode, reason: string): void {
-    this.bySessionId.delete(s.idHex);
+    for (const [k, v] of this.sessionsByKey) if (v === s) this.sessionsByKey.delete(k);
+    this.peerOf.delete(s);
+    this.unconfirmed.delete(s);
     this.tunnel.removeSession(s, code, reason);
   }
 
   private expireIdle(): void {
     const now = performance.now();
-    for (const s of this.bySessionId.values()) {
-      if (s.links.size === 0 && now - s.lastLinkLossMs > this.config.timing.sessionIdleMs) {
-        this.log.info('session left (no link for too long)', { session: s.idHex.slice(0, 8) });
+    for (const s of [...this.sessionsByKey.values()]) {
+      const idle = s.links.size === 0 && s.pendingLinks.size === 0 && now - s.lastLinkLossMs;
+      const limit = this.unconfirmed.has(s) ? this.config.timing.handshakeTimeoutMs : this.config.timing.sessionIdleMs;
+      if (idle !== false && idle > limit) {
+        if (!this.unconfirmed.has(s)) this.log.info('session left (no link for too long)', { session: s.idHex.slice(0, 8) });
         this.retire(s, CloseCode.SessionRetired, 'idle');
       }
     }
@@ -244,60 +372,34 @@ export class ServerRole {
   close(): void {
     if (this.idleTimer) clearInterval(this.idleTimer);
     for (const s of this.servers) s.close();
-    for (const l of this.pending) l.close(CloseCode.Shutdown, 'server shutting down');
-    this.pending.clear();
   }
 }
 
-/** One connection's handshake: HELLO, then (with a key) CHALLENGE/AUTH, then WELCOME. */
+/** One connection's first message: HELLO (open mode) or INITIATION/COOKIE round (keyed). */
 class Handshake implements LinkHandler {
-  private hello: Hello | undefined;
-  private helloBody: Buffer = Buffer.alloc(0);
-  private nonce: Buffer = Buffer.alloc(0);
-  private mac: Buffer = Buffer.alloc(0);
-  private admitted = false;
-
   constructor(
     private readonly role: ServerRole,
     private readonly cfg: ServerLinkConfig,
+    private readonly source: Buffer,
   ) {}
 
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
-    if (type === FrameType.Hello && this.hello === undefined && this.helloBody.length === 0) {
-      this.helloBody = Buffer.from(buf.subarray(start, end));
-      const h = this.role.hello(link, this.cfg, buf, start, end);
-      if (h === undefined) {
-        this.admitted = link.state === 'up';
-        return;
-      }
-      const psk = this.role.config.security.psk as Buffer;
-      this.hello = h;
-      this.nonce = newNonce();
-      this.mac = serverProof(psk, this.helloBody, this.nonce);
-      link.sendControl(encodeChallenge(this.nonce, this.mac));
+    if (this.role.identity === undefined) {
+      if (type !== FrameType.Hello) throw new ProtocolError(`expected HELLO, got frame type ${type} (is the client configured with a key? this server has none)`);
+      this.role.hello(link, this.cfg, buf, start, end);
       return;
     }
-    if (type === FrameType.Auth && this.hello !== undefined) {
-      const psk = this.role.config.security.psk as Buffer;
-      const expected = clientProof(psk, this.helloBody, this.nonce, this.mac);
-      if (!proofsEqual(decodeAuth(buf, start, end), expected)) {
-        this.role.refuse(link, 'authentication failed: the pre-shared keys differ');
-        return;
-      }
-      this.admitted = true;
-      this.role.admit(link, this.cfg, this.hello);
-      return;
+    if (type !== FrameType.Initiation) {
+      if (type === FrameType.Hello) return this.role.refuse(link, 'mismatch', 'this server requires a key: the client has none configured');
+      throw new ProtocolError(`expected INITIATION, got frame type ${type}`);
     }
-    throw new ProtocolError(
-      `expected ${this.hello ? 'AUTH' : 'HELLO'} during the handshake, got frame type ${type}`,
-    );
+    this.role.initiation(link, this.cfg, this.source, buf, start, end);
   }
 
   onChunkEnd(): void {}
 
   onClose(link: Link): void {
     this.role.pendingClosed(link);
-    if (!this.admitted) this.role.handshakeFailed(link.socket.remoteAddress ?? '?');
   }
 }
 

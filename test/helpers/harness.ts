@@ -1,6 +1,7 @@
 // Runs a real ServerRole and ClientRole over loopback TCP with fake TUNs:
 // the whole tunnel core without root.
-import type { ClientConfig, SecurityConfig, ServerConfig, TimingConfig } from '../../src/config/types.js';
+import type { ClientConfig, PeerConfig, SecurityConfig, ServerConfig, TimingConfig } from '../../src/config/types.js';
+import type { CipherName } from '../../src/protocol/handshake.js';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger, type Logger } from '../../src/log.js';
@@ -26,7 +27,29 @@ export interface Side<R> {
   log: Logger & { lines: string[] };
 }
 
-export const NO_SECURITY: SecurityConfig = Object.freeze({ psk: undefined, encryption: 'none' });
+export const NO_SECURITY: SecurityConfig = Object.freeze({
+  mode: 'open',
+  privateKey: undefined,
+  psk: undefined,
+  encryption: 'none',
+  serverPublicKey: undefined,
+  peers: [],
+});
+
+/** The shared-key form: every side holds `psk`. */
+export function pskSecurity(psk: Buffer, encryption: CipherName = 'chacha20-poly1305'): SecurityConfig {
+  return Object.freeze({ ...NO_SECURITY, mode: 'psk', psk, encryption });
+}
+
+/** A server in the peer-key form that admits `peers`. */
+export function serverKeys(privateKey: Buffer, peers: readonly PeerConfig[], psk?: Buffer, encryption: CipherName = 'chacha20-poly1305'): SecurityConfig {
+  return Object.freeze({ ...NO_SECURITY, mode: 'keys', privateKey, psk, encryption, peers });
+}
+
+/** A client in the peer-key form that trusts `serverPublicKey`. */
+export function clientKeys(privateKey: Buffer, serverPublicKey: Buffer, psk?: Buffer, encryption: CipherName = 'chacha20-poly1305'): SecurityConfig {
+  return Object.freeze({ ...NO_SECURITY, mode: 'keys', privateKey, psk, encryption, serverPublicKey });
+}
 
 export async function startServer(
   linkCount = 2,

@@ -1,0 +1,270 @@
+// The keyed handshake of docs/protocol.md: INITIATION, RESPONSE and COOKIE
+// around Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s. The Initiator (client) and the
+// Responder (server) turn frames into keypairs; what a session does with them
+// is src/core's business. Nothing here changes state on an unauthenticated
+// message: the responder's keypair waits for confirmation (keypair.ts).
+import { randomBytes } from 'node:crypto';
+import type { PeerConfig, SecurityConfig } from '../config/types.js';
+import { ProtocolError } from '../errors.js';
+import { encodeFrame, FRAME_HEADER_BYTES, FrameType } from '../protocol/frame.js';
+import { decodeIntro, encodeIntro, type CipherName, type LinkIntro } from '../protocol/handshake.js';
+import { CookieChecker, CookieGenerator, MACS_BYTES } from './cookie.js';
+import { INITIATION_REPLAY_ENTRIES, INITIATION_REPLAY_WINDOW_MS } from './limits.js';
+import { Keypair } from './keypair.js';
+import { HandshakeState, NoiseError } from './noise.js';
+import { hash, publicKeyOf, type KeyPair } from './primitives.js';
+
+export const PROLOGUE = Buffer.from('dp-tcp v2', 'ascii');
+const TIMESTAMP_BYTES = 12;
+const EPOCH_BYTES = 8;
+/** sender index | e | encrypted s: the fixed part of INITIATION before its payload. */
+const INITIATION_FIXED = 4 + 32 + 48;
+
+/** Who this side is and whom it accepts, derived once from the config. */
+export interface Identity {
+  readonly local: KeyPair;
+  /** The Noise psk (32 bytes): derived from the configured psk, or zeros. */
+  readonly psk: Buffer;
+  readonly cipher: CipherName;
+  /** Client: the server's static public key. */
+  readonly serverPublic: Buffer;
+  /** Server: the peers by base64 public key. */
+  readonly peers: ReadonlyMap<string, PeerConfig>;
+  /** 'psk': one shared identity; its peer may claim any client address of the tunnel network. */
+  readonly shared: boolean;
+}
+
+function clamp(k: Buffer): Buffer {
+  k[0] = (k[0] as number) & 248;
+  k[31] = ((k[31] as number) & 127) | 64;
+  return k;
+}
+
+function derivedPair(label: string, psk: Buffer): KeyPair {
+  const privateKey = clamp(hash(Buffer.from(label, 'ascii'), psk));
+  return { privateKey, publicKey: publicKeyOf(privateKey) };
+}
+
+/** The keyed identity of a config in psk or keys mode (undefined in open mode). */
+export function identityOf(security: SecurityConfig, role: 'client' | 'server'): Identity | undefined {
+  if (security.mode === 'open' || security.encryption === 'none') return undefined;
+  const psk = security.psk === undefined ? Buffer.alloc(32) : hash(Buffer.from('dp-tcp v2 psk', 'ascii'), security.psk);
+  if (security.mode === 'psk') {
+    const server = derivedPair('dp-tcp v2 psk-mode server', security.psk as Buffer);
+    const client = derivedPair('dp-tcp v2 psk-mode client', security.psk as Buffer);
+    const peer: PeerConfig = { name: 'psk', publicKey: client.publicKey, allowedIps: [] };
+    return {
+      local: role === 'server' ? server : client,
+      psk,
+      cipher: security.encryption,
+      serverPublic: server.publicKey,
+      peers: new Map([[client.publicKey.toString('base64'), peer]]),
+      shared: true,
+    };
+  }
+  const local = { privateKey: security.privateKey as Buffer, publicKey: publicKeyOf(security.privateKey as Buffer) };
+  return {
+    local,
+    psk,
+    cipher: security.encryption,
+    serverPublic: role === 'server' ? local.publicKey : (security.serverPublicKey as Buffer),
+    peers: new Map(security.peers.map((p) => [p.publicKey.toString('base64'), p])),
+    shared: false,
+  };
+}
+
+let lastStamp = 0n;
+
+/** TAI64N of now, strictly increasing within this process (several links handshake at once). */
+export function tai64n(nowMs = Date.now()): Buffer {
+  let ns = BigInt(Math.floor(nowMs)) * 1_000_000n;
+  if (ns <= lastStamp) ns = lastStamp + 1n;
+  lastStamp = ns;
+  const out = Buffer.allocUnsafe(TIMESTAMP_BYTES);
+  out.writeBigUInt64BE(0x4000_0000_0000_000an + ns / 1_000_000_000n, 0);
+  out.writeUInt32BE(Number(ns % 1_000_000_000n), 8);
+  return out;
+}
+
+function stampMs(t: Buffer): number {
+  return Number(t.readBigUInt64BE(0) - 0x4000_0000_0000_000an) * 1000 + t.readUInt32BE(8) / 1e6;
+}
+
+function randomIndex(): number {
+  return randomBytes(4).readUInt32BE(0);
+}
+
+/** The bytes mac1/mac2 cover and sit at the end of: from `version` to the end of the frame. */
+function macRegion(buf: Buffer, start: number, end: number): Buffer {
+  return buf.subarray(start - (FRAME_HEADER_BYTES - 4), end);
+}
+
+export interface Established {
+  readonly keypair: Keypair;
+  readonly epoch: Buffer;
+  readonly linkId: number;
+}
+
+/** Client side of one connection's handshakes. */
+export class Initiator {
+  private hs: HandshakeState | undefined;
+  private index = 0;
+  private readonly cookies: CookieGenerator;
+
+  constructor(private readonly id: Identity) {
+    this.cookies = new CookieGenerator(id.serverPublic);
+  }
+
+  /** A new INITIATION frame (new ephemeral, new timestamp); a previous one is abandoned. */
+  initiation(intro: LinkIntro): Buffer {
+    const hs = new HandshakeState({
+      pattern: 'IKpsk2',
+      initiator: true,
+      prologue: PROLOGUE,
+      s: this.id.local,
+      rs: this.id.serverPublic,
+      psks: [this.id.psk],
+    });
+    this.index = randomIndex();
+    const msg = hs.writeMessage(Buffer.concat([tai64n(), encodeIntro({ ...intro, encryption: this.id.cipher })]));
+    this.hs = hs;
+    const body = Buffer.alloc(4 + msg.length + MACS_BYTES);
+    body.writeUInt32BE(this.index, 0);
+    msg.copy(body, 4);
+    const frame = encodeFrame(FrameType.Initiation, body);
+    this.cookies.addMacs(frame.subarray(4));
+    return frame;
+  }
+
+  /** RESPONSE to the INITIATION sent last: the new keypair, confirmed. Throws ProtocolError. */
+  response(buf: Buffer, start: number, end: number): Established {
+    const hs = this.hs;
+    if (hs === undefined) throw new ProtocolError('RESPONSE without an INITIATION');
+    if (end - start !== 8 + 32 + EPOCH_BYTES + 2 + 16) throw new ProtocolError('RESPONSE has the wrong size');
+    const senderIndex = buf.readUInt32BE(start);
+    if (buf.readUInt32BE(start + 4) !== this.index) throw new ProtocolError('RESPONSE to another INITIATION');
+    let payload: Buffer;
+    try {
+      payload = hs.readMessage(Buffer.from(buf.subarray(start + 8, end)));
+    } catch (e) {
+      if (e instanceof NoiseError) throw new ProtocolError("the server's RESPONSE does not authenticate: it does not hold the configured server key (or the psk differs)");
+      throw e;
+    }
+    this.hs = undefined;
+    const [send, recv] = hs.split();
+    const keypair = new Keypair(this.index, senderIndex, this.id.cipher, send.key as Buffer, recv.key as Buffer, true);
+    return { keypair, epoch: Buffer.from(payload.subarray(0, EPOCH_BYTES)), linkId: payload.readUInt16BE(EPOCH_BYTES) };
+  }
+
+  /** COOKIE: keeps the cookie for the next INITIATION; false if it does not authenticate. */
+  cookie(buf: Buffer, start: number, end: number): boolean {
+    return this.cookies.consumeReply(Buffer.from(buf.subarray(start, end)));
+  }
+}
+
+/** An INITIATION the responder has read: who sent it and what it asks for. */
+export interface InitiationRead {
+  readonly peer: PeerConfig;
+  readonly intro: LinkIntro;
+  readonly senderIndex: number;
+  readonly timestamp: Buffer;
+  readonly hs: HandshakeState;
+}
+
+export type Precheck = 'ok' | 'bad_mac1' | 'needs_cookie';
+
+/** Server side: checks, reads and answers INITIATIONs. Holds no per-connection state. */
+export class Responder {
+  private readonly cookies: CookieChecker;
+  private readonly replay = new InitiationReplay();
+
+  constructor(private readonly id: Identity) {
+    this.cookies = new CookieChecker(id.local.publicKey);
+  }
+
+  /** The cheap checks, before any Diffie-Hellman: mac1 always, mac2 when under load. */
+  precheck(buf: Buffer, start: number, end: number, source: Buffer, underLoad: boolean): Precheck {
+    const region = macRegion(buf, start, end);
+    if (!this.cookies.checkMac1(region)) return 'bad_mac1';
+    if (underLoad && !this.cookies.checkMac2(region, source)) return 'needs_cookie';
+    return 'ok';
+  }
+
+  /** COOKIE frame answering this INITIATION. */
+  cookieReply(buf: Buffer, start: number, end: number, source: Buffer): Buffer {
+    return encodeFrame(FrameType.Cookie, this.cookies.createReply(macRegion(buf, start, end), buf.readUInt32BE(start), source));
+  }
+
+  /** Reads the Noise message; throws ProtocolError naming what is wrong (unknown key, replay, bad intro). */
+  read(buf: Buffer, start: number, end: number): InitiationRead {
+    const hs = new HandshakeState({ pattern: 'IKpsk2', initiator: false, prologue: PROLOGUE, s: this.id.local });
+    let payload: Buffer;
+    try {
+      payload = hs.readMessage(Buffer.from(buf.subarray(start + 4, end - MACS_BYTES)));
+    } catch (e) {
+      if (e instanceof NoiseError) throw new ProtocolError('INITIATION does not decrypt: not made for this server key');
+      throw e;
+    }
+    const rs = hs.remoteStatic as Buffer;
+    const peer = this.id.peers.get(rs.toString('base64'));
+    if (peer === undefined) throw new ProtocolError(`unknown peer key ${rs.toString('base64').slice(0, 8)}…: not in peers`);
+    if (payload.length < TIMESTAMP_BYTES) throw new ProtocolError('INITIATION payload too short');
+    const timestamp = Buffer.from(payload.subarray(0, TIMESTAMP_BYTES));
+    const intro = decodeIntro(payload, TIMESTAMP_BYTES, payload.length);
+    if (!this.replay.accept(rs, intro.sessionId, timestamp)) {
+      throw new ProtocolError('INITIATION replayed (its timestamp was seen or is too old)');
+    }
+    return { peer, intro, senderIndex: buf.readUInt32BE(start), timestamp, hs };
+  }
+
+  /** RESPONSE frame and the new, unconfirmed keypair. `taken`: indexes already in use by the session. */
+  respond(r: InitiationRead, epoch: Buffer, linkId: number, taken: (index: number) => boolean): { frame: Buffer; keypair: Keypair } {
+    r.hs.setPsks([this.id.psk]);
+    const payload = Buffer.allocUnsafe(EPOCH_BYTES + 2);
+    epoch.copy(payload, 0, 0, EPOCH_BYTES);
+    payload.writeUInt16BE(linkId, EPOCH_BYTES);
+    const msg = r.hs.writeMessage(payload);
+    let index = randomIndex();
+    while (taken(index)) index = randomIndex();
+    const head = Buffer.allocUnsafe(8);
+    head.writeUInt32BE(index, 0);
+    head.writeUInt32BE(r.senderIndex, 4);
+    const [recv, send] = r.hs.split();
+    const keypair = new Keypair(index, r.senderIndex, this.id.cipher, send.key as Buffer, recv.key as Buffer, false);
+    return { frame: encodeFrame(FrameType.Response, Buffer.concat([head, msg])), keypair };
+  }
+
+  /** The fixed size check of an INITIATION body, before anything is read. */
+  static plausible(start: number, end: number): boolean {
+    return end - start >= INITIATION_FIXED + 16 + TIMESTAMP_BYTES + MACS_BYTES;
+  }
+}
+
+/**
+ * Replayed INITIATIONs: per peer and session id, the newest timestamp and the
+ * recently accepted ones. Several links handshake at once and TCP may deliver
+ * them out of order, so a strictly increasing rule (WireGuard's, for one UDP
+ * flow) would refuse good ones; a window and a set of seen stamps refuse
+ * exact replays and old ones instead. Bounded in entries.
+ */
+class InitiationReplay {
+  private readonly bySession = new Map<string, { newestMs: number; seen: string[] }>();
+  private static readonly MAX_SESSIONS = 8192;
+
+  accept(peer: Buffer, sessionId: Buffer, stamp: Buffer): boolean {
+    const key = peer.toString('base64') + sessionId.toString('hex');
+    const ms = stampMs(stamp);
+    const hex = stamp.toString('hex');
+    let e = this.bySession.get(key);
+    if (e === undefined) {
+      if (this.bySession.size >= InitiationReplay.MAX_SESSIONS) this.bySession.delete(this.bySession.keys().next().value as string);
+      e = { newestMs: ms, seen: [] };
+      this.bySession.set(key, e);
+    }
+    if (ms < e.newestMs - INITIATION_REPLAY_WINDOW_MS || e.seen.includes(hex)) return false;
+    e.seen.push(hex);
+    if (e.seen.length > INITIATION_REPLAY_ENTRIES) e.seen.shift();
+    if (ms > e.newestMs) e.newestMs = ms;
+    return true;
+  }
+}

@@ -1,0 +1,170 @@
+// Keypairs: the transport keys of one handshake, their counters, lifetimes and
+// anti-replay windows; and the ring of a session's keypairs (docs/protocol.md,
+// "Rekey" and "SEALED records").
+import { performance } from 'node:perf_hooks';
+import { ProtocolError } from '../errors.js';
+import type { CipherName } from '../protocol/handshake.js';
+import {
+  MAX_KEYPAIRS,
+  REJECT_AFTER_MESSAGES,
+  REJECT_AFTER_TIME_MS,
+  REKEY_AFTER_MESSAGES,
+  REKEY_AFTER_TIME_MS,
+  REPLAY_WINDOW_RECORDS,
+} from './limits.js';
+import { openRecord, recordHeader, sealRecord } from './record.js';
+import { ReplayWindow } from './replay.js';
+
+export class Keypair {
+  readonly createdMs: number;
+  /** Counter of the next record sealed under this keypair. */
+  private sendCounter = 0;
+  readonly replay = new ReplayWindow(REPLAY_WINDOW_RECORDS);
+  /**
+   * An authentic record under it was received (the peer holds it). The
+   * initiator's keypairs are confirmed by the RESPONSE itself.
+   */
+  confirmed: boolean;
+
+  constructor(
+    /** The index the peer puts in records for us (we chose it). */
+    readonly localIndex: number,
+    /** The index we put in records for the peer (it chose it). */
+    readonly remoteIndex: number,
+    readonly cipher: CipherName,
+    private readonly sendKey: Buffer,
+    private readonly recvKey: Buffer,
+    readonly initiator: boolean,
+    nowMs = performance.now(),
+  ) {
+    this.confirmed = initiator;
+    this.createdMs = nowMs;
+  }
+
+  get sent(): number {
+    return this.sendCounter;
+  }
+
+  usable(nowMs: number): boolean {
+    return nowMs - this.createdMs < REJECT_AFTER_TIME_MS;
+  }
+
+  canSeal(nowMs: number): boolean {
+    return this.usable(nowMs) && this.sendCounter < REJECT_AFTER_MESSAGES;
+  }
+
+  /** The initiator's cue to start the next handshake. */
+  wantsRekey(nowMs: number): boolean {
+    return nowMs - this.createdMs >= REKEY_AFTER_TIME_MS || this.sendCounter >= REKEY_AFTER_MESSAGES;
+  }
+
+  seal(frames: Buffer): Buffer {
+    if (this.sendCounter >= REJECT_AFTER_MESSAGES) throw new Error('keypair exhausted: a new handshake is needed');
+    return sealRecord(this.cipher, this.sendKey, this.remoteIndex, this.sendCounter++, frames);
+  }
+
+  /** For tests of counter exhaustion. */
+  skipCounter(to: number): void {
+    if (to < this.sendCounter) throw new RangeError('counters never go back');
+    this.sendCounter = to;
+  }
+
+  open(counter: number, buf: Buffer, start: number, end: number): Buffer | undefined {
+    return openRecord(this.cipher, this.recvKey, counter, buf, start, end);
+  }
+}
+
+/** Why a record was dropped without closing its link. */
+export type RecordDrop = 'unknown_key' | 'duplicate' | 'too_old' | 'expired';
+
+export interface Opened {
+  readonly plain: Buffer;
+  readonly keypair: Keypair;
+  /** This record confirmed the keypair (it was unconfirmed until now). */
+  readonly confirmedNow: boolean;
+}
+
+/** A session's keypairs: the one it seals with, and the newest few it opens with. */
+export class KeyRing {
+  private readonly byIndex = new Map<number, Keypair>();
+  /** The keypair new records are sealed with. */
+  private current: Keypair | undefined;
+
+  get sending(): Keypair | undefined {
+    return this.current;
+  }
+
+  get size(): number {
+    return this.byIndex.size;
+  }
+
+  keypairs(): IterableIterator<Keypair> {
+    return this.byIndex.values();
+  }
+
+  /** A new handshake's keypair; the initiator seals with it at once, the responder once it is confirmed. */
+  add(kp: Keypair): void {
+    this.byIndex.set(kp.localIndex, kp);
+    while (this.byIndex.size > MAX_KEYPAIRS) {
+      const oldest = this.byIndex.values().next().value as Keypair;
+      this.byIndex.delete(oldest.localIndex);
+      if (this.current === oldest) this.current = undefined;
+    }
+    if (kp.confirmed) this.promote(kp);
+  }
+
+  has(index: number): boolean {
+    return this.byIndex.has(index);
+  }
+
+  /** Seals with the current keypair; undefined when there is none usable (no record may leave). */
+  seal(frames: Buffer, nowMs: number): Buffer | undefined {
+    const kp = this.current;
+    if (kp === undefined || !kp.canSeal(nowMs)) return undefined;
+    return kp.seal(frames);
+  }
+
+  /**
+   * Opens a SEALED body. Returns the plaintext, or why it was dropped
+   * (duplicates are normal: every link carries a copy). Throws ProtocolError
+   * for a record that fails authentication: the caller closes that link.
+   */
+  open(buf: Buffer, start: number, end: number, nowMs: number): Opened | RecordDrop {
+    const { index, counter } = recordHeader(buf, start, end);
+    const kp = this.byIndex.get(index);
+    if (kp === undefined) return 'unknown_key';
+    if (!kp.usable(nowMs)) return 'expired';
+    if (counter >= REJECT_AFTER_MESSAGES) throw new ProtocolError(`record counter ${counter} beyond the limit`);
+    const before = kp.replay.check(counter);
+    if (before !== 'ok') return before;
+    const plain = kp.open(counter, buf, start, end);
+    if (plain === undefined) throw new ProtocolError('SEALED record failed authentication (tampered, or not this key)');
+    if (kp.replay.accept(counter) !== 'ok') return 'duplicate';
+    const confirmedNow = !kp.confirmed;
+    if (confirmedNow) {
+      kp.confirmed = true;
+      this.promote(kp);
+    }
+    return { plain, keypair: kp, confirmedNow };
+  }
+
+  /** Seal with the newest confirmed keypair. */
+  private promote(kp: Keypair): void {
+    if (this.current === undefined || kp.createdMs >= this.current.createdMs) this.current = kp;
+  }
+
+  /** Erases keypairs past their lifetime. */
+  expire(nowMs: number): void {
+    for (const [i, kp] of this.byIndex) {
+      if (!kp.usable(nowMs)) {
+        this.byIndex.delete(i);
+        if (this.current === kp) this.current = undefined;
+      }
+    }
+  }
+
+  clear(): void {
+    this.byIndex.clear();
+    this.current = undefined;
+  }
+}

@@ -1,0 +1,44 @@
+// Every limit and timer of the secure channel, named once (docs/protocol.md,
+// docs/security.md). WireGuard's values where the same concern exists.
+
+/** A keypair seals at most this many records ... */
+export const REJECT_AFTER_MESSAGES = 2 ** 48;
+/** ... and the client starts a new handshake well before: */
+export const REKEY_AFTER_MESSAGES = 2 ** 47;
+/** A keypair older than this is neither used nor accepted. */
+export const REJECT_AFTER_TIME_MS = 180_000;
+/** The client rekeys when its sending keypair is this old. */
+export const REKEY_AFTER_TIME_MS = 120_000;
+/** A rekey handshake not answered within this is tried again (on another up link if there is one). */
+export const REKEY_TIMEOUT_MS = 5_000;
+/** Keypairs a session keeps for receiving: records in flight under older ones still open. */
+export const MAX_KEYPAIRS = 8;
+/** Records per keypair and direction remembered by the anti-replay window. */
+export const REPLAY_WINDOW_RECORDS = 8192;
+
+/** Before a link's handshake is complete, a frame is at most this large. */
+export const HANDSHAKE_MAX_FRAME_BYTES = 1024;
+/** An INITIATION older than the newest of its peer and session by more than this is a replay. */
+export const INITIATION_REPLAY_WINDOW_MS = 10_000;
+/** Accepted INITIATION timestamps remembered per peer and session, to refuse exact replays. */
+export const INITIATION_REPLAY_ENTRIES = 64;
+
+/** Admission: connections still in their handshake, in all (the table evicts, it never refuses). */
+export const DEFAULT_MAX_PENDING = 256;
+/** ... from one source address. */
+export const MAX_PENDING_PER_SOURCE = 8;
+/** ... from one prefix (/24 for IPv4, /56 for IPv6). */
+export const MAX_PENDING_PER_PREFIX = 32;
+export const PREFIX_BITS_V4 = 24;
+export const PREFIX_BITS_V6 = 56;
+/** More failed handshakes than this from one source within the window block it for BLOCK_MS. */
+export const FAIL_LIMIT = 8;
+export const FAIL_WINDOW_MS = 10_000;
+export const BLOCK_MS = 10_000;
+/** Sources tracked by the failure table (oldest forgotten first). */
+export const MAX_TRACKED_SOURCES = 4096;
+/** Under load (this share of the pending table in use, or this many INITIATIONs a second) mac2 is required. */
+export const UNDER_LOAD_PENDING_SHARE = 0.25;
+export const UNDER_LOAD_INITIATIONS_PER_S = 50;
+/** A connection that has sent no INITIATION within this is closed (slow-loris), well before handshake_timeout_ms. */
+export const FIRST_MESSAGE_TIMEOUT_MS = 1_000;
