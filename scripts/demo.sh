@@ -29,14 +29,23 @@ trap 'exit 130' INT TERM
 echo "== two hosts, two links"
 bash scripts/namespace.sh up
 
-echo "== a fresh pre-shared key, and the example configs pointed at it"
-head -c 32 /dev/urandom | base64 >"$WORK/psk"
-chmod 600 "$WORK/psk"
+echo "== a key pair for each side (dp-tcp genkey / pubkey), and the example configs pointed at them"
 for side in server client; do
-  sed "s#/etc/dp-tcp/psk#$WORK/psk#" "config/$side.modern.yaml" >"$WORK/$side.yaml"
+  (umask 077; node dist/cli/index.js genkey >"$WORK/$side.key")
+done
+SERVER_PUB=$(node dist/cli/index.js pubkey <"$WORK/server.key")
+CLIENT_PUB=$(node dist/cli/index.js pubkey <"$WORK/client.key")
+echo "  server public key $SERVER_PUB"
+echo "  client public key $CLIENT_PUB"
+for side in server client; do
+  # The examples carry RFC 7748's test keys as placeholders: put the fresh ones in their place.
+  sed -e "s#/etc/dp-tcp/#$WORK/#" \
+    -e "s#hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=#$SERVER_PUB#" \
+    -e "s#3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=#$CLIENT_PUB#" \
+    "config/$side.modern.yaml" >"$WORK/$side.yaml"
 done
 
-echo "== starting server and client (config/*.modern.yaml: authenticated, ChaCha20-Poly1305)"
+echo "== starting server and client (config/*.modern.yaml: peer keys, Noise IKpsk2 handshake, ChaCha20-Poly1305)"
 ip netns exec dp-tcp-server node dist/cli/index.js server -c "$WORK/server.yaml" --log-format pretty >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 ip netns exec dp-tcp-client node dist/cli/index.js client -c "$WORK/client.yaml" --log-format pretty >"$WORK/client.log" 2>&1 &

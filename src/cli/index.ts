@@ -1,17 +1,23 @@
 #!/usr/bin/env node
+// The command line. The tunnel (run.js) and the status client are imported
+// when their command runs, so `genkey` and `pubkey` start fast and never load
+// the tunnel core, the addon loader or the metrics.
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { loadConfig } from '../config/load.js';
 import { DEFAULT_STATUS_PORT, type Role } from '../config/types.js';
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js';
-import { exitCodeFor, run, version } from './run.js';
-import { status } from './status.js';
+import { genkey, pubkey } from './keys.js';
 
 function report(e: unknown): void {
   // Known errors are one line for the user; anything else keeps its stack.
   if (e instanceof DpError) process.stderr.write(`dp-tcp: error: ${e.message}\n`);
   else process.stderr.write(`dp-tcp: unexpected error: ${e instanceof Error ? e.stack : errorMessage(e)}\n`);
-  process.exitCode = exitCodeFor(e);
+  process.exitCode = e instanceof DpError ? e.exitCode : 1;
+}
+
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
 function parseLevel(v: string): LogLevel {
@@ -27,8 +33,10 @@ function addRoleCommand(program: Command, role: Role, summary: string): void {
     .addOption(new Option('-l, --log-level <level>', 'overrides logger.level of the config').argParser(parseLevel))
     .addOption(new Option('--log-format <format>', 'json lines, or pretty (auto: pretty on a terminal)').choices(LOG_FORMATS).default('auto'))
     .option('--stats-file <file>', 'keep a JSON snapshot of the counters in this file (every second and on exit)')
-    .action(async (opts: { config: string; logLevel?: LogLevel; logFormat?: LogFormat; statsFile?: string }) => {
+    .option('--user <user[:group]>', 'drop root to this user once the TUN is open and the sockets are bound')
+    .action(async (opts: { config: string; logLevel?: LogLevel; logFormat?: LogFormat; statsFile?: string; user?: string }) => {
       try {
+        const { run } = await import('./run.js');
         process.exitCode = await run(role, opts);
       } catch (e) {
         report(e);
@@ -39,7 +47,7 @@ function addRoleCommand(program: Command, role: Role, summary: string): void {
 const program = new Command()
   .name('dp-tcp')
   .description('Dual-path TCP tunnel: every packet on every link, the first copy to arrive wins')
-  .version(version(), '-V, --version')
+  .version(packageVersion(), '-V, --version')
   .showHelpAfterError()
   .exitOverride((err) => {
     // commander's usage errors exit 2 like every other input error; help/version exit 0.
@@ -61,11 +69,35 @@ program
     try {
       let url = opts.url ?? `http://127.0.0.1:${DEFAULT_STATUS_PORT.server}/status`;
       if (opts.config && !opts.url) {
+        const { loadConfig } = await import('../config/load.js');
         const l = loadConfig(opts.config, opts.role).statusListen;
         if (!l) throw new DpError('ERR_CONFIG', `${opts.config}: status_listen is off`, { exitCode: 2 });
         url = `http://${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}/status`;
       }
+      const { status } = await import('./status.js');
       await status({ url, json: opts.json === true, watch: opts.watch === true });
+    } catch (e) {
+      report(e);
+    }
+  });
+
+program
+  .command('genkey')
+  .description('print a new private key (base64, as wg genkey); keep it in a file only its owner can read')
+  .action(() => {
+    try {
+      genkey();
+    } catch (e) {
+      report(e);
+    }
+  });
+
+program
+  .command('pubkey')
+  .description('read a private key on standard input, print its public key (as wg pubkey)')
+  .action(async () => {
+    try {
+      await pubkey();
     } catch (e) {
       report(e);
     }

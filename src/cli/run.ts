@@ -1,6 +1,8 @@
 // Starts one side of the tunnel and owns its lifetime: signals, ordered
 // teardown, the stats file and the exit code.
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { loadConfig } from '../config/load.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
@@ -19,6 +21,22 @@ export interface RunOptions {
   readonly logLevel?: LogLevel;
   readonly logFormat?: LogFormat;
   readonly statsFile?: string;
+  /** Drop root to this user (and its group, or `user:group`) once the TUN is open and the sockets are bound. */
+  readonly user?: string;
+}
+
+/** uid and gid of `user` or `user:group`, from the system's databases. */
+function lookupUser(spec: string): { uid: number; gid: number } {
+  const [user = '', group] = spec.split(':');
+  const id = (args: string[]): number => Number(execFileSync('id', args, { encoding: 'utf8' }).trim());
+  try {
+    const uid = id(['-u', user]);
+    const gid = group === undefined ? id(['-g', user]) : Number(execFileSync('getent', ['group', group], { encoding: 'utf8' }).split(':')[2]);
+    if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error('not a number');
+    return { uid, gid };
+  } catch {
+    throw new DpError('ERR_CONFIG', `--user ${spec}: no such user or group`, { exitCode: 2 });
+  }
 }
 
 export function version(): string {
@@ -29,6 +47,7 @@ export function version(): string {
 /** Resolves with the process exit code once the tunnel has been torn down. */
 export async function run(role: Role, opts: RunOptions): Promise<number> {
   const config = loadConfig(opts.config, role);
+  const dropTo = opts.user === undefined ? undefined : lookupUser(opts.user);
   const log = createLogger(opts.logLevel ?? config.logLevel, role, { format: opts.logFormat ?? 'auto' });
   const tun = NativeTunDevice.open({
     name: config.tunnel.name,
@@ -71,7 +90,24 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       extra = () => ({ server: { ...server.stats, admission: server.admissionStats } });
       network.setupServer(config, tun.name);
     }
-    if (config.statusListen) await statusServer.listen(config.statusListen.address, config.statusListen.port);
+    if (config.statusListen) {
+      const { address } = config.statusListen;
+      await statusServer.listen(address, config.statusListen.port);
+      if (!/^(127\.|::1$|::ffff:127\.)/.test(address)) {
+        log.warn('the status endpoint is reachable from other hosts: it shows peers, addresses and counters (no keys); bind it to 127.0.0.1 or firewall it', { status_listen: `${address}:${config.statusListen.port}` });
+      }
+    }
+    if (dropTo) {
+      // Everything that needs privilege is done: the TUN is open, the sockets bound, routes and NAT set.
+      // What stays privileged is undoing routes and NAT at exit: left to the next start's sweep.
+      process.setgroups?.([dropTo.gid]);
+      process.setgid?.(dropTo.gid);
+      process.setuid?.(dropTo.uid);
+      log.info('dropped root', { user: opts.user, uid: dropTo.uid, gid: dropTo.gid });
+      if (config.role === 'client' ? config.routes.length > 0 : config.natOutInterface !== undefined) {
+        log.warn('with --user, routes and NAT rules cannot be removed at exit: the next start removes them');
+      }
+    }
   } catch (e) {
     roleObj?.close();
     statusServer.close();
@@ -83,11 +119,13 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
 
   const writeStats = (): void => {
     if (!opts.statsFile) return;
-    const tmp = `${opts.statsFile}.tmp`;
+    // An unpredictable name created exclusively: a link planted at a guessable name is never followed.
+    const tmp = `${opts.statsFile}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      writeFileSync(tmp, JSON.stringify({ time: new Date().toISOString(), ...(statusDoc() as object) }, null, 1));
+      writeFileSync(tmp, JSON.stringify({ time: new Date().toISOString(), ...(statusDoc() as object) }, null, 1), { flag: 'wx', mode: 0o644 });
       renameSync(tmp, opts.statsFile);
     } catch (e) {
+      rmSync(tmp, { force: true });
       log.warn('cannot write the stats file', { file: opts.statsFile, error: errorMessage(e) });
     }
   };

@@ -1,19 +1,21 @@
 // YAML config -> a validated, frozen Config. Two forms are accepted: the
 // original dp-tcp's (tcp1_dial_addr, ...) and the modern one (a `links:` list).
 // A bad field is reported as `file: path.to.field: problem`.
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
 import { parseDocument } from 'yaml';
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
-import type { Encryption, TunnelAddress } from '../protocol/handshake.js';
-import { CIPHERS } from '../protocol/seal.js';
+import { addressBytes, CIPHERS, formatAddress, type Encryption, type TunnelAddress } from '../protocol/handshake.js';
+import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../secure/keys.js';
+import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
 import {
   DEFAULT_MTU,
   DEFAULT_TIMING,
   type ClientLinkConfig,
   type Config,
+  type PeerConfig,
   type Role,
   type SecurityConfig,
   type ServerLinkConfig,
@@ -273,24 +275,44 @@ function readServerLinks(n: Node): ServerLinkConfig[] {
 
 export const MIN_PSK_BYTES = 16;
 
-/** psk or psk_file (a file only its owner can read), and the encryption that needs it. */
-function readSecurity(n: Node): SecurityConfig {
-  let psk: Buffer | undefined;
+/** A 32-byte key given as base64 in the config (a public key). */
+function keyField(n: Node, key: string): Buffer {
+  const text = n.string(key);
+  try {
+    return decodeKey(text);
+  } catch (e) {
+    n.fail(key, errorMessage(e));
+  }
+}
+
+/** The secret-file readers throw DpErrors naming the file; here they gain the field's path. */
+function secretFile<T>(n: Node, key: string, read: (path: string) => T): T {
+  const text = n.string(key);
+  // A key pasted in place of its path would otherwise end up in a 'cannot read' message.
+  if (looksLikeKey(text)) n.fail(key, 'must be the path of a file that holds the key, not the key itself');
+  try {
+    return read(resolve(dirname(n.file), text));
+  } catch (e) {
+    n.fail(key, errorMessage(e));
+  }
+}
+
+/** psk (inline, in a config only its owner can read) or psk_file: the raw bytes, at least 16. */
+function readPsk(n: Node, fileMode: number | undefined): Buffer | undefined {
   if (n.has('psk') && n.has('psk_file')) n.fail('psk_file', 'give psk or psk_file, not both');
+  let psk: Buffer | undefined;
   if (n.has('psk')) {
     psk = Buffer.from(n.string('psk'), 'utf8');
+    if (fileMode !== undefined && (fileMode & 0o077) !== 0) {
+      n.fail(
+        'psk',
+        `${n.file} can be read or written by group or others (mode ${(fileMode & 0o777).toString(8)}): move the key to a psk_file, or chmod 600 ${n.file}`,
+      );
+    }
+    n.raw('psk_file');
   } else if (n.has('psk_file')) {
-    const path = resolve(dirname(n.file), n.string('psk_file'));
-    let mode: number;
-    try {
-      mode = statSync(path).mode;
-      psk = Buffer.from(readFileSync(path, 'utf8').trim(), 'utf8');
-    } catch (e) {
-      n.fail('psk_file', `cannot read ${path}: ${errorMessage(e)}`);
-    }
-    if ((mode & 0o077) !== 0) {
-      n.fail('psk_file', `${path} can be read by other users (mode ${(mode & 0o777).toString(8)}): chmod 600 it`);
-    }
+    psk = secretFile(n, 'psk_file', readSecretFile);
+    n.raw('psk');
   } else {
     n.raw('psk');
     n.raw('psk_file');
@@ -298,16 +320,136 @@ function readSecurity(n: Node): SecurityConfig {
   if (psk !== undefined && psk.length < MIN_PSK_BYTES) {
     n.fail(n.has('psk') ? 'psk' : 'psk_file', `the key must be at least ${MIN_PSK_BYTES} bytes (use e.g. 'openssl rand -base64 32')`);
   }
-  let encryption: Encryption = psk === undefined ? 'none' : 'chacha20-poly1305';
+  return psk;
+}
+
+/**
+ * One prefix of a list: `address/length`; with `strict` (allowed_ips) also a
+ * bare address (a host prefix, as wg accepts it), and no bits set past the
+ * length: 10.0.0.5/24 is a typo for a host or for a network, and guessing
+ * which would widen or narrow what a peer may send.
+ */
+function parsePrefix(n: Node, path: string, item: Yaml, strict: boolean): Prefix {
+  const text = typeof item === 'string' ? item.trim() : '';
+  const m = /^([^/%]+)(?:\/(\d+))?$/.exec(text);
+  const family = isIP(m?.[1] ?? '');
+  if (!m || family === 0 || (!strict && m[2] === undefined)) n.fail(path, `must be address/prefix, got ${describe(item)}`);
+  const max = family === 4 ? 32 : 128;
+  const prefix = m[2] === undefined ? max : Number(m[2]);
+  if (prefix > max) n.fail(path, `prefix length /${prefix} is out of range`);
+  const p = Object.freeze({ family: family as 4 | 6, address: m[1] as string, prefix });
+  if (strict) {
+    const bytes = addressBytes(p);
+    const net = Buffer.from(bytes);
+    for (let i = 0; i < net.length; i++) {
+      const keep = Math.max(0, Math.min(8, prefix - i * 8));
+      net[i] = (net[i] as number) & ((0xff << (8 - keep)) & 0xff);
+    }
+    if (!net.equals(bytes)) n.fail(path, `${text} has host bits set: the network is ${formatAddress(net)}/${prefix}, a single host /${max}`);
+  }
+  return p;
+}
+
+function prefixKey(p: Prefix): string {
+  return `${addressBytes(p).toString('hex')}/${p.prefix}`;
+}
+
+/** server.peers: each client's public key, name and allowed_ips; keys, names and prefixes unique. */
+function readPeers(n: Node, ownPublicKey: Buffer): PeerConfig[] {
+  const list = n.raw('peers');
+  if (!Array.isArray(list)) n.fail('peers', 'must be a list of clients, each { public_key, allowed_ips }');
+  const keys = new Map<string, number>();
+  const names = new Map<string, number>();
+  const prefixes = new Map<string, number>();
+  return list.map((item: Yaml, i) => {
+    // Typed, so that its fail() (never) narrows what follows.
+    const p: Node = Node.of(n.file, `${n.sub('peers')}[${i}]`, item);
+    const publicKey = keyField(p, 'public_key');
+    const keyText = publicKey.toString('base64');
+    const sameKey = keys.get(keyText);
+    if (sameKey !== undefined) p.fail('public_key', `is also the key of peers[${sameKey}]: each client needs its own key pair`);
+    keys.set(keyText, i);
+    if (equalConstantTime(publicKey, ownPublicKey)) {
+      p.fail('public_key', "is this server's own public key: list each client's key (dp-tcp pubkey < client.key)");
+    }
+    const name = p.optString('name') ?? keyText.slice(0, 8);
+    const sameName = names.get(name);
+    if (sameName !== undefined) p.fail('name', `'${name}' is also the name of peers[${sameName}]`);
+    names.set(name, i);
+    const ips = p.raw('allowed_ips');
+    if (!Array.isArray(ips) || ips.length === 0) {
+      p.fail('allowed_ips', 'must be a non-empty list of the tunnel addresses this client may use, e.g. [10.0.0.2/32, "fd00::2/128"]');
+    }
+    const allowedIps = ips.map((ip: Yaml, j) => {
+      const prefix = parsePrefix(p, `allowed_ips[${j}]`, ip, true);
+      const k = prefixKey(prefix);
+      const owner = prefixes.get(k);
+      if (owner !== undefined) {
+        p.fail(`allowed_ips[${j}]`, owner === i ? `${prefix.address}/${prefix.prefix} is listed twice` : `${prefix.address}/${prefix.prefix} is also allowed for peers[${owner}]`);
+      }
+      prefixes.set(k, i);
+      return prefix;
+    });
+    p.done();
+    return Object.freeze({ name, publicKey, allowedIps: Object.freeze(allowedIps) });
+  });
+}
+
+/**
+ * The security fields of either role -> mode 'open' (nothing), 'psk' (psk or
+ * psk_file alone) or 'keys' (private_key_file with server_public_key or
+ * peers, a psk as an extra secret). `fileMode`: the config file's mode, when
+ * it came from a file.
+ */
+function readSecurity(n: Node, role: Role, fileMode: number | undefined): SecurityConfig {
+  // A field of the other role is a misplaced file or a misunderstanding; say which.
+  if (role === 'client' && n.has('peers')) {
+    n.fail('peers', 'belongs in a server config; a client names its server with server_public_key');
+  }
+  if (role === 'server' && n.has('server_public_key')) {
+    n.fail('server_public_key', 'belongs in a client config; a server lists its clients under peers');
+  }
+  const psk = readPsk(n, fileMode);
+  const privateKey = n.has('private_key_file') ? secretFile(n, 'private_key_file', readPrivateKeyFile) : (n.raw('private_key_file'), undefined);
+
+  let serverPublicKey: Buffer | undefined;
+  let peers: PeerConfig[] = [];
+  if (role === 'client') {
+    n.raw('peers');
+    serverPublicKey = n.has('server_public_key') ? keyField(n, 'server_public_key') : (n.raw('server_public_key'), undefined);
+    if (privateKey !== undefined && serverPublicKey === undefined) {
+      n.fail('server_public_key', "is required with private_key_file (the server's public key: dp-tcp pubkey < server.key)");
+    }
+    if (serverPublicKey !== undefined && privateKey === undefined) {
+      n.fail('private_key_file', "is required with server_public_key (this client's own key: dp-tcp genkey > client.key)");
+    }
+  } else {
+    n.raw('server_public_key');
+    if (n.has('peers')) {
+      if (privateKey === undefined) n.fail('private_key_file', "is required with peers (this server's own key: dp-tcp genkey > server.key)");
+      peers = readPeers(n, publicKeyOf(privateKey));
+    } else n.raw('peers');
+    if (privateKey !== undefined && peers.length === 0) {
+      n.fail('peers', 'must list at least one client (public_key and allowed_ips) with private_key_file');
+    }
+  }
+
+  const mode = privateKey !== undefined ? 'keys' : psk !== undefined ? 'psk' : 'open';
+  let encryption: Encryption = mode === 'open' ? 'none' : 'chacha20-poly1305';
   if (n.has('encryption')) {
     const e = n.string('encryption');
-    if (e === 'none' || (CIPHERS as readonly string[]).includes(e)) encryption = e as Encryption;
-    else n.fail('encryption', `must be none, ${CIPHERS.join(' or ')}, got '${e}'`);
-    if (encryption !== 'none' && psk === undefined) n.fail('encryption', 'needs a psk or psk_file to derive keys from');
+    if (e !== 'none' && !(CIPHERS as readonly string[]).includes(e)) n.fail('encryption', `must be ${CIPHERS.join(' or ')} (none without a key), got '${e}'`);
+    if (mode === 'open' && e !== 'none') {
+      n.fail('encryption', 'needs a key to encrypt with: private_key_file (peer keys) or psk_file');
+    }
+    if (mode !== 'open' && e === 'none') {
+      n.fail('encryption', 'every frame is authenticated and encrypted when a key is set; remove encryption: none');
+    }
+    encryption = e as Encryption;
   } else {
     n.raw('encryption');
   }
-  return Object.freeze({ psk, encryption });
+  return Object.freeze({ mode, privateKey, psk, encryption, serverPublicKey, peers: Object.freeze(peers) });
 }
 
 function readStatusListen(n: Node, role: Role): HostPort | undefined {
@@ -324,19 +466,20 @@ function readRoutes(n: Node): Prefix[] {
   const list = n.raw('routes');
   if (list === undefined || list === null) return [];
   if (!Array.isArray(list)) n.fail('routes', 'must be a list of prefixes, e.g. [0.0.0.0/0, 192.168.50.0/24]');
-  return list.map((item: unknown, i) => {
-    const text = typeof item === 'string' ? item.trim() : '';
-    const m = /^(.+)\/(\d+)$/.exec(text);
-    const family = isIP(m?.[1] ?? '');
-    if (!m || family === 0) n.fail(`routes[${i}]`, `must be address/prefix, got ${describe(item)}`);
-    const prefix = Number(m[2]);
-    if (prefix > (family === 4 ? 32 : 128)) n.fail(`routes[${i}]`, `prefix length /${prefix} is out of range`);
-    return Object.freeze({ family: family as 4 | 6, address: m[1] as string, prefix });
-  });
+  return list.map((item: Yaml, i) => parsePrefix(n, `routes[${i}]`, item, false));
 }
 
-/** Parses YAML text; `file` is only used in messages. */
-export function parseConfig(text: string, file: string, role: Role): Config {
+export interface ParseOptions {
+  /** The config file's mode (st_mode): an inline psk is refused if group or others can read the file. */
+  readonly fileMode?: number;
+}
+
+/**
+ * Parses YAML text; `file` names it in messages and anchors relative key
+ * paths. Without `opts.fileMode` the file's permissions are not checked
+ * (loadConfig passes them).
+ */
+export function parseConfig(text: string, file: string, role: Role, opts?: ParseOptions): Config {
   const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
@@ -353,7 +496,7 @@ export function parseConfig(text: string, file: string, role: Role): Config {
   const r = top.child(role);
   const tunnel = readTunnel(r.child('tunnel_device'));
   const timing = readTiming(r.optChild('timing'));
-  const security = readSecurity(r);
+  const security = readSecurity(r, role, opts?.fileMode);
   const statusListen = readStatusListen(r, role);
   let logLevel: LogLevel = 'info';
   const logger = top.optChild('logger');
@@ -393,10 +536,17 @@ export function parseConfig(text: string, file: string, role: Role): Config {
 
 export function loadConfig(file: string, role: Role): Config {
   let text: string;
+  let fileMode: number;
+  let fd: number | undefined;
   try {
-    text = readFileSync(file, 'utf8');
+    // The mode of the file we read, not of whatever is at the path a moment later.
+    fd = openSync(file, 'r');
+    fileMode = fstatSync(fd).mode;
+    text = readFileSync(fd, 'utf8');
   } catch (e) {
     throw new ConfigError(file, '', `cannot read the config file: ${errorMessage(e)}`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
-  return parseConfig(text, file, role);
+  return parseConfig(text, file, role, { fileMode });
 }

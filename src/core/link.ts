@@ -48,6 +48,8 @@ export class LinkStats {
   duplicates = 0;
   /** Copies that came after the elimination window had moved past them. */
   stale = 0;
+  /** Keyed: sealed records dropped because their copy on another link came first (or a replay). */
+  duplicateRecords = 0;
   drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0 };
   /** Connections that completed the handshake under this link id. */
   connects = 0;

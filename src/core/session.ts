@@ -256,6 +256,7 @@ export class Session implements LinkHandler {
     }
     if (typeof opened === 'string') {
       this.stats.records[opened]++;
+      if (opened === 'duplicate' && link.state === 'up') link.stats.duplicateRecords++;
       return;
     }
     if (opened.confirmedNow) this.onConfirmed(opened.keypair);

@@ -25,7 +25,7 @@ export function formatStatus(d: StatusDocument): string {
     const e = s.elimination;
     out.push(
       `session ${s.id.slice(0, 8)} [${s.peerAddresses.join(' ')}]${s.encrypted ? ' encrypted' : ''}: ` +
-        `sent ${s.txPackets}, delivered ${s.rxPackets}, eliminated ${e.duplicates}, stale ${e.stale}, ` +
+        `sent ${s.txPackets}, delivered ${s.rxPackets}, eliminated ${e.duplicates + s.records.duplicate}, stale ${e.stale}, ` +
         `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, tampered ${s.tampered}, handshakes ${s.handshakes}`,
     );
     out.push(
@@ -36,7 +36,7 @@ export function formatStatus(d: StatusDocument): string {
       const drops = Object.values(l.drops).reduce((a, b) => a + b, 0);
       out.push(
         `  ${l.name.padEnd(8)} ${l.state.padEnd(5)} ${pad(l.rttMs === null ? '-' : l.rttMs.toFixed(2), 7)} ${pad(l.txPackets, 9)} ` +
-          `${pad(l.firstCopies, 9)} ${pad(l.duplicates, 9)} ${pad(l.stale, 6)} ${pad(l.queueBytes, 8)} ${pad(drops, 8)} ` +
+          `${pad(l.firstCopies, 9)} ${pad(l.duplicates + l.duplicateRecords, 9)} ${pad(l.stale, 6)} ${pad(l.queueBytes, 8)} ${pad(drops, 8)} ` +
           `${pad(l.connects, 5)}  ${l.remote ?? `(${l.lastDownReason || 'down'})`}`,
       );
     }

@@ -101,13 +101,18 @@ export class ClientRole {
     link.sendControl(encodeToken(FrameType.Ping, Math.round(performance.now() * 1000)));
   }
 
+  /** Starts a rekey handshake now (operators and tests); normally the timer decides. */
+  rekeyNow(): void {
+    this.maybeRekey(true);
+  }
+
   /** Starts a rekey handshake on an up link when the sending keypair is due (or none is left). */
-  private maybeRekey(): void {
+  private maybeRekey(force = false): void {
     const keys = this.session.keys as KeyRing;
     const now = performance.now();
     const kp = keys.sending;
-    if (kp !== undefined && !kp.wantsRekey(now)) return;
-    if (this.rekeying && now - this.rekeying.sinceMs < REKEY_TIMEOUT_MS) return;
+    if (!force && kp !== undefined && !kp.wantsRekey(now)) return;
+    if (!force && this.rekeying && now - this.rekeying.sinceMs < REKEY_TIMEOUT_MS) return;
     const up = this.session.upLinks();
     if (up.length === 0) return;
     // Another link than last time, if there is one: that one may be stalled.

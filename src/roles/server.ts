@@ -76,6 +76,7 @@ export class ServerRole {
   /** Sessions whose first handshake is not confirmed yet: they route nothing and retire no one. */
   private readonly unconfirmed = new Set<Session>();
   private readonly lastRekey = new WeakMap<Link, number>();
+  private readonly lastWarn = new Map<RefusalReason, number>();
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -325,20 +326,23 @@ export class ServerRole {
   refuse(link: Link, reason: RefusalReason, message: string): void {
     this.stats.handshakesRefused++;
     this.stats.refused[reason]++;
-    const now = performance.now();
-    const source = sourceBytes(link.socket.remoteAddress ?? '');
-    if (this.admission.failed(source, now)) {
-      this.log.warn('too many failed handshakes: refusing this address for a while', { source: link.socket.remoteAddress });
-    }
-    // Strangers get a line at debug: a flood must not flood the log.
+    // Strangers get a line at debug; other refusals at most one warning a second per reason:
+    // a flood must not flood the log (the counters have every one).
     const quiet = reason === 'bad_mac1' || reason === 'timeout';
-    this.log[quiet ? 'debug' : 'warn']('handshake refused', { remote: link.remote, reason: message });
+    const now = performance.now();
+    const loud = !quiet && now - (this.lastWarn.get(reason) ?? -Infinity) >= 1000;
+    if (loud) this.lastWarn.set(reason, now);
+    this.log[loud ? 'warn' : 'debug']('handshake refused', { remote: link.remote, reason: message });
     this.admission.release(link);
     link.close(CloseCode.HandshakeRefused, quiet ? 'refused' : message);
   }
 
-  pendingClosed(link: Link): void {
+  /** A connection closed before its handshake was answered: a failure of its source. */
+  pendingClosed(link: Link, source: Buffer): void {
     this.admission.release(link);
+    if (this.admission.failed(source, performance.now())) {
+      this.log.warn('too many failed handshakes: refusing this address for a while', { source: link.socket.remoteAddress });
+    }
   }
 
   /** Where each listener is bound (a config port 0 gets a real one here). */
@@ -399,7 +403,8 @@ class Handshake implements LinkHandler {
   onChunkEnd(): void {}
 
   onClose(link: Link): void {
-    this.role.pendingClosed(link);
+    // Only reached when the connection closed before it was answered (after that the session handles it).
+    this.role.pendingClosed(link, this.source);
   }
 }
 

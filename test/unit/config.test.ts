@@ -1,25 +1,56 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
-import { ConfigError, loadConfig, parseConfig } from '../../src/config/load.js';
-import { DEFAULT_TIMING } from '../../src/config/types.js';
+import { after, describe, it } from 'node:test';
+import { ConfigError, loadConfig, parseConfig, type ParseOptions } from '../../src/config/load.js';
+import { DEFAULT_TIMING, type Role } from '../../src/config/types.js';
+import { publicKeyOf } from '../../src/secure/primitives.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 
-function fails(yaml: string, role: 'client' | 'server', message: RegExp): void {
+// Every file a test writes lives here, and goes with it.
+const tmp = mkdtempSync(join(tmpdir(), 'dptcp-config-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+let dirs = 0;
+/** A fresh directory under `tmp` (mode 700, as a key directory should be). */
+function newDir(): string {
+  const d = join(tmp, `d${++dirs}`);
+  mkdirSync(d, { mode: 0o700 });
+  return d;
+}
+
+const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
+function writeFile(path: string, content: string | Buffer, mode = 0o600): string {
+  writeFileSync(path, content);
+  chmodSync(path, mode);
+  return path;
+}
+
+function fails(yaml: string, role: Role, message: RegExp, file = 'test.yaml', opts?: ParseOptions): ConfigError {
+  let error: ConfigError | undefined;
   assert.throws(
-    () => parseConfig(yaml, 'test.yaml', role),
+    () => parseConfig(yaml, file, role, opts),
     (e: unknown) => {
       assert.ok(e instanceof ConfigError, `expected ConfigError, got ${String(e)}`);
       assert.equal(e.exitCode, 2);
+      assert.equal(e.code, 'ERR_CONFIG');
       assert.match(e.message, message);
       assert.ok(!e.message.includes('\n'), 'one line');
+      error = e;
       return true;
     },
   );
+  return error as ConfigError;
 }
+
+// RFC 7748 section 6.1: Alice plays the server, Bob the client (as in config/*.modern.yaml).
+const SERVER_PRIVATE = Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex');
+const SERVER_PUBLIC = 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=';
+const CLIENT_PRIVATE = Buffer.from('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb', 'hex');
+const CLIENT_PUBLIC = '3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=';
+const OTHER_PUBLIC = Buffer.alloc(32, 9).toString('base64');
 
 const modernClient = `
 client:
@@ -61,21 +92,37 @@ describe('config', () => {
     assert.equal(c.logLevel, 'info');
   });
 
-  it('reads the shipped modern examples (with a key file in place of /etc/dp-tcp/psk)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dptcp-ex-'));
-    writeFileSync(join(dir, 'psk'), 'example-key-example-key-example-key');
-    chmodSync(join(dir, 'psk'), 0o600);
-    const load = (side: 'client' | 'server') => {
-      const f = join(dir, `${side}.yaml`);
-      writeFileSync(f, readFileSync(join(root, `config/${side}.modern.yaml`), 'utf8').replace('psk_file: /etc/dp-tcp/psk', 'psk_file: psk'));
-      return loadConfig(f, side);
+  it('reads the shipped modern examples, which describe one matching pair', () => {
+    // The examples' public keys are RFC 7748's test vectors, so their private
+    // halves are known: write those where /etc/dp-tcp/ is, and the two files
+    // must load and name each other.
+    const dir = newDir();
+    writeFile(join(dir, 'server.key'), `${SERVER_PRIVATE.toString('base64')}\n`);
+    writeFile(join(dir, 'client.key'), `${CLIENT_PRIVATE.toString('base64')}\n`);
+    const load = (side: Role) => {
+      const text = readFileSync(join(root, `config/${side}.modern.yaml`), 'utf8');
+      assert.ok(text.includes(`private_key_file: /etc/dp-tcp/${side}.key`));
+      return loadConfig(writeFile(join(dir, `${side}.yaml`), text.replaceAll('/etc/dp-tcp/', `${dir}/`), 0o644), side);
     };
     const c = load('client');
-    assert.equal(c.tunnel.addresses.length, 2);
-    assert.equal(c.security.encryption, 'chacha20-poly1305');
     const s = load('server');
+    assert.equal(c.tunnel.addresses.length, 2);
     assert.equal(s.links.length, 2);
-    assert.ok(s.security.psk);
+    for (const sec of [c.security, s.security]) {
+      assert.equal(sec.mode, 'keys');
+      assert.equal(sec.encryption, 'chacha20-poly1305');
+      assert.equal(sec.psk, undefined, 'the extra psk is commented out');
+    }
+    assert.deepEqual(c.security.serverPublicKey, publicKeyOf(s.security.privateKey as Buffer));
+    assert.equal(s.security.peers.length, 1);
+    const peer = s.security.peers[0]!;
+    assert.deepEqual(peer.publicKey, publicKeyOf(c.security.privateKey as Buffer));
+    assert.equal(peer.name, 'laptop');
+    // The client's tunnel addresses are exactly what the server allows it.
+    assert.deepEqual(
+      peer.allowedIps.map((p) => `${p.address}/${p.prefix}`),
+      c.tunnel.addresses.map((a) => `${a.address}/${a.family === 4 ? 32 : 128}`),
+    );
   });
 
   it('reads the modern form with prefixes, IPv6, timing and defaults', () => {
@@ -134,51 +181,231 @@ describe('config', () => {
   it('reports YAML syntax errors, duplicate keys and unreadable files in one line', () => {
     fails('client: [1, 2\n', 'client', /^test\.yaml: is not valid YAML/);
     fails('client: 1\nclient: 2\n', 'client', /is not valid YAML/);
-    const dir = mkdtempSync(join(tmpdir(), 'dptcp-cfg-'));
+    const dir = newDir();
     assert.throws(() => loadConfig(join(dir, 'missing.yaml'), 'client'), /missing\.yaml: cannot read the config file: ENOENT/);
-    const f = join(dir, 'empty.yaml');
-    writeFileSync(f, '');
+    const f = writeFile(join(dir, 'empty.yaml'), '');
     assert.throws(() => loadConfig(f, 'client'), /empty\.yaml: must be a mapping/);
   });
 
-  describe('keys and encryption', () => {
+  describe('security: open and psk modes', () => {
     const withSecurity = (sec: string): string =>
       `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n${sec}`;
+    const PSK = '0123456789abcdef0123';
 
-    it('the original files run without a key (and so without encryption)', () => {
-      const c = loadConfig(join(root, 'config/client.yaml'), 'client');
-      assert.deepEqual(c.security, { psk: undefined, encryption: 'none' });
+    it('the original files run open: no key, no encryption', () => {
+      for (const side of ['client', 'server'] as const) {
+        const c = loadConfig(join(root, `config/${side}.yaml`), side);
+        assert.deepEqual(c.security, { mode: 'open', privateKey: undefined, psk: undefined, encryption: 'none', serverPublicKey: undefined, peers: [] });
+        assert.ok(Object.isFrozen(c.security));
+      }
+      assert.equal(parseConfig(withSecurity('  encryption: none\n'), 'test.yaml', 'client').security.encryption, 'none', 'none may be said');
     });
 
-    it('a psk turns on authentication and, by default, ChaCha20-Poly1305', () => {
-      const c = parseConfig(withSecurity('  psk: "0123456789abcdef0123"\n'), 'test.yaml', 'client');
-      assert.deepEqual(c.security.psk, Buffer.from('0123456789abcdef0123'));
+    it('a psk alone is the psk mode, with ChaCha20-Poly1305 by default or AES-256-GCM', () => {
+      const c = parseConfig(withSecurity(`  psk: "${PSK}"\n`), 'test.yaml', 'client');
+      assert.equal(c.security.mode, 'psk');
+      assert.deepEqual(c.security.psk, Buffer.from(PSK));
       assert.equal(c.security.encryption, 'chacha20-poly1305');
-      const g = parseConfig(withSecurity('  psk: "0123456789abcdef0123"\n  encryption: aes-256-gcm\n'), 'test.yaml', 'client');
+      assert.equal(c.security.privateKey, undefined);
+      const g = parseConfig(withSecurity(`  psk: "${PSK}"\n  encryption: aes-256-gcm\n`), 'test.yaml', 'client');
       assert.equal(g.security.encryption, 'aes-256-gcm');
-      const n = parseConfig(withSecurity('  psk: "0123456789abcdef0123"\n  encryption: none\n'), 'test.yaml', 'client');
-      assert.equal(n.security.encryption, 'none');
+      const u = parseConfig(withSecurity('  psk: "clé-partagée-ünïcødé"\n'), 'test.yaml', 'client');
+      assert.deepEqual(u.security.psk, Buffer.from('clé-partagée-ünïcødé', 'utf8'), 'an inline psk is its UTF-8 bytes');
     });
 
-    it('refuses short keys, unknown ciphers, encryption without a key, and both key forms', () => {
+    it('refuses encryption: none with a key, and encryption without one', () => {
+      fails(
+        withSecurity(`  psk: "${PSK}"\n  encryption: none\n`),
+        'client',
+        /^test\.yaml: client\.encryption: every frame is authenticated and encrypted when a key is set; remove encryption: none$/,
+      );
+      fails(withSecurity('  encryption: aes-256-gcm\n'), 'client', /^test\.yaml: client\.encryption: needs a key to encrypt with: private_key_file \(peer keys\) or psk_file$/);
+      fails(withSecurity(`  psk: "${PSK}"\n  encryption: rot13\n`), 'client', /client\.encryption: must be chacha20-poly1305 or aes-256-gcm \(none without a key\), got 'rot13'$/);
+    });
+
+    it('refuses short keys and both psk forms', () => {
       fails(withSecurity('  psk: short\n'), 'client', /client\.psk: the key must be at least 16 bytes/);
-      fails(withSecurity('  psk: "0123456789abcdef0123"\n  encryption: rot13\n'), 'client', /client\.encryption: must be none, chacha20-poly1305 or aes-256-gcm/);
-      fails(withSecurity('  encryption: aes-256-gcm\n'), 'client', /client\.encryption: needs a psk or psk_file/);
-      fails(withSecurity('  psk: "0123456789abcdef0123"\n  psk_file: k\n'), 'client', /client\.psk_file: give psk or psk_file, not both/);
+      fails(withSecurity(`  psk: "${PSK}"\n  psk_file: k\n`), 'client', /client\.psk_file: give psk or psk_file, not both/);
     });
 
-    it('reads psk_file relative to the config, and only if other users cannot read it', () => {
-      const dir = mkdtempSync(join(tmpdir(), 'dptcp-psk-'));
-      const keyFile = join(dir, 'psk');
-      writeFileSync(keyFile, 'a-long-enough-secret-key-for-tests\n');
-      chmodSync(keyFile, 0o644);
-      const cfg = join(dir, 'client.yaml');
-      writeFileSync(cfg, withSecurity('  psk_file: psk\n'));
-      assert.throws(() => loadConfig(cfg, 'client'), /client\.psk_file: .*psk can be read by other users \(mode 644\): chmod 600 it/);
+    it('reads psk_file relative to the config as raw bytes, only if other users cannot read it', () => {
+      const dir = newDir();
+      const secret = Buffer.concat([Buffer.from('a-long-enough-secret-'), Buffer.from([0xff, 0xfe, 0x00, 0x80])]);
+      const keyFile = writeFile(join(dir, 'psk'), Buffer.concat([secret, Buffer.from('\n')]), 0o644);
+      const cfg = writeFile(join(dir, 'client.yaml'), withSecurity('  psk_file: psk\n'), 0o644);
+      assert.throws(
+        () => loadConfig(cfg, 'client'),
+        new RegExp(`: ${esc(cfg)}: client\\.psk_file: ${esc(keyFile)} can be read or written by group or others \\(mode 644\\): chmod 600 ${esc(keyFile)}$`),
+      );
       chmodSync(keyFile, 0o600);
-      assert.deepEqual(loadConfig(cfg, 'client').security.psk, Buffer.from('a-long-enough-secret-key-for-tests'));
-      writeFileSync(cfg, withSecurity('  psk_file: missing\n'));
-      assert.throws(() => loadConfig(cfg, 'client'), /client\.psk_file: cannot read .*missing/);
+      const c = loadConfig(cfg, 'client');
+      assert.equal(c.security.mode, 'psk');
+      assert.deepEqual(c.security.psk, secret, 'bytes, trimmed, not decoded');
+      writeFile(cfg, withSecurity('  psk_file: missing\n'));
+      assert.throws(() => loadConfig(cfg, 'client'), /client\.psk_file: cannot read .*missing: ENOENT$/);
+      writeFile(join(dir, 'short'), 'tooshort\n');
+      writeFile(cfg, withSecurity('  psk_file: short\n'));
+      assert.throws(() => loadConfig(cfg, 'client'), /client\.psk_file: the key must be at least 16 bytes/);
+    });
+
+    it('refuses an inline psk in a config file group or others can read', () => {
+      const dir = newDir();
+      const cfg = writeFile(join(dir, 'client.yaml'), withSecurity(`  psk: "${PSK}"\n`), 0o644);
+      const e = fails(
+        readFileSync(cfg, 'utf8'),
+        'client',
+        new RegExp(`^${esc(cfg)}: client\\.psk: ${esc(cfg)} can be read or written by group or others \\(mode 644\\): move the key to a psk_file, or chmod 600 ${esc(cfg)}$`),
+        cfg,
+        { fileMode: 0o100644 },
+      );
+      assert.ok(!e.message.includes(PSK), 'the key is not repeated');
+      assert.throws(() => loadConfig(cfg, 'client'), /client\.psk: .*\(mode 644\): move the key to a psk_file, or chmod 600/);
+      chmodSync(cfg, 0o640);
+      assert.throws(() => loadConfig(cfg, 'client'), /\(mode 640\)/);
+      chmodSync(cfg, 0o600);
+      assert.equal(loadConfig(cfg, 'client').security.mode, 'psk');
+      // A world-readable config without an inline secret is fine.
+      writeFile(cfg, withSecurity(''), 0o644);
+      assert.equal(loadConfig(cfg, 'client').security.mode, 'open');
+    });
+  });
+
+  describe('security: peer keys', () => {
+    const client = (sec: string): string => `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n${sec}`;
+    const server = (sec: string): string => `server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n  links:\n    - listen: "10.0.1.1:1"\n${sec}`;
+    const peer = (pub: string, ips = '[10.0.0.2/32]', extra = ''): string => `    - { public_key: "${pub}", allowed_ips: ${ips}${extra} }\n`;
+
+    // One directory with both keys; configs are parsed as if they lived there.
+    const dir = newDir();
+    const cfg = join(dir, 'test.yaml');
+    writeFile(join(dir, 'server.key'), `${SERVER_PRIVATE.toString('base64')}\n`);
+    writeFile(join(dir, 'client.key'), `  ${CLIENT_PRIVATE.toString('base64')}\r\n`);
+    writeFile(join(dir, 'psk'), 'an-extra-secret-of-enough-bytes\n');
+    writeFile(join(dir, 'open.key'), `${CLIENT_PRIVATE.toString('base64')}\n`, 0o640);
+    writeFile(join(dir, 'garbage.key'), 'this is not a key\n');
+    const at = (yaml: string, role: Role) => parseConfig(yaml, cfg, role).security;
+    const failsAt = (yaml: string, role: Role, message: RegExp) => fails(yaml, role, message, cfg);
+
+    it('client: private_key_file (relative to the config) and server_public_key', () => {
+      const sec = at(client(`  private_key_file: client.key\n  server_public_key: ${SERVER_PUBLIC}\n`), 'client');
+      assert.equal(sec.mode, 'keys');
+      assert.deepEqual(sec.privateKey, CLIENT_PRIVATE);
+      assert.equal(sec.serverPublicKey?.toString('base64'), SERVER_PUBLIC);
+      assert.equal(sec.psk, undefined);
+      assert.equal(sec.encryption, 'chacha20-poly1305');
+      assert.deepEqual(sec.peers, []);
+      const abs = at(client(`  private_key_file: ${join(dir, 'client.key')}\n  server_public_key: ${SERVER_PUBLIC}\n  encryption: aes-256-gcm\n`), 'client');
+      assert.deepEqual(abs.privateKey, CLIENT_PRIVATE);
+      assert.equal(abs.encryption, 'aes-256-gcm');
+    });
+
+    it('a psk with the keys is the extra secret, and keys mode stays', () => {
+      const sec = at(client(`  private_key_file: client.key\n  server_public_key: ${SERVER_PUBLIC}\n  psk_file: psk\n`), 'client');
+      assert.equal(sec.mode, 'keys');
+      assert.deepEqual(sec.psk, Buffer.from('an-extra-secret-of-enough-bytes'));
+      const s = at(server(`  private_key_file: server.key\n  psk_file: psk\n  peers:\n${peer(CLIENT_PUBLIC)}`), 'server');
+      assert.equal(s.mode, 'keys');
+      assert.ok(s.psk);
+    });
+
+    it('client: each half needs the other', () => {
+      failsAt(
+        client('  private_key_file: client.key\n'),
+        'client',
+        /^.*test\.yaml: client\.server_public_key: is required with private_key_file \(the server's public key: dp-tcp pubkey < server\.key\)$/,
+      );
+      failsAt(
+        client(`  server_public_key: ${SERVER_PUBLIC}\n`),
+        'client',
+        /client\.private_key_file: is required with server_public_key \(this client's own key: dp-tcp genkey > client\.key\)$/,
+      );
+      failsAt(client(`  private_key_file: client.key\n  server_public_key: ${SERVER_PUBLIC}\n  encryption: none\n`), 'client', /client\.encryption: every frame is authenticated and encrypted when a key is set; remove encryption: none$/);
+    });
+
+    it('refuses a private key file that is open, missing, not a key, or a key pasted in place of a path', () => {
+      const pub = `  server_public_key: ${SERVER_PUBLIC}\n`;
+      failsAt(
+        client(`  private_key_file: open.key\n${pub}`),
+        'client',
+        new RegExp(`client\\.private_key_file: ${esc(dir)}/open\\.key can be read or written by group or others \\(mode 640\\): chmod 600 ${esc(dir)}/open\\.key$`),
+      );
+      failsAt(client(`  private_key_file: nowhere.key\n${pub}`), 'client', /client\.private_key_file: cannot read .*nowhere\.key: ENOENT$/);
+      const g = failsAt(
+        client(`  private_key_file: garbage.key\n${pub}`),
+        'client',
+        /client\.private_key_file: .*garbage\.key does not hold a private key: a key is 44 characters of base64 \(32 bytes\).*got 17 characters$/,
+      );
+      assert.ok(!g.message.includes('this is not'), 'the file content is not repeated');
+      const pasted = CLIENT_PRIVATE.toString('base64');
+      const e = failsAt(client(`  private_key_file: ${pasted}\n${pub}`), 'client', /client\.private_key_file: must be the path of a file that holds the key, not the key itself$/);
+      assert.ok(!e.message.includes(pasted));
+    });
+
+    it('refuses a server_public_key that is not a key', () => {
+      failsAt(client('  private_key_file: client.key\n  server_public_key: abc\n'), 'client', /client\.server_public_key: a key is 44 characters of base64 \(32 bytes\), as 'dp-tcp genkey' or 'dp-tcp pubkey' print it; got 3 characters$/);
+      failsAt(client(`  private_key_file: client.key\n  server_public_key: "${SERVER_PUBLIC.slice(0, 40)}!!!="\n`), 'client', /client\.server_public_key: .*not base64$/);
+    });
+
+    it("refuses the other role's fields", () => {
+      failsAt(client(`  private_key_file: client.key\n  server_public_key: ${SERVER_PUBLIC}\n  peers:\n${peer(CLIENT_PUBLIC)}`), 'client', /client\.peers: belongs in a server config; a client names its server with server_public_key$/);
+      failsAt(server(`  private_key_file: server.key\n  server_public_key: ${SERVER_PUBLIC}\n  peers:\n${peer(CLIENT_PUBLIC)}`), 'server', /server\.server_public_key: belongs in a client config; a server lists its clients under peers$/);
+    });
+
+    it('server: private_key_file and peers with names, keys and allowed_ips', () => {
+      const sec = at(
+        server(
+          '  private_key_file: server.key\n  peers:\n' +
+            peer(CLIENT_PUBLIC, '[10.0.0.2/32, "fd00::2/128"]', ', name: laptop') +
+            peer(OTHER_PUBLIC, '[10.0.0.3, "fd00::3", 192.168.7.0/24, "fd00:1::/64"]'),
+        ),
+        'server',
+      );
+      assert.equal(sec.mode, 'keys');
+      assert.deepEqual(sec.privateKey, SERVER_PRIVATE);
+      assert.equal(sec.serverPublicKey, undefined);
+      assert.equal(sec.peers.length, 2);
+      assert.deepEqual(
+        sec.peers.map((p) => [p.name, p.publicKey.toString('base64'), p.allowedIps.map((a) => `${a.family}:${a.address}/${a.prefix}`)]),
+        [
+          ['laptop', CLIENT_PUBLIC, ['4:10.0.0.2/32', '6:fd00::2/128']],
+          [OTHER_PUBLIC.slice(0, 8), OTHER_PUBLIC, ['4:10.0.0.3/32', '6:fd00::3/128', '4:192.168.7.0/24', '6:fd00:1::/64']],
+        ],
+      );
+      assert.ok(Object.isFrozen(sec.peers) && Object.isFrozen(sec.peers[0]) && Object.isFrozen(sec.peers[0]?.allowedIps));
+    });
+
+    it('server: peers and the private key need each other', () => {
+      failsAt(server('  private_key_file: server.key\n'), 'server', /server\.peers: must list at least one client \(public_key and allowed_ips\) with private_key_file$/);
+      failsAt(server('  private_key_file: server.key\n  peers: []\n'), 'server', /server\.peers: must list at least one client/);
+      failsAt(server(`  peers:\n${peer(CLIENT_PUBLIC)}`), 'server', /server\.private_key_file: is required with peers \(this server's own key: dp-tcp genkey > server\.key\)$/);
+      failsAt(server('  private_key_file: server.key\n  peers: { public_key: x }\n'), 'server', /server\.peers: must be a list of clients, each \{ public_key, allowed_ips \}$/);
+    });
+
+    it('server: every peer is valid and distinct', () => {
+      const s = (peers: string): string => server(`  private_key_file: server.key\n  peers:\n${peers}`);
+      failsAt(s(peer('nope')), 'server', /server\.peers\[0\]\.public_key: a key is 44 characters of base64/);
+      failsAt(s('    - { allowed_ips: [10.0.0.2/32] }\n'), 'server', /server\.peers\[0\]\.public_key: is required$/);
+      failsAt(s(peer(CLIENT_PUBLIC) + peer(CLIENT_PUBLIC, '[10.0.0.3/32]')), 'server', /server\.peers\[1\]\.public_key: is also the key of peers\[0\]: each client needs its own key pair$/);
+      failsAt(s(peer(SERVER_PUBLIC)), 'server', /server\.peers\[0\]\.public_key: is this server's own public key: list each client's key \(dp-tcp pubkey < client\.key\)$/);
+      failsAt(s(peer(CLIENT_PUBLIC, '[10.0.0.2/32]', ', name: a') + peer(OTHER_PUBLIC, '[10.0.0.3/32]', ', name: a')), 'server', /server\.peers\[1\]\.name: 'a' is also the name of peers\[0\]$/);
+      failsAt(s(peer(CLIENT_PUBLIC, '[10.0.0.2/32]', ', nmae: a')), 'server', /server\.peers\[0\]\.nmae: is not a known field$/);
+    });
+
+    it('server: allowed_ips are prefixes without host bits, each given to one peer', () => {
+      const s = (ips: string, more = ''): string => server(`  private_key_file: server.key\n  peers:\n${peer(CLIENT_PUBLIC, ips)}${more}`);
+      failsAt(s('[10.0.0.5/24]'), 'server', /server\.peers\[0\]\.allowed_ips\[0\]: 10\.0\.0\.5\/24 has host bits set: the network is 10\.0\.0\.0\/24, a single host \/32$/);
+      failsAt(s('[10.0.0.0/24, "fd00::1/64"]'), 'server', /server\.peers\[0\]\.allowed_ips\[1\]: fd00::1\/64 has host bits set: the network is fd00::\/64, a single host \/128$/);
+      failsAt(s('[10.0.0.2/33]'), 'server', /allowed_ips\[0\]: prefix length \/33 is out of range$/);
+      failsAt(s('["fd00::/129"]'), 'server', /allowed_ips\[0\]: prefix length \/129 is out of range$/);
+      failsAt(s('[nowhere/8]'), 'server', /allowed_ips\[0\]: must be address\/prefix, got string "nowhere\/8"$/);
+      failsAt(s('["fe80::1%eth0/128"]'), 'server', /allowed_ips\[0\]: must be address\/prefix/);
+      failsAt(s('[]'), 'server', /server\.peers\[0\]\.allowed_ips: must be a non-empty list of the tunnel addresses this client may use/);
+      failsAt(s('10.0.0.2/32'), 'server', /server\.peers\[0\]\.allowed_ips: must be a non-empty list/);
+      failsAt(s('[10.0.0.2/32, 10.0.0.2]'), 'server', /allowed_ips\[1\]: 10\.0\.0\.2\/32 is listed twice$/);
+      failsAt(s('["fd00::2/128"]', peer(OTHER_PUBLIC, '["fd00:0::0002/128"]')), 'server', /server\.peers\[1\]\.allowed_ips\[0\]: fd00:0::0002\/128 is also allowed for peers\[0\]$/);
+      // Overlapping but different prefixes are allowed, as in WireGuard (the most specific wins).
+      assert.equal(at(s('[10.0.0.0/24]', peer(OTHER_PUBLIC, '[10.0.0.3/32]')), 'server').peers.length, 2);
+      assert.equal(at(s('[0.0.0.0/0, "::/0"]'), 'server').peers[0]?.allowedIps.length, 2);
     });
   });
 

@@ -9,6 +9,8 @@ import {
   encodeLinkDown,
   encodeToken,
   FrameDecoder,
+  forEachFrame,
+  sanitizeText,
   FrameType,
   readU64,
   writeU64,
@@ -113,12 +115,32 @@ describe('FrameDecoder', () => {
   it('rejects lengths shorter than a header, bad versions and unknown types', () => {
     const short = Buffer.from([0, 0, 0, 3, 1, 3, 0]);
     assert.throws(() => decoder().d.push(short), /shorter than a frame header/);
-    const v2 = encodeToken(FrameType.Ping, 1);
-    v2[4] = 2;
-    assert.throws(() => decoder().d.push(v2), /unsupported protocol version 2/);
+    const v1 = encodeToken(FrameType.Ping, 1);
+    v1[4] = 1;
+    assert.throws(() => decoder().d.push(v1), /unsupported protocol version 1/);
     const t9 = encodeToken(FrameType.Ping, 1);
     t9[5] = 99;
     assert.throws(() => decoder().d.push(t9), /unknown frame type 99/);
+  });
+
+  it('walks the inner frames of a record, checking every length against what is left', () => {
+    const seen: number[] = [];
+    const two = Buffer.concat([encodeData(1, Buffer.alloc(20)), encodeToken(FrameType.Ping, 2)]);
+    forEachFrame(two, 66_000, (t) => seen.push(t));
+    assert.deepEqual(seen, [FrameType.Data, FrameType.Ping]);
+    const huge = Buffer.from(two);
+    huge.writeUInt32BE(0xffff_fff0, 0);
+    assert.throws(() => forEachFrame(huge, 66_000, () => {}), /out of range/);
+    assert.throws(() => forEachFrame(two.subarray(0, two.length - 3), 66_000, () => {}), /runs past the end/);
+    assert.throws(() => forEachFrame(two.subarray(0, 30), 66_000, () => {}), /runs past the end|inside a frame header/);
+    forEachFrame(Buffer.alloc(0), 66_000, () => assert.fail('an empty record holds no frame'));
+  });
+
+  it('sanitizes a peer text before it is logged', () => {
+    assert.equal(sanitizeText('a\nb\u001b[31mc\u202ed'), 'a?b?[31mc?d');
+    assert.equal(sanitizeText('x'.repeat(300)).length, 201);
+    const f = encodeClose(CloseCode.Shutdown, 'bye\r\nFAKE LOG LINE');
+    assert.equal(decodeClose(f, 8, f.length).reason, 'bye??FAKE LOG LINE');
   });
 
   it('rejects frames whose body is too short for their type', () => {

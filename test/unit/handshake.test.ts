@@ -12,13 +12,11 @@ import {
   type Hello,
 } from '../../src/protocol/handshake.js';
 
-describe('handshake frames', () => {
+describe('open-mode handshake frames', () => {
   it('HELLO round-trips with IPv4 and IPv6 addresses', () => {
     const h: Hello = {
       sessionId: randomBytes(16),
-      nonce: randomBytes(16),
-      auth: true,
-      encryption: 'aes-256-gcm',
+      encryption: 'none',
       offload: true,
       linkId: 1,
       linkCount: 2,
@@ -34,8 +32,6 @@ describe('handshake frames', () => {
   it('HELLO without magic, with a bad family, trailing bytes or link id out of range is refused', () => {
     const h: Hello = {
       sessionId: Buffer.alloc(16, 1),
-      nonce: Buffer.alloc(16, 2),
-      auth: false,
       encryption: 'none',
       offload: false,
       linkId: 0,
@@ -51,7 +47,7 @@ describe('handshake frames', () => {
     const badId = encodeHello({ ...h, linkId: 3, linkCount: 2 });
     assert.throws(() => decodeHello(badId, 8, badId.length), /link id 3 of 2/);
     const badFamily = encodeHello({ ...h, addresses: [{ family: 4, address: '1.2.3.4', prefix: 8 }] });
-    badFamily[8 + 4 + 16 + 16 + 1 + 5] = 5;
+    badFamily[8 + 4 + 16 + 1 + 5] = 5;
     assert.throws(() => decodeHello(badFamily, 8, badFamily.length), /family 5/);
   });
 
