@@ -52,6 +52,7 @@ Napi::Function Tun::Init(Napi::Env env) {
                          InstanceAccessor<&Tun::GetName>("name"),
                          InstanceAccessor<&Tun::GetFd>("fd"),
                          InstanceAccessor<&Tun::GetLastErrno>("lastErrno"),
+                         InstanceAccessor<&Tun::GetReadDiscards>("readDiscards"),
                          InstanceMethod<&Tun::SetMtu>("setMtu"),
                          InstanceMethod<&Tun::AddAddress>("addAddress"),
                          InstanceMethod<&Tun::SetUp>("setUp"),
@@ -100,6 +101,7 @@ Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
     }
   }
   fd_ = fd;
+  vnetHdr_ = vnetHdr;
   name_ = ifr.ifr_name;
   if (napi_add_env_cleanup_hook(env, OnCleanup, this) == napi_ok) cleanupHookAdded_ = true;
   asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:Tun");
@@ -117,6 +119,9 @@ Napi::Value Tun::GetName(const Napi::CallbackInfo& info) { return Napi::String::
 Napi::Value Tun::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 Napi::Value Tun::GetLastErrno(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), lastErrno_);
+}
+Napi::Value Tun::GetReadDiscards(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(readDiscards_));
 }
 
 Napi::Value Tun::SetMtu(const Napi::CallbackInfo& info) {
@@ -347,19 +352,33 @@ void Tun::OnPoll(uv_poll_t* handle, int status, int events) {
 // One batch per poll callback: the poll is level-triggered, so anything left
 // in the device queue comes back on the next loop turn, after the sockets had
 // their turn.
+//
+// A read that returns no more than the virtio_net_hdr (or nothing, without
+// one) carries no packet, and one that claims more than the maxPacket_ bytes
+// it was given would put the next packet, and lengths_, past the arena: the
+// kernel does neither, and neither is handed on. Such reads count toward the
+// batch all the same, so a run of them cannot keep the loop here.
 void Tun::HandleReadable() {
+  const size_t minRead = vnetHdr_ ? static_cast<size_t>(kVirtioNetHdrBytes) + 1 : 1;
   size_t off = 0;
   size_t n = 0;
+  size_t reads = 0;
   int err = 0;
-  while (n < maxBatch_ && off + headroom_ + maxPacket_ <= arenaLen_) {
+  while (reads < maxBatch_ && off + headroom_ + maxPacket_ <= arenaLen_) {
     ssize_t r = read(fd_, arena_ + off + headroom_, maxPacket_);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) err = errno;
       break;
     }
-    lengths_[n++] = static_cast<uint32_t>(r);
-    off += headroom_ + static_cast<size_t>(r);
+    reads++;
+    size_t got = static_cast<size_t>(r);
+    if (got < minRead || got > maxPacket_) {
+      readDiscards_++;
+      continue;
+    }
+    lengths_[n++] = static_cast<uint32_t>(got);
+    off += headroom_ + got;
   }
   Napi::Env env(env_);
   Napi::HandleScope scope(env);

@@ -20,6 +20,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   Napi::Value GetName(const Napi::CallbackInfo& info);
   Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value GetLastErrno(const Napi::CallbackInfo& info);
+  Napi::Value GetReadDiscards(const Napi::CallbackInfo& info);
   Napi::Value SetMtu(const Napi::CallbackInfo& info);
   Napi::Value AddAddress(const Napi::CallbackInfo& info);
   Napi::Value SetUp(const Napi::CallbackInfo& info);
@@ -41,6 +42,9 @@ class Tun : public Napi::ObjectWrap<Tun> {
   int fd_ = -1;
   std::string name_;
   int lastErrno_ = 0;
+  bool vnetHdr_ = false;
+  // Reads dropped because their length cannot be a packet (see HandleReadable).
+  uint64_t readDiscards_ = 0;
   napi_env env_ = nullptr;
   uv_poll_t* poll_ = nullptr;
   bool reading_ = false;

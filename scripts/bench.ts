@@ -5,10 +5,12 @@
 // stream through impaired links. Writes bench/results/latest.json, .md and
 // SVG charts.
 import type { ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { encodeKey } from '../src/secure/keys.js';
+import { generateKeyPair } from '../src/secure/primitives.js';
+import { measureHandshakes, type HandshakeRate } from './bench-handshake.js';
 import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, type StreamSummary } from '../test/helpers/netns.js';
 
 const OUT = join(ROOT, 'bench', 'results');
@@ -246,6 +248,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => (cleanup(), process.exit(130)));
   try {
     const results: TunnelResult[] = [];
+    let handshakes: HandshakeRate = { serverPerSecond: NaN, wholePerSecond: NaN };
     const imp: ImpairmentResult[] = [];
     results.push(await measure(tb, 'direct veth', 1, '10.0.1.1', []));
 
@@ -260,25 +263,44 @@ async function main(): Promise<void> {
       await sleep(1000);
     }
 
-    const psk = join(tb.dir, 'psk');
-    writeFileSync(psk, randomBytes(32).toString('base64'));
-    chmodSync(psk, 0o600);
-    for (const enc of [false, true]) {
-      const sec = enc ? `  psk_file: ${psk}\n  encryption: chacha20-poly1305\n` : '';
-      const s = tb.startDpTcp('server', SERVER_YAML.replace('logger:', `${sec}logger:`));
-      const c = tb.startDpTcp('client', CLIENT_YAML.replace('logger:', `${sec}logger:`));
+    // Peer keys, as an operator makes them (dp-tcp genkey / pubkey do the same).
+    const keyFile = (name: string, key: Buffer): string => {
+      const f = join(tb.dir, `${name}.key`);
+      writeFileSync(f, encodeKey(key), { mode: 0o600 });
+      chmodSync(f, 0o600);
+      return f;
+    };
+    const sk = generateKeyPair();
+    const ck = generateKeyPair();
+    const serverSec = (cipher: string): string =>
+      `  private_key_file: ${keyFile('server', sk.privateKey)}\n  encryption: ${cipher}\n` +
+      `  peers:\n    - { name: bench, public_key: "${encodeKey(ck.publicKey)}", allowed_ips: [10.0.0.2/32, "fd00:dd::2/128"] }\n`;
+    const clientSec = (cipher: string): string =>
+      `  private_key_file: ${keyFile('client', ck.privateKey)}\n  server_public_key: "${encodeKey(sk.publicKey)}"\n  encryption: ${cipher}\n`;
+    for (const [cipher, label] of [
+      ['none', 'dp-tcp, no encryption (open mode)'],
+      ['chacha20-poly1305', 'dp-tcp, peer keys, ChaCha20-Poly1305'],
+      ['aes-256-gcm', 'dp-tcp, peer keys, AES-256-GCM'],
+    ] as const) {
+      const open = cipher === 'none';
+      const s = tb.startDpTcp('server', SERVER_YAML.replace('logger:', `${open ? '' : serverSec(cipher)}logger:`));
+      const c = tb.startDpTcp('client', CLIENT_YAML.replace('logger:', `${open ? '' : clientSec(cipher)}logger:`));
       await tb.waitUp(2);
       // The node processes behind `ip netns exec` (it execs, so the pid is node's).
-      results.push(await measure(tb, enc ? 'dp-tcp, ChaCha20-Poly1305' : 'dp-tcp, no encryption', 2, '10.0.0.1', [s.pid as number, c.pid as number]));
-      if (!enc) imp.push(...(await impairments(tb, 'dp-tcp', '10.0.0.1')));
+      results.push(await measure(tb, label, 2, '10.0.0.1', [s.pid as number, c.pid as number]));
+      if (open) imp.push(...(await impairments(tb, 'dp-tcp', '10.0.0.1')));
       await tb.stopDpTcp('client');
       await tb.stopDpTcp('server');
     }
+    handshakes = measureHandshakes();
     const meta = { date: new Date().toISOString().slice(0, 10), cpus: `${cpus().length} × ${cpus()[0]?.model.trim()}`, node: process.version };
-    writeFileSync(join(OUT, 'latest.json'), JSON.stringify({ meta, seconds: SECONDS, tunnels: results, impairments: imp }, null, 1));
+    writeFileSync(join(OUT, 'latest.json'), JSON.stringify({ meta, seconds: SECONDS, tunnels: results, impairments: imp, handshakes }, null, 1));
     writeFileSync(join(OUT, 'throughput.svg'), barsSvg(results));
     writeFileSync(join(OUT, 'latency-cdf.svg'), cdfSvg(imp));
-    const md = markdown(results, imp, meta);
+    const md =
+      markdown(results, imp, meta) +
+      `\nKeyed handshakes (Noise IKpsk2 with mac1) on one core: ${handshakes.serverPerSecond.toFixed(0)}/s server side, ` +
+      `${handshakes.wholePerSecond.toFixed(0)}/s for both sides of a handshake.\n`;
     writeFileSync(join(OUT, 'latest.md'), md);
     console.log('\n' + md);
     console.log(`written: ${join(OUT, 'latest.json')}, latest.md, throughput.svg, latency-cdf.svg`);

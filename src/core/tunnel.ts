@@ -37,7 +37,8 @@ export interface SessionSnapshot extends SessionStats {
 
 export interface TunnelSnapshot {
   uptimeMs: number;
-  tun: TunnelStats & { written: TunWriterStats };
+  /** readDiscards: TUN reads of an impossible length, discarded by the addon. */
+  tun: TunnelStats & { readDiscards: number; written: TunWriterStats };
   sessions: SessionSnapshot[];
 }
 
@@ -172,7 +173,11 @@ export class Tunnel {
   snapshot(): TunnelSnapshot {
     return {
       uptimeMs: Math.round(performance.now() - this.startedMs),
-      tun: { ...this.stats, written: { ...this.writer.stats, refused: { ...this.writer.stats.refused } } },
+      tun: {
+        ...this.stats,
+        readDiscards: this.tun.readDiscards ?? 0,
+        written: { ...this.writer.stats, refused: { ...this.writer.stats.refused } },
+      },
       sessions: [...this.sessions].map((s) => ({
         id: s.idHex,
         epoch: s.epoch.toString('hex'),

@@ -80,7 +80,10 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
   counter('dptcp_tun_dropped_packets_total', 'Packets dropped at the TUN device, by reason', ['reason'], (s) => [
     [{ reason: 'no_session' }, s.tun.dropsNoSession],
     [{ reason: 'backlog_full' }, s.tun.written.backlogFull],
-    [{ reason: 'refused' }, Object.values(s.tun.written.refused).reduce((a, b) => a + b, 0)],
+    // bad_vnet_hdr: a peer's offload header no kernel would write (dropped before the TUN);
+    // errno_N: the kernel refused the write.
+    ...Object.entries(s.tun.written.refused).map(([reason, v]): Sample => [{ reason }, v]),
+    [{ reason: 'bad_read' }, s.tun.readDiscards],
   ]);
   gauge('dptcp_uptime_seconds', 'Seconds since the tunnel started', [], (s) => [[{}, s.uptimeMs / 1000]]);
   return reg;

@@ -23,6 +23,11 @@ export interface TunDevice {
   readonly vnetHdrBytes: number;
   /** errno of the packet the last write() stopped at (0: all written). */
   readonly lastErrno: number;
+  /**
+   * Reads the device dropped because their length cannot be a packet (shorter
+   * than the virtio_net_hdr, or longer than asked for). Absent: never any.
+   */
+  readonly readDiscards?: number;
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void;
   /** Writes packets[start..]; returns the index of the first not written. */
   write(packets: readonly Buffer[], start: number): number;

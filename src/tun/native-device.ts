@@ -55,6 +55,10 @@ export class NativeTunDevice implements TunDevice {
     return this.tun.lastErrno;
   }
 
+  get readDiscards(): number {
+    return this.tun.readDiscards;
+  }
+
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void {
     const batch = { arena: this.arena, lengths: this.lengths, count: 0, headroom: this.opts.headroom };
     this.tun.startReading(

@@ -9,6 +9,11 @@ export interface NativeTun {
   readonly fd: number;
   /** errno of the packet writeBatch stopped at, 0 if it wrote them all. */
   readonly lastErrno: number;
+  /**
+   * Reads dropped because their length cannot be a packet: no more than the
+   * virtio_net_hdr (or empty), or more than maxPacket.
+   */
+  readonly readDiscards: number;
   setMtu(mtu: number): void;
   addAddress(address: string, prefixLength: number): void;
   setUp(up?: boolean): void;

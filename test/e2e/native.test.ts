@@ -43,6 +43,38 @@ describe('native TUN device', { skip, timeout: 120_000 }, () => {
     assert.equal(r['goneAfterClose'], true);
   });
 
+  const vnetProbe = async (mode: string): Promise<Record<string, unknown>> => {
+    const { stdout } = await tb.run('server', process.execPath, ['--import', 'tsx', join(ROOT, 'test/helpers/vnet-probe.ts'), mode], 30_000);
+    return JSON.parse(stdout) as Record<string, unknown>;
+  };
+
+  it('every virtio_net_hdr this kernel writes (TSO, USO, checksum offload) passes checkVnetPacket', async () => {
+    const r = (await vnetProbe('capture')) as {
+      answered: number;
+      udpGso: boolean;
+      packets: { kind: string; hex: string; fault: string | null }[];
+    };
+    assert.equal(r.answered, 2, 'both TCP handshakes were answered');
+    const kinds = new Set(r.packets.map((p) => p.kind));
+    for (const k of ['tcp4_syn', 'tcp4', 'tcp4_gso', 'tcp6_syn', 'tcp6', 'tcp6_gso', 'udp4', 'udp6']) {
+      assert.ok(kinds.has(k), `saw ${k}: ${[...kinds].join(' ')}`);
+    }
+    if (r.udpGso) for (const k of ['udp4_gso', 'udp6_gso']) assert.ok(kinds.has(k), `saw ${k}`);
+    for (const p of r.packets) assert.equal(p.fault, null, `${p.kind} ${p.hex}`);
+  });
+
+  it('a batch with a corrupted virtio_net_hdr: the others are written, one refusal is counted, no crash', async () => {
+    const r = (await vnetProbe('write')) as {
+      first: { delivered: string[]; written: number; refused: Record<string, number> };
+      random: { total: number; accounted: number; written: number; refused: Record<string, number> };
+    };
+    assert.deepEqual(r.first, { delivered: ['one', 'two'], written: 2, refused: { bad_vnet_hdr: 1 } });
+    // Random headers: every packet written or counted; and what the check passed, the kernel took.
+    assert.equal(r.random.accounted, r.random.total);
+    assert.ok(r.random.written > 0, 'some random headers passed');
+    assert.deepEqual(Object.keys(r.random.refused), ['bad_vnet_hdr']);
+  });
+
   it('a terminated Worker leaves no device behind (environment cleanup hook)', async () => {
     assert.deepEqual(await probe('worker'), { existedInWorker: true, goneAfterTerminate: true });
   });
