@@ -200,7 +200,7 @@ export class Link {
     if (this.state === 'closed') return;
     this.dropQueue();
     if (!this.socket.destroyed && this.socket.writable) {
-      const frame = encodeClose(code, reason);
+      const frame = encodeClose(code, reason, this.linkId);
       const out = this.sealControl ? this.sealControl(frame) : frame;
       if (out === undefined) this.socket.end();
       else this.socket.end(out);
@@ -265,7 +265,8 @@ export class Link {
       this.decoder.push(chunk);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.log.warn('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
+      // Before a handshake this is a stranger's garbage: a flood of it must not flood the log.
+      this.log[this.state === 'up' ? 'warn' : 'debug']('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
       this.close(CloseCode.ProtocolError, e.message);
       return;
     }

@@ -50,6 +50,8 @@ export class SessionStats {
   tampered = 0;
   /** SEALED records dropped without closing their link, by reason (duplicate: another link's copy came first). */
   records: Record<RecordDrop, number> = { unknown_key: 0, duplicate: 0, too_old: 0, expired: 0 };
+  /** CLOSE frames that named another link than the one that carried them (ignored). */
+  misdirected = 0;
   /** Handshakes completed on this session's links (connections and rekeys). */
   handshakes = 0;
 }
@@ -302,7 +304,12 @@ export class Session implements LinkHandler {
       return;
     }
     if (type === FrameType.Close) {
-      const { code, reason } = decodeClose(buf, start, end);
+      const { code, linkId, reason } = decodeClose(buf, start, end);
+      if (linkId !== link.id) {
+        // A CLOSE of another link, moved here (by someone on the path): not ours to obey.
+        this.stats.misdirected++;
+        return;
+      }
       this.log.info('peer closed link', { link: link.name, code, reason });
       link.destroy(`peer closed: ${reason}`);
       return;

@@ -47,7 +47,7 @@ const MIN_BODY: Record<number, number> = {
   3: 9,
   4: 8,
   5: 8,
-  6: 2,
+  6: 4,
   7: 2,
   // Sizes of the keyed handshake are checked exactly by src/secure/handshake.ts.
   8: 4 + 32 + 48 + 16 + 32,
@@ -259,12 +259,16 @@ export function encodeToken(type: typeof FrameType.Ping | typeof FrameType.Pong,
 
 const MAX_REASON_BYTES = 200;
 
-export function encodeClose(code: CloseCode, reason: string): Buffer {
+/** CLOSE names the link it closes: a sealed CLOSE moved to another link by someone on the path is ignored. */
+export const CLOSE_ANY_LINK = 0xffff;
+
+export function encodeClose(code: CloseCode, reason: string, linkId = CLOSE_ANY_LINK): Buffer {
   let text = Buffer.from(reason, 'utf8');
   if (text.length > MAX_REASON_BYTES) text = text.subarray(0, MAX_REASON_BYTES);
-  const body = Buffer.allocUnsafe(2 + text.length);
+  const body = Buffer.allocUnsafe(4 + text.length);
   body.writeUInt16BE(code, 0);
-  text.copy(body, 2);
+  body.writeUInt16BE(linkId < 0 ? CLOSE_ANY_LINK : linkId, 2);
+  text.copy(body, 4);
   return encodeFrame(FrameType.Close, body);
 }
 
@@ -276,9 +280,10 @@ export function encodeLinkDown(linkId: number): Buffer {
 }
 
 /** The reason is the peer's text: sanitized, bounded. */
-export function decodeClose(buf: Buffer, start: number, end: number): { code: number; reason: string } {
+export function decodeClose(buf: Buffer, start: number, end: number): { code: number; linkId: number; reason: string } {
   return {
     code: buf.readUInt16BE(start),
-    reason: sanitizeText(buf.toString('utf8', start + 2, Math.min(end, start + 2 + MAX_REASON_BYTES))),
+    linkId: buf.readUInt16BE(start + 2),
+    reason: sanitizeText(buf.toString('utf8', start + 4, Math.min(end, start + 4 + MAX_REASON_BYTES))),
   };
 }

@@ -152,6 +152,7 @@ class Dialer implements LinkHandler {
   private initiator: Initiator | undefined;
   private cookieRounds = 0;
   private stopped = false;
+  private lastHint = -Infinity;
 
   constructor(
     private readonly role: ClientRole,
@@ -273,8 +274,16 @@ class Dialer implements LinkHandler {
     if (link !== this.current) return;
     clearTimeout(this.deadline);
     this.current = undefined;
+    const unanswered = this.initiator !== undefined;
     this.initiator = undefined;
-    if (!this.stopped) this.log.warn('link down', { reason });
+    if (!this.stopped) {
+      // A keyed server answers nothing it cannot authenticate: silence is the only clue, so say what it usually means.
+      const now = performance.now();
+      if (unanswered && now - this.lastHint > 10_000) {
+        this.lastHint = now;
+        this.log.warn('the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client\'s public key is in the server\'s peers', { reason });
+      } else if (!unanswered) this.log.warn('link down', { reason });
+    }
     this.retry();
   }
 

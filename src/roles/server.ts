@@ -61,6 +61,12 @@ export class ServerStats {
   handshakesCompleted = 0;
 }
 
+/** Sessions of one peer (peer keys) whose first handshake is not confirmed yet. */
+const MAX_UNCONFIRMED_PER_PEER = 2;
+
+/** Refusals of input that did not authenticate: no CLOSE is sent back. */
+const UNANSWERED = new Set<RefusalReason>(['bad_mac1', 'unknown_peer', 'replay', 'malformed', 'timeout']);
+
 /** A rekey INITIATION on an up link is answered at most this often. */
 const REKEY_MIN_INTERVAL_MS = 1000;
 
@@ -167,6 +173,7 @@ export class ServerRole {
     const encryption = this.config.security.encryption;
     if (h.encryption !== encryption) return `encryption mismatch: the server uses ${encryption}, the client ${h.encryption}`;
     const own = this.config.tunnel.addresses;
+    if (h.addresses.length === 0) return 'no tunnel address: a client must name the address it sends from';
     for (const a of h.addresses) {
       const inNet = peer && peer.allowedIps.length > 0 ? peer.allowedIps.some((n) => inPrefix(a, n)) : own.some((n) => inPrefix(a, n));
       if (!inNet || own.some((n) => n.address === a.address)) {
@@ -239,6 +246,16 @@ export class ServerRole {
       this.refuse(link, 'full', `the server is full (${this.limits.maxSessions} sessions)`);
       return undefined;
     }
+    // A peer (one key) is one client: it may have one session, plus a few being set up
+    // (a restart). Without this bound one insider could fill the table with sessions.
+    if (peer && !this.identity?.shared) {
+      let unconfirmed = 0;
+      for (const s of this.unconfirmed) if (this.samePeer(this.peerOf.get(s), peer)) unconfirmed++;
+      if (unconfirmed >= MAX_UNCONFIRMED_PER_PEER) {
+        this.refuse(link, 'full', `peer ${peer.name} already has ${unconfirmed} sessions being set up`);
+        return undefined;
+      }
+    }
     // A peer's addresses held by another peer's session: refused (psk and open mode: one shared peer).
     const holder = this.tunnel.sessionByAddress(h.addresses);
     if (holder && !this.samePeer(this.peerOf.get(holder), peer)) {
@@ -273,13 +290,21 @@ export class ServerRole {
   /** First confirmation of a session: it takes its addresses (retiring the same peer's old session). */
   private establish(session: Session): void {
     if (!this.unconfirmed.delete(session)) return;
+    const peer = this.peerOf.get(session);
+    if (peer && !this.identity?.shared) {
+      // Peer keys: one session per peer, as WireGuard has one per peer: the newest confirmed one.
+      for (const [other, p] of [...this.peerOf]) {
+        if (other === session || this.unconfirmed.has(other) || !this.samePeer(p, peer)) continue;
+        this.log.info('peer started a new session: retiring its old one', { peer: peer.name, old: other.idHex.slice(0, 8), new: session.idHex.slice(0, 8) });
+        this.retire(other, CloseCode.SessionRetired, 'the peer started a new session');
+      }
+    }
     const holder = this.tunnel.sessionByAddress(session.peerAddresses);
     if (holder && holder !== session) {
       this.log.info('client restarted: retiring its old session', { old: holder.idHex.slice(0, 8), new: session.idHex.slice(0, 8) });
       this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');
     }
     this.tunnel.register(session);
-    const peer = this.peerOf.get(session);
     this.log.info('session joined', {
       session: session.idHex.slice(0, 8),
       peer: peer?.name ?? 'open',
@@ -328,13 +353,16 @@ export class ServerRole {
     this.stats.refused[reason]++;
     // Strangers get a line at debug; other refusals at most one warning a second per reason:
     // a flood must not flood the log (the counters have every one).
-    const quiet = reason === 'bad_mac1' || reason === 'timeout';
+    const quiet = reason === 'bad_mac1' || reason === 'timeout' || reason === 'malformed';
     const now = performance.now();
     const loud = !quiet && now - (this.lastWarn.get(reason) ?? -Infinity) >= 1000;
     if (loud) this.lastWarn.set(reason, now);
     this.log[loud ? 'warn' : 'debug']('handshake refused', { remote: link.remote, reason: message });
     this.admission.release(link);
-    link.close(CloseCode.HandshakeRefused, quiet ? 'refused' : message);
+    // Unauthenticated input gets no answer (nothing to learn, nothing to amplify); a known
+    // peer, or open mode, is told why: that is the message its operator needs.
+    if (UNANSWERED.has(reason) && this.identity !== undefined) link.destroy(`refused: ${message}`);
+    else link.close(CloseCode.HandshakeRefused, message);
   }
 
   /** A connection closed before its handshake was answered: a failure of its source. */

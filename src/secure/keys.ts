@@ -1,13 +1,15 @@
-// Keys as people handle them: base64 text (the same form as `wg genkey` and
-// `wg pubkey`), in files only their owner may read. Nothing here ever puts
+// Keys as people handle them: base64 text (as `wg genkey` and `wg pubkey`
+// make them, printed without the trailing '=' so that a key can stand in
+// key=value text and shell splits; keys with the '=' are read as well), in
+// files only their owner may read. Nothing here ever puts
 // key material into an error message: messages end up in logs and tickets.
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { DpError, isSystemError, errorMessage } from '../errors.js';
 import { KEY_BYTES } from './primitives.js';
 
-/** 32 bytes in base64: 43 characters and one '=' of padding. */
-export const KEY_TEXT_CHARS = 44;
-const KEY_TEXT = /^[A-Za-z0-9+/]{43}=$/;
+/** 32 bytes in base64: 43 characters (and one '=' of padding, which may be left out). */
+export const KEY_TEXT_CHARS = 43;
+const KEY_TEXT = /^[A-Za-z0-9+/]{43}=?$/;
 
 /** Does this text look like a key (before any decoding)? Lets a caller refuse a key pasted where a path belongs. */
 export function looksLikeKey(text: string): boolean {
@@ -16,19 +18,19 @@ export function looksLikeKey(text: string): boolean {
 
 export function encodeKey(k: Buffer): string {
   if (k.length !== KEY_BYTES) throw new RangeError(`a key is ${KEY_BYTES} bytes, got ${k.length}`);
-  return k.toString('base64');
+  return k.toString('base64').replace(/=+$/, '');
 }
 
 /** Base64 text (surrounding whitespace ignored) -> 32 bytes; throws an Error that names no key material. */
 export function decodeKey(text: string): Buffer {
   const s = text.trim();
-  const hint = `a key is ${KEY_TEXT_CHARS} characters of base64 (32 bytes), as 'dp-tcp genkey' or 'dp-tcp pubkey' print it`;
-  if (s.length !== KEY_TEXT_CHARS) throw new Error(`${hint}; got ${s.length} characters`);
+  const hint = `a key is ${KEY_TEXT_CHARS} characters of base64 (32 bytes; a trailing '=' may follow), as 'dp-tcp genkey' or 'dp-tcp pubkey' print it`;
+  if (s.length !== KEY_TEXT_CHARS && s.length !== KEY_TEXT_CHARS + 1) throw new Error(`${hint}; got ${s.length} characters`);
   if (!KEY_TEXT.test(s)) throw new Error(`${hint}; got characters that are not base64`);
   const k = Buffer.from(s, 'base64');
   // Node's decoder ignores stray low bits of the last character; a key with
   // them set is a typo or a truncated copy, not another spelling of the key.
-  if (k.length !== KEY_BYTES || k.toString('base64') !== s) throw new Error(`${hint}; got a malformed last character`);
+  if (k.length !== KEY_BYTES || k.toString('base64') !== s.padEnd(KEY_TEXT_CHARS + 1, '=')) throw new Error(`${hint}; got a malformed last character`);
   return k;
 }
 

@@ -45,22 +45,19 @@ export function equalConstantTime(a: Uint8Array, b: Uint8Array): boolean {
 
 // X25519 keys travel as 32 raw bytes; node:crypto wants key objects. Importing
 // a raw private key (PKCS#8) costs about 0.4 ms, ten times a DH, so the key
-// objects of recent private keys are kept (ephemerals are made as objects).
+// object is kept beside the Buffer that holds the key — weakly: when the
+// handshake drops an ephemeral key, its key object goes with it (forward
+// secrecy), while a static key's Buffer lives as long as the config does.
 const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const PRIVATE_CACHE_MAX = 1024;
-const privateCache = new Map<string, KeyObject>();
-
-function remember(priv: Uint8Array, obj: KeyObject): void {
-  if (privateCache.size >= PRIVATE_CACHE_MAX) privateCache.delete(privateCache.keys().next().value as string);
-  privateCache.set(Buffer.from(priv).toString('base64'), obj);
-}
+const keyObjects = new WeakMap<Uint8Array, KeyObject>();
 
 function privateKeyObject(priv: Uint8Array): KeyObject {
   if (priv.length !== KEY_BYTES) throw new RangeError(`an X25519 private key is ${KEY_BYTES} bytes, got ${priv.length}`);
-  const cached = privateCache.get(Buffer.from(priv).toString('base64'));
-  if (cached) return cached;
-  const obj = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, priv]), format: 'der', type: 'pkcs8' });
-  remember(priv, obj);
+  let obj = keyObjects.get(priv);
+  if (obj === undefined) {
+    obj = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, priv]), format: 'der', type: 'pkcs8' });
+    keyObjects.set(priv, obj);
+  }
   return obj;
 }
 
@@ -91,7 +88,7 @@ export function generateKeyPair(): KeyPair {
   // OpenSSL stores the unclamped scalar; clamping is what X25519 applies anyway.
   privateKey[0] = (privateKey[0] as number) & 248;
   privateKey[31] = ((privateKey[31] as number) & 127) | 64;
-  remember(privateKey, obj);
+  keyObjects.set(privateKey, obj);
   return { privateKey, publicKey: Buffer.from(jwk.x as string, 'base64url') };
 }
 
