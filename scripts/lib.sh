@@ -12,7 +12,7 @@ dp_need_root() {
 dp_install_missing() {
   local missing=() pair
   for pair in ip:iproute2 tc:iproute2 ss:iproute2 iptables:iptables ncat:ncat iperf3:iperf3 \
-    ping:iputils-ping setpriv:util-linux runuser:util-linux g++:g++ make:make python3:python3; do
+    ping:iputils-ping tcpdump:tcpdump setpriv:util-linux runuser:util-linux g++:g++ make:make python3:python3; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -117,6 +117,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   }
   const role_ = roleObj;
 
+  let statsWarned = false;
   const writeStats = (): void => {
     if (!opts.statsFile) return;
     // An unpredictable name created exclusively: a link planted at a guessable name is never followed.
@@ -126,7 +127,9 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       renameSync(tmp, opts.statsFile);
     } catch (e) {
       rmSync(tmp, { force: true });
-      log.warn('cannot write the stats file', { file: opts.statsFile, error: errorMessage(e) });
+      // Once at warn (e.g. a directory the --user cannot write), then at debug: not every second.
+      log[statsWarned ? 'debug' : 'warn']('cannot write the stats file', { file: opts.statsFile, error: errorMessage(e) });
+      statsWarned = true;
     }
   };
   const statsTimer = setInterval(writeStats, 1000);

@@ -13,6 +13,7 @@ import type { ClientRole } from '../../src/roles/client.js';
 import type { ServerRole } from '../../src/roles/server.js';
 import { identityOf, Initiator, type Identity } from '../../src/secure/handshake.js';
 import type { Keypair } from '../../src/secure/keypair.js';
+import { REKEY_AFTER_MESSAGES } from '../../src/secure/limits.js';
 import { generateKeyPair, type KeyPair } from '../../src/secure/primitives.js';
 import { clientKeys, FAST_TIMING, pskSecurity, serverKeys, startClient, startServer, stop, until, type Side } from '../helpers/harness.js';
 import { numbered } from '../helpers/packets.js';
@@ -297,6 +298,24 @@ describe('secure channel (fake TUN, loopback)', () => {
     const got = server.tun.written.map((p) => p.readUInt32BE(28)).sort((x, y) => x - y);
     assert.deepEqual(got, Array.from({ length: n }, (_, i) => i), 'each packet exactly once');
     assert.ok(a.role.session.stats.handshakes >= 10, `handshakes: ${a.role.session.stats.handshakes}`);
+  });
+
+  it('a keypair near its counter limit is replaced by a rekey on its own, without loss', async () => {
+    server = await startServer(2, FAST_TIMING, SERVER_SEC);
+    const a = client('10.0.0.2', keysOf(ALICE));
+    await until(() => up(a), 'links up');
+    const first = a.role.session.keys!.sending!;
+    first.skipCounter(REKEY_AFTER_MESSAGES);
+    let n = 0;
+    const t0 = Date.now();
+    while (a.role.session.keys!.sending === first && Date.now() - t0 < 4000) {
+      a.tun.inject([numbered(n++, '10.0.0.2')]);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.notEqual(a.role.session.keys!.sending, first, 'the client rekeyed by itself');
+    for (let i = 0; i < 20; i++) a.tun.inject([numbered(n++, '10.0.0.2')]);
+    await server.tun.waitFor(n);
+    assert.equal(server.tun.written.length, n, 'nothing lost, nothing twice');
   });
 
   it('under load an INITIATION costs a cookie round; the real client still gets in', async () => {
