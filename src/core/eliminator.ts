@@ -1,6 +1,9 @@
 // Receive-side duplicate elimination, as specified in docs/protocol.md:
 // exact on the sender's sequence numbers, bounded in memory by a fixed ring and
-// in time by checkpoints of `top`.
+// in time by checkpoints of `top`. The ring is a bitmap: `top - floor` never
+// exceeds its size, so a slot's bit can only mean the one live sequence number
+// that maps to it; the slots `top` moves past are cleared as it moves (16 KiB
+// for the default 131,072 packets, where a ring of numbers took 1 MiB).
 
 export const Verdict = { Accept: 0, Duplicate: 1, Stale: 2 } as const;
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
@@ -19,7 +22,7 @@ export class Eliminator {
   readonly windowPackets: number;
   readonly ttlMs: number;
   private readonly mask: number;
-  private readonly ring: Float64Array;
+  private readonly bits: Uint32Array;
   private top = 0;
   private floor = 0;
   // Checkpoints (time, top), oldest first; at most CHECKPOINTS_PER_TTL + 1 live.
@@ -40,7 +43,7 @@ export class Eliminator {
     this.windowPackets = size;
     this.mask = size - 1;
     this.ttlMs = opts.ttlMs;
-    this.ring = new Float64Array(size);
+    this.bits = new Uint32Array(Math.max(1, size >>> 5));
     const cp = CHECKPOINTS_PER_TTL + 2;
     this.cpTime = new Float64Array(cp);
     this.cpTop = new Float64Array(cp);
@@ -58,7 +61,7 @@ export class Eliminator {
 
   /** Bytes of state, whatever the traffic: the ring and the checkpoints. */
   get stateBytes(): number {
-    return this.ring.byteLength + this.cpTime.byteLength + this.cpTop.byteLength;
+    return this.bits.byteLength + this.cpTime.byteLength + this.cpTop.byteLength;
   }
 
   check(seq: number): Verdict {
@@ -67,17 +70,42 @@ export class Eliminator {
       return Verdict.Stale;
     }
     const slot = seq & this.mask;
+    const word = slot >>> 5;
+    const bit = 1 << (slot & 31);
     if (seq > this.top) {
+      // The slots of (top, seq] last held numbers at or below seq - window: below the new floor.
+      this.clear(this.top + 1, Math.min(seq - this.top, this.windowPackets));
       this.top = seq;
       const lowest = seq - this.windowPackets;
       if (lowest > this.floor) this.floor = lowest;
-    } else if (this.ring[slot] === seq) {
+    } else if (((this.bits[word] as number) & bit) !== 0) {
       this.duplicates++;
       return Verdict.Duplicate;
     }
-    this.ring[slot] = seq;
+    this.bits[word] = (this.bits[word] as number) | bit;
     this.accepted++;
     return Verdict.Accept;
+  }
+
+  /** Clears `n` slots from the slot of `from` on, wrapping around the ring; whole words at a time where it can. */
+  private clear(from: number, n: number): void {
+    if (n >= this.windowPackets) {
+      this.bits.fill(0);
+      return;
+    }
+    let slot = from & this.mask;
+    while (n > 0) {
+      if ((slot & 31) === 0 && n >= 32) {
+        const words = Math.min(n >>> 5, (this.windowPackets - slot) >>> 5);
+        this.bits.fill(0, slot >>> 5, (slot >>> 5) + words);
+        slot = (slot + words * 32) & this.mask;
+        n -= words * 32;
+        continue;
+      }
+      this.bits[slot >>> 5] = (this.bits[slot >>> 5] as number) & ~(1 << (slot & 31));
+      slot = (slot + 1) & this.mask;
+      n--;
+    }
   }
 
   /**
@@ -103,7 +131,7 @@ export class Eliminator {
 
   /** Forget everything: the sender started a new sequence space (new epoch). */
   reset(): void {
-    this.ring.fill(0);
+    this.bits.fill(0);
     this.top = 0;
     this.floor = 0;
     this.cpHead = 0;
