@@ -60,6 +60,10 @@ export class Tunnel {
   private readonly byAddress = new Map<string, Session>();
   /** Sessions removed so far (retired, idle, unconfirmed). */
   sessionsRemoved = 0;
+  /** routeBatch's per-session gathering, reused across batches. */
+  private readonly routePending = new Map<Session, { parts: Buffer[]; bytes: number }>();
+  /** Largest plaintext of one sealed record. */
+  private readonly sealRecordBytes: number;
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
 
@@ -70,6 +74,8 @@ export class Tunnel {
   ) {
     // The TUN backlog holds what the kernel could not take yet: a few batches.
     this.writer = new TunWriter(tun, 4 * 1024 * 1024, log.child('tun'));
+    // Record header, counter and tag must fit too; 32 KiB keeps a record well under the default.
+    this.sealRecordBytes = Math.min(32 * 1024, timing.maxFrameBytes - SEALED_OVERHEAD_BYTES);
   }
 
   start(): void {
@@ -99,8 +105,7 @@ export class Tunnel {
       {
         eliminationTtlMs: this.timing.eliminationTtlMs,
         eliminationWindowPackets: this.timing.eliminationWindowPackets,
-        // Record header, counter and tag must fit too; 32 KiB keeps a record well under the default.
-        sealRecordBytes: Math.min(32 * 1024, this.timing.maxFrameBytes - SEALED_OVERHEAD_BYTES),
+        sealRecordBytes: this.sealRecordBytes,
         maxFrameBytes: this.timing.maxFrameBytes,
       },
       (packets) => this.writer.write(packets),
@@ -146,23 +151,44 @@ export class Tunnel {
     }
   }
 
-  /** Several sessions: each packet goes to the session of its destination address. */
+  /**
+   * Several sessions: each packet goes to the session of its destination
+   * address. The DATA headers are written in place in the batch; each
+   * session's packets leave as one buffer (one sealed record per 32 KiB), as
+   * a single session's batch does, not one record per packet.
+   */
   private routeBatch(batch: PacketBatch, now: number): void {
+    const { arena, lengths, count, headroom } = batch;
+    const pending = this.routePending;
     let off = 0;
-    for (let i = 0; i < batch.count; i++) {
-      const len = batch.lengths[i] as number;
-      const pkt = batch.arena.subarray(off + batch.headroom, off + batch.headroom + len);
-      off += batch.headroom + len;
+    for (let i = 0; i < count; i++) {
+      const len = lengths[i] as number;
+      const frameStart = off + headroom - DATA_HEADER_BYTES;
+      const pkt = arena.subarray(off + headroom, off + headroom + len);
+      off += headroom + len;
       const s = this.byAddress.get(destinationKey(pkt, this.tun.vnetHdrBytes));
       if (!s) {
         this.stats.dropsNoSession++;
         continue;
       }
-      const frame = Buffer.allocUnsafe(DATA_HEADER_BYTES + len);
-      writeDataHeader(frame, 0, s.takeSeq(), len);
-      pkt.copy(frame, DATA_HEADER_BYTES);
-      s.sendEncoded(frame, 1, now);
+      let p = pending.get(s);
+      if (p === undefined) {
+        p = { parts: [], bytes: 0 };
+        pending.set(s, p);
+      }
+      const frameBytes = DATA_HEADER_BYTES + len;
+      if (p.parts.length > 0 && p.bytes + frameBytes > this.sealRecordBytes) {
+        s.sendEncoded(Buffer.concat(p.parts, p.bytes), p.parts.length, now);
+        p.parts = [];
+        p.bytes = 0;
+      }
+      writeDataHeader(arena, frameStart, s.takeSeq(), len);
+      p.parts.push(arena.subarray(frameStart, frameStart + frameBytes));
+      p.bytes += frameBytes;
     }
+    // The arena is reused by the next read: every part is copied out here.
+    for (const [s, p] of pending) if (p.parts.length > 0) s.sendEncoded(Buffer.concat(p.parts, p.bytes), p.parts.length, now);
+    pending.clear();
   }
 
   private tick(): void {

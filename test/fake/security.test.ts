@@ -128,6 +128,25 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.equal(sa.stats.tampered, 0);
   });
 
+  it('a server batch for several clients goes out as one record per client, each packet to its own client', async () => {
+    server = await startServer(2, FAST_TIMING, SERVER_SEC);
+    const a = client('10.0.0.2', keysOf(ALICE));
+    const b = client('10.0.0.3', keysOf(BOB));
+    await until(() => up(a) && up(b), 'both clients up');
+    const sa = serverSession('10.0.0.2')!;
+    const sb = serverSession('10.0.0.3')!;
+    const before = [sa.keys!.sending!.sent, sb.keys!.sending!.sent];
+    const batch = Array.from({ length: 60 }, (_, i) => numbered(i, '10.0.0.1', i % 2 === 0 ? '10.0.0.2' : '10.0.0.3'));
+    server.tun.inject(batch);
+    await a.tun.waitFor(30);
+    await b.tun.waitFor(30);
+    assert.deepEqual(a.tun.written, batch.filter((_, i) => i % 2 === 0), "alice got hers, in order, and nobody else's");
+    assert.deepEqual(b.tun.written, batch.filter((_, i) => i % 2 === 1));
+    // Keepalives are sealed too: allow a few, but far fewer than one record per packet.
+    const records = [sa.keys!.sending!.sent - before[0]!, sb.keys!.sending!.sent - before[1]!];
+    assert.ok(records.every((r) => r <= 6), `records per client: ${records.join(', ')}`);
+  });
+
   it('the psk form and AES-256-GCM work; a client with another psk gets nothing', async () => {
     const sec = pskSecurity(Buffer.from('a group key, at least 16 bytes'), 'aes-256-gcm');
     server = await startServer(2, FAST_TIMING, sec);
