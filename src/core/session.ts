@@ -5,27 +5,22 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import {
   CloseCode,
-  DATA_HEADER_BYTES,
   decodeClose,
   encodeLinkDown,
   forEachFrame,
   FrameType,
   MAX_SAFE_U64,
   readU64,
-  writeDataHeader,
 } from '../protocol/frame.js';
 import type { TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
-import type { PacketBatch } from '../tun/device.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, type Link, type LinkHandler } from './link.js';
 
 export interface SessionOptions {
   readonly eliminationTtlMs: number;
   readonly eliminationWindowPackets: number;
-  /** Largest plaintext of one SEALED record (must fit the peer's max frame size). */
-  readonly sealRecordBytes: number;
   /** Largest frame accepted, inner frames of a record included. */
   readonly maxFrameBytes: number;
 }
@@ -73,7 +68,6 @@ export class Session implements LinkHandler {
   private nextSeq = 1;
   private rx: Buffer[] = [];
   private closed = false;
-  private readonly sealRecordBytes: number;
   private readonly maxFrameBytes: number;
   sourceFilter: SourceFilter | undefined;
   /** Called when a link leaves the session (for redial or bookkeeping). */
@@ -98,7 +92,6 @@ export class Session implements LinkHandler {
     readonly keys: KeyRing | undefined,
   ) {
     this.eliminator = new Eliminator({ windowPackets: opts.eliminationWindowPackets, ttlMs: opts.eliminationTtlMs });
-    this.sealRecordBytes = opts.sealRecordBytes;
     this.maxFrameBytes = opts.maxFrameBytes;
   }
 
@@ -159,46 +152,28 @@ export class Session implements LinkHandler {
   }
 
   /**
-   * Sends one TUN batch on every link that is up. The batch's headroom is
-   * exactly a DATA header, so the headers are written in place and the whole
-   * batch becomes one buffer with one copy, shared by all links.
+   * Sends `count` whole DATA frames on every link that is up. `borrowed`: the
+   * frames are a view of the TUN's reused batch, so they are copied (or sealed,
+   * which copies) before they are queued. The same buffer goes to every link.
    */
-  sendBatch(batch: PacketBatch, nowMs: number): void {
-    const { arena, lengths, count, headroom } = batch;
+  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean): void {
     this.stats.txPackets += count;
-    const keys = this.keys;
-    let off = 0;
-    let recordStart = 0;
-    let recordPackets = 0;
-    for (let i = 0; i < count; i++) {
-      const len = lengths[i] as number;
-      // A sealed record stays under the peer's frame limit: cut it at a frame boundary.
-      if (keys && recordPackets > 0 && off + headroom + len - recordStart > this.sealRecordBytes) {
-        this.fanOutSealed(keys, arena.subarray(recordStart, off), recordPackets, nowMs);
-        recordStart = off;
-        recordPackets = 0;
-      }
-      writeDataHeader(arena, off + headroom - DATA_HEADER_BYTES, this.nextSeq++, len);
-      off += headroom + len;
-      recordPackets++;
-    }
-    const frames = arena.subarray(recordStart, off);
-    // Sealing copies as it encrypts; unsealed, the arena is copied once (it is reused),
-    // into memory that is not zero-filled first (Buffer.from would be, for large batches).
-    if (keys) {
-      this.fanOutSealed(keys, frames, recordPackets, nowMs);
+    if (this.keys) {
+      this.fanOutSealed(this.keys, frames, count, nowMs);
       return;
     }
-    const out = Buffer.allocUnsafe(frames.length);
-    frames.copy(out);
-    this.fanOut(out, recordPackets, nowMs);
+    let out = frames;
+    if (borrowed) {
+      // Not zero-filled first (Buffer.from would be, for large batches): it is overwritten at once.
+      out = Buffer.allocUnsafe(frames.length);
+      frames.copy(out);
+    }
+    this.fanOut(out, count, nowMs);
   }
 
-  /** Sends frames already encoded (the server's per-packet path when it serves several sessions). */
-  sendEncoded(frames: Buffer, count: number, nowMs: number): void {
-    this.stats.txPackets += count;
-    if (this.keys) this.fanOutSealed(this.keys, frames, count, nowMs);
-    else this.fanOut(frames, count, nowMs);
+  /** Numbers a packet (its DATA header is written by the caller). */
+  takeSeq(): number {
+    return this.nextSeq++;
   }
 
   private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number): void {
@@ -215,11 +190,6 @@ export class Session implements LinkHandler {
     let n = 0;
     for (const link of this.links.values()) if (link.state === 'up') n++;
     return n;
-  }
-
-  /** Numbers a packet for sendEncoded. */
-  takeSeq(): number {
-    return this.nextSeq++;
   }
 
   private fanOut(frames: Buffer, count: number, nowMs: number): void {

@@ -10,7 +10,9 @@ import { ipv6Bytes, type TunnelAddress } from '../protocol/handshake.js';
 import type { KeyRing } from '../secure/keypair.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
+import { AllowedIps } from './allowed-ips.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
+import { hostPrefixes } from './ip.js';
 import type { LinkStats } from './link.js';
 import { Session, type SessionStats } from './session.js';
 import { TunWriter, type TunWriterStats } from './tun-writer.js';
@@ -61,7 +63,9 @@ export class Tunnel {
   /** Sessions removed so far (retired, idle, unconfirmed). */
   sessionsRemoved = 0;
   /** routeBatch's per-session gathering, reused across batches. */
-  private readonly routePending = new Map<Session, { parts: Buffer[]; bytes: number }>();
+  private readonly gathering = new Map<Session, Gather>();
+  /** Cryptokey routing: destination prefix -> session. */
+  private readonly routes = new AllowedIps<Session>();
   /** Largest plaintext of one sealed record. */
   private readonly sealRecordBytes: number;
   private timers: NodeJS.Timeout[] = [];
@@ -105,7 +109,6 @@ export class Tunnel {
       {
         eliminationTtlMs: this.timing.eliminationTtlMs,
         eliminationWindowPackets: this.timing.eliminationWindowPackets,
-        sealRecordBytes: this.sealRecordBytes,
         maxFrameBytes: this.timing.maxFrameBytes,
       },
       (packets) => this.writer.write(packets),
@@ -116,9 +119,13 @@ export class Tunnel {
     return s;
   }
 
-  /** The session now receives the packets for its addresses. */
-  register(s: Session): void {
+  /**
+   * The session now holds its tunnel addresses and receives the packets whose
+   * destination lies in `prefixes` (default: its own addresses).
+   */
+  register(s: Session, prefixes: readonly TunnelAddress[] = hostPrefixes(s.peerAddresses)): void {
     for (const a of s.peerAddresses) this.byAddress.set(addressKey(a), s);
+    for (const p of prefixes) this.routes.insert(p, s);
   }
 
   /** The session holding one of these addresses, if any. */
@@ -134,6 +141,7 @@ export class Tunnel {
     s.close(code, reason);
     this.sessions.delete(s);
     this.sessionsRemoved++;
+    this.routes.removeValue(s);
     for (const [k, v] of this.byAddress) if (v === s) this.byAddress.delete(k);
   }
 
@@ -142,53 +150,51 @@ export class Tunnel {
     this.stats.tunRxBatches++;
     this.stats.tunRxPackets += batch.count;
     for (let i = 0; i < batch.count; i++) this.stats.tunRxBytes += batch.lengths[i] as number;
-    if (this.sessions.size === 1) {
-      for (const s of this.sessions) s.sendBatch(batch, now);
-    } else if (this.sessions.size === 0) {
-      this.stats.dropsNoSession += batch.count;
-    } else {
-      this.routeBatch(batch, now);
-    }
+    if (this.sessions.size === 0) this.stats.dropsNoSession += batch.count;
+    else this.routeBatch(batch, now);
   }
 
   /**
-   * Several sessions: each packet goes to the session of its destination
-   * address. The DATA headers are written in place in the batch; each
-   * session's packets leave as one buffer (one sealed record per 32 KiB), as
-   * a single session's batch does, not one record per packet.
+   * Cryptokey routing: each packet goes to the session whose allowed prefixes
+   * hold its destination (longest prefix). The DATA headers are written in
+   * place in the batch (its headroom is exactly a DATA header), so a session's
+   * frames that lie back to back stay one view of the batch: a single session
+   * seals (or copies) its share in one go, and several sessions each send one
+   * buffer — one sealed record per 32 KiB — not one record per packet.
    */
   private routeBatch(batch: PacketBatch, now: number): void {
     const { arena, lengths, count, headroom } = batch;
-    const pending = this.routePending;
+    const gathering = this.gathering;
     let off = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i] as number;
       const frameStart = off + headroom - DATA_HEADER_BYTES;
-      const pkt = arena.subarray(off + headroom, off + headroom + len);
-      off += headroom + len;
-      const s = this.byAddress.get(destinationKey(pkt, this.tun.vnetHdrBytes));
-      if (!s) {
+      const frameEnd = off + headroom + len;
+      off = frameEnd;
+      const s = this.routes.route(arena, frameStart + DATA_HEADER_BYTES + this.tun.vnetHdrBytes);
+      if (s === undefined || s.isClosed) {
         this.stats.dropsNoSession++;
         continue;
       }
-      let p = pending.get(s);
-      if (p === undefined) {
-        p = { parts: [], bytes: 0 };
-        pending.set(s, p);
+      let g = gathering.get(s);
+      if (g === undefined) {
+        g = { parts: [], bytes: 0, count: 0, lastStart: 0, lastEnd: -1 };
+        gathering.set(s, g);
       }
-      const frameBytes = DATA_HEADER_BYTES + len;
-      if (p.parts.length > 0 && p.bytes + frameBytes > this.sealRecordBytes) {
-        s.sendEncoded(Buffer.concat(p.parts, p.bytes), p.parts.length, now);
-        p.parts = [];
-        p.bytes = 0;
-      }
+      if (g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now);
       writeDataHeader(arena, frameStart, s.takeSeq(), len);
-      p.parts.push(arena.subarray(frameStart, frameStart + frameBytes));
-      p.bytes += frameBytes;
+      if (g.lastEnd === frameStart) {
+        g.parts[g.parts.length - 1] = arena.subarray(g.lastStart, frameEnd);
+      } else {
+        g.parts.push(arena.subarray(frameStart, frameEnd));
+        g.lastStart = frameStart;
+      }
+      g.lastEnd = frameEnd;
+      g.bytes += frameEnd - frameStart;
+      g.count++;
     }
-    // The arena is reused by the next read: every part is copied out here.
-    for (const [s, p] of pending) if (p.parts.length > 0) s.sendEncoded(Buffer.concat(p.parts, p.bytes), p.parts.length, now);
-    pending.clear();
+    for (const [s, g] of gathering) if (g.count > 0) flush(s, g, now);
+    gathering.clear();
   }
 
   private tick(): void {
@@ -274,13 +280,25 @@ export class Tunnel {
   }
 }
 
-function addressKey(a: TunnelAddress): string {
-  return a.family === 4 ? `4:${a.address}` : `6:${ipv6Bytes(a.address).toString('hex')}`;
+interface Gather {
+  parts: Buffer[];
+  bytes: number;
+  count: number;
+  /** Where the last part starts and ends in the batch: a frame starting at lastEnd extends it. */
+  lastStart: number;
+  lastEnd: number;
 }
 
-function destinationKey(pkt: Buffer, o: number): string {
-  const version = (pkt[o] ?? 0) >> 4;
-  if (version === 4 && pkt.length >= o + 20) return `4:${pkt[o + 16]}.${pkt[o + 17]}.${pkt[o + 18]}.${pkt[o + 19]}`;
-  if (version === 6 && pkt.length >= o + 40) return `6:${pkt.toString('hex', o + 24, o + 40)}`;
-  return '';
+/** One part is a view of the reused batch; several are copied together (which frees them from it). */
+function flush(s: Session, g: Gather, now: number): void {
+  const one = g.parts.length === 1;
+  s.sendFrames(one ? (g.parts[0] as Buffer) : Buffer.concat(g.parts, g.bytes), g.count, now, one);
+  g.parts = [];
+  g.bytes = 0;
+  g.count = 0;
+  g.lastEnd = -1;
+}
+
+function addressKey(a: TunnelAddress): string {
+  return a.family === 4 ? `4:${a.address}` : `6:${ipv6Bytes(a.address).toString('hex')}`;
 }

@@ -43,7 +43,11 @@ export class ClientRole {
       config.tunnel.addresses,
       this.identity ? new KeyRing() : undefined,
     );
-    tunnel.register(this.session);
+    // Whatever the kernel routes into the TUN goes to the server.
+    tunnel.register(this.session, [
+      { family: 4, address: '0.0.0.0', prefix: 0 },
+      { family: 6, address: '::', prefix: 0 },
+    ]);
     this.dialers = config.links.map((l) => new Dialer(this, l, log.child(l.name)));
     this.session.onLinkClosed = (link, reason) => {
       if (this.rekeying?.link === link) this.rekeying = undefined;

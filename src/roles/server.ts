@@ -304,7 +304,8 @@ export class ServerRole {
       this.log.info('client restarted: retiring its old session', { old: holder.idHex.slice(0, 8), new: session.idHex.slice(0, 8) });
       this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');
     }
-    this.tunnel.register(session);
+    // Cryptokey routing: a peer (keys) receives what its allowed_ips hold; otherwise its own addresses.
+    this.tunnel.register(session, peer && !this.identity?.shared && peer.allowedIps.length > 0 ? peer.allowedIps : undefined);
     this.log.info('session joined', {
       session: session.idHex.slice(0, 8),
       peer: peer?.name ?? 'open',
