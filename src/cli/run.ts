@@ -160,6 +160,22 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    process.on('SIGHUP', () => {
+      // systemctl reload: the server takes the re-read peer list; a bad file changes nothing.
+      if (!(role_ instanceof ServerRole)) {
+        log.info('SIGHUP: a client has nothing to reload (restart it to change its config)');
+        return;
+      }
+      try {
+        const next = loadConfig(opts.config, role);
+        if (next.role !== 'server') return;
+        const r = role_.reload(next);
+        log.info('config reloaded', { added: r.added.join(',') || '-', removed: r.removed.join(',') || '-', changed: r.changed.join(',') || '-' });
+        if (r.ignored.length > 0) log.warn('changed in the file but not applied until a restart', { fields: r.ignored.join(', ') });
+      } catch (e) {
+        log.error('config not reloaded: the running one stays', { error: errorMessage(e) });
+      }
+    });
     process.on('SIGUSR1', () => {
       tunnel.logStats();
       writeStats();

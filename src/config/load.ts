@@ -12,7 +12,9 @@ import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
 import {
   DEFAULT_MTU,
+  DEFAULT_SERVER_LIMITS,
   DEFAULT_TIMING,
+  type ServerLimits,
   type ClientLinkConfig,
   type Config,
   type PeerConfig,
@@ -119,6 +121,22 @@ function describe(v: Yaml): string {
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
   return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** server.limits: YAML key, ServerLimits field, bounds. */
+const LIMIT_FIELDS: ReadonlyArray<readonly [string, keyof ServerLimits, number, number]> = [
+  ['max_sessions', 'maxSessions', 1, 1 << 20],
+  ['max_pending_handshakes', 'maxPending', 4, 1 << 16],
+  ['max_links_per_session', 'maxLinksPerSession', 1, 16],
+];
+
+function readLimits(n: Node | undefined): ServerLimits {
+  const l: Record<string, number> = { ...DEFAULT_SERVER_LIMITS };
+  if (n) {
+    for (const [key, field, min, max] of LIMIT_FIELDS) if (n.has(key)) l[field] = n.int(key, min, max);
+    n.done();
+  }
+  return Object.freeze(l as unknown as ServerLimits);
 }
 
 /** The timing fields: YAML key, TimingConfig field, bounds. */
@@ -518,6 +536,7 @@ export function parseConfig(text: string, file: string, role: Role, opts?: Parse
     const links = readServerLinks(r);
     const nat = r.optString('nat_out_interface');
     if (nat !== undefined && !/^[A-Za-z0-9_.@-]{1,15}$/.test(nat)) r.fail('nat_out_interface', `'${nat}' is not an interface name`);
+    const limits = readLimits(r.optChild('limits'));
     r.done();
     const seen = new Set<string>();
     links.forEach((l, i) => {
@@ -525,7 +544,7 @@ export function parseConfig(text: string, file: string, role: Role, opts?: Parse
       if (seen.has(key)) throw new ConfigError(file, `${role}.links[${i}]`, `listens on ${key} twice`);
       seen.add(key);
     });
-    config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), natOutInterface: nat };
+    config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), natOutInterface: nat, limits };
   }
   top.done();
   if (tunnel.offload && timing.maxFrameBytes < 66_000) {

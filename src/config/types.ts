@@ -110,11 +110,24 @@ export interface ClientConfig extends CommonConfig {
   readonly routes: readonly Prefix[];
 }
 
+/** What the server holds at most (server.limits). */
+export interface ServerLimits {
+  /** Sessions (clients), set up or being set up; each holds 16 KiB of elimination state and its keys. */
+  readonly maxSessions: number;
+  /** Connections still in their handshake (the admission table evicts the oldest, it never starves). */
+  readonly maxPending: number;
+  /** Links one session may have (link ids 0 .. n-1). */
+  readonly maxLinksPerSession: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: ServerLimits = Object.freeze({ maxSessions: 1024, maxPending: 256, maxLinksPerSession: 16 });
+
 export interface ServerConfig extends CommonConfig {
   readonly role: 'server';
   readonly links: readonly ServerLinkConfig[];
   /** Masquerade the clients' tunnel traffic out of this interface; undefined: no NAT. */
   readonly natOutInterface: string | undefined;
+  readonly limits: ServerLimits;
 }
 
 export const DEFAULT_STATUS_PORT = { server: 9400, client: 9401 } as const;

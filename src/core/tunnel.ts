@@ -123,7 +123,8 @@ export class Tunnel {
    * The session now holds its tunnel addresses and receives the packets whose
    * destination lies in `prefixes` (default: its own addresses).
    */
-  register(s: Session, prefixes: readonly TunnelAddress[] = hostPrefixes(s.peerAddresses)): void {
+  register(s: Session, prefixes: readonly TunnelAddress[] = hostPrefixes(s.peerAddresses), replace = false): void {
+    if (replace) this.routes.removeValue(s);
     for (const a of s.peerAddresses) this.byAddress.set(addressKey(a), s);
     for (const p of prefixes) this.routes.insert(p, s);
   }

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { PeerConfig, ServerConfig, ServerLinkConfig } from '../config/types.js';
+import type { PeerConfig, ServerConfig, ServerLimits, ServerLinkConfig } from '../config/types.js';
 import { DpError, errorMessage, isSystemError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CloseCode, FrameType } from '../protocol/frame.js';
@@ -19,19 +19,11 @@ import type { Tunnel } from '../core/tunnel.js';
 import { Admission, sourceBytes, type AdmissionStats } from '../secure/admission.js';
 import { identityOf, Responder, type Identity } from '../secure/handshake.js';
 import { KeyRing, type Keypair } from '../secure/keypair.js';
-import { DEFAULT_MAX_PENDING, FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES } from '../secure/limits.js';
+import { FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES } from '../secure/limits.js';
 
 export { HANDSHAKE_MAX_FRAME_BYTES };
 
-/** Bounds on what strangers and peers can make the server hold. */
-export interface ServerLimits {
-  /** Sessions (clients), confirmed or not; each holds an elimination ring of its own. */
-  readonly maxSessions: number;
-  /** Connections still in their handshake (the admission table evicts the oldest, it never starves). */
-  readonly maxPending: number;
-}
-
-export const DEFAULT_LIMITS: ServerLimits = Object.freeze({ maxSessions: 64, maxPending: DEFAULT_MAX_PENDING });
+export type { ServerLimits };
 
 /** Why handshakes were refused, by reason. */
 export type RefusalReason =
@@ -89,7 +81,7 @@ export class ServerRole {
     readonly config: ServerConfig,
     readonly tunnel: Tunnel,
     private readonly log: Logger,
-    private readonly limits: ServerLimits = DEFAULT_LIMITS,
+    private readonly limits: ServerLimits = config.limits,
   ) {
     this.identity = identityOf(config.security, 'server');
     this.responder = this.identity ? new Responder(this.identity) : undefined;
@@ -172,6 +164,9 @@ export class ServerRole {
     }
     const encryption = this.config.security.encryption;
     if (h.encryption !== encryption) return `encryption mismatch: the server uses ${encryption}, the client ${h.encryption}`;
+    if (h.linkCount > this.limits.maxLinksPerSession) {
+      return `${h.linkCount} links: this server takes at most ${this.limits.maxLinksPerSession} per client (server.limits.max_links_per_session)`;
+    }
     const own = this.config.tunnel.addresses;
     if (h.addresses.length === 0) return 'no tunnel address: a client must name the address it sends from';
     for (const a of h.addresses) {
@@ -243,7 +238,7 @@ export class ServerRole {
     const existing = this.sessionsByKey.get(key);
     if (existing !== undefined && !existing.isClosed) return existing;
     if (this.sessionsByKey.size >= this.limits.maxSessions) {
-      this.refuse(link, 'full', `the server is full (${this.limits.maxSessions} sessions)`);
+      this.refuse(link, 'full', `the server is full (${this.limits.maxSessions} sessions: server.limits.max_sessions)`);
       return undefined;
     }
     // A peer (one key) is one client: it may have one session, plus a few being set up
@@ -347,6 +342,59 @@ export class ServerRole {
     const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
     keys.add(keypair);
     link.sendClear(frame);
+  }
+
+  /**
+   * SIGHUP: takes the peer list of a re-read config. Added peers may connect;
+   * removed peers' sessions are closed; a peer whose allowed_ips changed keeps
+   * its session (routes and source checks follow) unless its tunnel address
+   * is no longer allowed; everyone else is untouched. Anything else that
+   * changed needs a restart, and is named. Returns a line for the log.
+   */
+  reload(next: ServerConfig): { added: string[]; removed: string[]; changed: string[]; ignored: string[] } {
+    const identity = this.identity;
+    const nextId = identityOf(next.security, 'server');
+    const ignored: string[] = [];
+    if (identity === undefined || nextId === undefined || identity.shared || nextId.shared) {
+      if (next.security.mode !== this.config.security.mode) ignored.push('the security mode');
+      return { added: [], removed: [], changed: [], ignored: [...ignored, 'peers (only the peer-key form reloads peers)'] };
+    }
+    if (!nextId.local.publicKey.equals(identity.local.publicKey)) ignored.push('private_key_file');
+    if (next.security.encryption !== this.config.security.encryption) ignored.push('encryption');
+    if (!(next.security.psk ?? Buffer.alloc(0)).equals(this.config.security.psk ?? Buffer.alloc(0))) ignored.push('psk');
+    if (JSON.stringify(next.links) !== JSON.stringify(this.config.links)) ignored.push('links');
+    if (JSON.stringify(next.tunnel) !== JSON.stringify(this.config.tunnel)) ignored.push('tunnel_device');
+    if (JSON.stringify(next.timing) !== JSON.stringify(this.config.timing)) ignored.push('timing');
+    if (JSON.stringify(next.limits) !== JSON.stringify(this.config.limits)) ignored.push('limits');
+    const added: string[] = [];
+    const removed: string[] = [];
+    const changed: string[] = [];
+    const prefixes = (p: PeerConfig): string => p.allowedIps.map((a) => `${a.address}/${a.prefix}`).join(',');
+    for (const [key, old] of identity.peers) {
+      const now = nextId.peers.get(key);
+      if (now === undefined) {
+        removed.push(old.name);
+        for (const [s, p] of [...this.peerOf]) if (p && p.publicKey.equals(old.publicKey)) this.retire(s, CloseCode.SessionRetired, 'peer removed from the server');
+      } else if (prefixes(now) !== prefixes(old) || now.name !== old.name) {
+        changed.push(now.name);
+        for (const [s, p] of [...this.peerOf]) {
+          if (!p || !p.publicKey.equals(old.publicKey)) continue;
+          this.peerOf.set(s, now);
+          if (s.peerAddresses.some((a) => !now.allowedIps.some((n) => inPrefix(a, n)))) {
+            this.retire(s, CloseCode.SessionRetired, 'its tunnel address is no longer in its allowed_ips');
+            continue;
+          }
+          s.sourceFilter = sourceIn(now.allowedIps, this.tunnel.tun.vnetHdrBytes);
+          if (!this.unconfirmed.has(s)) this.tunnel.register(s, now.allowedIps, true);
+        }
+      } else {
+        for (const [s, p] of this.peerOf) if (p && p.publicKey.equals(old.publicKey)) this.peerOf.set(s, now);
+      }
+    }
+    for (const [key, p] of nextId.peers) if (!identity.peers.has(key)) added.push(p.name);
+    identity.peers.clear();
+    for (const [key, p] of nextId.peers) identity.peers.set(key, p);
+    return { added, removed, changed, ignored };
   }
 
   refuse(link: Link, reason: RefusalReason, message: string): void {

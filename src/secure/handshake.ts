@@ -28,8 +28,8 @@ export interface Identity {
   readonly cipher: CipherName;
   /** Client: the server's static public key. */
   readonly serverPublic: Buffer;
-  /** Server: the peers by base64 public key. */
-  readonly peers: ReadonlyMap<string, PeerConfig>;
+  /** Server: the peers by base64 public key (replaced in place by a reload). */
+  readonly peers: Map<string, PeerConfig>;
   /** 'psk': one shared identity; its peer may claim any client address of the tunnel network. */
   readonly shared: boolean;
 }

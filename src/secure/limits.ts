@@ -23,9 +23,7 @@ export const INITIATION_REPLAY_WINDOW_MS = 10_000;
 /** Accepted INITIATION timestamps remembered per peer and session, to refuse exact replays. */
 export const INITIATION_REPLAY_ENTRIES = 64;
 
-/** Admission: connections still in their handshake, in all (the table evicts, it never refuses). */
-export const DEFAULT_MAX_PENDING = 256;
-/** ... from one source address. */
+/** Admission (the table's size is server.limits.max_pending_handshakes): connections in their handshake from one source address. */
 export const MAX_PENDING_PER_SOURCE = 8;
 /** ... from one prefix (/24 for IPv4, /56 for IPv6). */
 export const MAX_PENDING_PER_PREFIX = 32;

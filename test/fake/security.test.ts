@@ -27,7 +27,7 @@ const v6host = (a: string): PeerConfig['allowedIps'][number] => ({ family: 6, ad
 const PEERS: PeerConfig[] = [
   { name: 'alice', publicKey: ALICE.publicKey, allowedIps: [host('10.0.0.2'), v6host('fd00:dd::2')] },
   { name: 'bob', publicKey: BOB.publicKey, allowedIps: [host('10.0.0.3'), v6host('fd00:dd::3')] },
-  { name: 'mallory', publicKey: MALLORY.publicKey, allowedIps: [host('10.0.0.7')] },
+  { name: 'mallory', publicKey: MALLORY.publicKey, allowedIps: [host('10.0.0.7'), v6host('fd00:dd::7')] },
 ];
 const SERVER_SEC = serverKeys(SERVER.privateKey, PEERS);
 const keysOf = (kp: KeyPair): SecurityConfig => clientKeys(kp.privateKey, SERVER.publicKey);
@@ -145,6 +145,24 @@ describe('secure channel (fake TUN, loopback)', () => {
     // Keepalives are sealed too: allow a few, but far fewer than one record per packet.
     const records = [sa.keys!.sending!.sent - before[0]!, sb.keys!.sending!.sent - before[1]!];
     assert.ok(records.every((r) => r <= 6), `records per client: ${records.join(', ')}`);
+  });
+
+  it('reload: an added peer can connect, a removed one is dropped, the others keep their session', async () => {
+    server = await startServer(1, FAST_TIMING, serverKeys(SERVER.privateKey, [PEERS[0]!, PEERS[2]!]));
+    const a = client('10.0.0.2', keysOf(ALICE));
+    const m = client('10.0.0.7', keysOf(MALLORY));
+    await until(() => up(a, 1) && up(m, 1), 'alice and mallory up');
+    const aliceSession = serverSession('10.0.0.2');
+    const b = client('10.0.0.3', keysOf(BOB));
+    await until(() => server!.role.stats.refused.unknown_peer >= 1, 'bob is not a peer yet');
+    const r = server.role.reload({ ...server.role.config, security: serverKeys(SERVER.privateKey, [PEERS[0]!, PEERS[1]!]) });
+    assert.deepEqual({ added: r.added, removed: r.removed, changed: r.changed, ignored: r.ignored }, { added: ['bob'], removed: ['mallory'], changed: [], ignored: [] });
+    await until(() => up(b, 1), 'bob connects after the reload', 4000);
+    await until(() => serverSession('10.0.0.7') === undefined, "mallory's session is gone");
+    assert.equal(serverSession('10.0.0.2'), aliceSession, "alice's session untouched");
+    assert.equal(a.role.session.linkStats.get(0)!.stats.connects, 1, 'alice never reconnected');
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(m.role.session.upLinks().length, 0, 'mallory cannot come back');
   });
 
   it('the psk form and AES-256-GCM work; a client with another psk gets nothing', async () => {
@@ -338,7 +356,7 @@ describe('secure channel (fake TUN, loopback)', () => {
   });
 
   it('under load an INITIATION costs a cookie round; the real client still gets in', async () => {
-    server = await startServer(1, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 8 });
+    server = await startServer(1, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 8, maxLinksPerSession: 16 });
     const port = server.role.listening()[0]!.port;
     const idle = [new RawPeer(port), new RawPeer(port), new RawPeer(port)];
     await until(() => idle.every((p) => p.sock.readyState === 'open'), 'idle connections open');
@@ -348,7 +366,7 @@ describe('secure channel (fake TUN, loopback)', () => {
   });
 
   it('a flood from 300 addresses (idle, junk and stranger INITIATIONs) does not keep a client out', async () => {
-    server = await startServer(2, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 64 });
+    server = await startServer(2, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 64, maxLinksPerSession: 16 });
     const ports = server.role.listening().map((l) => l.port);
     const stranger = new Initiator(identityOf(keysOf(generateKeyPair()), 'client') as Identity);
     let flooding = true;
@@ -417,7 +435,7 @@ describe('secure channel (fake TUN, loopback)', () => {
   });
 
   it('bounds sessions; blocks an address after repeated failures', async () => {
-    server = await startServer(1, FAST_TIMING, SERVER_SEC, [], { maxSessions: 1, maxPending: 16 });
+    server = await startServer(1, FAST_TIMING, SERVER_SEC, [], { maxSessions: 1, maxPending: 16, maxLinksPerSession: 16 });
     const a = client('10.0.0.2', keysOf(ALICE));
     await until(() => up(a, 1), 'first client up');
     const port = server.role.listening()[0]!.port;

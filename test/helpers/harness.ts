@@ -2,7 +2,7 @@
 // the whole tunnel core without root.
 import type { ClientConfig, PeerConfig, SecurityConfig, ServerConfig, TimingConfig } from '../../src/config/types.js';
 import type { CipherName } from '../../src/protocol/handshake.js';
-import { DEFAULT_TIMING } from '../../src/config/types.js';
+import { DEFAULT_SERVER_LIMITS, DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger, type Logger } from '../../src/log.js';
 import { ClientRole } from '../../src/roles/client.js';
@@ -63,6 +63,7 @@ export async function startServer(
     security,
     statusListen: undefined,
     natOutInterface: undefined,
+    limits: limits ?? DEFAULT_SERVER_LIMITS,
     file: 'server.test',
     logLevel: 'debug',
     timing,

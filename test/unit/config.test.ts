@@ -152,6 +152,18 @@ describe('config', () => {
     fails(base('  links:\n    - listen: "10.0.0.1:80"\nlogger: { level: loud }\n'), 'server', /logger\.level: must be one of error, warn, info, debug, trace/);
   });
 
+  it('server.limits: documented defaults, each one settable, bounds checked', () => {
+    const l = (extra: string) => parseConfig(base(`  links:\n    - listen: "10.0.0.1:80"\n${extra}`), 'test.yaml', 'server');
+    const d = l('');
+    assert.ok(d.role === 'server');
+    assert.deepEqual(d.limits, { maxSessions: 1024, maxPending: 256, maxLinksPerSession: 16 });
+    const c = l('  limits: { max_sessions: 100, max_pending_handshakes: 64, max_links_per_session: 4 }\n');
+    assert.ok(c.role === 'server');
+    assert.deepEqual(c.limits, { maxSessions: 100, maxPending: 64, maxLinksPerSession: 4 });
+    fails(base('  links:\n    - listen: "10.0.0.1:80"\n  limits: { max_links_per_session: 17 }\n'), 'server', /server\.limits\.max_links_per_session: must be between 1 and 16, got 17/);
+    fails(base('  links:\n    - listen: "10.0.0.1:80"\n  limits: { max_clients: 3 }\n'), 'server', /server\.limits\.max_clients: is not a known field/);
+  });
+
   it('rejects bad tunnel devices', () => {
     const t = (dev: string): string => `client:\n  tunnel_device: ${dev}\n  links:\n    - remote: "10.0.1.1:1"\n`;
     fails(t('{ name: "this-name-is-far-too-long", ip: 10.0.0.2 }'), 'client', /tunnel_device\.name: .* is not a valid interface name/);
