@@ -441,7 +441,7 @@ describe('secure channel (fake TUN, loopback)', () => {
     const port = server.role.listening()[0]!.port;
     const b = new RawPeer(port);
     b.sock.write(new Initiator(identityOf(keysOf(BOB), 'client') as Identity).initiation(intro('10.0.0.3')));
-    assert.match((await b.next(FrameType.Close)).subarray(2).toString(), /the server is full \(1 sessions\)/);
+    assert.match((await b.next(FrameType.Close)).subarray(2).toString(), /the server is full \(1 sessions: server.limits.max_sessions\)/);
     for (let i = 0; i < 12; i++) {
       const p = new RawPeer(port, '127.0.0.66');
       p.sock.write(randomBytes(200));
