@@ -87,7 +87,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       const server = new ServerRole(config, tunnel, log);
       roleObj = server;
       await server.start();
-      extra = () => ({ server: { ...server.stats, admission: server.admissionStats } });
+      extra = () => ({ peers: server.peers(), server: { ...server.stats, admission: server.admissionStats } });
       network.setupServer(config, tun.name);
     }
     if (config.statusListen) {

@@ -76,6 +76,10 @@ export class Session implements LinkHandler {
   onClearFrame: ClearFrameHandler | undefined;
   /** Keyed, server: a keypair was confirmed by its first authentic record. */
   onConfirmed: (keypair: Keypair) => void = () => {};
+  /** Server, keyed: who this session belongs to (for status; the role keeps it current across reloads). */
+  peer: { readonly name: string; readonly key: string; readonly allowedIps: readonly TunnelAddress[] } | undefined;
+  /** When the last handshake of this session completed (performance.now() ms); NaN: none yet. */
+  lastHandshakeMs = NaN;
   /** Server: links whose handshake is answered but not yet confirmed, with their keypair. */
   readonly pendingLinks = new Map<Link, Keypair>();
 

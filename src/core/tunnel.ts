@@ -30,6 +30,13 @@ export interface LinkSnapshot extends Omit<LinkStats, 'drops'> {
 
 export interface SessionSnapshot extends SessionStats {
   id: string;
+  /** Server, keyed: the peer's name, the first 8 characters of its key and its allowed IPs. */
+  peer: { name: string; key: string; allowedIps: string[] } | null;
+  /** Seconds since the last completed handshake; null: none. */
+  lastHandshakeAgoS: number | null;
+  /** Bytes received and sent on all links (every copy, with framing). */
+  rxBytes: number;
+  txBytes: number;
   epoch: string;
   encrypted: boolean;
   peerAddresses: string[];
@@ -213,6 +220,10 @@ export class Tunnel {
       },
       sessions: [...this.sessions].map((s) => ({
         id: s.idHex,
+        peer: s.peer ? { name: s.peer.name, key: s.peer.key, allowedIps: s.peer.allowedIps.map((a) => `${a.address}/${a.prefix}`) } : null,
+        lastHandshakeAgoS: Number.isNaN(s.lastHandshakeMs) ? null : Math.round((performance.now() - s.lastHandshakeMs) / 100) / 10,
+        rxBytes: [...s.linkStats.values()].reduce((n, l) => n + l.stats.rxBytes, 0),
+        txBytes: [...s.linkStats.values()].reduce((n, l) => n + l.stats.txBytes, 0),
         epoch: s.epoch.toString('hex'),
         encrypted: s.encrypted,
         peerAddresses: s.peerAddresses.map((a) => `${a.address}/${a.prefix}`),

@@ -6,6 +6,12 @@ export interface StatusDocument extends TunnelSnapshot {
   version: string;
   pid: number;
   tunName: string;
+  /** Server, peer keys: every configured peer, with its session id if it has one. */
+  peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;
+}
+
+function bytes(n: number): string {
+  return n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GiB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
 }
 
 const pad = (v: unknown, n: number): string => String(v).padStart(n);
@@ -20,13 +26,28 @@ function duration(ms: number): string {
 export function formatStatus(d: StatusDocument): string {
   const out: string[] = [];
   out.push(`dp-tcp ${d.version} ${d.role} (pid ${d.pid}), TUN ${d.tunName}, up ${duration(d.uptimeMs)}, ${d.sessions.length} session(s)`);
+  if (d.peers && d.peers.length > 0) {
+    // As `wg show`: every configured peer, connected or not.
+    out.push(`peers (${d.peers.filter((p) => p.session).length} of ${d.peers.length} connected):`);
+    for (const p of d.peers) {
+      const s = d.sessions.find((x) => x.id === p.session);
+      const state = s
+        ? `session ${s.id.slice(0, 8)}, ${s.links.filter((l) => l.state === 'up').length}/${s.links.length} links up, ` +
+          `last handshake ${s.lastHandshakeAgoS === null ? 'never' : `${s.lastHandshakeAgoS} s ago`}, ` +
+          `received ${bytes(s.rxBytes)}, sent ${bytes(s.txBytes)}`
+        : 'not connected';
+      out.push(`  ${p.name} (${p.key}…) allowed ${p.allowedIps.join(' ')}: ${state}`);
+    }
+  }
   if (d.sessions.length === 0) out.push('  no session yet');
   for (const s of d.sessions) {
     const e = s.elimination;
+    if (s.peer) out.push(`peer ${s.peer.name} (${s.peer.key}…), allowed ${s.peer.allowedIps.join(' ')}`);
     out.push(
       `session ${s.id.slice(0, 8)} [${s.peerAddresses.join(' ')}]${s.encrypted ? ' encrypted' : ''}: ` +
         `sent ${s.txPackets}, delivered ${s.rxPackets}, eliminated ${e.duplicates + s.records.duplicate}, stale ${e.stale}, ` +
-        `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, tampered ${s.tampered}, handshakes ${s.handshakes}`,
+        `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, tampered ${s.tampered}, handshakes ${s.handshakes}` +
+        (s.lastHandshakeAgoS === null ? '' : ` (last ${s.lastHandshakeAgoS} s ago)`),
     );
     out.push(
       `  ${'link'.padEnd(8)} ${'state'.padEnd(5)} ${pad('rtt ms', 7)} ${pad('sent', 9)} ${pad('first', 9)} ${pad('elim.', 9)} ` +

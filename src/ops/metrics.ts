@@ -74,6 +74,13 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
     ]),
   );
   counter('dptcp_session_handshakes_total', 'Handshakes completed on the session (connections and rekeys)', ['session'], perSession((s) => s.handshakes));
+  // Info metric: join on `session` to see per-peer figures (one series per session: bounded by server.limits).
+  gauge('dptcp_session_peer_info', 'The peer (name, key prefix) a session belongs to (peer keys)', ['session', 'peer', 'key'], (s) =>
+    s.sessions.flatMap((sess): Sample[] => (sess.peer ? [[{ session: sess.id.slice(0, 8), peer: sess.peer.name, key: sess.peer.key }, 1]] : [])),
+  );
+  gauge('dptcp_session_last_handshake_age_seconds', 'Seconds since the session last completed a handshake', ['session'], (s) =>
+    s.sessions.flatMap((sess): Sample[] => (sess.lastHandshakeAgoS === null ? [] : [[{ session: sess.id.slice(0, 8) }, sess.lastHandshakeAgoS]])),
+  );
   gauge('dptcp_sessions', 'Sessions (clients) known to this side', [], (s) => [[{}, s.sessions.length]]);
   counter('dptcp_tun_read_packets_total', 'Packets read from the TUN device', [], (s) => [[{}, s.tun.tunRxPackets]]);
   counter('dptcp_tun_written_packets_total', 'Packets written to the TUN device', [], (s) => [[{}, s.tun.written.packets]]);

@@ -102,6 +102,7 @@ export class ClientRole {
     this.welcome(link, est.epoch);
     (this.session.keys as KeyRing).add(est.keypair);
     this.session.stats.handshakes++;
+    this.session.lastHandshakeMs = performance.now();
     link.sendControl(encodeToken(FrameType.Ping, Math.round(performance.now() * 1000)));
   }
 
@@ -137,6 +138,7 @@ export class ClientRole {
     this.rekeying = undefined;
     (this.session.keys as KeyRing).add(est.keypair);
     this.session.stats.handshakes++;
+    this.session.lastHandshakeMs = performance.now();
     link.sendControl(encodeToken(FrameType.Ping, Math.round(performance.now() * 1000)));
     this.log.debug('rekeyed', { link: link.name });
   }

@@ -273,9 +273,24 @@ export class ServerRole {
       this.rekey(session, l, buf, start, end);
     };
     this.sessionsByKey.set(key, session);
-    this.peerOf.set(session, peer);
+    this.setPeer(session, peer);
     this.unconfirmed.add(session);
     return session;
+  }
+
+  private setPeer(s: Session, peer: PeerConfig | undefined): void {
+    this.peerOf.set(s, peer);
+    if (peer && !this.identity?.shared) s.peer = { name: peer.name, key: peer.publicKey.toString('base64').slice(0, 8), allowedIps: peer.allowedIps };
+  }
+
+  /** Every configured peer (peer keys), with its session if it has one: `dp-tcp status`'s peer list. */
+  peers(): Array<{ name: string; key: string; allowedIps: string[]; session: string | null }> {
+    if (this.identity === undefined || this.identity.shared) return [];
+    return [...this.identity.peers.values()].map((p) => {
+      let session: string | null = null;
+      for (const [s, q] of this.peerOf) if (q && q.publicKey.equals(p.publicKey) && !this.unconfirmed.has(s)) session = s.idHex;
+      return { name: p.name, key: p.publicKey.toString('base64').slice(0, 8), allowedIps: p.allowedIps.map((a) => `${a.address}/${a.prefix}`), session };
+    });
   }
 
   private samePeer(a: PeerConfig | undefined, b: PeerConfig | undefined): boolean {
@@ -312,6 +327,7 @@ export class ServerRole {
   /** A keypair's first authentic record: its handshake's links join. */
   private confirmed(session: Session, kp: Keypair): void {
     session.stats.handshakes++;
+    session.lastHandshakeMs = performance.now();
     this.stats.handshakesCompleted++;
     for (const [link, pending] of [...session.pendingLinks]) {
       if (pending !== kp) continue;
@@ -379,7 +395,7 @@ export class ServerRole {
         changed.push(now.name);
         for (const [s, p] of [...this.peerOf]) {
           if (!p || !p.publicKey.equals(old.publicKey)) continue;
-          this.peerOf.set(s, now);
+          this.setPeer(s, now);
           if (s.peerAddresses.some((a) => !now.allowedIps.some((n) => inPrefix(a, n)))) {
             this.retire(s, CloseCode.SessionRetired, 'its tunnel address is no longer in its allowed_ips');
             continue;
@@ -388,7 +404,7 @@ export class ServerRole {
           if (!this.unconfirmed.has(s)) this.tunnel.register(s, now.allowedIps, true);
         }
       } else {
-        for (const [s, p] of this.peerOf) if (p && p.publicKey.equals(old.publicKey)) this.peerOf.set(s, now);
+        for (const [s, p] of [...this.peerOf]) if (p && p.publicKey.equals(old.publicKey)) this.setPeer(s, now);
       }
     }
     for (const [key, p] of nextId.peers) if (!identity.peers.has(key)) added.push(p.name);

@@ -9,6 +9,7 @@ import { afterEach, describe, it } from 'node:test';
 import type { PeerConfig, SecurityConfig } from '../../src/config/types.js';
 import { encodeData, encodeFrame, encodeLinkDown, encodeToken, FRAME_HEADER_BYTES, FrameDecoder, FrameType } from '../../src/protocol/frame.js';
 import { encodeHello, type LinkIntro } from '../../src/protocol/handshake.js';
+import { formatStatus } from '../../src/ops/format.js';
 import type { ClientRole } from '../../src/roles/client.js';
 import type { ServerRole } from '../../src/roles/server.js';
 import { identityOf, Initiator, type Identity } from '../../src/secure/handshake.js';
@@ -163,6 +164,25 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.equal(a.role.session.linkStats.get(0)!.stats.connects, 1, 'alice never reconnected');
     await new Promise((res) => setTimeout(res, 300));
     assert.equal(m.role.session.upLinks().length, 0, 'mallory cannot come back');
+  });
+
+  it("status lists every configured peer, as wg show does: key prefix, allowed IPs, links, last handshake, bytes", async () => {
+    server = await startServer(2, FAST_TIMING, SERVER_SEC);
+    const a = client('10.0.0.2', keysOf(ALICE));
+    await until(() => up(a) && serverSession('10.0.0.2')?.upLinks().length === 2, 'alice up');
+    a.tun.inject([numbered(1, '10.0.0.2')]);
+    await server.tun.waitFor(1);
+    const doc = { role: 'server', version: 'test', pid: 1, tunName: 'fake-s', ...server.tunnel.snapshot(), peers: server.role.peers() };
+    assert.deepEqual(
+      doc.peers.map((p) => [p.name, p.key, p.session !== null]),
+      [['alice', ALICE.publicKey.toString('base64').slice(0, 8), true], ['bob', BOB.publicKey.toString('base64').slice(0, 8), false], ['mallory', MALLORY.publicKey.toString('base64').slice(0, 8), false]],
+    );
+    const text = formatStatus(doc);
+    assert.match(text, /peers \(1 of 3 connected\):/);
+    assert.match(text, /alice \(.{8}…\) allowed 10\.0\.0\.2\/32 fd00:dd::2\/128: session .{8}, 2\/2 links up, last handshake [\d.]+ s ago, received [\d.]+ (B|KiB), sent/);
+    assert.match(text, /bob \(.{8}…\) allowed 10\.0\.0\.3\/32 fd00:dd::3\/128: not connected/);
+    const s = doc.sessions.find((x) => x.peer?.name === 'alice')!;
+    assert.ok(s.rxBytes > 0 && s.lastHandshakeAgoS !== null, 'bytes and handshake age per session');
   });
 
   it('the psk form and AES-256-GCM work; a client with another psk gets nothing', async () => {
