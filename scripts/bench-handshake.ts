@@ -4,10 +4,9 @@
 // includes it.
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import type { SecurityConfig } from '../src/config/types.js';
 import { FRAME_HEADER_BYTES } from '../src/protocol/frame.js';
-import { identityOf, Initiator, Responder, type Identity } from '../src/secure/handshake.js';
-import { generateKeyPair } from '../src/secure/primitives.js';
+import { Initiator, Responder } from '../src/secure/handshake.js';
+import { keyedPair } from '../test/helpers/identities.js';
 
 export interface HandshakeRate {
   /** Server side only: mac1, INITIATION read (2 DH), RESPONSE written (3 DH). */
@@ -17,11 +16,7 @@ export interface HandshakeRate {
 }
 
 export function measureHandshakes(seconds = 2): HandshakeRate {
-  const server = generateKeyPair();
-  const client = generateKeyPair();
-  const base: SecurityConfig = { mode: 'keys', privateKey: undefined, psk: undefined, encryption: 'chacha20-poly1305', serverPublicKey: undefined, peers: [] };
-  const sid = identityOf({ ...base, privateKey: server.privateKey, peers: [{ name: 'c', publicKey: client.publicKey, allowedIps: [] }] }, 'server') as Identity;
-  const cid = identityOf({ ...base, privateKey: client.privateKey, serverPublicKey: server.publicKey }, 'client') as Identity;
+  const { serverId: sid, clientId: cid } = keyedPair();
   const responder = new Responder(sid);
   const source = Buffer.from([10, 0, 1, 2]);
   const intro = { sessionId: randomBytes(16), encryption: 'chacha20-poly1305' as const, offload: true, linkId: 0, linkCount: 2, addresses: [{ family: 4 as const, address: '10.0.0.2', prefix: 24 }] };

@@ -130,13 +130,18 @@ const LIMIT_FIELDS: ReadonlyArray<readonly [string, keyof ServerLimits, number, 
   ['max_links_per_session', 'maxLinksPerSession', 1, 16],
 ];
 
-function readLimits(n: Node | undefined): ServerLimits {
-  const l: Record<string, number> = { ...DEFAULT_SERVER_LIMITS };
+/** A mapping of whole numbers (`fields`: YAML key, field, bounds) over `defaults`; unknown keys refused. */
+function readNumbers<T extends object>(n: Node | undefined, fields: ReadonlyArray<readonly [string, keyof T, number, number]>, defaults: T): Record<string, number> {
+  const out: Record<string, number> = { ...(defaults as Record<string, number>) };
   if (n) {
-    for (const [key, field, min, max] of LIMIT_FIELDS) if (n.has(key)) l[field] = n.int(key, min, max);
+    for (const [key, field, min, max] of fields) if (n.has(key)) out[field as string] = n.int(key, min, max);
     n.done();
   }
-  return Object.freeze(l as unknown as ServerLimits);
+  return out;
+}
+
+function readLimits(n: Node | undefined): ServerLimits {
+  return Object.freeze(readNumbers(n, LIMIT_FIELDS, DEFAULT_SERVER_LIMITS) as unknown as ServerLimits);
 }
 
 /** The timing fields: YAML key, TimingConfig field, bounds. */
@@ -158,10 +163,8 @@ const TIMING_FIELDS: ReadonlyArray<readonly [string, keyof TimingConfig, number,
 ];
 
 function readTiming(n: Node | undefined): TimingConfig {
-  const t: Record<string, number> = { ...DEFAULT_TIMING };
+  const t = readNumbers(n, TIMING_FIELDS, DEFAULT_TIMING);
   if (n) {
-    for (const [key, field, min, max] of TIMING_FIELDS) if (n.has(key)) t[field] = n.int(key, min, max);
-    n.done();
     if (t['deadIntervalMs']! <= t['keepaliveIntervalMs']!) {
       n.fail('dead_interval_ms', 'must be longer than keepalive_interval_ms');
     }

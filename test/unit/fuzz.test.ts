@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import type { SecurityConfig } from '../../src/config/types.js';
 import { ProtocolError } from '../../src/errors.js';
 import {
   CloseCode,
@@ -19,9 +18,9 @@ import {
   FrameType,
 } from '../../src/protocol/frame.js';
 import { decodeHello, decodeWelcome, encodeHello, encodeWelcome, type LinkIntro } from '../../src/protocol/handshake.js';
-import { identityOf, Initiator, Responder, type Identity } from '../../src/secure/handshake.js';
+import { Initiator, Responder } from '../../src/secure/handshake.js';
 import { KeyRing } from '../../src/secure/keypair.js';
-import { generateKeyPair } from '../../src/secure/primitives.js';
+import { keyedPair } from '../helpers/identities.js';
 import { numbered } from '../helpers/packets.js';
 
 const CASES = Number(process.env['DPTCP_FUZZ_CASES'] ?? 100_000);
@@ -36,14 +35,7 @@ function rnd(n: number): number {
 }
 
 // A real handshake, so that the corpus holds genuine INITIATION, RESPONSE, COOKIE and SEALED frames.
-const serverKey = generateKeyPair();
-const clientKey = generateKeyPair();
-const BASE: SecurityConfig = { mode: 'keys', privateKey: undefined, psk: undefined, encryption: 'chacha20-poly1305', serverPublicKey: undefined, peers: [] };
-const serverId = identityOf(
-  { ...BASE, privateKey: serverKey.privateKey, peers: [{ name: 'c', publicKey: clientKey.publicKey, allowedIps: [] }] },
-  'server',
-) as Identity;
-const clientId = identityOf({ ...BASE, privateKey: clientKey.privateKey, serverPublicKey: serverKey.publicKey }, 'client') as Identity;
+const { serverId, clientId } = keyedPair();
 const intro: LinkIntro = {
   sessionId: randomBytes(16),
   encryption: 'chacha20-poly1305',

@@ -12,14 +12,12 @@ import { identityOf, Initiator, Responder, type Identity } from '../../src/secur
 import { Keypair, KeyRing } from '../../src/secure/keypair.js';
 import { MAX_KEYPAIRS, MAX_PENDING_PER_PREFIX, MAX_PENDING_PER_SOURCE, REJECT_AFTER_TIME_MS } from '../../src/secure/limits.js';
 import { generateKeyPair } from '../../src/secure/primitives.js';
+import { keyedPair, KEYS_BASE } from '../helpers/identities.js';
 import { numbered } from '../helpers/packets.js';
 
-const server = generateKeyPair();
-const alice = generateKeyPair();
-const peer: PeerConfig = { name: 'alice', publicKey: alice.publicKey, allowedIps: [{ family: 4, address: '10.0.0.2', prefix: 32 }] };
-const BASE: SecurityConfig = { mode: 'keys', privateKey: undefined, psk: undefined, encryption: 'chacha20-poly1305', serverPublicKey: undefined, peers: [] };
-const serverId = identityOf({ ...BASE, privateKey: server.privateKey, peers: [peer] }, 'server') as Identity;
-const aliceId = identityOf({ ...BASE, privateKey: alice.privateKey, serverPublicKey: server.publicKey }, 'client') as Identity;
+const { server, client: alice, serverId, clientId: aliceId } = keyedPair([{ family: 4, address: '10.0.0.2', prefix: 32 }], 'alice');
+const peer = serverId.peers.values().next().value as PeerConfig;
+const BASE = KEYS_BASE;
 
 const intro: LinkIntro = {
   sessionId: randomBytes(16),
