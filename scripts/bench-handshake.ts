@@ -50,5 +50,6 @@ export function measureHandshakes(seconds = 2): HandshakeRate {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const r = measureHandshakes();
-  console.log(`handshakes per second on one core: server side ${r.serverPerSecond.toFixed(0)}, whole handshake (both sides) ${r.wholePerSecond.toFixed(0)}`);
+  if (process.argv.includes('--json')) console.log(JSON.stringify(r));
+  else console.log(`handshakes per second on one core: server side ${r.serverPerSecond.toFixed(0)}, whole handshake (both sides) ${r.wholePerSecond.toFixed(0)}`);
 }

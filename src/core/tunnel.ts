@@ -189,7 +189,8 @@ export class Tunnel {
         g = { parts: [], bytes: 0, count: 0, lastStart: 0, lastEnd: -1 };
         gathering.set(s, g);
       }
-      if (g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now);
+      // A sealed record stays under the peer's frame limit; unsealed frames need no cut.
+      if (s.keys !== undefined && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now);
       writeDataHeader(arena, frameStart, s.takeSeq(), len);
       if (g.lastEnd === frameStart) {
         g.parts[g.parts.length - 1] = arena.subarray(g.lastStart, frameEnd);
