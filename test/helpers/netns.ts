@@ -14,6 +14,8 @@ const CLI = join(ROOT, 'dist', 'cli', 'index.js');
 const NS_SCRIPT = join(ROOT, 'scripts', 'namespace.sh');
 
 export type Side = 'server' | 'client';
+/** A namespace of the testbed: the two sides, and the optional on-path relay and attacker hosts. */
+export type Host = Side | 'relay' | 'attacker';
 
 /** Why the end-to-end tier cannot run here, or undefined if it can. */
 export function e2eUnavailable(): string | undefined {
@@ -73,11 +75,15 @@ export class Testbed {
     return { ...process.env, DPTCP_SERVER_NS: this.serverNs, DPTCP_CLIENT_NS: this.clientNs };
   }
 
-  ns(side: Side): string {
-    return side === 'server' ? this.serverNs : this.clientNs;
+  ns(host: Host): string {
+    if (host === 'server') return this.serverNs;
+    if (host === 'client') return this.clientNs;
+    const ns = `${this.serverNs.slice(0, -2)}-${host === 'relay' ? 'r' : 'a'}`;
+    if (!this.extraNs.includes(ns)) throw new Error(`no ${host} host in this testbed: add it first`);
+    return ns;
   }
 
-  async run(side: Side, cmd: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
+  async run(side: Host, cmd: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
     const r = await execFileP('ip', ['netns', 'exec', this.ns(side), cmd, ...args], {
       timeout: timeoutMs,
       maxBuffer: 64 * 1024 * 1024,
@@ -85,11 +91,14 @@ export class Testbed {
     return { stdout: r.stdout, stderr: r.stderr };
   }
 
-  /** Starts a long-running command in a namespace; it is killed by destroy(). */
-  spawn(side: Side, cmd: string, args: string[], opts: { stdin?: string; stdout?: string } = {}): ChildProcess {
+  /**
+   * Starts a long-running command in a namespace; it is killed by destroy().
+   * `interactive`: its stdin and stdout stay pipes for the caller to drive.
+   */
+  spawn(side: Host, cmd: string, args: string[], opts: { stdin?: string; stdout?: string; interactive?: boolean } = {}): ChildProcess {
     const p = spawn('ip', ['netns', 'exec', this.ns(side), cmd, ...args], {
       cwd: ROOT,
-      stdio: [opts.stdin ? 'pipe' : 'ignore', opts.stdout ? 'pipe' : 'ignore', 'pipe'],
+      stdio: [opts.stdin || opts.interactive ? 'pipe' : 'ignore', opts.stdout || opts.interactive ? 'pipe' : 'ignore', 'pipe'],
     });
     if (opts.stdout) p.stdout?.pipe(createWriteStream(opts.stdout));
     if (opts.stdin) createReadStream(opts.stdin).pipe(p.stdin!);
@@ -131,6 +140,12 @@ export class Testbed {
     const done = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
     p.kill(signal);
     return await done;
+  }
+
+  /** dp-tcp on this side was started and has not exited. */
+  alive(side: Side): boolean {
+    const p = this.procs.get(side);
+    return p !== undefined && p.exitCode === null && p.signalCode === null;
   }
 
   stats(side: Side): StatsSnapshot {
@@ -185,6 +200,60 @@ export class Testbed {
     return ns;
   }
 
+  /**
+   * An on-path host between client and server, for a man in the middle:
+   *   client mitmN-c 10.0.1N.2/24 <-> cN 10.0.1N.1/24  relay  sN 10.0.2N.2/24 <-> mitmN-s 10.0.2N.1/24 server
+   * for N = 1, 2. The relay host forwards nothing by itself (no ip_forward):
+   * a client dialling 10.0.1N.1 reaches only what listens there.
+   */
+  async addRelayHost(): Promise<RelayTopology> {
+    const ns = `${this.serverNs.slice(0, -2)}-r`;
+    this.extraNs.push(ns);
+    const ip = (args: string[]): Promise<unknown> => execFileP('ip', args);
+    await ip(['netns', 'add', ns]);
+    await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+    for (const n of [1, 2]) {
+      await ip(['link', 'add', `mitm${n}-c`, 'netns', this.clientNs, 'type', 'veth', 'peer', 'name', `c${n}`, 'netns', ns]);
+      await ip(['link', 'add', `mitm${n}-s`, 'netns', this.serverNs, 'type', 'veth', 'peer', 'name', `s${n}`, 'netns', ns]);
+      await ip(['-n', this.clientNs, 'addr', 'add', `10.0.1${n}.2/24`, 'dev', `mitm${n}-c`]);
+      await ip(['-n', ns, 'addr', 'add', `10.0.1${n}.1/24`, 'dev', `c${n}`]);
+      await ip(['-n', ns, 'addr', 'add', `10.0.2${n}.2/24`, 'dev', `s${n}`]);
+      await ip(['-n', this.serverNs, 'addr', 'add', `10.0.2${n}.1/24`, 'dev', `mitm${n}-s`]);
+      for (const [where, dev] of [[this.clientNs, `mitm${n}-c`], [ns, `c${n}`], [ns, `s${n}`], [this.serverNs, `mitm${n}-s`]] as const) {
+        await ip(['-n', where, 'link', 'set', dev, 'up']);
+      }
+    }
+    return {
+      ns,
+      clientSide: [1, 2].map((n) => ({ relay: `10.0.1${n}.1`, client: `10.0.1${n}.2` })),
+      serverSide: [1, 2].map((n) => ({ relay: `10.0.2${n}.2`, server: `10.0.2${n}.1` })),
+    };
+  }
+
+  /**
+   * A host on the server's side of the world with `count` addresses spread
+   * over /24 prefixes of 10.250.0.0/16 (`perPrefix` in each), all routed to
+   * the server namespace: many strangers. atk-s 10.250.255.254/16 in the
+   * server namespace, eth0 in the attacker's.
+   */
+  async addAttackerHost(count: number, perPrefix = 64): Promise<string[]> {
+    const ns = `${this.serverNs.slice(0, -2)}-a`;
+    this.extraNs.push(ns);
+    const ip = (args: string[]): Promise<unknown> => execFileP('ip', args);
+    await ip(['netns', 'add', ns]);
+    await ip(['link', 'add', 'atk-s', 'netns', this.serverNs, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await ip(['-n', this.serverNs, 'addr', 'add', '10.250.255.254/16', 'dev', 'atk-s']);
+    await ip(['-n', this.serverNs, 'link', 'set', 'atk-s', 'up']);
+    const addresses = Array.from({ length: count }, (_, i) => `10.250.${Math.floor(i / perPrefix)}.${(i % perPrefix) + 1}`);
+    const batch = join(this.dir, 'attacker-addresses.batch');
+    writeFileSync(batch, addresses.map((a) => `address add ${a}/16 dev eth0\n`).join(''));
+    await ip(['-n', ns, '-batch', batch]);
+    await ip(['-n', ns, 'link', 'set', 'eth0', 'up']);
+    await ip(['-n', ns, 'link', 'set', 'lo', 'up']);
+    await ip(['-n', ns, 'route', 'add', 'default', 'via', '10.250.255.254', 'dev', 'eth0']);
+    return addresses;
+  }
+
   /** Drops everything arriving on link n at both ends: a blackhole in the middle. */
   async blackhole(n: 1 | 2, on: boolean): Promise<void> {
     const op = on ? '-I' : '-D';
@@ -203,8 +272,9 @@ export class Testbed {
   }
 
   /**
-   * Sends a numbered UDP stream client -> server through the tunnel while
-   * `during` runs, and returns what the receiver saw.
+   * Sends a numbered UDP stream client -> server (or from `from` to the other
+   * side) through the tunnel while `during` runs, and returns what the
+   * receiver saw.
    */
   async udpStream(
     pps: number,
@@ -212,14 +282,16 @@ export class Testbed {
     during?: () => Promise<void>,
     dest = '10.0.0.1',
     size = 200,
+    from: Side = 'client',
   ): Promise<StreamSummary> {
+    const to: Side = from === 'client' ? 'server' : 'client';
     const out = join(this.dir, `stream-${Date.now()}.json`);
     const port = 7000 + Math.floor(Math.random() * 1000);
-    const receiver = this.spawn('server', process.execPath, ['--import', 'tsx', 'scripts/udpstream.ts', 'recv', dest, String(port), '--out', out]);
+    const receiver = this.spawn(to, process.execPath, ['--import', 'tsx', 'scripts/udpstream.ts', 'recv', dest, String(port), '--out', out]);
     const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
     await new Promise((r) => setTimeout(r, 1500)); // tsx start-up
     const sender = this.run(
-      'client',
+      from,
       process.execPath,
       ['--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', dest, String(port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)],
       (seconds + 30) * 1000,
@@ -306,6 +378,14 @@ export class Testbed {
   }
 }
 
+export interface RelayTopology {
+  readonly ns: string;
+  /** Per link (index 0 = link 1): where the relay listens for the client, and the client's address there. */
+  readonly clientSide: ReadonlyArray<{ relay: string; client: string }>;
+  /** Per link: the server's listen address, and the relay's address towards it. */
+  readonly serverSide: ReadonlyArray<{ relay: string; server: string }>;
+}
+
 export interface StreamSummary {
   sent: number;
   received: number;
@@ -327,6 +407,9 @@ export interface LinkSnapshot {
   drops: Record<string, number>;
   rttMs: number | null;
   connects: number;
+  /** Keyed: sealed records dropped on this link because their copy on another link came first (before decryption). */
+  duplicateRecords?: number;
+  lastDownReason?: string;
 }
 
 export interface StatsSnapshot {
@@ -338,10 +421,27 @@ export interface StatsSnapshot {
     rxPackets: number;
     dropsNoLink: number;
     dropsSpoofed: number;
+    /** IPv6 link-local packets from the client's kernel: dropped, apart from spoofing. */
+    dropsLinkLocal: number;
     tampered: number;
+    encrypted?: boolean;
+    /** CLOSE frames that named another link than the one that carried them (ignored). */
+    misdirected?: number;
+    /** Keyed mode: sealed records dropped without closing their link, by reason. */
+    records?: { unknown_key: number; duplicate: number; too_old: number; expired: number };
+    handshakes?: number;
+    epoch?: string;
     elimination: { accepted: number; duplicates: number; stale: number };
     links: LinkSnapshot[];
   }>;
+  tun?: { written: { packets: number; refused: Record<string, number> } };
+  /** Server only: handshake refusals and admission (keyed mode). */
+  server?: {
+    handshakesRefused: number;
+    handshakesCompleted: number;
+    refused: Record<string, number>;
+    admission: { rateLimited: number; evicted: Record<string, number>; cookiesSent: number };
+  };
 }
 
 export async function waitFor(cond: () => boolean, what: string, timeoutMs: number, detail?: () => string): Promise<void> {
