@@ -4,6 +4,7 @@
 // output, XChaCha20-Poly1305).
 import {
   createHash,
+  type JsonWebKey,
   createHmac,
   createPrivateKey,
   createPublicKey,
@@ -82,14 +83,22 @@ export interface KeyPair {
 }
 
 export function generateKeyPair(): KeyPair {
-  const { privateKey: obj } = generateKeyPairSync('x25519');
-  const jwk = obj.export({ format: 'jwk' });
+  // The key comes out of the generator as JWK, never as a KeyObject that is exported afterwards:
+  // exporting a freshly generated KeyObject lets a GC run inside the export finalize the
+  // generator's job, which takes a lock the export holds (a deadlock seen in Node 20).
+  // @types/node 20 lacks the 'jwk' overload that Node 20 has.
+  const generate = generateKeyPairSync as unknown as (
+    type: 'x25519',
+    opts: { publicKeyEncoding: { format: 'jwk' }; privateKeyEncoding: { format: 'jwk' } },
+  ) => { privateKey: JsonWebKey; publicKey: JsonWebKey };
+  const { privateKey: jwk } = generate('x25519', { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } });
   const privateKey = Buffer.from(jwk.d as string, 'base64url');
-  // OpenSSL stores the unclamped scalar; clamping is what X25519 applies anyway.
+  const publicKey = Buffer.from(jwk.x as string, 'base64url');
+  // OpenSSL keeps the unclamped scalar; clamping is what X25519 applies anyway.
   privateKey[0] = (privateKey[0] as number) & 248;
   privateKey[31] = ((privateKey[31] as number) & 127) | 64;
-  keyObjects.set(privateKey, obj);
-  return { privateKey, publicKey: Buffer.from(jwk.x as string, 'base64url') };
+  keyObjects.set(privateKey, createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: jwk.d as string, x: jwk.x as string }, format: 'jwk' }));
+  return { privateKey, publicKey };
 }
 
 const ZERO_KEY = Buffer.alloc(KEY_BYTES);
