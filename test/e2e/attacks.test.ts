@@ -383,18 +383,22 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
   });
 
   it('5b. a sealed CLOSE withheld on a stalled link and delivered later on the healthy link: ignored as misdirected, the healthy link stays up', async () => {
-    const { captured: mark } = await relay.cmd<{ captured: number }>({ cmd: 'status' });
-    const ups2 = tb.linkUps('wan2');
-    await relay.cmd({ cmd: 'stall', link: 2, on: true });
-    await tb.waitLinkBack('wan2', ups2, 6000);
-    await realUp();
-    await sleep(1200);
     // The client's CLOSE of link 2 ("dead: nothing heard ...") on the stalled connection: recorded, never forwarded.
     // PINGs (52 bytes) are left out; background DATA of that size the server already had from link 1.
-    const held = await relay.cmd<Selected[]>({
-      cmd: 'select',
-      filter: { dir: 'c2s', types: [FrameType.Sealed], since: mark, minBytes: 53, maxBytes: 300, forwarded: false },
-    });
+    // Whether the CLOSE still fits the stalled connection depends on its buffers at that moment: up to three stalls.
+    let held: Selected[] = [];
+    for (let attempt = 0; attempt < 3 && held.length === 0; attempt++) {
+      const { captured: mark } = await relay.cmd<{ captured: number }>({ cmd: 'status' });
+      const ups2 = tb.linkUps('wan2');
+      await relay.cmd({ cmd: 'stall', link: 2, on: true });
+      await tb.waitLinkBack('wan2', ups2, 6000);
+      await realUp();
+      await sleep(1200);
+      held = await relay.cmd<Selected[]>({
+        cmd: 'select',
+        filter: { dir: 'c2s', types: [FrameType.Sealed], since: mark, minBytes: 53, maxBytes: 300, forwarded: false },
+      });
+    }
     assert.ok(held.length >= 1, 'a sealed CLOSE was withheld');
     const s0 = realSession(await fresh('server'));
     for (const h of held) {
