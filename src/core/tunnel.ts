@@ -67,8 +67,6 @@ export class Tunnel {
   /** The tunnel cannot go on (the TUN device failed); the role shuts down. */
   onFatal: (err: Error) => void = () => {};
   private readonly byAddress = new Map<string, Session>();
-  /** Sessions removed so far (retired, idle, unconfirmed). */
-  sessionsRemoved = 0;
   /** routeBatch's per-session gathering, reused across batches. */
   private readonly gathering = new Map<Session, Gather>();
   /** Cryptokey routing: destination prefix -> session. */
@@ -148,7 +146,6 @@ export class Tunnel {
   removeSession(s: Session, code: CloseCode, reason: string): void {
     s.close(code, reason);
     this.sessions.delete(s);
-    this.sessionsRemoved++;
     this.routes.removeValue(s);
     for (const [k, v] of this.byAddress) if (v === s) this.byAddress.delete(k);
   }

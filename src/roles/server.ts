@@ -21,7 +21,6 @@ import { identityOf, Responder, type Identity } from '../secure/handshake.js';
 import { KeyRing, type Keypair } from '../secure/keypair.js';
 import { FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES } from '../secure/limits.js';
 
-export { HANDSHAKE_MAX_FRAME_BYTES };
 
 export type { ServerLimits };
 

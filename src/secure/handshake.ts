@@ -17,8 +17,6 @@ import { hash, publicKeyOf, type KeyPair } from './primitives.js';
 export const PROLOGUE = Buffer.from('dp-tcp v2', 'ascii');
 const TIMESTAMP_BYTES = 12;
 const EPOCH_BYTES = 8;
-/** sender index | e | encrypted s: the fixed part of INITIATION before its payload. */
-const INITIATION_FIXED = 4 + 32 + 48;
 
 /** Who this side is and whom it accepts, derived once from the config. */
 export interface Identity {
@@ -232,11 +230,6 @@ export class Responder {
     const [recv, send] = r.hs.split();
     const keypair = new Keypair(index, r.senderIndex, this.id.cipher, send.key as Buffer, recv.key as Buffer, false);
     return { frame: encodeFrame(FrameType.Response, Buffer.concat([head, msg])), keypair };
-  }
-
-  /** The fixed size check of an INITIATION body, before anything is read. */
-  static plausible(start: number, end: number): boolean {
-    return end - start >= INITIATION_FIXED + 16 + TIMESTAMP_BYTES + MACS_BYTES;
   }
 }
 

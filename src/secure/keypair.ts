@@ -98,10 +98,6 @@ export class KeyRing {
     return this.byIndex.size;
   }
 
-  keypairs(): IterableIterator<Keypair> {
-    return this.byIndex.values();
-  }
-
   /** A new handshake's keypair; the initiator seals with it at once, the responder once it is confirmed. */
   add(kp: Keypair): void {
     this.byIndex.set(kp.localIndex, kp);

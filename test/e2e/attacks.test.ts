@@ -215,17 +215,18 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     return JSON.parse(stdout) as T;
   }
 
-  /** Pings through the tunnel until one is answered; how long that took. */
-  async function timeToTunnel(limitMs: number): Promise<number> {
-    const t0 = Date.now();
-    for (;;) {
-      try {
-        await tb.run('client', 'ping', ['-c', '1', '-W', '0.3', '10.0.0.1'], 5000);
-        return Date.now() - t0;
-      } catch {
-        if (Date.now() - t0 > limitMs) throw new Error(`no ping through the tunnel after ${limitMs} ms\n${tb.log('client').slice(-3000)}`);
-      }
-    }
+  /**
+   * Stalls link 2's connection at the relay until both sides declare it dead and
+   * the client redials it; returns the capture mark from before the stall.
+   */
+  async function stallLink2(): Promise<number> {
+    const { captured: mark } = await relay.cmd<{ captured: number }>({ cmd: 'status' });
+    const ups2 = tb.linkUps('wan2');
+    await relay.cmd({ cmd: 'stall', link: 2, on: true });
+    await tb.waitLinkBack('wan2', ups2, 6000);
+    await realUp();
+    await sleep(1200);
+    return mark;
   }
 
   function assertComplete(s: StreamSummary, what: string): void {
@@ -334,13 +335,8 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
   });
 
   it('5. sealed control records (PING, PONG, LINKDOWN, CLOSE) replayed on either link: duplicates, no link closed', async () => {
-    const { captured: mark } = await relay.cmd<{ captured: number }>({ cmd: 'status' });
     // Link 2 stalls in the middle: both sides declare it dead, LINKDOWN goes on link 1, a CLOSE on link 2.
-    const ups2 = tb.linkUps('wan2');
-    await relay.cmd({ cmd: 'stall', link: 2, on: true });
-    await tb.waitLinkBack('wan2', ups2, 6000);
-    await realUp();
-    await sleep(1200);
+    const mark = await stallLink2();
     const ctl = (dir: string): Promise<Selected[]> =>
       relay.cmd<Selected[]>({ cmd: 'select', filter: { dir, types: [FrameType.Sealed], since: mark, maxBytes: 300, forwarded: true } });
     const c2s = await ctl('c2s');
@@ -388,12 +384,7 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     // Whether the CLOSE still fits the stalled connection depends on its buffers at that moment: up to three stalls.
     let held: Selected[] = [];
     for (let attempt = 0; attempt < 3 && held.length === 0; attempt++) {
-      const { captured: mark } = await relay.cmd<{ captured: number }>({ cmd: 'status' });
-      const ups2 = tb.linkUps('wan2');
-      await relay.cmd({ cmd: 'stall', link: 2, on: true });
-      await tb.waitLinkBack('wan2', ups2, 6000);
-      await realUp();
-      await sleep(1200);
+      const mark = await stallLink2();
       held = await relay.cmd<Selected[]>({
         cmd: 'select',
         filter: { dir: 'c2s', types: [FrameType.Sealed], since: mark, minBytes: 53, maxBytes: 300, forwarded: false },
@@ -539,7 +530,7 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     assert.deepEqual(delivered(), ['INSIDER-valid'], 'only the valid DATA from its own address was delivered (the control case)');
     const c1 = realSession(await fresh('client'));
     assert.deepEqual(connects(c1), connects(c0), "the real client's links never went down");
-    const ms = await timeToTunnel(2000);
+    const ms = await tb.timeToTunnel(2000);
     console.log(`# ${results.length} insider records, ${results.filter((r) => r.closed).length} closed its link; server alive; real client ping ${ms} ms`);
     const s = await fresh('server');
     assert.ok(s.server!.handshakesCompleted >= results.length, 'the insider completed a handshake for every case');
@@ -573,7 +564,7 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     const ups = [tb.linkUps('wan1'), tb.linkUps('wan2')];
     const t0 = Date.now();
     for (const dst of ['10.0.11.1', '10.0.12.1']) await tb.run('client', 'ss', ['-K', 'dst', dst]);
-    await timeToTunnel(5000);
+    await tb.timeToTunnel(5000);
     // From the reset on: the kill itself, the redial, the handshake (with cookies), the ping.
     const ms = Date.now() - t0;
     const during = (await fresh('server')).server!;
@@ -653,7 +644,7 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     await sleep(3500);
     await tb.stopDpTcp('client', 'SIGKILL');
     tb.startDpTcp('client', clientYaml(keys));
-    const ms = await timeToTunnel(3000);
+    const ms = await tb.timeToTunnel(3000);
     const seq = await holding;
     await watching;
     console.log(

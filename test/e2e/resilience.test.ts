@@ -93,23 +93,10 @@ describe('resilience: one bad link is invisible', { skip, timeout: 600_000 }, ()
     assert.ok(backMs < 1000, `redialled in ${backMs} ms`);
   });
 
-  /** Pings until one gets through; returns how long that took. */
-  async function timeToTunnel(limitMs: number): Promise<number> {
-    const t0 = Date.now();
-    for (;;) {
-      try {
-        await tb.run('client', 'ping', ['-c', '1', '-W', '0.3', '10.0.0.1'], 5000);
-        return Date.now() - t0;
-      } catch {
-        if (Date.now() - t0 > limitMs) throw new Error(`no ping through the tunnel after ${limitMs} ms`);
-      }
-    }
-  }
-
   it('client killed (SIGKILL) and restarted: back within a couple of seconds, server untouched', async () => {
     await tb.stopDpTcp('client', 'SIGKILL');
     tb.startDpTcp('client', CLIENT_YAML);
-    const ms = await timeToTunnel(5000);
+    const ms = await tb.timeToTunnel(5000);
     console.log(`# tunnel back ${ms} ms after the client restarted`);
     assert.ok(ms < 3000, `${ms} ms`);
     await waitFor(() => /client restarted: retiring its old session/.test(tb.log('server')), 'old session retired', 3000);
@@ -118,7 +105,7 @@ describe('resilience: one bad link is invisible', { skip, timeout: 600_000 }, ()
   it('server killed (SIGKILL) and restarted: back within a couple of seconds, client untouched', async () => {
     await tb.stopDpTcp('server', 'SIGKILL');
     tb.startDpTcp('server', SERVER_YAML);
-    const ms = await timeToTunnel(5000);
+    const ms = await tb.timeToTunnel(5000);
     console.log(`# tunnel back ${ms} ms after the server restarted`);
     assert.ok(ms < 3000, `${ms} ms`);
     await waitFor(() => /server session changed/.test(tb.log('client')), 'client noticed the new server session', 3000);

@@ -166,6 +166,19 @@ export class Testbed {
   }
 
   /** Waits until both sides report `links` links up in one session. */
+  /** Pings through the tunnel (client -> server) until one is answered; how long that took. */
+  async timeToTunnel(limitMs: number): Promise<number> {
+    const t0 = Date.now();
+    for (;;) {
+      try {
+        await this.run('client', 'ping', ['-c', '1', '-W', '0.3', '10.0.0.1'], 5000);
+        return Date.now() - t0;
+      } catch {
+        if (Date.now() - t0 > limitMs) throw new Error(`no ping through the tunnel after ${limitMs} ms\n${this.log('client').slice(-3000)}`);
+      }
+    }
+  }
+
   async waitUp(links = 2, timeoutMs = 10_000): Promise<void> {
     await waitFor(
       () => {
