@@ -6,14 +6,15 @@ import type { TimingConfig } from '../config/types.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CloseCode, DATA_HEADER_BYTES, writeDataHeader } from '../protocol/frame.js';
-import { ipv6Bytes, type TunnelAddress } from '../protocol/handshake.js';
+import type { TunnelAddress } from '../protocol/handshake.js';
+import type { PeerConfig } from '../config/types.js';
 import type { KeyRing } from '../secure/keypair.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
-import { AllowedIps } from './allowed-ips.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { hostPrefixes } from './ip.js';
 import type { LinkStats } from './link.js';
+import { Registry } from './registry.js';
 import { Session, type SessionStats } from './session.js';
 import { TunWriter, type TunWriterStats } from './tun-writer.js';
 
@@ -60,17 +61,15 @@ export class TunnelStats {
 }
 
 export class Tunnel {
-  readonly sessions = new Set<Session>();
+  /** Peers, sessions and routes: shared with the server's handshake. */
+  readonly registry = new Registry();
   readonly writer: TunWriter;
   readonly stats = new TunnelStats();
   readonly startedMs = performance.now();
   /** The tunnel cannot go on (the TUN device failed); the role shuts down. */
   onFatal: (err: Error) => void = () => {};
-  private readonly byAddress = new Map<string, Session>();
   /** routeBatch's per-session gathering, reused across batches. */
   private readonly gathering = new Map<Session, Gather>();
-  /** Cryptokey routing: destination prefix -> session. */
-  private readonly routes = new AllowedIps<Session>();
   /** Largest plaintext of one sealed record. */
   private readonly sealRecordBytes: number;
   private timers: NodeJS.Timeout[] = [];
@@ -102,11 +101,16 @@ export class Tunnel {
     for (const timer of this.timers) timer.unref();
   }
 
+  /** Every session, confirmed or not (the registry's). */
+  get sessions(): ReadonlySet<Session> {
+    return this.registry.sessions;
+  }
+
   /**
-   * A session; it routes (owns its addresses) once `register` is called, so a
-   * server session whose handshake is not confirmed yet takes nothing from anyone.
+   * A session of `peer` (undefined: the one anonymous peer of open and
+   * shared-key modes), in the registry but routing nothing until `register`.
    */
-  newSession(sessionId: Buffer, epoch: Buffer, peerAddresses: readonly TunnelAddress[], keys?: KeyRing): Session {
+  newSession(sessionId: Buffer, epoch: Buffer, peerAddresses: readonly TunnelAddress[], keys?: KeyRing, peer?: PeerConfig): Session {
     const s = new Session(
       sessionId,
       epoch,
@@ -120,34 +124,27 @@ export class Tunnel {
       this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),
       keys,
     );
-    this.sessions.add(s);
+    this.registry.add(s, peer);
     return s;
   }
 
   /**
-   * The session now holds its tunnel addresses and receives the packets whose
-   * destination lies in `prefixes` (default: its own addresses).
+   * The session is confirmed: it holds its tunnel addresses and receives the
+   * packets whose destination lies in `prefixes` (default: its own
+   * addresses). Called again, it replaces the session's routes.
    */
-  register(s: Session, prefixes: readonly TunnelAddress[] = hostPrefixes(s.peerAddresses), replace = false): void {
-    if (replace) this.routes.removeValue(s);
-    for (const a of s.peerAddresses) this.byAddress.set(addressKey(a), s);
-    for (const p of prefixes) this.routes.insert(p, s);
+  register(s: Session, prefixes: readonly TunnelAddress[] = hostPrefixes(s.peerAddresses)): void {
+    this.registry.confirm(s, prefixes);
   }
 
-  /** The session holding one of these addresses, if any. */
+  /** The confirmed session holding one of these addresses, if any. */
   sessionByAddress(addresses: readonly TunnelAddress[]): Session | undefined {
-    for (const a of addresses) {
-      const s = this.byAddress.get(addressKey(a));
-      if (s) return s;
-    }
-    return undefined;
+    return this.registry.holder(addresses);
   }
 
   removeSession(s: Session, code: CloseCode, reason: string): void {
     s.close(code, reason);
-    this.sessions.delete(s);
-    this.routes.removeValue(s);
-    for (const [k, v] of this.byAddress) if (v === s) this.byAddress.delete(k);
+    this.registry.remove(s);
   }
 
   private onBatch(batch: PacketBatch): void {
@@ -176,7 +173,7 @@ export class Tunnel {
       const frameStart = off + headroom - DATA_HEADER_BYTES;
       const frameEnd = off + headroom + len;
       off = frameEnd;
-      const s = this.routes.route(arena, frameStart + DATA_HEADER_BYTES + this.tun.vnetHdrBytes);
+      const s = this.registry.route(arena, frameStart + DATA_HEADER_BYTES + this.tun.vnetHdrBytes);
       if (s === undefined || s.isClosed) {
         this.stats.dropsNoSession++;
         continue;
@@ -307,8 +304,4 @@ function flush(s: Session, g: Gather, now: number): void {
   g.bytes = 0;
   g.count = 0;
   g.lastEnd = -1;
-}
-
-function addressKey(a: TunnelAddress): string {
-  return a.family === 4 ? `4:${a.address}` : `6:${ipv6Bytes(a.address).toString('hex')}`;
 }

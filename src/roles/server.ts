@@ -13,6 +13,7 @@ import { CloseCode, FrameType } from '../protocol/frame.js';
 import { decodeHello, encodeWelcome, type LinkIntro } from '../protocol/handshake.js';
 import { hostPrefixes, inPrefix, sourceIn } from '../core/ip.js';
 import { Link, type LinkHandler } from '../core/link.js';
+import { samePeer, type PeerView } from '../core/registry.js';
 import type { Session } from '../core/session.js';
 import { tuneLinkSocket } from '../core/socket-options.js';
 import type { Tunnel } from '../core/tunnel.js';
@@ -67,11 +68,6 @@ export class ServerRole {
   private readonly responder: Responder | undefined;
   private readonly admission: Admission<Link>;
   private readonly servers: Server[] = [];
-  /** Sessions by peer key and session id (the open mode's peer key is empty). */
-  private readonly sessionsByKey = new Map<string, Session>();
-  private readonly peerOf = new Map<Session, PeerConfig | undefined>();
-  /** Sessions whose first handshake is not confirmed yet: they route nothing and retire no one. */
-  private readonly unconfirmed = new Set<Session>();
   private readonly lastRekey = new WeakMap<Link, number>();
   private readonly lastWarn = new Map<RefusalReason, number>();
   private idleTimer: NodeJS.Timeout | undefined;
@@ -84,6 +80,8 @@ export class ServerRole {
   ) {
     this.identity = identityOf(config.security, 'server');
     this.responder = this.identity ? new Responder(this.identity) : undefined;
+    // Peer keys: the registry holds the peer list the Responder reads (one map, replaced in place on reload).
+    if (this.identity && !this.identity.shared) tunnel.registry.peers = this.identity.peers;
     this.admission = new Admission<Link>(limits.maxPending, (link, reason) => link.close(CloseCode.HandshakeRefused, `evicted: ${reason}`));
   }
 
@@ -233,82 +231,72 @@ export class ServerRole {
 
   /** The session of (peer, session id), made (unconfirmed) if new; undefined if refused. */
   private sessionFor(link: Link, h: LinkIntro, peer: PeerConfig | undefined): Session | undefined {
-    const key = `${peer ? peer.publicKey.toString('base64') : ''}/${h.sessionId.toString('hex')}`;
-    const existing = this.sessionsByKey.get(key);
+    const registry = this.tunnel.registry;
+    const existing = registry.find(peer, h.sessionId);
     if (existing !== undefined && !existing.isClosed) return existing;
-    if (this.sessionsByKey.size >= this.limits.maxSessions) {
+    if (registry.size >= this.limits.maxSessions) {
       this.refuse(link, 'full', `the server is full (${this.limits.maxSessions} sessions: server.limits.max_sessions)`);
       return undefined;
     }
     // A peer (one key) is one client: it may have one session, plus a few being set up
     // (a restart). Without this bound one insider could fill the table with sessions.
     if (peer && !this.identity?.shared) {
-      let unconfirmed = 0;
-      for (const s of this.unconfirmed) if (this.samePeer(this.peerOf.get(s), peer)) unconfirmed++;
+      const unconfirmed = registry.unconfirmedOf(peer);
       if (unconfirmed >= MAX_UNCONFIRMED_PER_PEER) {
         this.refuse(link, 'full', `peer ${peer.name} already has ${unconfirmed} sessions being set up`);
         return undefined;
       }
     }
     // A peer's addresses held by another peer's session: refused (psk and open mode: one shared peer).
-    const holder = this.tunnel.sessionByAddress(h.addresses);
-    if (holder && !this.samePeer(this.peerOf.get(holder), peer)) {
+    const holder = registry.holder(h.addresses);
+    if (holder && !samePeer(registry.peerOf(holder), peer)) {
       this.refuse(link, 'address', 'its tunnel address is held by another peer');
       return undefined;
     }
-    const session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses, peer ? new KeyRing() : undefined);
+    const session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses, peer ? new KeyRing() : undefined, peer);
     const allowed = peer && !this.identity?.shared && peer.allowedIps.length > 0 ? peer.allowedIps : hostPrefixes(h.addresses);
     session.sourceFilter = sourceIn(allowed, this.tunnel.tun.vnetHdrBytes);
     session.onLinkClosed = (l, reason) => {
       this.admission.release(l);
-      if (l.state === 'closed' && session.links.size === 0 && this.unconfirmed.has(session) && session.pendingLinks.size === 0) {
+      const confirmed = registry.isConfirmed(session);
+      if (l.state === 'closed' && session.links.size === 0 && !confirmed && session.pendingLinks.size === 0) {
         this.retire(session, CloseCode.SessionRetired, 'handshake never confirmed');
       }
-      if (reason !== 'replaced by a newer connection' && l.id >= 0 && !this.unconfirmed.has(session)) this.log.warn('link down', { link: l.name, reason });
+      if (reason !== 'replaced by a newer connection' && l.id >= 0 && confirmed) this.log.warn('link down', { link: l.name, reason });
     };
     session.onConfirmed = (kp) => this.confirmed(session, kp);
     session.onClearFrame = (l, type, buf, start, end) => {
       if (type !== FrameType.Initiation) throw new ProtocolError(`frame type ${type} from a client`);
       this.rekey(session, l, buf, start, end);
     };
-    this.sessionsByKey.set(key, session);
     this.setPeer(session, peer);
-    this.unconfirmed.add(session);
     return session;
   }
 
   private setPeer(s: Session, peer: PeerConfig | undefined): void {
-    this.peerOf.set(s, peer);
+    this.tunnel.registry.setPeer(s, peer);
     if (peer && !this.identity?.shared) s.peer = { name: peer.name, key: peer.publicKey.toString('base64').slice(0, 8), allowedIps: peer.allowedIps };
   }
 
   /** Every configured peer (peer keys), with its session if it has one: `dp-tcp status`'s peer list. */
-  peers(): Array<{ name: string; key: string; allowedIps: string[]; session: string | null }> {
-    if (this.identity === undefined || this.identity.shared) return [];
-    return [...this.identity.peers.values()].map((p) => {
-      let session: string | null = null;
-      for (const [s, q] of this.peerOf) if (q && q.publicKey.equals(p.publicKey) && !this.unconfirmed.has(s)) session = s.idHex;
-      return { name: p.name, key: p.publicKey.toString('base64').slice(0, 8), allowedIps: p.allowedIps.map((a) => `${a.address}/${a.prefix}`), session };
-    });
-  }
-
-  private samePeer(a: PeerConfig | undefined, b: PeerConfig | undefined): boolean {
-    return a === b || (a !== undefined && b !== undefined && a.publicKey.equals(b.publicKey));
+  peers(): PeerView[] {
+    return this.tunnel.registry.listPeers();
   }
 
   /** First confirmation of a session: it takes its addresses (retiring the same peer's old session). */
   private establish(session: Session): void {
-    if (!this.unconfirmed.delete(session)) return;
-    const peer = this.peerOf.get(session);
+    const registry = this.tunnel.registry;
+    if (!registry.sessions.has(session) || registry.isConfirmed(session)) return;
+    const peer = registry.peerOf(session);
     if (peer && !this.identity?.shared) {
       // Peer keys: one session per peer, as WireGuard has one per peer: the newest confirmed one.
-      for (const [other, p] of [...this.peerOf]) {
-        if (other === session || this.unconfirmed.has(other) || !this.samePeer(p, peer)) continue;
+      for (const other of registry.sessionsOf(peer)) {
+        if (other === session || !registry.isConfirmed(other)) continue;
         this.log.info('peer started a new session: retiring its old one', { peer: peer.name, old: other.idHex.slice(0, 8), new: session.idHex.slice(0, 8) });
         this.retire(other, CloseCode.SessionRetired, 'the peer started a new session');
       }
     }
-    const holder = this.tunnel.sessionByAddress(session.peerAddresses);
+    const holder = registry.holder(session.peerAddresses);
     if (holder && holder !== session) {
       this.log.info('client restarted: retiring its old session', { old: holder.idHex.slice(0, 8), new: session.idHex.slice(0, 8) });
       this.retire(holder, CloseCode.SessionRetired, 'a new session took its address');
@@ -333,7 +321,7 @@ export class ServerRole {
       this.establish(session);
       this.admission.release(link);
       session.attach(link);
-      this.log.info('link up', { session: session.idHex.slice(0, 8), peer: this.peerOf.get(session)?.name, link: link.name, remote: link.remote });
+      this.log.info('link up', { session: session.idHex.slice(0, 8), peer: this.tunnel.registry.peerOf(session)?.name, link: link.name, remote: link.remote });
     }
   }
 
@@ -349,8 +337,8 @@ export class ServerRole {
     const source = sourceBytes(link.socket.remoteAddress ?? '');
     if (responder.precheck(buf, start, end, source, false) !== 'ok') throw new ProtocolError('rekey INITIATION without a valid mac1');
     const r = responder.read(buf, start, end);
-    const peer = this.peerOf.get(session);
-    if (!this.samePeer(peer, r.peer) || !r.intro.sessionId.equals(session.sessionId) || r.intro.linkId !== link.id) {
+    const peer = this.tunnel.registry.peerOf(session);
+    if (!samePeer(peer, r.peer) || !r.intro.sessionId.equals(session.sessionId) || r.intro.linkId !== link.id) {
       throw new ProtocolError('rekey INITIATION for another peer, session or link');
     }
     const keys = session.keys as KeyRing;
@@ -381,6 +369,7 @@ export class ServerRole {
     if (JSON.stringify(next.tunnel) !== JSON.stringify(this.config.tunnel)) ignored.push('tunnel_device');
     if (JSON.stringify(next.timing) !== JSON.stringify(this.config.timing)) ignored.push('timing');
     if (JSON.stringify(next.limits) !== JSON.stringify(this.config.limits)) ignored.push('limits');
+    const registry = this.tunnel.registry;
     const added: string[] = [];
     const removed: string[] = [];
     const changed: string[] = [];
@@ -389,21 +378,20 @@ export class ServerRole {
       const now = nextId.peers.get(key);
       if (now === undefined) {
         removed.push(old.name);
-        for (const [s, p] of [...this.peerOf]) if (p && p.publicKey.equals(old.publicKey)) this.retire(s, CloseCode.SessionRetired, 'peer removed from the server');
+        for (const s of registry.sessionsOf(old)) this.retire(s, CloseCode.SessionRetired, 'peer removed from the server');
       } else if (prefixes(now) !== prefixes(old) || now.name !== old.name) {
         changed.push(now.name);
-        for (const [s, p] of [...this.peerOf]) {
-          if (!p || !p.publicKey.equals(old.publicKey)) continue;
+        for (const s of registry.sessionsOf(old)) {
           this.setPeer(s, now);
           if (s.peerAddresses.some((a) => !now.allowedIps.some((n) => inPrefix(a, n)))) {
             this.retire(s, CloseCode.SessionRetired, 'its tunnel address is no longer in its allowed_ips');
             continue;
           }
           s.sourceFilter = sourceIn(now.allowedIps, this.tunnel.tun.vnetHdrBytes);
-          if (!this.unconfirmed.has(s)) this.tunnel.register(s, now.allowedIps, true);
+          if (registry.isConfirmed(s)) this.tunnel.register(s, now.allowedIps);
         }
       } else {
-        for (const [s, p] of [...this.peerOf]) if (p && p.publicKey.equals(old.publicKey)) this.setPeer(s, now);
+        for (const s of registry.sessionsOf(old)) this.setPeer(s, now);
       }
     }
     for (const [key, p] of nextId.peers) if (!identity.peers.has(key)) added.push(p.name);
@@ -447,19 +435,18 @@ export class ServerRole {
   }
 
   private retire(s: Session, code: CloseCode, reason: string): void {
-    for (const [k, v] of this.sessionsByKey) if (v === s) this.sessionsByKey.delete(k);
-    this.peerOf.delete(s);
-    this.unconfirmed.delete(s);
     this.tunnel.removeSession(s, code, reason);
   }
 
   private expireIdle(): void {
     const now = performance.now();
-    for (const s of [...this.sessionsByKey.values()]) {
+    const registry = this.tunnel.registry;
+    for (const s of [...registry.sessions]) {
+      const confirmed = registry.isConfirmed(s);
       const idle = s.links.size === 0 && s.pendingLinks.size === 0 && now - s.lastLinkLossMs;
-      const limit = this.unconfirmed.has(s) ? this.config.timing.handshakeTimeoutMs : this.config.timing.sessionIdleMs;
+      const limit = confirmed ? this.config.timing.sessionIdleMs : this.config.timing.handshakeTimeoutMs;
       if (idle !== false && idle > limit) {
-        if (!this.unconfirmed.has(s)) this.log.info('session left (no link for too long)', { session: s.idHex.slice(0, 8) });
+        if (confirmed) this.log.info('session left (no link for too long)', { session: s.idHex.slice(0, 8) });
         this.retire(s, CloseCode.SessionRetired, 'idle');
       }
     }
