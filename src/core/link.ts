@@ -51,6 +51,8 @@ export class LinkStats {
   /** Keyed: sealed records dropped because their copy on another link came first (or a replay). */
   duplicateRecords = 0;
   drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0 };
+  /** Packets of sparse flows (a ping, DNS, a call) that were sent ahead of bulk data queued on this link. */
+  urgentPassed = 0;
   /** Connections that completed the handshake under this link id. */
   connects = 0;
   lastDownReason = '';
@@ -63,6 +65,14 @@ interface Queued {
 }
 
 const CLOSE_GRACE_MS = 500;
+/** Urgent data waiting ahead of the bulk queue, at most (beyond it, urgent data waits in order). */
+export const URGENT_QUEUE_MAX_BYTES = 64 * 1024;
+/**
+ * An urgent record may pass at most this many queued records: half the
+ * peer's replay window (secure/replay.ts, 8192), so the records it passed
+ * still arrive inside the window.
+ */
+export const URGENT_MAX_PASSED_RECORDS = 4096;
 
 export class Link {
   state: LinkState = 'handshaking';
@@ -80,6 +90,9 @@ export class Link {
   private queue: Queued[] = [];
   private queueHead = 0;
   private queuedBytes = 0;
+  /** Urgent frames, sent before the queue above when the socket drains. */
+  private urgent: Queued[] = [];
+  private urgentBytes = 0;
   private writable = true;
   private linkId: number;
   private linkName: string;
@@ -132,14 +145,26 @@ export class Link {
 
   /** Bytes waiting in our queue, not yet given to the socket. */
   get queueBytes(): number {
-    return this.queuedBytes;
+    return this.queuedBytes + this.urgentBytes;
   }
 
-  /** A batch of DATA frames, `packets` of them, shared by all links: never modified. */
-  sendData(buf: Buffer, packets: number, nowMs: number): void {
+  /**
+   * A batch of DATA frames, `packets` of them, shared by all links: never
+   * modified. `urgent` (frames of sparse flows, core/flows.ts): it waits
+   * ahead of queued bulk data, within the bounds above.
+   */
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false): void {
     if (this.state !== 'up') return;
-    if (this.writable && this.queuedBytes === 0) {
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
       this.write(buf, packets);
+    } else if (
+      urgent &&
+      this.urgentBytes + buf.length <= URGENT_QUEUE_MAX_BYTES &&
+      this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS
+    ) {
+      this.urgent.push({ buf, t: nowMs, packets });
+      this.urgentBytes += buf.length;
+      if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
     } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes) {
       this.stats.drops.queue_full += packets;
     } else {
@@ -158,7 +183,7 @@ export class Link {
   /** A handshake frame in clear on an up link (a rekey), in order with what is queued. */
   sendClear(frame: Buffer): void {
     if (this.state === 'closed') return;
-    if (this.writable && this.queuedBytes === 0) this.write(frame, 0);
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frame, 0);
     else {
       this.queue.push({ buf: frame, t: Infinity, packets: 0 });
       this.queuedBytes += frame.length;
@@ -227,6 +252,8 @@ export class Link {
     this.queue = [];
     this.queueHead = 0;
     this.queuedBytes = 0;
+    this.urgent = [];
+    this.urgentBytes = 0;
   }
 
   private write(buf: Buffer, packets: number): void {
@@ -238,6 +265,17 @@ export class Link {
   private onDrain(): void {
     this.writable = true;
     const now = performance.now();
+    if (this.urgentBytes > 0) {
+      let i = 0;
+      const urgent = this.urgent;
+      while (this.writable && i < urgent.length) {
+        const item = urgent[i++] as Queued;
+        this.urgentBytes -= item.buf.length;
+        if (now - item.t > this.opts.queueMaxAgeMs) this.stats.drops.queue_age += item.packets;
+        else this.write(item.buf, item.packets);
+      }
+      this.urgent = i === urgent.length ? [] : urgent.slice(i);
+    }
     while (this.writable && this.queueHead < this.queue.length) {
       const item = this.queue[this.queueHead++] as Queued;
       this.queuedBytes -= item.buf.length;

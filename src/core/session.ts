@@ -160,10 +160,10 @@ export class Session implements LinkHandler {
    * frames are a view of the TUN's reused batch, so they are copied (or sealed,
    * which copies) before they are queued. The same buffer goes to every link.
    */
-  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean): void {
+  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean, urgent = false): void {
     this.stats.txPackets += count;
     if (this.keys) {
-      this.fanOutSealed(this.keys, frames, count, nowMs);
+      this.fanOutSealed(this.keys, frames, count, nowMs, urgent);
       return;
     }
     let out = frames;
@@ -172,7 +172,7 @@ export class Session implements LinkHandler {
       out = Buffer.allocUnsafe(frames.length);
       frames.copy(out);
     }
-    this.fanOut(out, count, nowMs);
+    this.fanOut(out, count, nowMs, urgent);
   }
 
   /** Numbers a packet (its DATA header is written by the caller). */
@@ -180,14 +180,14 @@ export class Session implements LinkHandler {
     return this.nextSeq++;
   }
 
-  private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number): void {
+  private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number, urgent: boolean): void {
     if (this.upLinkCount() === 0) {
       this.stats.dropsNoLink += count;
       return;
     }
     const record = keys.seal(frames, nowMs);
     if (record === undefined) this.stats.dropsNoKey += count;
-    else this.fanOut(record, count, nowMs);
+    else this.fanOut(record, count, nowMs, urgent);
   }
 
   private upLinkCount(): number {
@@ -196,11 +196,11 @@ export class Session implements LinkHandler {
     return n;
   }
 
-  private fanOut(frames: Buffer, count: number, nowMs: number): void {
+  private fanOut(frames: Buffer, count: number, nowMs: number, urgent: boolean): void {
     let sent = false;
     for (const link of this.links.values()) {
       if (link.state !== 'up') continue;
-      link.sendData(frames, count, nowMs);
+      link.sendData(frames, count, nowMs, urgent);
       sent = true;
     }
     if (!sent) this.stats.dropsNoLink += count;

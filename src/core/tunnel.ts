@@ -12,6 +12,7 @@ import type { KeyRing } from '../secure/keypair.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
+import { FlowClassifier } from './flows.js';
 import { hostPrefixes } from './ip.js';
 import type { LinkStats } from './link.js';
 import { Registry } from './registry.js';
@@ -70,6 +71,9 @@ export class Tunnel {
   onFatal: (err: Error) => void = () => {};
   /** routeBatch's per-session gathering, reused across batches. */
   private readonly gathering = new Map<Session, Gather>();
+  private readonly urgentGathering = new Map<Session, Gather>();
+  /** Tells sparse flows (a ping, DNS, a call) from bulk ones: the former may pass queued bulk data. */
+  private readonly flows = new FlowClassifier();
   /** Largest plaintext of one sealed record. */
   private readonly sealRecordBytes: number;
   private timers: NodeJS.Timeout[] = [];
@@ -167,21 +171,26 @@ export class Tunnel {
   private routeBatch(batch: PacketBatch, now: number): void {
     const { arena, lengths, count, headroom } = batch;
     const gathering = this.gathering;
+    const vnet = this.tun.vnetHdrBytes;
+    this.flows.decay(now);
     let off = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i] as number;
       const frameStart = off + headroom - DATA_HEADER_BYTES;
       const frameEnd = off + headroom + len;
       off = frameEnd;
-      const s = this.registry.route(arena, frameStart + DATA_HEADER_BYTES + this.tun.vnetHdrBytes);
+      const ip = frameStart + DATA_HEADER_BYTES + vnet;
+      const s = this.registry.route(arena, ip);
       if (s === undefined || s.isClosed) {
         this.stats.dropsNoSession++;
         continue;
       }
-      let g = gathering.get(s);
+      const urgent = this.flows.urgent(arena, ip, len - vnet);
+      const table = urgent ? this.urgentGathering : gathering;
+      let g = table.get(s);
       if (g === undefined) {
-        g = { parts: [], bytes: 0, count: 0, lastStart: 0, lastEnd: -1 };
-        gathering.set(s, g);
+        g = { parts: [], bytes: 0, count: 0, lastStart: 0, lastEnd: -1, urgent };
+        table.set(s, g);
       }
       // A sealed record stays under the peer's frame limit; unsealed frames need no cut.
       if (s.keys !== undefined && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now);
@@ -196,7 +205,10 @@ export class Tunnel {
       g.bytes += frameEnd - frameStart;
       g.count++;
     }
+    // Urgent frames first: on a link that is writable they leave ahead of the bulk of this batch.
+    for (const [s, g] of this.urgentGathering) if (g.count > 0) flush(s, g, now);
     for (const [s, g] of gathering) if (g.count > 0) flush(s, g, now);
+    this.urgentGathering.clear();
     gathering.clear();
   }
 
@@ -294,12 +306,14 @@ interface Gather {
   /** Where the last part starts and ends in the batch: a frame starting at lastEnd extends it. */
   lastStart: number;
   lastEnd: number;
+  /** Frames of sparse flows (flows.ts): they may pass bulk data queued on a link. */
+  readonly urgent: boolean;
 }
 
 /** One part is a view of the reused batch; several are copied together (which frees them from it). */
 function flush(s: Session, g: Gather, now: number): void {
   const one = g.parts.length === 1;
-  s.sendFrames(one ? (g.parts[0] as Buffer) : Buffer.concat(g.parts, g.bytes), g.count, now, one);
+  s.sendFrames(one ? (g.parts[0] as Buffer) : Buffer.concat(g.parts, g.bytes), g.count, now, one, g.urgent);
   g.parts = [];
   g.bytes = 0;
   g.count = 0;

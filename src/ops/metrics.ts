@@ -48,6 +48,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
   counter('dptcp_link_first_copies_total', 'Packets whose first copy arrived on this link', LINK, perLink((l) => l.firstCopies));
   counter('dptcp_link_eliminated_total', 'Copies on this link eliminated because another link was first', LINK, perLink((l) => l.duplicates));
   counter('dptcp_link_duplicate_records_total', 'Sealed records dropped on this link because their copy on another link came first', LINK, perLink((l) => l.duplicateRecords));
+  counter('dptcp_link_urgent_passed_total', 'Packets of sparse flows (ping, DNS, calls) sent ahead of bulk data queued on this link', LINK, perLink((l) => l.urgentPassed));
   counter('dptcp_link_stale_total', 'Copies on this link that arrived after the elimination window', LINK, perLink((l) => l.stale));
   counter('dptcp_link_connects_total', 'Connections of this link that completed the handshake', LINK, perLink((l) => l.connects));
   counter('dptcp_link_dropped_packets_total', 'Packet copies dropped on the link, by reason', [...LINK, 'reason'], (s) =>

@@ -1,0 +1,71 @@
+// Which packets from the TUN are urgent: those of sparse flows (a ping, DNS,
+// a game, a voice call), which must not wait behind a bulk transfer queued on
+// the same link. A flow is the inner 5-tuple (addresses, protocol, ports),
+// hashed into a fixed table of byte counters that decay by half every
+// DECAY_MS: a flow is sparse while its counter stays under SPARSE_BYTES, as
+// FQ-CoDel's sparse-flow optimisation treats a flow that never builds a
+// queue. Hash collisions only ever make a sparse flow look bulk (the safe
+// way: it then waits in order with the rest). Memory is constant.
+
+/** Flows tracked at once (hash buckets); a power of two. */
+export const FLOW_BUCKETS = 4096;
+/** A flow stays urgent while it sent less than this in the last ~2 decay periods. */
+export const SPARSE_BYTES = 16 * 1024;
+/** Counters halve this often. */
+export const DECAY_MS = 100;
+/** Larger packets are never urgent (a sparse flow of full-size packets gains little). */
+export const URGENT_MAX_PACKET_BYTES = 1500;
+
+export class FlowClassifier {
+  private readonly bytes = new Uint32Array(FLOW_BUCKETS);
+  private lastDecayMs = 0;
+
+  /** Halves every counter once per DECAY_MS (called with each batch). */
+  decay(nowMs: number): void {
+    if (nowMs - this.lastDecayMs < DECAY_MS) return;
+    const periods = Math.min(32, Math.floor((nowMs - this.lastDecayMs) / DECAY_MS));
+    this.lastDecayMs = nowMs;
+    const b = this.bytes;
+    for (let i = 0; i < b.length; i++) b[i] = (b[i] as number) >>> periods;
+  }
+
+  /**
+   * Counts the IP packet at p[o .. o+len) against its flow; true if the flow
+   * is sparse (and the packet small): the packet may pass queued bulk data.
+   */
+  urgent(p: Buffer, o: number, len: number): boolean {
+    const h = flowHash(p, o, len) & (FLOW_BUCKETS - 1);
+    const sent = (this.bytes[h] as number) + len;
+    this.bytes[h] = sent > 0xffff_ffff ? 0xffff_ffff : sent;
+    return len <= URGENT_MAX_PACKET_BYTES && sent <= SPARSE_BYTES;
+  }
+}
+
+/** A hash of the inner 5-tuple (IPv4 and IPv6; ports for TCP, UDP, SCTP, UDP-Lite). */
+export function flowHash(p: Buffer, o: number, len: number): number {
+  const version = (p[o] as number) >> 4;
+  let h = 0x811c9dc5;
+  let proto: number;
+  let l4: number;
+  if (version === 4 && len >= 20) {
+    proto = p[o + 9] as number;
+    h = mix(h, p.readUInt32BE(o + 12));
+    h = mix(h, p.readUInt32BE(o + 16));
+    l4 = o + (((p[o] as number) & 0x0f) << 2);
+    // A fragment after the first has no ports: the addresses and protocol alone.
+    if ((p.readUInt16BE(o + 6) & 0x1fff) !== 0) l4 = -1;
+  } else if (version === 6 && len >= 40) {
+    proto = p[o + 6] as number;
+    for (let i = 8; i < 40; i += 4) h = mix(h, p.readUInt32BE(o + i));
+    l4 = o + 40;
+  } else {
+    return 0;
+  }
+  h = mix(h, proto);
+  if (l4 >= 0 && (proto === 6 || proto === 17 || proto === 132 || proto === 136) && l4 + 4 <= o + len) h = mix(h, p.readUInt32BE(l4));
+  return h >>> 0;
+}
+
+function mix(h: number, v: number): number {
+  return Math.imul(h ^ v, 0x01000193) ^ (h >>> 15);
+}

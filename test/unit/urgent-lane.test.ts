@@ -1,0 +1,143 @@
+// Sparse flows (a ping) pass bulk data queued on a link, within bounds; bulk flows never do.
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { performance } from 'node:perf_hooks';
+import { DECAY_MS, FlowClassifier, flowHash, SPARSE_BYTES } from '../../src/core/flows.js';
+import { Link, URGENT_MAX_PASSED_RECORDS, URGENT_QUEUE_MAX_BYTES, type LinkHandler } from '../../src/core/link.js';
+import { createLogger } from '../../src/log.js';
+
+/** An IPv4 packet of `len` bytes: protocol, addresses and ports as given. */
+function ipv4(len: number, proto: number, src: string, dst: string, sport = 0, dport = 0): Buffer {
+  const p = Buffer.alloc(len);
+  p[0] = 0x45;
+  p.writeUInt16BE(len, 2);
+  p[9] = proto;
+  src.split('.').forEach((o, i) => (p[12 + i] = Number(o)));
+  dst.split('.').forEach((o, i) => (p[16 + i] = Number(o)));
+  if (len >= 24) {
+    p.writeUInt16BE(sport, 20);
+    p.writeUInt16BE(dport, 22);
+  }
+  return p;
+}
+
+describe('flow classifier', () => {
+  it('a ping beside a bulk TCP flow: the ping stays urgent, the bulk flow stops being urgent once it has sent SPARSE_BYTES', () => {
+    const f = new FlowClassifier();
+    f.decay(0);
+    const ping = ipv4(84, 1, '10.0.0.2', '10.0.0.1');
+    let bulkUrgent = 0;
+    for (let i = 0; i < 100; i++) {
+      const seg = ipv4(1400, 6, '10.0.0.2', '10.0.0.1', 40000, 5201);
+      if (f.urgent(seg, 0, seg.length)) bulkUrgent++;
+      if (i % 10 === 0) assert.ok(f.urgent(ping, 0, ping.length), `ping ${i / 10} is urgent`);
+    }
+    assert.equal(bulkUrgent, Math.floor(SPARSE_BYTES / 1400), 'bulk is urgent only for its first SPARSE_BYTES');
+  });
+
+  it('a large packet is never urgent, and a quiet flow becomes urgent again after the counters decay', () => {
+    const f = new FlowClassifier();
+    f.decay(0);
+    const big = ipv4(9000, 17, '10.0.0.2', '10.0.0.1', 1, 2);
+    assert.equal(f.urgent(big, 0, big.length), false, 'a 9000-byte packet is not urgent');
+    const seg = ipv4(1400, 6, '10.0.0.2', '10.0.0.1', 40000, 5201);
+    for (let i = 0; i < 100; i++) f.urgent(seg, 0, seg.length);
+    assert.equal(f.urgent(seg, 0, seg.length), false, 'bulk now');
+    f.decay(DECAY_MS * 20);
+    assert.equal(f.urgent(seg, 0, seg.length), true, 'after 20 decay periods the flow is quiet again');
+  });
+
+  it('the hash tells flows apart by ports and protocol, and reads nothing past the packet', () => {
+    const a = flowHash(ipv4(60, 6, '10.0.0.2', '10.0.0.1', 1000, 80), 0, 60);
+    const b = flowHash(ipv4(60, 6, '10.0.0.2', '10.0.0.1', 1001, 80), 0, 60);
+    const c = flowHash(ipv4(60, 17, '10.0.0.2', '10.0.0.1', 1000, 80), 0, 60);
+    assert.notEqual(a, b, 'another source port is another flow');
+    assert.notEqual(a, c, 'another protocol is another flow');
+    assert.equal(flowHash(Buffer.from([0x45, 0, 0]), 0, 3), 0, 'a truncated packet hashes to 0, no throw');
+    const short = ipv4(22, 6, '10.0.0.2', '10.0.0.1');
+    assert.equal(typeof flowHash(short, 0, 22), 'number', 'ports past the end are not read');
+  });
+});
+
+/** A socket that takes writes until told to push back, and records them. */
+class FakeSocket extends EventEmitter {
+  written: Buffer[] = [];
+  full = false;
+  destroyed = false;
+  writable = true;
+  remoteAddress = '10.0.1.1';
+  remotePort = 1;
+  localAddress = '10.0.1.2';
+  localPort = 2;
+  write(b: Buffer): boolean {
+    this.written.push(b);
+    return !this.full;
+  }
+  end(): void {}
+  destroy(): void {
+    this.destroyed = true;
+  }
+}
+
+function link(sock: FakeSocket): Link {
+  const handler: LinkHandler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} };
+  const l = new Link(
+    sock as unknown as Socket,
+    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 200, keepaliveIntervalMs: 1000, deadIntervalMs: 5000 },
+    handler,
+    createLogger('silent', 'client'),
+  );
+  l.state = 'up';
+  return l;
+}
+
+describe('link urgent lane', () => {
+  it('urgent data queued behind bulk data leaves first when the socket drains, and is counted', () => {
+    const sock = new FakeSocket();
+    const l = link(sock);
+    sock.full = true;
+    l.sendData(Buffer.from('bulk0'), 1, performance.now()); // written, and the socket pushes back
+    l.sendData(Buffer.from('bulk1'), 1, performance.now());
+    l.sendData(Buffer.from('bulk2'), 1, performance.now());
+    l.sendData(Buffer.from('ping'), 1, performance.now(), true);
+    assert.equal(l.stats.urgentPassed, 1, 'the ping passed queued bulk data');
+    sock.full = false;
+    sock.emit('drain');
+    assert.deepEqual(
+      sock.written.map((b) => b.toString()),
+      ['bulk0', 'ping', 'bulk1', 'bulk2'],
+      'the ping leaves before the queued bulk',
+    );
+  });
+
+  it('the urgent queue is bounded: beyond it urgent data waits in order, and nothing is lost', () => {
+    const sock = new FakeSocket();
+    const l = link(sock);
+    sock.full = true;
+    l.sendData(Buffer.from('first'), 1, performance.now());
+    l.sendData(Buffer.from('bulk'), 1, performance.now());
+    const n = Math.floor(URGENT_QUEUE_MAX_BYTES / 1000) + 3;
+    for (let i = 0; i < n; i++) l.sendData(Buffer.alloc(1000, i), 1, performance.now(), true);
+    sock.full = false;
+    sock.emit('drain');
+    assert.equal(sock.written.length, n + 2, 'every buffer was written');
+    const bulkAt = sock.written.findIndex((b) => b.toString() === 'bulk');
+    assert.equal(bulkAt, 1 + Math.floor(URGENT_QUEUE_MAX_BYTES / 1000), 'bulk left after the urgent ones that fit the bound');
+    assert.equal(l.stats.drops.queue_full, 0, 'nothing dropped');
+  });
+
+  it('urgent data does not pass more records than half the replay window', () => {
+    const sock = new FakeSocket();
+    const l = link(sock);
+    sock.full = true;
+    l.sendData(Buffer.from('x'), 1, performance.now());
+    for (let i = 0; i < URGENT_MAX_PASSED_RECORDS; i++) l.sendData(Buffer.from('b'), 1, performance.now());
+    l.sendData(Buffer.from('u'), 1, performance.now(), true);
+    assert.equal(l.stats.urgentPassed, 0, 'too many records queued: the urgent record waits in order');
+    sock.full = false;
+    sock.emit('drain');
+    assert.equal(sock.written.at(-1)?.toString(), 'u', 'it left last');
+  });
+});
