@@ -87,7 +87,7 @@ function link(sock: FakeSocket): Link {
     sock as unknown as Socket,
     { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 200, keepaliveIntervalMs: 1000, deadIntervalMs: 5000 },
     handler,
-    createLogger('silent', 'client'),
+    createLogger('error', 'client', { sink: () => {} }),
   );
   l.state = 'up';
   return l;
