@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 dp_need_root "test.sh (the unprivileged tiers alone: npm run test:unit)"
-dp_install_missing
+dp_install_missing --cross
 dp_build
 status=0
 npm test || status=$?
 # Files the root run wrote (dist/) go back to the user who called sudo.
-if [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" dist build 2>/dev/null || true; fi
+if [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" dist build prebuilds 2>/dev/null || true; fi
 exit $status
