@@ -1,20 +1,29 @@
 // Starts one side of the tunnel and owns its lifetime: signals, ordered
 // teardown, the stats file and the exit code.
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { loadConfig } from '../config/load.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
+import { tuneHeap } from './heap.js';
 import { DpError, errorMessage } from '../errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../log.js';
+import { controlSocketPath, listInstances } from '../ops/discovery.js';
 import { buildRegistry } from '../ops/metrics.js';
 import { NetworkSetup } from '../ops/routing.js';
 import { StatusServer } from '../ops/status-server.js';
 import { DATA_HEADER_BYTES } from '../protocol/frame.js';
 import { ClientRole } from '../roles/client.js';
 import { ServerRole } from '../roles/server.js';
+import { existingDevice, nameTakenError } from '../tun/existing.js';
 import { NativeTunDevice } from '../tun/native-device.js';
+
+/** A second SIGINT/SIGTERM within this time of the first is the same request delivered twice. */
+const REPEATED_SIGNAL_MS = 1000;
+/** How often a dp-tcp started by npm checks that npm is still its parent. */
+const PARENT_WATCH_MS = 1000;
 
 export interface RunOptions {
   readonly config: string;
@@ -47,8 +56,12 @@ export function version(): string {
 /** Resolves with the process exit code once the tunnel has been torn down. */
 export async function run(role: Role, opts: RunOptions): Promise<number> {
   const config = loadConfig(opts.config, role);
+  tuneHeap();
   const dropTo = opts.user === undefined ? undefined : lookupUser(opts.user);
   const log = createLogger(opts.logLevel ?? config.logLevel, role, { format: opts.logFormat ?? 'auto' });
+  // Before the device is opened: opening would take over a persistent TUN of this name (and change its addresses).
+  const existing = existingDevice(config.tunnel.name);
+  if (existing) throw nameTakenError(existing, listInstances().includes(config.tunnel.name));
   const tun = NativeTunDevice.open({
     name: config.tunnel.name,
     mtu: config.tunnel.mtu,
@@ -81,15 +94,21 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   try {
     if (config.role === 'client') {
       network.setupClient(config, tun.name);
-      roleObj = new ClientRole(config, tunnel, log);
-      roleObj.start();
+      const client = new ClientRole(config, tunnel, log);
+      roleObj = client;
+      // Every configured link, connected or not: its state, last error and next attempt.
+      extra = () => ({ links: client.dialStatus() });
+      client.start();
     } else {
       const server = new ServerRole(config, tunnel, log);
       roleObj = server;
       await server.start();
-      extra = () => ({ peers: server.peers(), server: { ...server.stats, admission: server.admissionStats } });
+      const listening = config.links.map((l) => ({ id: l.id, name: l.name, listen: `${l.listenAddress.includes(':') ? `[${l.listenAddress}]` : l.listenAddress}:${l.listenPort}` }));
+      extra = () => ({ links: listening, peers: server.peers(), server: { ...server.stats, admission: server.admissionStats } });
       network.setupServer(config, tun.name);
     }
+    // `dp-tcp status` without flags finds this instance by its control socket (src/ops/discovery.ts).
+    await statusServer.listenControl(controlSocketPath(tun.name));
     if (config.statusListen) {
       const { address } = config.statusListen;
       await statusServer.listen(address, config.statusListen.port);
@@ -137,11 +156,13 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
 
   return await new Promise<number>((resolve) => {
     let stopping = false;
+    let parentWatch: NodeJS.Timeout | undefined;
     const stop = (why: string, code: number): void => {
       if (stopping) return;
       stopping = true;
       log.info('shutting down', { reason: why });
       clearInterval(statsTimer);
+      clearInterval(parentWatch);
       tunnel.logStats();
       writeStats();
       // Links first (they tell the peer why), then what we added to the system, then the device.
@@ -151,19 +172,27 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       tunnel.close();
       resolve(code);
     };
+    let firstSignalMs = NaN;
     const onSignal = (sig: NodeJS.Signals): void => {
       if (stopping) {
+        // Ctrl-C reaches the whole process group, and a wrapper (npm exec, sudo) passes it on once more:
+        // the same signal twice within moments is one request. Only a later one forces the exit.
+        if (performance.now() - firstSignalMs < REPEATED_SIGNAL_MS) return;
         log.warn('second signal: exiting at once', { signal: sig });
         process.exit(130);
       }
+      firstSignalMs = performance.now();
       stop(sig, 0);
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // On a terminal SIGHUP means the terminal went away: stop, as for SIGTERM. Without one (systemd,
+    // a script's background job), a server reloads its peers (systemctl reload); a client has
+    // nothing to reload, so it stops too.
+    const onTerminal = process.stdin.isTTY === true;
     process.on('SIGHUP', () => {
-      // systemctl reload: the server takes the re-read peer list; a bad file changes nothing.
-      if (!(role_ instanceof ServerRole)) {
-        log.info('SIGHUP: a client has nothing to reload (restart it to change its config)');
+      if (onTerminal || !(role_ instanceof ServerRole)) {
+        onSignal('SIGHUP');
         return;
       }
       try {
@@ -181,6 +210,18 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       writeStats();
     });
     tunnel.onFatal = (err) => stop(`fatal: ${err.message}`, 1);
+    // Started by npm (npx, npm exec, npm run: it sets npm_command), dp-tcp runs under npm's `sh -c`.
+    // Killing npm ends that shell but not dp-tcp, which would keep the TUN and its routes as an
+    // orphan. So, under npm only, the parent is watched: once it is gone (this process was
+    // re-parented), dp-tcp shuts down as on SIGTERM. A dp-tcp started otherwise (systemd, a
+    // shell, nohup) keeps running when its parent exits, as daemons do.
+    if (process.env['npm_command'] !== undefined) {
+      const parent = process.ppid;
+      parentWatch = setInterval(() => {
+        if (process.ppid !== parent) stop(`the npm process that started dp-tcp (pid ${parent}) is gone`, 0);
+      }, PARENT_WATCH_MS);
+      parentWatch.unref();
+    }
     tunnel.start();
   });
 }

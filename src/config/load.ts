@@ -4,7 +4,7 @@
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
-import { parseDocument } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
 import { addressBytes, CIPHERS, formatAddress, type Encryption, type TunnelAddress } from '../protocol/handshake.js';
@@ -28,16 +28,47 @@ import {
   type Prefix,
 } from './types.js';
 
+/** A place in the YAML text, both 1-based (as editors and compilers count). */
+export interface TextPosition {
+  readonly line: number;
+  readonly col: number;
+}
+
 export class ConfigError extends DpError {
+  /**
+   * `at`: where in the file, when known. A problem without a field path (a
+   * YAML syntax error) has only its position, so the message leads with it:
+   * `file:line:col: problem`; a field's message leads with its path.
+   */
   constructor(
     readonly file: string,
     readonly path: string,
-    problem: string,
+    readonly problem: string,
+    readonly at?: TextPosition,
   ) {
-    super('ERR_CONFIG', `${file}: ${path === '' ? '' : `${path}: `}${problem}`, { exitCode: 2 });
+    super('ERR_CONFIG', path === '' && at ? `${file}:${at.line}:${at.col}: ${problem}` : `${file}: ${path === '' ? '' : `${path}: `}${problem}`, {
+      exitCode: 2,
+    });
     this.name = 'ConfigError';
   }
+
+  /** `file:line:col: path: problem` (the position where known): one line of `dp-tcp check`. */
+  located(): string {
+    const where = this.at ? `${this.file}:${this.at.line}:${this.at.col}` : this.file;
+    return `${where}: ${this.path === '' ? '' : `${this.path}: `}${this.problem}`;
+  }
+
+  withPosition(at: TextPosition | undefined): ConfigError {
+    return at === undefined || this.at !== undefined ? this : new ConfigError(this.file, this.path, this.problem, at);
+  }
 }
+
+/**
+ * Where problems go while a file is checked: with a sink, a section that
+ * fails is recorded and the next one is read (`dp-tcp check` lists them all);
+ * without, the first problem is thrown (starting a tunnel stops at it).
+ */
+type Sink = ConfigError[] | undefined;
 
 type Yaml = unknown;
 
@@ -48,13 +79,35 @@ class Node {
     readonly file: string,
     readonly path: string,
     private readonly obj: Record<string, Yaml>,
+    readonly sink: Sink,
   ) {}
 
-  static of(file: string, path: string, v: Yaml): Node {
+  static of(file: string, path: string, v: Yaml, sink: Sink): Node {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) {
       throw new ConfigError(file, path, `must be a mapping, got ${describe(v)}`);
     }
-    return new Node(file, path, v as Record<string, Yaml>);
+    return new Node(file, path, v as Record<string, Yaml>, sink);
+  }
+
+  /** A mapping inside this one (an item of a list this node holds). */
+  nested(path: string, v: Yaml): Node {
+    return Node.of(this.file, path, v, this.sink);
+  }
+
+  /**
+   * Runs one part of the reading; with a sink, a problem is recorded and
+   * `fallback` returned, and the keys the part owns count as read (so that a
+   * failed section is not reported again as unknown fields).
+   */
+  part<T>(owned: (key: string) => boolean, read: () => T, fallback: T): T {
+    try {
+      return read();
+    } catch (e) {
+      if (!(e instanceof ConfigError) || this.sink === undefined) throw e;
+      this.sink.push(e);
+      for (const k of Object.keys(this.obj)) if (owned(k)) this.used.add(k);
+      return fallback;
+    }
   }
 
   fail(key: string, problem: string): never {
@@ -79,7 +132,7 @@ class Node {
   }
 
   child(key: string): Node {
-    return Node.of(this.file, this.sub(key), this.raw(key));
+    return Node.of(this.file, this.sub(key), this.raw(key), this.sink);
   }
 
   optChild(key: string): Node | undefined {
@@ -108,10 +161,13 @@ class Node {
     return n;
   }
 
-  /** Rejects keys nobody read: a typo must not silently fall back to a default. */
+  /** Rejects keys nobody read: a typo must not silently fall back to a default. With a sink: every one of them. */
   done(): void {
     for (const k of Object.keys(this.obj)) {
-      if (!this.used.has(k)) this.fail(k, 'is not a known field');
+      if (this.used.has(k)) continue;
+      const e = new ConfigError(this.file, this.sub(k), 'is not a known field');
+      if (this.sink === undefined) throw e;
+      this.sink.push(e);
     }
   }
 }
@@ -243,17 +299,31 @@ function readLinks<T>(n: Node, legacy: (num: number, id: number) => T, modern: (
   if (numbers.length > 0) {
     if (n.has('links')) n.fail('links', 'cannot be combined with the tcp<N>_* fields of the original format');
     n.raw('links');
-    return numbers.map((num, id) => Object.freeze(legacy(num, id)));
+    // Checked one link at a time: a problem in one does not hide the next one's.
+    return present(numbers.map((num, id) => n.part((k) => k.startsWith(`tcp${num}_`), () => Object.freeze(legacy(num, id)), undefined)));
   }
   const list = n.raw('links');
   if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
   if (list.length > 16) n.fail('links', 'at most 16 links are supported');
-  return list.map((item: Yaml, id) => {
-    const l = Node.of(n.file, `${n.sub('links')}[${id}]`, item);
-    const link = modern(l, id, l.optString('name') ?? `link${id + 1}`);
-    l.done();
-    return Object.freeze(link);
-  });
+  return present(
+    list.map((item: Yaml, id) =>
+      n.part(
+        () => false,
+        () => {
+          const l = n.nested(`${n.sub('links')}[${id}]`, item);
+          const link = modern(l, id, l.optString('name') ?? `link${id + 1}`);
+          l.done();
+          return Object.freeze(link);
+        },
+        undefined,
+      ),
+    ),
+  );
+}
+
+/** The items that were read (a check goes on past a bad one; the config is then not used). */
+function present<T>(items: Array<T | undefined>): T[] {
+  return items.filter((x): x is T => x !== undefined);
 }
 
 function readClientLinks(n: Node): ClientLinkConfig[] {
@@ -382,9 +452,9 @@ function readPeers(n: Node, ownPublicKey: Buffer): PeerConfig[] {
   const keys = new Map<string, number>();
   const names = new Map<string, number>();
   const prefixes = new Map<string, number>();
-  return list.map((item: Yaml, i) => {
+  const readPeer = (item: Yaml, i: number): PeerConfig => {
     // Typed, so that its fail() (never) narrows what follows.
-    const p: Node = Node.of(n.file, `${n.sub('peers')}[${i}]`, item);
+    const p: Node = n.nested(`${n.sub('peers')}[${i}]`, item);
     const publicKey = keyField(p, 'public_key');
     const keyText = publicKey.toString('base64');
     const sameKey = keys.get(keyText);
@@ -413,7 +483,8 @@ function readPeers(n: Node, ownPublicKey: Buffer): PeerConfig[] {
     });
     p.done();
     return Object.freeze({ name, publicKey, allowedIps: Object.freeze(allowedIps) });
-  });
+  };
+  return present(list.map((item: Yaml, i) => n.part(() => false, () => readPeer(item, i), undefined)));
 }
 
 /**
@@ -495,18 +566,92 @@ export interface ParseOptions {
   readonly fileMode?: number;
 }
 
-/**
- * Parses YAML text; `file` names it in messages and anchors relative key
- * paths. Without `opts.fileMode` the file's permissions are not checked
- * (loadConfig passes them).
- */
-export function parseConfig(text: string, file: string, role: Role, opts?: ParseOptions): Config {
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
-    throw new ConfigError(file, '', `is not valid YAML: ${e.message.split('\n')[0]}`);
+/** The YAML text as a document, with the line of every node; syntax errors as positioned problems. */
+function parseYaml(text: string, file: string): { doc: Document; lines: LineCounter; problems: ConfigError[] } {
+  const lines = new LineCounter();
+  // prettyErrors off: the message stays one line; the position comes from the LineCounter.
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
+  const problems = doc.errors.map((e) => new ConfigError(file, '', `is not valid YAML: ${e.message.split('\n')[0]}`, lines.linePos(e.pos[0])));
+  return { doc, lines, problems };
+}
+
+/** `client.links[0].remote` -> ['client', 'links', 0, 'remote']. */
+function pathSegments(path: string): Array<string | number> {
+  const out: Array<string | number> = [];
+  for (const part of path.split('.')) {
+    const m = /^([^[]*)((?:\[\d+\])*)$/.exec(part);
+    if (!m) {
+      out.push(part);
+      continue;
+    }
+    if (m[1] !== '') out.push(m[1] as string);
+    for (const idx of (m[2] ?? '').matchAll(/\[(\d+)\]/g)) out.push(Number(idx[1]));
   }
-  const top = Node.of(file, '', doc.toJS() as Yaml);
+  return out;
+}
+
+/**
+ * The line and column of a field's path in the text: of its key in its
+ * mapping (or its item in a list); for a field that is missing, of the
+ * nearest mapping that holds the path.
+ */
+function positionOf(doc: Document, lines: LineCounter, path: string): TextPosition | undefined {
+  let node: unknown = doc.contents;
+  let offset: number | undefined = (node as { range?: [number, number, number] } | null)?.range?.[0];
+  for (const seg of pathSegments(path)) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+      if (!pair) break;
+      if (isScalar(pair.key) && pair.key.range) offset = pair.key.range[0];
+      node = pair.value;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      const item: unknown = node.items[seg];
+      const range = (item as { range?: [number, number, number] } | null)?.range;
+      if (!range) break;
+      offset = range[0];
+      node = item;
+    } else break;
+  }
+  return offset === undefined ? undefined : lines.linePos(offset);
+}
+
+/** The role a file describes: its top-level `client:` or `server:` key (undefined: neither, or both). */
+function roleOf(doc: Document): Role | undefined {
+  const js: unknown = doc.toJS();
+  if (js === null || typeof js !== 'object' || Array.isArray(js)) return undefined;
+  const has = (k: string): boolean => (js as Record<string, unknown>)[k] !== undefined && (js as Record<string, unknown>)[k] !== null;
+  return has('client') === has('server') ? undefined : has('client') ? 'client' : 'server';
+}
+
+/**
+ * Reads the whole config. With `sink`, every problem found is recorded there
+ * (and the returned config is undefined if there is any); without, the first
+ * is thrown. Problems carry their position in the text.
+ */
+function parse(text: string, file: string, role: Role, opts: ParseOptions | undefined, sink: Sink): Config | undefined {
+  const { doc, lines, problems } = parseYaml(text, file);
+  const [firstProblem] = problems;
+  if (firstProblem !== undefined) {
+    if (sink === undefined) throw firstProblem;
+    sink.push(...problems);
+    return undefined;
+  }
+  const found: ConfigError[] = [];
+  let config: Config | undefined;
+  try {
+    config = read(doc, file, role, opts, sink === undefined ? undefined : found);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    if (sink === undefined) throw e.withPosition(positionOf(doc, lines, e.path));
+    found.push(e);
+  }
+  if (sink === undefined) return config;
+  sink.push(...found.map((e) => e.withPosition(positionOf(doc, lines, e.path))));
+  return found.length > 0 ? undefined : config;
+}
+
+function read(doc: Document, file: string, role: Role, opts: ParseOptions | undefined, sink: Sink): Config {
+  const top = Node.of(file, '', doc.toJS() as Yaml, sink);
   const other: Role = role === 'client' ? 'server' : 'client';
   if (!top.has(role)) {
     if (top.has(other)) top.fail(other, `this is a ${other} config, but dp-tcp was started as ${role}`);
@@ -515,60 +660,158 @@ export function parseConfig(text: string, file: string, role: Role, opts?: Parse
   top.raw(other);
   if (top.has(other)) top.fail(other, `a config file describes one side; remove '${other}'`);
   const r = top.child(role);
-  const tunnel = readTunnel(r.child('tunnel_device'));
-  const timing = readTiming(r.optChild('timing'));
-  const security = readSecurity(r, role, opts?.fileMode);
-  const statusListen = readStatusListen(r, role);
-  let logLevel: LogLevel = 'info';
-  const logger = top.optChild('logger');
-  if (logger) {
-    const lvl = logger.optString('level');
-    if (lvl !== undefined) {
-      if (isLogLevel(lvl)) logLevel = lvl;
-      else logger.fail('level', `must be one of ${LOG_LEVELS.join(', ')}, got '${lvl}'`);
-    }
-    logger.done();
-  }
-  let config: Config;
+  // Each section on its own: with a sink, a bad one is recorded and the others are still read.
+  const tunnel = r.part((k) => k === 'tunnel_device', () => readTunnel(r.child('tunnel_device')), undefined);
+  const timing = r.part((k) => k === 'timing', () => readTiming(r.optChild('timing')), DEFAULT_TIMING);
+  const security = r.part((k) => SECURITY_FIELDS.includes(k), () => readSecurity(r, role, opts?.fileMode), undefined);
+  const statusListen = r.part((k) => k === 'status_listen', () => readStatusListen(r, role), undefined);
+  const logLevel = top.part(
+    (k) => k === 'logger',
+    (): LogLevel => {
+      const logger: Node | undefined = top.optChild('logger');
+      if (!logger) return 'info';
+      const lvl = logger.optString('level') ?? 'info';
+      if (!isLogLevel(lvl)) return logger.fail('level', `must be one of ${LOG_LEVELS.join(', ')}, got '${lvl}'`);
+      logger.done();
+      return lvl;
+    },
+    'info',
+  );
+  const isLink = (k: string): boolean => k === 'links' || /^tcp\d+_/.test(k);
+  let config: Config | undefined;
   if (role === 'client') {
-    const links = readClientLinks(r);
-    const routes = readRoutes(r);
+    const links = r.part(isLink, () => readClientLinks(r), []);
+    const routes = r.part((k) => k === 'routes', () => readRoutes(r), []);
     r.done();
-    config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), routes: Object.freeze(routes) };
+    if (tunnel && security) {
+      config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), routes: Object.freeze(routes) };
+    }
   } else {
-    const links = readServerLinks(r);
-    const nat = r.optString('nat_out_interface');
-    if (nat !== undefined && !/^[A-Za-z0-9_.@-]{1,15}$/.test(nat)) r.fail('nat_out_interface', `'${nat}' is not an interface name`);
-    const limits = readLimits(r.optChild('limits'));
+    const links = r.part(isLink, () => readServerLinks(r), []);
+    const nat = r.part(
+      (k) => k === 'nat_out_interface',
+      () => {
+        const v = r.optString('nat_out_interface');
+        if (v !== undefined && !/^[A-Za-z0-9_.@-]{1,15}$/.test(v)) r.fail('nat_out_interface', `'${v}' is not an interface name`);
+        return v;
+      },
+      undefined,
+    );
+    const limits = r.part((k) => k === 'limits', () => readLimits(r.optChild('limits')), DEFAULT_SERVER_LIMITS);
     r.done();
     const seen = new Set<string>();
-    links.forEach((l, i) => {
+    for (const l of links) {
       const key = `${l.listenAddress}:${l.listenPort}`;
-      if (seen.has(key)) throw new ConfigError(file, `${role}.links[${i}]`, `listens on ${key} twice`);
+      if (seen.has(key)) r.part(() => false, () => r.fail(`links[${l.id}]`, `listens on ${key} twice`), undefined);
       seen.add(key);
-    });
-    config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), natOutInterface: nat, limits };
+    }
+    if (tunnel && security) {
+      config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), natOutInterface: nat, limits };
+    }
   }
   top.done();
-  if (tunnel.offload && timing.maxFrameBytes < 66_000) {
-    throw new ConfigError(file, `${role}.timing.max_frame_bytes`, 'must be at least 66000 with offload on (64 KiB packets travel whole)');
+  if (tunnel?.offload && timing.maxFrameBytes < 66_000) {
+    r.part(() => false, () => r.fail('timing.max_frame_bytes', 'must be at least 66000 with offload on (64 KiB packets travel whole)'), undefined);
   }
-  return Object.freeze(config);
+  // Without a sink every problem was thrown, so both are there; with one, the caller looks at the sink first.
+  return Object.freeze(config as Config);
 }
 
-export function loadConfig(file: string, role: Role): Config {
-  let text: string;
-  let fileMode: number;
+/** The security fields (readSecurity's): a failed security section must not show up again as unknown fields. */
+const SECURITY_FIELDS: readonly string[] = ['psk', 'psk_file', 'private_key_file', 'server_public_key', 'peers', 'encryption'];
+
+/**
+ * Parses YAML text; `file` names it in messages and anchors relative key
+ * paths. Without `opts.fileMode` the file's permissions are not checked
+ * (loadConfig passes them). Throws the first problem.
+ */
+export function parseConfig(text: string, file: string, role: Role, opts?: ParseOptions): Config {
+  return parse(text, file, role, opts, undefined) as Config;
+}
+
+/** The text and st_mode of a config file; unreadable: a ConfigError naming it. */
+function readConfigFile(file: string): { text: string; fileMode: number } {
   let fd: number | undefined;
   try {
     // The mode of the file we read, not of whatever is at the path a moment later.
     fd = openSync(file, 'r');
-    fileMode = fstatSync(fd).mode;
-    text = readFileSync(fd, 'utf8');
+    const fileMode = fstatSync(fd).mode;
+    return { text: readFileSync(fd, 'utf8'), fileMode };
   } catch (e) {
     throw new ConfigError(file, '', `cannot read the config file: ${errorMessage(e)}`);
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+}
+
+export function loadConfig(file: string, role: Role): Config {
+  const { text, fileMode } = readConfigFile(file);
   return parseConfig(text, file, role, { fileMode });
+}
+
+export interface CheckResult {
+  /** The role checked: given, or the one the file describes. */
+  readonly role: Role | undefined;
+  /** Set when there is no problem. */
+  readonly config: Config | undefined;
+  /** Every problem found, in the order of the file's sections, each with its position where known. */
+  readonly problems: readonly ConfigError[];
+}
+
+/**
+ * `dp-tcp check`: reads a config file and the key files it names as a start
+ * would, and collects every problem instead of stopping at the first. Nothing
+ * outside the files is touched. `role` undefined: the one the file describes.
+ */
+export function checkConfig(file: string, role?: Role): CheckResult {
+  let text: string;
+  let fileMode: number;
+  try {
+    ({ text, fileMode } = readConfigFile(file));
+  } catch (e) {
+    if (e instanceof ConfigError) return { role, config: undefined, problems: [e] };
+    throw e;
+  }
+  const { doc, problems } = parseYaml(text, file);
+  if (problems.length > 0) return { role, config: undefined, problems };
+  const r = role ?? roleOf(doc);
+  if (r === undefined) {
+    return { role, config: undefined, problems: [new ConfigError(file, '', 'must have one top-level key, client: or server: (the side this file describes)', { line: 1, col: 1 })] };
+  }
+  const sink: ConfigError[] = [];
+  const config = parse(text, file, r, { fileMode }, sink);
+  // In the order of the file (the sort is stable: those without a position keep theirs, last).
+  const key = (e: ConfigError): number => (e.at ? e.at.line * 1e6 + e.at.col : Number.MAX_SAFE_INTEGER);
+  sink.sort((a, b) => key(a) - key(b));
+  return { role: r, config: sink.length === 0 ? config : undefined, problems: sink };
+}
+
+/** What `dp-tcp status -c FILE` needs of a config: read without any secret or key file. */
+export interface ConfigOutline {
+  readonly role: Role;
+  readonly tunName: string;
+  readonly statusListen: HostPort | undefined;
+}
+
+/**
+ * The role (given, or the one the file describes), TUN name and status
+ * endpoint of a config, without reading its secrets: a status query must work
+ * where the key files cannot be read (another user) or are not there.
+ */
+export function outlineConfig(file: string, role?: Role): ConfigOutline {
+  const { text } = readConfigFile(file);
+  const { doc, lines, problems } = parseYaml(text, file);
+  const [firstProblem] = problems;
+  if (firstProblem !== undefined) throw firstProblem;
+  const r = role ?? roleOf(doc);
+  if (r === undefined) throw new ConfigError(file, '', 'must have one top-level key, client: or server: (the side this file describes)');
+  try {
+    const top = Node.of(file, '', doc.toJS() as Yaml, undefined);
+    if (!top.has(r)) top.fail(r, `is required (is this a ${r === 'client' ? 'server' : 'client'} config?)`);
+    const side = top.child(r);
+    const tunName = side.child('tunnel_device').string('name');
+    return { role: r, tunName, statusListen: readStatusListen(side, r) };
+  } catch (e) {
+    throw e instanceof ConfigError ? e.withPosition(positionOf(doc, lines, e.path)) : e;
+  }
 }

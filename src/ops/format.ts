@@ -1,5 +1,13 @@
 // The per-link table `dp-tcp status` prints.
 import type { TunnelSnapshot } from '../core/tunnel.js';
+import type { DialStatus } from '../roles/dial-report.js';
+
+/** A server's configured link: where it listens. */
+export interface ListenStatus {
+  id: number;
+  name: string;
+  listen: string;
+}
 
 export interface StatusDocument extends TunnelSnapshot {
   role: string;
@@ -8,6 +16,28 @@ export interface StatusDocument extends TunnelSnapshot {
   tunName: string;
   /** Server, peer keys: every configured peer, with its session id if it has one. */
   peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;
+  /** Every configured link: a client's as its dialer sees it (connected or not), a server's listen addresses. */
+  links?: Array<DialStatus | ListenStatus>;
+}
+
+function isDial(l: DialStatus | ListenStatus): l is DialStatus {
+  return 'remote' in l;
+}
+
+function seconds(ms: number): string {
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
+}
+
+/** Why a client link is not up, and when it tries again: `(never connected: ..., 3 failures, retry in 0.8 s)`. */
+function dialNote(d: DialStatus, lastDownReason: string, everUp: boolean): string {
+  const parts: string[] = [];
+  if (d.lastError !== null) parts.push(`${everUp ? 'down' : 'never connected'}: ${d.lastError}`);
+  else if (lastDownReason !== '') parts.push(`down: ${lastDownReason}`);
+  else parts.push(d.state === 'connecting' || d.state === 'handshaking' ? d.state : everUp ? 'down' : 'never connected');
+  if (d.failures > 0) parts.push(`${d.failures} failure${d.failures === 1 ? '' : 's'}`);
+  if (d.nextRetryInMs !== null) parts.push(`retry in ${seconds(d.nextRetryInMs)}`);
+  else if (d.state === 'connecting' || d.state === 'handshaking') parts.push(`${d.state} now`);
+  return `(${[...new Set(parts)].join(', ')})`;
 }
 
 function bytes(n: number): string {
@@ -39,6 +69,9 @@ export function formatStatus(d: StatusDocument): string {
       out.push(`  ${p.name} (${p.key}…) allowed ${p.allowedIps.join(' ')}: ${state}`);
     }
   }
+  const dial = (d.links ?? []).filter(isDial);
+  const listen = (d.links ?? []).filter((l): l is ListenStatus => !isDial(l));
+  if (listen.length > 0) out.push(`listening: ${listen.map((l) => `${l.name} ${l.listen}`).join(', ')}`);
   if (d.sessions.length === 0) out.push('  no session yet');
   for (const s of d.sessions) {
     const e = s.elimination;
@@ -46,7 +79,7 @@ export function formatStatus(d: StatusDocument): string {
     out.push(
       `session ${s.id.slice(0, 8)} [${s.peerAddresses.join(' ')}]${s.encrypted ? ' encrypted' : ''}: ` +
         `sent ${s.txPackets}, delivered ${s.rxPackets}, eliminated ${e.duplicates + s.records.duplicate}, stale ${e.stale}, ` +
-        `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, tampered ${s.tampered}, handshakes ${s.handshakes}` +
+        `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, link-local ${s.dropsLinkLocal}, tampered ${s.tampered}, handshakes ${s.handshakes}` +
         (s.lastHandshakeAgoS === null ? '' : ` (last ${s.lastHandshakeAgoS} s ago)`),
     );
     out.push(
@@ -55,10 +88,20 @@ export function formatStatus(d: StatusDocument): string {
     );
     for (const l of s.links) {
       const drops = Object.values(l.drops).reduce((a, b) => a + b, 0);
+      const dialer = dial.find((x) => x.id === l.id);
+      const where = l.remote ?? (dialer ? `${dialer.remote} ${dialNote(dialer, l.lastDownReason, l.connects > 0)}` : `(${l.lastDownReason || 'down'})`);
       out.push(
         `  ${l.name.padEnd(8)} ${l.state.padEnd(5)} ${pad(l.rttMs === null ? '-' : l.rttMs.toFixed(2), 7)} ${pad(l.txPackets, 9)} ` +
           `${pad(l.firstCopies, 9)} ${pad(l.duplicates + l.duplicateRecords, 9)} ${pad(l.stale, 6)} ${pad(l.queueBytes, 8)} ${pad(drops, 8)} ` +
-          `${pad(l.connects, 5)}  ${l.remote ?? `(${l.lastDownReason || 'down'})`}`,
+          `${pad(l.connects, 5)}  ${where}`,
+      );
+    }
+    // A client's links that never reached the session (never connected): listed too, with why.
+    for (const x of dial) {
+      if (s.links.some((l) => l.id === x.id)) continue;
+      out.push(
+        `  ${x.name.padEnd(8)} ${'down'.padEnd(5)} ${pad('-', 7)} ${pad(0, 9)} ${pad(0, 9)} ${pad(0, 9)} ${pad(0, 6)} ${pad(0, 8)} ${pad(0, 8)} ` +
+          `${pad(0, 5)}  ${x.remote} ${dialNote(x, '', false)}`,
       );
     }
   }

@@ -1,11 +1,14 @@
-// The operator's window: GET /status (JSON) and GET /metrics (Prometheus).
-import { createServer, type Server } from 'node:http';
+// The operator's window: GET /status (JSON) and GET /metrics (Prometheus), on
+// status_listen (TCP) and on the control socket `dp-tcp status` finds by
+// itself (an abstract unix socket named after the TUN: src/ops/discovery.ts).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export class StatusServer {
   private server: Server | undefined;
+  private control: Server | undefined;
 
   constructor(
     private readonly status: () => unknown,
@@ -13,24 +16,50 @@ export class StatusServer {
     private readonly log: Logger,
   ) {}
 
-  async listen(address: string, port: number): Promise<{ address: string; port: number }> {
-    const server = createServer((req, res) => {
-      const url = (req.url ?? '/').split('?')[0];
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { allow: 'GET, HEAD' }).end();
-        return;
-      }
-      if (url === '/status') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.status()));
-      } else if (url === '/metrics') {
-        this.registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
-          (e: unknown) => res.writeHead(500).end(errorMessage(e)),
-        );
-      } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('dp-tcp status: try /status or /metrics\n');
-      }
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (url === '/status') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.status()));
+    } else if (url === '/metrics') {
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+        (e: unknown) => res.writeHead(500).end(errorMessage(e)),
+      );
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('dp-tcp status: try /status or /metrics\n');
+    }
+  }
+
+  /**
+   * The control socket (an abstract unix address: see src/ops/discovery.ts).
+   * Not being able to take it is no reason to stop a tunnel: a warning, and
+   * status_listen still answers.
+   */
+  async listenControl(path: string): Promise<boolean> {
+    const server = createServer((req, res) => this.handle(req, res));
+    this.control = server;
+    return await new Promise<boolean>((resolve) => {
+      server.once('error', (e) => {
+        this.control = undefined;
+        this.log.warn('cannot serve the control socket: dp-tcp status will not find this instance by itself', {
+          socket: `@${path.slice(1)}`,
+          error: isSystemError(e) && e.code === 'EADDRINUSE' ? 'the name is taken' : errorMessage(e),
+        });
+        resolve(false);
+      });
+      server.listen({ path }, () => {
+        this.log.debug('control socket up', { socket: `@${path.slice(1)}` });
+        resolve(true);
+      });
     });
+  }
+
+  async listen(address: string, port: number): Promise<{ address: string; port: number }> {
+    const server = createServer((req, res) => this.handle(req, res));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => {
@@ -46,7 +75,9 @@ export class StatusServer {
   }
 
   close(): void {
-    this.server?.close();
-    this.server?.closeAllConnections();
+    for (const s of [this.server, this.control]) {
+      s?.close();
+      s?.closeAllConnections();
+    }
   }
 }

@@ -18,6 +18,7 @@ import type { Tunnel } from '../core/tunnel.js';
 import { identityOf, Initiator, type Established, type Identity } from '../secure/handshake.js';
 import { KeyRing } from '../secure/keypair.js';
 import { REKEY_TIMEOUT_MS } from '../secure/limits.js';
+import { DIAL_WARN_INTERVAL_MS, dialHint, DialReport, type DialStatus } from './dial-report.js';
 
 const NO_EPOCH = Buffer.alloc(8);
 /** COOKIE rounds tolerated on one connection before it is given up. */
@@ -143,6 +144,11 @@ export class ClientRole {
     this.log.debug('rekeyed', { link: link.name });
   }
 
+  /** Every configured link as its dialer sees it, connected or not (the status document's `dial`). */
+  dialStatus(): DialStatus[] {
+    return this.dialers.map((d) => d.status());
+  }
+
   close(): void {
     if (this.rekeyTimer) clearInterval(this.rekeyTimer);
     for (const d of this.dialers) d.stop();
@@ -158,17 +164,73 @@ class Dialer implements LinkHandler {
   private initiator: Initiator | undefined;
   private cookieRounds = 0;
   private stopped = false;
-  private lastHint = -Infinity;
+  /** The connection in `current` finished its handshake. */
+  private isUp = false;
+  /** Why the server refused the connection under way (its CLOSE), if it did. */
+  private refusal: string | undefined;
+  /** The first socket error (or the deadline) of the connection under way. */
+  private dialError: (Error & { code?: unknown }) | undefined;
+  private readonly report = new DialReport();
+  private readonly remote: string;
 
   constructor(
     private readonly role: ClientRole,
     private readonly cfg: ClientLinkConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.remote = cfg.remoteAddress.includes(':') ? `[${cfg.remoteAddress}]:${cfg.remotePort}` : `${cfg.remoteAddress}:${cfg.remotePort}`;
+  }
+
+  status(): DialStatus {
+    return {
+      id: this.cfg.id,
+      name: this.cfg.name,
+      remote: this.remote,
+      local: this.cfg.localAddress ?? null,
+      ...this.report.snapshot(performance.now()),
+      ...(this.stopped ? { state: 'stopped' as const } : {}),
+    };
+  }
+
+  /**
+   * An attempt ended before the link came up: a warning with the address and
+   * the reason the first time, then at most every DIAL_WARN_INTERVAL_MS with
+   * the count of failures in between; debug otherwise.
+   */
+  private failed(reason: string, code?: string): void {
+    if (this.stopped) return;
+    const r = this.report.failed(reason, performance.now());
+    const fields = {
+      remote: this.remote,
+      local: this.cfg.localAddress,
+      error: code,
+      hint: dialHint(code),
+      failures: this.report.failures,
+    };
+    if (!r.warn) {
+      this.log.debug('link still cannot connect', { ...fields, reason });
+      return;
+    }
+    this.log.warn(`link ${this.cfg.name} cannot connect to ${this.remote}: ${reason}`, {
+      ...fields,
+      ...(r.suppressed > 0 ? { suppressed: r.suppressed } : {}),
+      retrying: `with backoff up to ${this.role.config.timing.reconnectMaxMs} ms; reported again in ${DIAL_WARN_INTERVAL_MS / 1000} s if it goes on`,
+    });
+  }
+
+  /** failed() with the socket's own error (and its code), if there was one, else `reason`. */
+  private failedWith(reason: string): void {
+    const e = this.dialError;
+    this.failed(e ? errorMessage(e) : reason, typeof e?.code === 'string' ? e.code : undefined);
+  }
 
   dial(): void {
     if (this.stopped) return;
     this.timer = undefined;
+    this.isUp = false;
+    this.refusal = undefined;
+    this.dialError = undefined;
+    this.report.attempt();
     const t = this.role.config.timing;
     const socket = connect({
       host: this.cfg.remoteAddress,
@@ -179,19 +241,24 @@ class Dialer implements LinkHandler {
     this.socket = socket;
     // One deadline for connect + handshake: a blackholed path must not hold the dialer.
     const deadline = setTimeout(() => {
-      this.log.debug('connect/handshake timed out', { remote: `${this.cfg.remoteAddress}:${this.cfg.remotePort}` });
-      socket.destroy();
+      const e = Object.assign(new Error(`no answer within ${t.handshakeTimeoutMs} ms (connect and handshake)`), { code: 'ETIMEDOUT' });
+      this.dialError ??= e;
+      if (this.current === undefined) socket.destroy();
+      else this.current.destroy(e.message);
     }, t.handshakeTimeoutMs);
     deadline.unref();
     this.deadline = deadline;
     const onEarlyClose = (): void => {
       clearTimeout(deadline);
-      if (this.current === undefined) this.retry();
+      if (this.current !== undefined) return;
+      this.failedWith('the connection closed');
+      this.retry();
     };
-    socket.once('error', (e) => this.log.debug('dial failed', { error: errorMessage(e) }));
+    socket.once('error', (e) => (this.dialError ??= e));
     socket.once('close', onEarlyClose);
     socket.once('connect', () => {
       socket.removeListener('close', onEarlyClose);
+      this.report.phase = 'handshaking';
       tuneLinkSocket(socket, t, this.log);
       const link = new Link(
         socket,
@@ -224,8 +291,9 @@ class Dialer implements LinkHandler {
     const initiator = this.initiator;
     if (type === FrameType.Close) {
       const { code, reason } = decodeClose(buf, start, end);
-      this.log.error('server refused the link', { code, reason });
-      link.destroy(`refused: ${reason}`);
+      // Reported by linkClosed, through the rate limit: a refusal repeats on every redial.
+      this.refusal = `the server refused the link: ${reason} (code ${code})`;
+      link.destroy(this.refusal);
       return;
     }
     if (this.role.identity === undefined) {
@@ -251,7 +319,7 @@ class Dialer implements LinkHandler {
       est = initiator.response(buf, start, end);
     } catch (e) {
       if (e instanceof ProtocolError) {
-        this.log.error(`handshake failed: ${e.message}`);
+        this.refusal = `handshake failed: ${e.message}`;
         link.close(CloseCode.HandshakeRefused, 'client refused the handshake');
         return;
       }
@@ -266,7 +334,14 @@ class Dialer implements LinkHandler {
   private up(link: Link): void {
     clearTimeout(this.deadline);
     this.attempt = 0;
-    this.log.info('link up', { local: link.local, remote: link.remote });
+    this.isUp = true;
+    const after = this.report.up(performance.now());
+    // After failures this is the one line that says the link recovered.
+    this.log.info(after ? 'link up, after failing' : 'link up', {
+      local: link.local,
+      remote: link.remote,
+      ...(after ? { failures: after.failures, failing_for_ms: after.forMs } : {}),
+    });
   }
 
   onChunkEnd(): void {}
@@ -282,13 +357,19 @@ class Dialer implements LinkHandler {
     this.current = undefined;
     const unanswered = this.initiator !== undefined;
     this.initiator = undefined;
-    if (!this.stopped) {
+    if (this.isUp) {
+      this.isUp = false;
+      this.report.down();
+      if (!this.stopped) this.log.warn('link down', { reason });
+    } else if (this.refusal !== undefined) {
+      this.failed(this.refusal);
+    } else if (unanswered && this.role.identity !== undefined) {
       // A keyed server answers nothing it cannot authenticate: silence is the only clue, so say what it usually means.
-      const now = performance.now();
-      if (unanswered && now - this.lastHint > 10_000) {
-        this.lastHint = now;
-        this.log.warn('the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client\'s public key is in the server\'s peers', { reason });
-      } else if (!unanswered) this.log.warn('link down', { reason });
+      this.failed(
+        `the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client's public key is in the server's peers (${reason})`,
+      );
+    } else {
+      this.failedWith(reason);
     }
     this.retry();
   }
@@ -300,6 +381,7 @@ class Dialer implements LinkHandler {
     // Full jitter on the upper half: links of one client do not redial in lockstep.
     const delay = base / 2 + Math.random() * (base / 2);
     this.attempt++;
+    this.report.waiting(delay, performance.now());
     this.timer = setTimeout(() => this.dial(), delay);
   }
 

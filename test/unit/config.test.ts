@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseConfig, type ParseOptions } from '../../src/config/load.js';
 import { DEFAULT_TIMING, type Role } from '../../src/config/types.js';
 import { publicKeyOf } from '../../src/secure/primitives.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 
 // Every file a test writes lives here, and goes with it.
-const tmp = mkdtempSync(join(tmpdir(), 'dptcp-config-'));
-after(() => rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempDir('dptcp-config-');
+after(() => removeDir(tmp));
 let dirs = 0;
 /** A fresh directory under `tmp` (mode 700, as a key directory should be). */
 function newDir(): string {
@@ -191,8 +191,8 @@ describe('config', () => {
   });
 
   it('reports YAML syntax errors, duplicate keys and unreadable files in one line', () => {
-    fails('client: [1, 2\n', 'client', /^test\.yaml: is not valid YAML/);
-    fails('client: 1\nclient: 2\n', 'client', /is not valid YAML/);
+    fails('client: [1, 2\n', 'client', /^test\.yaml:2:1: is not valid YAML: /);
+    fails('client: 1\nclient: 2\n', 'client', /^test\.yaml:2:1: is not valid YAML: Map keys must be unique/);
     const dir = newDir();
     assert.throws(() => loadConfig(join(dir, 'missing.yaml'), 'client'), /missing\.yaml: cannot read the config file: ENOENT/);
     const f = writeFile(join(dir, 'empty.yaml'), '');

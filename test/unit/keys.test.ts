@@ -2,14 +2,14 @@
 // way: the functions carry the logic, the spawns prove the wiring and exit codes).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { genkeyText, pubkeyText } from '../../src/cli/keys.js';
 import { DpError } from '../../src/errors.js';
 import { decodeKey, encodeKey, readPrivateKeyFile, readSecretFile } from '../../src/secure/keys.js';
 import { publicKeyOf } from '../../src/secure/primitives.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -19,8 +19,8 @@ const ALICE_PUBLIC = Buffer.from('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381a
 const ALICE_PRIVATE_TEXT = ALICE_PRIVATE.toString('base64');
 const ALICE_PUBLIC_TEXT = 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=';
 
-const dir = mkdtempSync(join(tmpdir(), 'dptcp-keys-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('dptcp-keys-');
+after(() => removeDir(dir));
 
 function file(name: string, content: string | Buffer, mode: number): string {
   const f = join(dir, name);

@@ -1,0 +1,42 @@
+// `dp-tcp check -c FILE`: validates a config, and the key and psk files it
+// names, as a start would read them, without touching the system: no TUN
+// device, no socket, no route, no iptables. Exit 0 with a one-line summary, or
+// 2 with every problem found, one a line, `file:line:col: field: problem`.
+import { checkConfig } from '../config/load.js';
+import type { Config, Role } from '../config/types.js';
+
+export interface CheckOutcome {
+  readonly exitCode: 0 | 2;
+  /** Lines for stdout (the summary) or stderr (the problems). */
+  readonly lines: readonly string[];
+}
+
+function hostPort(address: string, port: number): string {
+  return `${address.includes(':') ? `[${address}]` : address}:${port}`;
+}
+
+/** The one line `check` prints for a good file. */
+export function summarize(c: Config): string {
+  const tun = `TUN ${c.tunnel.name} ${c.tunnel.addresses.map((a) => `${a.address}/${a.prefix}`).join(' ')} mtu ${c.tunnel.mtu}`;
+  const security =
+    c.security.mode === 'open'
+      ? 'open mode (no key: not encrypted, anyone may join)'
+      : c.security.mode === 'psk'
+        ? `shared key (psk), ${c.security.encryption}`
+        : c.role === 'server'
+          ? `peer keys (${c.security.peers.length} peer${c.security.peers.length === 1 ? '' : 's'}), ${c.security.encryption}`
+          : `peer keys, ${c.security.encryption}`;
+  const links =
+    c.role === 'client'
+      ? c.links.map((l) => `${l.name} ${l.localAddress ?? 'any'} -> ${hostPort(l.remoteAddress, l.remotePort)}`)
+      : c.links.map((l) => `${l.name} ${hostPort(l.listenAddress, l.listenPort)}`);
+  const status = c.statusListen ? `status on ${hostPort(c.statusListen.address, c.statusListen.port)}` : 'status_listen off';
+  return `${c.file}: ok: ${c.role}, ${tun}, ${c.links.length} link${c.links.length === 1 ? '' : 's'} (${links.join(', ')}), ${security}, ${status}`;
+}
+
+export function check(file: string, role?: Role): CheckOutcome {
+  const r = checkConfig(file, role);
+  if (r.config !== undefined && r.problems.length === 0) return { exitCode: 0, lines: [summarize(r.config)] };
+  const n = r.problems.length;
+  return { exitCode: 2, lines: [...r.problems.map((p) => p.located()), `${file}: ${n} problem${n === 1 ? '' : 's'}`] };
+}

@@ -1,0 +1,175 @@
+// `dp-tcp check` and the positions of config problems: YAML errors name their
+// line and column, a check lists every problem (with its line) instead of the
+// first, a good file gets a one-line summary, and `status -c` reads no secret.
+import assert from 'node:assert/strict';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { check, summarize } from '../../src/cli/check.js';
+import { checkConfig, ConfigError, outlineConfig, parseConfig } from '../../src/config/load.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const dir = tempDir('dptcp-check-');
+after(() => removeDir(dir));
+
+function file(name: string, text: string, mode = 0o600): string {
+  const f = join(dir, name);
+  writeFileSync(f, text);
+  chmodSync(f, mode);
+  return f;
+}
+
+function thrown(f: () => unknown): ConfigError {
+  try {
+    f();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `a ConfigError, not ${String(e)}`);
+    return e;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+const GOOD_CLIENT = `client:
+  tunnel_device: { name: dptcp-c, ip: 10.0.0.2 }
+  links:
+    - { name: wan1, remote: "10.0.1.1:31411", local: 10.0.1.2 }
+    - { name: wan2, remote: "10.0.2.1:31413", local: 10.0.2.2 }
+`;
+
+describe('config problems have positions', () => {
+  it('a YAML syntax error names its line and column, first in the message', () => {
+    // The acceptance check's file: the third line is indented one column short.
+    const e = thrown(() => parseConfig('server:\n  tcp1_listen_addr: 10.0.1.1\n tcp1_listen_port: 1\n', 'config.yaml', 'server'));
+    assert.match(e.message, /^config\.yaml:3:1: is not valid YAML: All mapping items must start at the same column$/, 'file:line:col: why');
+    assert.deepEqual(e.at, { line: 3, col: 1 }, 'the position as fields too');
+    for (const [yaml, line] of [
+      ['client:\n  tunnel_device:\n\tname: x\n', 3],
+      ['client: 1\nclient: 2\n', 2],
+      ['a: [1, 2\n', 2],
+      ['client:\n  links:\n    - { remote: "10.0.1.1:1"\n', 4],
+    ] as const) {
+      const m = thrown(() => parseConfig(yaml, 'c.yaml', 'client'));
+      assert.match(m.message, new RegExp(`^c\\.yaml:${line}:\\d+: is not valid YAML: `), `line ${line} of ${JSON.stringify(yaml)}`);
+      assert.ok(!m.message.includes('\n'), 'one line');
+    }
+  });
+
+  it('a bad field keeps its one-line message, and carries the line of its key', () => {
+    const e = thrown(() => parseConfig(GOOD_CLIENT.replace('31413', '70000'), 'c.yaml', 'client'));
+    assert.equal(e.message, "c.yaml: client.links[1].remote: port 70000 is out of range", 'the message as before');
+    assert.deepEqual(e.at, { line: 5, col: 21 }, 'line 5, at the key remote');
+    assert.equal(e.located(), 'c.yaml:5:21: client.links[1].remote: port 70000 is out of range', 'the form check prints');
+  });
+});
+
+describe('dp-tcp check', () => {
+  it('a good file: exit 0 and one line saying what it describes', () => {
+    const r = check(file('good.yaml', GOOD_CLIENT));
+    assert.equal(r.exitCode, 0, r.lines.join('\n'));
+    assert.equal(r.lines.length, 1, 'one line');
+    assert.match(
+      r.lines[0]!,
+      /good\.yaml: ok: client, TUN dptcp-c 10\.0\.0\.2\/24 mtu 1400, 2 links \(wan1 10\.0\.1\.2 -> 10\.0\.1\.1:31411, wan2 10\.0\.2\.2 -> 10\.0\.2\.1:31413\), open mode .*, status on 127\.0\.0\.1:9401$/,
+      'role (from the file), TUN, links, security, status',
+    );
+    for (const side of ['client', 'server'] as const) {
+      const o = check(join(root, `config/${side}.yaml`));
+      assert.equal(o.exitCode, 0, `the original's ${side} file: ${o.lines.join('\n')}`);
+    }
+  });
+
+  it('a bad file: exit 2 and every problem on its own line, in file order, with its line', () => {
+    const f = file(
+      'bad.yaml',
+      `client:
+  tunnel_device: { name: this-name-is-far-too-long, ip: 10.0.0.2 }
+  links:
+    - { remote: "10.0.1.1:70000" }
+    - { remote: nope, local: 1.2.3 }
+  timing: { keepalive_interval_ms: 5 }
+  psk_file: ${join(dir, 'missing.psk')}
+  colour: blue
+logger: { level: loud }
+`,
+    );
+    const r = check(f);
+    assert.equal(r.exitCode, 2, 'exit 2');
+    const lines = r.lines.slice(0, -1);
+    const expected: Array<[number, RegExp]> = [
+      [2, /client\.tunnel_device\.name: 'this-name-is-far-too-long' is not a valid interface name/],
+      [4, /client\.links\[0\]\.remote: port 70000 is out of range/],
+      [5, /client\.links\[1\]\.remote: must be address:port/],
+      [6, /client\.timing\.keepalive_interval_ms: must be between 10 and 60000, got 5/],
+      [7, /client\.psk_file: cannot read .*missing\.psk: ENOENT/],
+      [8, /client\.colour: is not a known field/],
+      [9, /logger\.level: must be one of error, warn, info, debug, trace, got 'loud'/],
+    ];
+    assert.equal(lines.length, expected.length, `one line per problem:\n${r.lines.join('\n')}`);
+    expected.forEach(([line, re], i) => {
+      assert.ok(lines[i]!.startsWith(`${f}:${line}:`), `problem ${i + 1} on line ${line}: ${lines[i]}`);
+      assert.match(lines[i]!, re, `problem ${i + 1}`);
+    });
+    assert.equal(r.lines.at(-1), `${f}: 7 problems`, 'and how many');
+  });
+
+  it('a failing link of the original format does not hide the next one, nor turn into unknown fields', () => {
+    const r = checkConfig(
+      file('legacy.yaml', 'client:\n  tcp1_dial_addr: x\n  tcp1_dial_port: 1\n  tcp2_dial_addr: 10.0.0.1\n  tunnel_device: { name: a, ip: 10.0.0.2 }\n'),
+    );
+    assert.deepEqual(
+      r.problems.map((p) => `${p.path}: ${p.problem}`).sort(),
+      ["client.tcp1_dial_addr: must be an IP address, got 'x'", 'client.tcp2_dial_port: is required'],
+      'both links, nothing else',
+    );
+    assert.deepEqual(
+      r.problems.map((p) => p.at?.line),
+      [1, 2],
+      'a missing field at the mapping that lacks it (client:, line 1), a bad one at its key',
+    );
+    assert.equal(r.config, undefined, 'no config from a bad file');
+  });
+
+  it('reads the key files the config names', () => {
+    const key = file('client.key', `${Buffer.alloc(32, 7).toString('base64')}\n`, 0o644);
+    const r = checkConfig(file('keyed.yaml', `${GOOD_CLIENT}  private_key_file: ${key}\n  server_public_key: "${Buffer.alloc(32, 9).toString('base64')}"\n`));
+    assert.equal(r.problems.length, 1, r.problems.map((p) => p.located()).join('\n'));
+    assert.match(r.problems[0]!.located(), /keyed\.yaml:6:3: client\.private_key_file: .*can be read or written by group or others \(mode 644\)/, 'a key others can read');
+    chmodSync(key, 0o600);
+    const ok = checkConfig(join(dir, 'keyed.yaml'));
+    assert.equal(ok.problems.length, 0, 'fine once it is private');
+    assert.match(summarize(ok.config!), /peer keys, chacha20-poly1305/, 'the summary names the security');
+  });
+
+  it('a file that says neither client nor server, an unreadable file, and a role given on the command line', () => {
+    assert.match(check(file('none.yaml', 'logger: { level: info }\n')).lines[0]!, /none\.yaml:1:1: must have one top-level key, client: or server:/, 'which side?');
+    assert.match(check(join(dir, 'absent.yaml')).lines[0]!, /absent\.yaml: cannot read the config file: ENOENT/, 'unreadable');
+    const asServer = check(join(dir, 'good.yaml'), 'server');
+    assert.equal(asServer.exitCode, 2, 'a client file checked as a server');
+    assert.match(asServer.lines[0]!, /this is a client config, but dp-tcp was started as server/, 'says so');
+  });
+
+  it('runs as a command: exit 0 with the summary on stdout, exit 2 with the problems on stderr', () => {
+    const cli = (args: string[]): SpawnSyncReturns<string> =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+    const good = cli(['check', '-c', join(dir, 'good.yaml')]);
+    assert.equal(good.status, 0, good.stderr);
+    assert.match(good.stdout, /good\.yaml: ok: client/, 'summary');
+    const bad = cli(['check', '-c', join(dir, 'bad.yaml')]);
+    assert.equal(bad.status, 2, bad.stdout);
+    assert.match(bad.stderr, /bad\.yaml:4:\d+: client\.links\[0\]\.remote/, 'problems on stderr');
+    assert.doesNotMatch(bad.stderr, /\n\s+at /, 'no stack trace');
+  });
+});
+
+describe('dp-tcp status -c reads no secret', () => {
+  it('takes role, TUN name and status_listen from a file whose key files are missing or unreadable', () => {
+    const f = file('status.yaml', `${GOOD_CLIENT}  psk_file: /nonexistent/psk\n  status_listen: "127.0.0.1:9555"\n`);
+    assert.deepEqual(outlineConfig(f), { role: 'client', tunName: 'dptcp-c', statusListen: { address: '127.0.0.1', port: 9555 } }, 'no -r needed');
+    assert.equal(outlineConfig(f, 'client').tunName, 'dptcp-c', 'with -r');
+    assert.match(thrown(() => outlineConfig(f, 'server')).message, /server: is required \(is this a client config\?\)/, 'the wrong -r is named');
+    const off = file('off.yaml', GOOD_CLIENT.replace('client:\n', 'client:\n  status_listen: off\n'));
+    assert.equal(outlineConfig(off).statusListen, undefined, 'status_listen off');
+  });
+});

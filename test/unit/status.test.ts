@@ -1,0 +1,162 @@
+// `dp-tcp status` without being told where: the control socket each instance
+// serves (an abstract unix socket named after its TUN), its listing from
+// /proc/net/unix, the --url forms a user types, and the persistent-TUN check.
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fetchStatus, normalizeStatusUrl, renderStatus } from '../../src/cli/status.js';
+import { DEFAULT_TIMING } from '../../src/config/types.js';
+import { Tunnel } from '../../src/core/tunnel.js';
+import { DpError } from '../../src/errors.js';
+import { memoryLogger } from '../../src/log.js';
+import { controlSocketPath, listInstances, parseControlSockets } from '../../src/ops/discovery.js';
+import { buildRegistry } from '../../src/ops/metrics.js';
+import { StatusServer } from '../../src/ops/status-server.js';
+import { existingDevice, nameTakenError } from '../../src/tun/existing.js';
+import { FakeTun } from '../helpers/fake-tun.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
+
+const dir = tempDir('dptcp-status-');
+after(() => removeDir(dir));
+
+describe('status --url', () => {
+  it('takes what a user types', () => {
+    const table: Array<[string, string]> = [
+      ['127.0.0.1:9401', 'http://127.0.0.1:9401/status'],
+      ['localhost:9400', 'http://localhost:9400/status'],
+      ['[::1]:9400', 'http://[::1]:9400/status'],
+      ['http://127.0.0.1:9400', 'http://127.0.0.1:9400/status'],
+      ['http://127.0.0.1:9400/', 'http://127.0.0.1:9400/status'],
+      ['http://127.0.0.1:9400/status', 'http://127.0.0.1:9400/status'],
+      ['http://127.0.0.1:9400/metrics', 'http://127.0.0.1:9400/status'],
+      ['  127.0.0.1:9401/metrics ', 'http://127.0.0.1:9401/status'],
+      ['https://status.example:443/dp/status', 'https://status.example/dp/status'],
+      ['file:///tmp/x.json', 'file:///tmp/x.json'],
+    ];
+    for (const [input, url] of table) assert.equal(normalizeStatusUrl(input), url, input);
+  });
+
+  it('refuses what is not a URL, with exit 2 and no stack', () => {
+    for (const bad of ['ht tp://x', 'ftp://127.0.0.1/status', 'http://']) {
+      assert.throws(
+        () => normalizeStatusUrl(bad),
+        (e: unknown) => e instanceof DpError && e.exitCode === 2 && e.message.startsWith(`--url '${bad}'`),
+        bad,
+      );
+    }
+  });
+});
+
+describe('discovery', () => {
+  it('lists the listening dp-tcp control sockets of /proc/net/unix, nothing else', () => {
+    const pad = '@'.repeat(80);
+    const text = [
+      'Num       RefCount Protocol Flags    Type St Inode Path',
+      `0000000000000000: 00000002 00000000 00010000 0001 01 629098 @dp-tcp/dptcp-c${pad}`,
+      `0000000000000000: 00000003 00000000 00000000 0001 03 629100 @dp-tcp/dptcp-c${pad}`,
+      '0000000000000000: 00000002 00000000 00010000 0001 01 629101 @dp-tcp/dptcp-s',
+      '0000000000000000: 00000002 00000000 00010000 0001 01 629102 /run/systemd/private',
+      '0000000000000000: 00000002 00000000 00010000 0001 01 629103 @other/dptcp-x',
+      '0000000000000000: 00000002 00000000 00000000 0002 01 629104',
+    ].join('\n');
+    assert.deepEqual(parseControlSockets(text), ['dptcp-c', 'dptcp-s'], 'listening sockets only, padding stripped, each once');
+    assert.deepEqual(listInstances(join(dir, 'absent')), [], 'no /proc: nothing found, no throw');
+  });
+
+  it('finds an instance by its control socket and reads its status; --json gives { instances }', async () => {
+    const tunName = `ut${process.pid.toString(36)}`;
+    const log = memoryLogger('debug');
+    const tunnel = new Tunnel(new FakeTun(tunName), DEFAULT_TIMING, log);
+    const doc = (): unknown => ({ role: 'client', version: 'test', pid: process.pid, tunName, ...tunnel.snapshot(), links: [] });
+    const server = new StatusServer(doc, buildRegistry(() => tunnel.snapshot(), 'client'), log);
+    try {
+      assert.equal(await server.listenControl(controlSocketPath(tunName)), true, 'the control socket is up');
+      assert.ok(listInstances().includes(tunName), 'listed in /proc/net/unix');
+      const d = await fetchStatus({ tun: tunName });
+      assert.equal(d.tunName, tunName, 'its document');
+      const text = await renderStatus({});
+      assert.match(text, new RegExp(`^dp-tcp test client \\(pid ${process.pid}\\), TUN ${tunName}`, 'm'), 'in the plain listing');
+      const json = JSON.parse(await renderStatus({ json: true })) as { instances: Array<{ tunName: string }> };
+      assert.ok(json.instances.some((i) => i.tunName === tunName), '--json: { instances: [...] }');
+      const servers = await renderStatus({ role: 'server' }).catch((e: unknown) => (e instanceof Error ? e.message : String(e)));
+      assert.doesNotMatch(servers, new RegExp(`TUN ${tunName}`), '-r server leaves the client out');
+      // A second instance cannot take the same name: a warning, not a failure.
+      const other = new StatusServer(doc, buildRegistry(() => tunnel.snapshot(), 'client'), log);
+      assert.equal(await other.listenControl(controlSocketPath(tunName)), false, 'the name is taken');
+      assert.ok(log.lines.some((l) => /cannot serve the control socket.*the name is taken/.test(l)), 'and says so');
+      other.close();
+    } finally {
+      server.close();
+      tunnel.close();
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(!listInstances().includes(tunName), 'gone once closed');
+  });
+
+  it('reads /status where --url points at /metrics, without a stack trace for a non-status answer', async () => {
+    const log = memoryLogger('debug');
+    const tunnel = new Tunnel(new FakeTun('ut-url'), DEFAULT_TIMING, log);
+    const server = new StatusServer(() => ({ role: 'server', version: 'test', pid: 1, tunName: 'ut-url', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
+    try {
+      const { port } = await server.listen('127.0.0.1', 0);
+      const text = await renderStatus({ url: `127.0.0.1:${port}/metrics` });
+      assert.match(text, /^dp-tcp test server \(pid 1\), TUN ut-url/m, 'the status, not the Prometheus text');
+      await assert.rejects(
+        renderStatus({ url: `http://127.0.0.1:${port}/nothing` }),
+        (e: unknown) => e instanceof DpError && /answered 404/.test(e.message),
+        'a 404 is one line',
+      );
+      const file = join(dir, 'not-status.json');
+      writeFileSync(file, '{"hello": 1}');
+      await assert.rejects(
+        renderStatus({ url: `file://${file}` }),
+        (e: unknown) => e instanceof DpError && /did not answer with a dp-tcp status document/.test(e.message),
+        'JSON that is not a status document',
+      );
+    } finally {
+      server.close();
+      tunnel.close();
+    }
+  });
+});
+
+describe('a device of the TUN name already there', () => {
+  /** A fake /proc/net/dev and /sys/class/net with these devices. */
+  function fakeNet(devices: Record<string, { tunFlags?: number; devtype?: string } | 'no-sysfs'>): { procNetDev: string; sysClassNet: string } {
+    const root = join(dir, `net${Object.keys(devices).join('-')}`);
+    const sys = join(root, 'sys');
+    mkdirSync(sys, { recursive: true });
+    const rows = Object.keys(devices).map((n) => `${n.padStart(6)}: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0`);
+    writeFileSync(join(root, 'dev'), ['Inter-|   Receive', ' face |bytes', '    lo: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0', ...rows].join('\n') + '\n');
+    for (const [n, d] of Object.entries(devices)) {
+      if (d === 'no-sysfs') continue;
+      mkdirSync(join(sys, n));
+      if (d.tunFlags !== undefined) writeFileSync(join(sys, n, 'tun_flags'), `0x${d.tunFlags.toString(16)}\n`);
+      writeFileSync(join(sys, n, 'uevent'), `INTERFACE=${n}\n${d.devtype ? `DEVTYPE=${d.devtype}\n` : ''}`);
+    }
+    return { procNetDev: join(root, 'dev'), sysClassNet: sys };
+  }
+
+  it('tells a TUN, a TAP, another kind and a device sysfs does not show apart', () => {
+    const net = fakeNet({ tun0: { tunFlags: 0x1001 }, tap0: { tunFlags: 0x1002 }, br0: { devtype: 'bridge' }, veth0: {}, ghost: 'no-sysfs' });
+    assert.equal(existingDevice('dptcp-c', net), undefined, 'a free name');
+    assert.deepEqual(existingDevice('tun0', net), { name: 'tun0', kind: 'tun' }, 'a persistent TUN');
+    assert.deepEqual(existingDevice('tap0', net), { name: 'tap0', kind: 'tap' }, 'a TAP');
+    assert.deepEqual(existingDevice('br0', net), { name: 'br0', kind: 'other', devtype: 'bridge' }, 'a bridge');
+    assert.deepEqual(existingDevice('veth0', net), { name: 'veth0', kind: 'other' }, 'no DEVTYPE');
+    assert.deepEqual(existingDevice('ghost', net), { name: 'ghost', kind: 'unknown' }, 'sysfs of another namespace');
+  });
+
+  it('one clear line each, exit 2', () => {
+    const msg = (d: Parameters<typeof nameTakenError>[0], byDpTcp = false): string => {
+      const e = nameTakenError(d, byDpTcp);
+      assert.equal(e.exitCode, 2, 'exit 2');
+      assert.ok(!e.message.includes('\n'), 'one line');
+      return e.message;
+    };
+    assert.match(msg({ name: 'tun0', kind: 'tun' }), /^a TUN device named 'tun0' already exists \(a persistent one, e\.g\. from 'ip tuntap add'.*leaves this one as it is; choose another tunnel_device\.name, or remove the device \(ip link del tun0\)$/);
+    assert.match(msg({ name: 'br0', kind: 'other', devtype: 'bridge' }), /^a network device named 'br0' already exists and is not a TUN device \(it is a bridge\): choose another/);
+    assert.match(msg({ name: 'dptcp-s', kind: 'tun' }, true), /^TUN device 'dptcp-s' already exists and is in use by another dp-tcp in this namespace/);
+  });
+});
