@@ -4,7 +4,7 @@
 // the tunnel core, the addon loader or the metrics.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_STATUS_PORT, type Role } from '../config/types.js';
+import type { Role } from '../config/types.js';
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js';
 import { genkey, pubkey } from './keys.js';
@@ -59,23 +59,44 @@ addRoleCommand(program, 'server', 'accept client links and carry the TUN traffic
 
 program
   .command('status')
-  .description("show a running side's links: state, RTT, packets, eliminations, drops")
-  .option('-u, --url <url>', `status URL (default: http://127.0.0.1:${DEFAULT_STATUS_PORT.server}/status)`)
-  .option('-c, --config <file>', "take the URL from this config's status_listen")
-  .addOption(new Option('-r, --role <role>', 'the role of --config').choices(['client', 'server']).default('server'))
+  .description('show the running dp-tcp instances of this network namespace (or the one given) and their links: state, RTT, packets, eliminations, drops, last error')
+  .option('-u, --url <url>', 'ask this status endpoint (http://host:port/status; host:port will do)')
+  .option('-c, --config <file>', 'ask the instance of this config (found by its TUN name, else its status_listen); reads no key or psk')
+  .addOption(new Option('-r, --role <role>', 'only clients or only servers (with --config: the side the file describes, if it does not say)').choices(['client', 'server']))
   .option('-w, --watch', 'refresh every second until interrupted')
-  .option('--json', 'print the raw JSON')
-  .action(async (opts: { url?: string; config?: string; role: Role; watch?: boolean; json?: boolean }) => {
+  .option('--json', 'print JSON: the document of one instance (--url, --config), else { "instances": [...] }')
+  .action(async (opts: { url?: string; config?: string; role?: Role; watch?: boolean; json?: boolean }) => {
     try {
-      let url = opts.url ?? `http://127.0.0.1:${DEFAULT_STATUS_PORT.server}/status`;
-      if (opts.config && !opts.url) {
-        const { loadConfig } = await import('../config/load.js');
-        const l = loadConfig(opts.config, opts.role).statusListen;
-        if (!l) throw new DpError('ERR_CONFIG', `${opts.config}: status_listen is off`, { exitCode: 2 });
-        url = `http://${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}/status`;
-      }
       const { status } = await import('./status.js');
-      await status({ url, json: opts.json === true, watch: opts.watch === true });
+      await status({ ...opts, json: opts.json === true, watch: opts.watch === true });
+    } catch (e) {
+      report(e);
+    }
+  });
+
+program
+  .command('check')
+  .description('validate a config and the key and psk files it names, without touching the system: exit 0, or 2 with every problem and its line')
+  .requiredOption('-c, --config <file>', 'the YAML config file to check')
+  .addOption(new Option('-r, --role <role>', 'the side it describes (default: its top-level key says)').choices(['client', 'server']))
+  .action(async (opts: { config: string; role?: Role }) => {
+    try {
+      const { check } = await import('./check.js');
+      const r = check(opts.config, opts.role);
+      (r.exitCode === 0 ? process.stdout : process.stderr).write(r.lines.join('\n') + '\n');
+      process.exitCode = r.exitCode;
+    } catch (e) {
+      report(e);
+    }
+  });
+
+program
+  .command('doctor')
+  .description('check this machine: Node, the native addon, /dev/net/tun, CAP_NET_ADMIN, a test TUN device and its offloads, ip, iptables; exit 0 when every required check passes')
+  .action(async () => {
+    try {
+      const { doctor } = await import('./doctor.js');
+      process.exitCode = doctor();
     } catch (e) {
       report(e);
     }
