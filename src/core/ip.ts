@@ -20,8 +20,9 @@ export function inPrefix(a: TunnelAddress, net: TunnelAddress): boolean {
  * `prefixes`. With the client's own tunnel addresses as host prefixes (/32,
  * /128), a client may send from its own tunnel address and from nothing else
  * (not even another address of its prefix, such as the server's). IPv6
- * link-local sources (the client kernel's router solicitations) are told
- * apart: dropped, but not counted as spoofing.
+ * link-local and unspecified (::) sources (the client kernel's router
+ * solicitations, duplicate address detection) are told apart: dropped, but
+ * not counted as spoofing.
  */
 export function sourceIn(prefixes: readonly TunnelAddress[], ipOffset = 0): (packet: Buffer) => 'ok' | 'spoofed' | 'link_local' {
   const nets = prefixes.map((p) => ({ family: p.family, bytes: addressBytes(p), prefix: p.prefix }));
@@ -34,7 +35,10 @@ export function sourceIn(prefixes: readonly TunnelAddress[], ipOffset = 0): (pac
     if (version === 6) {
       if (p.length < o + 40) return 'spoofed';
       if (matches(p, o + 8, 6)) return 'ok';
-      return p[o + 8] === 0xfe && ((p[o + 9] as number) & 0xc0) === 0x80 ? 'link_local' : 'spoofed';
+      if (p[o + 8] === 0xfe && ((p[o + 9] as number) & 0xc0) === 0x80) return 'link_local';
+      // The unspecified address :: (duplicate address detection, MLD reports before an address is up).
+      for (let i = o + 8; i < o + 24; i++) if (p[i] !== 0) return 'spoofed';
+      return 'link_local';
     }
     return 'spoofed';
   };
