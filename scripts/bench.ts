@@ -4,7 +4,7 @@
 // RTT idle and under load, CPU seconds per GB, peak RSS, and a numbered UDP
 // stream through impaired links. Writes bench/results/latest.json, .md and
 // SVG charts.
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -13,6 +13,7 @@ import { encodeKey } from '../src/secure/keys.js';
 import { generateKeyPair } from '../src/secure/primitives.js';
 import type { HandshakeRate } from './bench-handshake.js';
 import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, type StreamSummary } from '../test/helpers/netns.js';
+import { openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 
 const OUT = join(ROOT, 'bench', 'results');
 const execFileP = promisify(execFile);
@@ -116,19 +117,6 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, p
   };
   console.log(JSON.stringify(r));
   return r;
-}
-
-function openvpn(tb: Testbed, cipher: 'none' | 'AES-256-CBC', key: string): ChildProcess[] {
-  const crypto = cipher === 'none' ? ['--cipher', 'none', '--auth', 'none'] : ['--cipher', cipher, '--auth', 'SHA256'];
-  const common = ['--dev', 'ovpn0', '--dev-type', 'tun', '--secret', key, ...crypto, '--verb', '1'];
-  return [
-    tb.spawn('server', 'openvpn', [...common, '--proto', 'tcp-server', '--local', '10.0.1.1', '--lport', '1194', '--ifconfig', '10.8.0.1', '10.8.0.2'], {
-      stdout: join(tb.dir, `openvpn-server-${cipher}.log`),
-    }),
-    tb.spawn('client', 'openvpn', [...common, '--proto', 'tcp-client', '--remote', '10.0.1.1', '1194', '--ifconfig', '10.8.0.2', '10.8.0.1'], {
-      stdout: join(tb.dir, `openvpn-client-${cipher}.log`),
-    }),
-  ];
 }
 
 async function waitPing(tb: Testbed, dest: string): Promise<void> {
@@ -265,10 +253,9 @@ async function main(): Promise<void> {
     const imp: ImpairmentResult[] = [];
     results.push(await measure(tb, 'direct veth', 1, '10.0.1.1', []));
 
-    const key = join(tb.dir, 'ovpn.key');
-    await tb.run('client', 'openvpn', ['--genkey', 'secret', key]);
+    const key = await openVpnKey(tb);
     for (const [cipher, label] of [['none', 'OpenVPN TCP, no cipher'], ['AES-256-CBC', 'OpenVPN TCP, AES-256-CBC']] as const) {
-      const procs = openvpn(tb, cipher, key);
+      const procs = startOpenVpn(tb, { cipher, key });
       await waitPing(tb, '10.8.0.1');
       results.push(await measure(tb, label, 1, '10.8.0.1', procs.map((p) => p.pid as number)));
       if (cipher === 'none') imp.push(...(await impairments(tb, 'OpenVPN TCP', '10.8.0.1')));
