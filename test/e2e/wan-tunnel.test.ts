@@ -1,0 +1,73 @@
+// Root end-to-end: the tunnel over emulated WAN links (scripts/wanem, held on
+// the receiving side), and pings through it under a bulk transfer.
+//  - 25±5 ms and 40±5 ms one way, 1 % random loss on each link, both
+//    directions: a datagram stream through the tunnel loses nothing and
+//    delivers nothing twice, although each link alone loses about 1 %.
+//  - clean links, a saturating iperf3 through the tunnel: no ping through the
+//    same tunnel is lost (the urgent lane: src/core/flows.ts, link.ts).
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { CLIENT_YAML, SERVER_YAML, skipReason, Testbed, type StreamSummary } from '../helpers/netns.js';
+import { wanTools, wanUnavailable, WanLinks } from '../helpers/wan.js';
+
+function skip(): string | false {
+  const why = skipReason() || wanUnavailable();
+  if (why && process.env['CI'] === 'true') throw new Error(`the WAN tunnel test cannot run in CI: ${why}`);
+  return why || false;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('the tunnel over emulated WAN links', { skip: skip(), timeout: 180_000 }, () => {
+  let tb: Testbed;
+  let links: WanLinks | undefined;
+
+  before(async () => {
+    wanTools();
+    tb = await Testbed.create('wantun');
+    tb.startDpTcp('server', SERVER_YAML);
+    tb.startDpTcp('client', CLIENT_YAML);
+    await tb.waitUp(2);
+  });
+  after(async () => {
+    if (links) await links.stop().catch(() => undefined);
+    await tb?.destroy();
+  });
+
+  it('1 % loss on both links: a datagram stream loses nothing and delivers nothing twice', async () => {
+    links = await WanLinks.apply(tb, {
+      1: { delayMs: 25, jitterMs: 5, loss: 0.01 },
+      2: { delayMs: 40, jitterMs: 5, loss: 0.01 },
+    });
+    await sleep(500);
+    const s: StreamSummary = await tb.udpStream(200, 15);
+    const counters = await links.stop();
+    links = undefined;
+    const lost = Object.entries(counters).map(([k, c]) => `${k} lost ${c.lost_random}/${c.packets}`);
+    const l = s.latencyMs;
+    console.log(
+      `# 1 % loss on each link: sent ${s.sent}, received ${s.received}, missing ${s.missing}, duplicates ${s.duplicates}, ` +
+        `one-way p50 ${l.p50?.toFixed(1)} p99 ${l.p99?.toFixed(1)} max ${l.max?.toFixed(1)} ms; emulators ${lost.join('; ')}`,
+    );
+    assert.equal(s.duplicates, 0, 'no datagram delivered twice');
+    assert.equal(s.missing, 0, 'no datagram lost');
+    assert.equal(s.received, s.sent, 'every datagram delivered');
+    assert.ok((l.p50 ?? Infinity) < 40, `p50 ${l.p50} ms: the faster link (25 ms) carries most first copies`);
+  });
+
+  it('a saturating iperf3 through the tunnel: no ping through the same tunnel is lost', async () => {
+    const iperfServer = tb.spawn('server', 'iperf3', ['-s', '-1', '-p', '5299', '-B', '10.0.0.1']);
+    await sleep(500);
+    const bulk = tb.run('client', 'iperf3', ['-c', '10.0.0.1', '-p', '5299', '-t', '8', '-J'], 40_000);
+    await sleep(1500);
+    const ping = await tb.run('client', 'ping', ['-c', '300', '-i', '0.01', '-W', '1', '-q', '10.0.0.1'], 40_000);
+    const iperf = await bulk;
+    iperfServer.kill();
+    const received = Number(/(\d+) received/.exec(ping.stdout)?.[1] ?? -1);
+    const rtt = /= [\d.]+\/([\d.]+)\/([\d.]+)/.exec(ping.stdout);
+    const mbps = (JSON.parse(iperf.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
+    console.log(`# pings under a saturating iperf3 (${mbps.toFixed(0)} Mbit/s): ${received}/300 answered, RTT avg ${rtt?.[1]} max ${rtt?.[2]} ms`);
+    assert.ok(mbps > 50, `the bulk transfer moved (${mbps.toFixed(0)} Mbit/s)`);
+    assert.equal(received, 300, 'no ping lost under the bulk transfer');
+  });
+});
