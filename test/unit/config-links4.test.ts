@@ -1,0 +1,56 @@
+// The shipped four-link examples (config/*.links4.yaml, run by scripts/demo.sh)
+// load and describe one matching pair: four links, each client link dialling
+// the server listener of the same position, and a client whose tunnel
+// addresses are exactly what the server allows it.
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { loadConfig } from '../../src/config/load.js';
+import type { ClientConfig, ServerConfig } from '../../src/config/types.js';
+import { publicKeyOf } from '../../src/secure/primitives.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+// RFC 7748 section 6.1: the examples' public keys are these private keys' (Alice: server, Bob: client).
+const SERVER_PRIVATE = Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex');
+const CLIENT_PRIVATE = Buffer.from('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb', 'hex');
+
+describe('config/*.links4.yaml', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dptcp-links4-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  function load<T>(side: 'server' | 'client'): T {
+    const key = join(dir, `${side}.key`);
+    writeFileSync(key, `${(side === 'server' ? SERVER_PRIVATE : CLIENT_PRIVATE).toString('base64')}\n`, { mode: 0o600 });
+    chmodSync(key, 0o600);
+    const text = readFileSync(join(root, `config/${side}.links4.yaml`), 'utf8');
+    assert.ok(text.includes(`private_key_file: /etc/dp-tcp/${side}.key`), 'the example names its key file under /etc/dp-tcp');
+    const file = join(dir, `${side}.yaml`);
+    writeFileSync(file, text.replaceAll('/etc/dp-tcp/', `${dir}/`));
+    return loadConfig(file, side) as T;
+  }
+
+  it('four links on each side, pairwise matching; the peer allows exactly the client addresses', () => {
+    const s = load<ServerConfig>('server');
+    const c = load<ClientConfig>('client');
+    assert.equal(s.links.length, 4, 'the server listens on four links');
+    assert.equal(c.links.length, 4, 'the client dials four links');
+    c.links.forEach((l, i) => {
+      const listen = s.links[i]!;
+      assert.equal(l.name, listen.name, `link ${i} has one name on both sides`);
+      assert.equal(`${l.remoteAddress}:${l.remotePort}`, `${listen.listenAddress}:${listen.listenPort}`, `client link ${i} dials the server's link ${i}`);
+      assert.ok(l.localAddress !== undefined, `client link ${i} leaves through its own source address`);
+    });
+    assert.equal(new Set(c.links.map((l) => l.localAddress)).size, 4, 'four different source addresses');
+    assert.equal(s.limits.maxLinksPerSession, 4, 'the server takes four links per client');
+    assert.deepEqual(c.security.serverPublicKey, publicKeyOf(SERVER_PRIVATE), 'the client trusts this server');
+    const peer = s.security.peers[0]!;
+    assert.deepEqual(peer.publicKey, publicKeyOf(CLIENT_PRIVATE), 'the server lists this client');
+    assert.deepEqual(
+      peer.allowedIps.map((p) => `${p.address}/${p.prefix}`),
+      c.tunnel.addresses.map((a) => `${a.address}/${a.family === 4 ? 32 : 128}`),
+      "the client's tunnel addresses are what the server allows it",
+    );
+  });
+});
