@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The dp-tcp demo: build if needed, two namespaces joined by two links, server
-# and client up, ping and ncat UDP through the tunnel, a 2 s outage of link 1
-# under a running ping, per-link statistics, then a clean teardown (also on
-# Ctrl-C or failure).
+# The dp-tcp demo: build if needed, two namespaces joined by four links, server
+# and client up (config/*.links4.yaml), ping and ncat UDP through the tunnel, a
+# 2 s outage of link 1 and then of links 1-3 at once under a running ping,
+# per-link statistics, then a clean teardown (also on Ctrl-C or failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +25,25 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Has the client logged at least $1 'link up' lines? A grep cut short by Ctrl-C prints nothing,
+# so the count defaults to 0 rather than reaching `[` empty ("integer expression expected").
+ups_at_least() {
+  local n
+  n=$(grep -c 'link up' "$WORK/client.log" 2>/dev/null) || true
+  [ "${n:-0}" -ge "$1" ]
+}
 
-echo "== two hosts, two links"
+echo "== two hosts, four links"
 bash scripts/namespace.sh up
+# namespace.sh makes links 1 and 2; links 3 and 4 the same way (removed with the namespaces).
+for n in 3 4; do
+  ip link add "link$n-s" netns dp-tcp-server type veth peer name "link$n-c" netns dp-tcp-client
+  ip -n dp-tcp-server addr add "10.0.$n.1/24" dev "link$n-s"
+  ip -n dp-tcp-client addr add "10.0.$n.2/24" dev "link$n-c"
+  ip -n dp-tcp-server link set "link$n-s" up
+  ip -n dp-tcp-client link set "link$n-c" up
+done
+echo "  and link3 10.0.3.1 <-> 10.0.3.2, link4 10.0.4.1 <-> 10.0.4.2"
 
 echo "== a key pair for each side (dp-tcp genkey / pubkey), and the example configs pointed at them"
 for side in server client; do
@@ -42,20 +58,20 @@ for side in server client; do
   sed -e "s#/etc/dp-tcp/#$WORK/#" \
     -e "s#hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=#$SERVER_PUB#" \
     -e "s#3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=#$CLIENT_PUB#" \
-    "config/$side.modern.yaml" >"$WORK/$side.yaml"
+    "config/$side.links4.yaml" >"$WORK/$side.yaml"
 done
 
-echo "== starting server and client (config/*.modern.yaml: peer keys, Noise IKpsk2 handshake, ChaCha20-Poly1305)"
+echo "== starting server and client (config/*.links4.yaml: four links, peer keys, Noise IKpsk2 handshake, ChaCha20-Poly1305)"
 ip netns exec dp-tcp-server node dist/cli/index.js server -c "$WORK/server.yaml" --log-format pretty >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 ip netns exec dp-tcp-client node dist/cli/index.js client -c "$WORK/client.yaml" --log-format pretty >"$WORK/client.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do
-  [ "$(grep -c 'link up' "$WORK/client.log" 2>/dev/null || true)" -ge 2 ] && break
+  ups_at_least 4 && break
   sleep 0.1
 done
 sed 's/^/  /' "$WORK/server.log" "$WORK/client.log"
-[ "$(grep -c 'link up' "$WORK/client.log")" -ge 2 ] || { echo "demo: error: the links did not come up" >&2; exit 1; }
+ups_at_least 4 || { echo "demo: error: the links did not come up" >&2; exit 1; }
 
 echo "== ping through the tunnel (client -> server, IPv4 and IPv6)"
 ip netns exec dp-tcp-client ping -c 5 -i 0.2 10.0.0.1
@@ -67,8 +83,8 @@ PIDS+=($!)
 ip netns exec dp-tcp-client ncat -u -l 10.0.0.2 9001 --recv-only >"$WORK/udp-at-client.txt" &
 PIDS+=($!)
 sleep 0.5
-echo "hello server, from the client (over both links)" | ip netns exec dp-tcp-client ncat -u --send-only 10.0.0.1 9000
-echo "hello client, from the server (over both links)" | ip netns exec dp-tcp-server ncat -u --send-only 10.0.0.2 9001
+echo "hello server, from the client (over all four links)" | ip netns exec dp-tcp-client ncat -u --send-only 10.0.0.1 9000
+echo "hello client, from the server (over all four links)" | ip netns exec dp-tcp-server ncat -u --send-only 10.0.0.2 9001
 sleep 0.5
 echo "  server received: $(cat "$WORK/udp-at-server.txt")"
 echo "  client received: $(cat "$WORK/udp-at-client.txt")"
@@ -83,8 +99,27 @@ sleep 2
 ip netns exec dp-tcp-client iptables -D INPUT -i link1-c -j DROP
 ip netns exec dp-tcp-server iptables -D INPUT -i link1-s -j DROP
 wait "$PING"
-grep -E 'link (down|up)' "$WORK/client.log" | tail -n +3 | sed 's/^/  /' || true
 
-echo "== dp-tcp status on each side (every packet went over both links; the second copy was eliminated)"
+echo "== links 1, 2 and 3 blackholed together for 2 s while pinging: link 4 alone carries the tunnel"
+ip netns exec dp-tcp-client ping -c 40 -i 0.1 -q 10.0.0.1 &
+PING=$!
+sleep 0.5
+for n in 1 2 3; do
+  ip netns exec dp-tcp-client iptables -I INPUT -i "link$n-c" -j DROP
+  ip netns exec dp-tcp-server iptables -I INPUT -i "link$n-s" -j DROP
+done
+sleep 2
+for n in 1 2 3; do
+  ip netns exec dp-tcp-client iptables -D INPUT -i "link$n-c" -j DROP
+  ip netns exec dp-tcp-server iptables -D INPUT -i "link$n-s" -j DROP
+done
+wait "$PING"
+for _ in $(seq 50); do  # back up: four links again
+  ups_at_least 8 && break
+  sleep 0.1
+done
+grep -E 'link (down|up)' "$WORK/client.log" | tail -n +5 | sed 's/^/  /' || true
+
+echo "== dp-tcp status on each side (every packet went over every link; the later copies were eliminated)"
 ip netns exec dp-tcp-client node dist/cli/index.js status --role client -c "$WORK/client.yaml"
 ip netns exec dp-tcp-server node dist/cli/index.js status --role server -c "$WORK/server.yaml"

@@ -9,12 +9,22 @@ dp_need_root() {
 }
 
 # Installs the Debian packages whose commands are missing (root only).
+# `--cross` adds the cross compiler for the other prebuilt architecture
+# (x64 <-> arm64), which npm pack needs (scripts/prebuild.sh; the package test packs).
 dp_install_missing() {
-  local missing=() pair
+  local missing=() pair pairs=()
+  if [ "${1:-}" = --cross ]; then
+    case "$(uname -m)" in
+      x86_64) pairs+=(aarch64-linux-gnu-g++:g++-aarch64-linux-gnu) ;;
+      aarch64) pairs+=(x86_64-linux-gnu-g++:g++-x86-64-linux-gnu) ;;
+    esac
+  fi
   for pair in ip:iproute2 tc:iproute2 ss:iproute2 iptables:iptables ncat:ncat iperf3:iperf3 \
-    ping:iputils-ping tcpdump:tcpdump setpriv:util-linux runuser:util-linux g++:g++ make:make python3:python3; do
+    ping:iputils-ping tcpdump:tcpdump setpriv:util-linux runuser:util-linux g++:g++ make:make python3:python3 "${pairs[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
+  # the WAN emulator (scripts/wanem) is built against libnetfilter-queue
+  [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || missing+=(libnetfilter-queue-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing missing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
