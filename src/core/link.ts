@@ -86,6 +86,8 @@ export class Link {
   /** Closed because it went silent (rather than by a peer, an error or shutdown). */
   declaredDead = false;
   private lastPingMs = 0;
+  /** A dead verdict waiting for the sockets to be read first (tick). */
+  private deadCheck: NodeJS.Immediate | undefined;
   private readonly decoder: FrameDecoder;
   private queue: Queued[] = [];
   private queueHead = 0;
@@ -194,8 +196,16 @@ export class Link {
   tick(nowMs: number): void {
     if (this.state !== 'up') return;
     if (nowMs - this.lastRxMs > this.opts.deadIntervalMs) {
-      this.declaredDead = true;
-      this.close(CloseCode.Shutdown, `dead: nothing heard for ${Math.round(nowMs - this.lastRxMs)} ms`);
+      // Timers run before the loop polls its sockets: on a busy process what the peer sent
+      // may be waiting unread. Look again after this turn's poll phase has read it.
+      if (this.deadCheck) return;
+      this.deadCheck = setImmediate(() => {
+        this.deadCheck = undefined;
+        const silent = performance.now() - this.lastRxMs;
+        if (this.state !== 'up' || silent <= this.opts.deadIntervalMs) return;
+        this.declaredDead = true;
+        this.close(CloseCode.Shutdown, `dead: nothing heard for ${Math.round(silent)} ms`);
+      });
       return;
     }
     if (nowMs - this.lastPingMs >= this.opts.keepaliveIntervalMs) {

@@ -1,12 +1,10 @@
 // Sparse flows (a ping) pass bulk data queued on a link, within bounds; bulk flows never do.
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
-import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import { DECAY_MS, FlowClassifier, flowHash, SPARSE_BYTES } from '../../src/core/flows.js';
-import { Link, URGENT_MAX_PASSED_RECORDS, URGENT_QUEUE_MAX_BYTES, type LinkHandler } from '../../src/core/link.js';
-import { createLogger } from '../../src/log.js';
+import { URGENT_MAX_PASSED_RECORDS, URGENT_QUEUE_MAX_BYTES } from '../../src/core/link.js';
+import { FakeSocket, upLink as link } from '../helpers/fake-socket.js';
 
 /** An IPv4 packet of `len` bytes: protocol, addresses and ports as given. */
 function ipv4(len: number, proto: number, src: string, dst: string, sport = 0, dport = 0): Buffer {
@@ -60,38 +58,6 @@ describe('flow classifier', () => {
     assert.equal(typeof flowHash(short, 0, 22), 'number', 'ports past the end are not read');
   });
 });
-
-/** A socket that takes writes until told to push back, and records them. */
-class FakeSocket extends EventEmitter {
-  written: Buffer[] = [];
-  full = false;
-  destroyed = false;
-  writable = true;
-  remoteAddress = '10.0.1.1';
-  remotePort = 1;
-  localAddress = '10.0.1.2';
-  localPort = 2;
-  write(b: Buffer): boolean {
-    this.written.push(b);
-    return !this.full;
-  }
-  end(): void {}
-  destroy(): void {
-    this.destroyed = true;
-  }
-}
-
-function link(sock: FakeSocket): Link {
-  const handler: LinkHandler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} };
-  const l = new Link(
-    sock as unknown as Socket,
-    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 200, keepaliveIntervalMs: 1000, deadIntervalMs: 5000 },
-    handler,
-    createLogger('error', 'client', { sink: () => {} }),
-  );
-  l.state = 'up';
-  return l;
-}
 
 describe('link urgent lane', () => {
   it('urgent data queued behind bulk data leaves first when the socket drains, and is counted', () => {

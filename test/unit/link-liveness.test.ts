@@ -1,0 +1,38 @@
+// A link is declared dead only after the sockets were read: on a busy process
+// the peer's PINGs may be waiting unread when the timer fires.
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { describe, it } from 'node:test';
+import { FakeSocket, upLink } from '../helpers/fake-socket.js';
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('link liveness', () => {
+  it('silent past dead_interval_ms: closed as dead after the sockets were polled', async () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock, { deadIntervalMs: 100 });
+    l.lastRxMs = performance.now() - 500;
+    l.tick(performance.now());
+    assert.equal(l.state, 'up', 'not closed inside the timer');
+    await turn();
+    assert.equal(l.state, 'closed', 'closed once the poll phase brought nothing');
+    assert.ok(l.declaredDead, 'declared dead');
+    assert.ok(sock.ended || sock.destroyed, 'the socket was closed');
+  });
+
+  it('data that was waiting in the socket, read in the same loop turn, keeps the link up', async () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock, { deadIntervalMs: 100 });
+    l.lastRxMs = performance.now() - 500;
+    l.tick(performance.now());
+    // What the poll phase does when the socket had data: the link hears from its peer.
+    l.lastRxMs = performance.now();
+    await turn();
+    assert.equal(l.state, 'up', 'still up');
+    assert.equal(l.declaredDead, false, 'not declared dead');
+    l.tick(performance.now());
+    l.tick(performance.now());
+    await turn();
+    assert.equal(l.state, 'up', 'ticks while it is heard from change nothing');
+  });
+});
