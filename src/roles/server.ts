@@ -138,11 +138,17 @@ export class ServerRole {
     tuneLinkSocket(socket, t, this.log);
     link.setMaxFrameBytes(HANDSHAKE_MAX_FRAME_BYTES);
     // A connection that says nothing goes soon; one that never completes, at the deadline.
+    // Each verdict waits for the loop turn's poll phase: on a busy server the client's message
+    // may be waiting unread when the timer fires, and a refusal counts against its address.
     const first = setTimeout(() => {
-      if (link.state === 'handshaking' && link.id < 0) this.refuse(link, 'timeout', 'no handshake message in time');
+      setImmediate(() => {
+        if (link.state === 'handshaking' && link.id < 0) this.refuse(link, 'timeout', 'no handshake message in time');
+      });
     }, Math.min(FIRST_MESSAGE_TIMEOUT_MS, t.handshakeTimeoutMs));
     const deadline = setTimeout(() => {
-      if (link.state === 'handshaking') this.refuse(link, 'timeout', 'handshake not completed in time');
+      setImmediate(() => {
+        if (link.state === 'handshaking') this.refuse(link, 'timeout', 'handshake not completed in time');
+      });
     }, t.handshakeTimeoutMs);
     first.unref();
     deadline.unref();
