@@ -82,8 +82,10 @@ export function formatStatus(d: StatusDocument): string {
         `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, link-local ${s.dropsLinkLocal}, tampered ${s.tampered}, handshakes ${s.handshakes}` +
         (s.lastHandshakeAgoS === null ? '' : ` (last ${s.lastHandshakeAgoS} s ago)`),
     );
+    // The name column fits the longest link name (at least 8).
+    const w = Math.max(8, ...s.links.map((l) => l.name.length), ...dial.map((x) => x.name.length));
     out.push(
-      `  ${'link'.padEnd(8)} ${'state'.padEnd(5)} ${pad('rtt ms', 7)} ${pad('sent', 9)} ${pad('first', 9)} ${pad('elim.', 9)} ` +
+      `  ${'link'.padEnd(w)} ${'state'.padEnd(5)} ${pad('rtt ms', 7)} ${pad('sent', 9)} ${pad('first', 9)} ${pad('elim.', 9)} ` +
         `${pad('stale', 6)} ${pad('q.bytes', 8)} ${pad('q.drops', 8)} ${pad('conn', 5)}  remote`,
     );
     for (const l of s.links) {
@@ -91,7 +93,7 @@ export function formatStatus(d: StatusDocument): string {
       const dialer = dial.find((x) => x.id === l.id);
       const where = l.remote ?? (dialer ? `${dialer.remote} ${dialNote(dialer, l.lastDownReason, l.connects > 0)}` : `(${l.lastDownReason || 'down'})`);
       out.push(
-        `  ${l.name.padEnd(8)} ${l.state.padEnd(5)} ${pad(l.rttMs === null ? '-' : l.rttMs.toFixed(2), 7)} ${pad(l.txPackets, 9)} ` +
+        `  ${l.name.padEnd(w)} ${l.state.padEnd(5)} ${pad(l.rttMs === null ? '-' : l.rttMs.toFixed(2), 7)} ${pad(l.txPackets, 9)} ` +
           `${pad(l.firstCopies, 9)} ${pad(l.duplicates + l.duplicateRecords, 9)} ${pad(l.stale, 6)} ${pad(l.queueBytes, 8)} ${pad(drops, 8)} ` +
           `${pad(l.connects, 5)}  ${where}`,
       );
@@ -100,7 +102,7 @@ export function formatStatus(d: StatusDocument): string {
     for (const x of dial) {
       if (s.links.some((l) => l.id === x.id)) continue;
       out.push(
-        `  ${x.name.padEnd(8)} ${'down'.padEnd(5)} ${pad('-', 7)} ${pad(0, 9)} ${pad(0, 9)} ${pad(0, 9)} ${pad(0, 6)} ${pad(0, 8)} ${pad(0, 8)} ` +
+        `  ${x.name.padEnd(w)} ${'down'.padEnd(5)} ${pad('-', 7)} ${pad(0, 9)} ${pad(0, 9)} ${pad(0, 9)} ${pad(0, 6)} ${pad(0, 8)} ${pad(0, 8)} ` +
           `${pad(0, 5)}  ${x.remote} ${dialNote(x, '', false)}`,
       );
     }

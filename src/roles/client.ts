@@ -366,7 +366,7 @@ class Dialer implements LinkHandler {
     } else if (unanswered && this.role.identity !== undefined) {
       // A keyed server answers nothing it cannot authenticate: silence is the only clue, so say what it usually means.
       this.failed(
-        `the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client's public key is in the server's peers (${reason})`,
+        `the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client's public key is in the server's peers; or the server was too busy to answer in time (${reason})`,
       );
     } else {
       this.failedWith(reason);
