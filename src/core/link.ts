@@ -53,6 +53,9 @@ export class LinkStats {
   drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0 };
   /** Packets of sparse flows (a ping, DNS, a call) that were sent ahead of bulk data queued on this link. */
   urgentPassed = 0;
+  /** How long data waited in our send queue before the socket took it: smoothed (1/8) and the most, ms. */
+  queueDelayMs = 0;
+  queueDelayMaxMs = 0;
   /** Connections that completed the handshake under this link id. */
   connects = 0;
   lastDownReason = '';
@@ -282,7 +285,10 @@ export class Link {
         const item = urgent[i++] as Queued;
         this.urgentBytes -= item.buf.length;
         if (now - item.t > this.opts.queueMaxAgeMs) this.stats.drops.queue_age += item.packets;
-        else this.write(item.buf, item.packets);
+        else {
+          this.queued(now - item.t);
+          this.write(item.buf, item.packets);
+        }
       }
       this.urgent = i === urgent.length ? [] : urgent.slice(i);
     }
@@ -294,6 +300,7 @@ export class Link {
         this.stats.drops.queue_age += item.packets;
         continue;
       }
+      if (item.packets > 0) this.queued(now - item.t);
       this.write(item.buf, item.packets);
     }
     if (this.queueHead === this.queue.length) {
@@ -303,6 +310,13 @@ export class Link {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
+  }
+
+  /** Data that waited `ms` in our queue is leaving. */
+  private queued(ms: number): void {
+    const st = this.stats;
+    st.queueDelayMs += (ms - st.queueDelayMs) / 8;
+    if (ms > st.queueDelayMaxMs) st.queueDelayMaxMs = ms;
   }
 
   private onData(chunk: Buffer): void {

@@ -42,6 +42,8 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
   gauge('dptcp_link_up', 'Whether the link is up (1) or down (0)', LINK, perLink((l) => (l.state === 'up' ? 1 : 0)));
   gauge('dptcp_link_rtt_seconds', 'Smoothed round-trip time of the link (PING/PONG)', LINK, perLink((l) => (l.rttMs === null ? null : l.rttMs / 1000)));
   gauge('dptcp_link_queue_bytes', 'Bytes waiting in the link send queue', LINK, perLink((l) => l.queueBytes));
+  gauge('dptcp_link_queue_delay_seconds', 'How long data waited in the link send queue before the socket took it (smoothed)', LINK, perLink((l) => l.queueDelayMs / 1000));
+  gauge('dptcp_link_queue_delay_max_seconds', 'The longest any data waited in the link send queue', LINK, perLink((l) => l.queueDelayMaxMs / 1000));
   counter('dptcp_link_sent_packets_total', 'Packet copies handed to the link', LINK, perLink((l) => l.txPackets));
   counter('dptcp_link_sent_bytes_total', 'Bytes handed to the link socket', LINK, perLink((l) => l.txBytes));
   counter('dptcp_link_received_bytes_total', 'Bytes read from the link socket', LINK, perLink((l) => l.rxBytes));

@@ -106,4 +106,16 @@ describe('link urgent lane', () => {
     sock.emit('drain');
     assert.equal(sock.written.at(-1)?.toString(), 'u', 'it left last');
   });
+
+  it('the time data waited in the queue is measured: smoothed and the most', () => {
+    const sock = new FakeSocket();
+    const l = link(sock);
+    sock.full = true;
+    l.sendData(Buffer.from('first'), 1, performance.now());
+    l.sendData(Buffer.from('late'), 1, performance.now() - 50);
+    sock.full = false;
+    sock.emit('drain');
+    assert.ok(l.stats.queueDelayMaxMs >= 50 && l.stats.queueDelayMaxMs < 200, `waited about 50 ms (${l.stats.queueDelayMaxMs})`);
+    assert.ok(l.stats.queueDelayMs > 0 && l.stats.queueDelayMs <= l.stats.queueDelayMaxMs, `smoothed ${l.stats.queueDelayMs} ms`);
+  });
 });
