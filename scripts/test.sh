@@ -10,5 +10,5 @@ dp_build
 status=0
 npm test || status=$?
 # Files the root run wrote (dist/) go back to the user who called sudo.
-if [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" dist build prebuilds 2>/dev/null || true; fi
+if [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" dist build prebuilds .cache 2>/dev/null || true; fi
 exit $status

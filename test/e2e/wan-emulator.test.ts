@@ -8,14 +8,8 @@
 //   link 2 s→c  4 Mbit/s, 50 ms buffer, 8 Mbit/s offered   -> 4 Mbit/s delivered, queueing delay ≤ 50 ms
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { skipReason, Testbed } from '../helpers/netns.js';
-import { probe, streamStats, wanTools, wanUnavailable, WanLinks, type StreamStats, type WanCounters } from '../helpers/wan.js';
-
-function skip(): string | false {
-  const why = skipReason() || wanUnavailable();
-  if (why && process.env['CI'] === 'true') throw new Error(`the WAN emulator test cannot run in CI: ${why}`);
-  return why || false;
-}
+import { Testbed } from '../helpers/netns.js';
+import { probe, streamStats, wanSkip, wanTools, WanLinks, type StreamStats, type WanCounters } from '../helpers/wan.js';
 
 const SECONDS = 20;
 const PPS = 200;
@@ -36,7 +30,7 @@ function within(observed: number, expected: number, sd: number, k: number, what:
   );
 }
 
-describe('WAN emulator against raw UDP', { skip: skip(), timeout: 60_000 }, () => {
+describe('WAN emulator against raw UDP', { skip: wanSkip('the WAN emulator test'), timeout: 60_000 }, () => {
   let tb: Testbed;
   let links: WanLinks | undefined;
 

@@ -7,18 +7,12 @@
 //    same tunnel is lost (the urgent lane: src/core/flows.ts, link.ts).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { CLIENT_YAML, SERVER_YAML, skipReason, Testbed, type StreamSummary } from '../helpers/netns.js';
-import { wanTools, wanUnavailable, WanLinks } from '../helpers/wan.js';
-
-function skip(): string | false {
-  const why = skipReason() || wanUnavailable();
-  if (why && process.env['CI'] === 'true') throw new Error(`the WAN tunnel test cannot run in CI: ${why}`);
-  return why || false;
-}
+import { CLIENT_YAML, SERVER_YAML, Testbed, type StreamSummary } from '../helpers/netns.js';
+import { wanSkip, wanTools, WanLinks } from '../helpers/wan.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-describe('the tunnel over emulated WAN links', { skip: skip(), timeout: 180_000 }, () => {
+describe('the tunnel over emulated WAN links', { skip: wanSkip('the WAN tunnel test'), timeout: 180_000 }, () => {
   let tb: Testbed;
   let links: WanLinks | undefined;
 

@@ -5,14 +5,10 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
-import type { ClientConfig } from '../../src/config/types.js';
-import { Tunnel } from '../../src/core/tunnel.js';
-import { memoryLogger } from '../../src/log.js';
 import { formatStatus, type StatusDocument } from '../../src/ops/format.js';
 import { ClientRole } from '../../src/roles/client.js';
 import type { ServerRole } from '../../src/roles/server.js';
-import { FakeTun } from '../helpers/fake-tun.js';
-import { FAST_TIMING, NO_SECURITY, pskSecurity, startServer, stop, until, type Side } from '../helpers/harness.js';
+import { dialClient, FAST_TIMING, NO_SECURITY, pskSecurity, startServer, stop, until, type Side } from '../helpers/harness.js';
 
 let client: Side<ClientRole> | undefined;
 let server: Side<ServerRole> | undefined;
@@ -32,27 +28,6 @@ async function closedPorts(n: number): Promise<number[]> {
     await new Promise((r) => s.close(r));
   }
   return ports;
-}
-
-function dialClient(ports: readonly number[], security = NO_SECURITY): Side<ClientRole> {
-  const config: ClientConfig = {
-    role: 'client',
-    security,
-    statusListen: undefined,
-    routes: [],
-    file: 'client.test',
-    logLevel: 'debug',
-    timing: FAST_TIMING,
-    tunnel: { name: 'fake-c', mtu: 1400, offload: false, addresses: [{ family: 4, address: '10.0.0.2', prefix: 24 }] },
-    links: ports.map((port, i) => ({ id: i, name: `l${i}`, remoteAddress: '127.0.0.1', remotePort: port, localAddress: undefined })),
-  };
-  const log = memoryLogger('debug');
-  const tun = new FakeTun('fake-c');
-  const tunnel = new Tunnel(tun, FAST_TIMING, log);
-  const role = new ClientRole(config, tunnel, log);
-  role.start();
-  tunnel.start();
-  return { tun, tunnel, role, log };
 }
 
 const atLevel = (c: Side<ClientRole>, level: string): string[] => c.log.lines.filter((l) => l.split(' ')[1] === level);

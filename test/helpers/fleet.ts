@@ -89,19 +89,28 @@ function sweepStale(): void {
   for (const ns of names) {
     const m = new RegExp(`^${NS_PREFIX}([0-9a-z]+)-`).exec(ns);
     if (!m || !gone(m[1] as string)) continue;
-    try {
-      const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((p) => p !== '');
-      for (const p of pids) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          // gone already
-        }
+    removeNamespace(ns);
+  }
+}
+
+/** Kills whatever runs in `ns` (a child of a killed helper too), then deletes it. Best effort. */
+function removeNamespace(ns: string): void {
+  try {
+    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((p) => p !== '');
+    for (const p of pids) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        // gone already
       }
-      execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
-    } catch {
-      // best effort
     }
+  } catch {
+    // no such namespace
+  }
+  try {
+    execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
+  } catch {
+    // nothing else can be done on the way out
   }
 }
 
@@ -536,26 +545,7 @@ export class Fleet {
     this.destroyed = true;
     live.delete(this);
     for (const p of this.all) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    for (const ns of this.namespaces) {
-      try {
-        // Whatever else runs in there (a child of a killed helper) goes too.
-        const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((p) => p !== '');
-        for (const p of pids) {
-          try {
-            process.kill(Number(p), 'SIGKILL');
-          } catch {
-            // gone already
-          }
-        }
-      } catch {
-        // no such namespace
-      }
-      try {
-        execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
-      } catch {
-        // best effort: nothing else can be done on the way out
-      }
-    }
+    for (const ns of this.namespaces) removeNamespace(ns);
     if (process.env['DPTCP_KEEP_E2E_DIR'] !== '1') rmSync(this.dir, { recursive: true, force: true });
   }
 }

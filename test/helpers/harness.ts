@@ -99,6 +99,16 @@ export function startClient(
   ports = server.role.listening().map((l) => l.port),
   security: SecurityConfig = NO_SECURITY,
 ): Side<ClientRole> {
+  return dialClient(ports, timing, address, security);
+}
+
+/** A client dialling 127.0.0.1 at `ports` (one link each), whether anything listens there or not. */
+export function dialClient(
+  ports: readonly number[],
+  timing = FAST_TIMING,
+  address = '10.0.0.2',
+  security: SecurityConfig = NO_SECURITY,
+): Side<ClientRole> {
   const config: ClientConfig = {
     role: 'client',
     security,

@@ -17,16 +17,18 @@
 //   with 25 ms each way shows 25 ms, `ping -U` (user-to-user) 50. Take times in user space.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
+import { skipReason } from './netns.js';
 
 const execFileP = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
 const SRC = join(ROOT, 'scripts', 'wanem');
 const BUILD_SCRIPT = join(SRC, 'build.sh');
+const CACHE = join(ROOT, '.cache');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One direction of one link. Everything left out is off. */
@@ -84,17 +86,29 @@ export function wanUnavailable(): string | undefined {
   return undefined;
 }
 
+/** Why a test that needs the emulator cannot run here (false: it can); in CI that is a failure, not a skip. */
+export function wanSkip(what: string): string | false {
+  const why = skipReason() || wanUnavailable();
+  if (why && process.env['CI'] === 'true') throw new Error(`${what} cannot run in CI: ${why}`);
+  return why || false;
+}
+
 /**
  * Builds wanem and wanprobe (once per version of their sources) and returns their paths.
- * They live in a directory of the temp dir named by the sources' hash, not in build/:
- * `node-gyp rebuild` empties build/, also under a running benchmark.
+ * They live in the checkout's .cache/ (ignored by git), in a directory named by the
+ * sources' hash; older builds there are removed. Not build/: `node-gyp rebuild` empties
+ * it, also under a running benchmark. Not the temp dir: the suite leaves nothing there.
  */
 export function wanTools(): { wanem: string; wanprobe: string } {
   const h = createHash('sha256');
   for (const f of ['wanem.c', 'wanprobe.c', 'build.sh']) h.update(readFileSync(join(SRC, f)));
-  const out = join(tmpdir(), `dptcp-wanem-${h.digest('hex').slice(0, 12)}`);
+  const name = `wanem-${h.digest('hex').slice(0, 12)}`;
+  const out = join(CACHE, name);
   const tools = { wanem: join(out, 'wanem'), wanprobe: join(out, 'wanprobe') };
   if (!existsSync(tools.wanem) || !existsSync(tools.wanprobe)) {
+    if (existsSync(CACHE)) {
+      for (const old of readdirSync(CACHE)) if (old.startsWith('wanem-') && old !== name) rmSync(join(CACHE, old), { recursive: true, force: true });
+    }
     execFileSync('bash', [BUILD_SCRIPT, out], { stdio: ['ignore', 'ignore', 'inherit'] });
   }
   return tools;
