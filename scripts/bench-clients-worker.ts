@@ -146,6 +146,7 @@ function build(job: WorkerJob): void {
       logLevel: 'warn',
       statusListen: undefined,
       routes: [],
+      mode: 'duplicate',
       timing: { ...DEFAULT_TIMING, statsIntervalMs: 0 },
       security: {
         mode: 'keys',

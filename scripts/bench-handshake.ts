@@ -19,7 +19,7 @@ export function measureHandshakes(seconds = 2): HandshakeRate {
   const { serverId: sid, clientId: cid } = keyedPair();
   const responder = new Responder(sid);
   const source = Buffer.from([10, 0, 1, 2]);
-  const intro = { sessionId: randomBytes(16), encryption: 'chacha20-poly1305' as const, offload: true, linkId: 0, linkCount: 2, addresses: [{ family: 4 as const, address: '10.0.0.2', prefix: 24 }] };
+  const intro = { sessionId: randomBytes(16), encryption: 'chacha20-poly1305' as const, offload: true, mode: 'duplicate' as const, linkId: 0, linkCount: 2, addresses: [{ family: 4 as const, address: '10.0.0.2', prefix: 24 }] };
   const epoch = randomBytes(8);
 
   // Server side: the INITIATIONs are made first, so only the server's work is timed.

@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
-import { addressBytes, CIPHERS, formatAddress, type Encryption, type TunnelAddress } from '../protocol/handshake.js';
+import { addressBytes, CIPHERS, formatAddress, SCHEDULING_MODES, type Encryption, type SchedulingMode, type TunnelAddress } from '../protocol/handshake.js';
 import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../secure/keys.js';
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
 import {
@@ -682,9 +682,20 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
   if (role === 'client') {
     const links = r.part(isLink, () => readClientLinks(r), []);
     const routes = r.part((k) => k === 'routes', () => readRoutes(r), []);
+    const mode = r.part(
+      (k) => k === 'mode',
+      (): SchedulingMode => {
+        const m = r.optString('mode') ?? 'duplicate';
+        if (!(SCHEDULING_MODES as readonly string[]).includes(m)) {
+          return r.fail('mode', `must be one of ${SCHEDULING_MODES.join(', ')} (duplicate: every packet on every link), got '${m}'`);
+        }
+        return m as SchedulingMode;
+      },
+      'duplicate',
+    );
     r.done();
     if (tunnel && security) {
-      config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), routes: Object.freeze(routes) };
+      config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), routes: Object.freeze(routes), mode };
     }
   } else {
     const links = r.part(isLink, () => readServerLinks(r), []);

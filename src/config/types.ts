@@ -1,5 +1,5 @@
 import type { LogLevel } from '../log.js';
-import type { Encryption, TunnelAddress } from '../protocol/handshake.js';
+import type { Encryption, SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 
 export type Role = 'client' | 'server';
 
@@ -108,6 +108,8 @@ export interface ClientConfig extends CommonConfig {
   readonly links: readonly ClientLinkConfig[];
   /** Prefixes routed through the tunnel (0.0.0.0/0 or ::/0: everything but the links themselves). */
   readonly routes: readonly Prefix[];
+  /** How packets are spread over the links (docs/protocol.md, "Scheduling modes"); it governs both directions. */
+  readonly mode: SchedulingMode;
 }
 
 /** What the server holds at most (server.limits). */

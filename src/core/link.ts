@@ -7,6 +7,7 @@ import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   CloseCode,
+  encodeAck,
   encodeClose,
   encodeToken,
   FrameDecoder,
@@ -56,6 +57,9 @@ export class LinkStats {
   /** How long data waited in our send queue before the socket took it: smoothed (1/8) and the most, ms. */
   queueDelayMs = 0;
   queueDelayMaxMs = 0;
+  /** Aggregate/adaptive: times the link stalled (striped data unacknowledged too long), and packets taken back from it and sent on the other links. */
+  stalls = 0;
+  reclaimed = 0;
   /** Connections that completed the handshake under this link id. */
   connects = 0;
   lastDownReason = '';
@@ -64,6 +68,25 @@ export class LinkStats {
 interface Queued {
   buf: Buffer;
   t: number;
+  packets: number;
+  /** Sent on this link only (aggregate, adaptive): kept until acknowledged, sent again elsewhere if the link fails. */
+  striped: boolean;
+}
+
+/** Striped data written to the socket and not yet acknowledged. */
+interface Retained {
+  /** This connection's byte count at the end of the buffer: an ACK of at least this covers it. */
+  end: number;
+  buf: Buffer;
+  packets: number;
+  t: number;
+  /** Already sent again on another link (after a stall): not again. */
+  resent: boolean;
+}
+
+/** Data the link gives back to be sent on the others. */
+export interface Reclaimed {
+  buf: Buffer;
   packets: number;
 }
 
@@ -76,6 +99,18 @@ export const URGENT_QUEUE_MAX_BYTES = 64 * 1024;
  * still arrive inside the window.
  */
 export const URGENT_MAX_PASSED_RECORDS = 4096;
+/** Striped data a link keeps until acknowledged, at most; a link holding this much takes no more striped data. */
+export const RETAIN_MAX_BYTES = 16 * 1024 * 1024;
+/** The receiver acknowledges after this many bytes, or ACK_DELAY_MS after the last unacknowledged one. */
+export const ACK_BYTES = 64 * 1024;
+export const ACK_DELAY_MS = 5;
+/** A link is stalled when its oldest unacknowledged striped data is older than max(this, 2 x ack time + 20 ms). */
+export const STALL_MIN_MS = 150;
+/** Delivery rate assumed before ACKs measured one: bytes per ms (100 Mbit/s). */
+const DEFAULT_RATE = 12_500;
+/** Delivery rate samples span at least this; the rate is the largest sample of the last one or two RATE_EPOCH_MS. */
+const RATE_SAMPLE_MS = 50;
+const RATE_EPOCH_MS = 1000;
 
 export class Link {
   state: LinkState = 'handshaking';
@@ -83,6 +118,8 @@ export class Link {
   stats = new LinkStats();
   /** Smoothed round-trip time from PING/PONG, ms; NaN until measured. */
   srttMs = NaN;
+  /** Lowest PING/PONG round trip of this connection, ms. */
+  minRttMs = Infinity;
   lastRxMs = performance.now();
   /** Set by an encrypting session: control frames leave sealed (undefined: no keypair, not sent). */
   sealControl: ((frame: Buffer) => Buffer | undefined) | undefined;
@@ -99,6 +136,31 @@ export class Link {
   private urgent: Queued[] = [];
   private urgentBytes = 0;
   private writable = true;
+  /** This connection's bytes written and read, handshake included (ACK accounting, docs/protocol.md). */
+  private bytesOut = 0;
+  private bytesIn = 0;
+  /** Aggregate and adaptive sessions: acknowledge what is read (set by the session). */
+  acking = false;
+  /** A frame other than ACK arrived since our last ACK (set by the session): ACKs never answer ACKs. */
+  dataToAck = false;
+  private ackSent = 0;
+  private ackTimer: NodeJS.Timeout | undefined;
+  /** What the peer acknowledged of bytesOut. */
+  private ackedOut = 0;
+  private retained: Retained[] = [];
+  private retainedHead = 0;
+  private retainedBytes = 0;
+  /** Striped data still queued when the link closed: for the session to send elsewhere. */
+  private orphans: Queued[] = [];
+  /** Time from writing striped data to its ACK, smoothed (1/8), ms. */
+  ackTimeMs = NaN;
+  private rateSampleStart = 0;
+  private rateSampleBytes = 0;
+  private rateEpochStart = 0;
+  private rateCur = 0;
+  private ratePrev = 0;
+  /** The session handled the current stall (reclaimed its data); cleared when ACKs move again. */
+  stallHandled = false;
   private linkId: number;
   private linkName: string;
 
@@ -158,23 +220,165 @@ export class Link {
    * modified. `urgent` (frames of sparse flows, core/flows.ts): it waits
    * ahead of queued bulk data, within the bounds above.
    */
-  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false): void {
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false): void {
     if (this.state !== 'up') return;
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
-      this.write(buf, packets);
+      this.write(buf, packets, striped, nowMs);
     } else if (
       urgent &&
       this.urgentBytes + buf.length <= URGENT_QUEUE_MAX_BYTES &&
       this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS
     ) {
-      this.urgent.push({ buf, t: nowMs, packets });
+      this.urgent.push({ buf, t: nowMs, packets, striped });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
     } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes) {
       this.stats.drops.queue_full += packets;
     } else {
-      this.queue.push({ buf, t: nowMs, packets });
+      this.queue.push({ buf, t: nowMs, packets, striped });
       this.queuedBytes += buf.length;
+    }
+  }
+
+  /** Bytes on their way on this link: written and not acknowledged, plus our queue (aggregate scheduling). */
+  get unackedBytes(): number {
+    return this.bytesOut - this.ackedOut + this.queuedBytes + this.urgentBytes;
+  }
+
+  /** Bytes per ms the peer acknowledged lately (the largest recent sample); a default before any. */
+  get deliveryRate(): number {
+    const r = Math.max(this.rateCur, this.ratePrev);
+    return r > 0 ? r : DEFAULT_RATE;
+  }
+
+  /** Expected ms until `bytes` more sent now would be through (the scheduler's measure). */
+  eta(bytes: number): number {
+    return (this.unackedBytes + bytes) / this.deliveryRate;
+  }
+
+  /** Takes more striped data (it keeps what it sent until acknowledged, within a bound). */
+  get canRetain(): boolean {
+    return this.retainedBytes < RETAIN_MAX_BYTES;
+  }
+
+  /**
+   * The path got slower than usual: the round trip is above twice its
+   * minimum plus 20 ms while little of our own data is on its way (under
+   * load, our own queues make the round trip long; stalls tell then).
+   */
+  rttSpike(): boolean {
+    return this.srttMs > 2 * this.minRttMs + 20 && this.unackedBytes < 2 * ACK_BYTES;
+  }
+
+  /** Striped data waits unacknowledged for longer than a stall allows. */
+  stalled(nowMs: number): boolean {
+    if (this.retainedHead >= this.retained.length) return false;
+    const head = this.retained[this.retainedHead] as Retained;
+    const limit = Number.isNaN(this.ackTimeMs) ? STALL_MIN_MS : Math.max(STALL_MIN_MS, 2 * this.ackTimeMs + 20);
+    return nowMs - head.t > limit;
+  }
+
+  /**
+   * Gives back the striped data this link has not got through: what is
+   * written but unacknowledged (not given back before) and what still waits
+   * in its queues (removed from them), and after a close what was queued.
+   */
+  reclaim(): Reclaimed[] {
+    const out: Reclaimed[] = [];
+    for (let i = this.retainedHead; i < this.retained.length; i++) {
+      const r = this.retained[i] as Retained;
+      if (r.resent) continue;
+      r.resent = true;
+      out.push({ buf: r.buf, packets: r.packets });
+    }
+    const keep = (items: Queued[], from: number): Queued[] => {
+      const kept: Queued[] = [];
+      for (let i = from; i < items.length; i++) {
+        const q = items[i] as Queued;
+        if (q.striped) out.push({ buf: q.buf, packets: q.packets });
+        else kept.push(q);
+      }
+      return kept;
+    };
+    if (this.urgentBytes > 0) {
+      this.urgent = keep(this.urgent, 0);
+      this.urgentBytes = this.urgent.reduce((n, q) => n + q.buf.length, 0);
+    }
+    if (this.queuedBytes > 0) {
+      this.queue = keep(this.queue, this.queueHead);
+      this.queueHead = 0;
+      this.queuedBytes = this.queue.reduce((n, q) => n + q.buf.length, 0);
+    }
+    for (const q of this.orphans) out.push({ buf: q.buf, packets: q.packets });
+    this.orphans = [];
+    for (const r of out) this.stats.reclaimed += r.packets;
+    return out;
+  }
+
+  /** The peer has read `bytes` of this connection: what it covers is through. */
+  onAck(bytes: number, nowMs: number): void {
+    if (bytes > this.bytesOut || bytes < this.ackedOut) {
+      throw new ProtocolError(`ACK of ${bytes} bytes: ${this.ackedOut} acknowledged before, ${this.bytesOut} sent`);
+    }
+    const delta = bytes - this.ackedOut;
+    this.ackedOut = bytes;
+    if (this.rateSampleStart === 0) {
+      this.rateSampleStart = nowMs;
+      this.rateEpochStart = nowMs;
+    } else {
+      this.rateSampleBytes += delta;
+      const span = nowMs - this.rateSampleStart;
+      if (span >= RATE_SAMPLE_MS) {
+        if (nowMs - this.rateEpochStart >= RATE_EPOCH_MS) {
+          this.ratePrev = this.rateCur;
+          this.rateCur = 0;
+          this.rateEpochStart = nowMs;
+        }
+        const sample = this.rateSampleBytes / span;
+        if (sample > this.rateCur) this.rateCur = sample;
+        this.rateSampleStart = nowMs;
+        this.rateSampleBytes = 0;
+      }
+    }
+    const list = this.retained;
+    let t = NaN;
+    while (this.retainedHead < list.length && (list[this.retainedHead] as Retained).end <= bytes) {
+      const r = list[this.retainedHead++] as Retained;
+      this.retainedBytes -= r.buf.length;
+      t = r.t;
+    }
+    if (!Number.isNaN(t)) {
+      const sample = nowMs - t;
+      this.ackTimeMs = Number.isNaN(this.ackTimeMs) ? sample : this.ackTimeMs + (sample - this.ackTimeMs) / 8;
+      this.stallHandled = false;
+      if (this.retainedHead === list.length) {
+        this.retained = [];
+        this.retainedHead = 0;
+      } else if (this.retainedHead > 1024) {
+        this.retained = list.slice(this.retainedHead);
+        this.retainedHead = 0;
+      }
+    }
+  }
+
+  private sendAck(): void {
+    if (this.ackTimer !== undefined) {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
+    }
+    if (this.state !== 'up' || this.bytesIn === this.ackSent) return;
+    this.ackSent = this.bytesIn;
+    this.dataToAck = false;
+    const frame = this.sealControl ? this.sealControl(encodeAck(this.bytesIn)) : encodeAck(this.bytesIn);
+    if (frame === undefined) return;
+    // Ahead of our bulk data, as a ping's packets: an ACK late is a false stall at the peer.
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frame, 0, false, 0);
+    else if (this.urgentBytes + frame.length <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS) {
+      this.urgent.push({ buf: frame, t: Infinity, packets: 0, striped: false });
+      this.urgentBytes += frame.length;
+    } else {
+      this.queue.push({ buf: frame, t: Infinity, packets: 0, striped: false });
+      this.queuedBytes += frame.length;
     }
   }
 
@@ -188,9 +392,9 @@ export class Link {
   /** A handshake frame in clear on an up link (a rekey), in order with what is queued. */
   sendClear(frame: Buffer): void {
     if (this.state === 'closed') return;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frame, 0);
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frame, 0, false, 0);
     else {
-      this.queue.push({ buf: frame, t: Infinity, packets: 0 });
+      this.queue.push({ buf: frame, t: Infinity, packets: 0, striped: false });
       this.queuedBytes += frame.length;
     }
   }
@@ -227,6 +431,7 @@ export class Link {
       const sample = performance.now() - readU64(buf, start) / 1000;
       if (sample >= 0 && sample < 600_000) {
         this.srttMs = Number.isNaN(this.srttMs) ? sample : this.srttMs * 0.875 + sample * 0.125;
+        if (sample < this.minRttMs) this.minRttMs = sample;
       }
       return true;
     }
@@ -258,10 +463,14 @@ export class Link {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.dropQueue();
+    if (this.ackTimer !== undefined) clearTimeout(this.ackTimer);
     this.handler.onClose(this, reason);
   }
 
   private dropQueue(): void {
+    // Striped data exists on this link only: the session sends it on the others (reclaim).
+    for (const q of this.urgent) if (q.striped) this.orphans.push(q);
+    for (let i = this.queueHead; i < this.queue.length; i++) if ((this.queue[i] as Queued).striped) this.orphans.push(this.queue[i] as Queued);
     this.queue = [];
     this.queueHead = 0;
     this.queuedBytes = 0;
@@ -269,9 +478,14 @@ export class Link {
     this.urgentBytes = 0;
   }
 
-  private write(buf: Buffer, packets: number): void {
+  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number): void {
     this.stats.txPackets += packets;
     this.stats.txBytes += buf.length;
+    this.bytesOut += buf.length;
+    if (striped) {
+      this.retained.push({ end: this.bytesOut, buf, packets, t: nowMs, resent: false });
+      this.retainedBytes += buf.length;
+    }
     if (!this.socket.write(buf)) this.writable = false;
   }
 
@@ -286,8 +500,8 @@ export class Link {
         this.urgentBytes -= item.buf.length;
         if (now - item.t > this.opts.queueMaxAgeMs) this.stats.drops.queue_age += item.packets;
         else {
-          this.queued(now - item.t);
-          this.write(item.buf, item.packets);
+          if (item.packets > 0) this.queued(now - item.t);
+          this.write(item.buf, item.packets, item.striped, now);
         }
       }
       this.urgent = i === urgent.length ? [] : urgent.slice(i);
@@ -301,7 +515,7 @@ export class Link {
         continue;
       }
       if (item.packets > 0) this.queued(now - item.t);
-      this.write(item.buf, item.packets);
+      this.write(item.buf, item.packets, item.striped, now);
     }
     if (this.queueHead === this.queue.length) {
       this.queue = [];
@@ -323,6 +537,7 @@ export class Link {
     if (this.state === 'closed') return;
     this.lastRxMs = performance.now();
     this.stats.rxBytes += chunk.length;
+    this.bytesIn += chunk.length;
     try {
       this.decoder.push(chunk);
     } catch (e) {
@@ -332,6 +547,11 @@ export class Link {
       this.close(CloseCode.ProtocolError, e.message);
       return;
     }
-    if ((this.state as LinkState) !== 'closed') this.handler.onChunkEnd(this);
+    if ((this.state as LinkState) === 'closed') return;
+    this.handler.onChunkEnd(this);
+    if (this.acking && this.dataToAck) {
+      if (this.bytesIn - this.ackSent >= ACK_BYTES) this.sendAck();
+      else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY_MS);
+    }
   }
 }

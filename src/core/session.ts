@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import {
   CloseCode,
+  DATA_IN_ORDER,
   decodeClose,
   encodeLinkDown,
   forEachFrame,
@@ -12,11 +13,17 @@ import {
   MAX_SAFE_U64,
   readU64,
 } from '../protocol/frame.js';
-import type { TunnelAddress } from '../protocol/handshake.js';
+import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, type Link, type LinkHandler } from './link.js';
+import { ReorderBuffer } from './reorder.js';
+
+/** Adaptive mode: packets this small (IP bytes) always go on every link (acks, DNS, pings, voice). */
+export const ADAPTIVE_SMALL_BYTES = 256;
+/** Adaptive mode stays degraded (duplicating everything) this long after the last sign. */
+export const DEGRADED_HOLD_MS = 1000;
 
 export interface SessionOptions {
   readonly eliminationTtlMs: number;
@@ -49,6 +56,14 @@ export class SessionStats {
   misdirected = 0;
   /** Handshakes completed on this session's links (connections and rekeys). */
   handshakes = 0;
+  /** Aggregate/adaptive: packets sent on one link only, packets sent on every link, and the bytes of the extra copies. */
+  stripedPackets = 0;
+  duplicatedPackets = 0;
+  duplicatedBytes = 0;
+  /** Striped packets sent again on another link because theirs stalled or closed. */
+  resentPackets = 0;
+  /** Adaptive: times the session started duplicating everything (a link stalled, slowed or went down). */
+  degradedEntered = 0;
 }
 
 /** Says whether a packet may be written to the TUN, or why not (anti-spoofing). */
@@ -67,6 +82,15 @@ export class Session implements LinkHandler {
   lastLinkLossMs = performance.now();
   private nextSeq = 1;
   private rx: Buffer[] = [];
+  /** How packets are spread over the links; the client's choice, announced in every handshake. */
+  private schedMode: SchedulingMode = 'duplicate';
+  /** Aggregate and adaptive: releases in-order packets in sequence (undefined in duplicate mode). */
+  reorder: ReorderBuffer | undefined;
+  private reorderTimer: NodeJS.Timeout | undefined;
+  /** Adaptive: duplicating everything until then (performance.now() ms). */
+  private degradedUntil = 0;
+  private degradedAt = NaN;
+  private degradedNow = false;
   private closed = false;
   private readonly maxFrameBytes: number;
   sourceFilter: SourceFilter | undefined;
@@ -103,6 +127,48 @@ export class Session implements LinkHandler {
     return this.keys !== undefined;
   }
 
+  get mode(): SchedulingMode {
+    return this.schedMode;
+  }
+
+  /** Set before the first link attaches (the client's config, or the server from the handshake). */
+  set mode(m: SchedulingMode) {
+    this.schedMode = m;
+    this.reorder = m === 'duplicate' ? undefined : new ReorderBuffer();
+  }
+
+  /**
+   * Whether a packet read now goes on one link only (with the in-order flag)
+   * or on every link: `urgent` (a sparse flow), `ipBytes` its size.
+   */
+  stripes(urgent: boolean, ipBytes: number, nowMs: number): boolean {
+    const m = this.schedMode;
+    if (m === 'duplicate') return false;
+    if (m === 'aggregate') return true;
+    return !urgent && ipBytes > ADAPTIVE_SMALL_BYTES && !this.degraded(nowMs);
+  }
+
+  /** Adaptive: a link stalled, its RTT is twice its usual, or a link is down; then for DEGRADED_HOLD_MS more. */
+  degraded(nowMs: number): boolean {
+    if (nowMs === this.degradedAt) return this.degradedNow;
+    this.degradedAt = nowMs;
+    let sign = this.links.size < this.linkStats.size;
+    if (!sign) {
+      for (const l of this.links.values()) {
+        if (l.state !== 'up' || l.stalled(nowMs) || l.rttSpike()) {
+          sign = true;
+          break;
+        }
+      }
+    }
+    if (sign) {
+      if (nowMs >= this.degradedUntil) this.stats.degradedEntered++;
+      this.degradedUntil = nowMs + DEGRADED_HOLD_MS;
+    }
+    this.degradedNow = nowMs < this.degradedUntil;
+    return this.degradedNow;
+  }
+
   /** Seals control frames of a keyed session; undefined when no keypair can (the frame is not sent). */
   private sealControl(frame: Buffer): Buffer | undefined {
     return (this.keys as KeyRing).seal(frame, performance.now());
@@ -134,6 +200,7 @@ export class Session implements LinkHandler {
     }
     slot.stats.connects++;
     link.stats = slot.stats;
+    link.acking = this.schedMode !== 'duplicate';
     this.pendingLinks.delete(link);
     link.sealControl = this.keys ? (b) => this.sealControl(b) : undefined;
     link.handler = this;
@@ -145,6 +212,7 @@ export class Session implements LinkHandler {
   resetPeer(epoch: Buffer): void {
     this.epoch = epoch;
     this.eliminator.reset();
+    this.reorder?.reset();
     // The old server session's keypairs are gone with it.
     this.keys?.clear();
   }
@@ -160,10 +228,10 @@ export class Session implements LinkHandler {
    * frames are a view of the TUN's reused batch, so they are copied (or sealed,
    * which copies) before they are queued. The same buffer goes to every link.
    */
-  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean, urgent = false): void {
+  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean, urgent = false, striped = false): void {
     this.stats.txPackets += count;
     if (this.keys) {
-      this.fanOutSealed(this.keys, frames, count, nowMs, urgent);
+      this.fanOutSealed(this.keys, frames, count, nowMs, urgent, striped);
       return;
     }
     let out = frames;
@@ -172,7 +240,8 @@ export class Session implements LinkHandler {
       out = Buffer.allocUnsafe(frames.length);
       frames.copy(out);
     }
-    this.fanOut(out, count, nowMs, urgent);
+    if (striped) this.stripe(out, count, nowMs, urgent, undefined);
+    else this.fanOut(out, count, nowMs, urgent);
   }
 
   /** Numbers a packet (its DATA header is written by the caller). */
@@ -180,14 +249,66 @@ export class Session implements LinkHandler {
     return this.nextSeq++;
   }
 
-  private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number, urgent: boolean): void {
+  private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number, urgent: boolean, striped: boolean): void {
     if (this.upLinkCount() === 0) {
       this.stats.dropsNoLink += count;
       return;
     }
     const record = keys.seal(frames, nowMs);
     if (record === undefined) this.stats.dropsNoKey += count;
+    else if (striped) this.stripe(record, count, nowMs, urgent, undefined);
     else this.fanOut(record, count, nowMs, urgent);
+  }
+
+  /**
+   * Aggregate and adaptive: sends on the one link where the data is expected
+   * through first (least unacknowledged bytes per delivery rate), among links
+   * that are not stalled and can keep it until acknowledged; if none, on any
+   * link up but `except`.
+   */
+  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined): void {
+    this.handleStalls(nowMs);
+    let best: Link | undefined;
+    let bestEta = Infinity;
+    let fallback: Link | undefined;
+    let fallbackEta = Infinity;
+    for (const l of this.links.values()) {
+      if (l.state !== 'up' || l === except) continue;
+      const eta = l.eta(buf.length);
+      if (l.canRetain && !l.stalled(nowMs)) {
+        if (eta < bestEta) {
+          best = l;
+          bestEta = eta;
+        }
+      } else if (eta < fallbackEta) {
+        fallback = l;
+        fallbackEta = eta;
+      }
+    }
+    const link = best ?? fallback;
+    if (link === undefined) {
+      this.stats.dropsNoLink += count;
+      return;
+    }
+    if (except === undefined) this.stats.stripedPackets += count;
+    link.sendData(buf, count, nowMs, urgent, true);
+  }
+
+  /** A link that stalled gives back its striped data, which goes on the others (once per stall). */
+  private handleStalls(nowMs: number): void {
+    for (const l of this.links.values()) {
+      if (l.state !== 'up' || l.stallHandled || !l.stalled(nowMs)) continue;
+      l.stallHandled = true;
+      l.stats.stalls++;
+      this.resend(l, nowMs);
+    }
+  }
+
+  private resend(from: Link, nowMs: number): void {
+    for (const r of from.reclaim()) {
+      this.stats.resentPackets += r.packets;
+      this.stripe(r.buf, r.packets, nowMs, false, from);
+    }
   }
 
   private upLinkCount(): number {
@@ -197,13 +318,17 @@ export class Session implements LinkHandler {
   }
 
   private fanOut(frames: Buffer, count: number, nowMs: number, urgent: boolean): void {
-    let sent = false;
+    let sent = 0;
     for (const link of this.links.values()) {
       if (link.state !== 'up') continue;
       link.sendData(frames, count, nowMs, urgent);
-      sent = true;
+      sent++;
     }
-    if (!sent) this.stats.dropsNoLink += count;
+    if (sent === 0) this.stats.dropsNoLink += count;
+    else if (this.reorder !== undefined) {
+      this.stats.duplicatedPackets += count;
+      this.stats.duplicatedBytes += frames.length * (sent - 1);
+    }
   }
 
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
@@ -249,6 +374,8 @@ export class Session implements LinkHandler {
   private handle(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
     if (link.state !== 'up') return;
     link.stats.rxFrames++;
+    // Every frame but an ACK asks for one (aggregate, adaptive), so what a link holds unacknowledged is in flight.
+    if (type !== FrameType.Ack) link.dataToAck = true;
     if (type === FrameType.Data) {
       const seq = readU64(buf, start);
       if (seq > MAX_SAFE_U64 || seq === 0) throw new ProtocolError(`DATA sequence number ${seq} out of range`);
@@ -257,9 +384,18 @@ export class Session implements LinkHandler {
         link.stats.firstCopies++;
         const packet = buf.subarray(start + 8, end);
         const ok = this.sourceFilter ? this.sourceFilter(packet) : 'ok';
-        if (ok === 'ok') this.rx.push(packet);
-        else if (ok === 'spoofed') this.stats.dropsSpoofed++;
-        else this.stats.dropsLinkLocal++;
+        const reorder = this.reorder;
+        if (reorder === undefined) {
+          if (ok === 'ok') this.rx.push(packet);
+        } else if (ok === 'ok' && ((buf[start - 2] as number) & DATA_IN_ORDER) !== 0) {
+          reorder.push(seq, packet, performance.now(), this.rx);
+        } else {
+          // Sent on every link (or refused): released now; its number holds nothing up.
+          if (ok === 'ok') this.rx.push(packet);
+          reorder.mark(seq, performance.now(), this.rx);
+        }
+        if (ok === 'spoofed') this.stats.dropsSpoofed++;
+        else if (ok === 'link_local') this.stats.dropsLinkLocal++;
       } else if (verdict === Verdict.Duplicate) {
         link.stats.duplicates++;
       } else {
@@ -268,6 +404,11 @@ export class Session implements LinkHandler {
       return;
     }
     if (link.handleKeepalive(type, buf, start)) return;
+    if (type === FrameType.Ack) {
+      if (this.reorder === undefined) throw new ProtocolError('ACK on a duplicate-mode session');
+      link.onAck(readU64(buf, start), performance.now());
+      return;
+    }
     if (type === FrameType.LinkDown) {
       const id = buf.readUInt16BE(start);
       const target = this.links.get(id);
@@ -292,11 +433,28 @@ export class Session implements LinkHandler {
   }
 
   onChunkEnd(_link: Link): void {
-    if (this.rx.length === 0) return;
+    if (this.rx.length > 0) this.flushRx();
+    if (this.reorder !== undefined && this.reorder.waiting > 0 && this.reorderTimer === undefined) this.armReorder();
+  }
+
+  private flushRx(): void {
     const packets = this.rx;
     this.rx = [];
     this.stats.rxPackets += packets.length;
     this.sink(packets);
+  }
+
+  /** Wakes up when the oldest packet waiting for its predecessor has waited the reorder bound. */
+  private armReorder(): void {
+    const reorder = this.reorder as ReorderBuffer;
+    const wait = Math.max(1, reorder.dueMs() - performance.now());
+    this.reorderTimer = setTimeout(() => {
+      this.reorderTimer = undefined;
+      if (this.closed) return;
+      reorder.expire(performance.now(), this.rx);
+      if (this.rx.length > 0) this.flushRx();
+      if (reorder.waiting > 0) this.armReorder();
+    }, wait);
   }
 
   onClose(link: Link, reason: string): void {
@@ -308,6 +466,8 @@ export class Session implements LinkHandler {
       if (link.declaredDead && !this.closed) {
         for (const other of this.links.values()) if (other.state === 'up') other.sendControl(encodeLinkDown(link.id));
       }
+      // What went on this link only and was not acknowledged goes on the others.
+      if (this.reorder !== undefined && !this.closed) this.resend(link, performance.now());
       if (this.links.size === 0) this.lastLinkLossMs = performance.now();
     }
     this.onLinkClosed(link, reason);
@@ -315,6 +475,7 @@ export class Session implements LinkHandler {
 
   tick(nowMs: number): void {
     this.eliminator.tick(nowMs);
+    if (this.reorder !== undefined) this.handleStalls(nowMs);
     this.keys?.expire(nowMs);
     for (const link of this.links.values()) link.tick(nowMs);
   }
@@ -322,6 +483,7 @@ export class Session implements LinkHandler {
   close(code: CloseCode, reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.reorderTimer !== undefined) clearTimeout(this.reorderTimer);
     for (const link of [...this.links.values(), ...this.pendingLinks.keys()]) link.close(code, reason);
     this.links.clear();
     this.pendingLinks.clear();

@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import type { TimingConfig } from '../config/types.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { CloseCode, DATA_HEADER_BYTES, writeDataHeader } from '../protocol/frame.js';
+import { CloseCode, DATA_HEADER_BYTES, DATA_IN_ORDER, writeDataHeader } from '../protocol/frame.js';
 import type { TunnelAddress } from '../protocol/handshake.js';
 import type { PeerConfig } from '../config/types.js';
 import type { KeyRing } from '../secure/keypair.js';
@@ -32,6 +32,10 @@ export interface LinkSnapshot extends Omit<LinkStats, 'drops'> {
 
 export interface SessionSnapshot extends SessionStats {
   id: string;
+  /** duplicate, aggregate or adaptive (the client's choice). */
+  mode: string;
+  /** Aggregate/adaptive: the receive side's reorder buffer; null in duplicate mode. */
+  reorder: { waiting: number; waited: number; releasedPast: number; late: number; boundMs: number } | null;
   /** Server, keyed: the peer's name, the first 8 characters of its key and its allowed IPs. */
   peer: { name: string; key: string; allowedIps: string[] } | null;
   /** Seconds since the last completed handshake; null: none. */
@@ -69,9 +73,11 @@ export class Tunnel {
   readonly startedMs = performance.now();
   /** The tunnel cannot go on (the TUN device failed); the role shuts down. */
   onFatal: (err: Error) => void = () => {};
-  /** routeBatch's per-session gathering, reused across batches. */
-  private readonly gathering = new Map<Session, Gather>();
-  private readonly urgentGathering = new Map<Session, Gather>();
+  /**
+   * routeBatch's per-session gathering, reused across batches, one table per
+   * kind of frame: index (urgent ? 0 : 2) + (striped ? 1 : 0), urgent first.
+   */
+  private readonly gathering: Map<Session, Gather>[] = [new Map(), new Map(), new Map(), new Map()];
   /** Tells sparse flows (a ping, DNS, a call) from bulk ones: the former may pass queued bulk data. */
   private readonly flows = new FlowClassifier();
   /** Largest plaintext of one sealed record. */
@@ -186,15 +192,17 @@ export class Tunnel {
         continue;
       }
       const urgent = this.flows.urgent(arena, ip, len - vnet);
-      const table = urgent ? this.urgentGathering : gathering;
+      const striped = s.stripes(urgent, len - vnet, now);
+      const table = gathering[(urgent ? 0 : 2) + (striped ? 1 : 0)] as Map<Session, Gather>;
       let g = table.get(s);
       if (g === undefined) {
-        g = { parts: [], bytes: 0, count: 0, lastStart: 0, lastEnd: -1, urgent };
+        g = { parts: [], bytes: 0, count: 0, lastStart: 0, lastEnd: -1, urgent, striped };
         table.set(s, g);
       }
-      // A sealed record stays under the peer's frame limit; unsealed frames need no cut.
-      if (s.keys !== undefined && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now);
-      writeDataHeader(arena, frameStart, s.takeSeq(), len);
+      // A sealed record stays under the peer's frame limit; unsealed frames need no cut, except
+      // striped ones: each piece goes on one link, so they are cut as finely as records.
+      if ((s.keys !== undefined || striped) && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now);
+      writeDataHeader(arena, frameStart, s.takeSeq(), len, striped ? DATA_IN_ORDER : 0);
       if (g.lastEnd === frameStart) {
         g.parts[g.parts.length - 1] = arena.subarray(g.lastStart, frameEnd);
       } else {
@@ -206,10 +214,10 @@ export class Tunnel {
       g.count++;
     }
     // Urgent frames first: on a link that is writable they leave ahead of the bulk of this batch.
-    for (const [s, g] of this.urgentGathering) if (g.count > 0) flush(s, g, now);
-    for (const [s, g] of gathering) if (g.count > 0) flush(s, g, now);
-    this.urgentGathering.clear();
-    gathering.clear();
+    for (const table of gathering) {
+      for (const [s, g] of table) if (g.count > 0) flush(s, g, now);
+      table.clear();
+    }
   }
 
   private tick(): void {
@@ -227,6 +235,8 @@ export class Tunnel {
       },
       sessions: [...this.sessions].map((s) => ({
         id: s.idHex,
+        mode: s.mode,
+        reorder: s.reorder ? { waiting: s.reorder.waiting, ...s.reorder.stats, boundMs: Math.round(s.reorder.stats.boundMs * 10) / 10 } : null,
         peer: s.peer ? { name: s.peer.name, key: s.peer.key, allowedIps: s.peer.allowedIps.map((a) => `${a.address}/${a.prefix}`) } : null,
         lastHandshakeAgoS: Number.isNaN(s.lastHandshakeMs) ? null : Math.round((performance.now() - s.lastHandshakeMs) / 100) / 10,
         rxBytes: [...s.linkStats.values()].reduce((n, l) => n + l.stats.rxBytes, 0),
@@ -308,12 +318,14 @@ interface Gather {
   lastEnd: number;
   /** Frames of sparse flows (flows.ts): they may pass bulk data queued on a link. */
   readonly urgent: boolean;
+  /** Frames for one link only (aggregate, adaptive). */
+  readonly striped: boolean;
 }
 
 /** One part is a view of the reused batch; several are copied together (which frees them from it). */
 function flush(s: Session, g: Gather, now: number): void {
   const one = g.parts.length === 1;
-  s.sendFrames(one ? (g.parts[0] as Buffer) : Buffer.concat(g.parts, g.bytes), g.count, now, one, g.urgent);
+  s.sendFrames(one ? (g.parts[0] as Buffer) : Buffer.concat(g.parts, g.bytes), g.count, now, one, g.urgent, g.striped);
   g.parts = [];
   g.bytes = 0;
   g.count = 0;

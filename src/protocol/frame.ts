@@ -23,6 +23,7 @@ export const FrameType = {
   Response: 9,
   Sealed: 10,
   Cookie: 11,
+  Ack: 12,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -38,6 +39,7 @@ export const FRAME_TYPE_NAMES: Record<number, string> = {
   9: 'RESPONSE',
   10: 'SEALED',
   11: 'COOKIE',
+  12: 'ACK',
 };
 
 /** Smallest body (after the 4 header bytes) each type may have. */
@@ -54,6 +56,7 @@ const MIN_BODY: Record<number, number> = {
   9: 4 + 4 + 32 + 16,
   10: 4 + 8 + 16,
   11: 4 + 24 + 32,
+  12: 8,
 };
 
 export const CloseCode = {
@@ -177,9 +180,13 @@ export function writeFrameHeader(buf: Buffer, off: number, type: FrameType, body
   buf[off + 7] = 0;
 }
 
+/** DATA flags bit 0: sent on one link only (striped): the receiver releases it in sequence order. */
+export const DATA_IN_ORDER = 0x01;
+
 /** Writes a DATA header (frame header + seq) in front of a packet of `packetBytes`. */
-export function writeDataHeader(buf: Buffer, off: number, seq: number, packetBytes: number): void {
+export function writeDataHeader(buf: Buffer, off: number, seq: number, packetBytes: number, flags = 0): void {
   writeFrameHeader(buf, off, FrameType.Data, 8 + packetBytes);
+  buf[off + 6] = flags;
   writeU64(buf, off + 8, seq);
 }
 
@@ -270,6 +277,14 @@ export function encodeClose(code: CloseCode, reason: string, linkId = CLOSE_ANY_
   body.writeUInt16BE(linkId < 0 ? CLOSE_ANY_LINK : linkId, 2);
   text.copy(body, 4);
   return encodeFrame(FrameType.Close, body);
+}
+
+/** ACK: the bytes read from this link's connection so far (aggregate and adaptive sessions). */
+export function encodeAck(bytes: number): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 8);
+  writeFrameHeader(out, 0, FrameType.Ack, 8);
+  writeU64(out, FRAME_HEADER_BYTES, bytes);
+  return out;
 }
 
 export function encodeLinkDown(linkId: number): Buffer {

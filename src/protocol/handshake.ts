@@ -14,6 +14,10 @@ export interface TunnelAddress {
 }
 
 export const CIPHERS = ['chacha20-poly1305', 'aes-256-gcm'] as const;
+
+/** How a session spreads packets over its links (docs/protocol.md, "Scheduling modes"); the client's choice. */
+export const SCHEDULING_MODES = ['duplicate', 'aggregate', 'adaptive'] as const;
+export type SchedulingMode = (typeof SCHEDULING_MODES)[number];
 export type CipherName = (typeof CIPHERS)[number];
 export type Encryption = 'none' | CipherName;
 
@@ -24,6 +28,8 @@ export interface LinkIntro {
   readonly encryption: Encryption;
   /** DATA carries a virtio_net_hdr before each packet (TUN offloads on). */
   readonly offload: boolean;
+  /** The session's scheduling mode (flag bits 2-3). */
+  readonly mode: SchedulingMode;
   readonly linkId: number;
   readonly linkCount: number;
   readonly addresses: readonly TunnelAddress[];
@@ -39,11 +45,12 @@ export interface Welcome {
 }
 
 const FLAG_OFFLOAD = 0x02;
+const MODE_SHIFT = 2;
 
 /** session id | flags | link id | link count | address count | addresses */
 export function encodeIntro(h: LinkIntro): Buffer {
   const cipherId = h.encryption === 'none' ? 0 : CIPHERS.indexOf(h.encryption) + 1;
-  const flags = (h.offload ? FLAG_OFFLOAD : 0) | (cipherId << 4);
+  const flags = (h.offload ? FLAG_OFFLOAD : 0) | (SCHEDULING_MODES.indexOf(h.mode) << MODE_SHIFT) | (cipherId << 4);
   const parts: Buffer[] = [h.sessionId, Buffer.from([flags])];
   const ids = Buffer.allocUnsafe(5);
   ids.writeUInt16BE(h.linkId, 0);
@@ -62,7 +69,11 @@ export function decodeIntro(buf: Buffer, start: number, end: number): LinkIntro 
   off += SESSION_ID_BYTES;
   const flags = buf[off++] as number;
   const cipherId = flags >> 4;
-  if ((flags & 0x0d) !== 0 || cipherId > CIPHERS.length) throw new ProtocolError(`link flags 0x${flags.toString(16)} unknown`);
+  const modeId = (flags >> MODE_SHIFT) & 3;
+  if ((flags & 0x01) !== 0 || cipherId > CIPHERS.length || modeId >= SCHEDULING_MODES.length) {
+    throw new ProtocolError(`link flags 0x${flags.toString(16)} unknown`);
+  }
+  const mode = SCHEDULING_MODES[modeId] as SchedulingMode;
   const encryption: Encryption = cipherId === 0 ? 'none' : (CIPHERS[cipherId - 1] as CipherName);
   const linkId = buf.readUInt16BE(off);
   const linkCount = buf.readUInt16BE(off + 2);
@@ -83,7 +94,7 @@ export function decodeIntro(buf: Buffer, start: number, end: number): LinkIntro 
   }
   if (off !== end) throw new ProtocolError('link introduction has trailing bytes');
   if (linkCount === 0 || linkCount > 16 || linkId >= linkCount) throw new ProtocolError(`link id ${linkId} of ${linkCount}`);
-  return { sessionId, offload: (flags & FLAG_OFFLOAD) !== 0, encryption, linkId, linkCount, addresses };
+  return { sessionId, offload: (flags & FLAG_OFFLOAD) !== 0, mode, encryption, linkId, linkCount, addresses };
 }
 
 export function encodeHello(h: Hello): Buffer {

@@ -44,6 +44,7 @@ export class ClientRole {
       config.tunnel.addresses,
       this.identity ? new KeyRing() : undefined,
     );
+    this.session.mode = config.mode;
     // Whatever the kernel routes into the TUN goes to the server.
     tunnel.register(this.session, [
       { family: 4, address: '0.0.0.0', prefix: 0 },
@@ -76,6 +77,7 @@ export class ClientRole {
       sessionId: this.session.sessionId,
       encryption: this.config.security.encryption,
       offload: this.config.tunnel.offload,
+      mode: this.config.mode,
       linkId,
       linkCount: this.config.links.length,
       addresses: this.config.tunnel.addresses,

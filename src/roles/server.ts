@@ -239,7 +239,11 @@ export class ServerRole {
   private sessionFor(link: Link, h: LinkIntro, peer: PeerConfig | undefined): Session | undefined {
     const registry = this.tunnel.registry;
     const existing = registry.find(peer, h.sessionId);
-    if (existing !== undefined && !existing.isClosed) return existing;
+    if (existing !== undefined && !existing.isClosed) {
+      if (existing.mode === h.mode) return existing;
+      this.refuse(link, 'mismatch', `mode ${h.mode} on a link of a ${existing.mode} session: all links of a client must announce the same mode`);
+      return undefined;
+    }
     if (registry.size >= this.limits.maxSessions) {
       this.refuse(link, 'full', `the server is full (${this.limits.maxSessions} sessions: server.limits.max_sessions)`);
       return undefined;
@@ -260,6 +264,7 @@ export class ServerRole {
       return undefined;
     }
     const session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses, peer ? new KeyRing() : undefined, peer);
+    session.mode = h.mode;
     const allowed = peer && !this.identity?.shared && peer.allowedIps.length > 0 ? peer.allowedIps : hostPrefixes(h.addresses);
     session.sourceFilter = sourceIn(allowed, this.tunnel.tun.vnetHdrBytes);
     session.onLinkClosed = (l, reason) => {

@@ -101,6 +101,7 @@ const intro = (address: string, linkId = 0, linkCount = 1): LinkIntro => ({
   sessionId: randomBytes(16),
   encryption: 'chacha20-poly1305',
   offload: false,
+  mode: 'duplicate',
   linkId,
   linkCount,
   addresses: [{ family: 4, address, prefix: 24 }],

@@ -117,6 +117,7 @@ export function linkIntro(addresses: readonly TunnelAddress[], opts: Partial<Lin
     sessionId: randomBytes(16),
     encryption: 'chacha20-poly1305',
     offload: true,
+    mode: 'duplicate',
     linkId: 0,
     linkCount: 1,
     addresses,

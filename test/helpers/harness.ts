@@ -1,7 +1,7 @@
 // Runs a real ServerRole and ClientRole over loopback TCP with fake TUNs:
 // the whole tunnel core without root.
 import type { ClientConfig, PeerConfig, SecurityConfig, ServerConfig, TimingConfig } from '../../src/config/types.js';
-import type { CipherName } from '../../src/protocol/handshake.js';
+import type { CipherName, SchedulingMode } from '../../src/protocol/handshake.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger, type Logger } from '../../src/log.js';
@@ -108,9 +108,11 @@ export function dialClient(
   timing = FAST_TIMING,
   address = '10.0.0.2',
   security: SecurityConfig = NO_SECURITY,
+  mode: SchedulingMode = 'duplicate',
 ): Side<ClientRole> {
   const config: ClientConfig = {
     role: 'client',
+    mode,
     security,
     statusListen: undefined,
     routes: [],

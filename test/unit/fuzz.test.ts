@@ -40,6 +40,7 @@ const intro: LinkIntro = {
   sessionId: randomBytes(16),
   encryption: 'chacha20-poly1305',
   offload: true,
+  mode: 'duplicate',
   linkId: 1,
   linkCount: 2,
   addresses: [

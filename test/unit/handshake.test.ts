@@ -18,6 +18,7 @@ describe('open-mode handshake frames', () => {
       sessionId: randomBytes(16),
       encryption: 'none',
       offload: true,
+      mode: 'adaptive',
       linkId: 1,
       linkCount: 2,
       addresses: [
@@ -34,6 +35,7 @@ describe('open-mode handshake frames', () => {
       sessionId: Buffer.alloc(16, 1),
       encryption: 'none',
       offload: false,
+      mode: 'duplicate',
       linkId: 0,
       linkCount: 1,
       addresses: [],

@@ -23,6 +23,7 @@ const intro: LinkIntro = {
   sessionId: randomBytes(16),
   encryption: 'chacha20-poly1305',
   offload: false,
+  mode: 'duplicate',
   linkId: 0,
   linkCount: 2,
   addresses: [{ family: 4, address: '10.0.0.2', prefix: 24 }],

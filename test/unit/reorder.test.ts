@@ -1,0 +1,161 @@
+// The receive side of aggregate and adaptive modes: in-order release, bounded
+// in time and memory; and the send side's ACK accounting on a link.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  REORDER_MAX_BOUND_MS,
+  REORDER_MAX_PACKETS,
+  REORDER_MIN_BOUND_MS,
+  REORDER_START_BOUND_MS,
+  ReorderBuffer,
+} from '../../src/core/reorder.js';
+import { STALL_MIN_MS } from '../../src/core/link.js';
+import { ProtocolError } from '../../src/errors.js';
+import { FakeSocket, upLink } from '../helpers/fake-socket.js';
+
+const pkt = (seq: number): Buffer => Buffer.from(`p${seq}`);
+const seqs = (out: Buffer[]): number[] => out.map((b) => Number(b.toString().slice(1)));
+
+describe('reorder buffer', () => {
+  it('releases in sequence order whatever the arrival order, each packet once', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    const order = [1, 3, 2, 6, 5, 4, 7, 9, 8, 10];
+    for (const s of order) r.push(s, pkt(s), 0, out);
+    assert.deepEqual(seqs(out), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'released in order');
+    assert.equal(r.waiting, 0, 'nothing left waiting');
+    assert.equal(r.stats.releasedPast, 0, 'no gap given up');
+    assert.equal(r.stats.waited, 4, 'packets 3, 6, 5 and 9 had to wait');
+  });
+
+  it('a packet sent on every link (mark) is released by the caller and holds nothing up', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    r.push(1, pkt(1), 0, out);
+    r.push(3, pkt(3), 0, out);
+    assert.deepEqual(seqs(out), [1], '3 waits for 2');
+    r.mark(2, 0, out);
+    assert.deepEqual(seqs(out), [1, 3], 'once 2 is released elsewhere, 3 follows');
+    r.mark(5, 0, out);
+    r.push(4, pkt(4), 0, out);
+    r.push(6, pkt(6), 0, out);
+    assert.deepEqual(seqs(out), [1, 3, 4, 6], 'a marked number inside the run is skipped over');
+  });
+
+  it('a gap is released past after the bound; the missing packet, coming later, is released at once and counted late', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    r.push(1, pkt(1), 0, out);
+    r.push(3, pkt(3), 10, out);
+    r.push(4, pkt(4), 12, out);
+    assert.equal(r.dueMs(), 10 + REORDER_START_BOUND_MS, 'due when the oldest waiting packet has waited the bound');
+    r.expire(10 + REORDER_START_BOUND_MS - 1, out);
+    assert.deepEqual(seqs(out), [1], 'not before the bound');
+    r.expire(10 + REORDER_START_BOUND_MS, out);
+    assert.deepEqual(seqs(out), [1, 3, 4], 'released past 2');
+    assert.equal(r.stats.releasedPast, 1, 'one number given up');
+    r.push(2, pkt(2), 600, out);
+    assert.deepEqual(seqs(out), [1, 3, 4, 2], 'the late packet is delivered, not lost');
+    assert.equal(r.stats.late, 1, 'counted late');
+    assert.ok(r.stats.boundMs > REORDER_START_BOUND_MS, `the bound grows to what was needed (${r.stats.boundMs})`);
+    assert.ok(r.stats.boundMs <= REORDER_MAX_BOUND_MS, 'within its maximum');
+  });
+
+  it('the bound follows the waits seen: short gaps make it short', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    let t = 10_000;
+    r.push(1, pkt(1), t, out);
+    for (let s = 2; s < 400; s += 2) {
+      // s+1 first, s 3 ms later: every gap fills after 3 ms.
+      r.push(s + 1, pkt(s + 1), t, out);
+      t += 3;
+      r.push(s, pkt(s), t, out);
+      t += 1;
+    }
+    assert.equal(r.stats.releasedPast, 0, 'nothing given up');
+    assert.ok(r.stats.boundMs < 40, `bound ${r.stats.boundMs} ms follows 3 ms waits`);
+    assert.ok(r.stats.boundMs >= REORDER_MIN_BOUND_MS, 'not below its minimum');
+  });
+
+  it('memory is bounded: a number beyond the ring releases the oldest gap at once', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    r.push(1, pkt(1), 0, out);
+    for (let s = 3; s < 3 + REORDER_MAX_PACKETS; s++) r.push(s, pkt(s), 0, out);
+    assert.equal(out.length, 2 + REORDER_MAX_PACKETS - 1, 'the whole run after the gap is out');
+    assert.equal(r.stats.releasedPast, 1, 'the gap at 2 was given up for room');
+    assert.equal(r.waiting, 0, 'nothing waiting');
+    const again = seqs(out);
+    assert.deepEqual(again.slice(0, 4), [1, 3, 4, 5], 'in order');
+  });
+
+  it('reset forgets everything: a new sequence space starts', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    r.push(100, pkt(100), 0, out);
+    r.push(102, pkt(102), 0, out);
+    r.reset();
+    r.push(1, pkt(1), 0, out);
+    r.push(2, pkt(2), 0, out);
+    assert.deepEqual(seqs(out), [100, 1, 2], 'the old waiting packet is dropped, the new space starts at its first number');
+    assert.equal(r.waiting, 0, 'nothing waiting');
+  });
+});
+
+describe('link ACK accounting (aggregate, adaptive)', () => {
+  it('keeps striped data until acknowledged; an ACK covers exactly the bytes written before it', () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock);
+    const a = Buffer.alloc(1000, 1);
+    const b = Buffer.alloc(500, 2);
+    l.sendData(a, 3, 0, false, true);
+    l.sendData(b, 2, 1, false, true);
+    assert.equal(l.unackedBytes, 1500, 'all of it on its way');
+    l.onAck(1000, 20);
+    assert.equal(l.unackedBytes, 500, 'the first buffer is through');
+    assert.equal(l.ackTimeMs, 20, 'ack time measured from its write');
+    l.close(1, 'test');
+    const back = l.reclaim();
+    assert.deepEqual(back.map((r) => r.packets), [2], 'only the unacknowledged buffer comes back');
+    assert.equal(back[0]?.buf, b, 'the same buffer (already framed or sealed)');
+  });
+
+  it('a stalled link gives its data back once; queued striped data comes back too, duplicated data stays', () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock);
+    l.sendData(Buffer.alloc(100), 1, 0, false, true);
+    sock.full = true;
+    l.sendData(Buffer.alloc(100), 1, 0, false, true); // written, socket now full
+    l.sendData(Buffer.alloc(100), 1, 0, false, true); // queued
+    l.sendData(Buffer.alloc(100), 1, 0, false, false); // queued, duplicated
+    assert.equal(l.stalled(STALL_MIN_MS - 1), false, 'not yet');
+    assert.equal(l.stalled(STALL_MIN_MS + 1), true, 'stalled after the minimum');
+    const back = l.reclaim();
+    assert.equal(back.length, 3, 'two written and one queued striped buffer come back');
+    assert.equal(l.reclaim().length, 0, 'not twice');
+    assert.equal(l.queueBytes, 100, 'the duplicated buffer still waits in the queue');
+  });
+
+  it('an ACK above what was sent, or going backwards, is a protocol error', () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock);
+    l.sendData(Buffer.alloc(100), 1, 0, false, true);
+    assert.throws(() => l.onAck(101, 1), ProtocolError, 'more than sent');
+    l.onAck(60, 1);
+    assert.throws(() => l.onAck(59, 2), ProtocolError, 'backwards');
+  });
+
+  it('the scheduler measure: a link with more unacknowledged data per delivery rate is later', () => {
+    const fast = upLink(new FakeSocket());
+    const slow = upLink(new FakeSocket());
+    for (const l of [fast, slow]) l.sendData(Buffer.alloc(10_000), 1, 0, false, true);
+    // fast acknowledges 10 kB in 50 ms twice, slow 5 kB: slow's rate is half.
+    fast.onAck(1, 0);
+    slow.onAck(1, 0);
+    fast.onAck(10_000, 50);
+    slow.onAck(5_000, 50);
+    for (const l of [fast, slow]) l.sendData(Buffer.alloc(10_000), 1, 60, false, true);
+    assert.ok(fast.eta(1000) < slow.eta(1000), `fast ${fast.eta(1000)} ms < slow ${slow.eta(1000)} ms`);
+  });
+});
