@@ -90,8 +90,9 @@ export class ReorderBuffer {
     }
   }
 
-  /** The peer's sequence space starts over. */
-  reset(): void {
+  /** The peer's sequence space starts over: what waits is released (in order), then everything is forgotten. */
+  reset(out: Buffer[]): void {
+    if (this.waitingPackets > 0) this.jump(this.top + 1, out);
     this.state.fill(EMPTY);
     this.held.fill(undefined);
     this.next = 0;
@@ -102,7 +103,9 @@ export class ReorderBuffer {
   }
 
   private take(seq: number, packet: Buffer | undefined, nowMs: number, out: Buffer[]): void {
-    if (this.next === 0) this.next = seq;
+    // Senders number from 1: a fresh buffer waits for 1, unless the sender is far along
+    // already (this side restarted under a running peer), then it starts where the peer is.
+    if (this.next === 0) this.next = seq <= REORDER_MAX_PACKETS ? 1 : seq;
     if (seq < this.next) {
       if (packet === undefined) return;
       out.push(packet);
@@ -112,7 +115,7 @@ export class ReorderBuffer {
       return;
     }
     // Beyond the ring: the oldest gaps are given up to make room.
-    while (seq - this.next >= REORDER_MAX_PACKETS) this.skipOne(nowMs, out);
+    if (seq - this.next >= REORDER_MAX_PACKETS) this.jump(seq - REORDER_MAX_PACKETS + 1, out);
     const slot = seq & this.mask;
     if (this.state[slot] !== EMPTY) return; // recorded already (elimination prevents it; harmless)
     if (seq === this.next) {
@@ -136,6 +139,21 @@ export class ReorderBuffer {
       if (nowMs < this.oldest) this.oldest = nowMs;
       while (this.waitingBytes > REORDER_MAX_BYTES) this.skipOne(nowMs, out);
     }
+  }
+
+  /** Releases everything below `to` in order, giving up the gaps (at most one ring of work, however far `to` is). */
+  private jump(to: number, out: Buffer[]): void {
+    const end = Math.min(to, this.top + 1);
+    for (; this.next < end; this.next++) {
+      const slot = this.next & this.mask;
+      if (this.state[slot] === EMPTY) this.stats.releasedPast++;
+      else this.release(slot, out);
+    }
+    if (this.next < to) {
+      this.stats.releasedPast += to - this.next;
+      this.next = to;
+    }
+    this.drain(out);
   }
 
   /** Gives up the lowest outstanding number (released past), then releases what follows in order. */

@@ -212,7 +212,7 @@ export class Session implements LinkHandler {
   resetPeer(epoch: Buffer): void {
     this.epoch = epoch;
     this.eliminator.reset();
-    this.reorder?.reset();
+    this.reorder?.reset(this.rx);
     // The old server session's keypairs are gone with it.
     this.keys?.clear();
   }

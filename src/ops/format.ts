@@ -53,6 +53,22 @@ function duration(ms: number): string {
   return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
+type SessionView = StatusDocument['sessions'][number];
+
+/** Aggregate/adaptive: each link's share of the bytes sent, the copies, resends and the reorder buffer. */
+function modeLine(s: SessionView): string {
+  const r = s.reorder;
+  if (r === null) return ': every packet on every link';
+  const total = s.links.reduce((n, l) => n + l.txBytes, 0);
+  const share = s.links.map((l) => `${l.name} ${total === 0 ? 0 : Math.round((100 * l.txBytes) / total)}%`).join(' ');
+  return (
+    `: share ${share}; striped ${s.stripedPackets}, on every link ${s.duplicatedPackets} (${bytes(s.duplicatedBytes)} of copies), ` +
+    `resent ${s.resentPackets}, stalls ${s.links.reduce((n, l) => n + l.stalls, 0)}` +
+    (s.mode === 'adaptive' ? `, degraded ${s.degradedEntered}×` : '') +
+    `; reorder: waiting ${r.waiting}, waited ${r.waited}, released past ${r.releasedPast}, late ${r.late}, bound ${r.boundMs} ms`
+  );
+}
+
 export function formatStatus(d: StatusDocument): string {
   const out: string[] = [];
   out.push(`dp-tcp ${d.version} ${d.role} (pid ${d.pid}), TUN ${d.tunName}, up ${duration(d.uptimeMs)}, ${d.sessions.length} session(s)`);
@@ -82,6 +98,7 @@ export function formatStatus(d: StatusDocument): string {
         `no link ${s.dropsNoLink}, spoofed ${s.dropsSpoofed}, link-local ${s.dropsLinkLocal}, tampered ${s.tampered}, handshakes ${s.handshakes}` +
         (s.lastHandshakeAgoS === null ? '' : ` (last ${s.lastHandshakeAgoS} s ago)`),
     );
+    out.push(`  mode ${s.mode}${modeLine(s)}`);
     // The name column fits the longest link name (at least 8).
     const w = Math.max(8, ...s.links.map((l) => l.name.length), ...dial.map((x) => x.name.length));
     out.push(

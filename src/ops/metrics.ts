@@ -52,6 +52,8 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
   counter('dptcp_link_duplicate_records_total', 'Sealed records dropped on this link because their copy on another link came first', LINK, perLink((l) => l.duplicateRecords));
   counter('dptcp_link_urgent_passed_total', 'Packets of sparse flows (ping, DNS, calls) sent ahead of bulk data queued on this link', LINK, perLink((l) => l.urgentPassed));
   counter('dptcp_link_stale_total', 'Copies on this link that arrived after the elimination window', LINK, perLink((l) => l.stale));
+  counter('dptcp_link_stalls_total', 'Aggregate/adaptive: times striped data waited unacknowledged on this link too long (it was sent again on the others)', LINK, perLink((l) => l.stalls));
+  counter('dptcp_link_reclaimed_packets_total', 'Aggregate/adaptive: packets taken back from this link (stalled or closed) and sent on the others', LINK, perLink((l) => l.reclaimed));
   counter('dptcp_link_connects_total', 'Connections of this link that completed the handshake', LINK, perLink((l) => l.connects));
   counter('dptcp_link_dropped_packets_total', 'Packet copies dropped on the link, by reason', [...LINK, 'reason'], (s) =>
     s.sessions.flatMap((sess) =>
@@ -75,6 +77,32 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
       [{ session: sess.id.slice(0, 8), reason: 'tampered' }, sess.tampered],
       ...Object.entries(sess.records).map(([reason, v]): Sample => [{ session: sess.id.slice(0, 8), reason }, v]),
     ]),
+  );
+  gauge('dptcp_session_mode_info', 'The session\'s scheduling mode (duplicate, aggregate, adaptive)', ['session', 'mode'], (s) =>
+    s.sessions.map((sess): Sample => [{ session: sess.id.slice(0, 8), mode: sess.mode }, 1]),
+  );
+  counter('dptcp_session_scheduled_packets_total', 'Aggregate/adaptive: packets sent on one link (striped) or on every link (duplicated), and striped packets sent again', ['session', 'how'], (s) =>
+    s.sessions.flatMap((sess): Sample[] => [
+      [{ session: sess.id.slice(0, 8), how: 'striped' }, sess.stripedPackets],
+      [{ session: sess.id.slice(0, 8), how: 'duplicated' }, sess.duplicatedPackets],
+      [{ session: sess.id.slice(0, 8), how: 'resent' }, sess.resentPackets],
+    ]),
+  );
+  counter('dptcp_session_duplicated_bytes_total', 'Aggregate/adaptive: bytes of the extra copies of packets sent on every link', ['session'], perSession((s) => s.duplicatedBytes));
+  counter('dptcp_session_degraded_total', 'Adaptive: times the session began duplicating everything (a link stalled, slowed or went down)', ['session'], perSession((s) => s.degradedEntered));
+  counter('dptcp_session_reorder_packets_total', 'Aggregate/adaptive receive side: packets that waited for a predecessor, numbers released past (given up), packets that came after that', ['session', 'what'], (s) =>
+    s.sessions.flatMap((sess): Sample[] =>
+      sess.reorder === null
+        ? []
+        : [
+            [{ session: sess.id.slice(0, 8), what: 'waited' }, sess.reorder.waited],
+            [{ session: sess.id.slice(0, 8), what: 'released_past' }, sess.reorder.releasedPast],
+            [{ session: sess.id.slice(0, 8), what: 'late' }, sess.reorder.late],
+          ],
+    ),
+  );
+  gauge('dptcp_session_reorder_bound_seconds', 'Aggregate/adaptive: how long a packet may wait for its predecessor now', ['session'], (s) =>
+    s.sessions.flatMap((sess): Sample[] => (sess.reorder === null ? [] : [[{ session: sess.id.slice(0, 8) }, sess.reorder.boundMs / 1000]])),
   );
   counter('dptcp_session_handshakes_total', 'Handshakes completed on the session (connections and rekeys)', ['session'], perSession((s) => s.handshakes));
   // Info metric: join on `session` to see per-peer figures (one series per session: bounded by server.limits).

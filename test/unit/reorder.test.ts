@@ -2,6 +2,7 @@
 // in time and memory; and the send side's ACK accounting on a link.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { performance } from 'node:perf_hooks';
 import {
   REORDER_MAX_BOUND_MS,
   REORDER_MAX_PACKETS,
@@ -90,16 +91,33 @@ describe('reorder buffer', () => {
     assert.deepEqual(again.slice(0, 4), [1, 3, 4, 5], 'in order');
   });
 
-  it('reset forgets everything: a new sequence space starts', () => {
+  it('reset releases what waits, in order, then a new sequence space starts at 1', () => {
     const r = new ReorderBuffer();
     const out: Buffer[] = [];
-    r.push(100, pkt(100), 0, out);
     r.push(102, pkt(102), 0, out);
-    r.reset();
-    r.push(1, pkt(1), 0, out);
+    r.push(100, pkt(100), 0, out);
+    assert.deepEqual(seqs(out), [], 'a fresh buffer waits for number 1');
+    r.reset(out);
+    assert.deepEqual(seqs(out), [100, 102], 'released, not lost');
     r.push(2, pkt(2), 0, out);
-    assert.deepEqual(seqs(out), [100, 1, 2], 'the old waiting packet is dropped, the new space starts at its first number');
+    r.push(1, pkt(1), 0, out);
+    assert.deepEqual(seqs(out), [100, 102, 1, 2], 'the new space in order from 1');
     assert.equal(r.waiting, 0, 'nothing waiting');
+  });
+
+  it('a sender far along (this side restarted) starts the buffer where it is; a jump far ahead costs one ring at most', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    r.push(1_000_000, pkt(1_000_000), 0, out);
+    r.push(1_000_001, pkt(1_000_001), 0, out);
+    assert.deepEqual(seqs(out), [1_000_000, 1_000_001], 'released at once');
+    r.push(1_000_003, pkt(1_000_003), 0, out);
+    const t0 = performance.now();
+    r.push(Number.MAX_SAFE_INTEGER, pkt(9), 0, out);
+    assert.ok(performance.now() - t0 < 100, 'no walk over the numbers in between');
+    assert.deepEqual(seqs(out).slice(2), [1_000_003], 'what waited is released; the far packet waits for the ring before it');
+    r.expire(REORDER_START_BOUND_MS, out);
+    assert.deepEqual(seqs(out).slice(2), [1_000_003, 9], 'and goes after the bound');
   });
 });
 
