@@ -290,6 +290,11 @@ export class Session implements LinkHandler {
       this.stats.dropsNoLink += count;
       return;
     }
+    if (!link.canRetain) {
+      // Every link holds RETAIN_MAX_BYTES unacknowledged: memory is bounded, this is a full queue.
+      link.stats.drops.queue_full += count;
+      return;
+    }
     if (except === undefined) this.stats.stripedPackets += count;
     link.sendData(buf, count, nowMs, urgent, true);
   }
