@@ -348,6 +348,23 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
   );
 }
 
+/** Connections one configured link may open (client.connections_per_link). */
+export const MAX_CONNECTIONS_PER_LINK = 4;
+
+/**
+ * `perLink` connections for every configured link: the first keeps the
+ * link's id and name, the others follow all configured ones (ids n, n+1, ...)
+ * named `<name>~2`, `<name>~3`. Each is a link of the protocol of its own; they
+ * share a path (the same addresses), which the session sees.
+ */
+function withConnections(links: readonly ClientLinkConfig[], perLink: number): ClientLinkConfig[] {
+  const out = [...links];
+  for (let k = 1; k < perLink; k++) {
+    for (const l of links) out.push(Object.freeze({ ...l, id: out.length, name: `${l.name}~${k + 1}`, path: l.id }));
+  }
+  return out;
+}
+
 function readServerLinks(n: Node): ServerLinkConfig[] {
   return readLinks<ServerLinkConfig>(
     n,
@@ -693,9 +710,28 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
       },
       'duplicate',
     );
+    const perLink = r.part(
+      (k) => k === 'connections_per_link',
+      () => (r.has('connections_per_link') ? r.int('connections_per_link', 1, MAX_CONNECTIONS_PER_LINK) : 1),
+      1,
+    );
+    if (links.length * perLink > 16) {
+      r.part(() => false, () => r.fail('connections_per_link', `${links.length} links x ${perLink} connections is more than 16 connections`), undefined);
+    }
     r.done();
     if (tunnel && security) {
-      config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), routes: Object.freeze(routes), mode };
+      config = {
+        role,
+        file,
+        tunnel,
+        timing,
+        security,
+        statusListen,
+        logLevel,
+        links: Object.freeze(withConnections(links, perLink)),
+        routes: Object.freeze(routes),
+        mode,
+      };
     }
   } else {
     const links = r.part(isLink, () => readServerLinks(r), []);

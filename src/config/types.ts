@@ -11,6 +11,8 @@ export interface ClientLinkConfig {
   readonly remotePort: number;
   /** Source address the link binds to (selects the interface); undefined: any. */
   readonly localAddress: string | undefined;
+  /** The configured link this connection belongs to (connections_per_link > 1: several share it); default: id. */
+  readonly path?: number;
 }
 
 export interface ServerLinkConfig {

@@ -197,6 +197,17 @@ export class Link {
     this.linkName = name;
   }
 
+  /**
+   * The path this connection takes, set by the role (several connections may
+   * share one: connections_per_link): the client's configured link, the
+   * server's listen address and the client's address. Empty: its own.
+   */
+  path = '';
+
+  get pathKey(): string {
+    return this.path === '' ? `#${this.linkId}` : this.path;
+  }
+
   get remote(): string {
     return `${this.socket.remoteAddress}:${this.socket.remotePort}`;
   }

@@ -91,6 +91,8 @@ export class Session implements LinkHandler {
   private degradedUntil = 0;
   private degradedAt = NaN;
   private degradedNow = false;
+  /** Some up links share a path (connections_per_link > 1): bulk copies go on one connection per path. */
+  private sharedPaths = false;
   private closed = false;
   private readonly maxFrameBytes: number;
   sourceFilter: SourceFilter | undefined;
@@ -206,6 +208,7 @@ export class Session implements LinkHandler {
     link.handler = this;
     link.state = 'up';
     this.links.set(link.id, link);
+    this.updatePaths();
   }
 
   /** The peer's sequence space started over (server restarted): forget the old one. */
@@ -322,12 +325,41 @@ export class Session implements LinkHandler {
     return n;
   }
 
+  private updatePaths(): void {
+    const paths = new Set<string>();
+    let up = 0;
+    for (const l of this.links.values()) {
+      if (l.state !== 'up') continue;
+      up++;
+      paths.add(l.pathKey);
+    }
+    this.sharedPaths = paths.size < up;
+  }
+
+  /**
+   * Every link that is up gets the frames, except that bulk frames take one
+   * connection per path (the one with the least queued) when several share a
+   * path: a stalled connection then holds up only what it carries, while
+   * sparse flows' packets go on every connection of every path.
+   */
   private fanOut(frames: Buffer, count: number, nowMs: number, urgent: boolean): void {
     let sent = 0;
-    for (const link of this.links.values()) {
-      if (link.state !== 'up') continue;
-      link.sendData(frames, count, nowMs, urgent);
-      sent++;
+    if (this.sharedPaths && !urgent) {
+      const picked: Link[] = [];
+      for (const link of this.links.values()) {
+        if (link.state !== 'up') continue;
+        const i = picked.findIndex((p) => p.pathKey === link.pathKey);
+        if (i < 0) picked.push(link);
+        else if (link.queueBytes < (picked[i] as Link).queueBytes) picked[i] = link;
+      }
+      for (const link of picked) link.sendData(frames, count, nowMs, urgent);
+      sent = picked.length;
+    } else {
+      for (const link of this.links.values()) {
+        if (link.state !== 'up') continue;
+        link.sendData(frames, count, nowMs, urgent);
+        sent++;
+      }
     }
     if (sent === 0) this.stats.dropsNoLink += count;
     else if (this.reorder !== undefined) {
@@ -474,6 +506,7 @@ export class Session implements LinkHandler {
       // What went on this link only and was not acknowledged goes on the others.
       if (this.reorder !== undefined && !this.closed) this.resend(link, performance.now());
       if (this.links.size === 0) this.lastLinkLossMs = performance.now();
+      this.updatePaths();
     }
     this.onLinkClosed(link, reason);
   }

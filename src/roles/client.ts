@@ -276,6 +276,7 @@ class Dialer implements LinkHandler {
         this,
         this.log,
       );
+      link.path = `link ${this.cfg.path ?? this.cfg.id}`;
       this.current = link;
       this.cookieRounds = 0;
       const identity = this.role.identity;

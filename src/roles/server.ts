@@ -131,6 +131,7 @@ export class ServerRole {
       new Handshake(this, cfg, source),
       this.log.child(cfg.name),
     );
+    link.path = `${cfg.id} ${socket.remoteAddress ?? ''}`;
     if (this.admission.admit(link, source, performance.now()) !== undefined) {
       link.destroy('blocked: too many failed handshakes');
       return;

@@ -109,6 +109,8 @@ export function dialClient(
   address = '10.0.0.2',
   security: SecurityConfig = NO_SECURITY,
   mode: SchedulingMode = 'duplicate',
+  /** Per link: the configured link (path) it is a connection of (connections_per_link); default its own. */
+  paths?: readonly number[],
 ): Side<ClientRole> {
   const config: ClientConfig = {
     role: 'client',
@@ -134,6 +136,7 @@ export function dialClient(
       remoteAddress: '127.0.0.1',
       remotePort: port,
       localAddress: undefined,
+      path: paths?.[i],
     })),
   };
   const log = memoryLogger('debug');

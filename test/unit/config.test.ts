@@ -139,6 +139,31 @@ describe('config', () => {
     assert.equal(c.logLevel, 'debug');
   });
 
+  it('client.mode and client.connections_per_link: defaults, values, bounds', () => {
+    const client = (extra: string): string =>
+      `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - { name: a, remote: "10.0.1.1:1", local: 10.0.1.2 }\n    - { name: b, remote: "10.0.2.1:2" }\n${extra}`;
+    const plain = parseConfig(client(''), 'test.yaml', 'client');
+    assert.equal(plain.role === 'client' && plain.mode, 'duplicate', 'duplicate by default');
+    assert.equal(plain.links.length, 2, 'one connection per link by default');
+    const c = parseConfig(client('  mode: adaptive\n  connections_per_link: 2\n'), 'test.yaml', 'client');
+    assert.ok(c.role === 'client', 'a client config');
+    assert.equal(c.mode, 'adaptive', 'mode read');
+    assert.deepEqual(
+      c.links.map((l) => [l.id, l.name, l.remotePort, l.localAddress, l.path]),
+      [
+        [0, 'a', 1, '10.0.1.2', undefined],
+        [1, 'b', 2, undefined, undefined],
+        [2, 'a~2', 1, '10.0.1.2', 0],
+        [3, 'b~2', 2, undefined, 1],
+      ],
+      'each link twice; the extra connections follow, named after their link, with its path',
+    );
+    fails(client('  mode: striped\n'), 'client', /client\.mode: must be one of duplicate, aggregate, adaptive/);
+    fails(client('  connections_per_link: 5\n'), 'client', /client\.connections_per_link: must be between 1 and 4/);
+    const many = `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  connections_per_link: 4\n  links:\n${Array.from({ length: 5 }, (_, i) => `    - { remote: "10.0.1.1:${i + 1}" }\n`).join('')}`;
+    fails(many, 'client', /5 links x 4 connections is more than 16/);
+  });
+
   const base = (links: string): string => `server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n${links}`;
 
   it('names the file and the path of a bad field', () => {
