@@ -337,23 +337,33 @@ export class Session implements LinkHandler {
   }
 
   /**
-   * Every link that is up gets the frames, except that bulk frames take one
-   * connection per path (the one with the least queued) when several share a
-   * path: a stalled connection then holds up only what it carries, while
-   * sparse flows' packets go on every connection of every path.
+   * Every link that is up gets the frames, except when several share a path
+   * (connections_per_link): then bulk frames take the least-queued connection
+   * of each path, while frames of sparse flows go on every connection. A TCP
+   * connection delivers in order: a lost segment holds up what follows it on
+   * that connection for a retransmission, but not the copies on the others.
    */
   private fanOut(frames: Buffer, count: number, nowMs: number, urgent: boolean): void {
     let sent = 0;
-    if (this.sharedPaths && !urgent) {
-      const picked: Link[] = [];
+    if (this.sharedPaths) {
+      const paths = new Map<string, Link[]>();
       for (const link of this.links.values()) {
         if (link.state !== 'up') continue;
-        const i = picked.findIndex((p) => p.pathKey === link.pathKey);
-        if (i < 0) picked.push(link);
-        else if (link.queueBytes < (picked[i] as Link).queueBytes) picked[i] = link;
+        const group = paths.get(link.pathKey);
+        if (group === undefined) paths.set(link.pathKey, [link]);
+        else group.push(link);
       }
-      for (const link of picked) link.sendData(frames, count, nowMs, urgent);
-      sent = picked.length;
+      for (const group of paths.values()) {
+        if (!urgent) {
+          let best = group[0] as Link;
+          for (const l of group) if (l.queueBytes < best.queueBytes) best = l;
+          best.sendData(frames, count, nowMs, urgent);
+          sent++;
+          continue;
+        }
+        for (const l of group) l.sendData(frames, count, nowMs, urgent);
+        sent += group.length;
+      }
     } else {
       for (const link of this.links.values()) {
         if (link.state !== 'up') continue;
