@@ -50,6 +50,8 @@ const PINGS = QUICK ? 200 : 400;
 const WAN_RATE = Number(flag('--wan-rate') ?? 50);
 const ONLY = new Set((flag('--only') ?? 'a,b,c,c2,d').split(','));
 const GRACE_MS = 3000;
+/** dp-tcp's client.connections_per_link (TCP connections per link; 1 is the default). */
+const CONNECTIONS = Number(flag('--connections') ?? 1);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const DP_TCP = '10.0.0.1';
 
@@ -335,7 +337,7 @@ function markdown(streams: StreamScenario[], pings: PingScenario[], meta: Record
   let md =
     `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, load average ${meta['load']} at the start; ` +
     `one machine, two network namespaces joined by two veth links, every link and direction through the NFQUEUE WAN emulator ` +
-    `(\`npm run bench:wan${QUICK ? ' -- --quick' : ''}\`). One-way latency of a UDP stream client → server, ${PPS} datagrams/s for ${SECONDS} s, ` +
+    `(\`npm run bench:wan${QUICK || CONNECTIONS > 1 ? ` --${QUICK ? ' --quick' : ''}${CONNECTIONS > 1 ? ` --connections ${CONNECTIONS}` : ''}` : ''}\`; dp-tcp with ${CONNECTIONS} TCP connection${CONNECTIONS > 1 ? 's' : ''} per link). One-way latency of a UDP stream client → server, ${PPS} datagrams/s for ${SECONDS} s, ` +
     `every method at the same time; a datagram later than ${GRACE_MS / 1000} s after the end of the stream counts as lost.\n`;
   for (const s of streams) {
     md += `\n**(${s.id}) ${s.title}** — ${Object.entries(s.links).map(([k, v]) => `${k}: ${v}`).join('; ')}\n\n`;
@@ -466,6 +468,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString().slice(0, 10),
     cpus: `${cpus().length} × ${cpus()[0]?.model.trim()}`,
     node: process.version,
+    connectionsPerLink: String(CONNECTIONS),
     load: loadavg()
       .map((l) => l.toFixed(2))
       .join(' '),
@@ -478,8 +481,8 @@ async function main(): Promise<void> {
   try {
     startOpenVpn(tb, { cipher: 'none', key: await openVpnKey(tb), nodelay: true });
     tb.startDpTcp('server', SERVER_YAML);
-    tb.startDpTcp('client', CLIENT_YAML);
-    await tb.waitUp(2);
+    tb.startDpTcp('client', CLIENT_YAML.replace('client:\n', `client:\n  connections_per_link: ${CONNECTIONS}\n`));
+    await tb.waitUp(2 * CONNECTIONS);
     await waitPing(tb, OPENVPN_SERVER);
     await waitPing(tb, DP_TCP);
 
