@@ -110,6 +110,12 @@ export const STALL_MIN_MS = 150;
 const DEFAULT_RATE = 12_500;
 /** Delivery rate samples span at least this; the rate is the largest sample of the last one or two RATE_EPOCH_MS. */
 const RATE_SAMPLE_MS = 50;
+/**
+ * A sample counts only if this much was unacknowledged when it began: a link
+ * that carried only a trickle (keepalives, small packets sent on every link)
+ * says nothing about what it can carry, and must not look slow.
+ */
+const RATE_BUSY_BYTES = 32 * 1024;
 const RATE_EPOCH_MS = 1000;
 
 export class Link {
@@ -154,8 +160,10 @@ export class Link {
   private orphans: Queued[] = [];
   /** Time from writing striped data to its ACK, smoothed (1/8), ms. */
   ackTimeMs = NaN;
-  private rateSampleStart = 0;
+  /** NaN: no ACK yet. */
+  private rateSampleStart = NaN;
   private rateSampleBytes = 0;
+  private rateSampleBusy = false;
   private rateEpochStart = 0;
   private rateCur = 0;
   private ratePrev = 0;
@@ -333,9 +341,10 @@ export class Link {
     }
     const delta = bytes - this.ackedOut;
     this.ackedOut = bytes;
-    if (this.rateSampleStart === 0) {
+    if (Number.isNaN(this.rateSampleStart)) {
       this.rateSampleStart = nowMs;
       this.rateEpochStart = nowMs;
+      this.rateSampleBusy = this.bytesOut - bytes >= RATE_BUSY_BYTES;
     } else {
       this.rateSampleBytes += delta;
       const span = nowMs - this.rateSampleStart;
@@ -346,9 +355,10 @@ export class Link {
           this.rateEpochStart = nowMs;
         }
         const sample = this.rateSampleBytes / span;
-        if (sample > this.rateCur) this.rateCur = sample;
+        if (this.rateSampleBusy && sample > this.rateCur) this.rateCur = sample;
         this.rateSampleStart = nowMs;
         this.rateSampleBytes = 0;
+        this.rateSampleBusy = this.bytesOut - bytes >= RATE_BUSY_BYTES;
       }
     }
     const list = this.retained;

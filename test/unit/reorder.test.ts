@@ -167,13 +167,31 @@ describe('link ACK accounting (aggregate, adaptive)', () => {
   it('the scheduler measure: a link with more unacknowledged data per delivery rate is later', () => {
     const fast = upLink(new FakeSocket());
     const slow = upLink(new FakeSocket());
-    for (const l of [fast, slow]) l.sendData(Buffer.alloc(10_000), 1, 0, false, true);
-    // fast acknowledges 10 kB in 50 ms twice, slow 5 kB: slow's rate is half.
+    for (const l of [fast, slow]) l.sendData(Buffer.alloc(200_000), 1, 0, false, true);
+    // Both busy; in 50 ms fast acknowledges 100 kB, slow 50 kB: slow's rate is half.
     fast.onAck(1, 0);
     slow.onAck(1, 0);
-    fast.onAck(10_000, 50);
-    slow.onAck(5_000, 50);
-    for (const l of [fast, slow]) l.sendData(Buffer.alloc(10_000), 1, 60, false, true);
+    fast.onAck(100_000, 50);
+    slow.onAck(50_000, 50);
+    fast.onAck(150_000, 100);
+    slow.onAck(100_000, 100);
+    assert.ok(fast.deliveryRate > 1.5 * slow.deliveryRate, `rates ${fast.deliveryRate} and ${slow.deliveryRate} B/ms`);
     assert.ok(fast.eta(1000) < slow.eta(1000), `fast ${fast.eta(1000)} ms < slow ${slow.eta(1000)} ms`);
+  });
+
+  it('a link that carried only a trickle does not look slow: its rate is not measured from it', () => {
+    const idle = upLink(new FakeSocket());
+    const busy = upLink(new FakeSocket());
+    busy.sendData(Buffer.alloc(400_000), 1, 0, false, true);
+    busy.onAck(1, 0);
+    busy.onAck(100_000, 50);
+    busy.onAck(200_000, 100);
+    // The idle link sends a small packet now and then, acknowledged at once.
+    for (let t = 0; t <= 200; t += 20) {
+      idle.sendData(Buffer.alloc(100), 1, t, false, false);
+      idle.onAck(((t / 20) + 1) * 100, t + 1);
+    }
+    assert.ok(idle.deliveryRate >= busy.deliveryRate, `the idle link keeps the default (${idle.deliveryRate} B/ms against ${busy.deliveryRate})`);
+    assert.ok(idle.eta(30_000) < busy.eta(30_000), 'so it is chosen next for striped data');
   });
 });
