@@ -281,12 +281,12 @@ export class Link {
   }
 
   /**
-   * The path got slower than usual: the round trip is above twice its
-   * minimum plus 20 ms while little of our own data is on its way (under
-   * load, our own queues make the round trip long; stalls tell then).
+   * The path got slower than usual: the round trip is above twice what its
+   * minimum plus the time to drain our own data on its way would give, plus
+   * 20 ms (a PING waits behind our own data: that alone is no sign).
    */
   rttSpike(): boolean {
-    return this.srttMs > 2 * this.minRttMs + 20 && this.unackedBytes < 2 * ACK_BYTES;
+    return this.srttMs > 2 * (this.minRttMs + this.unackedBytes / this.deliveryRate) + 20;
   }
 
   /** Striped data waits unacknowledged for longer than a stall allows. */

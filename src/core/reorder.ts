@@ -14,7 +14,7 @@ export const REORDER_MAX_PACKETS = 8192;
 export const REORDER_MAX_BYTES = 8 * 1024 * 1024;
 export const REORDER_MIN_BOUND_MS = 10;
 export const REORDER_MAX_BOUND_MS = 1000;
-export const REORDER_START_BOUND_MS = 500;
+export const REORDER_START_BOUND_MS = 100;
 const MARGIN_MS = 5;
 /** The largest recent wait halves this often when no larger one is seen. */
 const WAIT_HALF_LIFE_MS = 2000;

@@ -147,7 +147,8 @@ export class Session implements LinkHandler {
     const m = this.schedMode;
     if (m === 'duplicate') return false;
     if (m === 'aggregate') return true;
-    return !urgent && ipBytes > ADAPTIVE_SMALL_BYTES && !this.degraded(nowMs);
+    const degraded = this.degraded(nowMs); // evaluated for every packet, so the state (and its counter) follows the links
+    return !urgent && ipBytes > ADAPTIVE_SMALL_BYTES && !degraded;
   }
 
   /** Adaptive: a link stalled, its RTT is twice its usual, or a link is down; then for DEGRADED_HOLD_MS more. */

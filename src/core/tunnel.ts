@@ -191,6 +191,11 @@ export class Tunnel {
         this.stats.dropsNoSession++;
         continue;
       }
+      if (s.links.size === 0) {
+        // Not numbered: a number never sent would hold up the peer's reorder buffer.
+        s.stats.dropsNoLink++;
+        continue;
+      }
       const urgent = this.flows.urgent(arena, ip, len - vnet);
       const striped = s.stripes(urgent, len - vnet, now);
       const table = gathering[(urgent ? 0 : 2) + (striped ? 1 : 0)] as Map<Session, Gather>;
