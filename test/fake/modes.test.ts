@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type { SecurityConfig } from '../../src/config/types.js';
+import { formatStatus } from '../../src/ops/format.js';
 import type { SchedulingMode } from '../../src/protocol/handshake.js';
 import type { ClientRole } from '../../src/roles/client.js';
 import type { ServerRole } from '../../src/roles/server.js';
@@ -62,6 +63,8 @@ describe('scheduling modes over loopback (fake TUN)', () => {
       s.tun.inject(range(200).map((i) => numbered(i, '10.0.0.1', '10.0.0.2', 1000)));
       await c.tun.waitFor(200);
       assert.deepEqual(c.tun.written.map(packetNumber), range(200), 'server to client in order too');
+      const text = formatStatus({ role: 'client', version: 'test', pid: 1, tunName: 'fake-c', ...c.tunnel.snapshot(), links: c.role.dialStatus() });
+      assert.match(text, /mode aggregate: share l0 \d+% l1 \d+%; striped 4000, on every link 0 .*resent 0.*; reorder: waiting 0, waited \d+, released past 0, late 0, bound [\d.]+ ms/, `status shows the mode's figures:\n${text}`);
     });
   }
 
