@@ -1,0 +1,273 @@
+// The scheduling modes side by side (`npm run bench:modes`), one run, two
+// network namespaces joined by two veth links:
+//  1. links shaped with tbf (both directions) to 40+40 and 40+20 Mbit/s: one
+//     iperf3 TCP stream each way in duplicate, aggregate and adaptive mode —
+//     throughput, its share of the sum of the link rates, bytes on the wire per
+//     byte delivered, each link's share, the receiver's reorder buffer;
+//  2. the WAN scenario of bench:wan (a) — 25±5 / 40±5 ms, 1 % loss on each
+//     link, NFQUEUE emulator — with a stream of small datagrams, in duplicate
+//     and in adaptive mode, raw links beside each.
+// Writes bench/results/modes.json and modes.md. Flags: --seconds N (iperf3, 8),
+// --wan-seconds N (20), --quick (4 and 10).
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, waitFor } from '../test/helpers/netns.js';
+import { probe, streamStats, wanUnavailable, WanLinks } from '../test/helpers/wan.js';
+
+const OUT = join(ROOT, 'bench', 'results');
+const argv = process.argv.slice(2);
+const flag = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const QUICK = argv.includes('--quick');
+const SECONDS = Number(flag('--seconds') ?? (QUICK ? 4 : 8));
+const WAN_SECONDS = Number(flag('--wan-seconds') ?? (QUICK ? 10 : 20));
+const MODES = ['duplicate', 'aggregate', 'adaptive'] as const;
+type Mode = (typeof MODES)[number];
+const SHAPES: ReadonlyArray<readonly [number, number]> = [
+  [40, 40],
+  [40, 20],
+];
+const PORT = 5241;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface LinkView {
+  id: number;
+  name: string;
+  state: string;
+  txBytes: number;
+}
+interface SessionView {
+  id: string;
+  mode: string;
+  reorder: { waited: number; releasedPast: number; late: number; boundMs: number } | null;
+  resentPackets: number;
+  duplicatedPackets: number;
+  stripedPackets: number;
+  links: LinkView[];
+}
+interface Snapshot {
+  time: string;
+  sessions: SessionView[];
+}
+
+interface StreamRow {
+  mode: Mode;
+  shape: string;
+  direction: 'c→s' | 's→c';
+  mbps: number;
+  ofSum: number;
+  wirePerByte: number;
+  shares: number[];
+  reorder: { waited: number; releasedPast: number; late: number; boundMs: number } | null;
+  resent: number;
+}
+
+interface WanRow {
+  mode: Mode;
+  method: string;
+  delivered: number;
+  sent: number;
+  duplicates: number | null;
+  p50: number | null;
+  p99: number | null;
+  max: number | null;
+}
+
+let tb: Testbed;
+
+async function snapshot(side: 'client' | 'server'): Promise<SessionView> {
+  const t0 = Date.now();
+  let s: Snapshot | undefined;
+  await waitFor(
+    () => {
+      try {
+        s = JSON.parse(readFileSync(tb.statsFile(side), 'utf8')) as Snapshot;
+      } catch {
+        return false;
+      }
+      return Date.parse(s.time) > t0 && s.sessions.length === 1;
+    },
+    `a fresh ${side} snapshot with one session`,
+    5000,
+  );
+  return (s as Snapshot).sessions[0] as SessionView;
+}
+
+async function shape(r1: number, r2: number): Promise<void> {
+  for (const [n, rate] of [[1, r1], [2, r2]] as const) {
+    for (const side of ['server', 'client'] as const) {
+      await tb.run(side, 'tc', ['qdisc', 'replace', 'dev', `link${n}-${side === 'server' ? 's' : 'c'}`, 'root', 'tbf', 'rate', `${rate}mbit`, 'burst', '64kb', 'latency', '40ms']);
+    }
+  }
+}
+
+async function unshape(): Promise<void> {
+  for (const n of [1, 2]) {
+    for (const side of ['server', 'client'] as const) await tb.run(side, 'tc', ['qdisc', 'del', 'dev', `link${n}-${side === 'server' ? 's' : 'c'}`, 'root']).catch(() => undefined);
+  }
+}
+
+/** A fresh client session in `mode`, both links up on both sides. */
+async function useMode(mode: Mode): Promise<void> {
+  await tb.stopDpTcp('client');
+  tb.startDpTcp('client', CLIENT_YAML.replace(/^client:\n/m, `client:\n  mode: ${mode}\n`));
+  await waitFor(
+    () => {
+      try {
+        const c = (JSON.parse(readFileSync(tb.statsFile('client'), 'utf8')) as Snapshot).sessions;
+        const s = (JSON.parse(readFileSync(tb.statsFile('server'), 'utf8')) as Snapshot).sessions;
+        const up = (x: SessionView): boolean => x.links.filter((l) => l.state === 'up').length === 2;
+        return c.length === 1 && s.length === 1 && c[0]!.id === s[0]!.id && s[0]!.mode === mode && up(c[0]!) && up(s[0]!);
+      } catch {
+        return false;
+      }
+    },
+    `the client in ${mode} mode with both links up`,
+    20_000,
+  );
+  await sleep(500);
+}
+
+async function iperf(reverse: boolean): Promise<{ mbps: number; bytes: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await tb.run('client', 'iperf3', ['-c', '10.0.0.1', '-p', String(PORT), '-t', String(SECONDS), '-J', ...(reverse ? ['-R'] : [])], (SECONDS + 30) * 1000);
+      const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
+      return { mbps: j.end.sum_received.bits_per_second / 1e6, bytes: j.end.sum_received.bytes };
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      await sleep(1000);
+    }
+  }
+}
+
+async function stream(mode: Mode, r1: number, r2: number, reverse: boolean): Promise<StreamRow> {
+  const sender = reverse ? 'server' : 'client';
+  const receiver = reverse ? 'client' : 'server';
+  const before = await snapshot(sender);
+  const beforeRx = await snapshot(receiver);
+  const { mbps, bytes } = await iperf(reverse);
+  const after = await snapshot(sender);
+  const rx = await snapshot(receiver);
+  const delta = after.links
+    .slice()
+    .sort((a, b) => a.id - b.id)
+    .map((l) => l.txBytes - (before.links.find((x) => x.id === l.id)?.txBytes ?? 0));
+  const wire = delta.reduce((a, b) => a + b, 0);
+  const r = rx.reorder;
+  const r0 = beforeRx.reorder;
+  const row: StreamRow = {
+    mode,
+    shape: `${r1}+${r2}`,
+    direction: reverse ? 's→c' : 'c→s',
+    mbps: Math.round(mbps * 10) / 10,
+    ofSum: Math.round((100 * mbps) / (r1 + r2)),
+    wirePerByte: Math.round((wire / Math.max(1, bytes)) * 100) / 100,
+    shares: delta.map((d) => Math.round((100 * d) / Math.max(1, wire))),
+    reorder:
+      r === null || r0 === null
+        ? null
+        : { waited: r.waited - r0.waited, releasedPast: r.releasedPast - r0.releasedPast, late: r.late - r0.late, boundMs: r.boundMs },
+    resent: after.resentPackets - before.resentPackets,
+  };
+  console.log(
+    `   ${mode.padEnd(9)} ${row.shape} ${row.direction}: ${row.mbps} Mbit/s (${row.ofSum} % of ${r1 + r2}), wire/delivered ${row.wirePerByte}, ` +
+      `link shares ${row.shares.join('/')} %, resent ${row.resent}, reorder ${row.reorder ? `waited ${row.reorder.waited}, released past ${row.reorder.releasedPast}, late ${row.reorder.late}, bound ${row.reorder.boundMs} ms` : '–'}`,
+  );
+  return row;
+}
+
+async function wan(mode: Mode): Promise<WanRow[]> {
+  await useMode(mode);
+  const links = await WanLinks.apply(tb, { 1: { delayMs: 25, jitterMs: 5, loss: 0.01 }, 2: { delayMs: 40, jitterMs: 5, loss: 0.01 } });
+  let rows: WanRow[];
+  try {
+    await sleep(2000);
+    const r = await probe({ sendNs: tb.ns('client'), recvNs: tb.ns('server'), dests: ['10.0.1.1', '10.0.2.1', '10.0.0.1'], pps: 200, seconds: WAN_SECONDS, graceMs: 3000 });
+    const methods: Array<[string, number[]]> = [
+      ['raw UDP, link 1', [0]],
+      ['raw UDP, link 2', [1]],
+      ['floor', [0, 1]],
+      [`dp-tcp, ${mode}`, [2]],
+    ];
+    rows = methods.map(([method, idx]) => {
+      const s = streamStats(r, ...idx);
+      return { mode, method, delivered: s.delivered, sent: s.sent, duplicates: idx.length === 1 ? s.duplicates : null, p50: s.p50, p99: s.p99, max: s.max };
+    });
+  } finally {
+    await links.stop();
+  }
+  for (const w of rows) {
+    console.log(`   ${w.method.padEnd(20)} delivered ${w.delivered}/${w.sent}, dup ${w.duplicates ?? '–'}, p50 ${w.p50?.toFixed(2)} p99 ${w.p99?.toFixed(2)} max ${w.max?.toFixed(1)} ms`);
+  }
+  return rows;
+}
+
+const f1 = (v: number | null): string => (v === null ? '–' : v.toFixed(1));
+
+function markdown(streams: StreamRow[], wanRows: WanRow[], meta: Record<string, string>): string {
+  let md =
+    `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, load average ${meta['load']} at the start (\`npm run bench:modes${QUICK ? ' -- --quick' : ''}\`). ` +
+    `Links shaped with tbf (rate, burst 64 kB, latency 40 ms) on both ends of both veths; one iperf3 TCP stream for ${SECONDS} s. ` +
+    `"wire/delivered": bytes the sender's links sent (framing and copies included) per byte iperf3 delivered.\n\n`;
+  md += '| links Mbit/s | direction | mode | Mbit/s | % of the sum | wire/delivered | link shares % | reorder: waited / released past / late | resent |\n|---|---|---|---|---|---|---|---|---|\n';
+  for (const r of streams) {
+    const ro = r.reorder ? `${r.reorder.waited} / ${r.reorder.releasedPast} / ${r.reorder.late}` : '–';
+    md += `| ${r.shape} | ${r.direction} | ${r.mode} | ${r.mbps} | ${r.ofSum} | ${r.wirePerByte} | ${r.shares.join(' / ')} | ${ro} | ${r.resent} |\n`;
+  }
+  md += `\nSmall datagrams (200/s, one-way, client → server, ${WAN_SECONDS} s) on 25±5 / 40±5 ms links with 1 % random loss each (the NFQUEUE emulator of bench:wan), each mode with the raw links beside it:\n\n`;
+  md += '| mode | method | delivered | duplicates | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n';
+  for (const w of wanRows) md += `| ${w.mode} | ${w.method} | ${w.delivered}/${w.sent} | ${w.duplicates ?? '–'} | ${f1(w.p50)} | ${f1(w.p99)} | ${f1(w.max)} |\n`;
+  return md;
+}
+
+async function main(): Promise<void> {
+  const why = e2eUnavailable() ?? wanUnavailable();
+  if (why) {
+    console.error(`bench:modes: ${why}`);
+    process.exit(1);
+  }
+  mkdirSync(OUT, { recursive: true });
+  const meta = {
+    date: new Date().toISOString().slice(0, 10),
+    cpus: `${cpus().length} × ${cpus()[0]?.model.trim()}`,
+    node: process.version,
+    load: loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' '),
+  };
+  const t0 = Date.now();
+  tb = await Testbed.create('bmod');
+  process.on('SIGINT', () => (tb.destroySync(), process.exit(130)));
+  const streams: StreamRow[] = [];
+  const wanRows: WanRow[] = [];
+  try {
+    tb.startDpTcp('server', SERVER_YAML);
+    for (const [r1, r2] of SHAPES) {
+      console.log(`== links ${r1} + ${r2} Mbit/s`);
+      await shape(r1, r2);
+      for (const mode of MODES) {
+        await useMode(mode);
+        if (streams.length === 0) tb.spawn('server', 'iperf3', ['-s', '-B', '10.0.0.1', '-p', String(PORT)]);
+        await sleep(500);
+        streams.push(await stream(mode, r1, r2, false));
+        streams.push(await stream(mode, r1, r2, true));
+      }
+    }
+    await unshape();
+    console.log('== small datagrams, 25±5 / 40±5 ms, 1 % loss on each link');
+    for (const mode of ['duplicate', 'adaptive'] as const) wanRows.push(...(await wan(mode)));
+  } finally {
+    await tb.destroy();
+  }
+  const md = markdown(streams, wanRows, meta);
+  writeFileSync(join(OUT, 'modes.json'), JSON.stringify({ meta, seconds: SECONDS, wanSeconds: WAN_SECONDS, streams, wan: wanRows }, null, 1));
+  writeFileSync(join(OUT, 'modes.md'), md);
+  console.log('\n' + md);
+  console.log(`written: ${join(OUT, 'modes.json')}, modes.md (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+}
+
+await main();
