@@ -24,12 +24,14 @@ const flag = (name: string): string | undefined => {
 const QUICK = argv.includes('--quick');
 const SECONDS = Number(flag('--seconds') ?? (QUICK ? 4 : 8));
 const WAN_SECONDS = Number(flag('--wan-seconds') ?? (QUICK ? 10 : 20));
-const MODES = ['duplicate', 'aggregate', 'adaptive'] as const;
-type Mode = (typeof MODES)[number];
-const SHAPES: ReadonlyArray<readonly [number, number]> = [
-  [40, 40],
-  [40, 20],
-];
+const ALL_MODES = ['duplicate', 'aggregate', 'adaptive'] as const;
+type Mode = (typeof ALL_MODES)[number];
+/** --modes a,b and --shapes 40+40,40+20 choose a part; --no-wan skips the datagram part. */
+const MODES = (flag('--modes')?.split(',') ?? ALL_MODES) as readonly Mode[];
+const SHAPES = (flag('--shapes') ?? '40+40,40+20').split(',').map((s) => s.split('+').map(Number) as [number, number]);
+const NO_WAN = argv.includes('--no-wan');
+/** A part only: printed, not written over the full results. */
+const PARTIAL = flag('--modes') !== undefined || flag('--shapes') !== undefined || NO_WAN;
 const PORT = 5241;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -46,6 +48,8 @@ interface SessionView {
   resentPackets: number;
   duplicatedPackets: number;
   stripedPackets: number;
+  degradedEntered: number;
+  degradedReason: string;
   links: LinkView[];
 }
 interface Snapshot {
@@ -63,6 +67,8 @@ interface StreamRow {
   shares: number[];
   reorder: { waited: number; releasedPast: number; late: number; boundMs: number } | null;
   resent: number;
+  /** Adaptive: times the sender went degraded (duplicating everything) during the stream, and the last reason. */
+  degraded: string;
 }
 
 interface WanRow {
@@ -172,10 +178,11 @@ async function stream(mode: Mode, r1: number, r2: number, reverse: boolean): Pro
         ? null
         : { waited: r.waited - r0.waited, releasedPast: r.releasedPast - r0.releasedPast, late: r.late - r0.late, boundMs: r.boundMs },
     resent: after.resentPackets - before.resentPackets,
+    degraded: mode === 'adaptive' ? `${after.degradedEntered - before.degradedEntered}${after.degradedEntered > before.degradedEntered ? ` (${after.degradedReason})` : ''}` : '–',
   };
   console.log(
     `   ${mode.padEnd(9)} ${row.shape} ${row.direction}: ${row.mbps} Mbit/s (${row.ofSum} % of ${r1 + r2}), wire/delivered ${row.wirePerByte}, ` +
-      `link shares ${row.shares.join('/')} %, resent ${row.resent}, reorder ${row.reorder ? `waited ${row.reorder.waited}, released past ${row.reorder.releasedPast}, late ${row.reorder.late}, bound ${row.reorder.boundMs} ms` : '–'}`,
+      `link shares ${row.shares.join('/')} %, resent ${row.resent}, degraded ${row.degraded}, reorder ${row.reorder ? `waited ${row.reorder.waited}, released past ${row.reorder.releasedPast}, late ${row.reorder.late}, bound ${row.reorder.boundMs} ms` : '–'}`,
   );
   return row;
 }
@@ -213,10 +220,10 @@ function markdown(streams: StreamRow[], wanRows: WanRow[], meta: Record<string, 
     `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, load average ${meta['load']} at the start (\`npm run bench:modes${QUICK ? ' -- --quick' : ''}\`). ` +
     `Links shaped with tbf (rate, burst 64 kB, latency 40 ms) on both ends of both veths; one iperf3 TCP stream for ${SECONDS} s. ` +
     `"wire/delivered": bytes the sender's links sent (framing and copies included) per byte iperf3 delivered.\n\n`;
-  md += '| links Mbit/s | direction | mode | Mbit/s | % of the sum | wire/delivered | link shares % | reorder: waited / released past / late | resent |\n|---|---|---|---|---|---|---|---|---|\n';
+  md += '| links Mbit/s | direction | mode | Mbit/s | % of the sum | wire/delivered | link shares % | reorder: waited / released past / late | resent | degraded |\n|---|---|---|---|---|---|---|---|---|---|\n';
   for (const r of streams) {
     const ro = r.reorder ? `${r.reorder.waited} / ${r.reorder.releasedPast} / ${r.reorder.late}` : '–';
-    md += `| ${r.shape} | ${r.direction} | ${r.mode} | ${r.mbps} | ${r.ofSum} | ${r.wirePerByte} | ${r.shares.join(' / ')} | ${ro} | ${r.resent} |\n`;
+    md += `| ${r.shape} | ${r.direction} | ${r.mode} | ${r.mbps} | ${r.ofSum} | ${r.wirePerByte} | ${r.shares.join(' / ')} | ${ro} | ${r.resent} | ${r.degraded} |\n`;
   }
   md += `\nSmall datagrams (200/s, one-way, client → server, ${WAN_SECONDS} s) on 25±5 / 40±5 ms links with 1 % random loss each (the NFQUEUE emulator of bench:wan), each mode with the raw links beside it:\n\n`;
   md += '| mode | method | delivered | duplicates | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n';
@@ -258,12 +265,18 @@ async function main(): Promise<void> {
       }
     }
     await unshape();
-    console.log('== small datagrams, 25±5 / 40±5 ms, 1 % loss on each link');
-    for (const mode of ['duplicate', 'adaptive'] as const) wanRows.push(...(await wan(mode)));
+    if (!NO_WAN) {
+      console.log('== small datagrams, 25±5 / 40±5 ms, 1 % loss on each link');
+      for (const mode of ['duplicate', 'adaptive'] as const) wanRows.push(...(await wan(mode)));
+    }
   } finally {
     await tb.destroy();
   }
   const md = markdown(streams, wanRows, meta);
+  if (PARTIAL) {
+    console.log('\n' + md + '\n(a part of the benchmark: bench/results/ left as it was)');
+    return;
+  }
   writeFileSync(join(OUT, 'modes.json'), JSON.stringify({ meta, seconds: SECONDS, wanSeconds: WAN_SECONDS, streams, wan: wanRows }, null, 1));
   writeFileSync(join(OUT, 'modes.md'), md);
   console.log('\n' + md);

@@ -126,6 +126,9 @@ export class Link {
   srttMs = NaN;
   /** Lowest PING/PONG round trip of this connection, ms. */
   minRttMs = Infinity;
+  /** Our unacknowledged bytes when the last PING left, and whether its round trip was a spike. */
+  private pingUnacked = 0;
+  private spiking = false;
   lastRxMs = performance.now();
   /** Set by an encrypting session: control frames leave sealed (undefined: no keypair, not sent). */
   sealControl: ((frame: Buffer) => Buffer | undefined) | undefined;
@@ -281,12 +284,12 @@ export class Link {
   }
 
   /**
-   * The path got slower than usual: the round trip is above twice what its
-   * minimum plus the time to drain our own data on its way would give, plus
-   * 20 ms (a PING waits behind our own data: that alone is no sign).
+   * The path got slower than usual: the last PING's round trip was above
+   * twice what the minimum plus the time to drain our own data ahead of it
+   * would give, plus 20 ms (waiting behind our own data is no sign).
    */
   rttSpike(): boolean {
-    return this.srttMs > 2 * (this.minRttMs + this.unackedBytes / this.deliveryRate) + 20;
+    return this.spiking;
   }
 
   /** Striped data waits unacknowledged for longer than a stall allows. */
@@ -438,6 +441,7 @@ export class Link {
     }
     if (nowMs - this.lastPingMs >= this.opts.keepaliveIntervalMs) {
       this.lastPingMs = nowMs;
+      this.pingUnacked = this.unackedBytes;
       this.sendControl(encodeToken(FrameType.Ping, Math.round(nowMs * 1000)));
     }
   }
@@ -452,6 +456,8 @@ export class Link {
       const sample = performance.now() - readU64(buf, start) / 1000;
       if (sample >= 0 && sample < 600_000) {
         this.srttMs = Number.isNaN(this.srttMs) ? sample : this.srttMs * 0.875 + sample * 0.125;
+        // Our own data ahead of the PING explains part of its wait: only the rest is the path's.
+        this.spiking = sample > 2 * (this.minRttMs + this.pingUnacked / this.deliveryRate) + 20;
         if (sample < this.minRttMs) this.minRttMs = sample;
       }
       return true;

@@ -62,8 +62,9 @@ export class SessionStats {
   duplicatedBytes = 0;
   /** Striped packets sent again on another link because theirs stalled or closed. */
   resentPackets = 0;
-  /** Adaptive: times the session started duplicating everything (a link stalled, slowed or went down). */
+  /** Adaptive: times the session started duplicating everything (a link stalled, slowed or went down), and the last reason. */
   degradedEntered = 0;
+  degradedReason = '';
 }
 
 /** Says whether a packet may be written to the TUN, or why not (anti-spoofing). */
@@ -155,17 +156,18 @@ export class Session implements LinkHandler {
   degraded(nowMs: number): boolean {
     if (nowMs === this.degradedAt) return this.degradedNow;
     this.degradedAt = nowMs;
-    let sign = this.links.size < this.linkStats.size;
-    if (!sign) {
+    let sign = this.links.size < this.linkStats.size ? 'a link is down' : '';
+    if (sign === '') {
       for (const l of this.links.values()) {
-        if (l.state !== 'up' || l.stalled(nowMs) || l.rttSpike()) {
-          sign = true;
-          break;
-        }
+        sign = l.state !== 'up' ? `${l.name} down` : l.stalled(nowMs) ? `${l.name} stalled` : l.rttSpike() ? `${l.name} RTT spike` : '';
+        if (sign !== '') break;
       }
     }
-    if (sign) {
-      if (nowMs >= this.degradedUntil) this.stats.degradedEntered++;
+    if (sign !== '') {
+      if (nowMs >= this.degradedUntil) {
+        this.stats.degradedEntered++;
+        this.stats.degradedReason = sign;
+      }
       this.degradedUntil = nowMs + DEGRADED_HOLD_MS;
     }
     this.degradedNow = nowMs < this.degradedUntil;

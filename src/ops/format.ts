@@ -64,7 +64,7 @@ function modeLine(s: SessionView): string {
   return (
     `: share ${share}; striped ${s.stripedPackets}, on every link ${s.duplicatedPackets} (${bytes(s.duplicatedBytes)} of copies), ` +
     `resent ${s.resentPackets}, stalls ${s.links.reduce((n, l) => n + l.stalls, 0)}` +
-    (s.mode === 'adaptive' ? `, degraded ${s.degradedEntered}×` : '') +
+    (s.mode === 'adaptive' ? `, degraded ${s.degradedEntered}×${s.degradedReason === '' ? '' : ` (last: ${s.degradedReason})`}` : '') +
     `; reorder: waiting ${r.waiting}, waited ${r.waited}, released past ${r.releasedPast}, late ${r.late}, bound ${r.boundMs} ms`
   );
 }
