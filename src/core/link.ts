@@ -339,9 +339,9 @@ export class Link {
 
   /** The peer has read `bytes` of this connection: what it covers is through. */
   onAck(bytes: number, nowMs: number): void {
-    if (bytes > this.bytesOut || bytes < this.ackedOut) {
-      throw new ProtocolError(`ACK of ${bytes} bytes: ${this.ackedOut} acknowledged before, ${this.bytesOut} sent`);
-    }
+    if (bytes > this.bytesOut) throw new ProtocolError(`ACK of ${bytes} bytes: only ${this.bytesOut} sent`);
+    // An older ACK overtaken by a newer one (the newer took the urgent lane): nothing new.
+    if (bytes <= this.ackedOut) return;
     const delta = bytes - this.ackedOut;
     this.ackedOut = bytes;
     if (Number.isNaN(this.rateSampleStart)) {
@@ -374,7 +374,6 @@ export class Link {
     if (!Number.isNaN(t)) {
       const sample = nowMs - t;
       this.ackTimeMs = Number.isNaN(this.ackTimeMs) ? sample : this.ackTimeMs + (sample - this.ackTimeMs) / 8;
-      this.stallHandled = false;
       if (this.retainedHead === list.length) {
         this.retained = [];
         this.retainedHead = 0;
@@ -393,7 +392,8 @@ export class Link {
     if (this.state !== 'up' || this.bytesIn === this.ackSent) return;
     this.ackSent = this.bytesIn;
     this.dataToAck = false;
-    const frame = this.sealControl ? this.sealControl(encodeAck(this.bytesIn)) : encodeAck(this.bytesIn);
+    const ack = encodeAck(this.linkId, this.bytesIn);
+    const frame = this.sealControl ? this.sealControl(ack) : ack;
     if (frame === undefined) return;
     // Ahead of our bulk data, as a ping's packets: an ACK late is a false stall at the peer.
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frame, 0, false, 0);
@@ -525,7 +525,7 @@ export class Link {
       while (this.writable && i < urgent.length) {
         const item = urgent[i++] as Queued;
         this.urgentBytes -= item.buf.length;
-        if (now - item.t > this.opts.queueMaxAgeMs) this.stats.drops.queue_age += item.packets;
+        if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) this.stats.drops.queue_age += item.packets;
         else {
           if (item.packets > 0) this.queued(now - item.t);
           this.write(item.buf, item.packets, item.striped, now);
@@ -536,7 +536,8 @@ export class Link {
     while (this.writable && this.queueHead < this.queue.length) {
       const item = this.queue[this.queueHead++] as Queued;
       this.queuedBytes -= item.buf.length;
-      if (now - item.t > this.opts.queueMaxAgeMs) {
+      // Striped data is on this link only: late, it still goes (the peer's reorder buffer waits for it).
+      if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) {
         // The other links carried these long ago; sending them now only delays fresh data.
         this.stats.drops.queue_age += item.packets;
         continue;

@@ -47,8 +47,13 @@ export class ReorderBuffer {
   private top = 0;
   private waitingPackets = 0;
   private waitingBytes = 0;
-  /** Earliest arrival among the waiting packets (NaN: recompute). */
-  private oldest = Infinity;
+  /**
+   * Held sequence numbers in arrival order (arrival times never decrease):
+   * the first still held is the oldest waiting. Released ones are dropped
+   * from the front lazily, so finding the oldest costs O(1) amortised.
+   */
+  private arrivals: number[] = [];
+  private arrivalsHead = 0;
   /** Largest wait that ended with its gap filled, decaying (ms). */
   private maxWaitMs = (REORDER_START_BOUND_MS - MARGIN_MS) / 2;
   private maxWaitAtMs = 0;
@@ -99,7 +104,8 @@ export class ReorderBuffer {
     this.top = 0;
     this.waitingPackets = 0;
     this.waitingBytes = 0;
-    this.oldest = Infinity;
+    this.arrivals = [];
+    this.arrivalsHead = 0;
   }
 
   private take(seq: number, packet: Buffer | undefined, nowMs: number, out: Buffer[]): void {
@@ -132,11 +138,17 @@ export class ReorderBuffer {
     this.state[slot] = packet === undefined ? DONE : HELD;
     this.arrival[slot] = nowMs;
     if (packet !== undefined) {
-      this.held[slot] = packet;
+      // A copy: the packet is a view of a whole socket read or record, which must not stay pinned.
+      this.held[slot] = Buffer.from(packet);
+      this.arrivals.push(seq);
+      if (this.arrivals.length - this.arrivalsHead > 2 * REORDER_MAX_PACKETS) this.oldestArrival(); // drop the released from the front
+      if (this.arrivalsHead > REORDER_MAX_PACKETS) {
+        this.arrivals = this.arrivals.slice(this.arrivalsHead);
+        this.arrivalsHead = 0;
+      }
       this.waitingPackets++;
       this.waitingBytes += packet.length;
       this.stats.waited++;
-      if (nowMs < this.oldest) this.oldest = nowMs;
       while (this.waitingBytes > REORDER_MAX_BYTES) this.skipOne(nowMs, out);
     }
   }
@@ -174,10 +186,9 @@ export class ReorderBuffer {
       this.next++;
     }
     if (this.waitingPackets === 0) {
-      this.oldest = Infinity;
       this.waitingBytes = 0;
-    } else {
-      this.oldest = NaN;
+      this.arrivals = [];
+      this.arrivalsHead = 0;
     }
   }
 
@@ -193,15 +204,14 @@ export class ReorderBuffer {
   }
 
   private oldestArrival(): number {
-    if (Number.isNaN(this.oldest)) {
-      let t = Infinity;
-      for (let s = this.next; s <= this.top; s++) {
-        const slot = s & this.mask;
-        if (this.state[slot] === HELD && (this.arrival[slot] as number) < t) t = this.arrival[slot] as number;
-      }
-      this.oldest = t;
+    const q = this.arrivals;
+    while (this.arrivalsHead < q.length) {
+      const s = q[this.arrivalsHead] as number;
+      // Still held by that number (a slot reused by a later number cannot be: the window is the ring).
+      if (s >= this.next && this.state[s & this.mask] === HELD) return this.arrival[s & this.mask] as number;
+      this.arrivalsHead++;
     }
-    return this.oldest;
+    return Infinity;
   }
 
   /** A wait that was needed: the bound follows twice the recent largest, plus a margin. */

@@ -308,7 +308,16 @@ export class Session implements LinkHandler {
   /** A link that stalled gives back its striped data, which goes on the others (once per stall). */
   private handleStalls(nowMs: number): void {
     for (const l of this.links.values()) {
-      if (l.state !== 'up' || l.stallHandled || !l.stalled(nowMs)) continue;
+      if (l.state !== 'up') continue;
+      if (!l.stalled(nowMs)) {
+        l.stallHandled = false;
+        continue;
+      }
+      if (l.stallHandled) continue;
+      // With no other link to take it, the data stays where it is (it may yet get through).
+      let other = false;
+      for (const o of this.links.values()) if (o !== l && o.state === 'up' && !o.stalled(nowMs)) other = true;
+      if (!other) continue;
       l.stallHandled = true;
       l.stats.stalls++;
       this.resend(l, nowMs);
@@ -405,6 +414,8 @@ export class Session implements LinkHandler {
       this.stats.tampered++;
       throw e;
     }
+    // Every record asks for an ACK, a copy that lost the race too: its bytes are through.
+    if (link.state === 'up') link.dataToAck = true;
     if (typeof opened === 'string') {
       this.stats.records[opened]++;
       if (opened === 'duplicate' && link.state === 'up') link.stats.duplicateRecords++;
@@ -456,7 +467,13 @@ export class Session implements LinkHandler {
     if (link.handleKeepalive(type, buf, start)) return;
     if (type === FrameType.Ack) {
       if (this.reorder === undefined) throw new ProtocolError('ACK on a duplicate-mode session');
-      link.onAck(readU64(buf, start), performance.now());
+      // A sealed record is authentic on every link of its session: an ACK moved to another link (by
+      // someone on the path) would acknowledge bytes that link never delivered. It names its link.
+      if (buf.readUInt16BE(start) !== link.id) {
+        this.stats.misdirected++;
+        return;
+      }
+      link.onAck(readU64(buf, start + 2), performance.now());
       return;
     }
     if (type === FrameType.LinkDown) {

@@ -56,7 +56,7 @@ const MIN_BODY: Record<number, number> = {
   9: 4 + 4 + 32 + 16,
   10: 4 + 8 + 16,
   11: 4 + 24 + 32,
-  12: 8,
+  12: 10,
 };
 
 export const CloseCode = {
@@ -279,11 +279,12 @@ export function encodeClose(code: CloseCode, reason: string, linkId = CLOSE_ANY_
   return encodeFrame(FrameType.Close, body);
 }
 
-/** ACK: the bytes read from this link's connection so far (aggregate and adaptive sessions). */
-export function encodeAck(bytes: number): Buffer {
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 8);
-  writeFrameHeader(out, 0, FrameType.Ack, 8);
-  writeU64(out, FRAME_HEADER_BYTES, bytes);
+/** ACK: the link it is about and the bytes read from its connection so far (aggregate and adaptive sessions). */
+export function encodeAck(linkId: number, bytes: number): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 10);
+  writeFrameHeader(out, 0, FrameType.Ack, 10);
+  out.writeUInt16BE(linkId, FRAME_HEADER_BYTES);
+  writeU64(out, FRAME_HEADER_BYTES + 2, bytes);
   return out;
 }
 

@@ -10,7 +10,11 @@ import {
   REORDER_START_BOUND_MS,
   ReorderBuffer,
 } from '../../src/core/reorder.js';
-import { STALL_MIN_MS } from '../../src/core/link.js';
+import type { Socket } from 'node:net';
+import { Link, STALL_MIN_MS } from '../../src/core/link.js';
+import { Session } from '../../src/core/session.js';
+import { createLogger } from '../../src/log.js';
+import { encodeAck, FrameType } from '../../src/protocol/frame.js';
 import { ProtocolError } from '../../src/errors.js';
 import { FakeSocket, upLink } from '../helpers/fake-socket.js';
 
@@ -155,13 +159,14 @@ describe('link ACK accounting (aggregate, adaptive)', () => {
     assert.equal(l.queueBytes, 100, 'the duplicated buffer still waits in the queue');
   });
 
-  it('an ACK above what was sent, or going backwards, is a protocol error', () => {
+  it('an ACK above what was sent is a protocol error; an older one overtaken by a newer is ignored', () => {
     const sock = new FakeSocket();
     const l = upLink(sock);
     l.sendData(Buffer.alloc(100), 1, 0, false, true);
     assert.throws(() => l.onAck(101, 1), ProtocolError, 'more than sent');
     l.onAck(60, 1);
-    assert.throws(() => l.onAck(59, 2), ProtocolError, 'backwards');
+    assert.doesNotThrow(() => l.onAck(59, 2), 'an older ACK changes nothing');
+    assert.equal(l.unackedBytes, 40, 'what the newer ACK covered stays covered');
   });
 
   it('the scheduler measure: a link with more unacknowledged data per delivery rate is later', () => {
@@ -193,5 +198,54 @@ describe('link ACK accounting (aggregate, adaptive)', () => {
     }
     assert.ok(idle.deliveryRate >= busy.deliveryRate, `the idle link keeps the default (${idle.deliveryRate} B/ms against ${busy.deliveryRate})`);
     assert.ok(idle.eta(30_000) < busy.eta(30_000), 'so it is chosen next for striped data');
+  });
+});
+
+describe('review regressions', () => {
+  const log = createLogger('error', 'client', { sink: () => {} });
+
+  it('a waiting packet is a copy: the socket read or record it came in is not pinned (nor changed under it)', () => {
+    const r = new ReorderBuffer();
+    const out: Buffer[] = [];
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    r.push(2, chunk.subarray(100, 120), 0, out);
+    chunk.fill(0);
+    r.push(1, pkt(1), 0, out);
+    assert.equal(out.length, 2, 'both released');
+    assert.ok(out[1]!.every((b) => b === 7), 'the waiting packet kept its bytes');
+    assert.notEqual(out[1]!.buffer, chunk.buffer, 'and does not hold the 64 KiB chunk');
+  });
+
+  it('aggregate with one link up: a stall keeps its data where it is (nowhere else to send it)', () => {
+    const s = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, () => {}, log, undefined);
+    s.mode = 'aggregate';
+    const sock = new FakeSocket();
+    const l = new Link(sock as unknown as Socket, { id: 0, name: 'l0', maxFrameBytes: 66000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 }, { onFrame() {}, onChunkEnd() {}, onClose() {} }, log);
+    s.attach(l);
+    const t0 = performance.now();
+    sock.full = true;
+    for (let i = 0; i < 10; i++) s.sendFrames(Buffer.alloc(1000), 1, t0, false, false, true);
+    s.tick(t0 + STALL_MIN_MS + 10);
+    assert.equal(s.stats.dropsNoLink, 0, 'nothing thrown away');
+    assert.equal(s.stats.resentPackets, 0, 'nothing counted as resent');
+    assert.equal(l.queueBytes, 9000, 'the queued data still waits on the link');
+  });
+
+  it('an ACK names its link: one that arrives on another link is ignored and counted, not applied', () => {
+    const s = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, () => {}, log, undefined);
+    s.mode = 'aggregate';
+    const mk = (id: number): Link =>
+      new Link(new FakeSocket() as unknown as Socket, { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 }, { onFrame() {}, onChunkEnd() {}, onClose() {} }, log);
+    const [a, b] = [mk(0), mk(1)];
+    s.attach(a);
+    s.attach(b);
+    a.sendData(Buffer.alloc(500), 1, 0, false, true);
+    b.sendData(Buffer.alloc(500), 1, 0, false, true);
+    const ackOfB = encodeAck(1, 500);
+    s.onFrame(a, FrameType.Ack, ackOfB, 8, ackOfB.length);
+    assert.equal(s.stats.misdirected, 1, 'counted as misdirected');
+    assert.equal(a.unackedBytes, 500, 'link 0 still holds its data');
+    s.onFrame(b, FrameType.Ack, ackOfB, 8, ackOfB.length);
+    assert.equal(b.unackedBytes, 0, 'on its own link it applies');
   });
 });
