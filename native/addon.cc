@@ -29,9 +29,29 @@ static Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sendSome(fd, buffer): one non-blocking send(2) of the whole buffer to a
+// connected stream socket; returns the bytes the kernel took (possibly fewer,
+// 0 when its buffer is full) or -errno. What to do with the rest, and with an
+// error, is decided in TypeScript (it hands both to the socket's own writer).
+static Napi::Value SendSome(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBuffer()) {
+    throw Napi::TypeError::New(env, "sendSome(fd, buffer) takes a number and a Buffer");
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
+  ssize_t r;
+  do {
+    r = send(fd, b.Data(), b.Length(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return Napi::Number::New(env, errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno);
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tun", Tun::Init(env));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
+  exports.Set("sendSome", Napi::Function::New(env, SendSome, "sendSome"));
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOL_SOCKET", Napi::Number::New(env, SOL_SOCKET));
   c.Set("IPPROTO_TCP", Napi::Number::New(env, IPPROTO_TCP));

@@ -1,9 +1,9 @@
 // `npm run bench` (root): one run, one machine, side by side — direct veth,
-// OpenVPN over one TCP link (static key, with and without a cipher), dp-tcp
-// over two links (with and without encryption). TCP throughput both ways,
-// RTT idle and under load, CPU seconds per GB, peak RSS, and a numbered UDP
-// stream through impaired links. Writes bench/results/latest.json, .md and
-// SVG charts.
+// OpenVPN over one TCP link (static key, with and without a cipher),
+// wireguard-go over one UDP path, dp-tcp over two links (with and without
+// encryption). TCP throughput both ways, RTT idle and under load, CPU seconds
+// per GB and peak RSS on each side, and a numbered UDP stream through impaired
+// links. Writes bench/results/latest.json, .md and SVG charts.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { generateKeyPair } from '../src/secure/primitives.js';
 import type { HandshakeRate } from './bench-handshake.js';
 import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, type StreamSummary } from '../test/helpers/netns.js';
 import { openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
+import { WIREGUARD_SERVER, startWireGuardGo } from '../test/helpers/wireguard.js';
 
 const OUT = join(ROOT, 'bench', 'results');
 const execFileP = promisify(execFile);
@@ -28,8 +29,17 @@ interface TunnelResult {
   tcpP4Mbps: number;
   rttIdleMs: { p50: number; p99: number };
   rttLoadedMs: { p50: number; p99: number; answered: number };
+  /** CPU seconds per GB of the client -> server stream, both sides together, then each. */
   cpuSecondsPerGB: number | null;
+  cpuSecondsPerGBSides: { server: number; client: number } | null;
   peakRssMB: number | null;
+  peakRssMBSides: { server: number; client: number } | null;
+}
+
+/** The processes of one tunnel whose CPU and memory count, one per side. */
+interface Pids {
+  server: number;
+  client: number;
 }
 
 interface ImpairmentResult {
@@ -86,18 +96,19 @@ async function pingStats(tb: Testbed, dest: string, count: number, interval: str
   return { p50: percentile(t, 50), p99: percentile(t, 99), answered: t.length };
 }
 
-/** One tunnel's figures; `pids` are the processes whose CPU and memory count. */
-async function measure(tb: Testbed, name: string, links: number, dest: string, pids: number[]): Promise<TunnelResult> {
+/** One tunnel's figures; `sides`: its processes (none for the direct link). */
+async function measure(tb: Testbed, name: string, links: number, dest: string, sides: Pids | null): Promise<TunnelResult> {
+  const pids = sides ? [sides.server, sides.client] : [];
   console.log(`== ${name}`);
   const server = tb.spawn('server', 'iperf3', ['-s', '-B', dest]);
   const serverGone = new Promise((r) => server.once('exit', r));
   await sleep(500);
-  const cpu0 = cpuTicks(pids);
+  const cpu0 = pids.map((p) => cpuTicks([p]));
   const c2s = await iperf(tb, dest, []);
-  const cpu1 = cpuTicks(pids);
+  const cpu1 = pids.map((p) => cpuTicks([p]));
   const s2c = await iperf(tb, dest, ['-R']);
   const p4 = await iperf(tb, dest, ['-P', '4']);
-  const idle = await pingStats(tb, dest, 100, '0.01');
+  const idle = await pingStats(tb, dest, 400, '0.01');
   const load = iperf(tb, dest, []);
   await sleep(1000);
   const loaded = await pingStats(tb, dest, Math.max(20, (SECONDS - 2) * 25), '0.04');
@@ -112,11 +123,17 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, p
     tcpP4Mbps: Math.round(p4.mbps),
     rttIdleMs: { p50: idle.p50, p99: idle.p99 },
     rttLoadedMs: loaded,
-    cpuSecondsPerGB: pids.length ? Math.round(((cpu1 - cpu0) / (c2s.bytes / 1e9)) * 100) / 100 : null,
+    cpuSecondsPerGB: pids.length ? perGB(cpu1.reduce((a, b) => a + b, 0) - cpu0.reduce((a, b) => a + b, 0), c2s.bytes) : null,
+    cpuSecondsPerGBSides: pids.length ? { server: perGB(cpu1[0]! - cpu0[0]!, c2s.bytes), client: perGB(cpu1[1]! - cpu0[1]!, c2s.bytes) } : null,
     peakRssMB: peakRssMB(pids),
+    peakRssMBSides: sides ? { server: peakRssMB([sides.server])!, client: peakRssMB([sides.client])! } : null,
   };
   console.log(JSON.stringify(r));
   return r;
+}
+
+function perGB(cpuSeconds: number, bytes: number): number {
+  return Math.round((cpuSeconds / (bytes / 1e9)) * 100) / 100;
 }
 
 async function waitPing(tb: Testbed, dest: string): Promise<void> {
@@ -215,15 +232,40 @@ function cdfSvg(imp: ImpairmentResult[]): string {
 function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>): string {
   const f = (v: number | null, d = 0): string => (v === null || Number.isNaN(v) ? '–' : v.toFixed(d));
   let md = `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, one machine, network namespaces and veth links (\`npm run bench\`, ${SECONDS} s per iperf3 run).\n\n`;
-  md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | RTT idle p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|\n';
+  md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | RTT idle p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB c→s: server / client | peak RSS MB: server / client |\n|---|---|---|---|---|---|---|---|---|\n';
   for (const r of results) {
-    md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${f(r.cpuSecondsPerGB, 2)} | ${f(r.peakRssMB, 0)} |\n`;
+    const cpu = r.cpuSecondsPerGBSides ? `${f(r.cpuSecondsPerGBSides.server, 2)} / ${f(r.cpuSecondsPerGBSides.client, 2)}` : '–';
+    const rss = r.peakRssMBSides ? `${f(r.peakRssMBSides.server, 0)} / ${f(r.peakRssMBSides.client, 0)}` : '–';
+    md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${cpu} | ${rss} |\n`;
   }
+  md += goals(results);
   md += '\n| impairment of link 1 | tunnel | delivered | duplicates | latency p50 / p99 / max ms |\n|---|---|---|---|---|\n';
   for (const r of imp) {
     md += `| ${r.impairment} | ${r.tunnel} | ${r.deliveredPct} % | ${r.duplicates} | ${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p99, 2)} / ${f(r.latencyMs.max, 1)} |\n`;
   }
   return md;
+}
+
+/** The fast-path goals, from this run's rows: dp-tcp against OpenVPN (no cipher) and wireguard-go. */
+function goals(results: TunnelResult[]): string {
+  const row = (prefix: string): TunnelResult | undefined => results.find((r) => r.name.startsWith(prefix));
+  const ovpn = row('OpenVPN TCP, no cipher');
+  const wg = row('wireguard-go');
+  const open = row('dp-tcp, no encryption');
+  const aes = row('dp-tcp, peer keys, AES-256-GCM');
+  if (!ovpn || !wg || !open || !aes) return '';
+  const x = (a: number, b: number): string => (a / b).toFixed(1);
+  const mark = (ok: boolean): string => (ok ? 'met' : 'not met');
+  const p50 = open.rttIdleMs.p50 / ovpn.rttIdleMs.p50;
+  const p99 = open.rttIdleMs.p99 / ovpn.rttIdleMs.p99;
+  const bulk = Math.min(open.tcpC2sMbps, open.tcpS2cMbps) / Math.max(ovpn.tcpC2sMbps, ovpn.tcpS2cMbps);
+  const aesX = Math.min(aes.tcpC2sMbps, aes.tcpS2cMbps) / Math.max(wg.tcpC2sMbps, wg.tcpS2cMbps);
+  const rss = Math.max(...results.filter((r) => r.name.startsWith('dp-tcp')).map((r) => r.peakRssMB ?? NaN));
+  return (
+    `\nFast-path goals in this run: idle RTT p50 ${x(open.rttIdleMs.p50 * 1000, ovpn.rttIdleMs.p50 * 1000)}× OpenVPN's (goal ≤ 1: ${mark(p50 <= 1)}), ` +
+    `p99 ${p99.toFixed(1)}× (goal ≤ 1.5: ${mark(p99 <= 1.5)}); throughput without cipher ${bulk.toFixed(1)}× OpenVPN TCP (slower direction against its faster; goal ≥ 15: ${mark(bulk >= 15)}); ` +
+    `AES-256-GCM ${aesX.toFixed(1)}× wireguard-go (goal ≥ 4: ${mark(aesX >= 4)}); peak RSS ${rss.toFixed(0)} MB per side (goal ≤ 80: ${mark(rss <= 80)}).\n`
+  );
 }
 
 /** Runs scripts/bench-handshake.ts with --json and reads its figures (NaN if it fails or stalls). */
@@ -251,14 +293,21 @@ async function main(): Promise<void> {
     const results: TunnelResult[] = [];
     let handshakes: HandshakeRate = { serverPerSecond: NaN, wholePerSecond: NaN };
     const imp: ImpairmentResult[] = [];
-    results.push(await measure(tb, 'direct veth', 1, '10.0.1.1', []));
+    results.push(await measure(tb, 'direct veth', 1, '10.0.1.1', null));
 
     const key = await openVpnKey(tb);
     for (const [cipher, label] of [['none', 'OpenVPN TCP, no cipher'], ['AES-256-CBC', 'OpenVPN TCP, AES-256-CBC']] as const) {
       const procs = startOpenVpn(tb, { cipher, key });
       await waitPing(tb, '10.8.0.1');
-      results.push(await measure(tb, label, 1, '10.8.0.1', procs.map((p) => p.pid as number)));
+      results.push(await measure(tb, label, 1, '10.8.0.1', { server: procs[0]!.pid as number, client: procs[1]!.pid as number }));
       if (cipher === 'none') imp.push(...(await impairments(tb, 'OpenVPN TCP', '10.8.0.1')));
+      for (const p of procs) p.kill('SIGTERM');
+      await sleep(1000);
+    }
+    {
+      const procs = await startWireGuardGo(tb);
+      await waitPing(tb, WIREGUARD_SERVER);
+      results.push(await measure(tb, 'wireguard-go, ChaCha20-Poly1305', 1, WIREGUARD_SERVER, { server: procs[0]!.pid as number, client: procs[1]!.pid as number }));
       for (const p of procs) p.kill('SIGTERM');
       await sleep(1000);
     }
@@ -287,7 +336,7 @@ async function main(): Promise<void> {
       const c = tb.startDpTcp('client', CLIENT_YAML.replace('logger:', `${open ? '' : clientSec(cipher)}logger:`));
       await tb.waitUp(2);
       // The node processes behind `ip netns exec` (it execs, so the pid is node's).
-      results.push(await measure(tb, label, 2, '10.0.0.1', [s.pid as number, c.pid as number]));
+      results.push(await measure(tb, label, 2, '10.0.0.1', { server: s.pid as number, client: c.pid as number }));
       if (open) imp.push(...(await impairments(tb, 'dp-tcp', '10.0.0.1')));
       await tb.stopDpTcp('client');
       await tb.stopDpTcp('server');

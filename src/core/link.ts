@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { loadAddon } from '../tun/loader.js';
 import {
   CloseCode,
   encodeAck,
@@ -16,6 +17,48 @@ import {
 } from '../protocol/frame.js';
 
 export type LinkState = 'handshaking' | 'up' | 'closed';
+
+/**
+ * DATA frames for every link of a session. `view` may lie in the TUN's read
+ * buffer, which the next batch overwrites: a link that writes it to its
+ * socket at once needs no copy; one that must keep it (its queue, a partial
+ * write) takes `own()`, one copy shared by all the links of the batch.
+ */
+export class OutFrames {
+  constructor(
+    private buf: Buffer,
+    private borrowed: boolean,
+  ) {}
+
+  get view(): Buffer {
+    return this.buf;
+  }
+
+  own(): Buffer {
+    if (this.borrowed) {
+      // Not zero-filled first (Buffer.from would be, for large batches): it is overwritten at once.
+      const copy = Buffer.allocUnsafe(this.buf.length);
+      this.buf.copy(copy);
+      this.buf = copy;
+      this.borrowed = false;
+    }
+    return this.buf;
+  }
+}
+
+type SendSome = (fd: number, buf: Buffer) => number;
+let sendSomeFn: SendSome | null | undefined;
+/** The addon's non-blocking send, or null where the addon cannot load (the stream path is used). */
+function nativeSend(): SendSome | null {
+  if (sendSomeFn === undefined) {
+    try {
+      sendSomeFn = loadAddon().sendSome;
+    } catch {
+      sendSomeFn = null;
+    }
+  }
+  return sendSomeFn;
+}
 
 /** Why a packet copy was not sent on, or not taken from, a link. */
 export type LinkDropReason = 'queue_full' | 'queue_age';
@@ -262,6 +305,38 @@ export class Link {
     }
   }
 
+  /**
+   * Frames shared with the other links (duplicate mode): sent straight to the
+   * kernel when nothing waits ahead of them, without a copy when it takes
+   * them all; otherwise as sendData, from a copy.
+   */
+  send(frames: OutFrames, packets: number, nowMs: number, urgent = false): void {
+    if (this.state !== 'up') return;
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
+      const buf = frames.view;
+      const sent = this.sendDirect(buf);
+      this.account(buf, packets, false, nowMs);
+      if (sent === buf.length) return;
+      if (!this.socket.write(sent > 0 ? Buffer.from(buf.subarray(sent)) : frames.own())) this.writable = false;
+      return;
+    }
+    this.sendData(frames.own(), packets, nowMs, urgent);
+  }
+
+  /**
+   * One non-blocking send(2) on the socket, past Node's stream writer, when
+   * that writer holds nothing (order is kept): bytes the kernel took, 0 if
+   * none (an error included: the stream writer then meets it and reports it).
+   */
+  private sendDirect(buf: Buffer): number {
+    const send = nativeSend();
+    // Looked up each time: a destroyed socket has no handle, and its descriptor number may be another's by now.
+    const fd = (this.socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+    if (send === null || typeof fd !== 'number' || fd < 0 || this.socket.destroyed || this.socket.writableLength > 0) return 0;
+    const n = send(fd, buf);
+    return n > 0 ? n : 0;
+  }
+
   /** Bytes on their way on this link: written and not acknowledged, plus our queue (aggregate scheduling). */
   get unackedBytes(): number {
     return this.bytesOut - this.ackedOut + this.queuedBytes + this.urgentBytes;
@@ -505,7 +580,15 @@ export class Link {
     this.urgentBytes = 0;
   }
 
+  /** `buf` is ours to keep: what the kernel does not take at once waits in the stream writer. */
   private write(buf: Buffer, packets: number, striped: boolean, nowMs: number): void {
+    this.account(buf, packets, striped, nowMs);
+    const sent = this.sendDirect(buf);
+    if (sent === buf.length) return;
+    if (!this.socket.write(sent > 0 ? buf.subarray(sent) : buf)) this.writable = false;
+  }
+
+  private account(buf: Buffer, packets: number, striped: boolean, nowMs: number): void {
     this.stats.txPackets += packets;
     this.stats.txBytes += buf.length;
     this.bytesOut += buf.length;
@@ -513,7 +596,6 @@ export class Link {
       this.retained.push({ end: this.bytesOut, buf, packets, t: nowMs, resent: false });
       this.retainedBytes += buf.length;
     }
-    if (!this.socket.write(buf)) this.writable = false;
   }
 
   private onDrain(): void {

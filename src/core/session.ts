@@ -17,7 +17,7 @@ import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
-import { LinkStats, type Link, type LinkHandler } from './link.js';
+import { LinkStats, OutFrames, type Link, type LinkHandler } from './link.js';
 import { ReorderBuffer } from './reorder.js';
 
 /** Adaptive mode: packets this small (IP bytes) always go on every link (acks, DNS, pings, voice). */
@@ -240,13 +240,9 @@ export class Session implements LinkHandler {
       this.fanOutSealed(this.keys, frames, count, nowMs, urgent, striped);
       return;
     }
-    let out = frames;
-    if (borrowed) {
-      // Not zero-filled first (Buffer.from would be, for large batches): it is overwritten at once.
-      out = Buffer.allocUnsafe(frames.length);
-      frames.copy(out);
-    }
-    if (striped) this.stripe(out, count, nowMs, urgent, undefined);
+    const out = new OutFrames(frames, borrowed);
+    // Striped frames are kept until acknowledged: a copy of their own.
+    if (striped) this.stripe(out.own(), count, nowMs, urgent, undefined);
     else this.fanOut(out, count, nowMs, urgent);
   }
 
@@ -263,7 +259,7 @@ export class Session implements LinkHandler {
     const record = keys.seal(frames, nowMs);
     if (record === undefined) this.stats.dropsNoKey += count;
     else if (striped) this.stripe(record, count, nowMs, urgent, undefined);
-    else this.fanOut(record, count, nowMs, urgent);
+    else this.fanOut(new OutFrames(record, false), count, nowMs, urgent);
   }
 
   /**
@@ -355,7 +351,7 @@ export class Session implements LinkHandler {
    * connection delivers in order: a lost segment holds up what follows it on
    * that connection for a retransmission, but not the copies on the others.
    */
-  private fanOut(frames: Buffer, count: number, nowMs: number, urgent: boolean): void {
+  private fanOut(frames: OutFrames, count: number, nowMs: number, urgent: boolean): void {
     let sent = 0;
     if (this.sharedPaths) {
       const paths = new Map<string, Link[]>();
@@ -369,24 +365,24 @@ export class Session implements LinkHandler {
         if (!urgent) {
           let best = group[0] as Link;
           for (const l of group) if (l.queueBytes < best.queueBytes) best = l;
-          best.sendData(frames, count, nowMs, urgent);
+          best.send(frames, count, nowMs, urgent);
           sent++;
           continue;
         }
-        for (const l of group) l.sendData(frames, count, nowMs, urgent);
+        for (const l of group) l.send(frames, count, nowMs, urgent);
         sent += group.length;
       }
     } else {
       for (const link of this.links.values()) {
         if (link.state !== 'up') continue;
-        link.sendData(frames, count, nowMs, urgent);
+        link.send(frames, count, nowMs, urgent);
         sent++;
       }
     }
     if (sent === 0) this.stats.dropsNoLink += count;
     else if (this.reorder !== undefined) {
       this.stats.duplicatedPackets += count;
-      this.stats.duplicatedBytes += frames.length * (sent - 1);
+      this.stats.duplicatedBytes += frames.view.length * (sent - 1);
     }
   }
 

@@ -14,6 +14,8 @@ export interface StatusDocument extends TunnelSnapshot {
   version: string;
   pid: number;
   tunName: string;
+  /** The process's memory (older versions: absent). */
+  memory?: { rssMiB: number; heapUsedMiB: number; externalMiB: number; arrayBuffersMiB: number };
   /** Server, peer keys: every configured peer, with its session id if it has one. */
   peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;
   /** Every configured link: a client's as its dialer sees it (connected or not), a server's listen addresses. */
@@ -71,7 +73,10 @@ function modeLine(s: SessionView): string {
 
 export function formatStatus(d: StatusDocument): string {
   const out: string[] = [];
-  out.push(`dp-tcp ${d.version} ${d.role} (pid ${d.pid}), TUN ${d.tunName}, up ${duration(d.uptimeMs)}, ${d.sessions.length} session(s)`);
+  out.push(
+    `dp-tcp ${d.version} ${d.role} (pid ${d.pid}), TUN ${d.tunName}, up ${duration(d.uptimeMs)}, ${d.sessions.length} session(s)` +
+      (d.memory ? `, RSS ${d.memory.rssMiB} MiB` : ''),
+  );
   if (d.peers && d.peers.length > 0) {
     // As `wg show`: every configured peer, connected or not.
     out.push(`peers (${d.peers.filter((p) => p.session).length} of ${d.peers.length} connected):`);

@@ -44,6 +44,8 @@ export interface NativeAddon {
   /** vnetHdr: every packet starts with a 10-byte struct virtio_net_hdr (IFF_VNET_HDR). */
   Tun: new (name: string, vnetHdr?: boolean) => NativeTun;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
+  /** One non-blocking send(2) of the whole buffer: bytes taken (0: the socket buffer is full) or -errno. */
+  sendSome(fd: number, buf: Buffer): number;
   constants: {
     SOL_SOCKET: number;
     IPPROTO_TCP: number;

@@ -1,0 +1,87 @@
+// A link sends shared frames straight to the kernel (the addon's send(2))
+// without copying them when the kernel takes them all, and copies what it must
+// keep. The frames may lie in the TUN's read buffer, which the next batch
+// overwrites: the peer must still get the original bytes, in order, whatever
+// the socket took at once. Real TCP over loopback; needs the built addon.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { performance } from 'node:perf_hooks';
+import { Link, OutFrames, type LinkHandler } from '../../src/core/link.js';
+import { createLogger } from '../../src/log.js';
+
+function pair(): Promise<{ server: Server; a: Socket; b: Socket }> {
+  return new Promise((resolve) => {
+    const server = createServer({ pauseOnConnect: true }, (b) => resolve({ server, a, b }));
+    let a: Socket;
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      a = connect(port, '127.0.0.1');
+    });
+  });
+}
+
+function link(socket: Socket): Link {
+  const handler: LinkHandler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} };
+  const l = new Link(
+    socket,
+    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 64 << 20, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
+    handler,
+    createLogger('error', 'client', { sink: () => {} }),
+  );
+  l.state = 'up';
+  return l;
+}
+
+describe('direct sends of shared frames', () => {
+  it('a reused buffer overwritten after every send: the peer gets every original byte in order, the socket full or not', async () => {
+    const { server, a, b } = await pair();
+    try {
+      const l = link(a);
+      const arena = Buffer.alloc(64 * 1024);
+      const sent = createHash('sha256');
+      let total = 0;
+      // 24 MiB while the peer reads nothing: the socket buffers fill, sends go partial, then queue.
+      for (let i = 0; i < 384; i++) {
+        for (let j = 0; j < arena.length; j += 4) arena.writeUInt32BE((i * 0x9e3779b1 + j) >>> 0, j);
+        sent.update(arena);
+        total += arena.length;
+        l.send(new OutFrames(arena, true), 1, performance.now());
+        arena.fill(0xee); // the next batch overwrites the view
+      }
+      assert.ok(l.queueBytes > 0, `the peer reading nothing, some frames waited in the link's queue (${l.queueBytes} bytes)`);
+      const got = createHash('sha256');
+      let received = 0;
+      await new Promise<void>((resolve) => {
+        b.on('data', (chunk: Buffer) => {
+          got.update(chunk);
+          received += chunk.length;
+          if (received >= total) resolve();
+        });
+        b.resume();
+      });
+      assert.equal(received, total, 'every byte arrived, none twice');
+      assert.equal(got.digest('hex'), sent.digest('hex'), 'the bytes are the ones sent, in order');
+      assert.equal(l.stats.txBytes, total, 'the link counted every byte once');
+      assert.equal(l.queueBytes, 0, 'the queue drained');
+    } finally {
+      a.destroy();
+      b.destroy();
+      server.close();
+    }
+  });
+
+  it('frames the kernel takes at once are not copied; frames a link keeps are copied once for all links', () => {
+    const view = Buffer.from('frames');
+    const f = new OutFrames(view, true);
+    assert.equal(f.view, view, 'until a link keeps them, the frames are the view itself');
+    const kept = f.own();
+    assert.equal(kept.toString(), 'frames', 'kept frames have the same bytes');
+    view.fill(0);
+    assert.equal(kept.toString(), 'frames', 'kept frames are a copy: the view overwritten, they are not');
+    assert.equal(f.own(), kept, 'a second link keeping them shares the same copy');
+    const owned = Buffer.from('sealed');
+    assert.equal(new OutFrames(owned, false).own(), owned, 'frames that are not borrowed are never copied');
+  });
+});
