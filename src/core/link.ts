@@ -3,6 +3,7 @@
 // handler's business (the role during the handshake, then the session).
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { getSystemErrorName } from 'node:util';
 import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadAddon } from '../tun/loader.js';
@@ -52,7 +53,9 @@ let sendSomeFn: SendSome | null | undefined;
 function nativeSend(): SendSome | null {
   if (sendSomeFn === undefined) {
     try {
-      sendSomeFn = loadAddon().sendSome;
+      // An addon built before sendSome existed has none: the stream path then.
+      const f = loadAddon().sendSome as SendSome | undefined;
+      sendSomeFn = typeof f === 'function' ? f : null;
     } catch {
       sendSomeFn = null;
     }
@@ -316,8 +319,10 @@ export class Link {
       const buf = frames.view;
       const sent = this.sendDirect(buf);
       this.account(buf, packets, false, nowMs);
-      if (sent === buf.length) return;
-      if (!this.socket.write(sent > 0 ? Buffer.from(buf.subarray(sent)) : frames.own())) this.writable = false;
+      if (sent === buf.length || sent < 0) return;
+      // The rest waits in Node's writer: from the copy the other links share if they need one.
+      const own = frames.own();
+      if (!this.socket.write(sent > 0 ? own.subarray(sent) : own)) this.writable = false;
       return;
     }
     this.sendData(frames.own(), packets, nowMs, urgent);
@@ -326,7 +331,8 @@ export class Link {
   /**
    * One non-blocking send(2) on the socket, past Node's stream writer, when
    * that writer holds nothing (order is kept): bytes the kernel took, 0 if
-   * none (an error included: the stream writer then meets it and reports it).
+   * none or not tried, -1 if the send failed (the socket is then destroyed
+   * with that error, and the link closes).
    */
   private sendDirect(buf: Buffer): number {
     const send = nativeSend();
@@ -334,7 +340,11 @@ export class Link {
     const fd = (this.socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
     if (send === null || typeof fd !== 'number' || fd < 0 || this.socket.destroyed || this.socket.writableLength > 0) return 0;
     const n = send(fd, buf);
-    return n > 0 ? n : 0;
+    if (n >= 0) return n;
+    // send(2) reported (and so cleared) the socket's error: the socket is done, with that error as the reason.
+    const code = getSystemErrorName(n);
+    this.socket.destroy(Object.assign(new Error(`send: ${code}`), { code, errno: n, syscall: 'send' }));
+    return -1;
   }
 
   /** Bytes on their way on this link: written and not acknowledged, plus our queue (aggregate scheduling). */
@@ -584,7 +594,7 @@ export class Link {
   private write(buf: Buffer, packets: number, striped: boolean, nowMs: number): void {
     this.account(buf, packets, striped, nowMs);
     const sent = this.sendDirect(buf);
-    if (sent === buf.length) return;
+    if (sent === buf.length || sent < 0) return;
     if (!this.socket.write(sent > 0 ? buf.subarray(sent) : buf)) this.writable = false;
   }
 

@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import { Link, OutFrames, type LinkHandler } from '../../src/core/link.js';
 import { createLogger } from '../../src/log.js';
+import { loadAddon } from '../../src/tun/loader.js';
 
 function pair(): Promise<{ server: Server; a: Socket; b: Socket }> {
   return new Promise((resolve) => {
@@ -34,7 +35,86 @@ function link(socket: Socket): Link {
   return l;
 }
 
+/** Fills `arena` with the pattern of batch `i`. */
+function fill(arena: Buffer, i: number): void {
+  for (let j = 0; j < arena.length; j += 4) arena.writeUInt32BE((i * 0x9e3779b1 + j) >>> 0, j);
+}
+
+/** Reads `total` bytes from `b` (resuming it); their sha256. */
+function drain(b: Socket, total: number): Promise<{ bytes: number; sha: string }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  return new Promise((resolve) => {
+    b.on('data', (chunk: Buffer) => {
+      h.update(chunk);
+      bytes += chunk.length;
+      if (bytes >= total) resolve({ bytes, sha: h.digest('hex') });
+    });
+    b.resume();
+  });
+}
+
 describe('direct sends of shared frames', () => {
+  it('the addon has sendSome (without it links fall back to the stream writer, and these tests would test that)', () => {
+    assert.equal(typeof loadAddon().sendSome, 'function', 'the built addon exports sendSome');
+  });
+
+  it('one batch fanned out to a link whose peer reads and one whose peer does not: both get the original bytes', async () => {
+    const p1 = await pair();
+    const p2 = await pair();
+    try {
+      const fast = link(p1.a);
+      const slow = link(p2.a);
+      const arena = Buffer.alloc(64 * 1024);
+      const sent = createHash('sha256');
+      let total = 0;
+      const fastDone = drain(p1.b, 256 * arena.length);
+      for (let i = 0; i < 256; i++) {
+        fill(arena, i);
+        sent.update(arena);
+        total += arena.length;
+        const f = new OutFrames(arena, true);
+        fast.send(f, 1, performance.now());
+        slow.send(f, 1, performance.now());
+        arena.fill(0xee);
+        // Let the reading peer read now and then (and the fast link drain): the links diverge.
+        if (i % 16 === 15) await new Promise((r) => setImmediate(r));
+      }
+      assert.ok(slow.queueBytes > 0, `the link whose peer reads nothing queued frames (${slow.queueBytes} bytes)`);
+      const digest = sent.digest('hex');
+      const a = await fastDone;
+      assert.equal(a.sha, digest, 'the reading peer got every original byte in order');
+      const b = await drain(p2.b, total);
+      assert.equal(b.bytes, total, 'the other peer got every byte once');
+      assert.equal(b.sha, digest, 'and the original bytes in order');
+    } finally {
+      for (const p of [p1, p2]) {
+        p.a.destroy();
+        p.b.destroy();
+        p.server.close();
+      }
+    }
+  });
+
+  it('a peer that resets the connection while frames are sent: the link closes, nothing throws', async () => {
+    const { server, a, b } = await pair();
+    try {
+      const l = link(a);
+      let closedWith = '';
+      l.handler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: (_l, reason) => (closedWith = reason) };
+      b.resetAndDestroy();
+      await new Promise((r) => setTimeout(r, 50));
+      const arena = Buffer.alloc(4096, 1);
+      for (let i = 0; i < 20 && l.state !== 'closed'; i++) {
+        l.send(new OutFrames(arena, true), 1, performance.now());
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(l.state, 'closed', `the link closed (${closedWith})`);
+    } finally {
+      a.destroy();
+      server.close();
+    }
+  });
   it('a reused buffer overwritten after every send: the peer gets every original byte in order, the socket full or not', async () => {
     const { server, a, b } = await pair();
     try {
@@ -44,7 +124,7 @@ describe('direct sends of shared frames', () => {
       let total = 0;
       // 24 MiB while the peer reads nothing: the socket buffers fill, sends go partial, then queue.
       for (let i = 0; i < 384; i++) {
-        for (let j = 0; j < arena.length; j += 4) arena.writeUInt32BE((i * 0x9e3779b1 + j) >>> 0, j);
+        fill(arena, i);
         sent.update(arena);
         total += arena.length;
         l.send(new OutFrames(arena, true), 1, performance.now());
