@@ -87,6 +87,8 @@ export class LinkStats {
   /** DATA frames and bytes handed to the socket. */
   txPackets = 0;
   txBytes = 0;
+  /** Of txBytes, those the kernel took from a direct send(2) (the rest went through Node's writer). */
+  directBytes = 0;
   rxFrames = 0;
   rxBytes = 0;
   /** DATA frames whose copy on this link was the first to arrive. */
@@ -340,7 +342,10 @@ export class Link {
     const fd = (this.socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
     if (send === null || typeof fd !== 'number' || fd < 0 || this.socket.destroyed || this.socket.writableLength > 0) return 0;
     const n = send(fd, buf);
-    if (n >= 0) return n;
+    if (n >= 0) {
+      this.stats.directBytes += n;
+      return n;
+    }
     // send(2) reported (and so cleared) the socket's error: the socket is done, with that error as the reason.
     const code = getSystemErrorName(n);
     this.socket.destroy(Object.assign(new Error(`send: ${code}`), { code, errno: n, syscall: 'send' }));

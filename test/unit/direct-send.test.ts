@@ -81,6 +81,7 @@ describe('direct sends of shared frames', () => {
         if (i % 16 === 15) await new Promise((r) => setImmediate(r));
       }
       assert.ok(slow.queueBytes > 0, `the link whose peer reads nothing queued frames (${slow.queueBytes} bytes)`);
+      assert.ok(fast.stats.directBytes > slow.stats.directBytes, `the reading peer's link sent more directly (${fast.stats.directBytes} vs ${slow.stats.directBytes} bytes)`);
       const digest = sent.digest('hex');
       const a = await fastDone;
       assert.equal(a.sha, digest, 'the reading peer got every original byte in order');
@@ -144,6 +145,8 @@ describe('direct sends of shared frames', () => {
       assert.equal(received, total, 'every byte arrived, none twice');
       assert.equal(got.digest('hex'), sent.digest('hex'), 'the bytes are the ones sent, in order');
       assert.equal(l.stats.txBytes, total, 'the link counted every byte once');
+      const direct = l.stats.directBytes;
+      assert.ok(direct > 0 && direct < total, `part went by direct sends (${direct} of ${total} bytes), the rest through Node's writer`);
       assert.equal(l.queueBytes, 0, 'the queue drained');
     } finally {
       a.destroy();
