@@ -19,11 +19,10 @@
 //   --seconds N       stream length (default 30)
 //   --only a,b,c,c2,d scenarios to run
 //   --wan-rate MBIT   the rate of each WAN link in (d) (default 50)
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, type StatsSnapshot } from '../test/helpers/netns.js';
+import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, missingTools, type StatsSnapshot } from '../test/helpers/netns.js';
 import { OPENVPN_SERVER, openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 import {
   describeShape,
@@ -456,9 +455,7 @@ async function main(): Promise<void> {
     console.error(`bench:wan: ${why}`);
     process.exit(1);
   }
-  try {
-    execFileSync('sh', ['-c', 'command -v openvpn'], { stdio: 'ignore' });
-  } catch {
+  if (missingTools(['openvpn']).length > 0) {
     console.error('bench:wan: openvpn is not installed (apt-get install -y openvpn)');
     process.exit(1);
   }

@@ -4,7 +4,7 @@
 // encryption). TCP throughput both ways, RTT idle and under load, CPU seconds
 // per GB and peak RSS on each side, and a numbered UDP stream through impaired
 // links. Writes bench/results/latest.json, .md and SVG charts.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { encodeKey } from '../src/secure/keys.js';
 import { generateKeyPair } from '../src/secure/primitives.js';
 import type { HandshakeRate } from './bench-handshake.js';
-import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, type StreamSummary } from '../test/helpers/netns.js';
+import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, missingTools, type StreamSummary } from '../test/helpers/netns.js';
 import { openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 import { WIREGUARD_SERVER, startWireGuardGo } from '../test/helpers/wireguard.js';
 
@@ -98,7 +98,6 @@ async function pingStats(tb: Testbed, dest: string, count: number, interval: str
 
 /** One tunnel's figures; `sides`: its processes (none for the direct link). */
 async function measure(tb: Testbed, name: string, links: number, dest: string, sides: Pids | null): Promise<TunnelResult> {
-  const pids = sides ? [sides.server, sides.client] : [];
   console.log(`== ${name}`);
   const server = tb.spawn('server', 'iperf3', ['-s', '-B', dest]);
   const serverGone = new Promise((r) => server.once('exit', r));
@@ -107,15 +106,19 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
   // bulk runs a JIT-compiled tunnel is warmer than it usually is.
   await pingStats(tb, dest, 100, '0.01');
   const idle = await pingStats(tb, dest, 400, '0.01');
-  const cpu0 = pids.map((p) => cpuTicks([p]));
+  const cpu0 = sides && { server: cpuTicks([sides.server]), client: cpuTicks([sides.client]) };
   const c2s = await iperf(tb, dest, []);
-  const cpu1 = pids.map((p) => cpuTicks([p]));
+  const cpu = sides && cpu0 && {
+    server: perGB(cpuTicks([sides.server]) - cpu0.server, c2s.bytes),
+    client: perGB(cpuTicks([sides.client]) - cpu0.client, c2s.bytes),
+  };
   const s2c = await iperf(tb, dest, ['-R']);
   const p4 = await iperf(tb, dest, ['-P', '4']);
   const load = iperf(tb, dest, []);
   await sleep(1000);
   const loaded = await pingStats(tb, dest, Math.max(20, (SECONDS - 2) * 25), '0.04');
   await load;
+  const rss = sides && { server: peakRssMB([sides.server]) as number, client: peakRssMB([sides.client]) as number };
   server.kill();
   await serverGone;
   const r: TunnelResult = {
@@ -126,10 +129,10 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
     tcpP4Mbps: Math.round(p4.mbps),
     rttIdleMs: { p50: idle.p50, p99: idle.p99 },
     rttLoadedMs: loaded,
-    cpuSecondsPerGB: pids.length ? perGB(cpu1.reduce((a, b) => a + b, 0) - cpu0.reduce((a, b) => a + b, 0), c2s.bytes) : null,
-    cpuSecondsPerGBSides: pids.length ? { server: perGB(cpu1[0]! - cpu0[0]!, c2s.bytes), client: perGB(cpu1[1]! - cpu0[1]!, c2s.bytes) } : null,
-    peakRssMB: peakRssMB(pids),
-    peakRssMBSides: sides ? { server: peakRssMB([sides.server])!, client: peakRssMB([sides.client])! } : null,
+    cpuSecondsPerGB: cpu && Math.round((cpu.server + cpu.client) * 100) / 100,
+    cpuSecondsPerGBSides: cpu,
+    peakRssMB: rss && Math.max(rss.server, rss.client),
+    peakRssMBSides: rss,
   };
   console.log(JSON.stringify(r));
   return r;
@@ -295,14 +298,7 @@ async function main(): Promise<void> {
     console.error(`bench: ${why}`);
     process.exit(1);
   }
-  const missing = ['iperf3', 'openvpn', 'wireguard-go', 'wg'].filter((t) => {
-    try {
-      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
-      return false;
-    } catch {
-      return true;
-    }
-  });
+  const missing = missingTools(['iperf3', 'openvpn', 'wireguard-go', 'wg']);
   if (missing.length > 0) {
     console.error(`bench: needs ${missing.join(', ')} (apt-get install -y iperf3 openvpn wireguard-go wireguard-tools)`);
     process.exit(1);

@@ -12,6 +12,7 @@ import { DpError, errorMessage } from '../errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../log.js';
 import { controlSocketPath, listInstances } from '../ops/discovery.js';
 import { buildRegistry } from '../ops/metrics.js';
+import { processMemory } from '../ops/format.js';
 import { NetworkSetup } from '../ops/routing.js';
 import { StatusServer } from '../ops/status-server.js';
 import { DATA_HEADER_BYTES } from '../protocol/frame.js';
@@ -87,7 +88,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   }
   const tunnel = new Tunnel(tun, config.timing, log);
   const network = new NetworkSetup(log.child('net'));
-  const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: memory(), ...tunnel.snapshot(), ...extra() });
+  const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: processMemory(), ...tunnel.snapshot(), ...extra() });
   let extra = (): Record<string, unknown> => ({});
   const statusServer = new StatusServer(statusDoc, buildRegistry(() => tunnel.snapshot(), role), log);
   let roleObj: ClientRole | ServerRole | undefined;
@@ -228,11 +229,4 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
 
 export function exitCodeFor(e: unknown): number {
   return e instanceof DpError ? e.exitCode : 1;
-}
-
-/** The process's memory in MiB (resident, V8 heap in use, buffers outside it). */
-function memory(): { rssMiB: number; heapUsedMiB: number; externalMiB: number; arrayBuffersMiB: number } {
-  const m = process.memoryUsage();
-  const mib = (n: number): number => Math.round((n / 1048576) * 10) / 10;
-  return { rssMiB: mib(m.rss), heapUsedMiB: mib(m.heapUsed), externalMiB: mib(m.external), arrayBuffersMiB: mib(m.arrayBuffers) };
 }

@@ -317,17 +317,8 @@ export class Link {
    */
   send(frames: OutFrames, packets: number, nowMs: number, urgent = false): void {
     if (this.state !== 'up') return;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
-      const buf = frames.view;
-      const sent = this.sendDirect(buf);
-      this.account(buf, packets, false, nowMs);
-      if (sent === buf.length || sent < 0) return;
-      // The rest waits in Node's writer: from the copy the other links share if they need one.
-      const own = frames.own();
-      if (!this.socket.write(sent > 0 ? own.subarray(sent) : own)) this.writable = false;
-      return;
-    }
-    this.sendData(frames.own(), packets, nowMs, urgent);
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frames.view, packets, false, nowMs, frames);
+    else this.sendData(frames.own(), packets, nowMs, urgent);
   }
 
   /**
@@ -595,15 +586,12 @@ export class Link {
     this.urgentBytes = 0;
   }
 
-  /** `buf` is ours to keep: what the kernel does not take at once waits in the stream writer. */
-  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number): void {
-    this.account(buf, packets, striped, nowMs);
-    const sent = this.sendDirect(buf);
-    if (sent === buf.length || sent < 0) return;
-    if (!this.socket.write(sent > 0 ? buf.subarray(sent) : buf)) this.writable = false;
-  }
-
-  private account(buf: Buffer, packets: number, striped: boolean, nowMs: number): void {
+  /**
+   * Directly if the kernel takes it; what it does not take at once waits in
+   * the stream writer. `buf` is ours to keep, unless it is the view of
+   * `shared`: the rest then comes from the copy the links share.
+   */
+  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames): void {
     this.stats.txPackets += packets;
     this.stats.txBytes += buf.length;
     this.bytesOut += buf.length;
@@ -611,6 +599,10 @@ export class Link {
       this.retained.push({ end: this.bytesOut, buf, packets, t: nowMs, resent: false });
       this.retainedBytes += buf.length;
     }
+    const sent = this.sendDirect(buf);
+    if (sent === buf.length || sent < 0) return;
+    const rest = shared === undefined ? buf : shared.own();
+    if (!this.socket.write(sent > 0 ? rest.subarray(sent) : rest)) this.writable = false;
   }
 
   private onDrain(): void {

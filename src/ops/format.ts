@@ -9,13 +9,27 @@ export interface ListenStatus {
   listen: string;
 }
 
+export interface MemoryStatus {
+  rssMiB: number;
+  heapUsedMiB: number;
+  externalMiB: number;
+  arrayBuffersMiB: number;
+}
+
+/** This process's memory in MiB: resident, V8 heap in use, buffers outside it. */
+export function processMemory(): MemoryStatus {
+  const m = process.memoryUsage();
+  const mib = (n: number): number => Math.round((n / 1048576) * 10) / 10;
+  return { rssMiB: mib(m.rss), heapUsedMiB: mib(m.heapUsed), externalMiB: mib(m.external), arrayBuffersMiB: mib(m.arrayBuffers) };
+}
+
 export interface StatusDocument extends TunnelSnapshot {
   role: string;
   version: string;
   pid: number;
   tunName: string;
   /** The process's memory (older versions: absent). */
-  memory?: { rssMiB: number; heapUsedMiB: number; externalMiB: number; arrayBuffersMiB: number };
+  memory?: MemoryStatus;
   /** Server, peer keys: every configured peer, with its session id if it has one. */
   peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;
   /** Every configured link: a client's as its dialer sees it (connected or not), a server's listen addresses. */

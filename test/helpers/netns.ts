@@ -17,16 +17,23 @@ export type Side = 'server' | 'client';
 /** A namespace of the testbed: the two sides, and the optional on-path relay and attacker hosts. */
 export type Host = Side | 'relay' | 'attacker';
 
+/** The commands of `tools` this machine does not have. */
+export function missingTools(tools: readonly string[]): string[] {
+  return tools.filter((tool) => {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
+  });
+}
+
 /** Why the end-to-end tier cannot run here, or undefined if it can. */
 export function e2eUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces, TUN devices)';
-  for (const tool of ['ip', 'iptables', 'ncat', 'ping', 'iperf3']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      return `'${tool}' is not installed`;
-    }
-  }
+  const missing = missingTools(['ip', 'iptables', 'ncat', 'ping', 'iperf3']);
+  if (missing.length > 0) return `'${missing[0]}' is not installed`;
   if (!existsSync(CLI)) return `${CLI} is missing: run 'npm run build:ts'`;
   return undefined;
 }

@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { skipReason } from './netns.js';
+import { missingTools, skipReason } from './netns.js';
 
 const execFileP = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -76,13 +76,8 @@ export interface WanCounters {
 export function wanUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (NFQUEUE, network namespaces)';
   if (!existsSync('/usr/include/libnetfilter_queue/libnetfilter_queue.h')) return 'libnetfilter-queue-dev is not installed';
-  for (const tool of ['cc', 'iptables', 'ip']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    } catch {
-      return `'${tool}' is not installed`;
-    }
-  }
+  const missing = missingTools(['cc', 'iptables', 'ip']);
+  if (missing.length > 0) return `'${missing[0]}' is not installed`;
   return undefined;
 }
 

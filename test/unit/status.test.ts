@@ -11,6 +11,7 @@ import { Tunnel } from '../../src/core/tunnel.js';
 import { DpError } from '../../src/errors.js';
 import { memoryLogger } from '../../src/log.js';
 import { controlSocketPath, listInstances, parseControlSockets } from '../../src/ops/discovery.js';
+import { processMemory } from '../../src/ops/format.js';
 import { buildRegistry } from '../../src/ops/metrics.js';
 import { StatusServer } from '../../src/ops/status-server.js';
 import { existingDevice, nameTakenError } from '../../src/tun/existing.js';
@@ -68,7 +69,7 @@ describe('discovery', () => {
     const tunName = `ut${process.pid.toString(36)}`;
     const log = memoryLogger('debug');
     const tunnel = new Tunnel(new FakeTun(tunName), DEFAULT_TIMING, log);
-    const doc = (): unknown => ({ role: 'client', version: 'test', pid: process.pid, tunName, ...tunnel.snapshot(), links: [] });
+    const doc = (): unknown => ({ role: 'client', version: 'test', pid: process.pid, tunName, memory: processMemory(), ...tunnel.snapshot(), links: [] });
     const server = new StatusServer(doc, buildRegistry(() => tunnel.snapshot(), 'client'), log);
     try {
       assert.equal(await server.listenControl(controlSocketPath(tunName)), true, 'the control socket is up');
@@ -76,9 +77,11 @@ describe('discovery', () => {
       const d = await fetchStatus({ tun: tunName });
       assert.equal(d.tunName, tunName, 'its document');
       const text = await renderStatus({});
-      assert.match(text, new RegExp(`^dp-tcp test client \\(pid ${process.pid}\\), TUN ${tunName}`, 'm'), 'in the plain listing');
+      assert.match(text, new RegExp(`^dp-tcp test client \\(pid ${process.pid}\\), TUN ${tunName}.*, RSS \\d+(\\.\\d)? MiB$`, 'm'), 'in the plain listing, with its memory');
       const json = JSON.parse(await renderStatus({ json: true })) as { instances: Array<{ tunName: string }> };
       assert.ok(json.instances.some((i) => i.tunName === tunName), '--json: { instances: [...] }');
+      const mine = json.instances.find((i) => i.tunName === tunName) as { memory?: { rssMiB: number; heapUsedMiB: number } };
+      assert.ok((mine.memory?.rssMiB ?? 0) > (mine.memory?.heapUsedMiB ?? Infinity), `--json: the memory, resident above the heap in use (${JSON.stringify(mine.memory)})`);
       const servers = await renderStatus({ role: 'server' }).catch((e: unknown) => (e instanceof Error ? e.message : String(e)));
       assert.doesNotMatch(servers, new RegExp(`TUN ${tunName}`), '-r server leaves the client out');
       // A second instance cannot take the same name: a warning, not a failure.
