@@ -7,6 +7,7 @@ import { getSystemErrorName } from 'node:util';
 import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadAddon } from '../tun/loader.js';
+import type { NativeAddon, NativeSocketReader } from '../tun/native.js';
 import {
   CloseCode,
   encodeAck,
@@ -63,10 +64,39 @@ function nativeSend(): SendSome | null {
   return sendSomeFn;
 }
 
+type ReaderClass = NativeAddon['SocketReader'];
+let readerClass: ReaderClass | null | undefined;
+/**
+ * The addon's socket reader, or null: where the addon cannot load, was built
+ * before it existed, or DPTCP_NATIVE_READ=0 asks for Node's stream reader.
+ */
+function nativeReader(): ReaderClass | null {
+  if (readerClass === undefined) {
+    try {
+      const c = process.env['DPTCP_NATIVE_READ'] === '0' ? undefined : (loadAddon().SocketReader as ReaderClass | undefined);
+      readerClass = typeof c === 'function' ? c : null;
+    } catch {
+      readerClass = null;
+    }
+  }
+  return readerClass;
+}
+
+/**
+ * What every natively read link reads into: one buffer for the process, since
+ * a read is handed on and consumed before the next one starts.
+ */
+const READ_BUFFER_BYTES = 256 * 1024;
+let readBuffer: Buffer | undefined;
+
 /** Why a packet copy was not sent on, or not taken from, a link. */
 export type LinkDropReason = 'queue_full' | 'queue_age';
 
 export interface LinkHandler {
+  /**
+   * `buf` may be the process's shared read buffer: valid during the call only;
+   * whatever keeps bytes of it for later (a queue, a reorder buffer) copies them.
+   */
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void;
   /** After the frames of one socket read: the time to flush what they produced. */
   onChunkEnd(link: Link): void;
@@ -186,6 +216,7 @@ export class Link {
   /** A dead verdict waiting for the sockets to be read first (tick). */
   private deadCheck: NodeJS.Immediate | undefined;
   private readonly decoder: FrameDecoder;
+  private reader: NativeSocketReader | undefined;
   private queue: Queued[] = [];
   private queueHead = 0;
   private queuedBytes = 0;
@@ -234,11 +265,73 @@ export class Link {
     this.decoder = new FrameDecoder(opts.maxFrameBytes, (type, buf, start, end) =>
       this.handler.onFrame(this, type, buf, start, end),
     );
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!this.readNatively()) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', (e) => this.log.debug('socket error', { link: opts.name, error: errorMessage(e) }));
     socket.on('close', () => this.finish('connection closed'));
     socket.on('end', () => this.finish('peer closed the connection'));
+  }
+
+  /** The socket is read by the addon into the shared buffer (not by Node's stream reader). */
+  get readsNatively(): boolean {
+    return this.reader !== undefined;
+  }
+
+  /**
+   * Takes the socket's reading over from Node: its handle stops reading and is
+   * marked as reading, so that Node's stream never starts it again (net.Socket's
+   * _read starts a handle only when it is not reading); what Node read already
+   * is handled first. Node keeps writing, and closing, the socket. False where
+   * it cannot (no addon, no descriptor: a test's in-memory socket).
+   */
+  private readNatively(): boolean {
+    const Reader = nativeReader();
+    const handle = (this.socket as unknown as { _handle?: { fd?: number; reading?: boolean; readStop?: () => number } | null })._handle;
+    const fd = handle?.fd;
+    if (Reader === null || !handle || typeof fd !== 'number' || fd < 0 || typeof handle.readStop !== 'function') return false;
+    if (this.socket.connecting || this.socket.destroyed) return false;
+    handle.readStop();
+    handle.reading = true;
+    const buf = (readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES));
+    let reader: NativeSocketReader;
+    try {
+      reader = new Reader(
+        fd,
+        buf,
+        (n) => this.onData(buf.subarray(0, n)),
+        (errno) => this.onReadEnd(errno),
+      );
+    } catch (e) {
+      handle.reading = false;
+      this.log.debug('native reader unavailable, using the stream reader', { link: this.opts.name, error: errorMessage(e) });
+      return false;
+    }
+    this.reader = reader;
+    this.socket.once('close', () => reader.close());
+    for (let c = this.socket.read() as Buffer | null; c !== null; c = this.socket.read() as Buffer | null) this.onData(c);
+    return true;
+  }
+
+  /** Stops reading the socket (tests: a peer that stops reading), until resumeReading(). */
+  pauseReading(): void {
+    if (this.reader) this.reader.pause();
+    else this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (this.reader) this.reader.resume();
+    else this.socket.resume();
+  }
+
+  /** The native reader's end: 0 the peer closed its side, else the errno of the failed read. */
+  private onReadEnd(errno: number): void {
+    if (errno === 0) {
+      this.finish('peer closed the connection');
+      this.socket.destroy();
+      return;
+    }
+    const code = getSystemErrorName(-errno);
+    this.socket.destroy(Object.assign(new Error(`read: ${code}`), { code, errno: -errno, syscall: 'read' }));
   }
 
   /** The link id of the protocol; on the server it is known once HELLO arrives. */
@@ -662,6 +755,8 @@ export class Link {
       // Before a handshake this is a stranger's garbage: a flood of it must not flood the log.
       this.log[this.state === 'up' ? 'warn' : 'debug']('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
       this.close(CloseCode.ProtocolError, e.message);
+      // What the frames before the bad one delivered goes on now: it may lie in the read buffer.
+      this.handler.onChunkEnd(this);
       return;
     }
     if ((this.state as LinkState) === 'closed') return;

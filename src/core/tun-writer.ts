@@ -98,7 +98,8 @@ export class TunWriter {
         this.stats.backlogFull++;
         continue;
       }
-      this.backlog.push(p);
+      // A copy: the packet may be a view of the links' shared read buffer, which the next read overwrites.
+      this.backlog.push(Buffer.from(p));
       this.backlogBytes += p.length;
     }
   }

@@ -70,22 +70,33 @@ export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
 /**
  * Called once per complete frame. `buf[start..end)` is the body after the
- * 8-byte header. The bytes are only valid during the call unless the receiver
- * keeps a reference to `buf` (they are never overwritten afterwards).
+ * 8-byte header. The bytes are valid during the call only: `buf` may be the
+ * decoder's gathering buffer or a read buffer that the next read overwrites,
+ * so a receiver that keeps any of them copies them.
  */
 export type FrameHandler = (type: FrameType, buf: Buffer, start: number, end: number) => void;
 
 /**
  * Reassembles frames from a TCP byte stream. A frame inside one chunk is
  * handed on as a view of that chunk (no copy); a frame split across chunks is
- * gathered into a buffer allocated once at its final size, so a peer feeding
- * one byte at a time costs linear, not quadratic, work.
+ * gathered into one buffer the decoder keeps and reuses (grown to the largest
+ * frame seen, no more than the maximum), so a peer feeding one byte at a time
+ * costs linear, not quadratic, work and a busy link allocates nothing per frame.
  */
 export class FrameDecoder {
   private readonly header = Buffer.alloc(LENGTH_BYTES);
   private headerFill = 0;
+  /** The frame being gathered lies in gather[0..partialTotal); null: none. */
   private partial: Buffer | null = null;
   private partialFill = 0;
+  private partialTotal = 0;
+  /**
+   * Two, used in turn: a frame completed from one may still be waiting with
+   * its receiver (until the end of the chunk) when the chunk's last frame
+   * starts gathering in the other.
+   */
+  private readonly gather: [Buffer | null, Buffer | null] = [null, null];
+  private gatherTurn = 0;
 
   constructor(
     private maxFrameBytes: number,
@@ -121,20 +132,22 @@ export class FrameDecoder {
       if (this.headerFill < LENGTH_BYTES) return;
       this.headerFill = 0;
       const total = this.frameTotal(this.header.readUInt32BE(0));
-      this.partial = Buffer.allocUnsafe(total);
+      this.partial = this.gatherBuffer(total);
+      this.partialTotal = total;
       this.header.copy(this.partial, 0);
       this.partialFill = LENGTH_BYTES;
     }
     if (this.partial !== null) {
       const p = this.partial;
-      const take = Math.min(p.length - this.partialFill, len - off);
+      const total = this.partialTotal;
+      const take = Math.min(total - this.partialFill, len - off);
       chunk.copy(p, this.partialFill, off, off + take);
       this.partialFill += take;
       off += take;
-      if (this.partialFill < p.length) return;
+      if (this.partialFill < total) return;
       this.partial = null;
       this.partialFill = 0;
-      this.emit(p, 0, p.length);
+      this.emit(p, 0, total);
     }
     while (off < len) {
       if (len - off < LENGTH_BYTES) {
@@ -147,13 +160,22 @@ export class FrameDecoder {
         this.emit(chunk, off, off + total);
         off += total;
       } else {
-        const p = Buffer.allocUnsafe(total);
+        const p = this.gatherBuffer(total);
         chunk.copy(p, 0, off, len);
         this.partial = p;
+        this.partialTotal = total;
         this.partialFill = len - off;
         return;
       }
     }
+  }
+
+  /** The next gathering buffer, at least `total` bytes (a frame's length was checked against the maximum). */
+  private gatherBuffer(total: number): Buffer {
+    const i = (this.gatherTurn ^= 1);
+    let g = this.gather[i] ?? null;
+    if (g === null || g.length < total) this.gather[i] = g = Buffer.allocUnsafeSlow(total);
+    return g;
   }
 
   private frameTotal(length: number): number {

@@ -40,12 +40,29 @@ export interface NativeTun {
   close(): void;
 }
 
+/**
+ * Reads a connected stream socket (a dup of `fd`, watched on the event loop)
+ * into one reused buffer. onData(n): buffer[0..n) holds the next bytes, valid
+ * until onData returns. onEnd(0): the peer closed; onEnd(errno): the read
+ * failed; nothing is read after either. close() is due after the socket's
+ * own close (the connection lives while the dup is open). Idempotent.
+ */
+export interface NativeSocketReader {
+  /** recv(2) calls that returned data. */
+  readonly reads: number;
+  /** Stops reading until resume() (the receive window closes, as with a peer that stops reading). */
+  pause(): void;
+  resume(): void;
+  close(): void;
+}
+
 export interface NativeAddon {
   /** vnetHdr: every packet starts with a 10-byte struct virtio_net_hdr (IFF_VNET_HDR). */
   Tun: new (name: string, vnetHdr?: boolean) => NativeTun;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   /** One non-blocking send(2) of the whole buffer: bytes taken (0: the socket buffer is full) or -errno. */
   sendSome(fd: number, buf: Buffer): number;
+  SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number) => void) => NativeSocketReader;
   constants: {
     SOL_SOCKET: number;
     IPPROTO_TCP: number;

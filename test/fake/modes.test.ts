@@ -74,7 +74,7 @@ describe('scheduling modes over loopback (fake TUN)', () => {
     const serverLink0 = serverSession(s)!.links.get(0)!;
     await send(c, n, 1000, (sent) => {
       // The far side of link 0 stops reading: no ACK comes back on it, and the data waits.
-      if (sent === 1000) serverLink0.socket.pause();
+      if (sent === 1000) serverLink0.pauseReading();
     });
     await s.tun.waitFor(n);
     await new Promise((r) => setTimeout(r, 200));
@@ -113,7 +113,7 @@ describe('scheduling modes over loopback (fake TUN)', () => {
     const got = s.tun.written.map(packetNumber);
     assert.deepEqual(got.slice(200), range(2000), 'the bulk flow arrives in order');
     // Link 0's far side stops reading: once it stalls the session duplicates everything.
-    serverSession(s)!.links.get(0)!.socket.pause();
+    serverSession(s)!.links.get(0)!.pauseReading();
     const before = s.tun.written.length;
     for (let i = 0; i < 1500; i += 20) {
       c.tun.inject(Array.from({ length: 20 }, (_, j) => numbered(i + j, '10.0.0.2', '10.0.0.1', 1200)));
@@ -147,7 +147,7 @@ describe('scheduling modes over loopback (fake TUN)', () => {
     assert.ok(bulk[0]! + bulk[2]! < 2000 * 1.2 && bulk[1]! + bulk[3]! < 2000 * 1.2, `about one copy per path, not two (${bulk.join(' / ')})`);
     assert.ok(bulk[0]! + bulk[2]! >= 1500 && bulk[1]! + bulk[3]! >= 1500, `each path carries the stream (${bulk.join(' / ')})`);
     // One connection of path 0 stops being read at the far end: the stream goes on, once.
-    serverSession(s)!.links.get(0)!.socket.pause();
+    serverSession(s)!.links.get(0)!.pauseReading();
     await send(c, 2000, 1200);
     await s.tun.waitFor(4002);
     await new Promise((r) => setTimeout(r, 100));

@@ -83,7 +83,7 @@ describe('tunnel core over loopback (fake TUN)', () => {
   it('closes a link that goes silent and brings it back', async () => {
     const { c } = await pair();
     const link = c.role.session.links.get(1)!;
-    link.socket.pause(); // no frame (not even PONG) is read: the server side looks dead
+    link.pauseReading(); // no frame (not even PONG) is read: the server side looks dead
     await until(() => link.state === 'closed', 'silent link closed', 3000);
     await until(() => upLinks(c) === 2, 'link redialled');
   });
@@ -93,7 +93,7 @@ describe('tunnel core over loopback (fake TUN)', () => {
     const clientLink = c.role.session.links.get(1)!;
     const serverLink = serverSession(s)!.links.get(1)!;
     // The client hears nothing on link 1 while the server still hears the client's PINGs.
-    clientLink.socket.pause();
+    clientLink.pauseReading();
     await until(() => clientLink.state === 'closed' && serverLink.state === 'closed', 'both ends closed link 1', 3000);
     assert.ok(clientLink.declaredDead, 'the client declared it dead');
     await until(() => upLinks(c) === 2 && serverSession(s)!.upLinks().length === 2, 'link 1 redialled');
@@ -181,7 +181,7 @@ describe('tunnel core over loopback (fake TUN)', () => {
     const slow = c.role.session.links.get(0)!;
     // The server stops reading link 0, so its socket and then our queue fill up.
     const serverLink = serverSession(s)!.links.get(0)!;
-    serverLink.socket.pause();
+    serverLink.pauseReading();
     const n = 30_000;
     for (let i = 0; i < n; i += 100) {
       c.tun.inject(Array.from({ length: 100 }, (_, j) => numbered(i + j, '10.0.0.2', '10.0.0.1', 1200)));

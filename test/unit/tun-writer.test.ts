@@ -131,6 +131,18 @@ describe('TunWriter', () => {
     assert.deepEqual(w.stats.refused, { [BAD_VNET_HDR]: 2 });
   });
 
+  it('what waits in the backlog is a copy: the buffer a packet came in (a link read buffer) may be overwritten', () => {
+    const tun = new RecordingTun(0);
+    tun.eagainWrites = 1;
+    const w = new TunWriter(tun, 1 << 20, quiet);
+    const read = Buffer.concat([numbered(1), numbered(2)]);
+    const half = read.length / 2;
+    w.write([read.subarray(0, half), read.subarray(half)]);
+    read.fill(0xee); // the next read
+    tun.becomeWritable();
+    assert.deepEqual(numbers(tun.written, 0), [1, 2]);
+  });
+
   it('without offloads there is no virtio_net_hdr to check: packets go as they are', () => {
     const tun = new RecordingTun(0);
     const w = new TunWriter(tun, 1 << 20, quiet);

@@ -1,0 +1,181 @@
+#include "reader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "errors.h"
+
+namespace dptcp {
+
+Napi::Function SocketReader::Init(Napi::Env env) {
+  return DefineClass(env, "SocketReader",
+                     {
+                         InstanceAccessor<&SocketReader::GetReads>("reads"),
+                         InstanceMethod<&SocketReader::Close>("close"),
+                         InstanceMethod<&SocketReader::Pause>("pause"),
+                         InstanceMethod<&SocketReader::Resume>("resume"),
+                     });
+}
+
+// new SocketReader(fd, buffer, onData(n), onEnd(errno)): starts at once.
+// onData(n): buffer[0..n) holds the next n bytes of the stream; they are
+// valid until onData returns (the next read overwrites them). onEnd(0): the
+// peer closed its side; onEnd(errno): the read failed. After onEnd nothing
+// more is read; close() is still due.
+SocketReader::SocketReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketReader>(info) {
+  Napi::Env env = info.Env();
+  env_ = env;
+  if (info.Length() < 4 || !info[0].IsNumber() || !info[1].IsBuffer() || !info[2].IsFunction() ||
+      !info[3].IsFunction()) {
+    throw Napi::TypeError::New(env, "new SocketReader(fd, buffer, onData, onEnd)");
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+  if (buf.Length() == 0) throw Napi::RangeError::New(env, "the read buffer is empty");
+  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) throw ErrnoError(env, errno, "fcntl(F_DUPFD_CLOEXEC)", "duplicating socket fd " + std::to_string(fd));
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    close(dup);
+    throw Napi::Error::New(env, "cannot get the event loop of this Node environment");
+  }
+  poll_ = new uv_poll_t;
+  int rc = uv_poll_init(loop, poll_, dup);
+  if (rc != 0) {
+    delete poll_;
+    poll_ = nullptr;
+    close(dup);
+    throw ErrnoError(env, -rc, "uv_poll_init", "watching socket fd " + std::to_string(fd));
+  }
+  poll_->data = this;
+  fd_ = dup;
+  bufRef_ = Napi::Persistent(buf);
+  buf_ = buf.Data();
+  bufLen_ = buf.Length();
+  onData_ = Napi::Persistent(info[2].As<Napi::Function>());
+  onEnd_ = Napi::Persistent(info[3].As<Napi::Function>());
+  asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:SocketReader");
+  if (napi_add_env_cleanup_hook(env, OnCleanup, this) == napi_ok) cleanupHookAdded_ = true;
+  rc = uv_poll_start(poll_, UV_READABLE, OnPoll);
+  if (rc != 0) {
+    CloseInternal();
+    throw ErrnoError(env, -rc, "uv_poll_start", "watching socket fd " + std::to_string(fd));
+  }
+}
+
+SocketReader::~SocketReader() { CloseInternal(); }
+
+void SocketReader::OnCleanup(void* arg) {
+  SocketReader* self = static_cast<SocketReader*>(arg);
+  self->cleanupHookAdded_ = false;  // the hook is being run; removing it now is not allowed
+  self->CloseInternal();
+}
+
+Napi::Value SocketReader::GetReads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(reads_));
+}
+
+Napi::Value SocketReader::Close(const Napi::CallbackInfo& info) {
+  CloseInternal();
+  return info.Env().Undefined();
+}
+
+// pause(): nothing more is read until resume() (the kernel's receive window
+// then closes, as for a peer that stops reading). Both are no-ops once ended.
+Napi::Value SocketReader::Pause(const Napi::CallbackInfo& info) {
+  if (poll_ != nullptr) uv_poll_stop(poll_);
+  return info.Env().Undefined();
+}
+
+Napi::Value SocketReader::Resume(const Napi::CallbackInfo& info) {
+  if (poll_ != nullptr && !ended_) {
+    int rc = uv_poll_start(poll_, UV_READABLE, OnPoll);
+    if (rc != 0) throw ErrnoError(info.Env(), -rc, "uv_poll_start", "watching a socket");
+  }
+  return info.Env().Undefined();
+}
+
+void SocketReader::OnPoll(uv_poll_t* handle, int status, int events) {
+  SocketReader* self = static_cast<SocketReader*>(handle->data);
+  if (self == nullptr || self->fd_ < 0) return;
+  if (status < 0) {
+    self->Finish(-status);
+    return;
+  }
+  if (events & UV_READABLE) self->HandleReadable();
+}
+
+// Fills the buffer with what the socket holds (a few reads at most, so one
+// busy link cannot keep the loop from the others: the poll is level-triggered
+// and comes back), then hands it on in one call.
+void SocketReader::HandleReadable() {
+  size_t got = 0;
+  int err = -1;  // -1: the socket is merely drained
+  for (int i = 0; i < 4 && got < bufLen_; i++) {
+    ssize_t r = recv(fd_, buf_ + got, bufLen_ - got, MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) {
+        i--;
+        continue;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+      break;
+    }
+    if (r == 0) {
+      err = 0;
+      break;
+    }
+    reads_++;
+    got += static_cast<size_t>(r);
+  }
+  if (got > 0) {
+    Napi::Env env(env_);
+    Napi::HandleScope scope(env);
+    CallJs(onData_, {Napi::Number::New(env, static_cast<double>(got))});
+  }
+  if (err >= 0 && fd_ >= 0) Finish(err);
+}
+
+void SocketReader::Finish(int err) {
+  ended_ = true;
+  if (poll_ != nullptr) uv_poll_stop(poll_);
+  Napi::Env env(env_);
+  Napi::HandleScope scope(env);
+  CallJs(onEnd_, {Napi::Number::New(env, err)});
+}
+
+void SocketReader::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+  if (fn.IsEmpty()) return;
+  Napi::Env env(env_);
+  try {
+    fn.MakeCallback(env.Global(), args, *asyncContext_);
+  } catch (const Napi::Error& e) {
+    // Nothing above us can catch it: hand it to 'uncaughtException'.
+    napi_fatal_exception(env_, e.Value());
+  }
+}
+
+// As Tun::CloseInternal: stop watching before closing the descriptor, and the
+// handle is never freed (no close callback into an addon that may be gone).
+void SocketReader::CloseInternal() {
+  if (poll_ != nullptr) {
+    uv_poll_stop(poll_);
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), nullptr);
+    poll_ = nullptr;
+  }
+  if (fd_ >= 0) {
+    close(fd_);
+    fd_ = -1;
+  }
+  if (cleanupHookAdded_) {
+    napi_remove_env_cleanup_hook(env_, OnCleanup, this);
+    cleanupHookAdded_ = false;
+  }
+  buf_ = nullptr;
+  bufLen_ = 0;
+}
+
+}  // namespace dptcp

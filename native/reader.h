@@ -1,0 +1,49 @@
+#pragma once
+#include <napi.h>
+#include <uv.h>
+
+namespace dptcp {
+
+// Reads a connected stream socket into one buffer that is reused for every
+// read, in place of Node's stream reader (a fresh 64 KiB allocation per read,
+// and the Readable machinery per chunk). Syscalls only: which socket, how
+// big the buffer, and what the bytes mean is decided in TypeScript.
+//
+// It watches a dup() of the descriptor with uv_poll on the addon's own event
+// loop, so the caller's socket object keeps its descriptor (and its writer).
+// The connection stays open until both descriptors are closed: close() must
+// follow the socket's own close.
+class SocketReader : public Napi::ObjectWrap<SocketReader> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit SocketReader(const Napi::CallbackInfo& info);
+  ~SocketReader() override;
+
+ private:
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Pause(const Napi::CallbackInfo& info);
+  Napi::Value Resume(const Napi::CallbackInfo& info);
+  Napi::Value GetReads(const Napi::CallbackInfo& info);
+
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  static void OnCleanup(void* arg);
+  void HandleReadable();
+  void Finish(int err);
+  void CloseInternal();
+  void CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args);
+
+  int fd_ = -1;
+  napi_env env_ = nullptr;
+  uv_poll_t* poll_ = nullptr;
+  bool cleanupHookAdded_ = false;
+  bool ended_ = false;
+  uint64_t reads_ = 0;
+  Napi::Reference<Napi::Buffer<uint8_t>> bufRef_;
+  uint8_t* buf_ = nullptr;
+  size_t bufLen_ = 0;
+  Napi::FunctionReference onData_;
+  Napi::FunctionReference onEnd_;
+  std::unique_ptr<Napi::AsyncContext> asyncContext_;
+};
+
+}  // namespace dptcp

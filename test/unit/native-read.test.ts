@@ -1,0 +1,179 @@
+// A link's socket is read by the addon into one buffer shared by every link
+// and reused for every read, in place of Node's stream reader. What a read
+// delivers is valid until the end of its chunk (onChunkEnd), as a session
+// uses it: it batches the accepted packets of a chunk and writes them then.
+// Real TCP over loopback; needs the built addon.
+import assert from 'node:assert/strict';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { Link, type LinkHandler } from '../../src/core/link.js';
+import { encodeFrame, FrameType, writeDataHeader } from '../../src/protocol/frame.js';
+import { createLogger } from '../../src/log.js';
+import { loadAddon } from '../../src/tun/loader.js';
+import { until } from '../helpers/harness.js';
+
+function pair(): Promise<{ server: Server; a: Socket; b: Socket }> {
+  return new Promise((resolve) => {
+    const server = createServer((b) => resolve({ server, a, b }));
+    let a: Socket;
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      a = connect(port, '127.0.0.1');
+    });
+  });
+}
+
+/** A handler that keeps views of a chunk's DATA frames until the chunk ends, as a session does, then checks and counts them. */
+class Collector implements LinkHandler {
+  pending: Buffer[] = [];
+  seqs: number[] = [];
+  bad = 0;
+  closed: string | undefined;
+  onFrame(_link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
+    if (type === FrameType.Data) this.pending.push(buf.subarray(start, end));
+  }
+  onChunkEnd(): void {
+    for (const f of this.pending) {
+      const seq = f.readUInt32BE(4);
+      // Every payload byte is its sequence number's low byte: any overwrite shows.
+      for (let i = 8; i < f.length; i++) if (f[i] !== (seq & 0xff)) this.bad++;
+      this.seqs.push(seq);
+    }
+    this.pending = [];
+  }
+  onClose(_link: Link, reason: string): void {
+    this.closed = reason;
+  }
+}
+
+function link(socket: Socket, handler: LinkHandler): Link {
+  const l = new Link(
+    socket,
+    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
+    handler,
+    createLogger('error', 'client', { sink: () => {} }),
+  );
+  l.state = 'up';
+  return l;
+}
+
+/** DATA frame number `seq` with `bytes` payload bytes, each the low byte of seq. */
+function data(seq: number, bytes: number): Buffer {
+  const f = Buffer.alloc(16 + bytes, seq & 0xff);
+  writeDataHeader(f, 0, seq, bytes);
+  return f;
+}
+
+describe('native socket reads', () => {
+  it('the addon has SocketReader, and a link over a real socket uses it', async () => {
+    assert.equal(typeof loadAddon().SocketReader, 'function');
+    const p = await pair();
+    try {
+      assert.equal(link(p.b, new Collector()).readsNatively, true);
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
+  it('frames split anywhere across reads arrive intact and in order, held until their chunk ends', async () => {
+    const p = await pair();
+    const c = new Collector();
+    link(p.b, c);
+    try {
+      // Sizes that make frames straddle reads, and chunks that complete one gathered frame and start the next.
+      const frames: Buffer[] = [];
+      for (let seq = 1; seq <= 3000; seq++) frames.push(data(seq, [1, 700, 1400, 9000, 65_000][seq % 5] as number));
+      const stream = Buffer.concat(frames);
+      let off = 0;
+      let cut = 1;
+      while (off < stream.length) {
+        cut = (cut * 7919 + 13) % 150_000; // 0..150 kB pieces, some of one or two bytes
+        const piece = stream.subarray(off, Math.min(stream.length, off + Math.max(1, cut % 5 === 0 ? cut % 3 : cut)));
+        off += piece.length;
+        if (!p.a.write(piece)) await new Promise((r) => p.a.once('drain', r));
+      }
+      await until(() => c.seqs.length === 3000, 'all frames', 10_000);
+      assert.equal(c.bad, 0, 'no payload byte overwritten before its chunk ended');
+      assert.deepEqual(c.seqs, Array.from({ length: 3000 }, (_, i) => i + 1));
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
+  it('a peer that closes: the link closes, and so does the connection (the reader gives its descriptor back)', async () => {
+    const p = await pair();
+    const c = new Collector();
+    link(p.b, c);
+    let peerEnded = false;
+    p.a.on('end', () => (peerEnded = true));
+    p.a.resume();
+    try {
+      p.a.end(data(7, 10));
+      await until(() => c.closed !== undefined, 'link closed', 3000);
+      assert.equal(c.closed, 'peer closed the connection');
+      assert.deepEqual(c.seqs, [7], 'what came before the close was delivered');
+      await until(() => peerEnded, 'the peer saw our side close', 3000);
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
+  it('a reset connection closes the link', async () => {
+    const p = await pair();
+    const c = new Collector();
+    link(p.b, c);
+    try {
+      p.a.resetAndDestroy();
+      await until(() => c.closed !== undefined, 'link closed', 3000);
+      assert.equal(p.b.destroyed, true);
+    } finally {
+      p.server.close();
+    }
+  });
+
+  it('a bad frame after good ones in the same read: the good ones are delivered, the link closes', async () => {
+    const p = await pair();
+    const c = new Collector();
+    link(p.b, c);
+    try {
+      const bad = encodeFrame(FrameType.Data, Buffer.alloc(12));
+      bad[4] = 99; // no such protocol version
+      p.a.write(Buffer.concat([data(1, 100), data(2, 100), bad]));
+      await until(() => c.closed !== undefined, 'link closed', 3000);
+      assert.match(c.closed ?? '', /protocol version/);
+      assert.deepEqual(c.seqs, [1, 2]);
+      assert.equal(c.bad, 0);
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
+  it('pauseReading stops reading (the sender backs up) until resumeReading; nothing is lost', async () => {
+    const p = await pair();
+    const c = new Collector();
+    const l = link(p.b, c);
+    try {
+      l.pauseReading();
+      let seq = 0;
+      while (p.a.write(data(++seq, 60_000)) && seq < 2000);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(seq < 2000, 'the sender backed up');
+      assert.equal(c.seqs.length, 0, 'nothing read while paused');
+      l.resumeReading();
+      await until(() => c.seqs.length === seq, 'all frames after resuming', 10_000);
+      assert.equal(c.bad, 0);
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+});
