@@ -114,7 +114,8 @@ void SocketReader::HandleReadable() {
   size_t got = 0;
   int err = -1;  // -1: the socket is merely drained
   for (int i = 0; i < 4 && got < bufLen_; i++) {
-    ssize_t r = recv(fd_, buf_ + got, bufLen_ - got, MSG_DONTWAIT);
+    size_t want = bufLen_ - got;
+    ssize_t r = recv(fd_, buf_ + got, want, MSG_DONTWAIT);
     if (r < 0) {
       if (errno == EINTR) {
         i--;
@@ -129,6 +130,9 @@ void SocketReader::HandleReadable() {
     }
     reads_++;
     got += static_cast<size_t>(r);
+    // Less than asked: the receive queue is empty now (another recv would only say EAGAIN;
+    // what arrives later makes the poll fire again).
+    if (static_cast<size_t>(r) < want) break;
   }
   if (got > 0) {
     Napi::Env env(env_);

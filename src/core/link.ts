@@ -23,8 +23,9 @@ export type LinkState = 'handshaking' | 'up' | 'closed';
 /**
  * DATA frames for every link of a session. `view` may lie in the TUN's read
  * buffer, which the next batch overwrites: a link that writes it to its
- * socket at once needs no copy; one that must keep it (its queue, a partial
- * write) takes `own()`, one copy shared by all the links of the batch.
+ * socket at once needs no copy; one that must queue it takes `own()`, one
+ * copy shared by all the links of the batch; the rest of a partial write is
+ * `rest()`, a copy of just those bytes.
  */
 export class OutFrames {
   constructor(
@@ -34,6 +35,17 @@ export class OutFrames {
 
   get view(): Buffer {
     return this.buf;
+  }
+
+  /**
+   * The bytes from `from` on, for a link to keep (the rest of a partial send):
+   * from the shared copy if a link made one already, else a copy of just them.
+   */
+  rest(from: number): Buffer {
+    if (!this.borrowed) return this.buf.subarray(from);
+    const copy = Buffer.allocUnsafe(this.buf.length - from);
+    this.buf.copy(copy, 0, from);
+    return copy;
   }
 
   own(): Buffer {
@@ -682,7 +694,7 @@ export class Link {
   /**
    * Directly if the kernel takes it; what it does not take at once waits in
    * the stream writer. `buf` is ours to keep, unless it is the view of
-   * `shared`: the rest then comes from the copy the links share.
+   * `shared`: the rest is then copied (or taken from the copy the links share).
    */
   private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames): void {
     this.stats.txPackets += packets;
@@ -694,8 +706,8 @@ export class Link {
     }
     const sent = this.sendDirect(buf);
     if (sent === buf.length || sent < 0) return;
-    const rest = shared === undefined ? buf : shared.own();
-    if (!this.socket.write(sent > 0 ? rest.subarray(sent) : rest)) this.writable = false;
+    const rest = shared !== undefined ? shared.rest(sent) : sent > 0 ? buf.subarray(sent) : buf;
+    if (!this.socket.write(rest)) this.writable = false;
   }
 
   private onDrain(): void {
