@@ -59,6 +59,7 @@ Napi::Function Tun::Init(Napi::Env env) {
                          InstanceMethod<&Tun::SetOffload>("setOffload"),
                          InstanceMethod<&Tun::StartReading>("startReading"),
                          InstanceMethod<&Tun::StopReading>("stopReading"),
+                         InstanceMethod<&Tun::SetArena>("setArena"),
                          InstanceMethod<&Tun::WriteBatch>("writeBatch"),
                          InstanceMethod<&Tun::WaitWritable>("waitWritable"),
                          InstanceMethod<&Tun::Close>("close"),
@@ -256,6 +257,22 @@ Napi::Value Tun::StartReading(const Napi::CallbackInfo& info) {
   onError_ = Napi::Persistent(info[5].As<Napi::Function>());
   reading_ = true;
   UpdatePoll();
+  return env.Undefined();
+}
+
+// setArena(arena): the next batches land in this buffer instead (the caller
+// keeps the previous one while it still needs what it holds). Same layout.
+Napi::Value Tun::SetArena(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!reading_) throw Napi::Error::New(env, "setArena: not reading");
+  if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(env, "setArena(arena: Buffer)");
+  Napi::Buffer<uint8_t> arena = info[0].As<Napi::Buffer<uint8_t>>();
+  if (arena.Length() < headroom_ + maxPacket_) {
+    throw Napi::RangeError::New(env, "the read arena must hold at least one packet of maxPacket bytes plus headroom");
+  }
+  arenaRef_ = Napi::Persistent(arena);
+  arena_ = arena.Data();
+  arenaLen_ = arena.Length();
   return env.Undefined();
 }
 

@@ -27,6 +27,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   Napi::Value SetOffload(const Napi::CallbackInfo& info);
   Napi::Value StartReading(const Napi::CallbackInfo& info);
   Napi::Value StopReading(const Napi::CallbackInfo& info);
+  Napi::Value SetArena(const Napi::CallbackInfo& info);
   Napi::Value WriteBatch(const Napi::CallbackInfo& info);
   Napi::Value WaitWritable(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);

@@ -25,12 +25,14 @@ export type LinkState = 'handshaking' | 'up' | 'closed';
  * buffer, which the next batch overwrites: a link that writes it to its
  * socket at once needs no copy; one that must queue it takes `own()`, one
  * copy shared by all the links of the batch; the rest of a partial write is
- * `rest()`, a copy of just those bytes.
+ * `rest()`: the view with the batch pinned, or a copy of just those bytes.
  */
 export class OutFrames {
   constructor(
     private buf: Buffer,
     private borrowed: boolean,
+    /** Keeps the TUN batch the view lies in from being overwritten (PacketBatch.pin). */
+    private readonly pin?: Pin,
   ) {}
 
   get view(): Buffer {
@@ -39,13 +41,17 @@ export class OutFrames {
 
   /**
    * The bytes from `from` on, for a link to keep (the rest of a partial send):
-   * from the shared copy if a link made one already, else a copy of just them.
+   * from the shared copy if a link made one already; else the view itself,
+   * with the TUN batch pinned until `release` (the socket's write callback);
+   * else a copy of just them.
    */
-  rest(from: number): Buffer {
-    if (!this.borrowed) return this.buf.subarray(from);
+  rest(from: number): { buf: Buffer; release?: (() => void) | undefined } {
+    if (!this.borrowed) return { buf: this.buf.subarray(from) };
+    const release = this.pin?.();
+    if (release !== undefined) return { buf: this.buf.subarray(from), release };
     const copy = Buffer.allocUnsafe(this.buf.length - from);
     this.buf.copy(copy, 0, from);
-    return copy;
+    return { buf: copy };
   }
 
   own(): Buffer {
@@ -59,6 +65,9 @@ export class OutFrames {
     return this.buf;
   }
 }
+
+/** PacketBatch.pin: keeps a TUN batch's bytes until release() runs, or undefined (copy them). */
+export type Pin = () => (() => void) | undefined;
 
 type SendSome = (fd: number, buf: Buffer) => number;
 let sendSomeFn: SendSome | null | undefined;
@@ -706,8 +715,13 @@ export class Link {
     }
     const sent = this.sendDirect(buf);
     if (sent === buf.length || sent < 0) return;
-    const rest = shared !== undefined ? shared.rest(sent) : sent > 0 ? buf.subarray(sent) : buf;
-    if (!this.socket.write(rest)) this.writable = false;
+    if (shared === undefined) {
+      if (!this.socket.write(sent > 0 ? buf.subarray(sent) : buf)) this.writable = false;
+      return;
+    }
+    const rest = shared.rest(sent);
+    // The callback runs once the kernel has the bytes, or with an error if the socket goes first.
+    if (!this.socket.write(rest.buf, rest.release)) this.writable = false;
   }
 
   private onDrain(): void {

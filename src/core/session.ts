@@ -17,7 +17,7 @@ import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
-import { LinkStats, OutFrames, type Link, type LinkHandler } from './link.js';
+import { LinkStats, OutFrames, type Link, type LinkHandler, type Pin } from './link.js';
 import { ReorderBuffer } from './reorder.js';
 
 /** Adaptive mode: packets this small (IP bytes) always go on every link (acks, DNS, pings, voice). */
@@ -232,15 +232,16 @@ export class Session implements LinkHandler {
   /**
    * Sends `count` whole DATA frames on every link that is up. `borrowed`: the
    * frames are a view of the TUN's reused batch, so they are copied (or sealed,
-   * which copies) before they are queued. The same buffer goes to every link.
+   * which copies) before they are queued, or the batch is pinned (`pin`) while
+   * a socket's writer holds the rest of a partial send. The same buffer goes to every link.
    */
-  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean, urgent = false, striped = false): void {
+  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean, urgent = false, striped = false, pin?: Pin): void {
     this.stats.txPackets += count;
     if (this.keys) {
       this.fanOutSealed(this.keys, frames, count, nowMs, urgent, striped);
       return;
     }
-    const out = new OutFrames(frames, borrowed);
+    const out = new OutFrames(frames, borrowed, borrowed ? pin : undefined);
     // Striped frames are kept until acknowledged: a copy of their own.
     if (striped) this.stripe(out.own(), count, nowMs, urgent, undefined);
     else this.fanOut(out, count, nowMs, urgent);

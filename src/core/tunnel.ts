@@ -206,7 +206,7 @@ export class Tunnel {
       }
       // A sealed record stays under the peer's frame limit; unsealed frames need no cut, except
       // striped ones: each piece goes on one link, so they are cut as finely as records.
-      if ((s.keys !== undefined || striped) && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now);
+      if ((s.keys !== undefined || striped) && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now, batch.pin);
       writeDataHeader(arena, frameStart, s.takeSeq(), len, striped ? DATA_IN_ORDER : 0);
       if (g.lastEnd === frameStart) {
         g.parts[g.parts.length - 1] = arena.subarray(g.lastStart, frameEnd);
@@ -220,7 +220,7 @@ export class Tunnel {
     }
     // Urgent frames first: on a link that is writable they leave ahead of the bulk of this batch.
     for (const table of gathering) {
-      for (const [s, g] of table) if (g.count > 0) flush(s, g, now);
+      for (const [s, g] of table) if (g.count > 0) flush(s, g, now, batch.pin);
       table.clear();
     }
   }
@@ -327,10 +327,10 @@ interface Gather {
   readonly striped: boolean;
 }
 
-/** One part is a view of the reused batch; several are copied together (which frees them from it). */
-function flush(s: Session, g: Gather, now: number): void {
+/** One part is a view of the reused batch (which `pin` can keep); several are copied together (which frees them from it). */
+function flush(s: Session, g: Gather, now: number, pin: PacketBatch['pin']): void {
   const one = g.parts.length === 1;
-  s.sendFrames(one ? (g.parts[0] as Buffer) : Buffer.concat(g.parts, g.bytes), g.count, now, one, g.urgent, g.striped);
+  s.sendFrames(one ? (g.parts[0] as Buffer) : Buffer.concat(g.parts, g.bytes), g.count, now, one, g.urgent, g.striped, pin);
   g.parts = [];
   g.bytes = 0;
   g.count = 0;

@@ -12,6 +12,13 @@ export interface PacketBatch {
   readonly lengths: Uint32Array;
   readonly count: number;
   readonly headroom: number;
+  /**
+   * During the onBatch call: keeps this batch's arena from later reads until
+   * the returned release() runs (once per pin), so bytes of it can wait in a
+   * socket's writer without a copy. Undefined, or returning undefined: not
+   * possible (now); the caller copies.
+   */
+  readonly pin?: (() => (() => void) | undefined) | undefined;
 }
 
 export interface TunDevice {

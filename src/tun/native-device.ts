@@ -3,10 +3,23 @@ import { MAX_OFFLOAD_PACKET, type PacketBatch, type TunDevice, type TunOptions }
 import { loadAddon } from './loader.js';
 import type { NativeAddon, NativeTun } from './native.js';
 
+/**
+ * Read arenas a batch can be pinned in (see PacketBatch.pin): one is read
+ * into, the others wait for the sockets' writers to release what they keep.
+ * An arena is allocated when first needed; its pages when first written.
+ */
+const ARENAS = 3;
+
 /** A kernel TUN device through the addon. Closing it removes the device. */
 export class NativeTunDevice implements TunDevice {
   private readonly tun: NativeTun;
-  private readonly arena: Buffer;
+  private readonly arenas: Buffer[] = [];
+  /** Pins held on each arena. */
+  private readonly pins: number[] = [];
+  /** The arena being read into. */
+  private current = 0;
+  /** True during an onBatch call (a pin is only possible then). */
+  private delivering = false;
   private readonly lengths: Uint32Array;
   private readonly maxPacket: number;
   private closed = false;
@@ -20,7 +33,50 @@ export class NativeTunDevice implements TunDevice {
     this.vnetHdrBytes = opts.offload ? loadAddon().constants.VIRTIO_NET_HDR_BYTES : 0;
     this.maxPacket = opts.offload ? MAX_OFFLOAD_PACKET : opts.mtu;
     this.lengths = new Uint32Array(opts.batchPackets);
-    this.arena = Buffer.allocUnsafe(opts.batchPackets * (opts.headroom + this.maxPacket));
+    this.arenas.push(this.newArena());
+    this.pins.push(0);
+  }
+
+  private newArena(): Buffer {
+    return Buffer.allocUnsafe(this.opts.batchPackets * (this.opts.headroom + this.maxPacket));
+  }
+
+  /** An arena other than the current one with no pins (allocating one if there is room): its index, or -1. */
+  private freeArena(): number {
+    for (let i = 0; i < this.arenas.length; i++) if (i !== this.current && this.pins[i] === 0) return i;
+    return this.arenas.length < ARENAS ? this.arenas.length : -1;
+  }
+
+  /** Pins the current arena, if another one is free to read into meanwhile. */
+  private pin(): (() => void) | undefined {
+    if (!this.delivering || this.closed) return undefined;
+    const i = this.current;
+    if ((this.pins[i] as number) === 0 && this.freeArena() < 0) return undefined;
+    this.pins[i] = (this.pins[i] as number) + 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.pins[i] = (this.pins[i] as number) - 1;
+    };
+  }
+
+  /** After a batch: if its arena is pinned, read the next into a free one. */
+  private moveOn(): void {
+    if (this.pins[this.current] === 0 || this.closed) return;
+    const j = this.freeArena();
+    if (j < 0) return; // cannot happen: a first pin needs a free arena
+    if (j === this.arenas.length) {
+      this.arenas.push(this.newArena());
+      this.pins.push(0);
+    }
+    this.tun.setArena(this.arenas[j] as Buffer);
+    this.current = j;
+  }
+
+  /** Arenas allocated so far, and how many hold pins (status). */
+  get arenaUse(): { allocated: number; pinned: number } {
+    return { allocated: this.arenas.length, pinned: this.pins.filter((n) => n > 0).length };
   }
 
   /** Creates, addresses and brings up the device; nothing is left behind on failure. */
@@ -60,15 +116,23 @@ export class NativeTunDevice implements TunDevice {
   }
 
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void {
-    const batch = { arena: this.arena, lengths: this.lengths, count: 0, headroom: this.opts.headroom };
+    const pin = (): (() => void) | undefined => this.pin();
+    const batch = { arena: this.arenas[0] as Buffer, lengths: this.lengths, count: 0, headroom: this.opts.headroom, pin };
     this.tun.startReading(
-      this.arena,
+      batch.arena,
       this.lengths,
       this.opts.headroom,
       this.maxPacket,
       (count) => {
+        batch.arena = this.arenas[this.current] as Buffer;
         batch.count = count;
-        onBatch(batch);
+        this.delivering = true;
+        try {
+          onBatch(batch);
+        } finally {
+          this.delivering = false;
+        }
+        this.moveOn();
       },
       onError,
     );

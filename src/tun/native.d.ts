@@ -32,6 +32,8 @@ export interface NativeTun {
     onError: (err: Error) => void,
   ): void;
   stopReading(): void;
+  /** While reading: later batches land in `arena` (same layout; at least headroom + maxPacket bytes). */
+  setArena(arena: Buffer): void;
   /** Writes packets[start..] in order; returns the index of the first not written. */
   writeBatch(packets: readonly Buffer[], start: number): number;
   /** cb runs once, when the device next accepts writes. */

@@ -75,6 +75,17 @@ describe('native TUN device', { skip, timeout: 120_000 }, () => {
     assert.deepEqual(Object.keys(r.random.refused), ['bad_vnet_hdr']);
   });
 
+  it('a pinned batch stays intact while later batches are read; a pin that would leave no arena is refused; a released arena is reused', async () => {
+    assert.deepEqual(await probe('pins'), {
+      pinned: 2,
+      intactWhilePinned: [true, true],
+      thirdRefused: true,
+      reusedAfterRelease: true,
+      arenas: 3,
+      batches: true,
+    });
+  });
+
   it('a terminated Worker leaves no device behind (environment cleanup hook)', async () => {
     assert.deepEqual(await probe('worker'), { existedInWorker: true, goneAfterTerminate: true });
   });

@@ -89,6 +89,65 @@ async function worker(): Promise<Record<string, unknown>> {
   return { existedInWorker: existed, goneAfterTerminate: !has('dpw0') };
 }
 
-const result = mode === 'worker' ? await worker() : await io(mode === 'offload');
+/**
+ * Pinned batches: their bytes stay while pinned (later batches land in other
+ * arenas), a pin that would leave no arena to read into is refused, and a
+ * released arena is read into again.
+ */
+async function pins(): Promise<Record<string, unknown>> {
+  const tun = NativeTunDevice.open({ name: 'dpp0', mtu: 1400, addresses: [{ address: '10.9.2.1', prefix: 24 }], batchPackets: 4, headroom: 16, offload: false });
+  type Kept = { view: Buffer; copy: Buffer; release: () => void };
+  const kept: Kept[] = [];
+  let batches = 0;
+  let thirdRefused = false;
+  let reusedAfterRelease = false;
+  let released: Kept | undefined;
+  let later: (() => void) | undefined;
+  const intact: boolean[] = [];
+  const done = new Promise<void>((resolve) => {
+    tun.start(
+      (b: PacketBatch) => {
+        batches++;
+        let used = 0;
+        for (let i = 0; i < b.count; i++) used += b.headroom + (b.lengths[i] as number);
+        const view = b.arena.subarray(0, used);
+        if (released !== undefined && view.buffer === released.view.buffer && view.byteOffset === released.view.byteOffset) reusedAfterRelease = true;
+        if (kept.length < 2) {
+          const release = b.pin?.();
+          if (release) kept.push({ view, copy: Buffer.from(view), release });
+        } else if (kept.length === 2 && batches === 3) {
+          thirdRefused = b.pin?.() === undefined;
+        }
+        if (batches === 20) {
+          released = kept[0];
+          intact.push(released !== undefined && released.view.equals(released.copy));
+          released?.release();
+        }
+        // Pinning the arena being read into moves reading to a free one: the released one.
+        if (batches === 21) later = b.pin?.();
+        if (batches === 25) later?.();
+        if (batches >= 40) resolve();
+      },
+      (e) => {
+        throw e;
+      },
+    );
+  });
+  const tx = createSocket('udp4');
+  await new Promise<void>((r) => tx.bind(0, '10.9.2.1', () => r()));
+  for (let i = 0; i < 400 && batches < 40; i++) {
+    await new Promise<void>((r) => tx.send(Buffer.alloc(200 + (i % 7) * 100, i & 0xff), 9999, '10.9.2.2', () => r()));
+    if (i % 3 === 0) await new Promise((r) => setTimeout(r, 2));
+  }
+  await Promise.race([done, new Promise((r) => setTimeout(r, 3000))]);
+  tx.close();
+  const k1 = kept[1];
+  intact.push(k1 !== undefined && k1.view.equals(k1.copy));
+  const use = tun.arenaUse;
+  tun.close();
+  return { pinned: kept.length, intactWhilePinned: intact, thirdRefused, reusedAfterRelease, arenas: use.allocated, batches: batches >= 40 };
+}
+
+const result = mode === 'worker' ? await worker() : mode === 'pins' ? await pins() : await io(mode === 'offload');
 process.stdout.write(JSON.stringify(result) + '\n');
 process.exit(0);

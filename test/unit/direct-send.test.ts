@@ -155,6 +155,48 @@ describe('direct sends of shared frames', () => {
     }
   });
 
+  it('a pinnable batch: the rest of a partial send waits in the writer as the view itself, released once written', async () => {
+    const { server, a, b } = await pair();
+    try {
+      const l = link(a);
+      const sent = createHash('sha256');
+      let total = 0;
+      let pins = 0;
+      let releases = 0;
+      let pinned = false;
+      let arena = Buffer.alloc(64 * 1024);
+      // As the TUN device does: a pinned arena is not read into again; the next batch gets another.
+      const pin = (): (() => void) => {
+        pins++;
+        pinned = true;
+        let done = false;
+        return () => {
+          if (!done) releases++;
+          done = true;
+        };
+      };
+      for (let i = 0; i < 256; i++) {
+        fill(arena, i);
+        sent.update(arena);
+        total += arena.length;
+        l.send(new OutFrames(arena, true, pin), 1, performance.now());
+        if (pinned) arena = Buffer.alloc(64 * 1024);
+        else arena.fill(0xee);
+        pinned = false;
+      }
+      assert.ok(pins > 0, 'a partial send pinned its batch');
+      assert.ok(releases < pins, 'the peer reading nothing, a pinned rest still waits');
+      const got = await drain(b, total);
+      assert.equal(got.sha, sent.digest('hex'), 'every original byte, in order');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(releases, pins, 'every pin released once its bytes were written');
+    } finally {
+      a.destroy();
+      b.destroy();
+      server.close();
+    }
+  });
+
   it('frames the kernel takes at once are not copied; frames a link keeps are copied once for all links', () => {
     const view = Buffer.from('frames');
     const f = new OutFrames(view, true);
@@ -164,6 +206,9 @@ describe('direct sends of shared frames', () => {
     view.fill(0);
     assert.equal(kept.toString(), 'frames', 'kept frames are a copy: the view overwritten, they are not');
     assert.equal(f.own(), kept, 'a second link keeping them shares the same copy');
+    const g = new OutFrames(Buffer.from('0123456789'), true, () => undefined);
+    assert.equal(g.rest(4).buf.toString(), '456789', 'no pin to be had: the rest is a copy of just those bytes');
+    assert.equal(g.rest(4).release, undefined);
     const owned = Buffer.from('sealed');
     assert.equal(new OutFrames(owned, false).own(), owned, 'frames that are not borrowed are never copied');
   });
