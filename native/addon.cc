@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <linux/if_tun.h>
 
+#include "aead.h"
 #include "errors.h"
 #include "reader.h"
 #include "tun.h"
@@ -52,6 +53,7 @@ static Napi::Value SendSome(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tun", Tun::Init(env));
   exports.Set("SocketReader", SocketReader::Init(env));
+  exports.Set("Aead", Aead::Init(env));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
   exports.Set("sendSome", Napi::Function::New(env, SendSome, "sendSome"));
   Napi::Object c = Napi::Object::New(env);

@@ -12,7 +12,7 @@ import {
   REKEY_AFTER_TIME_MS,
   REPLAY_WINDOW_RECORDS,
 } from './limits.js';
-import { openRecord, recordHeader, sealRecord } from './record.js';
+import { recordHeader, recordKey, type RecordKey } from './record.js';
 import { ReplayWindow } from './replay.js';
 
 export class Keypair {
@@ -39,7 +39,14 @@ export class Keypair {
   ) {
     this.confirmed = initiator;
     this.createdMs = nowMs;
+    this.sealer = recordKey(cipher, sendKey, true);
+    this.opener = recordKey(cipher, recvKey, false);
   }
+
+  /** Set up once per keypair; the garbage collector frees (and the addon cleanses) them with it. */
+  private readonly sealer: RecordKey;
+  private readonly opener: RecordKey;
+
 
   get sent(): number {
     return this.sendCounter;
@@ -60,7 +67,7 @@ export class Keypair {
 
   seal(frames: Buffer): Buffer {
     if (this.sendCounter >= REJECT_AFTER_MESSAGES) throw new Error('keypair exhausted: a new handshake is needed');
-    return sealRecord(this.cipher, this.sendKey, this.remoteIndex, this.sendCounter++, frames);
+    return this.sealer.seal(this.remoteIndex, this.sendCounter++, frames);
   }
 
   /** For tests of counter exhaustion. */
@@ -70,7 +77,7 @@ export class Keypair {
   }
 
   open(counter: number, buf: Buffer, start: number, end: number): Buffer | undefined {
-    return openRecord(this.cipher, this.recvKey, counter, buf, start, end);
+    return this.opener.open(counter, buf, start, end);
   }
 }
 

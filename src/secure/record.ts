@@ -6,6 +6,8 @@
 // (key, nonce) pair is never used for two plaintexts.
 import { createCipheriv, createDecipheriv, type CipherGCMTypes } from 'node:crypto';
 import { ProtocolError } from '../errors.js';
+import { loadAddon } from '../tun/loader.js';
+import type { NativeAead } from '../tun/native.js';
 import { FRAME_HEADER_BYTES, FrameType, readU64, writeFrameHeader, writeU64 } from '../protocol/frame.js';
 import type { CipherName } from '../protocol/handshake.js';
 import { TAG_BYTES } from './primitives.js';
@@ -54,4 +56,61 @@ export function openRecord(cipher: CipherName, key: Buffer, counter: number, buf
     return undefined;
   }
   return plain;
+}
+
+/**
+ * One direction's key of a keypair, set up once. With the addon, records are
+ * sealed and opened in place through OpenSSL's EVP (one key schedule per
+ * keypair, no allocation per record, no copy of the plaintext out); without
+ * it, through node:crypto (sealRecord / openRecord). Both give the same bytes.
+ */
+export interface RecordKey {
+  /** As sealRecord. */
+  seal(index: number, counter: number, frames: Buffer): Buffer;
+  /**
+   * As openRecord; the plaintext may be `buf` itself, decrypted in place (a
+   * view, valid as long as `buf` is).
+   */
+  open(counter: number, buf: Buffer, start: number, end: number): Buffer | undefined;
+}
+
+type AeadClass = new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
+let aeadClass: AeadClass | null | undefined;
+function nativeAead(): AeadClass | null {
+  if (aeadClass === undefined) {
+    try {
+      const c = process.env['DPTCP_NATIVE_AEAD'] === '0' ? undefined : (loadAddon().Aead as AeadClass | undefined);
+      aeadClass = typeof c === 'function' ? c : null;
+    } catch {
+      aeadClass = null;
+    }
+  }
+  return aeadClass;
+}
+
+export function recordKey(cipher: CipherName, key: Buffer, encrypt: boolean): RecordKey {
+  const Aead = nativeAead();
+  if (Aead === null) {
+    return {
+      seal: (index, counter, frames) => sealRecord(cipher, key, index, counter, frames),
+      open: (counter, buf, start, end) => openRecord(cipher, key, counter, buf, start, end),
+    };
+  }
+  const aead = new Aead(cipher, key, encrypt);
+  return {
+    seal(index, counter, frames) {
+      const out = Buffer.allocUnsafe(SEALED_OVERHEAD_BYTES + frames.length);
+      writeFrameHeader(out, 0, FrameType.Sealed, 12 + frames.length + TAG_BYTES);
+      out.writeUInt32BE(index, FRAME_HEADER_BYTES);
+      writeU64(out, FRAME_HEADER_BYTES + 4, counter);
+      aead.seal(out, SEALED_HEADER_BYTES, frames.length, counter, 4, frames);
+      return out;
+    },
+    open(counter, buf, start, end) {
+      if (end - start < 12 + TAG_BYTES) return undefined;
+      const textStart = start + 12;
+      const textEnd = end - TAG_BYTES;
+      return aead.open(buf, textStart, textEnd - textStart, counter, start - 4) ? buf.subarray(textStart, textEnd) : undefined;
+    },
+  };
 }

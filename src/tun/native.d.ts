@@ -58,12 +58,27 @@ export interface NativeSocketReader {
   close(): void;
 }
 
+/**
+ * One direction's AEAD key (AES-256-GCM or ChaCha20-Poly1305, OpenSSL EVP).
+ * The text is buffer[textStart, +textLength), its 16-byte tag right after it,
+ * the additional data buffer[aadStart, +16); nonce: 4 zero bytes and the
+ * counter as a big-endian u64. Both work in place.
+ */
+export interface NativeAead {
+  /** In place, or from `source` (textLength bytes, not overlapping the text) into the text's place. */
+  seal(buffer: Buffer, textStart: number, textLength: number, counter: number, aadStart: number, source?: Buffer): void;
+  /** True, and the text decrypted in place, if the tag authenticates it. */
+  open(buffer: Buffer, textStart: number, textLength: number, counter: number, aadStart: number): boolean;
+  destroy(): void;
+}
+
 export interface NativeAddon {
   /** vnetHdr: every packet starts with a 10-byte struct virtio_net_hdr (IFF_VNET_HDR). */
   Tun: new (name: string, vnetHdr?: boolean) => NativeTun;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   /** One non-blocking send(2) of the whole buffer: bytes taken (0: the socket buffer is full) or -errno. */
   sendSome(fd: number, buf: Buffer): number;
+  Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
   SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number) => void) => NativeSocketReader;
   constants: {
     SOL_SOCKET: number;
