@@ -781,12 +781,11 @@ export class Link {
       // Before a handshake this is a stranger's garbage: a flood of it must not flood the log.
       this.log[this.state === 'up' ? 'warn' : 'debug']('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
       this.close(CloseCode.ProtocolError, e.message);
-      // What the frames before the bad one delivered goes on now: it may lie in the read buffer.
-      this.handler.onChunkEnd(this);
-      return;
     }
-    if ((this.state as LinkState) === 'closed') return;
+    // What this chunk delivered goes on now, even if the link closed meanwhile (a bad frame, a
+    // CLOSE): it may lie in the read buffer, which the next read, on any link, overwrites.
     this.handler.onChunkEnd(this);
+    if ((this.state as LinkState) === 'closed') return;
     if (this.acking && this.dataToAck) {
       if (this.bytesIn - this.ackSent >= ACK_BYTES) this.sendAck();
       else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY_MS);

@@ -156,6 +156,27 @@ describe('native socket reads', () => {
     }
   });
 
+  it('a frame that makes the handler close the link (a CLOSE): what came before it in the read is still handed on at the end of the chunk', async () => {
+    const p = await pair();
+    const c = new Collector();
+    const onFrame = c.onFrame.bind(c);
+    c.onFrame = (link, type, buf, start, end) => {
+      if (type === FrameType.Close) link.destroy('peer closed');
+      else onFrame(link, type, buf, start, end);
+    };
+    link(p.b, c);
+    try {
+      p.a.write(Buffer.concat([data(1, 100), data(2, 100), encodeFrame(FrameType.Close, Buffer.alloc(8))]));
+      await until(() => c.closed !== undefined, 'link closed', 3000);
+      assert.deepEqual(c.seqs, [1, 2], 'the chunk ended for the frames before the CLOSE');
+      assert.equal(c.pending.length, 0);
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
   it('pauseReading stops reading (the sender backs up) until resumeReading; nothing is lost', async () => {
     const p = await pair();
     const c = new Collector();
