@@ -23,9 +23,10 @@ export type LinkState = 'handshaking' | 'up' | 'closed';
 /**
  * DATA frames for every link of a session. `view` may lie in the TUN's read
  * buffer, which the next batch overwrites: a link that writes it to its
- * socket at once needs no copy; one that must queue it takes `own()`, one
- * copy shared by all the links of the batch; the rest of a partial write is
- * `rest()`: the view with the batch pinned, or a copy of just those bytes.
+ * socket at once needs no copy; one that must queue it takes `keep()`: the
+ * view with the batch pinned, or `own()`, one copy shared by all the links of
+ * the batch; the rest of a partial write is `rest()`: the view with the batch
+ * pinned, or a copy of just those bytes.
  */
 export class OutFrames {
   constructor(
@@ -52,6 +53,19 @@ export class OutFrames {
     const copy = Buffer.allocUnsafe(this.buf.length - from);
     this.buf.copy(copy, 0, from);
     return { buf: copy };
+  }
+
+  /**
+   * The frames for a link's queue: the view with the batch pinned until
+   * `release` (when the queue lets go of them: written, or dropped), else
+   * the copy the links share.
+   */
+  keep(): { buf: Buffer; release?: (() => void) | undefined } {
+    if (this.borrowed) {
+      const release = this.pin?.();
+      if (release !== undefined) return { buf: this.buf, release };
+    }
+    return { buf: this.own() };
   }
 
   own(): Buffer {
@@ -168,6 +182,8 @@ interface Queued {
   buf: Buffer;
   t: number;
   packets: number;
+  /** Set when `buf` is a view of a pinned TUN batch: called once the queue lets go of it. */
+  release?: (() => void) | undefined;
   /** Sent on this link only (aggregate, adaptive): kept until acknowledged, sent again elsewhere if the link fails. */
   striped: boolean;
 }
@@ -404,22 +420,26 @@ export class Link {
    * modified. `urgent` (frames of sparse flows, core/flows.ts): it waits
    * ahead of queued bulk data, within the bounds above.
    */
-  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false): void {
-    if (this.state !== 'up') return;
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void): void {
+    if (this.state !== 'up') {
+      release?.();
+      return;
+    }
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
-      this.write(buf, packets, striped, nowMs);
+      this.write(buf, packets, striped, nowMs, undefined, release);
     } else if (
       urgent &&
       this.urgentBytes + buf.length <= URGENT_QUEUE_MAX_BYTES &&
       this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS
     ) {
-      this.urgent.push({ buf, t: nowMs, packets, striped });
+      this.urgent.push({ buf, t: nowMs, packets, striped, release });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
     } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes) {
       this.stats.drops.queue_full += packets;
+      release?.();
     } else {
-      this.queue.push({ buf, t: nowMs, packets, striped });
+      this.queue.push({ buf, t: nowMs, packets, striped, release });
       this.queuedBytes += buf.length;
     }
   }
@@ -432,7 +452,10 @@ export class Link {
   send(frames: OutFrames, packets: number, nowMs: number, urgent = false): void {
     if (this.state !== 'up') return;
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frames.view, packets, false, nowMs, frames);
-    else this.sendData(frames.own(), packets, nowMs, urgent);
+    else {
+      const kept = frames.keep();
+      this.sendData(kept.buf, packets, nowMs, urgent, false, kept.release);
+    }
   }
 
   /**
@@ -691,8 +714,15 @@ export class Link {
 
   private dropQueue(): void {
     // Striped data exists on this link only: the session sends it on the others (reclaim).
-    for (const q of this.urgent) if (q.striped) this.orphans.push(q);
-    for (let i = this.queueHead; i < this.queue.length; i++) if ((this.queue[i] as Queued).striped) this.orphans.push(this.queue[i] as Queued);
+    for (const q of this.urgent) {
+      if (q.striped) this.orphans.push(q);
+      q.release?.();
+    }
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const q = this.queue[i] as Queued;
+      if (q.striped) this.orphans.push(q);
+      q.release?.();
+    }
     this.queue = [];
     this.queueHead = 0;
     this.queuedBytes = 0;
@@ -703,9 +733,10 @@ export class Link {
   /**
    * Directly if the kernel takes it; what it does not take at once waits in
    * the stream writer. `buf` is ours to keep, unless it is the view of
-   * `shared`: the rest is then copied (or taken from the copy the links share).
+   * `shared`: the rest is then pinned or copied (OutFrames.rest). `release`
+   * (a queued view of a pinned batch) runs once the bytes are written or lost.
    */
-  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames): void {
+  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void): void {
     this.stats.txPackets += packets;
     this.stats.txBytes += buf.length;
     this.bytesOut += buf.length;
@@ -714,9 +745,13 @@ export class Link {
       this.retainedBytes += buf.length;
     }
     const sent = this.sendDirect(buf);
-    if (sent === buf.length || sent < 0) return;
+    if (sent === buf.length || sent < 0) {
+      release?.();
+      return;
+    }
     if (shared === undefined) {
-      if (!this.socket.write(sent > 0 ? buf.subarray(sent) : buf)) this.writable = false;
+      // A pinned view is released by the write callback: once the kernel has it, or the socket is gone.
+      if (!this.socket.write(sent > 0 ? buf.subarray(sent) : buf, release)) this.writable = false;
       return;
     }
     const rest = shared.rest(sent);
@@ -733,10 +768,12 @@ export class Link {
       while (this.writable && i < urgent.length) {
         const item = urgent[i++] as Queued;
         this.urgentBytes -= item.buf.length;
-        if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) this.stats.drops.queue_age += item.packets;
-        else {
+        if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) {
+          this.stats.drops.queue_age += item.packets;
+          item.release?.();
+        } else {
           if (item.packets > 0) this.queued(now - item.t);
-          this.write(item.buf, item.packets, item.striped, now);
+          this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
         }
       }
       this.urgent = i === urgent.length ? [] : urgent.slice(i);
@@ -748,10 +785,11 @@ export class Link {
       if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) {
         // The other links carried these long ago; sending them now only delays fresh data.
         this.stats.drops.queue_age += item.packets;
+        item.release?.();
         continue;
       }
       if (item.packets > 0) this.queued(now - item.t);
-      this.write(item.buf, item.packets, item.striped, now);
+      this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
     }
     if (this.queueHead === this.queue.length) {
       this.queue = [];

@@ -5,10 +5,17 @@ import type { NativeAddon, NativeTun } from './native.js';
 
 /**
  * Read arenas a batch can be pinned in (see PacketBatch.pin): one is read
- * into, the others wait for the sockets' writers to release what they keep.
- * An arena is allocated when first needed; its pages when first written.
+ * into, the others wait for the links' queues and sockets' writers to release
+ * what they keep. An arena is allocated when first needed; its pages when
+ * first written.
  */
-const ARENAS = 3;
+const ARENAS = 8;
+/**
+ * An arena's size: room for a batch of batchPackets packets of the largest
+ * size, at most this (a batch of 64 KiB offload packets stops at 15 of them;
+ * one of MTU-sized packets still reaches batchPackets).
+ */
+const ARENA_MAX_BYTES = 1024 * 1024;
 
 /** A kernel TUN device through the addon. Closing it removes the device. */
 export class NativeTunDevice implements TunDevice {
@@ -38,7 +45,8 @@ export class NativeTunDevice implements TunDevice {
   }
 
   private newArena(): Buffer {
-    return Buffer.allocUnsafe(this.opts.batchPackets * (this.opts.headroom + this.maxPacket));
+    const slot = this.opts.headroom + this.maxPacket;
+    return Buffer.allocUnsafe(Math.max(slot, Math.min(this.opts.batchPackets * slot, ARENA_MAX_BYTES)));
   }
 
   /** An arena other than the current one with no pins (allocating one if there is room): its index, or -1. */

@@ -91,15 +91,15 @@ async function worker(): Promise<Record<string, unknown>> {
 
 /**
  * Pinned batches: their bytes stay while pinned (later batches land in other
- * arenas), a pin that would leave no arena to read into is refused, and a
- * released arena is read into again.
+ * arenas), a pin that would leave no arena to read into is refused (with all
+ * eight allocated, seven pinned), and a released arena is read into again.
  */
 async function pins(): Promise<Record<string, unknown>> {
   const tun = NativeTunDevice.open({ name: 'dpp0', mtu: 1400, addresses: [{ address: '10.9.2.1', prefix: 24 }], batchPackets: 4, headroom: 16, offload: false });
   type Kept = { view: Buffer; copy: Buffer; release: () => void };
   const kept: Kept[] = [];
   let batches = 0;
-  let thirdRefused = false;
+  let refusedWhenFull = false;
   let reusedAfterRelease = false;
   let released: Kept | undefined;
   let later: (() => void) | undefined;
@@ -112,15 +112,15 @@ async function pins(): Promise<Record<string, unknown>> {
         for (let i = 0; i < b.count; i++) used += b.headroom + (b.lengths[i] as number);
         const view = b.arena.subarray(0, used);
         if (released !== undefined && view.buffer === released.view.buffer && view.byteOffset === released.view.byteOffset) reusedAfterRelease = true;
-        if (kept.length < 2) {
+        // Pin every batch until a pin is refused (all arenas but the one read into are pinned).
+        if (batches < 20 && !refusedWhenFull) {
           const release = b.pin?.();
           if (release) kept.push({ view, copy: Buffer.from(view), release });
-        } else if (kept.length === 2 && batches === 3) {
-          thirdRefused = b.pin?.() === undefined;
+          else refusedWhenFull = true;
         }
         if (batches === 20) {
           released = kept[0];
-          intact.push(released !== undefined && released.view.equals(released.copy));
+          for (const k of kept) intact.push(k.view.equals(k.copy));
           released?.release();
         }
         // Pinning the arena being read into moves reading to a free one: the released one.
@@ -141,11 +141,10 @@ async function pins(): Promise<Record<string, unknown>> {
   }
   await Promise.race([done, new Promise((r) => setTimeout(r, 3000))]);
   tx.close();
-  const k1 = kept[1];
-  intact.push(k1 !== undefined && k1.view.equals(k1.copy));
+
   const use = tun.arenaUse;
   tun.close();
-  return { pinned: kept.length, intactWhilePinned: intact, thirdRefused, reusedAfterRelease, arenas: use.allocated, batches: batches >= 40 };
+  return { pinned: kept.length, intactWhilePinned: intact.every((x) => x) && intact.length === kept.length, refusedWhenFull, reusedAfterRelease, arenas: use.allocated, batches: batches >= 40 };
 }
 
 const result = mode === 'worker' ? await worker() : mode === 'pins' ? await pins() : await io(mode === 'offload');

@@ -197,6 +197,40 @@ describe('direct sends of shared frames', () => {
     }
   });
 
+  it('pinned frames a link drops (queue full) or loses (the link closes) are released all the same', async () => {
+    const { server, a, b } = await pair();
+    try {
+      const l = new Link(
+        a,
+        { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
+        { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} },
+        createLogger('error', 'client', { sink: () => {} }),
+      );
+      l.state = 'up';
+      let pins = 0;
+      let releases = 0;
+      const pin = (): (() => void) => {
+        pins++;
+        let done = false;
+        return () => {
+          if (!done) releases++;
+          done = true;
+        };
+      };
+      // The peer reads nothing: partial sends, then the queue, then queue_full drops.
+      for (let i = 0; i < 2000 && l.stats.drops.queue_full === 0; i++) l.send(new OutFrames(Buffer.alloc(64 * 1024, i), true, pin), 1, performance.now());
+      assert.ok(l.stats.drops.queue_full > 0, 'the queue filled');
+      assert.ok(l.queueBytes > 0 && releases < pins, `pins held by the queue and the writer (${pins - releases} of ${pins})`);
+      l.destroy('test');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(releases, pins, 'every pin released');
+    } finally {
+      a.destroy();
+      b.destroy();
+      server.close();
+    }
+  });
+
   it('frames the kernel takes at once are not copied; frames a link keeps are copied once for all links', () => {
     const view = Buffer.from('frames');
     const f = new OutFrames(view, true);
