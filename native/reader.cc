@@ -70,6 +70,7 @@ SocketReader::~SocketReader() { CloseInternal(); }
 void SocketReader::OnCleanup(void* arg) {
   SocketReader* self = static_cast<SocketReader*>(arg);
   self->cleanupHookAdded_ = false;  // the hook is being run; removing it now is not allowed
+  self->tearingDown_ = true;
   self->CloseInternal();
 }
 
@@ -161,13 +162,18 @@ void SocketReader::CallJs(Napi::FunctionReference& fn, const std::initializer_li
   }
 }
 
-// As Tun::CloseInternal: stop watching before closing the descriptor, and the
-// handle is never freed (no close callback into an addon that may be gone).
+// Stop watching before closing the descriptor. The handle is freed by its
+// close callback, except when the environment is being torn down (the hook):
+// then, as Tun::CloseInternal, no callback into an addon that may be gone.
+// The references go too: the callbacks hold the caller's objects, and those
+// hold this reader's JS object; kept, they would be a cycle through a GC root
+// and every closed link would stay in memory.
 void SocketReader::CloseInternal() {
   if (poll_ != nullptr) {
     uv_poll_stop(poll_);
     poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), nullptr);
+    uv_close_cb freeHandle = [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); };
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), tearingDown_ ? nullptr : freeHandle);
     poll_ = nullptr;
   }
   if (fd_ >= 0) {
@@ -180,6 +186,11 @@ void SocketReader::CloseInternal() {
   }
   buf_ = nullptr;
   bufLen_ = 0;
+  if (!tearingDown_) {
+    onData_.Reset();
+    onEnd_.Reset();
+    bufRef_.Reset();
+  }
 }
 
 }  // namespace dptcp

@@ -37,6 +37,7 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   uv_poll_t* poll_ = nullptr;
   bool cleanupHookAdded_ = false;
   bool ended_ = false;
+  bool tearingDown_ = false;
   uint64_t reads_ = 0;
   Napi::Reference<Napi::Buffer<uint8_t>> bufRef_;
   uint8_t* buf_ = nullptr;

@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Link, type LinkHandler } from '../../src/core/link.js';
 import { encodeFrame, FrameType, writeDataHeader } from '../../src/protocol/frame.js';
 import { createLogger } from '../../src/log.js';
@@ -191,6 +193,35 @@ describe('native socket reads', () => {
       l.resumeReading();
       await until(() => c.seqs.length === seq, 'all frames after resuming', 10_000);
       assert.equal(c.bad, 0);
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
+  it('a closed reader lets go of its callbacks: a closed link and what it holds can be collected', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const { SocketReader } = loadAddon();
+    const p = await pair();
+    const collected: string[] = [];
+    const registry = new FinalizationRegistry<string>((what) => collected.push(what));
+    try {
+      // As a link holds its reader and the reader's callbacks hold the link.
+      (() => {
+        const owner: { reader?: unknown; big: Buffer } = { big: Buffer.alloc(1 << 20) };
+        const fd = (p.b as unknown as { _handle: { fd: number } })._handle.fd;
+        const reader = new SocketReader(fd, Buffer.alloc(4096), () => void owner.big, () => void owner.big);
+        owner.reader = reader;
+        registry.register(owner, 'owner');
+        reader.close();
+      })();
+      for (let i = 0; i < 20 && collected.length === 0; i++) {
+        gc();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(collected, ['owner'], 'the owner of a closed reader was collected');
     } finally {
       p.a.destroy();
       p.b.destroy();
