@@ -1,9 +1,13 @@
 #include <napi.h>
+#include <string>
+#include <vector>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/if_tun.h>
+#include <unistd.h>
 
 #include "aead.h"
 #include "errors.h"
@@ -50,12 +54,43 @@ static Napi::Value SendSome(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(r));
 }
 
+// execv(path, argv): replaces the program of this process, keeping its pid,
+// environment, and stdin, stdout and stderr (Node marks them close-on-exec at
+// start-up, like every descriptor it and libuv open; they are unmarked here).
+// Returns only by throwing. When and with which
+// arguments is decided in TypeScript (the tunnel restarts Node with its V8
+// flags: src/cli/heap.ts).
+static Napi::Value Execv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) {
+    throw Napi::TypeError::New(env, "execv(path, argv) takes a string and an array of strings");
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  Napi::Array a = info[1].As<Napi::Array>();
+  std::vector<std::string> args;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsString()) throw Napi::TypeError::New(env, "execv: every argument must be a string");
+    args.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  std::vector<char*> argv;
+  for (std::string& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  for (int fd = 0; fd <= 2; fd++) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && (flags & FD_CLOEXEC) != 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+  }
+  execv(path.c_str(), argv.data());
+  throw ErrnoError(env, errno, "execv", "restarting " + path);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Tun", Tun::Init(env));
   exports.Set("SocketReader", SocketReader::Init(env));
   exports.Set("Aead", Aead::Init(env));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
   exports.Set("sendSome", Napi::Function::New(env, SendSome, "sendSome"));
+  exports.Set("execv", Napi::Function::New(env, Execv, "execv"));
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOL_SOCKET", Napi::Number::New(env, SOL_SOCKET));
   c.Set("IPPROTO_TCP", Napi::Number::New(env, IPPROTO_TCP));

@@ -78,6 +78,8 @@ export interface NativeAddon {
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   /** One non-blocking send(2) of the whole buffer: bytes taken (0: the socket buffer is full) or -errno. */
   sendSome(fd: number, buf: Buffer): number;
+  /** Replaces this process's program (same pid, environment and inheritable descriptors); returns only by throwing. */
+  execv(path: string, argv: readonly string[]): never;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
   SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number) => void) => NativeSocketReader;
   constants: {

@@ -5,6 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { MALLOC_TUNABLES, SEMI_SPACE_MB } from '../../src/cli/memory.js';
 import { CLIENT_YAML, SERVER_YAML, skipReason, Testbed, waitFor } from '../helpers/netns.js';
 
 const skip = skipReason();
@@ -102,6 +103,20 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
     assert.equal(server.elimination.accepted, server.rxPackets + server.dropsSpoofed + server.dropsLinkLocal);
     const firsts = server.links.reduce((a, l) => a + l.firstCopies, 0);
     assert.equal(firsts, server.elimination.accepted, 'every delivered packet is credited to the link that brought it');
+  });
+
+  it('runs with its memory settings: restarted in place (same pid) with the small young generation and malloc tunables', () => {
+    for (const side of ['client', 'server'] as const) {
+      // The spawned `ip netns exec` became node, which restarted itself with execv: one pid throughout.
+      const pid = tb.process(side).pid as number;
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      assert.ok(cmdline.includes(`--max-semi-space-size=${SEMI_SPACE_MB}`), `${side}: ${cmdline.join(' ')}`);
+      // glibc parses GLIBC_TUNABLES in place at start-up (its ':' become NULs): look for each setting.
+      const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      assert.match(environ, /(^|\0)GLIBC_TUNABLES=/, `${side}: GLIBC_TUNABLES in its environment`);
+      for (const t of MALLOC_TUNABLES.split(':')) assert.ok(environ.includes(t), `${side}: ${t} in its environment`);
+      assert.ok(tb.alive(side));
+    }
   });
 
   it('tears down on SIGTERM: exit 0, TUN devices gone', async () => {

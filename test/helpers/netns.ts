@@ -149,6 +149,13 @@ export class Testbed {
     return await done;
   }
 
+  /** The process startDpTcp spawned on this side (`ip netns exec` becomes dp-tcp: same pid). */
+  process(side: Side): ChildProcess {
+    const p = this.procs.get(side);
+    if (!p) throw new Error(`dp-tcp was not started on the ${side} side`);
+    return p;
+  }
+
   /** dp-tcp on this side was started and has not exited. */
   alive(side: Side): boolean {
     const p = this.procs.get(side);

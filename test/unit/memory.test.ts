@@ -1,0 +1,57 @@
+// The tunnel process restarts itself once with its V8 young-generation flag
+// (src/cli/memory.ts): which command line it restarts with, that a flag the
+// user gave wins, and that the addon's execv keeps the pid and the
+// environment and fails with a system error. Needs the built addon.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { MALLOC_TUNABLES, SEMI_SPACE_MB, tunedCommandLine } from '../../src/cli/memory.js';
+import { loadAddonInfo } from '../../src/tun/loader.js';
+
+const FLAG = `--max-semi-space-size=${SEMI_SPACE_MB}`;
+
+describe('memory settings of the tunnel process', () => {
+  it('restarts node with its own flags, the flag, then the script and its arguments', () => {
+    const line = tunedCommandLine('/usr/bin/node', ['--enable-source-maps'], ['/usr/bin/node', '/opt/dp-tcp/dist/cli/index.js', 'server', '-c', 'a b.yaml']);
+    assert.deepEqual(line, ['/usr/bin/node', '--enable-source-maps', FLAG, '/opt/dp-tcp/dist/cli/index.js', 'server', '-c', 'a b.yaml']);
+  });
+
+  it('does not restart when the flag is given: on the command line (a restarted process) or in NODE_OPTIONS', () => {
+    assert.equal(tunedCommandLine('/n', [FLAG], ['/n', 'x.js', 'client']), null);
+    assert.equal(tunedCommandLine('/n', ['--max-semi-space-size', '8'], ['/n', 'x.js', 'client']), null);
+    assert.equal(tunedCommandLine('/n', [], ['/n', 'x.js', 'client'], '--trace-warnings --max-semi-space-size=16'), null);
+    // A different flag of the same prefix is not the flag.
+    assert.notEqual(tunedCommandLine('/n', ['--max-semi-space-size-x=3'], ['/n', 'x.js']), null);
+  });
+
+  it('execv replaces the program and keeps the pid and the environment', () => {
+    const addon = loadAddonInfo().path;
+    // The child replaces itself by a node that prints its pid, flags and one variable.
+    const child = `
+      const a = require(${JSON.stringify(addon)});
+      process.env.DPTCP_EXEC_TEST = 'kept';
+      process.stdout.write(process.pid + '\\n');
+      a.execv(process.execPath, [process.execPath, ${JSON.stringify(FLAG)}, '-e',
+        'console.log(process.pid, process.execArgv[0], process.env.DPTCP_EXEC_TEST)']);
+    `;
+    const out = execFileSync(process.execPath, ['-e', child], { encoding: 'utf8' }).trim().split('\n');
+    assert.equal(out.length, 2, out.join('|'));
+    const [pid, after] = out as [string, string];
+    assert.equal(after, `${pid} ${FLAG} kept`);
+  });
+
+  it('execv of a missing program throws a system error and returns', () => {
+    const { addon } = loadAddonInfo();
+    assert.throws(
+      () => addon.execv('/nonexistent/node', ['/nonexistent/node']),
+      (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.syscall === 'execv',
+    );
+  });
+
+  it('the malloc tunables are ones glibc knows', () => {
+    // Unknown tunables are ignored silently by glibc: check the names against its own list.
+    const known = execFileSync('/bin/sh', ['-c', 'ld.so --list-tunables 2>/dev/null || /lib64/ld-linux-x86-64.so.2 --list-tunables'], { encoding: 'utf8' });
+    for (const t of MALLOC_TUNABLES.split(':')) assert.match(known, new RegExp(`^${t.split('=')[0]!.replaceAll('.', '\\.')}:`, 'm'), t);
+  });
+
+});
