@@ -18,6 +18,7 @@ import { ProtocolError } from '../errors.js';
 import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, OutFrames, type Link, type LinkHandler, type Pin } from './link.js';
+import { RecordArenas } from './record-arenas.js';
 import { ReorderBuffer } from './reorder.js';
 
 /** Adaptive mode: packets this small (IP bytes) always go on every link (acks, DNS, pings, voice). */
@@ -82,6 +83,8 @@ export class Session implements LinkHandler {
   /** When the last link went away (server: for idle expiry). */
   lastLinkLossMs = performance.now();
   private nextSeq = 1;
+  /** Where outgoing records are sealed (keyed sessions, duplicate mode). */
+  readonly recordArenas = new RecordArenas();
   private rx: Buffer[] = [];
   /** How packets are spread over the links; the client's choice, announced in every handshake. */
   private schedMode: SchedulingMode = 'duplicate';
@@ -257,10 +260,14 @@ export class Session implements LinkHandler {
       this.stats.dropsNoLink += count;
       return;
     }
-    const record = keys.seal(frames, nowMs);
+    // Striped records are kept until acknowledged: a buffer of their own; the others are sealed into an arena.
+    const record = keys.seal(frames, nowMs, striped ? undefined : this.recordArenas.alloc);
     if (record === undefined) this.stats.dropsNoKey += count;
     else if (striped) this.stripe(record, count, nowMs, urgent, undefined);
-    else this.fanOut(new OutFrames(record, false), count, nowMs, urgent);
+    else {
+      const pin = this.recordArenas.pinOf(record);
+      this.fanOut(new OutFrames(record, pin !== undefined, pin), count, nowMs, urgent);
+    }
   }
 
   /**

@@ -12,7 +12,7 @@ import {
   REKEY_AFTER_TIME_MS,
   REPLAY_WINDOW_RECORDS,
 } from './limits.js';
-import { recordHeader, recordKey, type RecordKey } from './record.js';
+import { recordHeader, recordKey, type RecordAlloc, type RecordKey } from './record.js';
 import { ReplayWindow } from './replay.js';
 
 export class Keypair {
@@ -65,9 +65,9 @@ export class Keypair {
     return nowMs - this.createdMs >= REKEY_AFTER_TIME_MS || this.sendCounter >= REKEY_AFTER_MESSAGES;
   }
 
-  seal(frames: Buffer): Buffer {
+  seal(frames: Buffer, alloc?: RecordAlloc): Buffer {
     if (this.sendCounter >= REJECT_AFTER_MESSAGES) throw new Error('keypair exhausted: a new handshake is needed');
-    return this.sealer.seal(this.remoteIndex, this.sendCounter++, frames);
+    return this.sealer.seal(this.remoteIndex, this.sendCounter++, frames, alloc);
   }
 
   /** For tests of counter exhaustion. */
@@ -120,11 +120,11 @@ export class KeyRing {
     return this.byIndex.has(index);
   }
 
-  /** Seals with the current keypair; undefined when there is none usable (no record may leave). */
-  seal(frames: Buffer, nowMs: number): Buffer | undefined {
+  /** Seals with the current keypair (into `alloc`'s buffer, if it gives one); undefined when there is none usable (no record may leave). */
+  seal(frames: Buffer, nowMs: number, alloc?: RecordAlloc): Buffer | undefined {
     const kp = this.current;
     if (kp === undefined || !kp.canSeal(nowMs)) return undefined;
-    return kp.seal(frames);
+    return kp.seal(frames, alloc);
   }
 
   /**

@@ -65,14 +65,20 @@ export function openRecord(cipher: CipherName, key: Buffer, counter: number, buf
  * it, through node:crypto (sealRecord / openRecord). Both give the same bytes.
  */
 export interface RecordKey {
-  /** As sealRecord. */
-  seal(index: number, counter: number, frames: Buffer): Buffer;
+  /**
+   * As sealRecord; into the buffer `alloc` returns for the record's size, if
+   * it returns one (the addon's path; node:crypto's allocates its own).
+   */
+  seal(index: number, counter: number, frames: Buffer, alloc?: RecordAlloc): Buffer;
   /**
    * As openRecord; the plaintext may be `buf` itself, decrypted in place (a
    * view, valid as long as `buf` is).
    */
   open(counter: number, buf: Buffer, start: number, end: number): Buffer | undefined;
 }
+
+/** A buffer of exactly `bytes` to seal a record into, or undefined (the sealer allocates one). */
+export type RecordAlloc = (bytes: number) => Buffer | undefined;
 
 type AeadClass = new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
 let aeadClass: AeadClass | null | undefined;
@@ -98,8 +104,9 @@ export function recordKey(cipher: CipherName, key: Buffer, encrypt: boolean): Re
   }
   const aead = new Aead(cipher, key, encrypt);
   return {
-    seal(index, counter, frames) {
-      const out = Buffer.allocUnsafe(SEALED_OVERHEAD_BYTES + frames.length);
+    seal(index, counter, frames, alloc) {
+      const bytes = SEALED_OVERHEAD_BYTES + frames.length;
+      const out = alloc?.(bytes) ?? Buffer.allocUnsafe(bytes);
       writeFrameHeader(out, 0, FrameType.Sealed, 12 + frames.length + TAG_BYTES);
       out.writeUInt32BE(index, FRAME_HEADER_BYTES);
       writeU64(out, FRAME_HEADER_BYTES + 4, counter);

@@ -1,0 +1,61 @@
+// RecordArenas: a session seals outgoing records into reused buffers; an
+// arena a link keeps (pins) is never sealed into until released.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { RecordArenas } from '../../src/core/record-arenas.js';
+
+describe('record arenas', () => {
+  it('reuses the same arena while nothing holds it', () => {
+    const r = new RecordArenas(4, 1 << 20);
+    const a = r.alloc(1000) as Buffer;
+    const b = r.alloc(2000) as Buffer;
+    assert.equal(a.length, 1000);
+    assert.equal(b.length, 2000);
+    assert.equal(a.buffer, b.buffer, 'same memory');
+    assert.deepEqual(r.use, { allocated: 1, pinned: 0 });
+  });
+
+  it('a pinned arena is not sealed into until every pin is released (each release counts once)', () => {
+    const r = new RecordArenas(4, 1 << 20);
+    const a = r.alloc(1000) as Buffer;
+    const pin = r.pinOf(a);
+    assert.ok(pin);
+    const release1 = pin() as () => void;
+    const release2 = pin() as () => void;
+    const b = r.alloc(1000) as Buffer;
+    assert.notEqual(a.buffer, b.buffer, 'a second arena while the first is pinned');
+    release1();
+    release1();
+    assert.notEqual((r.alloc(1000) as Buffer).buffer, a.buffer, 'still pinned by the other holder');
+    release2();
+    assert.equal((r.alloc(1000) as Buffer).buffer, a.buffer, 'free again');
+    assert.deepEqual(r.use, { allocated: 2, pinned: 0 });
+  });
+
+  it('pins only the buffer it handed out last', () => {
+    const r = new RecordArenas(4, 1 << 20);
+    const a = r.alloc(100) as Buffer;
+    r.alloc(100);
+    assert.equal(r.pinOf(a), undefined, 'an older record');
+    assert.equal(r.pinOf(Buffer.alloc(100)), undefined, 'a buffer of its own');
+  });
+
+  it('is bounded: no buffer when every arena is pinned, or for a record larger than an arena', () => {
+    const r = new RecordArenas(2, 4096);
+    for (let i = 0; i < 2; i++) {
+      const b = r.alloc(4096) as Buffer;
+      (r.pinOf(b) as () => () => void)();
+    }
+    assert.equal(r.alloc(10), undefined);
+    assert.equal(new RecordArenas(2, 4096).alloc(4097), undefined);
+    assert.deepEqual(r.use, { allocated: 2, pinned: 2 });
+  });
+
+  it('replaces a free arena too small for a larger record', () => {
+    const r = new RecordArenas(1, 1 << 20);
+    r.alloc(100);
+    const big = r.alloc(300_000) as Buffer;
+    assert.equal(big.length, 300_000);
+    assert.deepEqual(r.use, { allocated: 1, pinned: 0 });
+  });
+});
