@@ -6,6 +6,9 @@ export const RECORD_ARENA_MAX_BYTES = 1024 * 1024 + 64 * 1024;
 const RECORD_ARENA_MIN_BYTES = 64 * 1024;
 /** Arenas per session, at most: beyond, a record gets a buffer of its own (as without arenas). */
 export const RECORD_ARENAS = 4;
+/** A session that sealed nothing for this long lets go of its arenas (a server may hold many idle sessions). */
+export const RECORD_ARENA_IDLE_MS = 2000;
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Reused buffers that a session seals outgoing records into, so that a record
@@ -23,6 +26,8 @@ export class RecordArenas {
   private readonly pins: number[] = [];
   private last = -1;
   private lastBuf: Buffer | undefined;
+  private allocs = 0;
+  private idleSince = NaN;
 
   constructor(
     private readonly maxArenas = RECORD_ARENAS,
@@ -34,6 +39,7 @@ export class RecordArenas {
     this.last = -1;
     this.lastBuf = undefined;
     if (bytes > this.maxBytes) return undefined;
+    this.allocs++;
     let i = this.arenas.findIndex((a, k) => this.pins[k] === 0 && a.length >= bytes);
     if (i < 0) {
       // A free arena too small for this record is replaced by a larger one.
@@ -65,8 +71,22 @@ export class RecordArenas {
     };
   }
 
-  /** Arenas allocated, and how many hold pins (tests, status). */
+  /** Called periodically: after RECORD_ARENA_IDLE_MS without a record, frees every arena no link holds. */
+  trim(nowMs: number): void {
+    if (this.allocs > 0 || Number.isNaN(this.idleSince)) {
+      this.allocs = 0;
+      this.idleSince = nowMs;
+      return;
+    }
+    if (nowMs - this.idleSince < RECORD_ARENA_IDLE_MS) return;
+    // A freed slot is an arena too small for any record: the next alloc replaces it.
+    for (let i = 0; i < this.arenas.length; i++) if (this.pins[i] === 0) this.arenas[i] = EMPTY;
+    this.last = -1;
+    this.lastBuf = undefined;
+  }
+
+  /** Arenas allocated (and not freed by trim), and how many hold pins (tests, status). */
   get use(): { allocated: number; pinned: number } {
-    return { allocated: this.arenas.length, pinned: this.pins.filter((n) => n > 0).length };
+    return { allocated: this.arenas.filter((a) => a.length > 0).length, pinned: this.pins.filter((n) => n > 0).length };
   }
 }

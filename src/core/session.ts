@@ -549,6 +549,7 @@ export class Session implements LinkHandler {
     this.eliminator.tick(nowMs);
     if (this.reorder !== undefined) this.handleStalls(nowMs);
     this.keys?.expire(nowMs);
+    this.recordArenas.trim(nowMs);
     for (const link of this.links.values()) link.tick(nowMs);
   }
 

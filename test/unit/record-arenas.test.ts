@@ -2,7 +2,7 @@
 // arena a link keeps (pins) is never sealed into until released.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { RecordArenas } from '../../src/core/record-arenas.js';
+import { RECORD_ARENA_IDLE_MS, RecordArenas } from '../../src/core/record-arenas.js';
 
 describe('record arenas', () => {
   it('reuses the same arena while nothing holds it', () => {
@@ -57,5 +57,28 @@ describe('record arenas', () => {
     const big = r.alloc(300_000) as Buffer;
     assert.equal(big.length, 300_000);
     assert.deepEqual(r.use, { allocated: 1, pinned: 0 });
+  });
+
+  it('an idle session lets go of its arenas, except one a link still holds', () => {
+    const r = new RecordArenas(4, 1 << 20);
+    const held = r.alloc(1000) as Buffer;
+    const release = (r.pinOf(held) as () => () => void)();
+    r.alloc(1000);
+    assert.deepEqual(r.use, { allocated: 2, pinned: 1 });
+    r.trim(0);
+    r.trim(RECORD_ARENA_IDLE_MS - 1);
+    assert.deepEqual(r.use, { allocated: 2, pinned: 1 }, 'not idle long enough');
+    r.trim(RECORD_ARENA_IDLE_MS);
+    assert.deepEqual(r.use, { allocated: 1, pinned: 1 }, 'the free one is gone, the held one stays');
+    release();
+    const next = r.alloc(500) as Buffer;
+    assert.equal(next.length, 500);
+    assert.equal(next.buffer, held.buffer, 'the released arena is used again');
+    // A session that keeps sealing keeps its arenas.
+    for (let t = 0; t <= 5 * RECORD_ARENA_IDLE_MS; t += 100) {
+      r.alloc(100);
+      r.trim(RECORD_ARENA_IDLE_MS + t);
+    }
+    assert.equal(r.use.allocated, 1);
   });
 });
