@@ -113,6 +113,7 @@ Tun::~Tun() { CloseInternal(); }
 void Tun::OnCleanup(void* arg) {
   Tun* self = static_cast<Tun*>(arg);
   self->cleanupHookAdded_ = false;  // the hook is being run; removing it now is not allowed
+  self->tearingDown_ = true;
   self->CloseInternal();
 }
 
@@ -433,11 +434,12 @@ void Tun::CloseInternal() {
   if (poll_ != nullptr) {
     uv_poll_stop(poll_);
     poll_->data = nullptr;
-    // No close callback, and the handle is never freed (a few bytes per closed
-    // device): libuv finishes closing on a later loop turn, and when a Worker's
-    // environment is torn down Node may have unloaded this addon by then, so a
-    // callback pointing into it would crash the process.
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), nullptr);
+    // libuv finishes closing on a later loop turn; the close callback frees the
+    // handle. Not when the environment is being torn down (the hook): Node may
+    // have unloaded this addon by then, and a callback pointing into it would
+    // crash the process (the handle's few bytes are left to the exiting process).
+    uv_close_cb freeHandle = [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); };
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), tearingDown_ ? nullptr : freeHandle);
     poll_ = nullptr;
   }
   if (fd_ >= 0) {

@@ -51,6 +51,8 @@ class Tun : public Napi::ObjectWrap<Tun> {
   bool reading_ = false;
   bool wantWritable_ = false;
   bool cleanupHookAdded_ = false;
+  /** Set by the environment's cleanup hook: no callbacks into the addon from then on. */
+  bool tearingDown_ = false;
 
   // Read arena: packet i lands at offset sum_{j<i}(headroom + len_j) + headroom,
   // leaving `headroom` bytes in front of every packet for the frame header.
