@@ -64,6 +64,7 @@ export function restartWithHeapFlags(): void {
   } catch {
     return; // opening the TUN reports a missing addon, with its remedy
   }
+  if (typeof addon.execv !== 'function') return; // an addon built before execv existed
   const tunables = process.env.GLIBC_TUNABLES;
   if (tunables === undefined) process.env.GLIBC_TUNABLES = MALLOC_TUNABLES;
   try {
