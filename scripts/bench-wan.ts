@@ -102,8 +102,15 @@ interface PingStats {
 interface PingRow {
   tunnel: string;
   idle: PingStats;
-  c2s?: { ping: PingStats; mbps: number | null };
-  s2c?: { ping: PingStats; mbps: number | null };
+  c2s?: LoadedPing;
+  s2c?: LoadedPing;
+}
+
+interface LoadedPing {
+  ping: PingStats;
+  mbps: number | null;
+  /** dp-tcp: its drops by side and reason during the run (nothing: none). */
+  drops?: Record<string, number>;
 }
 
 interface PingScenario {
@@ -251,7 +258,8 @@ async function ping(tb: Testbed, dest: string, count: number): Promise<PingStats
 }
 
 /** Pings through `dest` while iperf3 saturates the tunnel one way; the pings and iperf3's throughput. */
-async function loadedPing(tb: Testbed, dest: string, reverse: boolean): Promise<{ ping: PingStats; mbps: number | null }> {
+async function loadedPing(tb: Testbed, dest: string, reverse: boolean): Promise<LoadedPing> {
+  const before = dest === DP_TCP ? dpTcpCounters(tb) : undefined;
   const seconds = Math.ceil(PINGS * 0.01 + 4);
   const iperf = tb
     .run('client', 'iperf3', ['-c', dest, '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])], (seconds + 30) * 1000)
@@ -269,7 +277,12 @@ async function loadedPing(tb: Testbed, dest: string, reverse: boolean): Promise<
   } catch {
     mbps = null;
   }
-  return { ping: p, mbps };
+  if (before === undefined) return { ping: p, mbps };
+  await sleep(1200); // a fresh stats snapshot
+  const after = dpTcpCounters(tb);
+  const drops: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after.drops)) if (v - (before.drops[k] ?? 0) > 0) drops[k] = v - (before.drops[k] ?? 0);
+  return { ping: p, mbps, drops };
 }
 
 async function pingScenario(tb: Testbed, id: string, title: string, spec: WanSpec | null): Promise<PingScenario> {
@@ -308,8 +321,9 @@ async function pingScenario(tb: Testbed, id: string, title: string, spec: WanSpe
   const f = (p: PingStats): string => `${p.p50?.toFixed(2)} / ${p.p99?.toFixed(2)} ms, ${p.sent - p.answered} lost`;
   for (const r of rows) {
     let l = `   ${r.tunnel.padEnd(22)} idle ${f(r.idle)}`;
-    if (r.c2s) l += `; iperf3 c→s ${r.c2s.mbps} Mbit/s: ${f(r.c2s.ping)}`;
-    if (r.s2c) l += `; iperf3 s→c ${r.s2c.mbps} Mbit/s: ${f(r.s2c.ping)}`;
+    const d = (x: LoadedPing): string => (x.drops ? `, drops ${JSON.stringify(x.drops)}` : '');
+    if (r.c2s) l += `; iperf3 c→s ${r.c2s.mbps} Mbit/s: ${f(r.c2s.ping)}${d(r.c2s)}`;
+    if (r.s2c) l += `; iperf3 s→c ${r.s2c.mbps} Mbit/s: ${f(r.s2c.ping)}${d(r.s2c)}`;
     console.log(l);
   }
   return { id, title, emulators, links: spec ? Object.fromEntries(([1, 2] as const).map((n) => [`link ${n}`, describeLinkSpec(spec[n])])) : { 'link 1': 'clean veth', 'link 2': 'clean veth' }, rows };
@@ -355,6 +369,8 @@ function markdown(streams: StreamScenario[], pings: PingScenario[], meta: Record
       md += r.c2s ? `${pr(r.c2s.ping)}, ${r.c2s.ping.sent - r.c2s.ping.answered} | ${r.c2s.mbps ?? '–'} | ` : '– | – | ';
       md += r.s2c ? `${pr(r.s2c.ping)}, ${r.s2c.ping.sent - r.s2c.ping.answered} | ${r.s2c.mbps ?? '–'} |\n` : '– | – |\n';
     }
+    const dp = p.rows.find((r) => r.c2s?.drops !== undefined);
+    if (dp) md += `\ndp-tcp drops during the loaded pings: c→s ${JSON.stringify(dp.c2s?.drops ?? {})}, s→c ${JSON.stringify(dp.s2c?.drops ?? {})}.\n`;
     if (Object.keys(p.emulators).length) md += `\n${emulatorLine(p.emulators)}\n`;
   }
   return md;
