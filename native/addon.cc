@@ -57,9 +57,9 @@ static Napi::Value SendSome(const Napi::CallbackInfo& info) {
 // execv(path, argv): replaces the program of this process, keeping its pid,
 // environment, and stdin, stdout and stderr (Node marks them close-on-exec at
 // start-up, like every descriptor it and libuv open; they are unmarked here).
-// Returns only by throwing. When and with which
-// arguments is decided in TypeScript (the tunnel restarts Node with its V8
-// flags: src/cli/heap.ts).
+// Returns only by throwing. When and with which arguments is decided in
+// TypeScript (the tunnel restarts Node with its memory settings:
+// src/cli/memory.ts).
 static Napi::Value Execv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) {

@@ -140,6 +140,13 @@ function ccdf(sorted: number[], sent: number): Array<[number, number]> {
   return pts;
 }
 
+/** Drops by side and reason that grew from `before` to `after` (dpTcpCounters), with how many. */
+function dropsSince(before: { drops: Record<string, number> }, after: { drops: Record<string, number> }): Record<string, number> {
+  const drops: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after.drops)) if (v - (before.drops[k] ?? 0) > 0) drops[k] = v - (before.drops[k] ?? 0);
+  return drops;
+}
+
 function dpTcpCounters(tb: Testbed): { connects: number; drops: Record<string, number>; firstCopies: Record<string, number> } {
   let connects = 0;
   const drops: Record<string, number> = {};
@@ -187,8 +194,7 @@ async function streamScenario(tb: Testbed, id: string, title: string, spec: WanS
     const r = await probe({ sendNs: tb.ns('client'), recvNs: tb.ns('server'), dests: DESTS, pps: PPS, seconds: SECONDS, graceMs: GRACE_MS });
     await sleep(1200); // a fresh stats snapshot
     const after = dpTcpCounters(tb);
-    const drops: Record<string, number> = {};
-    for (const [k, v] of Object.entries(after.drops)) if (v - (before.drops[k] ?? 0) > 0) drops[k] = v - (before.drops[k] ?? 0);
+    const drops = dropsSince(before, after);
     const methods: MethodResult[] = METHODS.map((m) => {
       const s = streamStats(r, ...m.streams);
       const single = m.streams.length === 1;
@@ -280,8 +286,7 @@ async function loadedPing(tb: Testbed, dest: string, reverse: boolean): Promise<
   if (before === undefined) return { ping: p, mbps };
   await sleep(1200); // a fresh stats snapshot
   const after = dpTcpCounters(tb);
-  const drops: Record<string, number> = {};
-  for (const [k, v] of Object.entries(after.drops)) if (v - (before.drops[k] ?? 0) > 0) drops[k] = v - (before.drops[k] ?? 0);
+  const drops = dropsSince(before, after);
   return { ping: p, mbps, drops };
 }
 

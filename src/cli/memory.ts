@@ -15,8 +15,9 @@
 //   suffices: 6-13 mark-compacts in 17 s of load, 32 instead of 43 MB
 //   committed.
 // - Young generation. V8 grows each of its two semi-spaces to 16 MB under load
-//   whatever the allocation rate. Kept at 1 MB, it costs a scavenge of about
-//   1 ms every 100-150 ms under load, and no throughput. Its size is fixed
+//   whatever the allocation rate. Kept small it costs scavenges of about 1 ms
+//   (at 2 MB one every ~150 ms under load; 1 MB, the value here, twice as
+//   often) and no throughput or loaded-ping latency in A/B runs. Its size is fixed
 //   when V8 starts, so the tunnel process restarts itself with the flag
 //   (execv: same pid, descriptors and environment) before anything else.
 // - glibc malloc. Its mmap threshold adapts upwards after frees, after which

@@ -26,7 +26,8 @@ export class RecordArenas {
   private readonly pins: number[] = [];
   private last = -1;
   private lastBuf: Buffer | undefined;
-  private allocs = 0;
+  /** alloc was called since the last trim. */
+  private used = false;
   private idleSince = NaN;
 
   constructor(
@@ -39,7 +40,7 @@ export class RecordArenas {
     this.last = -1;
     this.lastBuf = undefined;
     if (bytes > this.maxBytes) return undefined;
-    this.allocs++;
+    this.used = true;
     let i = this.arenas.findIndex((a, k) => this.pins[k] === 0 && a.length >= bytes);
     if (i < 0) {
       // A free arena too small for this record is replaced by a larger one.
@@ -73,8 +74,8 @@ export class RecordArenas {
 
   /** Called periodically: after RECORD_ARENA_IDLE_MS without a record, frees every arena no link holds. */
   trim(nowMs: number): void {
-    if (this.allocs > 0 || Number.isNaN(this.idleSince)) {
-      this.allocs = 0;
+    if (this.used || Number.isNaN(this.idleSince)) {
+      this.used = false;
       this.idleSince = nowMs;
       return;
     }
@@ -85,7 +86,7 @@ export class RecordArenas {
     this.lastBuf = undefined;
   }
 
-  /** Arenas allocated (and not freed by trim), and how many hold pins (tests, status). */
+  /** Arenas allocated (and not freed by trim), and how many hold pins (tests). */
   get use(): { allocated: number; pinned: number } {
     return { allocated: this.arenas.filter((a) => a.length > 0).length, pinned: this.pins.filter((n) => n > 0).length };
   }
