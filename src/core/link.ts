@@ -14,6 +14,7 @@ import {
   encodeClose,
   encodeToken,
   FrameDecoder,
+  frameAfter,
   FrameType,
   readU64,
 } from '../protocol/frame.js';
@@ -426,7 +427,7 @@ export class Link {
       return;
     }
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
-      this.write(buf, packets, striped, nowMs, undefined, release);
+      this.requeue(this.write(buf, packets, striped, nowMs, undefined, release), urgent);
     } else if (
       urgent &&
       this.urgentBytes + buf.length <= URGENT_QUEUE_MAX_BYTES &&
@@ -451,7 +452,7 @@ export class Link {
    */
   send(frames: OutFrames, packets: number, nowMs: number, urgent = false): void {
     if (this.state !== 'up') return;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frames.view, packets, false, nowMs, frames);
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.requeue(this.write(frames.view, packets, false, nowMs, frames), urgent);
     else {
       const kept = frames.keep();
       this.sendData(kept.buf, packets, nowMs, urgent, false, kept.release);
@@ -614,7 +615,7 @@ export class Link {
     const frame = this.sealControl ? this.sealControl(ack) : ack;
     if (frame === undefined) return;
     // Ahead of our bulk data, as a ping's packets: an ACK late is a false stall at the peer.
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frame, 0, false, 0);
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.requeue(this.write(frame, 0, false, 0), false);
     else if (this.urgentBytes + frame.length <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS) {
       this.urgent.push({ buf: frame, t: Infinity, packets: 0, striped: false });
       this.urgentBytes += frame.length;
@@ -634,7 +635,7 @@ export class Link {
   /** A handshake frame in clear on an up link (a rekey), in order with what is queued. */
   sendClear(frame: Buffer): void {
     if (this.state === 'closed') return;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.write(frame, 0, false, 0);
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.requeue(this.write(frame, 0, false, 0), false);
     else {
       this.queue.push({ buf: frame, t: Infinity, packets: 0, striped: false });
       this.queuedBytes += frame.length;
@@ -731,12 +732,18 @@ export class Link {
   }
 
   /**
-   * Directly if the kernel takes it; what it does not take at once waits in
-   * the stream writer. `buf` is ours to keep, unless it is the view of
-   * `shared`: the rest is then pinned or copied (OutFrames.rest). `release`
-   * (a queued view of a pinned batch) runs once the bytes are written or lost.
+   * Directly if the kernel takes it. Of what it does not take at once, the
+   * frame it stopped in goes to the stream writer (its bytes must come next
+   * on the wire); the whole frames after that come back, to wait in our
+   * queue again: there urgent frames still pass them and age drops them, where
+   * in the stream writer they would hold everything up for as long as the
+   * link needs to carry them (a batch of MBs on a link of a few Mbit/s).
+   * Striped data is cut finely already and goes whole. `buf` is ours to keep,
+   * unless it is the view of `shared`: the rest is then pinned or copied
+   * (OutFrames.rest). `release` (a queued view of a pinned batch) runs once
+   * the bytes are written or lost.
    */
-  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void): void {
+  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void): Queued | undefined {
     this.stats.txPackets += packets;
     this.stats.txBytes += buf.length;
     this.bytesOut += buf.length;
@@ -747,16 +754,46 @@ export class Link {
     const sent = this.sendDirect(buf);
     if (sent === buf.length || sent < 0) {
       release?.();
-      return;
+      return undefined;
     }
-    if (shared === undefined) {
-      // A pinned view is released by the write callback: once the kernel has it, or the socket is gone.
-      if (!this.socket.write(sent > 0 ? buf.subarray(sent) : buf, release)) this.writable = false;
-      return;
+    const rest = shared === undefined ? { buf: sent > 0 ? buf.subarray(sent) : buf, release } : shared.rest(sent);
+    const cut = striped ? { end: buf.length, following: 0 } : frameAfter(buf, sent);
+    if (cut.end >= buf.length) {
+      // The callback runs once the kernel has the bytes, or with an error if the socket goes first.
+      if (!this.socket.write(rest.buf, rest.release)) this.writable = false;
+      return undefined;
     }
-    const rest = shared.rest(sent);
-    // The callback runs once the kernel has the bytes, or with an error if the socket goes first.
-    if (!this.socket.write(rest.buf, rest.release)) this.writable = false;
+    const tailBytes = buf.length - cut.end;
+    const tailPackets = Math.min(packets, cut.following);
+    this.stats.txPackets -= tailPackets;
+    this.stats.txBytes -= tailBytes;
+    this.bytesOut -= tailBytes;
+    let holders = 2;
+    const done = rest.release === undefined ? undefined : () => --holders === 0 && rest.release?.();
+    // Not writable until the writer has sent this frame: Node emits 'drain' only after a write it
+    // refused, so its callback resumes the queue.
+    this.writable = false;
+    this.socket.write(rest.buf.subarray(0, cut.end - sent), (err?: Error | null) => {
+      done?.();
+      if (!err && this.state !== 'closed' && !this.writable && this.socket.writableLength === 0) this.onDrain();
+    });
+    // Control frames (no packets) are never dropped by age.
+    return { buf: rest.buf.subarray(cut.end - sent), t: tailPackets > 0 ? nowMs : Infinity, packets: tailPackets, striped: false, release: done };
+  }
+
+  /** Whole frames a partial write left (see write), back in our queue ahead of what waits there. */
+  private requeue(tail: Queued | undefined, urgent: boolean): void {
+    if (tail === undefined) return;
+    if (urgent) {
+      this.urgent.unshift(tail);
+      this.urgentBytes += tail.buf.length;
+    } else if (this.queueHead > 0) {
+      this.queue[--this.queueHead] = tail;
+      this.queuedBytes += tail.buf.length;
+    } else {
+      this.queue.unshift(tail);
+      this.queuedBytes += tail.buf.length;
+    }
   }
 
   private onDrain(): void {
@@ -773,7 +810,13 @@ export class Link {
           item.release?.();
         } else {
           if (item.packets > 0) this.queued(now - item.t);
-          this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
+          const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
+          if (tail !== undefined) {
+            // Its age runs on from when the whole was queued.
+            if (tail.packets > 0) tail.t = item.t;
+            urgent[--i] = tail;
+            this.urgentBytes += tail.buf.length;
+          }
         }
       }
       this.urgent = i === urgent.length ? [] : urgent.slice(i);
@@ -789,7 +832,9 @@ export class Link {
         continue;
       }
       if (item.packets > 0) this.queued(now - item.t);
-      this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
+      const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
+      if (tail !== undefined && tail.packets > 0) tail.t = item.t;
+      this.requeue(tail, false);
     }
     if (this.queueHead === this.queue.length) {
       this.queue = [];

@@ -222,6 +222,27 @@ export function readU64(buf: Buffer, off: number): number {
   return buf.readUInt32BE(off) * 0x1_0000_0000 + buf.readUInt32BE(off + 4);
 }
 
+/**
+ * If `buf` is a run of whole frames (as this side builds them: each length
+ * at least a header's, the last ending exactly at the end of `buf`), the end
+ * of the frame that holds byte `pos` and how many whole frames follow it;
+ * otherwise the end of `buf` and none.
+ */
+export function frameAfter(buf: Buffer, pos: number): { end: number; following: number } {
+  let off = 0;
+  let end = -1;
+  let following = 0;
+  while (off + LENGTH_BYTES <= buf.length) {
+    const length = buf.readUInt32BE(off);
+    if (length < FRAME_HEADER_BYTES - LENGTH_BYTES) break;
+    off += LENGTH_BYTES + length;
+    if (end >= 0) following++;
+    else if (off > pos) end = off;
+  }
+  if (off !== buf.length || end < 0) return { end: buf.length, following: 0 };
+  return { end, following };
+}
+
 /** Largest sequence number or counter a peer may send: exact in a double. */
 export const MAX_SAFE_U64 = Number.MAX_SAFE_INTEGER;
 

@@ -9,6 +9,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import { Link, OutFrames, type LinkHandler } from '../../src/core/link.js';
+import { DATA_HEADER_BYTES, readU64, writeDataHeader } from '../../src/protocol/frame.js';
 import { createLogger } from '../../src/log.js';
 import { loadAddon } from '../../src/tun/loader.js';
 
@@ -223,6 +224,78 @@ describe('direct sends of shared frames', () => {
       assert.ok(l.queueBytes > 0 && releases < pins, `pins held by the queue and the writer (${pins - releases} of ${pins})`);
       l.destroy('test');
       await new Promise((r) => setTimeout(r, 50));
+      assert.equal(releases, pins, 'every pin released');
+    } finally {
+      a.destroy();
+      b.destroy();
+      server.close();
+    }
+  });
+
+  it('a partial send hands the writer only the frame it stopped in: the whole frames after it wait in our queue, where a ping passes them', async () => {
+    const { server, a, b } = await pair();
+    try {
+      const l = link(a);
+      let pins = 0;
+      let releases = 0;
+      const pin = (): (() => void) => {
+        pins++;
+        let done = false;
+        return () => {
+          if (!done) releases++;
+          done = true;
+        };
+      };
+      // Batches of 64 DATA frames of 16 KiB packets, numbered in order, while the peer reads nothing.
+      const FRAME = DATA_HEADER_BYTES + 16 * 1024;
+      let seq = 0;
+      let total = 0;
+      let batches = 0;
+      while (l.queueBytes === 0 && batches < 64) {
+        const arena = Buffer.alloc(64 * FRAME);
+        for (let off = 0; off < arena.length; off += FRAME) writeDataHeader(arena, off, ++seq, FRAME - DATA_HEADER_BYTES);
+        l.send(new OutFrames(arena, true, pin), 64, performance.now());
+        total += arena.length;
+        batches++;
+      }
+      assert.ok(l.queueBytes > 0, 'a send went partial: the frames after the cut are in the queue');
+      assert.equal(l.queueBytes % FRAME, 0, 'the queue holds whole frames');
+      assert.ok(a.writableLength < FRAME, `Node's writer holds less than one frame (${a.writableLength} bytes), not the rest of the batch`);
+      assert.equal(l.stats.txBytes + l.queueBytes, total, 'bytes are counted once: sent or queued');
+      const queuedFrames = l.queueBytes / FRAME;
+      const ping = Buffer.alloc(DATA_HEADER_BYTES + 84);
+      writeDataHeader(ping, 0, 1_000_000, 84);
+      l.sendData(ping, 1, performance.now(), true);
+      total += ping.length;
+
+      // The peer reads: every frame once; the bulk in order; the ping ahead of the frames that were queued.
+      const order: number[] = [];
+      let pending = Buffer.alloc(0);
+      let received = 0;
+      await new Promise<void>((resolve) => {
+        b.on('data', (chunk: Buffer) => {
+          received += chunk.length;
+          pending = Buffer.concat([pending, chunk]);
+          let off = 0;
+          while (pending.length - off >= DATA_HEADER_BYTES) {
+            const end = off + 4 + pending.readUInt32BE(off);
+            if (end > pending.length) break;
+            order.push(readU64(pending, off + 8));
+            off = end;
+          }
+          pending = pending.subarray(off);
+          if (received >= total) resolve();
+        });
+        b.resume();
+      });
+      assert.equal(received, total, 'every byte arrived once');
+      const bulk = order.filter((s) => s !== 1_000_000);
+      assert.deepEqual(bulk, Array.from({ length: seq }, (_, i) => i + 1), 'the bulk frames in order, none lost or repeated');
+      const at = order.indexOf(1_000_000);
+      assert.ok(at <= seq - queuedFrames, `the ping left ahead of the ${queuedFrames} queued frames (position ${at} of ${order.length})`);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(l.queueBytes, 0, 'the queue drained');
+      assert.equal(l.stats.txBytes, total, 'the link counted every byte once');
       assert.equal(releases, pins, 'every pin released');
     } finally {
       a.destroy();

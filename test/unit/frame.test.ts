@@ -10,6 +10,7 @@ import {
   encodeToken,
   FrameDecoder,
   forEachFrame,
+  frameAfter,
   sanitizeText,
   FrameType,
   readU64,
@@ -215,5 +216,24 @@ describe('frame encoders', () => {
     const c = decodeClose(f, 8, f.length);
     assert.equal(c.code, CloseCode.ProtocolError);
     assert.equal(c.reason.length, 200);
+  });
+});
+
+describe('frameAfter (where a partial send may cut a run of frames)', () => {
+  const run = Buffer.concat([encodeData(1, Buffer.alloc(100)), encodeData(2, Buffer.alloc(10)), encodeToken(FrameType.Ping, 7), encodeData(3, Buffer.alloc(50))]);
+  const ends = [116, 142, 142 + encodeToken(FrameType.Ping, 7).length, run.length];
+
+  it('gives the end of the frame holding a byte, and how many whole frames follow', () => {
+    assert.deepEqual(frameAfter(run, 0), { end: ends[0], following: 3 }, 'nothing taken: the first frame');
+    assert.deepEqual(frameAfter(run, 115), { end: ends[0], following: 3 }, 'the last byte of the first frame');
+    assert.deepEqual(frameAfter(run, 116), { end: ends[1], following: 2 }, 'the first byte of the second');
+    assert.deepEqual(frameAfter(run, (ends[2] as number) + 1), { end: run.length, following: 0 }, 'inside the last frame');
+  });
+
+  it('bytes that are not a run of whole frames are never cut', () => {
+    assert.deepEqual(frameAfter(run.subarray(0, run.length - 1), 0), { end: run.length - 1, following: 0 }, 'the last frame cut short');
+    assert.deepEqual(frameAfter(Buffer.alloc(1000), 0), { end: 1000, following: 0 }, 'a zero length (no frame is that short)');
+    assert.deepEqual(frameAfter(Buffer.from('bulk0'), 0), { end: 5, following: 0 }, 'a length past the end');
+    assert.deepEqual(frameAfter(Buffer.alloc(3), 0), { end: 3, following: 0 }, 'shorter than a length');
   });
 });
