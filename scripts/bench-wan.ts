@@ -19,6 +19,7 @@
 //   --seconds N       stream length (default 30)
 //   --only a,b,c,c2,d scenarios to run
 //   --wan-rate MBIT   the rate of each WAN link in (d) (default 50)
+//   --hold MS         how long a jitter drawn holds on a link (default 2; 0: per packet)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +50,8 @@ const PINGS = QUICK ? 200 : 400;
 const WAN_RATE = Number(flag('--wan-rate') ?? 50);
 const ONLY = new Set((flag('--only') ?? 'a,b,c,c2,d').split(','));
 const GRACE_MS = 3000;
+/** How long a jitter drawn on a link holds (--hold of wanem); --hold 0: each packet its own. */
+const HOLD_MS = Number(flag('--hold') ?? 2);
 /** dp-tcp's client.connections_per_link (TCP connections per link; 1 is the default). */
 const CONNECTIONS = Number(flag('--connections') ?? 1);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -504,7 +507,13 @@ async function main(): Promise<void> {
     await waitPing(tb, OPENVPN_SERVER);
     await waitPing(tb, DP_TCP);
 
-    const delays = (l1: LinkShape, l2: LinkShape): WanSpec => ({ 1: { delayMs: 25, jitterMs: 5, ...l1 }, 2: { delayMs: 40, jitterMs: 5, ...l2 } });
+    // Jitter held 2 ms: the copies of one datagram (raw, OpenVPN, dp-tcp, sent within a
+    // millisecond) see the same link state; drawn per packet, a later copy would get the
+    // larger of two or three draws under FIFO (scripts/wanem/wanem.c, --hold).
+    const delays = (l1: LinkShape, l2: LinkShape): WanSpec => ({
+      1: { delayMs: 25, jitterMs: 5, holdMs: HOLD_MS, ...l1 },
+      2: { delayMs: 40, jitterMs: 5, holdMs: HOLD_MS, ...l2 },
+    });
     if (ONLY.has('a')) streams.push(await streamScenario(tb, 'a', '25±5 / 40±5 ms, 1 % random loss on each link', delays({ loss: 0.01 }, { loss: 0.01 })));
     if (ONLY.has('b')) streams.push(await streamScenario(tb, 'b', '25±5 / 40±5 ms, 5 % random loss on each link', delays({ loss: 0.05 }, { loss: 0.05 })));
     if (ONLY.has('c'))

@@ -25,7 +25,7 @@
 //                         for the packets before it to be serialised at MBIT (IP length);
 //                         a packet that would wait more than --limit (default 50 ms) is
 //                         dropped at the tail, as a router's buffer does.
-//   4. delay and jitter   --delay MS --jitter MS [--dist uniform|normal] [--reorder]
+//   4. delay and jitter   --delay MS --jitter MS [--dist uniform|normal] [--hold MS] [--reorder]
 //                         uniform: delay +- jitter; normal: sigma = jitter; never below 0.
 //                         By default the link keeps FIFO order, as real links do: a packet
 //                         never overtakes the one before it (its delay becomes at least
@@ -33,6 +33,13 @@
 //                         towards delay + jitter; a sparse stream (200/s with +-5 ms)
 //                         keeps close to the configured distribution. --reorder gives
 //                         independent delays (packets overtake each other, like netem's).
+//                         --hold MS: a jitter drawn holds for MS after the packet that drew
+//                         it: packets sent together (of one flow or of several) see the same
+//                         delay, as a real queue gives them. Without it each packet draws
+//                         its own, and under FIFO a packet sent just after another gets the
+//                         larger of the two draws: streams compared side by side on one link
+//                         would depend on which was sent first (+-5 ms uniform: median
+//                         27.1 ms for the second, 27.9 for the third, instead of 25).
 //
 // Other options: --queue N (required), --seed S (default: time and pid),
 // --maxlen N (kernel queue length, default 65536), --drain-ms MS (default 3000),
@@ -86,7 +93,7 @@ struct held {
 static struct {
   unsigned queue;
   bool have_queue;
-  double delay_ns, jitter_ns;
+  double delay_ns, jitter_ns, hold_ns;
   bool normal, reorder;
   double loss;
   bool ge, ge_time;
@@ -109,6 +116,8 @@ static struct held *heap;
 static size_t heap_len, heap_cap;
 static uint64_t arrivals;
 static uint64_t last_due;    // FIFO: no packet is released before the one ahead of it
+static uint64_t hold_until;  // --hold: the jitter drawn last applies until then
+static double held_jitter;
 static uint64_t tx_free;     // rate: when the bottleneck has serialised everything accepted so far
 static bool ge_bad;
 static uint64_t ge_until; // --ge-ms: when the current state ends
@@ -284,7 +293,13 @@ static int on_packet(struct nfq_q_handle *q, struct nfgenmsg *msg, struct nfq_da
     depart = tx_free;
   }
   double d = cfg.delay_ns;
-  if (cfg.jitter_ns > 0) d += cfg.normal ? cfg.jitter_ns * gauss() : cfg.jitter_ns * (2.0 * uniform01() - 1.0);
+  if (cfg.jitter_ns > 0) {
+    if (cfg.hold_ns <= 0 || now >= hold_until) {
+      held_jitter = cfg.normal ? cfg.jitter_ns * gauss() : cfg.jitter_ns * (2.0 * uniform01() - 1.0);
+      hold_until = now + (uint64_t)cfg.hold_ns;
+    }
+    d += held_jitter;
+  }
   if (d < 0) d = 0;
   uint64_t due = depart + (uint64_t)d;
   if (!cfg.reorder) {
@@ -331,7 +346,7 @@ static double num(const char *opt, const char *s, double lo, double hi) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: wanem --queue N [--delay MS] [--jitter MS] [--dist uniform|normal] [--reorder]\n"
+          "usage: wanem --queue N [--delay MS] [--jitter MS] [--dist uniform|normal] [--hold MS] [--reorder]\n"
           "             [--loss P] [--ge P,R[,LOSS_BAD[,LOSS_GOOD]] | --ge-ms GOOD_MS,BAD_MS[,LOSS_BAD[,LOSS_GOOD]]]\n"
           "             [--rate MBIT] [--limit MS]\n"
           "             [--seed S] [--maxlen N] [--drain-ms MS] [--rt PRIO]\n");
@@ -341,7 +356,7 @@ static void usage(void) {
 static void parse(int argc, char **argv) {
   static const struct option opts[] = {
       {"queue", required_argument, 0, 'q'}, {"delay", required_argument, 0, 'd'},  {"jitter", required_argument, 0, 'j'},
-      {"dist", required_argument, 0, 'D'},  {"reorder", no_argument, 0, 'o'},      {"loss", required_argument, 0, 'l'},
+      {"dist", required_argument, 0, 'D'},  {"reorder", no_argument, 0, 'o'}, {"hold", required_argument, 0, 'H'},      {"loss", required_argument, 0, 'l'},
       {"ge", required_argument, 0, 'g'},    {"ge-ms", required_argument, 0, 'G'},    {"rate", required_argument, 0, 'r'},   {"limit", required_argument, 0, 'L'},
       {"seed", required_argument, 0, 's'},  {"maxlen", required_argument, 0, 'm'}, {"drain-ms", required_argument, 0, 'x'},
       {"rt", required_argument, 0, 'R'},    {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
@@ -358,6 +373,7 @@ static void parse(int argc, char **argv) {
         else usage();
         break;
       case 'o': cfg.reorder = true; break;
+      case 'H': cfg.hold_ns = num("hold", optarg, 0, 60000) * 1e6; break;
       case 'l': cfg.loss = num("loss", optarg, 0, 1); break;
       case 'g':
       case 'G': {

@@ -6,6 +6,9 @@
 //   link 1 s→c  40 ms, normal σ 5 ms, reordering allowed,
 //               Gilbert–Elliott p 0.01 r 0.3 (3.2 % loss)  -> p50 40 ± 1.5 ms, loss and burst length within bounds
 //   link 2 s→c  4 Mbit/s, 50 ms buffer, 8 Mbit/s offered   -> 4 Mbit/s delivered, queueing delay ≤ 50 ms
+// Then two streams sent together on each link (as bench:wan sends raw UDP and the tunnels' copies):
+//   link 1 c→s  25±5 ms, jitter held 2 ms                  -> both streams the same delays
+//   link 2 c→s  25±5 ms, a jitter per packet               -> the second stream later (FIFO: the larger of two draws)
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Testbed } from '../helpers/netns.js';
@@ -109,5 +112,32 @@ describe('WAN emulator against raw UDP', { skip: wanSkip('the WAN emulator test'
     // 50 ms of buffer + 2.06 ms to serialise the packet itself; the max also holds the machine's
     // scheduling noise (the emulator's late_us_max), so the p99 is checked
     assert.ok(r.p99 !== null && r.p99 < 56, `link 2 s→c: no packet waits beyond the 50 ms buffer (p99 ${r.p99} ms)`);
+  });
+
+  it('streams sent together on one link: with the jitter held they see the same delays; drawn per packet, the second gets the larger draw', async () => {
+    links = await WanLinks.apply(tb, {
+      1: { c2s: { delayMs: 25, jitterMs: 5, holdMs: 2 }, s2c: {} },
+      2: { c2s: { delayMs: 25, jitterMs: 5 }, s2c: {} },
+    });
+    // Each tick sends stream 0 then 1 to link 1, then 2 and 3 to link 2, back to back.
+    const res = await probe({
+      sendNs: tb.ns('client'),
+      recvNs: tb.ns('server'),
+      dests: ['10.0.1.1', '10.0.1.1', '10.0.2.1', '10.0.2.1'],
+      pps: PPS,
+      seconds: 10,
+      graceMs: 1000,
+    });
+    await links.stop();
+    links = undefined;
+    const [h0, h1, p0, p1] = [0, 1, 2, 3].map((i) => streamStats(res, i));
+    console.log(line('link 1, jitter held 2 ms, first stream', h0!));
+    console.log(line('link 1, jitter held 2 ms, second stream', h1!));
+    console.log(line('link 2, a jitter per packet, first stream', p0!));
+    console.log(line('link 2, a jitter per packet, second stream', p1!));
+    for (const st of [h0!, h1!, p0!]) assert.ok(st.p50 !== null && Math.abs(st.p50 - 25) <= 1.5, `p50 ${st.p50} ms, configured 25 ms`);
+    assert.ok(Math.abs(h1!.p50! - h0!.p50!) <= 0.5, `held: the second stream's p50 ${h1!.p50} ms is the first's ${h0!.p50} ms`);
+    // The larger of two uniform draws on [20, 30]: median 20 + 10·√0.5 = 27.07 ms.
+    assert.ok(p1!.p50! - p0!.p50! >= 1, `per packet: the second stream's p50 ${p1!.p50} ms is later than the first's ${p0!.p50} ms`);
   });
 });

@@ -38,6 +38,12 @@ export interface LinkShape {
   /** uniform: delay ± jitter; normal: standard deviation. */
   jitterMs?: number;
   dist?: 'uniform' | 'normal';
+  /**
+   * A jitter drawn holds this long after the packet that drew it (default 0:
+   * each packet draws its own): packets sent together, of any flow, see the
+   * same delay, as a real queue gives them.
+   */
+  holdMs?: number;
   /** Independent delays, packets may overtake each other (default: FIFO order kept, as real links do). */
   reorder?: boolean;
   /** Independent random loss probability. */
@@ -113,6 +119,7 @@ export function shapeArgs(s: LinkShape): string[] {
   const a: string[] = [];
   if (s.delayMs) a.push('--delay', String(s.delayMs));
   if (s.jitterMs) a.push('--jitter', String(s.jitterMs), '--dist', s.dist ?? 'uniform');
+  if (s.jitterMs && s.holdMs) a.push('--hold', String(s.holdMs));
   if (s.reorder) a.push('--reorder');
   if (s.loss) a.push('--loss', String(s.loss));
   if (s.ge) a.push('--ge', [s.ge.p, s.ge.r, s.ge.lossBad ?? 1, s.ge.lossGood ?? 0].join(','));
@@ -127,6 +134,7 @@ export function describeShape(s: LinkShape | undefined): string {
   if (!s) return 'clean';
   const parts: string[] = [];
   if (s.delayMs || s.jitterMs) parts.push(`${s.delayMs ?? 0}${s.jitterMs ? `±${s.jitterMs}${s.dist === 'normal' ? 'σ' : ''}` : ''} ms`);
+  if (s.jitterMs && s.holdMs) parts.push(`jitter held ${s.holdMs} ms`);
   if (s.loss) parts.push(`${+(s.loss * 100).toFixed(3)} % loss`);
   if (s.ge) {
     const mean = (s.ge.p / (s.ge.p + s.ge.r)) * (s.ge.lossBad ?? 1) + (s.ge.r / (s.ge.p + s.ge.r)) * (s.ge.lossGood ?? 0);
