@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MALLOC_TUNABLES, SEMI_SPACE_MB } from '../../src/cli/memory.js';
+import { MALLOC_TUNABLES, NO_MEMORY_REDUCER, SEMI_SPACE_MB } from '../../src/cli/memory.js';
 import { CLIENT_YAML, SERVER_YAML, skipReason, Testbed, waitFor } from '../helpers/netns.js';
 
 const skip = skipReason();
@@ -111,6 +111,7 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
       const pid = tb.process(side).pid as number;
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       assert.ok(cmdline.includes(`--max-semi-space-size=${SEMI_SPACE_MB}`), `${side}: ${cmdline.join(' ')}`);
+      assert.ok(cmdline.includes(NO_MEMORY_REDUCER), `${side}: the memory reducer is off: ${cmdline.join(' ')}`);
       // glibc parses GLIBC_TUNABLES in place at start-up (its ':' become NULs): look for each setting.
       const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
       assert.match(environ, /(^|\0)GLIBC_TUNABLES=/, `${side}: GLIBC_TUNABLES in its environment`);

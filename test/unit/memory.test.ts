@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { MALLOC_TUNABLES, SEMI_SPACE_MB, tunedCommandLine } from '../../src/cli/memory.js';
+import { MALLOC_TUNABLES, NO_MEMORY_REDUCER, SEMI_SPACE_MB, tunedCommandLine } from '../../src/cli/memory.js';
 import { loadAddonInfo } from '../../src/tun/loader.js';
 
 const FLAG = `--max-semi-space-size=${SEMI_SPACE_MB}`;
@@ -13,7 +13,13 @@ const FLAG = `--max-semi-space-size=${SEMI_SPACE_MB}`;
 describe('memory settings of the tunnel process', () => {
   it('restarts node with its own flags, the flag, then the script and its arguments', () => {
     const line = tunedCommandLine('/usr/bin/node', ['--enable-source-maps'], ['/usr/bin/node', '/opt/dp-tcp/dist/cli/index.js', 'server', '-c', 'a b.yaml']);
-    assert.deepEqual(line, ['/usr/bin/node', '--enable-source-maps', FLAG, '/opt/dp-tcp/dist/cli/index.js', 'server', '-c', 'a b.yaml']);
+    assert.deepEqual(line, ['/usr/bin/node', '--enable-source-maps', FLAG, NO_MEMORY_REDUCER, '/opt/dp-tcp/dist/cli/index.js', 'server', '-c', 'a b.yaml']);
+  });
+
+  it('leaves the memory reducer as the command line names it', () => {
+    assert.deepEqual(tunedCommandLine('/n', ['--memory-reducer'], ['/n', 'x.js']), ['/n', '--memory-reducer', FLAG, 'x.js']);
+    assert.deepEqual(tunedCommandLine('/n', ['--no-memory_reducer'], ['/n', 'x.js']), ['/n', '--no-memory_reducer', FLAG, 'x.js']);
+    assert.deepEqual(tunedCommandLine('/n', ['--memory-reducer-for-small-heaps'], ['/n', 'x.js']), ['/n', '--memory-reducer-for-small-heaps', FLAG, NO_MEMORY_REDUCER, 'x.js']);
   });
 
   it('does not restart when the flag is given: on the command line (a restarted process) or in NODE_OPTIONS', () => {
