@@ -25,8 +25,8 @@
 //   1-7 ms: an interactive packet that arrives then waits for it. The heap is
 //   small and bounded by the growing percent anyway, so the tunnel keeps what
 //   it has: --no-memory-reducer (a command-line flag: setting it at run time
-//   does not stop the reducer). Measured (idle ping, 400 at 10 ms, 5 A/B
-//   pairs): p99 0.82-1.08 ms against 0.90-1.94, idle RSS +2-3 MB.
+//   does not stop the reducer). Measured (idle ping, 400 at 10 ms): p99
+//   0.82-1.48 ms in 9 runs (median 0.95) against 0.90-1.94 in 5 (median 1.34), idle RSS +2-3 MB.
 // - glibc malloc. Its mmap threshold adapts upwards after frees, after which
 //   transient buffers of a few hundred KB (queued frames) come from the main
 //   heap and stay there (4 to 20 MB of it in the same runs); a fixed threshold
