@@ -787,13 +787,11 @@ export class Link {
     if (urgent) {
       this.urgent.unshift(tail);
       this.urgentBytes += tail.buf.length;
-    } else if (this.queueHead > 0) {
-      this.queue[--this.queueHead] = tail;
-      this.queuedBytes += tail.buf.length;
-    } else {
-      this.queue.unshift(tail);
-      this.queuedBytes += tail.buf.length;
+      return;
     }
+    if (this.queueHead > 0) this.queue[--this.queueHead] = tail;
+    else this.queue.unshift(tail);
+    this.queuedBytes += tail.buf.length;
   }
 
   private onDrain(): void {
@@ -812,8 +810,7 @@ export class Link {
           if (item.packets > 0) this.queued(now - item.t);
           const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
           if (tail !== undefined) {
-            // Its age runs on from when the whole was queued.
-            if (tail.packets > 0) tail.t = item.t;
+            tail.t = item.t; // its age runs on from when the whole was queued
             urgent[--i] = tail;
             this.urgentBytes += tail.buf.length;
           }
@@ -833,7 +830,7 @@ export class Link {
       }
       if (item.packets > 0) this.queued(now - item.t);
       const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
-      if (tail !== undefined && tail.packets > 0) tail.t = item.t;
+      if (tail !== undefined) tail.t = item.t;
       this.requeue(tail, false);
     }
     if (this.queueHead === this.queue.length) {
