@@ -144,6 +144,7 @@ function build(job: WorkerJob): void {
       role: 'client',
       file: 'bench-clients',
       logLevel: 'warn',
+      nice: 0,
       statusListen: undefined,
       routes: [],
       mode: 'duplicate',

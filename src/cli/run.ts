@@ -8,6 +8,7 @@ import { loadConfig } from '../config/load.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
 import { restartWithHeapFlags, tuneHeap } from './memory.js';
+import { setProcessNice } from './priority.js';
 import { DpError, errorMessage } from '../errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../log.js';
 import { controlSocketPath, listInstances } from '../ops/discovery.js';
@@ -61,6 +62,12 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   tuneHeap();
   const dropTo = opts.user === undefined ? undefined : lookupUser(opts.user);
   const log = createLogger(opts.logLevel ?? config.logLevel, role, { format: opts.logFormat ?? 'auto' });
+  if (config.nice !== 0) {
+    const { error } = setProcessNice(config.nice);
+    if (error !== undefined) {
+      log.warn('cannot set the tunnel\'s CPU priority: under load, packets it forwards wait behind other processes (it needs root or CAP_SYS_NICE, or Nice= in its systemd unit; nice: 0 in the config leaves it)', { nice: config.nice, error });
+    }
+  }
   // Before the device is opened: opening would take over a persistent TUN of this name (and change its addresses).
   const existing = existingDevice(config.tunnel.name);
   if (existing) throw nameTakenError(existing, listInstances().includes(config.tunnel.name));

@@ -12,6 +12,7 @@ import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
 import {
   DEFAULT_MTU,
+  DEFAULT_NICE,
   DEFAULT_SERVER_LIMITS,
   DEFAULT_TIMING,
   type ServerLimits,
@@ -682,6 +683,7 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
   const timing = r.part((k) => k === 'timing', () => readTiming(r.optChild('timing')), DEFAULT_TIMING);
   const security = r.part((k) => SECURITY_FIELDS.includes(k), () => readSecurity(r, role, opts?.fileMode), undefined);
   const statusListen = r.part((k) => k === 'status_listen', () => readStatusListen(r, role), undefined);
+  const nice = r.part((k) => k === 'nice', () => (r.has('nice') ? r.int('nice', -20, 19) : DEFAULT_NICE), DEFAULT_NICE);
   const logLevel = top.part(
     (k) => k === 'logger',
     (): LogLevel => {
@@ -728,6 +730,7 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
         security,
         statusListen,
         logLevel,
+        nice,
         links: Object.freeze(withConnections(links, perLink)),
         routes: Object.freeze(routes),
         mode,
@@ -753,7 +756,7 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
       seen.add(key);
     }
     if (tunnel && security) {
-      config = { role, file, tunnel, timing, security, statusListen, logLevel, links: Object.freeze(links), natOutInterface: nat, limits };
+      config = { role, file, tunnel, timing, security, statusListen, logLevel, nice, links: Object.freeze(links), natOutInterface: nat, limits };
     }
   }
   top.done();

@@ -2,10 +2,11 @@
 // tools through the tunnel, real impairments.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MALLOC_TUNABLES, NO_MEMORY_REDUCER, SEMI_SPACE_MB } from '../../src/cli/memory.js';
+import { DEFAULT_NICE } from '../../src/config/types.js';
 import { CLIENT_YAML, SERVER_YAML, skipReason, Testbed, waitFor } from '../helpers/netns.js';
 
 const skip = skipReason();
@@ -117,6 +118,20 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
       assert.match(environ, /(^|\0)GLIBC_TUNABLES=/, `${side}: GLIBC_TUNABLES in its environment`);
       for (const t of MALLOC_TUNABLES.split(':')) assert.ok(environ.includes(t), `${side}: ${t} in its environment`);
       assert.ok(tb.alive(side));
+    }
+  });
+
+  it('runs ahead of the applications it carries: every thread at the default nice value', () => {
+    for (const side of ['client', 'server'] as const) {
+      const pid = tb.process(side).pid as number;
+      const threads = readdirSync(`/proc/${pid}/task`);
+      assert.ok(threads.length > 1, `${side}: ${threads.length} threads`);
+      for (const tid of threads) {
+        // Field 19 of stat, counted after the command name's closing parenthesis (the name may hold spaces).
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+        assert.equal(nice, DEFAULT_NICE, `${side}: thread ${tid} (${stat.slice(0, stat.lastIndexOf(')') + 1)}) nice`);
+      }
     }
   });
 

@@ -60,6 +60,7 @@ export async function startServer(
 ): Promise<Side<ServerRole>> {
   const config: ServerConfig = {
     role: 'server',
+    nice: 0,
     security,
     statusListen: undefined,
     natOutInterface: undefined,
@@ -114,6 +115,7 @@ export function dialClient(
 ): Side<ClientRole> {
   const config: ClientConfig = {
     role: 'client',
+    nice: 0,
     mode,
     security,
     statusListen: undefined,

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseConfig, type ParseOptions } from '../../src/config/load.js';
-import { DEFAULT_TIMING, type Role } from '../../src/config/types.js';
+import { DEFAULT_NICE, DEFAULT_TIMING, type Role } from '../../src/config/types.js';
 import { publicKeyOf } from '../../src/secure/primitives.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -162,6 +162,17 @@ describe('config', () => {
     fails(client('  connections_per_link: 5\n'), 'client', /client\.connections_per_link: must be between 1 and 4/);
     const many = `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  connections_per_link: 4\n  links:\n${Array.from({ length: 5 }, (_, i) => `    - { remote: "10.0.1.1:${i + 1}" }\n`).join('')}`;
     fails(many, 'client', /5 links x 4 connections is more than 16/);
+  });
+
+  it('nice: the default, a value, the bounds, on either side', () => {
+    const server = (extra: string): string => `server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n  links:\n    - listen: "10.0.1.1:1"\n${extra}`;
+    assert.equal(parseConfig(server(''), 'test.yaml', 'server').nice, DEFAULT_NICE);
+    assert.ok(DEFAULT_NICE < 0, 'ahead of the applications by default');
+    assert.equal(parseConfig(server('  nice: 0\n'), 'test.yaml', 'server').nice, 0);
+    assert.equal(parseConfig(server('  nice: 5\n'), 'test.yaml', 'server').nice, 5);
+    assert.equal(parseConfig('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  nice: -20\n  links:\n    - remote: "10.0.1.1:1"\n', 'test.yaml', 'client').nice, -20);
+    fails(server('  nice: -21\n'), 'server', /server\.nice: must be between -20 and 19, got -21/);
+    fails(server('  nice: high\n'), 'server', /server\.nice: must be a whole number/);
   });
 
   const base = (links: string): string => `server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n${links}`;
