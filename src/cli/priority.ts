@@ -1,8 +1,11 @@
 // The tunnel's CPU priority. It forwards packets for every application on the
-// host, as the kernel's own forwarding does (WireGuard runs in softirq, ahead
-// of every process): when it shares the CPUs with a bulk transfer it carries,
-// a ping it is about to forward should not wait for the transfer's time slice.
-// OpenVPN's `--nice` is the same setting.
+// host: when it shares the CPUs with a bulk transfer it carries, a ping it is
+// about to forward should not wait for the transfer's time slice (measured:
+// config/types.ts, DEFAULT_NICE). Like OpenVPN's `--nice`, but absolute (the
+// value to run at, not a step from the one started with). Nice ranks threads
+// within one scheduling group: against an application in another cgroup
+// (systemd's slices with the cpu controller) or another autogroup it changes
+// less, and CPUWeight= is the lever there.
 import { readdirSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { errorMessage } from '../errors.js';

@@ -63,9 +63,11 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   const dropTo = opts.user === undefined ? undefined : lookupUser(opts.user);
   const log = createLogger(opts.logLevel ?? config.logLevel, role, { format: opts.logFormat ?? 'auto' });
   if (config.nice !== 0) {
-    const { error } = setProcessNice(config.nice);
+    const { threads, error } = setProcessNice(config.nice);
     if (error !== undefined) {
-      log.warn('cannot set the tunnel\'s CPU priority: under load, packets it forwards wait behind other processes (it needs root or CAP_SYS_NICE, or Nice= in its systemd unit; nice: 0 in the config leaves it)', { nice: config.nice, error });
+      log.warn('cannot raise the tunnel\'s CPU priority: under CPU load its packets compete with other processes (it needs CAP_SYS_NICE, or LimitNICE= in its systemd unit; nice: 0 keeps the priority it was started with)', { nice: config.nice, error });
+    } else {
+      log.debug('CPU priority set', { nice: config.nice, threads });
     }
   }
   // Before the device is opened: opening would take over a persistent TUN of this name (and change its addresses).

@@ -381,6 +381,7 @@ export class ServerRole {
     if (JSON.stringify(next.tunnel) !== JSON.stringify(this.config.tunnel)) ignored.push('tunnel_device');
     if (JSON.stringify(next.timing) !== JSON.stringify(this.config.timing)) ignored.push('timing');
     if (JSON.stringify(next.limits) !== JSON.stringify(this.config.limits)) ignored.push('limits');
+    if (next.nice !== this.config.nice) ignored.push('nice');
     const registry = this.tunnel.registry;
     const added: string[] = [];
     const removed: string[] = [];

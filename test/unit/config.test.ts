@@ -171,7 +171,9 @@ describe('config', () => {
     assert.equal(parseConfig(server('  nice: 0\n'), 'test.yaml', 'server').nice, 0);
     assert.equal(parseConfig(server('  nice: 5\n'), 'test.yaml', 'server').nice, 5);
     assert.equal(parseConfig('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  nice: -20\n  links:\n    - remote: "10.0.1.1:1"\n', 'test.yaml', 'client').nice, -20);
+    assert.equal(parseConfig(server('  nice: 19\n'), 'test.yaml', 'server').nice, 19);
     fails(server('  nice: -21\n'), 'server', /server\.nice: must be between -20 and 19, got -21/);
+    fails(server('  nice: 20\n'), 'server', /server\.nice: must be between -20 and 19, got 20/);
     fails(server('  nice: high\n'), 'server', /server\.nice: must be a whole number/);
   });
 

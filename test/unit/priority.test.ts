@@ -1,7 +1,7 @@
 // The tunnel's nice value (src/cli/priority.ts): set on every thread, a
 // thread that ended meanwhile skipped, a refusal reported.
 import assert from 'node:assert/strict';
-import { getPriority } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { setProcessNice } from '../../src/cli/priority.js';
 
@@ -31,11 +31,27 @@ describe('tunnel priority', () => {
     assert.equal(r.threads, 1);
   });
 
-  it('sets the real threads of this process (to the value they have)', () => {
-    const now = getPriority();
-    const r = setProcessNice(now);
-    assert.equal(r.error, undefined);
-    assert.ok(r.threads > 1, `${r.threads} threads (node has V8 and libuv threads)`);
-    assert.equal(getPriority(), now);
+  it('sets every real thread of a process: a child lowers its own priority by one and reads each thread back', () => {
+    // Raising a nice value needs no privilege; a child, so this process keeps its own.
+    const child = `
+      const { readdirSync, readFileSync } = await import('node:fs');
+      const { getPriority } = await import('node:os');
+      const { setProcessNice } = await import(${JSON.stringify(new URL('../../src/cli/priority.ts', import.meta.url).pathname)});
+      const before = getPriority();
+      const r = setProcessNice(before + 1);
+      const nice = readdirSync('/proc/self/task').map((t) => {
+        const stat = readFileSync('/proc/self/task/' + t + '/stat', 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      });
+      process.stdout.write(JSON.stringify({ before, r, nice }));`;
+    const out = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], { encoding: 'utf8' })) as {
+      before: number;
+      r: { threads: number; error?: string };
+      nice: number[];
+    };
+    assert.equal(out.r.error, undefined);
+    assert.ok(out.nice.length > 1, `${out.nice.length} threads (node has V8 and libuv threads)`);
+    assert.equal(out.r.threads, out.nice.length, 'every thread set');
+    assert.deepEqual(out.nice, out.nice.map(() => out.before + 1), `every thread one step down from ${out.before}`);
   });
 });
