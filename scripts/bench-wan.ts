@@ -17,7 +17,7 @@
 // Writes bench/results/wan.{json,md,svg} and prints the Markdown.
 //   --quick           10 s streams, 200 pings
 //   --seconds N       stream length (default 30)
-//   --only a,b,c,c2,d scenarios to run
+//   --only a,b,c,c2,d scenarios to run (d: d1 and d2, or one of them)
 //   --wan-rate MBIT   the rate of each WAN link in (d) (default 50)
 //   --hold MS         how long a jitter drawn holds on a link (default 2; 0: per packet)
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -524,8 +524,8 @@ async function main(): Promise<void> {
       streams.push(
         await streamScenario(tb, 'c2', 'link 1 dark for ~50 ms every ~2 s (Gilbert–Elliott in time), 1 % on link 2', delays({ geMs: { goodMs: 2000, badMs: 50 } }, { loss: 0.01 })),
       );
-    if (ONLY.has('d')) {
-      pings.push(await pingScenario(tb, 'd1', 'clean veth links', null));
+    if (ONLY.has('d') || ONLY.has('d1')) pings.push(await pingScenario(tb, 'd1', 'clean veth links', null));
+    if (ONLY.has('d') || ONLY.has('d2')) {
       pings.push(
         await pingScenario(
           tb,
