@@ -163,8 +163,9 @@ export const DEFAULT_TIMING: TimingConfig = Object.freeze({
   statsIntervalMs: 30_000,
   maxFrameBytes: 66_000,
   // Packets handed to JavaScript per TUN callback (the reads stay one per packet). 16 against 64,
-  // 5 A/B pairs under a saturating iperf3 (2026-12-04): loaded ping p50 0.2-0.3 ms and p99
-  // 0.7-2 ms lower, the same throughput, and the same rate of 100-byte datagrams (72-80 k/s).
+  // 5 A/B pairs under a saturating iperf3 (2026-12-04): loaded ping p99 0.7-2.0 ms lower in all
+  // five, p50 0.1-1.0 ms lower in four (the fifth equal), the same throughput, and the same rate
+  // of 100-byte datagrams (72-80 k/s).
   batchPackets: 16,
   sessionIdleMs: 120_000,
 });
