@@ -73,6 +73,16 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   // Before the device is opened: opening would take over a persistent TUN of this name (and change its addresses).
   const existing = existingDevice(config.tunnel.name);
   if (existing) throw nameTakenError(existing, listInstances().includes(config.tunnel.name));
+  // A stop requested while the tunnel is still starting (the device open, the sockets not yet
+  // bound or the status server not yet up) is kept, not fatal: once started, it stops at once and
+  // undoes what it set up. Without a terminal SIGHUP asks for a reload: the config was just read.
+  const onTerminal = process.stdin.isTTY === true;
+  let pendingStop: NodeJS.Signals | undefined;
+  const early = (sig: NodeJS.Signals): void => {
+    if (sig !== 'SIGHUP' || onTerminal || role === 'client') pendingStop ??= sig;
+  };
+  const earlySignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of earlySignals) process.on(sig, early);
   const tun = NativeTunDevice.open({
     name: config.tunnel.name,
     mtu: config.tunnel.mtu,
@@ -139,6 +149,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       }
     }
   } catch (e) {
+    for (const sig of earlySignals) process.off(sig, early);
     roleObj?.close();
     statusServer.close();
     network.teardown();
@@ -200,7 +211,6 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     // On a terminal SIGHUP means the terminal went away: stop, as for SIGTERM. Without one (systemd,
     // a script's background job), a server reloads its peers (systemctl reload); a client has
     // nothing to reload, so it stops too.
-    const onTerminal = process.stdin.isTTY === true;
     process.on('SIGHUP', () => {
       if (onTerminal || !(role_ instanceof ServerRole)) {
         onSignal('SIGHUP');
@@ -232,6 +242,12 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
         if (process.ppid !== parent) stop(`the npm process that started dp-tcp (pid ${parent}) is gone`, 0);
       }, PARENT_WATCH_MS);
       parentWatch.unref();
+    }
+    for (const sig of earlySignals) process.off(sig, early);
+    if (pendingStop !== undefined) {
+      firstSignalMs = performance.now();
+      stop(pendingStop, 0);
+      return;
     }
     tunnel.start();
   });

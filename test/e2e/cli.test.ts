@@ -6,7 +6,7 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { CLIENT_YAML, ROOT, SERVER_YAML, skipReason, Testbed } from '../helpers/netns.js';
+import { CLIENT_YAML, ROOT, SERVER_YAML, skipReason, Testbed, waitFor } from '../helpers/netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -98,6 +98,19 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     assert.ok(readFileSync(out).equals(readFileSync(file)));
     assert.equal(await tb.stopDpTcp('client'), 0);
     assert.equal(await tb.stopDpTcp('server'), 0);
+  });
+
+  it('SIGTERM while it is still starting: a clean exit 0, the TUN device gone', async () => {
+    // The log holds the earlier tests' runs too: wait for one more "TUN device up" than it has now.
+    const ups = (): number => tb.log('server').split('TUN device up').length;
+    const before = ups();
+    const p = tb.startDpTcp('server', SERVER_YAML);
+    // The device is up before the listeners, the control socket and the main signal handlers.
+    await waitFor(() => ups() > before, 'TUN device up', 10_000, () => tb.log('server'));
+    assert.equal(await tb.stopDpTcp('server'), 0, `exit code (signal ${String(p.signalCode)})`);
+    assert.match(tb.log('server').split('TUN device up').at(-1) ?? '', /shutting down.*SIGTERM/);
+    const links = await tb.run('server', 'ip', ['-o', 'link', 'show']);
+    assert.doesNotMatch(links.stdout, /dptcp-s/, 'no TUN device left');
   });
 
   it('a TUN name another process holds: exit 2 with a clear line', async () => {
