@@ -245,8 +245,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     }
     for (const sig of earlySignals) process.off(sig, early);
     if (pendingStop !== undefined) {
-      firstSignalMs = performance.now();
-      stop(pendingStop, 0);
+      onSignal(pendingStop);
       return;
     }
     tunnel.start();

@@ -166,6 +166,8 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.equal(a.role.session.linkStats.get(0)!.stats.connects, 1, 'alice never reconnected');
     await new Promise((res) => setTimeout(res, 300));
     assert.equal(m.role.session.upLinks().length, 0, 'mallory cannot come back');
+    const again = server.role.reload({ ...server.role.config, nice: server.role.config.nice + 1 });
+    assert.deepEqual(again.ignored, ['nice'], 'a changed nice is reported, applied at the next start');
   });
 
   it("status lists every configured peer, as wg show does: key prefix, allowed IPs, links, last handshake, bytes", async () => {
