@@ -585,7 +585,6 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     await tb.timeToTunnel(5000);
     // From the reset on: the kill itself, the redial, the handshake (with cookies), the ping.
     const ms = Date.now() - t0;
-    const during = (await fresh('server')).server!;
     const result = JSON.parse((await flood).stdout) as Record<string, unknown> & {
       attempts: number;
       durationMs: number;
@@ -611,7 +610,9 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     assert.equal(result.initiation.responses, 0, 'no stranger got a RESPONSE');
     assert.ok(result.idle.closedByServer > 0 && result.garbage.closedByServer > 0 && result.initiation.closedByServer > 0, 'the server closed what the strangers held');
     assert.ok(evicted + (a1.cookiesSent - a0.cookiesSent) + (a1.rateLimited - a0.rateLimited) > 0, 'the defences were exercised');
-    assert.ok(during.refused['timeout']! > s0.server!.refused['timeout']!, 'idle connections were timed out');
+    // Under pressure the prefix table evicts idle connections before their first-message timeout (CI once saw
+    // none timed out 2.9 s in); the last ones, left alone when the flood ends, are timed out.
+    assert.ok(s1.server!.refused['timeout']! > s0.server!.refused['timeout']!, 'idle connections were timed out');
     assert.ok(s1.server!.refused['unknown_peer']! + s1.server!.refused['bad_mac1']! > s0.server!.refused['unknown_peer']! + s0.server!.refused['bad_mac1']!, 'strangers refused');
     assert.ok(tb.alive('server'));
     await realUp(10_000);
