@@ -96,7 +96,9 @@ class RelayProcess {
       const [th, tp] = SERVER_LISTEN[i]!.split(':') as [string, string];
       return { listen: { host: lh, port: Number(lp) }, target: { host: th, port: Number(tp), local: `10.0.2${i + 1}.2` } };
     });
-    const p = tb.spawn('relay', process.execPath, ['--import', 'tsx', ATTACK, 'relay', JSON.stringify({ links })], { interactive: true });
+    // At the tunnels' own priority (nice -15): every keepalive goes through the relay, and a relay starved for
+    // the 800 ms of the dead timer would take both links down in the middle of a test that counts reconnects.
+    const p = tb.spawn('relay', 'nice', ['-n', '-15', process.execPath, '--import', 'tsx', ATTACK, 'relay', JSON.stringify({ links })], { interactive: true });
     const r = new RelayProcess(p);
     await Promise.race([r.ready, sleep(10_000).then(() => Promise.reject(new Error('the relay did not start')))]);
     return r;
@@ -378,8 +380,16 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
       `# replayed ${toServer} control records to the server and ${toClient} to the client on both links; counted as dropped: ` +
         `server ${dropped(sAfter) - dropped(sBefore)}, client ${dropped(cAfter) - dropped(cBefore)}`,
     );
-    assert.equal(dropped(sAfter) - dropped(sBefore), toServer, 'the server dropped every replayed record');
-    assert.equal(dropped(cAfter) - dropped(cBefore), toClient, 'the client dropped every replayed record');
+    // As in 1: a background packet of the hosts' own may cross meanwhile, delivered once and its second copy dropped.
+    for (const [side, before, after, n] of [
+      ['server', sBefore, sAfter, toServer],
+      ['client', cBefore, cAfter, toClient],
+    ] as const) {
+      const background = after.rxPackets - before.rxPackets;
+      const counted = dropped(after) - dropped(before);
+      assert.ok(background <= 4, `${side}: at most a few background packets delivered meanwhile (${background}), none of the ${n} replayed`);
+      assert.ok(counted >= n && counted <= n + background, `${side}: every replayed record was dropped (${counted} for ${n}, background ${background})`);
+    }
     assert.deepEqual(connects(cAfter), connects(cBefore), 'no reconnect on the client');
     assert.deepEqual(connects(sAfter), connects(sBefore), 'no reconnect on the server');
     assert.ok(cAfter.links.every((l) => l.state === 'up') && sAfter.links.every((l) => l.state === 'up'), 'both links up');
@@ -543,6 +553,8 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
       assert.equal(r.error, undefined, `${r.name}: the insider's handshake worked`);
       assert.ok(r.written > 0, `${r.name}: sent`);
       assert.equal(r.closed, r.expectClose, `${r.name}: ${r.expectClose ? 'its link closed' : 'its link stayed up'}`);
+      // Closed for the record, not by the 800 ms dead timer of a link that then fell silent (1-5 ms seen).
+      if (r.expectClose) assert.ok(r.msToClose !== null && r.msToClose < 700 && !/^dead/.test(r.reason ?? ''), `${r.name}: closed for the record (${r.msToClose} ms, ${r.reason})`);
     }
     await sleep(500);
     assert.deepEqual(delivered(), ['INSIDER-valid'], 'only the valid DATA from its own address was delivered (the control case)');

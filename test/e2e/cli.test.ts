@@ -115,8 +115,9 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
 
   it('a TUN name another process holds: exit 2 with a clear line', async () => {
     const f = config('ok.yaml', SERVER_YAML);
+    const mark = tb.rawLog('server').length;
     const first = tb.startDpTcp('server', SERVER_YAML);
-    await new Promise((r) => setTimeout(r, 1000));
+    await waitFor(() => tb.rawLog('server').slice(mark).includes('"msg":"TUN device up"'), 'the first instance holds its TUN', 15_000);
     const r = await runCli(['server', '-c', f]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /TUN device 'dptcp-s' already exists and is in use/);

@@ -110,8 +110,10 @@ describe('WAN emulator against raw UDP', { skip: wanSkip('the WAN emulator test'
     assert.equal(r.sent - r.delivered, counters['link2 s2c']!.dropped_rate, 'link 2 s→c: losses are the bottleneck buffer overflowing');
     assert.ok(r.p50 !== null && r.p50 > 40, `link 2 s→c: a full buffer delays (p50 ${r.p50} ms)`);
     // 50 ms of buffer + 2.06 ms to serialise the packet itself; the max also holds the machine's
-    // scheduling noise (the emulator's late_us_max), so the p99 is checked
-    assert.ok(r.p99 !== null && r.p99 < 56, `link 2 s→c: no packet waits beyond the 50 ms buffer (p99 ${r.p99} ms)`);
+    // scheduling noise (the emulator's late_us_max), so the p99 is checked, with this run's own noise
+    // (the p99 of link 2 c→s, configured without delay) on top of 2 ms of slack
+    const noise = Math.max(2, z.p99 ?? 0);
+    assert.ok(r.p99 !== null && r.p99 < 54 + noise, `link 2 s→c: no packet waits beyond the 50 ms buffer (p99 ${r.p99} ms, noise ${noise} ms)`);
   });
 
   it('streams sent together on one link: with the jitter held they see the same delays; drawn per packet, the second gets the larger draw', async () => {

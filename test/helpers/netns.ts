@@ -6,6 +6,7 @@ import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { prettyLine } from '../../src/log.js';
 
 const execFileP = promisify(execFile);
@@ -184,11 +185,14 @@ export class Testbed {
   async timeToTunnel(limitMs: number): Promise<number> {
     const t0 = Date.now();
     for (;;) {
+      const t1 = Date.now();
       try {
         await this.run('client', 'ping', ['-c', '1', '-W', '0.3', '10.0.0.1'], 5000);
         return Date.now() - t0;
       } catch {
         if (Date.now() - t0 > limitMs) throw new Error(`no ping through the tunnel after ${limitMs} ms\n${this.log('client').slice(-3000)}`);
+        // Failed at once (no route yet: the TUN is not up): a pause, not a busy loop of processes beside a starting tunnel.
+        if (Date.now() - t1 < 250) await sleep(50);
       }
     }
   }
@@ -303,6 +307,17 @@ export class Testbed {
    * side) through the tunnel while `during` runs, and returns what the
    * receiver saw.
    */
+  /** Waits until a UDP socket in the side's namespace is bound to `port` (a datagram sent before would be lost). */
+  async udpListening(side: Side, port: number, timeoutMs = 10_000): Promise<void> {
+    const t0 = Date.now();
+    for (;;) {
+      const { stdout } = await this.run(side, 'ss', ['-Huln', `sport = :${port}`]);
+      if (stdout.trim() !== '') return;
+      if (Date.now() - t0 > timeoutMs) throw new Error(`nothing listening on UDP port ${port} in ${side} after ${timeoutMs} ms`);
+      await sleep(50);
+    }
+  }
+
   async udpStream(
     pps: number,
     seconds: number,
@@ -316,7 +331,8 @@ export class Testbed {
     const port = 7000 + Math.floor(Math.random() * 1000);
     const receiver = this.spawn(to, process.execPath, ['--import', 'tsx', 'scripts/udpstream.ts', 'recv', dest, String(port), '--out', out]);
     const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
-    await new Promise((r) => setTimeout(r, 1500)); // tsx start-up
+    // tsx start-up: the stream starts once the receiver's port is bound (a datagram before that would be lost).
+    await this.udpListening(to, port);
     const sender = this.run(
       from,
       process.execPath,
