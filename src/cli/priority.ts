@@ -7,7 +7,7 @@
 // (systemd's slices with the cpu controller) or another autogroup it changes
 // less, and CPUWeight= is the lever there.
 import { readdirSync } from 'node:fs';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { errorMessage } from '../errors.js';
 
 export interface PriorityResult {
@@ -48,4 +48,13 @@ export function setProcessNice(
     }
   }
   return { threads, error };
+}
+
+/** The nice value of the calling thread (the event loop's, which forwards the packets). */
+export function currentNice(): number | undefined {
+  try {
+    return getPriority();
+  } catch {
+    return undefined;
+  }
 }

@@ -8,7 +8,7 @@ import { loadConfig } from '../config/load.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
 import { restartWithHeapFlags, tuneHeap } from './memory.js';
-import { setProcessNice } from './priority.js';
+import { currentNice, setProcessNice } from './priority.js';
 import { DpError, errorMessage } from '../errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../log.js';
 import { controlSocketPath, listInstances } from '../ops/discovery.js';
@@ -108,7 +108,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   }
   const tunnel = new Tunnel(tun, config.timing, log);
   const network = new NetworkSetup(log.child('net'));
-  const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: processMemory(), ...tunnel.snapshot(), ...extra() });
+  const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: processMemory(), nice: currentNice(), ...tunnel.snapshot(), ...extra() });
   let extra = (): Record<string, unknown> => ({});
   const statusServer = new StatusServer(statusDoc, buildRegistry(() => tunnel.snapshot(), role), log);
   let roleObj: ClientRole | ServerRole | undefined;

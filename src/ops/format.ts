@@ -30,6 +30,8 @@ export interface StatusDocument extends TunnelSnapshot {
   tunName: string;
   /** The process's memory (older versions: absent). */
   memory?: MemoryStatus;
+  /** The nice value its packets run at (config `nice`; older versions: absent). */
+  nice?: number;
   /** Server, peer keys: every configured peer, with its session id if it has one. */
   peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;
   /** Every configured link: a client's as its dialer sees it (connected or not), a server's listen addresses. */
@@ -89,7 +91,8 @@ export function formatStatus(d: StatusDocument): string {
   const out: string[] = [];
   out.push(
     `dp-tcp ${d.version} ${d.role} (pid ${d.pid}), TUN ${d.tunName}, up ${duration(d.uptimeMs)}, ${d.sessions.length} session(s)` +
-      (d.memory ? `, RSS ${d.memory.rssMiB} MiB` : ''),
+      (d.memory ? `, RSS ${d.memory.rssMiB} MiB` : '') +
+      (d.nice !== undefined ? `, nice ${d.nice}` : ''),
   );
   if (d.peers && d.peers.length > 0) {
     // As `wg show`: every configured peer, connected or not.

@@ -4,7 +4,9 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { getPriority } from 'node:os';
 import { after, describe, it } from 'node:test';
+import { currentNice } from '../../src/cli/priority.js';
 import { fetchStatus, normalizeStatusUrl, renderStatus } from '../../src/cli/status.js';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
@@ -69,7 +71,7 @@ describe('discovery', () => {
     const tunName = `ut${process.pid.toString(36)}`;
     const log = memoryLogger('debug');
     const tunnel = new Tunnel(new FakeTun(tunName), DEFAULT_TIMING, log);
-    const doc = (): unknown => ({ role: 'client', version: 'test', pid: process.pid, tunName, memory: processMemory(), ...tunnel.snapshot(), links: [] });
+    const doc = (): unknown => ({ role: 'client', version: 'test', pid: process.pid, tunName, memory: processMemory(), nice: currentNice(), ...tunnel.snapshot(), links: [] });
     const server = new StatusServer(doc, buildRegistry(() => tunnel.snapshot(), 'client'), log);
     try {
       assert.equal(await server.listenControl(controlSocketPath(tunName)), true, 'the control socket is up');
@@ -77,7 +79,7 @@ describe('discovery', () => {
       const d = await fetchStatus({ tun: tunName });
       assert.equal(d.tunName, tunName, 'its document');
       const text = await renderStatus({});
-      assert.match(text, new RegExp(`^dp-tcp test client \\(pid ${process.pid}\\), TUN ${tunName}.*, RSS \\d+(\\.\\d)? MiB$`, 'm'), 'in the plain listing, with its memory');
+      assert.match(text, new RegExp(`^dp-tcp test client \\(pid ${process.pid}\\), TUN ${tunName}.*, RSS \\d+(\\.\\d)? MiB, nice ${getPriority()}$`, 'm'), 'in the plain listing, with its memory and priority');
       const json = JSON.parse(await renderStatus({ json: true })) as { instances: Array<{ tunName: string }> };
       assert.ok(json.instances.some((i) => i.tunName === tunName), '--json: { instances: [...] }');
       const mine = json.instances.find((i) => i.tunName === tunName) as { memory?: { rssMiB: number; heapUsedMiB: number } };
