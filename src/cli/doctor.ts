@@ -13,6 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, closeSync, constants as fsc, openSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { delimiter, join, relative } from 'node:path';
+import { DEFAULT_NICE } from '../config/types.js';
 import { errorMessage, isSystemError } from '../errors.js';
 import { loadAddonInfo, noAddonAdvice, packageRoot, type LoadedAddon } from '../tun/loader.js';
 import type { NativeAddon, NativeTun } from '../tun/native.js';
@@ -35,6 +36,8 @@ export interface DoctorSystem {
   uid: number;
   /** Text of /proc/self/status. */
   procStatus(): string;
+  /** Text of /proc/self/limits. */
+  procLimits(): string;
   loadAddon(): LoadedAddon;
   /** Opens and closes /dev/net/tun read-write; throws the system error. */
   openTunDevice(): { rdev: string };
@@ -50,6 +53,19 @@ export interface DoctorSystem {
 export const MIN_NODE = '20.9.0';
 /** CAP_NET_ADMIN (linux/capability.h). */
 export const CAP_NET_ADMIN = 12;
+/** CAP_SYS_NICE (linux/capability.h). */
+export const CAP_SYS_NICE = 23;
+
+/**
+ * The lowest nice value RLIMIT_NICE lets a process without CAP_SYS_NICE set
+ * (20 minus the soft limit), from the text of /proc/self/limits; undefined
+ * when the line is not there.
+ */
+export function niceFloor(limits: string): number | undefined {
+  const m = /^Max nice priority\s+(\d+|unlimited)\s/m.exec(limits);
+  if (!m) return undefined;
+  return m[1] === 'unlimited' ? -20 : 20 - Math.min(40, Number(m[1]));
+}
 
 /** a >= b for dotted versions ("v" prefix allowed). */
 export function versionAtLeast(a: string, b: string): boolean {
@@ -105,6 +121,7 @@ export function realSystem(): DoctorSystem {
     kernelRelease: release(),
     uid: process.getuid?.() ?? -1,
     procStatus: () => readFileSync('/proc/self/status', 'utf8'),
+    procLimits: () => readFileSync('/proc/self/limits', 'utf8'),
     loadAddon: loadAddonInfo,
     openTunDevice: () => {
       const st = statSync('/dev/net/tun');
@@ -204,6 +221,33 @@ function checkPrivileges(sys: DoctorSystem): CheckResult {
       sys.uid === 0
         ? 'this root has no CAP_NET_ADMIN (a container? run it with --cap-add NET_ADMIN)'
         : 'run dp-tcp as root (sudo dp-tcp ...), or with the capability as the systemd units give it (AmbientCapabilities=CAP_NET_ADMIN)',
+  };
+}
+
+/** Whether the tunnel may run at the default `nice` (src/cli/priority.ts): a warning, as the tunnel only warns. */
+function checkPriority(sys: DoctorSystem): CheckResult {
+  const name = 'priority';
+  try {
+    if (hasCap(sys.procStatus(), CAP_SYS_NICE)) return { name, status: 'ok', detail: `can run at nice ${DEFAULT_NICE} (the default \`nice\`): CAP_SYS_NICE` };
+  } catch {
+    // Said by the privileges check.
+  }
+  let floor: number | undefined;
+  try {
+    floor = niceFloor(sys.procLimits());
+  } catch {
+    floor = undefined;
+  }
+  if (floor !== undefined && floor <= DEFAULT_NICE) {
+    return { name, status: 'ok', detail: `can run at nice ${DEFAULT_NICE} (the default \`nice\`): RLIMIT_NICE allows down to ${floor}` };
+  }
+  return {
+    name,
+    status: 'warn',
+    detail:
+      `cannot run at nice ${DEFAULT_NICE} (the default \`nice\`; ${floor === undefined ? 'no RLIMIT_NICE in /proc/self/limits' : `RLIMIT_NICE allows down to ${floor}`}, no CAP_SYS_NICE): ` +
+      'under CPU load its packets would wait for the time slices of the transfers they carry',
+    fix: 'run it as root, give it CAP_SYS_NICE or LimitNICE=-20 (the systemd units do), or set `nice: 0` to keep the priority it is started with',
   };
 }
 
@@ -310,6 +354,7 @@ export function runChecks(sys: DoctorSystem = realSystem()): CheckResult[] {
   } else {
     results.push(...checkTunCreate(sys, addon.addon));
   }
+  results.push(checkPriority(sys));
   results.push(checkTool(sys, 'ip', 'iproute2', 'a client with routes: uses it'));
   results.push(checkTool(sys, 'iptables', 'iptables', 'a server with nat_out_interface: uses it'));
   results.push(checkTool(sys, 'ip6tables', 'iptables', 'a server with nat_out_interface: and an IPv6 tunnel address uses it'));

@@ -7,10 +7,12 @@ import { describe, it } from 'node:test';
 import {
   capEff,
   CAP_NET_ADMIN,
+  CAP_SYS_NICE,
   exitCodeFor,
   findInPath,
   formatResults,
   hasCap,
+  niceFloor,
   procNetDevices,
   runChecks,
   versionAtLeast,
@@ -72,6 +74,16 @@ function fakeAddon(log: FakeTunLog, opts: { vnetFails?: string; plainFails?: str
   return { Tun, setsockoptInt: () => undefined, constants: CONSTANTS } as unknown as NativeAddon;
 }
 
+/** /proc/self/limits with this soft and hard RLIMIT_NICE. */
+function limitsText(nice: string): string {
+  return (
+    'Limit                     Soft Limit           Hard Limit           Units     \n' +
+    'Max open files            1024                 524288               files     \n' +
+    `Max nice priority         ${nice.padEnd(20)} ${nice.padEnd(20)} \n` +
+    'Max realtime priority     0                    0                    \n'
+  );
+}
+
 function system(over: Partial<DoctorSystem> & { addon?: NativeAddon } = {}): DoctorSystem {
   const addon = over.addon;
   return {
@@ -79,6 +91,7 @@ function system(over: Partial<DoctorSystem> & { addon?: NativeAddon } = {}): Doc
     kernelRelease: '6.1.0-test',
     uid: 0,
     procStatus: () => ROOT_STATUS,
+    procLimits: () => limitsText('0'),
     loadAddon: () => {
       if (!addon) throw new Error('cannot load the dp-tcp native addon: x; tried:\n  /a/build/Release/dptcp.node: not there');
       return { addon, path: join(process.cwd(), 'prebuilds', 'linux-x64', 'dptcp.glibc.node'), source: 'prebuilt' };
@@ -163,6 +176,31 @@ describe('doctor', () => {
   it('root without CAP_NET_ADMIN (a container) is told about --cap-add', () => {
     const r = runChecks(system({ addon: fakeAddon(newLog()), procStatus: () => 'CapEff:\t00000000a80425fb\n' }));
     assert.match(byName(r, 'privileges').fix ?? '', /cap-add NET_ADMIN/, 'container hint');
+  });
+
+  it('priority: ok with CAP_SYS_NICE or an RLIMIT_NICE down to the default nice; otherwise a warning with the remedy', () => {
+    assert.match(byName(runChecks(system({ addon: fakeAddon(newLog()) })), 'priority').detail, /CAP_SYS_NICE/, 'root');
+    // Without CAP_SYS_NICE (CapEff without bit 23) but with CAP_NET_ADMIN, as the systemd units run it.
+    const unit = 'CapEff:\t0000000000001000\n';
+    assert.equal(hasCap(unit, CAP_SYS_NICE), false);
+    const limited = runChecks(system({ addon: fakeAddon(newLog()), uid: 999, procStatus: () => unit, procLimits: () => limitsText('40') }));
+    assert.equal(byName(limited, 'priority').status, 'ok', 'LimitNICE=-20');
+    assert.match(byName(limited, 'priority').detail, /RLIMIT_NICE allows down to -20/);
+    const plain = runChecks(system({ addon: fakeAddon(newLog()), uid: 999, procStatus: () => unit, procLimits: () => limitsText('0') }));
+    const p = byName(plain, 'priority');
+    assert.equal(p.status, 'warn', formatResults(plain).join('\n'));
+    assert.match(p.detail, /cannot run at nice -15 .*RLIMIT_NICE allows down to 20/);
+    assert.match(p.fix ?? '', /CAP_SYS_NICE or LimitNICE=-20.*nice: 0/);
+    assert.equal(exitCodeFor(plain), 0, 'a warning: the tunnel runs anyway');
+    const notEnough = runChecks(system({ addon: fakeAddon(newLog()), uid: 999, procStatus: () => unit, procLimits: () => limitsText('30') }));
+    assert.equal(byName(notEnough, 'priority').status, 'warn', 'LimitNICE=-10 is not -15');
+  });
+
+  it('niceFloor reads RLIMIT_NICE from /proc/self/limits', () => {
+    assert.equal(niceFloor(limitsText('0')), 20);
+    assert.equal(niceFloor(limitsText('35')), -15);
+    assert.equal(niceFloor(limitsText('unlimited')), -20);
+    assert.equal(niceFloor('Limit Soft Hard\nMax open files 1 1 files\n'), undefined);
   });
 
   it('a missing /dev/net/tun fails with modprobe', () => {
