@@ -8,7 +8,8 @@
 // when the process dies). Warnings: no TUN offload (IFF_VNET_HDR, TSO,
 // checksum: then `tunnel_device.offload: false` on both sides), no `ip`
 // (only a client with `routes:` uses it), no `iptables`/`ip6tables` (only a
-// server with `nat_out_interface:` uses them).
+// server with `nat_out_interface:` uses them), no way to run at the default
+// `nice` (the tunnel then warns and runs at the priority it was started with).
 import { execFileSync } from 'node:child_process';
 import { accessSync, closeSync, constants as fsc, openSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
@@ -225,6 +226,9 @@ function checkPrivileges(sys: DoctorSystem): CheckResult {
 }
 
 /** Whether the tunnel may run at the default `nice` (src/cli/priority.ts): a warning, as the tunnel only warns. */
+// CapEff is read as the kernel shows it: in a user namespace (a rootless container) the bit may be
+// set while the kernel checks it against the initial namespace, and the tunnel's setpriority fails
+// (it then warns, as here).
 function checkPriority(sys: DoctorSystem): CheckResult {
   const name = 'priority';
   try {
@@ -241,13 +245,18 @@ function checkPriority(sys: DoctorSystem): CheckResult {
   if (floor !== undefined && floor <= DEFAULT_NICE) {
     return { name, status: 'ok', detail: `can run at nice ${DEFAULT_NICE} (the default \`nice\`): RLIMIT_NICE allows down to ${floor}` };
   }
+  const limit =
+    floor === undefined ? 'no RLIMIT_NICE in /proc/self/limits' : floor >= 0 ? 'RLIMIT_NICE lets it lower no nice value' : `RLIMIT_NICE allows down to ${floor}`;
   return {
     name,
     status: 'warn',
     detail:
-      `cannot run at nice ${DEFAULT_NICE} (the default \`nice\`; ${floor === undefined ? 'no RLIMIT_NICE in /proc/self/limits' : `RLIMIT_NICE allows down to ${floor}`}, no CAP_SYS_NICE): ` +
+      `cannot run at nice ${DEFAULT_NICE} (the default \`nice\`; no CAP_SYS_NICE, ${limit}): ` +
       'under CPU load its packets would wait for the time slices of the transfers they carry',
-    fix: 'run it as root, give it CAP_SYS_NICE or LimitNICE=-20 (the systemd units do), or set `nice: 0` to keep the priority it is started with',
+    fix:
+      sys.uid === 0
+        ? 'this root has no CAP_SYS_NICE (a container? run it with --cap-add SYS_NICE), or set `nice: 0` to keep the priority it is started with'
+        : 'run it as root, or with LimitNICE=-20 as the systemd units set (or CAP_SYS_NICE), or set `nice: 0` to keep the priority it is started with',
   };
 }
 

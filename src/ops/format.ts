@@ -30,7 +30,7 @@ export interface StatusDocument extends TunnelSnapshot {
   tunName: string;
   /** The process's memory (older versions: absent). */
   memory?: MemoryStatus;
-  /** The nice value its packets run at (config `nice`; older versions: absent). */
+  /** The nice value the event loop's thread runs at: the config's `nice` when it could be set (older versions: absent). */
   nice?: number;
   /** Server, peer keys: every configured peer, with its session id if it has one. */
   peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;

@@ -554,7 +554,11 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
       assert.ok(r.written > 0, `${r.name}: sent`);
       assert.equal(r.closed, r.expectClose, `${r.name}: ${r.expectClose ? 'its link closed' : 'its link stayed up'}`);
       // Closed for the record, not by the 800 ms dead timer of a link that then fell silent (1-5 ms seen).
-      if (r.expectClose) assert.ok(r.msToClose !== null && r.msToClose < 700 && !/^dead/.test(r.reason ?? ''), `${r.name}: closed for the record (${r.msToClose} ms, ${r.reason})`);
+      // A close with a reason names it; one without (a CLOSE of its own link) is timed.
+      if (r.expectClose) {
+        const forRecord = r.reason !== undefined ? !/^dead/.test(r.reason) : r.msToClose !== null && r.msToClose < 700;
+        assert.ok(forRecord, `${r.name}: closed for the record (${r.msToClose} ms, ${r.reason})`);
+      }
     }
     await sleep(500);
     assert.deepEqual(delivered(), ['INSIDER-valid'], 'only the valid DATA from its own address was delivered (the control case)');
@@ -623,7 +627,7 @@ describe('attacks on the secure channel (on-path relay, strangers, an insider, a
     assert.ok(result.idle.closedByServer > 0 && result.garbage.closedByServer > 0 && result.initiation.closedByServer > 0, 'the server closed what the strangers held');
     assert.ok(evicted + (a1.cookiesSent - a0.cookiesSent) + (a1.rateLimited - a0.rateLimited) > 0, 'the defences were exercised');
     // Under pressure the prefix table evicts idle connections before their first-message timeout (CI once saw
-    // none timed out 2.9 s in); the last ones, left alone when the flood ends, are timed out.
+    // none timed out 2.9 s in); those opened as the pressure eases live to reach it.
     assert.ok(s1.server!.refused['timeout']! > s0.server!.refused['timeout']!, 'idle connections were timed out');
     assert.ok(s1.server!.refused['unknown_peer']! + s1.server!.refused['bad_mac1']! > s0.server!.refused['unknown_peer']! + s0.server!.refused['bad_mac1']!, 'strangers refused');
     assert.ok(tb.alive('server'));

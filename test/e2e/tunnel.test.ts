@@ -132,7 +132,7 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
         const nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
         assert.equal(nice, DEFAULT_NICE, `${side}: thread ${tid} (${stat.slice(0, stat.lastIndexOf(')') + 1)}) nice`);
       }
-      assert.equal((tb.stats(side) as { nice?: number }).nice, DEFAULT_NICE, `${side}: its status says so`);
+      assert.equal(tb.stats(side).nice, DEFAULT_NICE, `${side}: its status says so`);
     }
   });
 

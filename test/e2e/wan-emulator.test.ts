@@ -111,8 +111,8 @@ describe('WAN emulator against raw UDP', { skip: wanSkip('the WAN emulator test'
     assert.ok(r.p50 !== null && r.p50 > 40, `link 2 s→c: a full buffer delays (p50 ${r.p50} ms)`);
     // 50 ms of buffer + 2.06 ms to serialise the packet itself; the max also holds the machine's
     // scheduling noise (the emulator's late_us_max), so the p99 is checked, with this run's own noise
-    // (the p99 of link 2 c→s, configured without delay) on top of 2 ms of slack
-    const noise = Math.max(2, z.p99 ?? 0);
+    // (the p99 of link 2 c→s, configured without delay; at most 10 ms) on top of 2 ms of slack
+    const noise = Math.min(10, Math.max(2, z.p99 ?? 0));
     assert.ok(r.p99 !== null && r.p99 < 54 + noise, `link 2 s→c: no packet waits beyond the 50 ms buffer (p99 ${r.p99} ms, noise ${noise} ms)`);
   });
 

@@ -302,11 +302,6 @@ export class Testbed {
     }
   }
 
-  /**
-   * Sends a numbered UDP stream client -> server (or from `from` to the other
-   * side) through the tunnel while `during` runs, and returns what the
-   * receiver saw.
-   */
   /** Waits until a UDP socket in the side's namespace is bound to `port` (a datagram sent before would be lost). */
   async udpListening(side: Side, port: number, timeoutMs = 10_000): Promise<void> {
     const t0 = Date.now();
@@ -318,6 +313,11 @@ export class Testbed {
     }
   }
 
+  /**
+   * Sends a numbered UDP stream client -> server (or from `from` to the other
+   * side) through the tunnel while `during` runs, and returns what the
+   * receiver saw.
+   */
   async udpStream(
     pps: number,
     seconds: number,
@@ -457,6 +457,8 @@ export interface LinkSnapshot {
 
 export interface StatsSnapshot {
   role: Side;
+  /** The nice value its event loop runs at. */
+  nice?: number;
   sessions: Array<{
     id: string;
     peerAddresses: string[];
