@@ -32,7 +32,6 @@ async function send(host: string, port: number, args: string[]): Promise<void> {
   const total = Math.round(pps * seconds);
   const sock = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
   await new Promise<void>((r) => sock.connect(port, host, () => r()));
-  const buf = Buffer.alloc(size);
   const t0 = Date.now();
   let seq = 0;
   await new Promise<void>((resolve) => {
@@ -40,6 +39,8 @@ async function send(host: string, port: number, args: string[]): Promise<void> {
       const due = Math.min(total, Math.floor(((Date.now() - t0) * pps) / 1000));
       while (seq < due) {
         seq++;
+        // A buffer of its own: a send the socket queues keeps a reference to it.
+        const buf = Buffer.alloc(size);
         buf.writeBigUInt64BE(BigInt(seq), 0);
         buf.writeBigUInt64BE(nowNs(), 8);
         sock.send(buf);

@@ -170,6 +170,18 @@ describe(`${N} clients on one server, each with its own key and namespace, two l
       await f.blackhole(cut, 1, false);
     });
     for (const [i, s] of streams) report(`c${i} stream${i === cut ? ' (its link 1 blackholed 2.5 s)' : ''}`, s);
+    // Where a datagram could have gone: every drop counter of the server and of each sender, and its TUN's kernel queue.
+    const drops = (x: unknown, path = '', out: Record<string, number> = {}): Record<string, number> => {
+      if (x !== null && typeof x === 'object') for (const [k, v] of Object.entries(x)) drops(v, path ? `${path}.${k}` : k, out);
+      else if (typeof x === 'number' && x > 0 && /drop|refused|discard|stale/i.test(path)) out[path] = x;
+      return out;
+    };
+    console.log(`# server drops: ${JSON.stringify(drops({ tun: (await f.fresh('server')).tun }))}`);
+    for (const i of streams.keys()) {
+      const c = await f.fresh(i).catch(() => undefined);
+      const tunDrops = /TX:.*\n\s*\d+\s+\d+\s+\d+\s+(\d+)/.exec(await f.run(i, 'ip', ['-s', 'link', 'show', 'dev', 'dpf-c']).then((r) => r.stdout, () => ''))?.[1];
+      console.log(`# c${i} drops: ${JSON.stringify(drops({ tun: c?.tun, sessions: c?.sessions }))}, its TUN's TX dropped ${tunDrops}`);
+    }
     for (const [i, s] of streams) assertComplete(`c${i}`, s);
 
     await f.waitUp([crasher, cut], 20_000);

@@ -19,6 +19,17 @@ export type Side = 'server' | 'client';
 export type Host = Side | 'relay' | 'attacker';
 
 /** The commands of `tools` this machine does not have. */
+/** The namespace's count of UDP datagrams dropped for a full receive buffer (/proc/net/snmp, Udp RcvbufErrors). */
+export function udpRcvbufErrors(ns: string): number {
+  const lines = execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.startsWith('Udp:'));
+  const names = (lines[0] ?? '').split(/\s+/);
+  const values = (lines[1] ?? '').split(/\s+/);
+  const i = names.indexOf('RcvbufErrors');
+  return i < 0 ? 0 : Number(values[i]);
+}
+
 export function missingTools(tools: readonly string[]): string[] {
   return tools.filter((tool) => {
     try {
@@ -329,14 +340,18 @@ export class Testbed {
     const to: Side = from === 'client' ? 'server' : 'client';
     const out = join(this.dir, `stream-${Date.now()}.json`);
     const port = 7000 + Math.floor(Math.random() * 1000);
-    const receiver = this.spawn(to, process.execPath, ['--import', 'tsx', 'scripts/udpstream.ts', 'recv', dest, String(port), '--out', out]);
+    // The instrument must not be what loses datagrams (a starved sender bursts, a starved receiver's
+    // socket buffer overflows: Fleet.udpStreams): both run ahead of the tunnels (nice -20), and the
+    // receiving namespace's UDP receive-buffer drops are reported.
+    const rcvbuf0 = udpRcvbufErrors(this.ns(to));
+    const receiver = this.spawn(to, 'nice', ['-n', '-20', process.execPath, '--import', 'tsx', 'scripts/udpstream.ts', 'recv', dest, String(port), '--out', out]);
     const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
     // tsx start-up: the stream starts once the receiver's port is bound (a datagram before that would be lost).
     await this.udpListening(to, port);
     const sender = this.run(
       from,
-      process.execPath,
-      ['--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', dest, String(port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)],
+      'nice',
+      ['-n', '-20', process.execPath, '--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', dest, String(port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)],
       (seconds + 30) * 1000,
     );
     if (during) await during();
@@ -344,6 +359,8 @@ export class Testbed {
     await new Promise((r) => setTimeout(r, 1000)); // stragglers
     receiver.kill('SIGTERM');
     await exited;
+    const rcvbuf = udpRcvbufErrors(this.ns(to)) - rcvbuf0;
+    if (rcvbuf > 0) console.log(`# UDP receive-buffer drops in the ${to}'s namespace during the stream: ${rcvbuf}`);
     const summary = JSON.parse(readFileSync(out, 'utf8')) as StreamSummary;
     summary.sent = Math.round(pps * seconds);
     return summary;
