@@ -225,10 +225,13 @@ function checkPrivileges(sys: DoctorSystem): CheckResult {
   };
 }
 
-/** Whether the tunnel may run at the default `nice` (src/cli/priority.ts): a warning, as the tunnel only warns. */
-// CapEff is read as the kernel shows it: in a user namespace (a rootless container) the bit may be
-// set while the kernel checks it against the initial namespace, and the tunnel's setpriority fails
-// (it then warns, as here).
+/**
+ * Whether the tunnel may run at the default `nice` (src/cli/priority.ts): a
+ * warning, as the tunnel only warns. CapEff is read as the kernel shows it: in
+ * a user namespace (a rootless container) the bit may be set while the kernel
+ * checks it against the initial namespace, and the tunnel's setpriority fails
+ * (it then warns).
+ */
 function checkPriority(sys: DoctorSystem): CheckResult {
   const name = 'priority';
   try {

@@ -195,11 +195,7 @@ describe('scheduling modes on tbf-shaped links', { skip, timeout: 300_000 }, () 
     await useMode(undefined);
     // The server's TUN address exists now: one iperf3 server for every stream (killed by destroy).
     tb.spawn('server', 'iperf3', ['-s', '-B', '10.0.0.1', '-p', String(IPERF_PORT)]);
-    for (let i = 0; i < 100; i++) {
-      const { stdout } = await tb.run('server', 'ss', ['-ltn', `sport = :${IPERF_PORT}`]);
-      if (stdout.includes(`:${IPERF_PORT}`)) break;
-      await sleep(50);
-    }
+    await tb.listening('server', 'tcp', IPERF_PORT);
   });
   after(async () => {
     await tb?.destroy();

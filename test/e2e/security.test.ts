@@ -210,7 +210,7 @@ describe('security between two network namespaces: both forms, both ciphers, ref
     const received = join(tb.dir, 'marker.out');
     writeFileSync(received, '');
     tb.spawn('server', 'sh', ['-c', `exec ncat -u -l 10.0.0.1 5400 --recv-only > ${received}`]);
-    await tb.udpListening('server', 5400);
+    await tb.listening('server', 'udp', 5400);
     let answered = 0;
     const tunnel = await capture('tunnel', async () => {
       await tb.run('client', 'sh', ['-c', `for i in 1 2 3 4 5; do echo "${marker} line $i"; done | ncat -u --send-only 10.0.0.1 5400`]);

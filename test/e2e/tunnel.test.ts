@@ -58,7 +58,7 @@ describe('dp-tcp between two network namespaces', { skip, timeout: 300_000 }, ()
       writeFileSync(src, text);
       writeFileSync(dst, '');
       tb.spawn(to, 'sh', ['-c', `exec ncat -u -l ${addr} ${port} --recv-only > ${dst}`]);
-      await tb.udpListening(to, port);
+      await tb.listening(to, 'udp', port);
       await tb.run(from, 'sh', ['-c', `ncat -u --send-only ${addr} ${port} < ${src}`]);
       await waitFor(() => readFileSync(dst, 'utf8') === text, `UDP ${from} -> ${to} delivered`, 5000, () =>
         JSON.stringify(readFileSync(dst, 'utf8').slice(0, 200)),

@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { prettyLine } from '../../src/log.js';
 import { encodeKey } from '../../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/secure/primitives.js';
-import { ROOT, udpRcvbufErrors, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
+import { ROOT, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -494,14 +494,13 @@ export class Fleet {
    */
   async udpStreams(senders: readonly number[], pps: number, seconds: number, during?: () => Promise<void>, size = 200): Promise<Map<number, StreamSummary>> {
     const streams = senders.map((i, k) => ({ i, port: 7100 + k, out: join(this.dir, `stream-c${i}-${Date.now()}.json`) }));
-    // The instrument must not be what loses datagrams. At nice 0, behind nine tunnels at -15 on two
-    // cores, bystanders' streams once missed 92 and 99 datagrams with none of the rest later than
-    // 36 ms: most likely a starved sender sent what was due in one burst and the receiver's socket
-    // buffer (208 KiB: 166 such datagrams on loopback) overflowed. Senders and receivers run ahead
-    // of the tunnels (nice -20), and the namespace's UDP receive-buffer drops are reported.
+    // At nice 0, behind nine tunnels at -15 on two cores, bystanders' streams once missed 92 and 99
+    // datagrams with none of the rest later than 36 ms: most likely a starved sender sent what was
+    // due in one burst and the receiver's socket buffer (208 KiB: 166 such datagrams on loopback)
+    // overflowed (hence udpstreamCommand's nice -20). The namespace's UDP receive-buffer drops are reported.
     const rcvbuf0 = udpRcvbufErrors(this.serverNs);
     const receivers = streams.map((s) => {
-      const p = this.spawn('server', 'nice', ['-n', '-20', process.execPath, '--import', 'tsx', 'scripts/udpstream.ts', 'recv', '10.0.0.1', String(s.port), '--out', s.out]);
+      const p = this.spawn('server', ...udpstreamCommand(['recv', '10.0.0.1', String(s.port), '--out', s.out]));
       return { p, exited: new Promise<void>((r) => p.once('exit', () => r())) };
     });
     // Every receiver bound before the first datagram (tsx takes a while to start).
@@ -514,12 +513,7 @@ export class Fleet {
       30_000,
     );
     const sending = streams.map((s) =>
-      this.run(
-        s.i,
-        'nice',
-        ['-n', '-20', process.execPath, '--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', '10.0.0.1', String(s.port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)],
-        (seconds + 60) * 1000,
-      ),
+      this.run(s.i, ...udpstreamCommand(['send', '10.0.0.1', String(s.port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)]), (seconds + 60) * 1000),
     );
     try {
       if (during) await during();

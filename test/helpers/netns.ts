@@ -18,7 +18,6 @@ export type Side = 'server' | 'client';
 /** A namespace of the testbed: the two sides, and the optional on-path relay and attacker hosts. */
 export type Host = Side | 'relay' | 'attacker';
 
-/** The commands of `tools` this machine does not have. */
 /** The namespace's count of UDP datagrams dropped for a full receive buffer (/proc/net/snmp, Udp RcvbufErrors). */
 export function udpRcvbufErrors(ns: string): number {
   const lines = execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' })
@@ -30,6 +29,17 @@ export function udpRcvbufErrors(ns: string): number {
   return i < 0 ? 0 : Number(values[i]);
 }
 
+/**
+ * scripts/udpstream.ts as a command. The instrument must not be what loses
+ * datagrams: at nice 0 behind tunnels at -15 on two cores a starved sender
+ * bursts what is due and a starved receiver's socket buffer overflows
+ * (Fleet.udpStreams saw it), so it runs ahead of the tunnels (nice -20).
+ */
+export function udpstreamCommand(args: readonly string[]): [string, string[]] {
+  return ['nice', ['-n', '-20', process.execPath, '--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), ...args]];
+}
+
+/** The commands of `tools` this machine does not have. */
 export function missingTools(tools: readonly string[]): string[] {
   return tools.filter((tool) => {
     try {
@@ -313,13 +323,13 @@ export class Testbed {
     }
   }
 
-  /** Waits until a UDP socket in the side's namespace is bound to `port` (a datagram sent before would be lost). */
-  async udpListening(side: Side, port: number, timeoutMs = 10_000): Promise<void> {
+  /** Waits until a socket in the side's namespace listens on `port` (what is sent before would be lost or refused). */
+  async listening(side: Side, proto: 'tcp' | 'udp', port: number, timeoutMs = 10_000): Promise<void> {
     const t0 = Date.now();
     for (;;) {
-      const { stdout } = await this.run(side, 'ss', ['-Huln', `sport = :${port}`]);
+      const { stdout } = await this.run(side, 'ss', [proto === 'tcp' ? '-Hltn' : '-Huln', `sport = :${port}`]);
       if (stdout.trim() !== '') return;
-      if (Date.now() - t0 > timeoutMs) throw new Error(`nothing listening on UDP port ${port} in ${side} after ${timeoutMs} ms`);
+      if (Date.now() - t0 > timeoutMs) throw new Error(`nothing listening on ${proto} port ${port} in ${side} after ${timeoutMs} ms`);
       await sleep(50);
     }
   }
@@ -340,18 +350,15 @@ export class Testbed {
     const to: Side = from === 'client' ? 'server' : 'client';
     const out = join(this.dir, `stream-${Date.now()}.json`);
     const port = 7000 + Math.floor(Math.random() * 1000);
-    // The instrument must not be what loses datagrams (a starved sender bursts, a starved receiver's
-    // socket buffer overflows: Fleet.udpStreams): both run ahead of the tunnels (nice -20), and the
-    // receiving namespace's UDP receive-buffer drops are reported.
+    // The receiving namespace's UDP receive-buffer drops are reported: the instrument's, not the tunnel's.
     const rcvbuf0 = udpRcvbufErrors(this.ns(to));
-    const receiver = this.spawn(to, 'nice', ['-n', '-20', process.execPath, '--import', 'tsx', 'scripts/udpstream.ts', 'recv', dest, String(port), '--out', out]);
+    const receiver = this.spawn(to, ...udpstreamCommand(['recv', dest, String(port), '--out', out]));
     const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
     // tsx start-up: the stream starts once the receiver's port is bound (a datagram before that would be lost).
-    await this.udpListening(to, port);
+    await this.listening(to, 'udp', port);
     const sender = this.run(
       from,
-      'nice',
-      ['-n', '-20', process.execPath, '--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), 'send', dest, String(port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)],
+      ...udpstreamCommand(['send', dest, String(port), '--pps', String(pps), '--seconds', String(seconds), '--size', String(size)]),
       (seconds + 30) * 1000,
     );
     if (during) await during();
@@ -375,11 +382,7 @@ export class Testbed {
     const out = join(this.dir, `recv-${port}.bin`);
     const receiver = this.spawn('server', 'sh', ['-c', `exec ncat -l 10.0.0.1 ${port} --recv-only > ${out}`]);
     const received = new Promise<number | null>((r) => receiver.once('exit', (c) => r(c)));
-    for (let i = 0; i < 100; i++) {
-      const { stdout } = await this.run('server', 'ss', ['-ltn', `sport = :${port}`]);
-      if (stdout.includes(`:${port}`)) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await this.listening('server', 'tcp', port);
     const t0 = Date.now();
     const sending = this.run('client', 'sh', ['-c', `ncat --send-only 10.0.0.1 ${port} < ${file}`], 240_000);
     if (during) await during();
