@@ -419,9 +419,13 @@ export class Link {
   /**
    * A batch of DATA frames, `packets` of them, shared by all links: never
    * modified. `urgent` (frames of sparse flows, core/flows.ts): it waits
-   * ahead of queued bulk data, within the bounds above.
+   * ahead of queued bulk data, within the bounds above. `resent`: striped
+   * data another link gave back (session.resend), the only copy of packets
+   * the tunnel already took: it is queued even past queue_max_bytes (what a
+   * link gives back is bounded by RETAIN_MAX_BYTES), never dropped as
+   * queue_full.
    */
-  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void): void {
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false): void {
     if (this.state !== 'up') {
       release?.();
       return;
@@ -436,7 +440,7 @@ export class Link {
       this.urgent.push({ buf, t: nowMs, packets, striped, release });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
-    } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes) {
+    } else if (!resent && this.queuedBytes + buf.length > this.opts.queueMaxBytes) {
       this.stats.drops.queue_full += packets;
       release?.();
     } else {

@@ -306,7 +306,7 @@ export class Session implements LinkHandler {
       return;
     }
     if (except === undefined) this.stats.stripedPackets += count;
-    link.sendData(buf, count, nowMs, urgent, true);
+    link.sendData(buf, count, nowMs, urgent, true, undefined, except !== undefined);
   }
 
   /** A link that stalled gives back its striped data, which goes on the others (once per stall). */

@@ -60,6 +60,26 @@ describe('flow classifier', () => {
 });
 
 describe('link urgent lane', () => {
+  it('a full queue drops fresh data as queue_full, but not striped data another link gave back (its only copy)', () => {
+    const sock = new FakeSocket();
+    const l = link(sock);
+    sock.full = true;
+    const now = performance.now();
+    l.sendData(Buffer.alloc(1000, 1), 1, now); // written; the socket pushes back
+    const chunk = 256 * 1024;
+    for (let i = 0; i < 4; i++) l.sendData(Buffer.alloc(chunk, 2), 100, now, false, true); // 1 MiB: the bound
+    assert.equal(l.stats.drops.queue_full, 0, 'up to queue_max_bytes nothing is dropped');
+    l.sendData(Buffer.alloc(chunk, 3), 100, now, false, true);
+    assert.equal(l.stats.drops.queue_full, 100, 'fresh striped data past the bound is dropped and counted');
+    l.sendData(Buffer.alloc(chunk, 4), 100, now, false, true, undefined, true);
+    assert.equal(l.stats.drops.queue_full, 100, 'data given back by another link is queued past the bound');
+    assert.equal(l.queueBytes, 5 * chunk, 'the queue holds it');
+    sock.full = false;
+    sock.emit('drain');
+    assert.equal(l.queueBytes, 0, 'and it leaves when the socket drains');
+    assert.equal(sock.written.at(-1)?.[0], 4, 'the given-back data was the last written');
+  });
+
   it('urgent data queued behind bulk data leaves first when the socket drains, and is counted', () => {
     const sock = new FakeSocket();
     const l = link(sock);
