@@ -120,9 +120,16 @@ function nativeReader(): ReaderClass | null {
 
 /**
  * What every natively read link reads into: one buffer for the process, since
- * a read is handed on and consumed before the next one starts.
+ * a read is handed on and consumed before the next one starts. Its size bounds
+ * what one link hands on per loop turn, and so how long a packet that arrives
+ * on another link (a ping under a bulk transfer) waits for its turn: with 4
+ * connections per link, 256 KiB let one turn take 2 MiB (about 3 ms at 5
+ * Gbit/s). 64 KiB: ping p50 / p99 under iperf3 0.6-1.4 / 5.4-6.6 ms against
+ * 1.4-1.9 / 6.1-7.5 with 256 KiB, the same throughput (bench:wan (d1), 2
+ * interleaved pairs; iperf3 at 1 connection per link 6.5-7.4 against 5.7-6.8
+ * Gbit/s).
  */
-const READ_BUFFER_BYTES = 256 * 1024;
+const READ_BUFFER_BYTES = 64 * 1024;
 let readBuffer: Buffer | undefined;
 
 /** Why a packet copy was not sent on, or not taken from, a link. */

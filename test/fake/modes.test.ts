@@ -31,12 +31,17 @@ async function pair(mode: SchedulingMode, security: SecurityConfig = NO_SECURITY
   return { s, c };
 }
 
-/** Injects packets 0..n-1 of `size` bytes in batches of 20, yielding now and then so the sockets move. */
+/**
+ * Injects packets 0..n-1 of `size` bytes in batches of 20, yielding every 60
+ * so the sockets move: the injector has no congestion control, and more per
+ * loop turn than the far side reads in one (64 KiB a link) would fill the
+ * links' queues, which then drop fresh data (queue_full) as they should.
+ */
 async function send(c: Side<ClientRole>, n: number, size: number, at?: (sent: number) => void): Promise<void> {
   for (let sent = 0; sent < n; sent += 20) {
     c.tun.inject(Array.from({ length: Math.min(20, n - sent) }, (_, j) => numbered(sent + j, '10.0.0.2', '10.0.0.1', size)));
     at?.(sent + 20);
-    if (sent % 200 === 0) await new Promise((r) => setImmediate(r));
+    if (sent % 60 === 0) await new Promise((r) => setImmediate(r));
   }
 }
 
