@@ -121,9 +121,9 @@ function nativeReader(): ReaderClass | null {
 /**
  * What every natively read link reads into: one buffer for the process, since
  * a read is handed on and consumed before the next one starts. Its size bounds
- * what one link hands on per loop turn, and so how long a packet that arrives
- * on another link (a ping under a bulk transfer) waits for its turn: with 4
- * connections per link, 256 KiB let one turn take 2 MiB (about 3 ms at 5
+ * what one connection hands on per loop turn, and so how long a packet that
+ * arrives on another (a ping under a bulk transfer) waits for its turn: with 2
+ * links of 4 connections, 256 KiB let one turn take 2 MiB (about 3 ms at 5
  * Gbit/s). 64 KiB: ping p50 / p99 under iperf3 0.6-1.4 / 5.4-6.6 ms against
  * 1.4-1.9 / 6.1-7.5 with 256 KiB, the same throughput (bench:wan (d1), 2
  * interleaved pairs; iperf3 at 1 connection per link 6.5-7.4 against 5.7-6.8
@@ -428,9 +428,10 @@ export class Link {
    * modified. `urgent` (frames of sparse flows, core/flows.ts): it waits
    * ahead of queued bulk data, within the bounds above. `resent`: striped
    * data another link gave back (session.resend), the only copy of packets
-   * the tunnel already took: it is queued even past queue_max_bytes (what a
-   * link gives back is bounded by RETAIN_MAX_BYTES), never dropped as
-   * queue_full.
+   * the tunnel already took: it may fill the queue RETAIN_MAX_BYTES past
+   * queue_max_bytes (what one link holds unacknowledged), so that a link's
+   * give-back fits behind fresh data; only beyond that is it dropped as
+   * queue_full, and memory stays bounded.
    */
   sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false): void {
     if (this.state !== 'up') {
@@ -447,7 +448,7 @@ export class Link {
       this.urgent.push({ buf, t: nowMs, packets, striped, release });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
-    } else if (!resent && this.queuedBytes + buf.length > this.opts.queueMaxBytes) {
+    } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes + (resent ? RETAIN_MAX_BYTES : 0)) {
       this.stats.drops.queue_full += packets;
       release?.();
     } else {

@@ -300,8 +300,9 @@ export class Session implements LinkHandler {
       this.stats.dropsNoLink += count;
       return;
     }
-    if (!link.canRetain) {
+    if (!link.canRetain && except === undefined) {
       // Every link holds RETAIN_MAX_BYTES unacknowledged: memory is bounded, this is a full queue.
+      // Data a link gave back goes all the same: the only copy, bounded by the queue (sendData).
       link.stats.drops.queue_full += count;
       return;
     }

@@ -47,6 +47,20 @@ async function send(c: Side<ClientRole>, n: number, size: number, at?: (sent: nu
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
+/**
+ * Waits for n packets at the server; on a timeout says whether the client's
+ * links dropped fresh data for a full queue (the injector outran the links:
+ * see send) rather than losing what they had taken.
+ */
+async function arrived(s: Side<ServerRole>, c: Side<ClientRole>, n: number): Promise<void> {
+  try {
+    await s.tun.waitFor(n);
+  } catch (e) {
+    const full = [...c.role.session.links.values()].map((l) => l.stats.drops.queue_full);
+    throw new Error(`${(e as Error).message}; client links' queue_full drops: ${full.join(', ')}`);
+  }
+}
+
 describe('scheduling modes over loopback (fake TUN)', () => {
   for (const [name, security] of [['open', NO_SECURITY], ['psk (sealed records)', PSK]] as const) {
     it(`aggregate, ${name}: each packet goes on one link, all arrive once and in order, both links carry a share`, async () => {
@@ -81,7 +95,7 @@ describe('scheduling modes over loopback (fake TUN)', () => {
       // The far side of link 0 stops reading: no ACK comes back on it, and the data waits.
       if (sent === 1000) serverLink0.pauseReading();
     });
-    await s.tun.waitFor(n);
+    await arrived(s, c, n);
     await new Promise((r) => setTimeout(r, 200));
     const got = s.tun.written.map(packetNumber);
     assert.equal(got.length, n, `every packet delivered once (${got.length})`);
@@ -97,7 +111,7 @@ describe('scheduling modes over loopback (fake TUN)', () => {
     await send(c, n, 1000, (sent) => {
       if (sent === 1500) c.role.session.links.get(0)!.socket.destroy();
     });
-    await s.tun.waitFor(n);
+    await arrived(s, c, n);
     await new Promise((r) => setTimeout(r, 200));
     const got = s.tun.written.map(packetNumber);
     assert.deepEqual([...got].sort((a, b) => a - b), range(n), 'every packet exactly once');

@@ -11,7 +11,7 @@ import {
   ReorderBuffer,
 } from '../../src/core/reorder.js';
 import type { Socket } from 'node:net';
-import { Link, STALL_MIN_MS } from '../../src/core/link.js';
+import { Link, RETAIN_MAX_BYTES, STALL_MIN_MS } from '../../src/core/link.js';
 import { Session } from '../../src/core/session.js';
 import { createLogger } from '../../src/log.js';
 import { encodeAck, FrameType } from '../../src/protocol/frame.js';
@@ -229,6 +229,37 @@ describe('review regressions', () => {
     assert.equal(s.stats.dropsNoLink, 0, 'nothing thrown away');
     assert.equal(s.stats.resentPackets, 0, 'nothing counted as resent');
     assert.equal(l.queueBytes, 9000, 'the queued data still waits on the link');
+  });
+
+  it('aggregate: what a stalled link gives back goes on the other though its queue is full and it holds 16 MiB unacknowledged', () => {
+    const s = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, () => {}, log, undefined);
+    s.mode = 'aggregate';
+    const queueMaxBytes = 64 * 1024;
+    const mk = (id: number, sock: FakeSocket): Link =>
+      new Link(sock as unknown as Socket, { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 }, { onFrame() {}, onChunkEnd() {}, onClose() {} }, log);
+    const sa = new FakeSocket();
+    const sb = new FakeSocket();
+    const [a, b] = [mk(0, sa), mk(1, sb)];
+    s.attach(a);
+    s.attach(b);
+    const t0 = performance.now();
+    // Link 0 carries 40 packets that are never acknowledged.
+    for (let i = 0; i < 40; i++) a.sendData(Buffer.alloc(1000, 1), 1, t0, false, true);
+    // Link 1, later: 16 MiB wait for their ACK, its socket is full and its queue at the bound, all fresh data.
+    const t1 = t0 + STALL_MIN_MS;
+    b.sendData(Buffer.alloc(RETAIN_MAX_BYTES, 2), 1, t1, false, true);
+    sb.full = true;
+    b.sendData(Buffer.alloc(1000, 3), 1, t1, false, true);
+    b.sendData(Buffer.alloc(queueMaxBytes, 4), 1, t1, false, true);
+    assert.equal(b.stats.drops.queue_full, 0, 'link 1 took all of it');
+    assert.equal(b.canRetain, false, 'link 1 holds its maximum unacknowledged');
+    s.tick(t1 + 10); // link 0's oldest is STALL_MIN_MS + 10 ms old: a stall; link 1's is 10 ms old
+    assert.equal(s.stats.resentPackets, 40, "link 0's packets were given back");
+    assert.equal(b.stats.drops.queue_full, 0, 'none of them dropped on link 1');
+    assert.equal(b.queueBytes, queueMaxBytes + 40 * 1000, 'they wait in its queue, past its bound');
+    sb.full = false;
+    sb.emit('drain');
+    assert.equal(sb.written.filter((w) => w[0] === 1).length, 40, 'and leave on link 1 when it drains');
   });
 
   it('an ACK names its link: one that arrives on another link is ignored and counted, not applied', () => {

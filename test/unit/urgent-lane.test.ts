@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import { DECAY_MS, FlowClassifier, flowHash, SPARSE_BYTES } from '../../src/core/flows.js';
-import { URGENT_MAX_PASSED_RECORDS, URGENT_QUEUE_MAX_BYTES } from '../../src/core/link.js';
+import { RETAIN_MAX_BYTES, URGENT_MAX_PASSED_RECORDS, URGENT_QUEUE_MAX_BYTES } from '../../src/core/link.js';
 import { FakeSocket, upLink as link } from '../helpers/fake-socket.js';
 
 /** An IPv4 packet of `len` bytes: protocol, addresses and ports as given. */
@@ -74,10 +74,13 @@ describe('link urgent lane', () => {
     l.sendData(Buffer.alloc(chunk, 4), 100, now, false, true, undefined, true);
     assert.equal(l.stats.drops.queue_full, 100, 'data given back by another link is queued past the bound');
     assert.equal(l.queueBytes, 5 * chunk, 'the queue holds it');
+    // Past the bound by more than one link's unacknowledged maximum, given-back data is dropped too: memory stays bounded.
+    l.sendData(Buffer.alloc(RETAIN_MAX_BYTES, 5), 7, now, false, true, undefined, true);
+    assert.equal(l.stats.drops.queue_full, 107, 'given-back data past queue_max_bytes + RETAIN_MAX_BYTES is dropped and counted');
     sock.full = false;
     sock.emit('drain');
-    assert.equal(l.queueBytes, 0, 'and it leaves when the socket drains');
-    assert.equal(sock.written.at(-1)?.[0], 4, 'the given-back data was the last written');
+    assert.equal(l.queueBytes, 0, 'the queue empties when the socket drains');
+    assert.deepEqual(sock.written.map((b) => b[0]), [1, 2, 2, 2, 2, 4], 'in order, without the dropped ones');
   });
 
   it('urgent data queued behind bulk data leaves first when the socket drains, and is counted', () => {
