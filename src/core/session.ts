@@ -300,14 +300,15 @@ export class Session implements LinkHandler {
       this.stats.dropsNoLink += count;
       return;
     }
-    if (!link.canRetain && except === undefined) {
+    // Data `except` gave back is the only copy: it goes even past the bounds on fresh data (sendData bounds it).
+    const resent = except !== undefined;
+    if (!link.canRetain && !resent) {
       // Every link holds RETAIN_MAX_BYTES unacknowledged: memory is bounded, this is a full queue.
-      // Data a link gave back goes all the same: the only copy, bounded by the queue (sendData).
       link.stats.drops.queue_full += count;
       return;
     }
-    if (except === undefined) this.stats.stripedPackets += count;
-    link.sendData(buf, count, nowMs, urgent, true, undefined, except !== undefined);
+    if (!resent) this.stats.stripedPackets += count;
+    link.sendData(buf, count, nowMs, urgent, true, undefined, resent);
   }
 
   /** A link that stalled gives back its striped data, which goes on the others (once per stall). */

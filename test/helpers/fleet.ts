@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { prettyLine } from '../../src/log.js';
 import { encodeKey } from '../../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/secure/primitives.js';
-import { ROOT, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
+import { destroyOnExit, forget, ROOT, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -47,22 +47,6 @@ export interface ServerStats extends StatsSnapshot {
   time: string;
   peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;
   sessions: Array<StatsSnapshot['sessions'][number] & { peer: { name: string; key: string; allowedIps: string[] } | null }>;
-}
-
-const live = new Set<Fleet>();
-let hooked = false;
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => {
-    for (const f of live) f.destroySync();
-  });
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      for (const f of live) f.destroySync();
-      process.exit(sig === 'SIGINT' ? 130 : 143);
-    });
-  }
 }
 
 const gone = (pid36: string): boolean => {
@@ -163,9 +147,8 @@ export class Fleet {
   /** Builds the namespaces, bridges and links (nothing runs yet). */
   static async create(opts: FleetOptions): Promise<Fleet> {
     sweepStale();
-    hookExit();
     const f = new Fleet(opts);
-    live.add(f);
+    destroyOnExit(f);
     try {
       await f.build();
     } catch (e) {
@@ -544,7 +527,7 @@ export class Fleet {
   destroySync(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    live.delete(this);
+    forget(this);
     for (const p of this.all) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     for (const ns of this.namespaces) removeNamespace(ns);
     if (process.env['DPTCP_KEEP_E2E_DIR'] !== '1') rmSync(this.dir, { recursive: true, force: true });

@@ -67,10 +67,30 @@ export function skipReason(): string | false {
   return why ?? false;
 }
 
-const live = new Set<Testbed>();
-process.on('exit', () => {
-  for (const t of live) t.destroySync();
-});
+/** Testbeds and fleets still up: destroyed on exit and on SIGINT/SIGTERM, so a run stopped by hand leaves nothing. */
+const live = new Set<{ destroySync(): void }>();
+let hooked = false;
+
+/** Tears `bed` down when the process exits or is stopped by SIGINT/SIGTERM (until its own destroySync says `forget`). */
+export function destroyOnExit(bed: { destroySync(): void }): void {
+  live.add(bed);
+  if (hooked) return;
+  hooked = true;
+  process.on('exit', () => {
+    for (const b of live) b.destroySync();
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      for (const b of live) b.destroySync();
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    });
+  }
+}
+
+/** `bed` is down: nothing left to do for it on exit. */
+export function forget(bed: { destroySync(): void }): void {
+  live.delete(bed);
+}
 
 export interface RunResult {
   stdout: string;
@@ -95,7 +115,7 @@ export class Testbed {
 
   static async create(tag: string): Promise<Testbed> {
     const t = new Testbed(tag);
-    live.add(t);
+    destroyOnExit(t);
     await execFileP('bash', [NS_SCRIPT, 'up'], { env: t.nsEnv() });
     return t;
   }
@@ -429,7 +449,7 @@ export class Testbed {
   destroySync(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    live.delete(this);
+    forget(this);
     for (const p of this.all) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     try {
       for (const ns of this.extraNs) execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
