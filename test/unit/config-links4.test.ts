@@ -3,13 +3,13 @@
 // the server listener of the same position, and a client whose tunnel
 // addresses are exactly what the server allows it.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import type { ClientConfig, ServerConfig } from '../../src/config/types.js';
 import { publicKeyOf } from '../../src/secure/primitives.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 // RFC 7748 section 6.1: the examples' public keys are these private keys' (Alice: server, Bob: client).
@@ -17,8 +17,8 @@ const SERVER_PRIVATE = Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0
 const CLIENT_PRIVATE = Buffer.from('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb', 'hex');
 
 describe('config/*.links4.yaml', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'dptcp-links4-'));
-  after(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir('dptcp-links4-');
+  after(() => removeDir(dir));
 
   function load<T>(side: 'server' | 'client'): T {
     const key = join(dir, `${side}.key`);
