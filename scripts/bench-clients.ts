@@ -22,13 +22,14 @@
 //
 //   npm run bench:clients -- [--clients 100] [--links 2] [--procs 2] [--seconds 10] [--size 1200] [--nice 10]
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { encodeKey } from '../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../src/secure/primitives.js';
+import { sweepStale } from '../test/helpers/netns.js';
 import type { WorkerClient, WorkerJob } from './bench-clients-worker.js';
 
 const execFileP = promisify(execFile);
@@ -68,7 +69,7 @@ if (!existsSync(CLI)) {
 const ID = `dpb-${process.pid.toString(36)}`;
 const SERVER_NS = `${ID}-s`;
 const genNs = (k: number): string => `${ID}-g${k}`;
-const DIR = mkdtempSync(join(tmpdir(), 'dptcp-bench-clients-'));
+const DIR = mkdtempSync(join(tmpdir(), `dptcp-bench-clients-${process.pid.toString(36)}-`));
 const namespaces: string[] = [];
 const children: ChildProcess[] = [];
 
@@ -92,26 +93,6 @@ function cleanup(): void {
 }
 process.on('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
-
-/** Namespaces of earlier runs whose process is gone. */
-function sweepStale(): void {
-  let names: string[] = [];
-  try {
-    names = readdirSync('/var/run/netns');
-  } catch {
-    return;
-  }
-  for (const ns of names) {
-    const m = /^dpb-([0-9a-z]+)-/.exec(ns);
-    if (!m || existsSync(`/proc/${parseInt(m[1] as string, 36)}`)) continue;
-    try {
-      for (const p of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((x) => x !== '')) process.kill(Number(p), 'SIGKILL');
-      execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
-    } catch {
-      // best effort
-    }
-  }
-}
 
 async function ipBatch(name: string, lines: string[], ns?: string): Promise<void> {
   const file = join(DIR, `${name}.batch`);
@@ -258,7 +239,7 @@ const mib = (kib: number): string => (kib / 1024).toFixed(1);
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 
 async function main(): Promise<void> {
-  sweepStale();
+  sweepStale('dpb-', 'dptcp-bench-clients-');
   // Other work on the machine skews every figure below: say how busy it was.
   const loadBefore = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   const tBuild = Date.now();

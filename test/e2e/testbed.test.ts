@@ -1,29 +1,39 @@
 // The test helpers themselves: a run stopped by hand (Ctrl-C, a runner's
-// SIGTERM) leaves no namespace, process or directory behind.
+// SIGTERM) leaves no namespace, process or directory behind, and what a run
+// killed outright (SIGKILL) left is swept by the next one.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ROOT, skipReason, waitFor } from '../helpers/netns.js';
+import { ROOT, skipReason, sweepStale, waitFor } from '../helpers/netns.js';
 
 const skip = skipReason();
 
+interface Names {
+  serverNs: string;
+  clientNs: string;
+  dir: string;
+  /** A process the testbed started in its server namespace. */
+  sleeper: number;
+}
+
 /** Starts a process that builds a testbed, prints its names and waits; resolves with them. */
-function holder(): { child: ReturnType<typeof spawn>; names: Promise<{ serverNs: string; clientNs: string; dir: string }> } {
+function holder(): { child: ReturnType<typeof spawn>; names: Promise<Names> } {
   const code = `
     import { Testbed } from ${JSON.stringify(join(ROOT, 'test/helpers/netns.ts'))};
     const t = await Testbed.create('sig');
-    console.log(JSON.stringify({ serverNs: t.serverNs, clientNs: t.clientNs, dir: t.dir }));
+    const sleeper = t.spawn('server', 'sleep', ['300']);
+    console.log(JSON.stringify({ serverNs: t.serverNs, clientNs: t.clientNs, dir: t.dir, sleeper: sleeper.pid }));
     setInterval(() => {}, 1000);
   `;
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-  const names = new Promise<{ serverNs: string; clientNs: string; dir: string }>((resolve, reject) => {
+  const names = new Promise<Names>((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
       const line = out.split('\n').find((l) => l.startsWith('{'));
-      if (line !== undefined) resolve(JSON.parse(line) as { serverNs: string; clientNs: string; dir: string });
+      if (line !== undefined) resolve(JSON.parse(line) as Names);
     });
     child.on('exit', (c) => reject(new Error(`the testbed process exited (${c}) before it printed its names`)));
   });
@@ -31,6 +41,14 @@ function holder(): { child: ReturnType<typeof spawn>; names: Promise<{ serverNs:
 }
 
 const nsExists = (ns: string): boolean => existsSync(`/var/run/netns/${ns}`);
+/** Running (not gone, not a zombie nobody reaped). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
 
 describe('test helpers', { skip, timeout: 60_000 }, () => {
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
@@ -49,4 +67,28 @@ describe('test helpers', { skip, timeout: 60_000 }, () => {
       }
     });
   }
+
+  it('what a testbed killed outright (SIGKILL) left, the next sweep removes: its processes, namespaces and directory', async () => {
+    const { child, names } = holder();
+    let n: Names | undefined;
+    try {
+      n = await names;
+      const exited = new Promise<void>((r) => child.on('exit', () => r()));
+      child.kill('SIGKILL');
+      await exited;
+      // No exit hook ran: everything is still there, and the process in the namespace runs on.
+      assert.ok(nsExists(n.serverNs) && nsExists(n.clientNs) && existsSync(n.dir), 'a SIGKILL leaves the testbed behind');
+      assert.ok(running(n.sleeper), 'and the process it started in its namespace');
+      sweepStale('dpt-', 'dptcp-e2e-');
+      assert.equal(nsExists(n.serverNs) || nsExists(n.clientNs), false, 'its namespaces removed');
+      assert.equal(existsSync(n.dir), false, 'its directory removed');
+      await waitFor(() => !running(n!.sleeper), 'the process in its namespace killed', 2000);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (n !== undefined) {
+        if (running(n.sleeper)) process.kill(n.sleeper, 'SIGKILL');
+        sweepStale('dpt-', 'dptcp-e2e-');
+      }
+    }
+  });
 });

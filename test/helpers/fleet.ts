@@ -12,14 +12,14 @@
 // never collide. destroy() removes everything; it also runs on process exit
 // and on SIGINT/SIGTERM, and the next create() sweeps what a killed run left.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { prettyLine } from '../../src/log.js';
 import { encodeKey } from '../../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/secure/primitives.js';
-import { destroyOnExit, forget, ROOT, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
+import { destroyOnExit, forget, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -47,55 +47,6 @@ export interface ServerStats extends StatsSnapshot {
   time: string;
   peers?: Array<{ name: string; key: string; allowedIps: string[]; session: string | null }>;
   sessions: Array<StatsSnapshot['sessions'][number] & { peer: { name: string; key: string; allowedIps: string[] } | null }>;
-}
-
-const gone = (pid36: string): boolean => {
-  const pid = parseInt(pid36, 36);
-  return pid !== process.pid && !existsSync(`/proc/${pid}`);
-};
-
-/** Namespaces (and files) of earlier runs whose test process is gone (a SIGKILL leaves them): their processes and themselves. */
-function sweepStale(): void {
-  try {
-    for (const d of readdirSync(tmpdir())) {
-      const m = /^dptcp-fleet-([0-9a-z]+)-/.exec(d);
-      if (m && gone(m[1] as string)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
-    }
-  } catch {
-    // best effort
-  }
-  let names: string[];
-  try {
-    names = readdirSync('/var/run/netns');
-  } catch {
-    return;
-  }
-  for (const ns of names) {
-    const m = new RegExp(`^${NS_PREFIX}([0-9a-z]+)-`).exec(ns);
-    if (!m || !gone(m[1] as string)) continue;
-    removeNamespace(ns);
-  }
-}
-
-/** Kills whatever runs in `ns` (a child of a killed helper too), then deletes it. Best effort. */
-function removeNamespace(ns: string): void {
-  try {
-    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((p) => p !== '');
-    for (const p of pids) {
-      try {
-        process.kill(Number(p), 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
-  } catch {
-    // no such namespace
-  }
-  try {
-    execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
-  } catch {
-    // nothing else can be done on the way out
-  }
 }
 
 /** Runs `fn` over `items`, at most `n` at a time. */
@@ -146,7 +97,7 @@ export class Fleet {
 
   /** Builds the namespaces, bridges and links (nothing runs yet). */
   static async create(opts: FleetOptions): Promise<Fleet> {
-    sweepStale();
+    sweepStale(NS_PREFIX, 'dptcp-fleet-');
     const f = new Fleet(opts);
     destroyOnExit(f);
     try {

@@ -2,7 +2,7 @@
 // with the real dp-tcp binary on each side. Everything it creates is removed
 // by destroy(), which also runs on process exit if a test dies first.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -92,6 +92,68 @@ export function forget(bed: { destroySync(): void }): void {
   live.delete(bed);
 }
 
+/** Whether the process whose pid is `pid36` (base 36, as helpers put it in names) is gone. */
+function ownerGone(pid36: string): boolean {
+  const pid = parseInt(pid36, 36);
+  return pid !== process.pid && !existsSync(`/proc/${pid}`);
+}
+
+/**
+ * What earlier runs left when they were killed outright (SIGKILL: no exit hook runs): every
+ * namespace named `<nsPrefix><pid in base 36>-...` and every directory of the temporary
+ * directory named `<dirPrefix><pid in base 36>-...` whose process is gone. A namespace's
+ * processes (dp-tcp, iperf3, OpenVPN) are killed before it is deleted: they would run on.
+ * Best effort: a run that cannot sweep still runs.
+ */
+export function sweepStale(nsPrefix: string, dirPrefix: string): void {
+  const owner = (name: string, prefix: string): string | undefined =>
+    name.startsWith(prefix) ? /^([0-9a-z]+)-/.exec(name.slice(prefix.length))?.[1] : undefined;
+  try {
+    for (const d of readdirSync(tmpdir())) {
+      const pid36 = owner(d, dirPrefix);
+      if (pid36 !== undefined && ownerGone(pid36)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
+    }
+  } catch {
+    // best effort
+  }
+  let names: string[];
+  try {
+    names = readdirSync('/var/run/netns');
+  } catch {
+    return;
+  }
+  for (const ns of names) {
+    const pid36 = owner(ns, nsPrefix);
+    if (pid36 !== undefined && ownerGone(pid36)) removeNamespace(ns);
+  }
+}
+
+/** Kills whatever runs in `ns` (a child of a killed helper too), then deletes it. Best effort. */
+export function removeNamespace(ns: string): void {
+  try {
+    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((p) => p !== '');
+    for (const p of pids) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  } catch {
+    // no such namespace
+  }
+  try {
+    execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
+  } catch {
+    // nothing else can be done
+  }
+}
+
+/** Namespace and directory prefixes of Testbed: `dpt-<pid36>-<tag>-s`, `dptcp-e2e-<pid36>-<tag>-XXXXXX`. */
+const TESTBED_NS = 'dpt-';
+const TESTBED_DIR = 'dptcp-e2e-';
+let swept = false;
+
 export interface RunResult {
   stdout: string;
   stderr: string;
@@ -107,13 +169,18 @@ export class Testbed {
   private destroyed = false;
 
   private constructor(tag: string) {
-    const id = `${process.pid.toString(36)}${tag}`;
-    this.serverNs = `dpt-${id}-s`;
-    this.clientNs = `dpt-${id}-c`;
-    this.dir = mkdtempSync(join(tmpdir(), `dptcp-e2e-${tag}-`));
+    const id = `${process.pid.toString(36)}-${tag}`;
+    this.serverNs = `${TESTBED_NS}${id}-s`;
+    this.clientNs = `${TESTBED_NS}${id}-c`;
+    this.dir = mkdtempSync(join(tmpdir(), `${TESTBED_DIR}${id}-`));
   }
 
+  /** A new testbed; the first one of a process first sweeps what killed runs left (sweepStale). */
   static async create(tag: string): Promise<Testbed> {
+    if (!swept) {
+      swept = true;
+      sweepStale(TESTBED_NS, TESTBED_DIR);
+    }
     const t = new Testbed(tag);
     destroyOnExit(t);
     await execFileP('bash', [NS_SCRIPT, 'up'], { env: t.nsEnv() });
