@@ -92,7 +92,7 @@ function cleanup(): void {
   if (process.env['DPTCP_KEEP_BENCH_DIR'] !== '1') rmSync(DIR, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(sig === 'SIGINT' ? 130 : 143));
 
 async function ipBatch(name: string, lines: string[], ns?: string): Promise<void> {
   const file = join(DIR, `${name}.batch`);
@@ -239,7 +239,7 @@ const mib = (kib: number): string => (kib / 1024).toFixed(1);
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 
 async function main(): Promise<void> {
-  sweepStale('dpb-', 'dptcp-bench-clients-');
+  sweepStale('dpb-', process.env['DPTCP_KEEP_BENCH_DIR'] === '1' ? null : 'dptcp-bench-clients-');
   // Other work on the machine skews every figure below: say how busy it was.
   const loadBefore = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   const tBuild = Date.now();

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ROOT, skipReason, sweepStale, waitFor } from '../helpers/netns.js';
+import { ROOT, TESTBED_DIR, TESTBED_NS, skipReason, sweepStale, waitFor } from '../helpers/netns.js';
 
 const skip = skipReason();
 
@@ -22,8 +22,12 @@ interface Names {
 function holder(): { child: ReturnType<typeof spawn>; names: Promise<Names> } {
   const code = `
     import { Testbed } from ${JSON.stringify(join(ROOT, 'test/helpers/netns.ts'))};
+    import { readFileSync } from 'node:fs';
     const t = await Testbed.create('sig');
     const sleeper = t.spawn('server', 'sleep', ['300']);
+    // Printed once ip netns exec has joined the namespace and become sleep.
+    const comm = () => { try { return readFileSync('/proc/' + sleeper.pid + '/comm', 'utf8').trim(); } catch { return ''; } };
+    while (comm() !== 'sleep') await new Promise((r) => setTimeout(r, 20));
     console.log(JSON.stringify({ serverNs: t.serverNs, clientNs: t.clientNs, dir: t.dir, sleeper: sleeper.pid }));
     setInterval(() => {}, 1000);
   `;
@@ -49,6 +53,14 @@ function running(pid: number): boolean {
     return false;
   }
 }
+/** The holder's `sleep` still runs under that pid (not a pid since reused by another process). */
+function sleeping(pid: number): boolean {
+  try {
+    return running(pid) && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep';
+  } catch {
+    return false;
+  }
+}
 
 describe('test helpers', { skip, timeout: 60_000 }, () => {
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
@@ -68,27 +80,36 @@ describe('test helpers', { skip, timeout: 60_000 }, () => {
     });
   }
 
-  it('what a testbed killed outright (SIGKILL) left, the next sweep removes: its processes, namespaces and directory', async () => {
-    const { child, names } = holder();
+  it('what a testbed killed outright (SIGKILL) left, the next testbed sweeps: its processes, namespaces and directory; a live one stays', async () => {
+    const dead = holder();
+    let live: ReturnType<typeof holder> | undefined;
     let n: Names | undefined;
     try {
-      n = await names;
-      const exited = new Promise<void>((r) => child.on('exit', () => r()));
-      child.kill('SIGKILL');
+      n = await dead.names;
+      const exited = new Promise<void>((r) => dead.child.on('exit', () => r()));
+      dead.child.kill('SIGKILL');
       await exited;
       // No exit hook ran: everything is still there, and the process in the namespace runs on.
       assert.ok(nsExists(n.serverNs) && nsExists(n.clientNs) && existsSync(n.dir), 'a SIGKILL leaves the testbed behind');
-      assert.ok(running(n.sleeper), 'and the process it started in its namespace');
-      sweepStale('dpt-', 'dptcp-e2e-');
-      assert.equal(nsExists(n.serverNs) || nsExists(n.clientNs), false, 'its namespaces removed');
-      assert.equal(existsSync(n.dir), false, 'its directory removed');
-      await waitFor(() => !running(n!.sleeper), 'the process in its namespace killed', 2000);
+      assert.ok(sleeping(n.sleeper), 'and the process it started in its namespace');
+      // The next process's first testbed sweeps before it builds its own.
+      live = holder();
+      const m = await live.names;
+      assert.equal(nsExists(n.serverNs) || nsExists(n.clientNs), false, "the dead run's namespaces removed");
+      assert.equal(existsSync(n.dir), false, "the dead run's directory removed");
+      await waitFor(() => !sleeping(n!.sleeper), "the process in the dead run's namespace killed", 2000);
+      assert.ok(nsExists(m.serverNs) && nsExists(m.clientNs) && existsSync(m.dir) && sleeping(m.sleeper), 'the live testbed untouched');
+      // And a sweep from a third process leaves a live testbed alone.
+      sweepStale(TESTBED_NS, TESTBED_DIR);
+      assert.ok(nsExists(m.serverNs) && nsExists(m.clientNs) && existsSync(m.dir) && sleeping(m.sleeper), 'a sweep leaves a live testbed alone');
+      const liveExited = new Promise<void>((r) => live!.child.on('exit', () => r()));
+      live.child.kill('SIGTERM');
+      await liveExited;
+      await waitFor(() => !nsExists(m.serverNs) && !sleeping(m.sleeper), 'the live testbed removed on SIGTERM', 2000);
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      if (n !== undefined) {
-        if (running(n.sleeper)) process.kill(n.sleeper, 'SIGKILL');
-        sweepStale('dpt-', 'dptcp-e2e-');
-      }
+      for (const h of [dead, live]) if (h && h.child.exitCode === null && h.child.signalCode === null) h.child.kill('SIGKILL');
+      if (n !== undefined && sleeping(n.sleeper)) process.kill(n.sleeper, 'SIGKILL');
+      sweepStale(TESTBED_NS, TESTBED_DIR);
     }
   });
 });

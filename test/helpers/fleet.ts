@@ -97,7 +97,7 @@ export class Fleet {
 
   /** Builds the namespaces, bridges and links (nothing runs yet). */
   static async create(opts: FleetOptions): Promise<Fleet> {
-    sweepStale(NS_PREFIX, 'dptcp-fleet-');
+    sweepStale(NS_PREFIX, process.env['DPTCP_KEEP_E2E_DIR'] === '1' ? null : 'dptcp-fleet-');
     const f = new Fleet(opts);
     destroyOnExit(f);
     try {

@@ -1,6 +1,8 @@
 // A two-host testbed in network namespaces (scripts/namespace.sh topology)
 // with the real dp-tcp binary on each side. Everything it creates is removed
-// by destroy(), which also runs on process exit if a test dies first.
+// by destroy(), which also runs on process exit and on SIGINT/SIGTERM if a
+// test dies first; what a run killed with SIGKILL left, the next run's first
+// testbed sweeps (sweepStale: names carry the pid).
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -103,18 +105,21 @@ function ownerGone(pid36: string): boolean {
  * namespace named `<nsPrefix><pid in base 36>-...` and every directory of the temporary
  * directory named `<dirPrefix><pid in base 36>-...` whose process is gone. A namespace's
  * processes (dp-tcp, iperf3, OpenVPN) are killed before it is deleted: they would run on.
- * Best effort: a run that cannot sweep still runs.
+ * `dirPrefix` null: directories stay (a run asked to keep them). Best effort: a run that
+ * cannot sweep still runs.
  */
-export function sweepStale(nsPrefix: string, dirPrefix: string): void {
+export function sweepStale(nsPrefix: string, dirPrefix: string | null): void {
   const owner = (name: string, prefix: string): string | undefined =>
     name.startsWith(prefix) ? /^([0-9a-z]+)-/.exec(name.slice(prefix.length))?.[1] : undefined;
-  try {
-    for (const d of readdirSync(tmpdir())) {
-      const pid36 = owner(d, dirPrefix);
-      if (pid36 !== undefined && ownerGone(pid36)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
+  if (dirPrefix !== null) {
+    try {
+      for (const d of readdirSync(tmpdir())) {
+        const pid36 = owner(d, dirPrefix);
+        if (pid36 !== undefined && ownerGone(pid36)) rmSync(join(tmpdir(), d), { recursive: true, force: true });
+      }
+    } catch {
+      // best effort
     }
-  } catch {
-    // best effort
   }
   let names: string[];
   try {
@@ -150,8 +155,10 @@ export function removeNamespace(ns: string): void {
 }
 
 /** Namespace and directory prefixes of Testbed: `dpt-<pid36>-<tag>-s`, `dptcp-e2e-<pid36>-<tag>-XXXXXX`. */
-const TESTBED_NS = 'dpt-';
-const TESTBED_DIR = 'dptcp-e2e-';
+export const TESTBED_NS = 'dpt-';
+export const TESTBED_DIR = 'dptcp-e2e-';
+/** DPTCP_KEEP_E2E_DIR=1: testbeds keep their directories, and sweeps leave earlier ones. */
+const keepDirs = (): boolean => process.env['DPTCP_KEEP_E2E_DIR'] === '1';
 let swept = false;
 
 export interface RunResult {
@@ -179,7 +186,7 @@ export class Testbed {
   static async create(tag: string): Promise<Testbed> {
     if (!swept) {
       swept = true;
-      sweepStale(TESTBED_NS, TESTBED_DIR);
+      sweepStale(TESTBED_NS, keepDirs() ? null : TESTBED_DIR);
     }
     const t = new Testbed(tag);
     destroyOnExit(t);
@@ -518,13 +525,9 @@ export class Testbed {
     this.destroyed = true;
     forget(this);
     for (const p of this.all) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    try {
-      for (const ns of this.extraNs) execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
-      execFileSync('bash', [NS_SCRIPT, 'down'], { env: this.nsEnv(), stdio: 'ignore' });
-    } catch {
-      // best effort: nothing else can be done on the way out
-    }
-    if (process.env['DPTCP_KEEP_E2E_DIR'] !== '1') rmSync(this.dir, { recursive: true, force: true });
+    // What else runs there (a run() cut short by a signal) is killed with them.
+    for (const ns of [...this.extraNs, this.serverNs, this.clientNs]) removeNamespace(ns);
+    if (!keepDirs()) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
