@@ -1,9 +1,10 @@
 // `npm run bench` (root): one run, one machine, side by side — direct veth,
 // OpenVPN over one TCP link (static key, with and without a cipher),
 // wireguard-go over one UDP path, dp-tcp over two links (with and without
-// encryption). TCP throughput both ways, RTT idle and under load, CPU seconds
-// per GB and peak RSS on each side, and a numbered UDP stream through impaired
-// links. Writes bench/results/latest.json, .md and SVG charts.
+// encryption). TCP throughput both ways, RTT idle (before and after the bulk
+// runs) and under load, CPU seconds per GB and peak RSS on each side, and a
+// numbered UDP stream through impaired links. Writes bench/results/latest.json,
+// .md and SVG charts.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -104,8 +105,8 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
   const server = tb.spawn('server', 'iperf3', ['-s', '-B', dest]);
   const serverGone = new Promise((r) => server.once('exit', r));
   await sleep(500);
-  // Idle first, as a user sees it between bursts (and as the acceptance check runs it): after
-  // bulk runs a JIT-compiled tunnel is warmer than it usually is.
+  // Idle first, as a tunnel that just came up runs it (and as the acceptance check measures it);
+  // again after the bulk runs, below.
   await pingStats(tb, dest, 100, '0.01');
   const idle = await pingStats(tb, dest, 400, '0.01');
   const cpu0 = sides && { server: cpuTicks([sides.server]), client: cpuTicks([sides.client]) };
