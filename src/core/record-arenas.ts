@@ -14,16 +14,25 @@ const EMPTY = Buffer.alloc(0);
  * Reused buffers that a session seals outgoing records into, so that a record
  * every link writes at once costs no allocation. Each record is handed to the
  * links as a borrowed view (OutFrames): a link that must keep it pins its
- * arena (`pinOf`) until the bytes are written or dropped; an arena is sealed
- * into again only when no pin is held on it. Sealed records are ciphertext.
+ * arena (`pinOf`) until the bytes are written or dropped. While records in
+ * the current arena are kept, the next ones are placed after them; an arena
+ * with no pin starts over from its beginning; a full arena is left for one
+ * with no pin (or a new one, of the largest size, since records are being
+ * kept). Kept bytes are never sealed over. Sealed records are ciphertext.
  *
  * Without arenas every record was a buffer of up to 1 MiB that only V8's
  * collector freed: the process held about 20 MB more under load than in open
- * mode (bench, 2026-12-04).
+ * mode (bench, 2026-12-04). With one record per arena, records queued on the
+ * links pinned all four under load and nearly every record got a buffer of
+ * its own again (4595 of them, 281 MB in a 17 s iperf3 run, 2026-12-04).
  */
 export class RecordArenas {
   private readonly arenas: Buffer[] = [];
   private readonly pins: number[] = [];
+  /** Where the next record goes in each arena. */
+  private readonly fill: number[] = [];
+  /** The arena records go into, or -1. */
+  private current = -1;
   private last = -1;
   private lastBuf: Buffer | undefined;
   /** alloc was called since the last trim. */
@@ -35,25 +44,37 @@ export class RecordArenas {
     private readonly maxBytes = RECORD_ARENA_MAX_BYTES,
   ) {}
 
-  /** A buffer of `bytes` in a free arena, or undefined (too large, or every arena pinned). */
+  /** A buffer of `bytes` in an arena, clear of every record a link keeps; or undefined (too large, or no room). */
   readonly alloc = (bytes: number): Buffer | undefined => {
     this.last = -1;
     this.lastBuf = undefined;
     if (bytes > this.maxBytes) return undefined;
     this.used = true;
-    let i = this.arenas.findIndex((a, k) => this.pins[k] === 0 && a.length >= bytes);
-    if (i < 0) {
-      // A free arena too small for this record is replaced by a larger one.
-      i = this.pins.findIndex((p) => p === 0);
+    let i = this.current;
+    if (i >= 0 && this.pins[i] === 0) this.fill[i] = 0;
+    if (i < 0 || (this.fill[i] as number) + bytes > (this.arenas[i] as Buffer).length) {
+      // Records kept in the current arena fill it: later arenas are made large enough for many.
+      const keeping = i >= 0 && (this.pins[i] as number) > 0;
+      i = this.arenas.findIndex((a, k) => this.pins[k] === 0 && a.length >= bytes);
       if (i < 0) {
-        if (this.arenas.length >= this.maxArenas) return undefined;
-        i = this.arenas.length;
-        this.pins.push(0);
+        // A free arena too small for this record is replaced by a larger one.
+        i = this.pins.findIndex((p) => p === 0);
+        if (i < 0) {
+          if (this.arenas.length >= this.maxArenas) return undefined;
+          i = this.arenas.length;
+          this.pins.push(0);
+          this.fill.push(0);
+        }
+        this.arenas[i] = Buffer.allocUnsafeSlow(keeping ? this.maxBytes : Math.min(this.maxBytes, Math.max(bytes, RECORD_ARENA_MIN_BYTES)));
       }
-      this.arenas[i] = Buffer.allocUnsafeSlow(Math.min(this.maxBytes, Math.max(bytes, RECORD_ARENA_MIN_BYTES)));
+      this.current = i;
+      this.fill[i] = 0;
     }
+    const at = this.fill[i] as number;
+    // The next record starts on a cache line of its own.
+    this.fill[i] = (at + bytes + 63) & ~63;
     this.last = i;
-    this.lastBuf = (this.arenas[i] as Buffer).subarray(0, bytes);
+    this.lastBuf = (this.arenas[i] as Buffer).subarray(at, at + bytes);
     return this.lastBuf;
   };
 
@@ -81,7 +102,11 @@ export class RecordArenas {
     }
     if (nowMs - this.idleSince < RECORD_ARENA_IDLE_MS) return;
     // A freed slot is an arena too small for any record: the next alloc replaces it.
-    for (let i = 0; i < this.arenas.length; i++) if (this.pins[i] === 0) this.arenas[i] = EMPTY;
+    for (let i = 0; i < this.arenas.length; i++) {
+      if (this.pins[i] !== 0) continue;
+      this.arenas[i] = EMPTY;
+      this.fill[i] = 0;
+    }
     this.last = -1;
     this.lastBuf = undefined;
   }

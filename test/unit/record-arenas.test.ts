@@ -1,8 +1,13 @@
-// RecordArenas: a session seals outgoing records into reused buffers; an
-// arena a link keeps (pins) is never sealed into until released.
+// RecordArenas: a session seals outgoing records into reused buffers; bytes a
+// link keeps (pins) are never sealed over until released.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RECORD_ARENA_IDLE_MS, RecordArenas } from '../../src/core/record-arenas.js';
+
+/** Whether two views share a byte. */
+function overlap(a: Buffer, b: Buffer): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
+}
 
 describe('record arenas', () => {
   it('reuses the same arena while nothing holds it', () => {
@@ -15,7 +20,7 @@ describe('record arenas', () => {
     assert.deepEqual(r.use, { allocated: 1, pinned: 0 });
   });
 
-  it('a pinned arena is not sealed into until every pin is released (each release counts once)', () => {
+  it('a kept record is never sealed over until every pin is released (each release counts once)', () => {
     const r = new RecordArenas(4, 1 << 20);
     const a = r.alloc(1000) as Buffer;
     const pin = r.pinOf(a);
@@ -23,13 +28,33 @@ describe('record arenas', () => {
     const release1 = pin() as () => void;
     const release2 = pin() as () => void;
     const b = r.alloc(1000) as Buffer;
-    assert.notEqual(a.buffer, b.buffer, 'a second arena while the first is pinned');
+    assert.equal(overlap(a, b), false, 'placed after the kept record');
+    assert.equal(b.buffer, a.buffer, 'in the same arena');
     release1();
     release1();
-    assert.notEqual((r.alloc(1000) as Buffer).buffer, a.buffer, 'still pinned by the other holder');
+    assert.equal(overlap(a, r.alloc(1000) as Buffer), false, 'still kept by the other holder');
     release2();
-    assert.equal((r.alloc(1000) as Buffer).buffer, a.buffer, 'free again');
-    assert.deepEqual(r.use, { allocated: 2, pinned: 0 });
+    const c = r.alloc(1000) as Buffer;
+    assert.equal(c.buffer, a.buffer);
+    assert.equal(c.byteOffset, a.byteOffset, 'nothing kept: the arena starts over');
+    assert.deepEqual(r.use, { allocated: 1, pinned: 0 });
+  });
+
+  it('records kept by links share the arenas: 40 kept records of 32 KiB, none sealed over another', () => {
+    const r = new RecordArenas();
+    const kept: Buffer[] = [];
+    for (let i = 0; i < 40; i++) {
+      const b = r.alloc(32 * 1024 + 40);
+      assert.ok(b, `record ${i} has room`);
+      (r.pinOf(b) as () => () => void)();
+      b.fill(i);
+      kept.push(b);
+    }
+    for (let i = 0; i < kept.length; i++) {
+      assert.ok((kept[i] as Buffer).every((x) => x === i), `record ${i} intact`);
+      for (let j = i + 1; j < kept.length; j++) assert.equal(overlap(kept[i] as Buffer, kept[j] as Buffer), false);
+    }
+    assert.ok(r.use.allocated <= 3, `in ${r.use.allocated} arenas`);
   });
 
   it('pins only the buffer it handed out last', () => {
@@ -60,11 +85,11 @@ describe('record arenas', () => {
   });
 
   it('an idle session lets go of its arenas, except one a link still holds', () => {
-    const r = new RecordArenas(4, 1 << 20);
-    const held = r.alloc(1000) as Buffer;
+    const r = new RecordArenas(4, 4096);
+    const held = r.alloc(3000) as Buffer;
     const release = (r.pinOf(held) as () => () => void)();
-    r.alloc(1000);
-    assert.deepEqual(r.use, { allocated: 2, pinned: 1 });
+    r.alloc(3000);
+    assert.deepEqual(r.use, { allocated: 2, pinned: 1 }, 'no room after the kept record: a second arena');
     r.trim(0);
     r.trim(RECORD_ARENA_IDLE_MS - 1);
     assert.deepEqual(r.use, { allocated: 2, pinned: 1 }, 'not idle long enough');
