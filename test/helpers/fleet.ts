@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { prettyLine } from '../../src/log.js';
 import { encodeKey } from '../../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/secure/primitives.js';
-import { destroyOnExit, forget, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
+import { destroyOnExit, forget, keepDirs, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -97,7 +97,7 @@ export class Fleet {
 
   /** Builds the namespaces, bridges and links (nothing runs yet). */
   static async create(opts: FleetOptions): Promise<Fleet> {
-    sweepStale(NS_PREFIX, process.env['DPTCP_KEEP_E2E_DIR'] === '1' ? null : 'dptcp-fleet-');
+    sweepStale(NS_PREFIX, keepDirs() ? null : 'dptcp-fleet-');
     const f = new Fleet(opts);
     destroyOnExit(f);
     try {
@@ -481,6 +481,6 @@ export class Fleet {
     forget(this);
     for (const p of this.all) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     for (const ns of this.namespaces) removeNamespace(ns);
-    if (process.env['DPTCP_KEEP_E2E_DIR'] !== '1') rmSync(this.dir, { recursive: true, force: true });
+    if (!keepDirs()) rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -157,8 +157,8 @@ export function removeNamespace(ns: string): void {
 /** Namespace and directory prefixes of Testbed: `dpt-<pid36>-<tag>-s`, `dptcp-e2e-<pid36>-<tag>-XXXXXX`. */
 export const TESTBED_NS = 'dpt-';
 export const TESTBED_DIR = 'dptcp-e2e-';
-/** DPTCP_KEEP_E2E_DIR=1: testbeds keep their directories, and sweeps leave earlier ones. */
-const keepDirs = (): boolean => process.env['DPTCP_KEEP_E2E_DIR'] === '1';
+/** DPTCP_KEEP_E2E_DIR=1: testbeds and fleets keep their directories, and sweeps leave earlier ones. */
+export const keepDirs = (): boolean => process.env['DPTCP_KEEP_E2E_DIR'] === '1';
 let swept = false;
 
 export interface RunResult {
