@@ -116,7 +116,10 @@ export class Eliminator {
     const n = this.cpTime.length;
     while (this.cpCount > 0 && nowMs - (this.cpTime[this.cpHead] as number) >= this.ttlMs) {
       const t = this.cpTop[this.cpHead] as number;
-      if (t > this.floor) this.floor = t;
+      // A Float64Array element is a heap number until V8 compiles this; `floor` would then be a
+      // double field, and every check() before compilation would allocate to read it. `| 0` keeps
+      // the small integer it is (below 2^31).
+      if (t > this.floor) this.floor = t < 0x8000_0000 ? t | 0 : t;
       this.cpHead = (this.cpHead + 1) % n;
       this.cpCount--;
     }

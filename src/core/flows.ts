@@ -41,7 +41,11 @@ export class FlowClassifier {
   }
 }
 
-/** A hash of the inner 5-tuple (IPv4 and IPv6; ports for TCP, UDP, SCTP, UDP-Lite). */
+/**
+ * A hash of the inner 5-tuple (IPv4 and IPv6; ports for TCP, UDP, SCTP, UDP-Lite).
+ * Words are read signed: the same bits for mix(), and a small integer where an
+ * unsigned read above 2^31 would allocate a heap number (until V8 compiles this).
+ */
 export function flowHash(p: Buffer, o: number, len: number): number {
   const version = (p[o] as number) >> 4;
   let h = 0x811c9dc5;
@@ -49,20 +53,20 @@ export function flowHash(p: Buffer, o: number, len: number): number {
   let l4: number;
   if (version === 4 && len >= 20) {
     proto = p[o + 9] as number;
-    h = mix(h, p.readUInt32BE(o + 12));
-    h = mix(h, p.readUInt32BE(o + 16));
+    h = mix(h, p.readInt32BE(o + 12));
+    h = mix(h, p.readInt32BE(o + 16));
     l4 = o + (((p[o] as number) & 0x0f) << 2);
     // A fragment after the first has no ports: the addresses and protocol alone.
     if ((p.readUInt16BE(o + 6) & 0x1fff) !== 0) l4 = -1;
   } else if (version === 6 && len >= 40) {
     proto = p[o + 6] as number;
-    for (let i = 8; i < 40; i += 4) h = mix(h, p.readUInt32BE(o + i));
+    for (let i = 8; i < 40; i += 4) h = mix(h, p.readInt32BE(o + i));
     l4 = o + 40;
   } else {
     return 0;
   }
   h = mix(h, proto);
-  if (l4 >= 0 && (proto === 6 || proto === 17 || proto === 132 || proto === 136) && l4 + 4 <= o + len) h = mix(h, p.readUInt32BE(l4));
+  if (l4 >= 0 && (proto === 6 || proto === 17 || proto === 132 || proto === 136) && l4 + 4 <= o + len) h = mix(h, p.readInt32BE(l4));
   return h >>> 0;
 }
 

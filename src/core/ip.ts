@@ -27,8 +27,14 @@ export function inPrefix(a: TunnelAddress, net: TunnelAddress): boolean {
 export function sourceIn(prefixes: readonly TunnelAddress[], ipOffset = 0): (packet: Buffer) => 'ok' | 'spoofed' | 'link_local' {
   const nets = prefixes.map((p) => ({ family: p.family, bytes: addressBytes(p), prefix: p.prefix }));
   const o = ipOffset;
-  const matches = (p: Buffer, at: number, family: 4 | 6): boolean =>
-    nets.some((n) => n.family === family && bitsEqual(p, at, n.bytes, n.prefix));
+  // A loop, not nets.some(): a closure per packet is garbage per packet.
+  const matches = (p: Buffer, at: number, family: 4 | 6): boolean => {
+    for (let i = 0; i < nets.length; i++) {
+      const n = nets[i] as (typeof nets)[number];
+      if (n.family === family && bitsEqual(p, at, n.bytes, n.prefix)) return true;
+    }
+    return false;
+  };
   return (p) => {
     const version = (p[o] ?? 0) >> 4;
     if (version === 4) return p.length >= o + 20 && matches(p, o + 12, 4) ? 'ok' : 'spoofed';

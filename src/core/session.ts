@@ -76,6 +76,8 @@ export type ClearFrameHandler = (link: Link, type: FrameType, buf: Buffer, start
 
 export class Session implements LinkHandler {
   readonly links = new Map<number, Link>();
+  /** The values of `links`, for the per-packet loops: iterating an array allocates nothing. */
+  private linkList: Link[] = [];
   /** Counters per link id, kept across reconnections (and while the link is down). */
   readonly linkStats = new Map<number, { name: string; stats: LinkStats }>();
   readonly stats = new SessionStats();
@@ -214,6 +216,7 @@ export class Session implements LinkHandler {
     link.handler = this;
     link.state = 'up';
     this.links.set(link.id, link);
+    this.linkList = [...this.links.values()];
     this.updatePaths();
   }
 
@@ -339,7 +342,8 @@ export class Session implements LinkHandler {
 
   private upLinkCount(): number {
     let n = 0;
-    for (const link of this.links.values()) if (link.state === 'up') n++;
+    const links = this.linkList;
+    for (let i = 0; i < links.length; i++) if ((links[i] as Link).state === 'up') n++;
     return n;
   }
 
@@ -383,7 +387,9 @@ export class Session implements LinkHandler {
         sent += group.length;
       }
     } else {
-      for (const link of this.links.values()) {
+      const links = this.linkList;
+      for (let i = 0; i < links.length; i++) {
+        const link = links[i] as Link;
         if (link.state !== 'up') continue;
         link.send(frames, count, nowMs, urgent);
         sent++;
@@ -535,6 +541,7 @@ export class Session implements LinkHandler {
     if (this.links.get(link.id) === link) {
       link.stats.lastDownReason = reason;
       this.links.delete(link.id);
+      this.linkList = [...this.links.values()];
       // The peer may still think this link is fine (one direction dead): say so on the others.
       if (link.declaredDead && !this.closed) {
         for (const other of this.links.values()) if (other.state === 'up') other.sendControl(encodeLinkDown(link.id));
@@ -561,6 +568,7 @@ export class Session implements LinkHandler {
     if (this.reorderTimer !== undefined) clearTimeout(this.reorderTimer);
     for (const link of [...this.links.values(), ...this.pendingLinks.keys()]) link.close(code, reason);
     this.links.clear();
+    this.linkList = [];
     this.pendingLinks.clear();
     this.keys?.clear();
   }

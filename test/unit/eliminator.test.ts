@@ -73,6 +73,22 @@ describe('Eliminator', () => {
     assert.ok(e.floorSeq >= 102);
   });
 
+  it('keeps the time bound exact across 2^31 and 2^32 (sequence numbers are not 32-bit)', () => {
+    const ttl = 800;
+    for (const base of [2 ** 31 - 3, 2 ** 32 - 3, 2 ** 40]) {
+      const e = elim(1 << 10, ttl);
+      let now = 0;
+      e.tick(now);
+      for (let s = base; s < base + 6; s++) assert.equal(e.check(s), Accept, `first copy of ${s}`);
+      const step = ttl / CHECKPOINTS_PER_TTL;
+      for (let i = 0; i < CHECKPOINTS_PER_TTL + 2; i++) e.tick((now += step));
+      assert.equal(e.floorSeq, base + 5, `floor past ${base}`);
+      assert.equal(e.check(base + 5), Stale);
+      assert.equal(e.check(base + 6), Accept, 'the next number is new');
+      assert.equal(e.check(base + 6), Duplicate);
+    }
+  });
+
   it('delivers a gap packet arriving within the TTL, drops it after', () => {
     const ttl = 800;
     const e = elim(1 << 16, ttl);

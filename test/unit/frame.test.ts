@@ -189,7 +189,7 @@ describe('FrameDecoder', () => {
 describe('frame encoders', () => {
   it('carries u64 sequence numbers up to 2^53 exactly', () => {
     const b = Buffer.alloc(8);
-    for (const v of [0, 1, 0xffffffff, 0x1_0000_0000, 2 ** 40 + 5, Number.MAX_SAFE_INTEGER]) {
+    for (const v of [0, 1, 2 ** 31 - 1, 2 ** 31, 0xffffffff, 0x1_0000_0000, 0x1_0000_0001, 2 ** 40 + 5, Number.MAX_SAFE_INTEGER]) {
       writeU64(b, 0, v);
       assert.equal(readU64(b, 0), v);
     }
