@@ -247,7 +247,8 @@ export class Session implements LinkHandler {
       this.fanOutSealed(this.keys, frames, count, nowMs, urgent, striped);
       return;
     }
-    const out = new OutFrames(frames, borrowed, borrowed ? pin : undefined);
+    // Frames the TUN batch cannot keep (every read arena held) move to the record arenas, shared.
+    const out = new OutFrames(frames, borrowed, borrowed ? pin : undefined, borrowed ? this.recordArenas : undefined);
     // Striped frames are kept until acknowledged: a copy of their own.
     if (striped) this.stripe(out.own(), count, nowMs, urgent, undefined);
     else this.fanOut(out, count, nowMs, urgent);

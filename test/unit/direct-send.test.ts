@@ -9,6 +9,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import { Link, OutFrames, type LinkHandler } from '../../src/core/link.js';
+import { RecordArenas } from '../../src/core/record-arenas.js';
 import { DATA_HEADER_BYTES, readU64, writeDataHeader } from '../../src/protocol/frame.js';
 import { createLogger } from '../../src/log.js';
 import { loadAddon } from '../../src/tun/loader.js';
@@ -307,5 +308,34 @@ describe('direct sends of shared frames', () => {
     assert.equal(g.rest(4).release, undefined);
     const owned = Buffer.from('sealed');
     assert.equal(new OutFrames(owned, false).own(), owned, 'frames that are not borrowed are never copied');
+  });
+
+  it('frames whose TUN batch cannot be pinned move to the spill: one copy, pinned there by every link that keeps it', () => {
+    const spill = new RecordArenas(2, 4096);
+    const view = Buffer.from('0123456789');
+    const f = new OutFrames(view, true, () => undefined, spill);
+    const a = f.keep();
+    const b = f.keep();
+    assert.equal(a.buf.toString(), '0123456789');
+    assert.equal(b.buf, a.buf, 'a second link keeps the same copy');
+    assert.notEqual(a.buf, view);
+    assert.equal(a.buf.buffer, spill.alloc(1)?.buffer, 'the copy lies in the spill (the next alloc goes after it, in the same arena)');
+    view.fill(0);
+    assert.equal(a.buf.toString(), '0123456789', 'the batch overwritten, the kept frames are not');
+    const r = f.rest(4);
+    assert.equal(r.buf.toString(), '456789', 'the rest of a partial write comes from the same copy');
+    assert.equal(r.buf.buffer, a.buf.buffer);
+    assert.deepEqual(spill.use, { allocated: 1, pinned: 1 });
+    for (const release of [a.release, b.release, r.release]) {
+      assert.equal(typeof release, 'function', 'each keeper holds a pin');
+      release?.();
+    }
+    assert.deepEqual(spill.use, { allocated: 1, pinned: 0 }, 'released by all three, the arena is free again');
+    // A spill with no room: a copy of its own, as without one.
+    const full = new RecordArenas(0, 4096);
+    const g = new OutFrames(Buffer.from('abc'), true, () => undefined, full);
+    const k = g.keep();
+    assert.equal(k.buf.toString(), 'abc');
+    assert.equal(k.release, undefined);
   });
 });
