@@ -84,6 +84,34 @@ describe('record arenas', () => {
     assert.deepEqual(r.use, { allocated: 1, pinned: 0 });
   });
 
+  it('an arena taken up again after a full one starts at its beginning, and records start on 64-byte boundaries', () => {
+    const r = new RecordArenas(2, 4096);
+    const a = r.alloc(1000) as Buffer;
+    const releaseA = (r.pinOf(a) as () => () => void)();
+    const b = r.alloc(1000) as Buffer;
+    assert.equal(b.buffer, a.buffer);
+    assert.equal(b.byteOffset - a.byteOffset, 1024, 'after the kept record, on the next 64-byte boundary');
+    const releaseB = (r.pinOf(b) as () => () => void)();
+    const c = r.alloc(2048) as Buffer;
+    assert.equal(c.buffer, a.buffer, 'an exact fit stays in the arena');
+    assert.equal(c.byteOffset - a.byteOffset, 2048);
+    const releaseC = (r.pinOf(c) as () => () => void)();
+    const d = r.alloc(3000) as Buffer; // the first is full and kept: a second arena
+    assert.notEqual(d.buffer, a.buffer);
+    assert.equal(d.length, 3000);
+    const releaseD = (r.pinOf(d) as () => () => void)();
+    releaseA();
+    releaseB();
+    releaseC();
+    // The second is current and kept; the first is free again, with its fill at 4096 from before.
+    const e = r.alloc(3500) as Buffer;
+    assert.equal(e.buffer, a.buffer, 'the free arena is taken up again');
+    assert.equal(e.byteOffset - a.byteOffset, 0, 'from its beginning');
+    assert.equal(e.length, 3500, 'the whole record, not what was left after its old fill');
+    assert.equal(overlap(e, d), false);
+    releaseD();
+  });
+
   it('an idle session lets go of its arenas, except one a link still holds', () => {
     const r = new RecordArenas(4, 4096);
     const held = r.alloc(3000) as Buffer;
@@ -99,6 +127,7 @@ describe('record arenas', () => {
     const next = r.alloc(500) as Buffer;
     assert.equal(next.length, 500);
     assert.equal(next.buffer, held.buffer, 'the released arena is used again');
+    assert.equal(next.byteOffset - held.byteOffset, 0, 'from its beginning');
     // A session that keeps sealing keeps its arenas.
     for (let t = 0; t <= 5 * RECORD_ARENA_IDLE_MS; t += 100) {
       r.alloc(100);
