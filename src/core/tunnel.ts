@@ -376,7 +376,8 @@ function flush(s: Session, g: Gather, now: number, pin: PacketBatch['pin']): voi
 /** Forgets what a batch that threw had gathered (its views are of a batch since overwritten); returns the new count, 0. */
 function abandon(list: (Gather | undefined)[], n: number): number {
   for (let j = 0; j < n; j++) {
-    const g = list[j] as Gather;
+    const g = list[j];
+    if (g === undefined) continue; // flushed before the throw (the final loop clears as it goes)
     list[j] = undefined;
     g.listed = false;
     g.partCount = 0;
