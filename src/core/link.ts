@@ -42,9 +42,9 @@ export interface Spill {
  * the frames there, one copy for all the links, pinned like the batch.
  *
  * Without the spill every such copy was a buffer of its own, up to 1 MiB, that
- * only V8's collector frees: an open-mode client under iperf3 -P 4 made 340 of
- * them (50-60 MB) per 15 s, and its peak RSS jumped to 94-100 MB in one run of
- * three (glibc's heap 3 -> 27 MB).
+ * only V8's collector frees: an open-mode client under three 5 s iperf3 -P 4
+ * runs made 333-343 of them (48-61 MB), and in about one such test of four its
+ * peak RSS jumped to 94-100 MB (glibc's heap 3 -> 27 MB).
  */
 export class OutFrames {
   constructor(

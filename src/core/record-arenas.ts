@@ -19,6 +19,8 @@ const EMPTY = Buffer.alloc(0);
  * with no pin starts over from its beginning; a full arena is left for one
  * with no pin (or a new one, of the largest size, since records are being
  * kept). Kept bytes are never sealed over. Sealed records are ciphertext.
+ * An open-mode session (which seals nothing) uses them as the spill of its
+ * OutFrames: frames a link must keep when their TUN batch cannot be pinned.
  *
  * Without arenas every record was a buffer of up to 1 MiB that only V8's
  * collector freed: the process held about 20 MB more under load than in open
