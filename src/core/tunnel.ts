@@ -184,7 +184,7 @@ export class Tunnel {
     const { arena, lengths, count, headroom } = batch;
     const gathering = this.gathering;
     const listed = this.gatheringCount;
-    for (let kind = 0; kind < listed.length; kind++) if (listed[kind] !== 0) listed[kind] = abandon(gathering[kind] as (Gather | undefined)[], listed[kind] as number); // a batch threw
+    abandon(gathering, listed); // what a batch that threw left listed
     const vnet = this.tun.vnetHdrBytes;
     this.flows.decay(now);
     let off = 0;
@@ -364,26 +364,33 @@ interface Gather {
 function flush(s: Session, g: Gather, now: number, pin: PacketBatch['pin']): void {
   const one = g.partCount === 1;
   const frames = one ? (g.parts[0] as Buffer) : Buffer.concat(g.partCount === g.parts.length ? g.parts : g.parts.slice(0, g.partCount), g.bytes);
-  // Reset first: should sending throw, the next batch does not send these views again.
+  // Emptied first: should sending throw, the next batch does not send these views again.
   const count = g.count;
+  empty(g);
+  s.sendFrames(frames, count, now, one, g.urgent, g.striped, pin);
+}
+
+function empty(g: Gather): void {
   g.partCount = 0;
   g.bytes = 0;
   g.count = 0;
   g.lastEnd = -1;
-  s.sendFrames(frames, count, now, one, g.urgent, g.striped, pin);
 }
 
-/** Forgets what a batch that threw had gathered (its views are of a batch since overwritten); returns the new count, 0. */
-function abandon(list: (Gather | undefined)[], n: number): number {
-  for (let j = 0; j < n; j++) {
-    const g = list[j];
-    if (g === undefined) continue; // flushed before the throw (the final loop clears as it goes)
-    list[j] = undefined;
-    g.listed = false;
-    g.partCount = 0;
-    g.bytes = 0;
-    g.count = 0;
-    g.lastEnd = -1;
+/**
+ * Forgets what a batch that threw left in routeBatch's lists (its views are of
+ * a batch since overwritten); nothing when the last batch ended normally.
+ */
+function abandon(gathering: (Gather | undefined)[][], listed: number[]): void {
+  for (let kind = 0; kind < listed.length; kind++) {
+    const list = gathering[kind] as (Gather | undefined)[];
+    for (let j = 0; j < (listed[kind] as number); j++) {
+      const g = list[j];
+      if (g === undefined) continue; // flushed before the throw (the final loop clears as it goes)
+      list[j] = undefined;
+      g.listed = false;
+      empty(g);
+    }
+    listed[kind] = 0;
   }
-  return 0;
 }

@@ -212,10 +212,13 @@ export function writeDataHeader(buf: Buffer, off: number, seq: number, packetByt
   writeU64(buf, off + 8, seq);
 }
 
-/** u64 as two u32 halves: sequence numbers stay below 2^53, exact in a double. */
-// Below 2^32 (every sequence number for a long while) these do no floating-point
-// arithmetic: until V8 compiles them, each such result is a heap number allocated per
-// packet, and a field that once holds one (the eliminator's) allocates on every read.
+/**
+ * u64 as two u32 halves: sequence numbers stay below 2^53, exact in a double.
+ * Below 2^32 (every sequence number for a long while) writeU64 and readU64 do
+ * no floating-point arithmetic: until V8 compiles them, each such result is a
+ * heap number allocated per packet, and a field that once holds one (the
+ * eliminator's) allocates on every read.
+ */
 export function writeU64(buf: Buffer, off: number, v: number): void {
   buf.writeUInt32BE(v > 0xffff_ffff ? Math.floor(v / 0x1_0000_0000) : 0, off);
   buf.writeUInt32BE(v >>> 0, off + 4);
