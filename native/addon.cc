@@ -17,7 +17,7 @@
 namespace dptcp {
 
 // setsockoptInt(fd, level, name, value): for the TCP options Node does not
-// expose (TCP_NOTSENT_LOWAT, TCP_USER_TIMEOUT). Which option and which value
+// expose (TCP_NOTSENT_LOWAT, TCP_USER_TIMEOUT, SO_MAX_PACING_RATE). Which option and which value
 // is decided in TypeScript.
 static Napi::Value SetsockoptInt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -97,6 +97,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("TCP_NOTSENT_LOWAT", Napi::Number::New(env, TCP_NOTSENT_LOWAT));
   c.Set("TCP_USER_TIMEOUT", Napi::Number::New(env, TCP_USER_TIMEOUT));
   c.Set("SO_SNDBUF", Napi::Number::New(env, SO_SNDBUF));
+  c.Set("SO_MAX_PACING_RATE", Napi::Number::New(env, SO_MAX_PACING_RATE));
   c.Set("EAGAIN", Napi::Number::New(env, EAGAIN));
   c.Set("TUN_F_CSUM", Napi::Number::New(env, TUN_F_CSUM));
   c.Set("TUN_F_TSO4", Napi::Number::New(env, TUN_F_TSO4));

@@ -19,6 +19,8 @@
 //   --seconds N       stream length (default 30)
 //   --only a,b,c,c2,d scenarios to run (d: d1 and d2, or one of them)
 //   --wan-rate MBIT   the rate of each WAN link in (d) (default 50)
+//   --pace MBIT       (d2) also dp-tcp with upload_mbit and download_mbit set to this on each
+//                     link (default 90 % of the WAN rate; 0: not)
 //   --hold MS         how long a jitter drawn holds on a link (default 2; 0: per packet)
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -48,6 +50,7 @@ const SECONDS = Number(flag('--seconds') ?? (QUICK ? 10 : 30));
 const PPS = 200;
 const PINGS = QUICK ? 200 : 400;
 const WAN_RATE = Number(flag('--wan-rate') ?? 50);
+const PACE = Number(flag('--pace') ?? WAN_RATE * 0.9);
 const ONLY = new Set((flag('--only') ?? 'a,b,c,c2,d').split(','));
 const GRACE_MS = 3000;
 /** How long a jitter drawn on a link holds (--hold of wanem); --hold 0: each packet its own. */
@@ -266,6 +269,13 @@ async function ping(tb: Testbed, dest: string, count: number): Promise<PingStats
   return { sent: count, answered: t.length, p50: percentile(t, 50), p99: percentile(t, 99), max: t.length ? t[t.length - 1]! : null };
 }
 
+async function restartClient(tb: Testbed, yaml: string): Promise<void> {
+  await tb.stopDpTcp('client');
+  tb.startDpTcp('client', yaml);
+  await tb.waitUp(2 * CONNECTIONS, 30_000);
+  await waitPing(tb, DP_TCP);
+}
+
 /** Pings through `dest` while iperf3 saturates the tunnel one way; the pings and iperf3's throughput. */
 async function loadedPing(tb: Testbed, dest: string, reverse: boolean): Promise<LoadedPing> {
   const before = dest === DP_TCP ? dpTcpCounters(tb) : undefined;
@@ -293,7 +303,18 @@ async function loadedPing(tb: Testbed, dest: string, reverse: boolean): Promise<
   return { ping: p, mbps, drops };
 }
 
-async function pingScenario(tb: Testbed, id: string, title: string, spec: WanSpec | null): Promise<PingScenario> {
+/** dp-tcp's client config: CONNECTIONS per link, and each link paced at `paceMbit` both ways if given. */
+function clientYaml(paceMbit?: number): string {
+  let y = CLIENT_YAML.replace('client:\n', `client:\n  connections_per_link: ${CONNECTIONS}\n`);
+  if (paceMbit !== undefined) y = y.replace(/local: (10\.0\.[12]\.2) \}/g, `local: $1, upload_mbit: ${paceMbit}, download_mbit: ${paceMbit} }`);
+  return y;
+}
+
+/**
+ * Idle and loaded pings through each path. `paceMbit`: then dp-tcp again, its
+ * client restarted with both links paced at that rate, and restarted as it was after.
+ */
+async function pingScenario(tb: Testbed, id: string, title: string, spec: WanSpec | null, paceMbit?: number): Promise<PingScenario> {
   console.log(`== (${id}) ${title}`);
   const links = spec ? await WanLinks.apply(tb, spec) : null;
   const rows: PingRow[] = [];
@@ -318,6 +339,18 @@ async function pingScenario(tb: Testbed, id: string, title: string, spec: WanSpe
       const s2c = await loadedPing(tb, dest, true);
       await sleep(1000);
       rows.push({ tunnel, idle, c2s, s2c });
+    }
+    if (paceMbit !== undefined) {
+      await restartClient(tb, clientYaml(paceMbit));
+      try {
+        const idle = await ping(tb, DP_TCP, PINGS);
+        const c2s = await loadedPing(tb, DP_TCP, false);
+        await sleep(1000);
+        const s2c = await loadedPing(tb, DP_TCP, true);
+        rows.push({ tunnel: `dp-tcp, paced at ${paceMbit} Mbit/s`, idle, c2s, s2c });
+      } finally {
+        await restartClient(tb, clientYaml());
+      }
     }
   } finally {
     iperfServer.kill();
@@ -377,8 +410,9 @@ function markdown(streams: StreamScenario[], pings: PingScenario[], meta: Record
       md += r.c2s ? `${pr(r.c2s.ping)}, ${r.c2s.ping.sent - r.c2s.ping.answered} | ${r.c2s.mbps ?? '–'} | ` : '– | – | ';
       md += r.s2c ? `${pr(r.s2c.ping)}, ${r.s2c.ping.sent - r.s2c.ping.answered} | ${r.s2c.mbps ?? '–'} |\n` : '– | – |\n';
     }
-    const dp = p.rows.find((r) => r.c2s?.drops !== undefined);
-    if (dp) md += `\ndp-tcp drops during the loaded pings: c→s ${JSON.stringify(dp.c2s?.drops ?? {})}, s→c ${JSON.stringify(dp.s2c?.drops ?? {})}.\n`;
+    for (const dp of p.rows.filter((r) => r.c2s?.drops !== undefined)) {
+      md += `\n${dp.tunnel}: drops during the loaded pings c→s ${JSON.stringify(dp.c2s?.drops ?? {})}, s→c ${JSON.stringify(dp.s2c?.drops ?? {})}.\n`;
+    }
     if (Object.keys(p.emulators).length) md += `\n${emulatorLine(p.emulators)}\n`;
   }
   return md;
@@ -438,7 +472,7 @@ function svg(streams: StreamScenario[], pings: PingScenario[], meta: Record<stri
       for (const r of p.rows) {
         if (!r.c2s) continue;
         const color = r.tunnel.startsWith('dp-tcp') ? '#2ca02c' : '#d62728';
-        const short = r.tunnel.startsWith('dp-tcp') ? 'dp-tcp' : 'OpenVPN';
+        const short = r.tunnel.startsWith('dp-tcp') ? (r.tunnel.includes('paced') ? 'dp-tcp paced' : 'dp-tcp') : 'OpenVPN';
         rows.push({ label: `${p.id} ${short} idle`, p: r.idle, color });
         rows.push({ label: `${p.id} ${short} load c→s ${r.c2s.mbps ?? '–'} Mb/s`, p: r.c2s.ping, color });
         if (r.s2c) rows.push({ label: `${p.id} ${short} load s→c ${r.s2c.mbps ?? '–'} Mb/s`, p: r.s2c.ping, color });
@@ -502,7 +536,7 @@ async function main(): Promise<void> {
   try {
     startOpenVpn(tb, { cipher: 'none', key: await openVpnKey(tb), nodelay: true });
     tb.startDpTcp('server', SERVER_YAML);
-    tb.startDpTcp('client', CLIENT_YAML.replace('client:\n', `client:\n  connections_per_link: ${CONNECTIONS}\n`));
+    tb.startDpTcp('client', clientYaml());
     await tb.waitUp(2 * CONNECTIONS);
     await waitPing(tb, OPENVPN_SERVER);
     await waitPing(tb, DP_TCP);
@@ -532,6 +566,7 @@ async function main(): Promise<void> {
           'd2',
           `WAN links: 25±5 / 40±5 ms, no loss, ${WAN_RATE} Mbit/s each with a 50 ms buffer`,
           delays({ rateMbit: WAN_RATE, limitMs: 50 }, { rateMbit: WAN_RATE, limitMs: 50 }),
+          PACE > 0 ? PACE : undefined,
         ),
       );
     }

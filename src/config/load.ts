@@ -162,6 +162,16 @@ class Node {
     return n;
   }
 
+  /** A rate in Mbit/s (a whole or decimal number), in kbit/s. */
+  mbit(key: string, min: number, max: number): number {
+    const v = this.raw(key);
+    if (v === undefined || v === null) this.fail(key, 'is required');
+    const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v.trim()) ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isFinite(n)) this.fail(key, `must be a rate in Mbit/s (a number such as 45 or 2.5), got ${describe(v)}`);
+    if (n < min || n > max) this.fail(key, `must be between ${min} and ${max} Mbit/s, got ${n}`);
+    return Math.round(n * 1000);
+  }
+
   /** Rejects keys nobody read: a typo must not silently fall back to a default. With a sink: every one of them. */
   done(): void {
     for (const k of Object.keys(this.obj)) {
@@ -339,14 +349,31 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
       // source port would make a quick redial collide with its own TIME_WAIT.
       if (n.has(`${p}conn_port`)) n.int(`${p}conn_port`, 0, 65_535);
       else n.raw(`${p}conn_port`);
-      return { id, name: `tcp${num}`, remoteAddress, remotePort, localAddress };
+      return { id, name: `tcp${num}`, remoteAddress, remotePort, localAddress, ...readRates(n, p) };
     },
     (l, id, name) => {
       const { address, port } = parseHostPort(l, 'remote');
       const localAddress = l.has('local') ? ipString(l, 'local') : (l.raw('local'), undefined);
-      return { id, name, remoteAddress: address, remotePort: port, localAddress };
+      return { id, name, remoteAddress: address, remotePort: port, localAddress, ...readRates(l, '') };
     },
   );
+}
+
+/** The lowest and highest `upload_mbit` / `download_mbit` of a link (per connection at least 0.1). */
+export const MIN_LINK_MBIT = 0.1;
+export const MAX_LINK_MBIT = 10_000;
+
+/** A link's `upload_mbit` and `download_mbit` (`prefix`: the original format's `tcp<N>_`), in kbit/s. */
+function readRates(n: Node, prefix: string): { uploadKbit?: number; downloadKbit?: number } {
+  const out: { uploadKbit?: number; downloadKbit?: number } = {};
+  for (const [key, field] of [
+    ['upload_mbit', 'uploadKbit'],
+    ['download_mbit', 'downloadKbit'],
+  ] as const) {
+    if (n.has(prefix + key)) out[field] = n.mbit(prefix + key, MIN_LINK_MBIT, MAX_LINK_MBIT);
+    else n.raw(prefix + key);
+  }
+  return out;
 }
 
 /** Connections one configured link may open (client.connections_per_link). */
@@ -359,9 +386,13 @@ export const MAX_CONNECTIONS_PER_LINK = 4;
  * share a path (the same addresses), which the session sees.
  */
 function withConnections(links: readonly ClientLinkConfig[], perLink: number): ClientLinkConfig[] {
-  const out = [...links];
+  // Each connection paces at its share of the link's rates: bulk data takes the least-queued
+  // connection of a path, so together they fill the link.
+  const share = (kbit: number | undefined): number | undefined => (kbit === undefined ? undefined : Math.floor(kbit / perLink));
+  const first = links.map((l) => (perLink === 1 ? l : Object.freeze({ ...l, uploadKbit: share(l.uploadKbit), downloadKbit: share(l.downloadKbit) })));
+  const out = [...first];
   for (let k = 1; k < perLink; k++) {
-    for (const l of links) out.push(Object.freeze({ ...l, id: out.length, name: `${l.name}~${k + 1}`, path: l.id }));
+    for (const l of first) out.push(Object.freeze({ ...l, id: out.length, name: `${l.name}~${k + 1}`, path: l.id }));
   }
   return out;
 }
@@ -719,6 +750,16 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
     );
     if (links.length * perLink > 16) {
       r.part(() => false, () => r.fail('connections_per_link', `${links.length} links x ${perLink} connections is more than 16 connections`), undefined);
+    }
+    for (const l of links) {
+      const low = Math.min(l.uploadKbit ?? Infinity, l.downloadKbit ?? Infinity);
+      if (low / perLink < MIN_LINK_MBIT * 1000) {
+        r.part(
+          () => false,
+          () => r.fail('connections_per_link', `link ${l.name}: ${low / 1000} Mbit/s over ${perLink} connections is less than ${MIN_LINK_MBIT} Mbit/s each`),
+          undefined,
+        );
+      }
     }
     r.done();
     if (tunnel && security) {

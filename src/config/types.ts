@@ -13,6 +13,13 @@ export interface ClientLinkConfig {
   readonly localAddress: string | undefined;
   /** The configured link this connection belongs to (connections_per_link > 1: several share it); default: id. */
   readonly path?: number;
+  /**
+   * This connection's share, in kbit/s, of the link's `upload_mbit`: the
+   * client paces its sends on it at most at this rate. Undefined: no pacing.
+   */
+  readonly uploadKbit?: number | undefined;
+  /** This connection's share of the link's `download_mbit`, which the server is asked to pace its sends at. */
+  readonly downloadKbit?: number | undefined;
 }
 
 export interface ServerLinkConfig {

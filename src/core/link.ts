@@ -431,6 +431,9 @@ export class Link {
    */
   path = '';
 
+  /** The rate in kbit/s the kernel paces this connection's sends at (socket-options.ts paceLinkSocket); undefined: not paced. */
+  paceKbit: number | undefined;
+
   get pathKey(): string {
     return this.path === '' ? `#${this.linkId}` : this.path;
   }

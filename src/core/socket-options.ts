@@ -22,3 +22,41 @@ export function tuneLinkSocket(socket: Socket, timing: TimingConfig, log: Logger
     log.debug('cannot set TCP_NOTSENT_LOWAT', { error: errorMessage(e) });
   }
 }
+
+/** How long a paced link socket's unsent data may take to leave at its rate. */
+export const PACED_UNSENT_MS = 3;
+/** The smallest unsent bound of a paced socket (about three segments). */
+export const MIN_PACED_UNSENT_BYTES = 4096;
+
+/**
+ * The unsent bound of a socket paced at `kbit`: PACED_UNSENT_MS at that rate,
+ * never above the configured bound nor below MIN_PACED_UNSENT_BYTES.
+ */
+export function pacedNotsentLowat(kbit: number, configured: number): number {
+  const bytes = Math.round((kbit * 125 * PACED_UNSENT_MS) / 1000);
+  return Math.max(MIN_PACED_UNSENT_BYTES, Math.min(configured, bytes));
+}
+
+/**
+ * Sends on the link at most at `kbit` kbit/s (the link's upload_mbit or
+ * download_mbit share). The kernel paces the socket (SO_MAX_PACING_RATE), so
+ * the buffer of the path's slowest hop stays empty; what the link cannot carry
+ * waits in our queue instead, where packets of sparse flows pass it and age
+ * drops it. The unsent bound shrinks to match (pacedNotsentLowat): at the
+ * default 128 KiB a ping written behind it would wait 23 ms at 45 Mbit/s.
+ * False, after a warning, when the kernel refused.
+ */
+export function paceLinkSocket(socket: Socket, kbit: number, timing: TimingConfig, log: Logger): boolean {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return false;
+  try {
+    const addon = loadAddon();
+    const c = addon.constants;
+    addon.setsockoptInt(fd, c.SOL_SOCKET, c.SO_MAX_PACING_RATE, kbit * 125);
+    addon.setsockoptInt(fd, c.IPPROTO_TCP, c.TCP_NOTSENT_LOWAT, pacedNotsentLowat(kbit, timing.socketNotsentLowatBytes));
+    return true;
+  } catch (e) {
+    log.warn('cannot pace the link socket: it sends at whatever rate TCP finds', { kbit, error: errorMessage(e) });
+    return false;
+  }
+}

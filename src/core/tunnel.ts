@@ -26,6 +26,8 @@ export interface LinkSnapshot extends Omit<LinkStats, 'drops'> {
   local: string | null;
   remote: string | null;
   rttMs: number | null;
+  /** Sends paced at this rate (upload_mbit / download_mbit); null: not paced. */
+  paceMbit: number | null;
   queueBytes: number;
   drops: Record<string, number>;
 }
@@ -290,6 +292,7 @@ export class Tunnel {
             local: l?.local ?? null,
             remote: l?.remote ?? null,
             rttMs: l === undefined || Number.isNaN(l.srttMs) ? null : Math.round(l.srttMs * 1000) / 1000,
+            paceMbit: l?.paceKbit === undefined ? null : l.paceKbit / 1000,
             queueBytes: l?.queueBytes ?? 0,
             ...stats,
             drops: { ...stats.drops },

@@ -41,6 +41,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
 
   gauge('dptcp_link_up', 'Whether the link is up (1) or down (0)', LINK, perLink((l) => (l.state === 'up' ? 1 : 0)));
   gauge('dptcp_link_rtt_seconds', 'Smoothed round-trip time of the link (PING/PONG)', LINK, perLink((l) => (l.rttMs === null ? null : l.rttMs / 1000)));
+  gauge('dptcp_link_pace_bits_per_second', 'The rate this side paces the link at (upload_mbit / download_mbit); absent: not paced', LINK, perLink((l) => (l.paceMbit === null ? null : l.paceMbit * 1e6)));
   gauge('dptcp_link_queue_bytes', 'Bytes waiting in the link send queue', LINK, perLink((l) => l.queueBytes));
   gauge('dptcp_link_queue_delay_seconds', 'How long data waited in the link send queue before the socket took it (smoothed)', LINK, perLink((l) => l.queueDelayMs / 1000));
   gauge('dptcp_link_queue_delay_max_seconds', 'The longest any data waited in the link send queue', LINK, perLink((l) => l.queueDelayMaxMs / 1000));

@@ -33,7 +33,13 @@ export interface LinkIntro {
   readonly linkId: number;
   readonly linkCount: number;
   readonly addresses: readonly TunnelAddress[];
+  /** The rate in kbit/s at which the server sends on this connection at most (flag bit 0); undefined: no pacing. */
+  readonly paceKbit?: number | undefined;
 }
+
+/** The range of LinkIntro.paceKbit: 100 kbit/s to 10 Gbit/s (its bytes per second fit a C int). */
+export const MIN_PACE_KBIT = 100;
+export const MAX_PACE_KBIT = 10_000_000;
 
 /** Open mode's HELLO is a LinkIntro in clear. */
 export type Hello = LinkIntro;
@@ -44,13 +50,16 @@ export interface Welcome {
   readonly linkId: number;
 }
 
+const FLAG_PACE = 0x01;
 const FLAG_OFFLOAD = 0x02;
 const MODE_SHIFT = 2;
 
-/** session id | flags | link id | link count | address count | addresses */
+/** session id | flags | link id | link count | address count | addresses | [pace] */
 export function encodeIntro(h: LinkIntro): Buffer {
   const cipherId = h.encryption === 'none' ? 0 : CIPHERS.indexOf(h.encryption) + 1;
-  const flags = (h.offload ? FLAG_OFFLOAD : 0) | (SCHEDULING_MODES.indexOf(h.mode) << MODE_SHIFT) | (cipherId << 4);
+  const pace = h.paceKbit !== undefined;
+  if (pace && !validPace(h.paceKbit)) throw new RangeError(`pace ${h.paceKbit} kbit/s is outside ${MIN_PACE_KBIT}..${MAX_PACE_KBIT}`);
+  const flags = (pace ? FLAG_PACE : 0) | (h.offload ? FLAG_OFFLOAD : 0) | (SCHEDULING_MODES.indexOf(h.mode) << MODE_SHIFT) | (cipherId << 4);
   const parts: Buffer[] = [h.sessionId, Buffer.from([flags])];
   const ids = Buffer.allocUnsafe(5);
   ids.writeUInt16BE(h.linkId, 0);
@@ -58,7 +67,16 @@ export function encodeIntro(h: LinkIntro): Buffer {
   ids.writeUInt8(h.addresses.length, 4);
   parts.push(ids);
   for (const a of h.addresses) parts.push(Buffer.from([a.family, a.prefix]), addressBytes(a));
+  if (pace) {
+    const p = Buffer.allocUnsafe(4);
+    p.writeUInt32BE(h.paceKbit as number, 0);
+    parts.push(p);
+  }
   return Buffer.concat(parts);
+}
+
+function validPace(kbit: number | undefined): boolean {
+  return kbit !== undefined && Number.isInteger(kbit) && kbit >= MIN_PACE_KBIT && kbit <= MAX_PACE_KBIT;
 }
 
 /** Every field checked; the whole of buf[start..end) must be used. */
@@ -70,7 +88,7 @@ export function decodeIntro(buf: Buffer, start: number, end: number): LinkIntro 
   const flags = buf[off++] as number;
   const cipherId = flags >> 4;
   const modeId = (flags >> MODE_SHIFT) & 3;
-  if ((flags & 0x01) !== 0 || cipherId > CIPHERS.length || modeId >= SCHEDULING_MODES.length) {
+  if (cipherId > CIPHERS.length || modeId >= SCHEDULING_MODES.length) {
     throw new ProtocolError(`link flags 0x${flags.toString(16)} unknown`);
   }
   const mode = SCHEDULING_MODES[modeId] as SchedulingMode;
@@ -92,9 +110,16 @@ export function decodeIntro(buf: Buffer, start: number, end: number): LinkIntro 
     addresses.push({ family: family as 4 | 6, address: formatAddress(buf.subarray(off, off + size)), prefix });
     off += size;
   }
+  let paceKbit: number | undefined;
+  if ((flags & FLAG_PACE) !== 0) {
+    if (off + 4 > end) throw new ProtocolError('pace is truncated');
+    paceKbit = buf.readUInt32BE(off);
+    off += 4;
+    if (!validPace(paceKbit)) throw new ProtocolError(`pace ${paceKbit} kbit/s is outside ${MIN_PACE_KBIT}..${MAX_PACE_KBIT}`);
+  }
   if (off !== end) throw new ProtocolError('link introduction has trailing bytes');
   if (linkCount === 0 || linkCount > 16 || linkId >= linkCount) throw new ProtocolError(`link id ${linkId} of ${linkCount}`);
-  return { sessionId, offload: (flags & FLAG_OFFLOAD) !== 0, mode, encryption, linkId, linkCount, addresses };
+  return { sessionId, offload: (flags & FLAG_OFFLOAD) !== 0, mode, encryption, linkId, linkCount, addresses, ...(paceKbit === undefined ? {} : { paceKbit }) };
 }
 
 export function encodeHello(h: Hello): Buffer {

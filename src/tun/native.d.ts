@@ -86,6 +86,7 @@ export interface NativeAddon {
     SOL_SOCKET: number;
     IPPROTO_TCP: number;
     TCP_NOTSENT_LOWAT: number;
+    SO_MAX_PACING_RATE: number;
     TCP_USER_TIMEOUT: number;
     SO_SNDBUF: number;
     EAGAIN: number;

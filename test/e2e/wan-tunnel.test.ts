@@ -5,6 +5,9 @@
 //    delivers nothing twice, although each link alone loses about 1 %.
 //  - clean links, a saturating iperf3 through the tunnel: no ping through the
 //    same tunnel is lost (the urgent lane: src/core/flows.ts, link.ts).
+//  - a client with upload_mbit / download_mbit: the kernel paces the client's
+//    sends at the one and the server's at the other (told in the handshake),
+//    and a bulk transfer each way stays under them.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CLIENT_YAML, SERVER_YAML, Testbed, type StreamSummary } from '../helpers/netns.js';
@@ -63,5 +66,42 @@ describe('the tunnel over emulated WAN links', { skip: wanSkip('the WAN tunnel t
     console.log(`# pings under a saturating iperf3 (${mbps.toFixed(0)} Mbit/s): ${received}/300 answered, RTT avg ${rtt?.[1]} max ${rtt?.[2]} ms`);
     assert.ok(mbps > 50, `the bulk transfer moved (${mbps.toFixed(0)} Mbit/s)`);
     assert.equal(received, 300, 'no ping lost under the bulk transfer');
+  });
+
+  it('upload_mbit / download_mbit: each side paces its link sockets at the client\'s rates', async () => {
+    await tb.stopDpTcp('client');
+    const rates = ', upload_mbit: 20, download_mbit: 30 }';
+    tb.startDpTcp('client', CLIENT_YAML.replace('local: 10.0.1.2 }', `local: 10.0.1.2${rates}`).replace('local: 10.0.2.2 }', `local: 10.0.2.2${rates}`));
+    await tb.waitUp(2, 20_000);
+    const paces = (side: 'client' | 'server'): Array<number | null> => tb.stats(side).sessions.flatMap((s) => s.links.map((l) => l.paceMbit));
+    assert.deepEqual(paces('client'), [20, 20], 'the client paces at upload_mbit');
+    assert.deepEqual(paces('server'), [30, 30], 'the server paces at the download_mbit the client sent');
+    assert.match(tb.log('client'), /link wan1 is paced at 20 Mbit\/s per connection with offload on: a 64 KiB packet takes 26\.2 ms/, 'the client warns of offload on a slow link');
+    // The kernel's own view: every tunnel connection capped (ss -i: pacing_rate <current>/<max>).
+    for (const [side, port, mbit] of [
+      ['client', 'dport', 20],
+      ['server', 'sport', 30],
+    ] as const) {
+      const ss = await tb.run(side, 'ss', ['-tinH', 'state', 'established', `( ${port} = :31411 or ${port} = :31413 )`]);
+      const unit = { '': 1e-6, K: 1e-3, M: 1, G: 1e3 };
+      const caps = [...ss.stdout.matchAll(/pacing_rate [\d.]+[KMG]?bps\/([\d.]+)([KMG]?)bps/g)].map((m) => Number(m[1]) * unit[m[2] as keyof typeof unit]);
+      assert.deepEqual(caps, [mbit, mbit], `${side}: ${ss.stdout}`);
+    }
+    const iperfServer = tb.spawn('server', 'iperf3', ['-s', '-p', '5298', '-B', '10.0.0.1']);
+    try {
+      await sleep(500);
+      for (const [reverse, mbit] of [
+        [false, 20],
+        [true, 30],
+      ] as const) {
+        const r = await tb.run('client', 'iperf3', ['-c', '10.0.0.1', '-p', '5298', '-t', '4', '-J', ...(reverse ? ['-R'] : [])], 40_000);
+        const mbps = (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e6;
+        console.log(`# paced at ${mbit} Mbit/s, iperf3 ${reverse ? 's→c' : 'c→s'}: ${mbps.toFixed(1)} Mbit/s`);
+        assert.ok(mbps <= mbit * 1.05, `${mbps.toFixed(1)} Mbit/s through links paced at ${mbit}`);
+        assert.ok(mbps >= mbit * 0.5, `${mbps.toFixed(1)} Mbit/s: the paced links still carry the transfer`);
+      }
+    } finally {
+      iperfServer.kill();
+    }
   });
 });

@@ -559,6 +559,8 @@ export interface LinkSnapshot {
   stale: number;
   drops: Record<string, number>;
   rttMs: number | null;
+  /** Sends paced at this rate (upload_mbit / download_mbit); null: not paced. */
+  paceMbit: number | null;
   connects: number;
   /** Keyed: sealed records dropped on this link because their copy on another link came first (before decryption). */
   duplicateRecords?: number;

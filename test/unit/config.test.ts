@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseConfig, type ParseOptions } from '../../src/config/load.js';
-import { DEFAULT_NICE, DEFAULT_TIMING, type Role } from '../../src/config/types.js';
+import { DEFAULT_NICE, DEFAULT_TIMING, type ClientLinkConfig, type Role } from '../../src/config/types.js';
 import { publicKeyOf } from '../../src/secure/primitives.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -162,6 +162,37 @@ describe('config', () => {
     fails(client('  connections_per_link: 5\n'), 'client', /client\.connections_per_link: must be between 1 and 4/);
     const many = `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  connections_per_link: 4\n  links:\n${Array.from({ length: 5 }, (_, i) => `    - { remote: "10.0.1.1:${i + 1}" }\n`).join('')}`;
     fails(many, 'client', /5 links x 4 connections is more than 16/);
+  });
+
+  it('a link\'s upload_mbit and download_mbit: kbit/s, shared among its connections, bounds, both formats', () => {
+    const client = (link: string, extra = ''): string =>
+      `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - { name: a, remote: "10.0.1.1:1"${link} }\n    - { name: b, remote: "10.0.2.1:2" }\n${extra}`;
+    const rates = (text: string): Array<[string, number | undefined, number | undefined]> =>
+      parseConfig(text, 'test.yaml', 'client').links.map((l) => [l.name, (l as ClientLinkConfig).uploadKbit, (l as ClientLinkConfig).downloadKbit]);
+    assert.deepEqual(rates(client('')), [
+      ['a', undefined, undefined],
+      ['b', undefined, undefined],
+    ]);
+    assert.deepEqual(rates(client(', upload_mbit: 2.5, download_mbit: "45"')), [
+      ['a', 2500, 45_000],
+      ['b', undefined, undefined],
+    ]);
+    assert.deepEqual(
+      rates(client(', upload_mbit: 10, download_mbit: 45', '  connections_per_link: 2\n')),
+      [
+        ['a', 5000, 22_500],
+        ['b', undefined, undefined],
+        ['a~2', 5000, 22_500],
+        ['b~2', undefined, undefined],
+      ],
+      'each connection paces at its share',
+    );
+    fails(client(', upload_mbit: 0'), 'client', /client\.links\[0\]\.upload_mbit: must be between 0\.1 and 10000 Mbit\/s, got 0$/);
+    fails(client(', download_mbit: 20000'), 'client', /client\.links\[0\]\.download_mbit: must be between 0\.1 and 10000 Mbit\/s, got 20000$/);
+    fails(client(', upload_mbit: fast'), 'client', /client\.links\[0\]\.upload_mbit: must be a rate in Mbit\/s \(a number such as 45 or 2\.5\), got string "fast"$/);
+    fails(client(', upload_mbit: 0.2', '  connections_per_link: 4\n'), 'client', /link a: 0\.2 Mbit\/s over 4 connections is less than 0\.1 Mbit\/s each/);
+    const legacy = 'client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  tcp1_dial_addr: 10.0.1.1\n  tcp1_dial_port: 1\n  tcp1_upload_mbit: 8\n  tcp1_download_mbit: 50\n';
+    assert.deepEqual(rates(legacy), [['tcp1', 8000, 50_000]]);
   });
 
   it('nice: the default, a value, the bounds, on either side', () => {

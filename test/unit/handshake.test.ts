@@ -53,6 +53,41 @@ describe('open-mode handshake frames', () => {
     assert.throws(() => decodeHello(badFamily, 8, badFamily.length), /family 5/);
   });
 
+  it('HELLO carries a pace only with flag bit 0; a pace out of range or cut short is refused', () => {
+    const h: Hello = {
+      sessionId: Buffer.alloc(16, 2),
+      encryption: 'none',
+      offload: false,
+      mode: 'duplicate',
+      linkId: 0,
+      linkCount: 1,
+      addresses: [{ family: 4, address: '10.0.0.2', prefix: 24 }],
+    };
+    const plain = encodeHello(h);
+    assert.equal((plain[8 + 4 + 16] as number) & 1, 0);
+    assert.equal(decodeHello(plain, 8, plain.length).paceKbit, undefined);
+    const paced = encodeHello({ ...h, paceKbit: 45_000 });
+    assert.equal(paced.length, plain.length + 4);
+    assert.equal((paced[8 + 4 + 16] as number) & 1, 1);
+    assert.deepEqual(decodeHello(paced, 8, paced.length), { ...h, paceKbit: 45_000 });
+    for (const kbit of [100, 10_000_000]) {
+      const f = encodeHello({ ...h, paceKbit: kbit });
+      assert.equal(decodeHello(f, 8, f.length).paceKbit, kbit);
+    }
+    for (const bad of [0, 99, 10_000_001, 0xffffffff]) {
+      const f = Buffer.from(paced);
+      f.writeUInt32BE(bad, f.length - 4);
+      assert.throws(() => decodeHello(f, 8, f.length), /pace \d+ kbit\/s is outside 100\.\.10000000/);
+      assert.throws(() => encodeHello({ ...h, paceKbit: bad }), RangeError);
+    }
+    // The flag without the field, and the field without the flag.
+    const cut = paced.subarray(0, paced.length - 2);
+    assert.throws(() => decodeHello(cut, 8, cut.length), /pace is truncated/);
+    const unflagged = Buffer.from(paced);
+    unflagged[8 + 4 + 16] = 0;
+    assert.throws(() => decodeHello(unflagged, 8, unflagged.length), /trailing/);
+  });
+
   it('WELCOME round-trips', () => {
     const w = { epoch: randomBytes(8), linkId: 3 };
     const f = encodeWelcome(w);
