@@ -80,8 +80,8 @@ export class ClientRole {
    * With offloads a packet may be 64 KiB, and on a TCP connection what follows
    * it waits until it is through: on a link paced below about 100 Mbit/s per
    * connection, more than 5 ms. bench:wan (d2), 50 Mbit/s links paced at 45,
-   * pings under iperf3 p50 / p99 77.5 / 104 ms with offload, 65 / 85 without
-   * (idle 51 / 59).
+   * pings under iperf3 c→s p50 / p99 77.5 / 104 ms with offload, 65.0 / 83.8
+   * without (idle 50.9 / 59.5; bench/results/pacing.md).
    */
   private warnSlowOffload(): void {
     if (!this.config.tunnel.offload) return;
@@ -392,7 +392,7 @@ class Dialer implements LinkHandler {
     } else if (unanswered && this.role.identity !== undefined) {
       // A keyed server answers nothing it cannot authenticate: silence is the only clue, so say what it usually means.
       this.failed(
-        `the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client's public key is in the server's peers; or the server was too busy to answer in time (${reason})`,
+        `the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client's public key is in the server's peers; or the server was too busy to answer in time${this.cfg.downloadKbit === undefined ? '' : '; or it is older than download_mbit (2026-12-04) and cannot read it'} (${reason})`,
       );
     } else {
       this.failedWith(reason);

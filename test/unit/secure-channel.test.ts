@@ -65,6 +65,15 @@ describe('keyed handshake', () => {
     assert.equal(ring.sending, keypair, 'confirmed: the server seals with it now');
   });
 
+  it('the intro\'s pace travels inside the INITIATION; one out of range is refused as malformed', () => {
+    const resp = new Responder(serverId);
+    const init = new Initiator(aliceId);
+    const f = init.initiation({ ...intro, paceKbit: 11_250 });
+    assert.equal(resp.read(...body(f)).intro.paceKbit, 11_250);
+    assert.equal(resp.read(...body(new Initiator(aliceId).initiation(intro))).intro.paceKbit, undefined, 'no pace: not paced');
+    assert.throws(() => init.initiation({ ...intro, paceKbit: 50 }), RangeError, 'the client never sends one out of range');
+  });
+
   it('a stranger (unknown static key), a wrong server key and a wrong psk are all refused', () => {
     const resp = new Responder(serverId);
     const mallory = identityOf({ ...BASE, privateKey: generateKeyPair().privateKey, serverPublicKey: server.publicKey }, 'client') as Identity;
