@@ -63,6 +63,8 @@ export class SessionStats {
   duplicatedBytes = 0;
   /** Striped packets sent again on another link because theirs stalled or closed. */
   resentPackets = 0;
+  /** TCP offload packets cut into pieces for a slowly paced link (tun/gso-split.ts); each piece is sent as a packet of its own. */
+  splitPackets = 0;
   /** Adaptive: times the session started duplicating everything (a link stalled, slowed or went down), and the last reason. */
   degradedEntered = 0;
   degradedReason = '';
@@ -73,6 +75,15 @@ export type SourceFilter = (packet: Buffer) => 'ok' | 'spoofed' | 'link_local';
 
 /** A handshake frame in clear on a keyed session's link (INITIATION to rekey, RESPONSE, COOKIE). */
 export type ClearFrameHandler = (link: Link, type: FrameType, buf: Buffer, start: number, end: number) => void;
+
+/**
+ * On a paced link an offload packet is cut into pieces that take at most this
+ * long at the link's rate (at least one segment each): what follows a piece on
+ * a connection (a ping) waits no longer than that.
+ */
+export const SPLIT_MS = 2;
+/** The most TCP payload an offload packet carries: links paced fast enough for it cut nothing. */
+const MAX_OFFLOAD_PAYLOAD = 65_535;
 
 export class Session implements LinkHandler {
   readonly links = new Map<number, Link>();
@@ -99,6 +110,12 @@ export class Session implements LinkHandler {
   private degradedNow = false;
   /** Some up links share a path (connections_per_link > 1): bulk copies go on one connection per path. */
   private sharedPaths = false;
+  /**
+   * TCP offload packets longer than this (TCP payload bytes) are cut before
+   * they are framed (tun/gso-split.ts): SPLIT_MS at the slowest paced link's
+   * rate. Undefined: no link is paced that slowly.
+   */
+  splitBytes: number | undefined;
   private closed = false;
   private readonly maxFrameBytes: number;
   sourceFilter: SourceFilter | undefined;
@@ -357,6 +374,10 @@ export class Session implements LinkHandler {
       paths.add(l.pathKey);
     }
     this.sharedPaths = paths.size < up;
+    let slowest = Infinity;
+    for (const l of this.links.values()) if (l.state === 'up' && l.paceKbit !== undefined && l.paceKbit < slowest) slowest = l.paceKbit;
+    const bytes = Math.floor((slowest * 125 * SPLIT_MS) / 1000);
+    this.splitBytes = bytes < MAX_OFFLOAD_PAYLOAD ? bytes : undefined;
   }
 
   /**

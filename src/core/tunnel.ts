@@ -11,6 +11,7 @@ import type { PeerConfig } from '../config/types.js';
 import type { KeyRing } from '../secure/keypair.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
+import { splitTcpGso } from '../tun/gso-split.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { FlowClassifier } from './flows.js';
 import { hostPrefixes } from './ip.js';
@@ -216,7 +217,7 @@ export class Tunnel {
       }
       let g = gs[kind];
       if (g === undefined) {
-        g = { session: s, parts: [], partCount: 0, bytes: 0, count: 0, lastStart: 0, lastEnd: -1, urgent, striped, listed: false };
+        g = { session: s, parts: [], partCount: 0, bytes: 0, count: 0, lastStart: 0, lastEnd: -1, lastBuf: undefined, urgent, striped, listed: false };
         gs[kind] = g;
       }
       if (!g.listed) {
@@ -224,19 +225,21 @@ export class Tunnel {
         (gathering[kind] as (Gather | undefined)[])[listed[kind] as number] = g;
         listed[kind] = (listed[kind] as number) + 1;
       }
-      // A sealed record stays under the peer's frame limit; unsealed frames need no cut, except
-      // striped ones: each piece goes on one link, so they are cut as finely as records.
-      if ((s.keys !== undefined || striped) && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now, batch.pin);
-      writeDataHeader(arena, frameStart, s.takeSeq(), len, striped ? DATA_IN_ORDER : 0);
-      if (g.lastEnd === frameStart) {
-        g.parts[g.partCount - 1] = arena.subarray(g.lastStart, frameEnd);
-      } else {
-        g.parts[g.partCount++] = arena.subarray(frameStart, frameEnd);
-        g.lastStart = frameStart;
+      const split = s.splitBytes;
+      if (split !== undefined && vnet > 0 && len - vnet > split) {
+        const pieces = splitTcpGso(arena.subarray(ip - vnet, frameEnd), split, DATA_HEADER_BYTES);
+        if (pieces !== undefined) {
+          s.stats.splitPackets++;
+          const { buf, starts, ends } = pieces;
+          for (let k = 0; k < starts.length; k++) {
+            const start = starts[k] as number;
+            const end = ends[k] as number;
+            this.gatherFrame(s, g, buf, start - DATA_HEADER_BYTES, end, end - start, striped, now, batch.pin);
+          }
+          continue;
+        }
       }
-      g.lastEnd = frameEnd;
-      g.bytes += frameEnd - frameStart;
-      g.count++;
+      this.gatherFrame(s, g, arena, frameStart, frameEnd, len, striped, now, batch.pin);
     }
     // Urgent frames first: on a link that is writable they leave ahead of the bulk of this batch.
     for (let kind = 0; kind < gathering.length; kind++) {
@@ -250,6 +253,28 @@ export class Tunnel {
       }
       listed[kind] = 0;
     }
+  }
+
+  /**
+   * Numbers the frame buf[frameStart, frameEnd) (its DATA header goes in the
+   * headroom there) and adds it to `g`: to its last part when it follows that
+   * part in the same buffer (the batch, or a split packet's pieces).
+   */
+  private gatherFrame(s: Session, g: Gather, buf: Buffer, frameStart: number, frameEnd: number, len: number, striped: boolean, now: number, pin: PacketBatch['pin']): void {
+    // A sealed record stays under the peer's frame limit; unsealed frames need no cut, except
+    // striped ones: each piece goes on one link, so they are cut as finely as records.
+    if ((s.keys !== undefined || striped) && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now, pin);
+    writeDataHeader(buf, frameStart, s.takeSeq(), len, striped ? DATA_IN_ORDER : 0);
+    if (g.lastEnd === frameStart && g.lastBuf === buf) {
+      g.parts[g.partCount - 1] = buf.subarray(g.lastStart, frameEnd);
+    } else {
+      g.parts[g.partCount++] = buf.subarray(frameStart, frameEnd);
+      g.lastStart = frameStart;
+      g.lastBuf = buf;
+    }
+    g.lastEnd = frameEnd;
+    g.bytes += frameEnd - frameStart;
+    g.count++;
   }
 
   private tick(): void {
@@ -352,9 +377,10 @@ interface Gather {
   partCount: number;
   bytes: number;
   count: number;
-  /** Where the last part starts and ends in the batch: a frame starting at lastEnd extends it. */
+  /** Where the last part starts and ends, and in which buffer: a frame starting at lastEnd there extends it. */
   lastStart: number;
   lastEnd: number;
+  lastBuf: Buffer | undefined;
   /** Frames of sparse flows (flows.ts): they may pass bulk data queued on a link. */
   readonly urgent: boolean;
   /** Frames for one link only (aggregate, adaptive). */
@@ -378,6 +404,7 @@ function empty(g: Gather): void {
   g.bytes = 0;
   g.count = 0;
   g.lastEnd = -1;
+  g.lastBuf = undefined;
 }
 
 /**

@@ -24,9 +24,6 @@ const NO_EPOCH = Buffer.alloc(8);
 /** COOKIE rounds tolerated on one connection before it is given up. */
 const MAX_COOKIE_ROUNDS = 3;
 
-/** A packet that takes longer than this on a paced link gets a warning (offloads on). */
-const SLOW_PACKET_MS = 5;
-
 export class ClientRole {
   readonly session: Session;
   readonly identity: Identity | undefined;
@@ -68,28 +65,10 @@ export class ClientRole {
       links: this.config.links.length,
       security: this.config.security.mode,
     });
-    this.warnSlowOffload();
     for (const d of this.dialers) d.dial();
     if (this.identity) {
       this.rekeyTimer = setInterval(() => this.maybeRekey(), 1000);
       this.rekeyTimer.unref();
-    }
-  }
-
-  /**
-   * With offloads a packet may be 64 KiB, and on a TCP connection what follows
-   * it waits until it is through: on a link paced below about 100 Mbit/s per
-   * connection, more than 5 ms. bench:wan (d2), 50 Mbit/s links paced at 45,
-   * pings under iperf3 c→s p50 / p99 77.5 / 104 ms with offload, 65.0 / 83.8
-   * without (idle 50.9 / 59.5; bench/results/pacing.md).
-   */
-  private warnSlowOffload(): void {
-    if (!this.config.tunnel.offload) return;
-    for (const l of this.config.links) {
-      const kbit = Math.min(l.uploadKbit ?? Infinity, l.downloadKbit ?? Infinity);
-      const ms = (65_536 * 8) / kbit;
-      if (ms <= SLOW_PACKET_MS || l.path !== undefined) continue;
-      this.log.warn(`link ${l.name} is paced at ${kbit / 1000} Mbit/s per connection with offload on: a 64 KiB packet takes ${ms.toFixed(1)} ms on it, and what follows waits; tunnel_device.offload: false on both sides keeps packets to the MTU`);
     }
   }
 

@@ -5,7 +5,6 @@ import { EAGAIN } from '../../src/tun/device.js';
 
 export class FakeTun implements TunDevice {
   readonly written: Buffer[] = [];
-  readonly vnetHdrBytes = 0;
   lastErrno = 0;
   closed = false;
   /** When > 0, that many write() calls report EAGAIN before accepting. */
@@ -17,6 +16,8 @@ export class FakeTun implements TunDevice {
   constructor(
     readonly name = 'fake0',
     private readonly headroom = 16,
+    /** 10: every packet injected and written starts with a virtio_net_hdr (offloads on). */
+    readonly vnetHdrBytes = 0,
   ) {}
 
   start(onBatch: (b: PacketBatch) => void): void {

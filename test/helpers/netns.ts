@@ -587,6 +587,8 @@ export interface StatsSnapshot {
     /** Keyed mode: sealed records dropped without closing their link, by reason. */
     records?: { unknown_key: number; duplicate: number; too_old: number; expired: number };
     handshakes?: number;
+    /** TCP offload packets cut for a slowly paced link. */
+    splitPackets?: number;
     epoch?: string;
     elimination: { accepted: number; duplicates: number; stale: number };
     links: LinkSnapshot[];

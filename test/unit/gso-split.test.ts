@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { splitTcpGso } from '../../src/tun/gso-split.js';
+import { checkVnetPacket } from '../../src/tun/vnet-hdr.js';
+
+const sum16 = (b: Buffer, from: number, to: number): number => {
+  let s = 0;
+  for (let i = from; i < to; i += 2) s += (b[i]! << 8) | (i + 1 < to ? b[i + 1]! : 0);
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+};
+
+/** A TCP offload packet as the TUN read path gives it: virtio_net_hdr, IP, TCP, `payload` bytes in segments of `mss`. */
+function gsoPacket(v6: boolean, payload: number, mss: number, flags: number, seq: number): Buffer {
+  const ipHdr = v6 ? 40 : 20;
+  const p = Buffer.alloc(10 + ipHdr + 20 + payload);
+  p[0] = 1; // NEEDS_CSUM
+  p[1] = v6 ? 4 : 1;
+  p.writeUInt16LE(ipHdr + 20, 2);
+  p.writeUInt16LE(mss, 4);
+  p.writeUInt16LE(ipHdr, 6);
+  p.writeUInt16LE(16, 8);
+  const ip = 10;
+  if (v6) {
+    p[ip] = 0x60;
+    p.writeUInt16BE(20 + payload, ip + 4);
+    p[ip + 6] = 6;
+    p[ip + 7] = 64;
+    Buffer.from('fd00dd00000000000000000000000002', 'hex').copy(p, ip + 8);
+    Buffer.from('fd00dd00000000000000000000000001', 'hex').copy(p, ip + 24);
+  } else {
+    p[ip] = 0x45;
+    p.writeUInt16BE(ipHdr + 20 + payload, ip + 2);
+    p.writeUInt16BE(0xfffe, ip + 4); // the ids wrap too
+    p[ip + 6] = 0x40; // DF
+    p[ip + 8] = 64;
+    p[ip + 9] = 6;
+    Buffer.from([10, 0, 0, 2, 10, 0, 0, 1]).copy(p, ip + 12);
+    p.writeUInt16BE(~sum16(p, ip, ip + 20) & 0xffff, ip + 10);
+  }
+  const t = ip + ipHdr;
+  p.writeUInt16BE(40000, t);
+  p.writeUInt16BE(5201, t + 2);
+  p.writeUInt32BE(seq, t + 4);
+  p.writeUInt32BE(77, t + 8);
+  p[t + 12] = 5 << 4;
+  p[t + 13] = flags;
+  p.writeUInt16BE(502, t + 14);
+  for (let i = 0; i < payload; i++) p[t + 20 + i] = (i * 7 + 3) & 0xff;
+  return p;
+}
+
+/** The folded pseudo-header sum a CHECKSUM_PARTIAL field holds, from the packet's own addresses. */
+function pseudo(pkt: Buffer, v6: boolean, tcpLen: number): number {
+  const a = v6 ? sum16(pkt, 10 + 8, 10 + 40) : sum16(pkt, 10 + 12, 10 + 20);
+  let s = a + 6 + tcpLen;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
+describe('splitting TCP offload packets for slow links', () => {
+  for (const v6 of [false, true]) {
+    it(`IPv${v6 ? 6 : 4}: whole segments per piece, sequence, ids, flags, lengths and checksums as the kernel would make them`, () => {
+      const ipHdr = v6 ? 40 : 20;
+      const mss = 1000;
+      const p = gsoPacket(v6, 10_500, mss, 0x80 | 0x10 | 0x08 | 0x01, 0xffffe000);
+      const pieces = splitTcpGso(p, 3500, 12);
+      assert.ok(pieces, 'split');
+      assert.equal(pieces.starts.length, 4, '3000 + 3000 + 3000 + 1500 bytes');
+      const payloads: Buffer[] = [];
+      pieces.starts.forEach((start, i) => {
+        const end = pieces.ends[i]!;
+        assert.equal(start, i === 0 ? 12 : pieces.ends[i - 1]! + 12, 'headroom before each piece');
+        const q = pieces.buf.subarray(start, end);
+        assert.equal(checkVnetPacket(q), null, `piece ${i} passes the receiver's check`);
+        const bytes = i < 3 ? 3000 : 1500;
+        assert.equal(q.length, 10 + ipHdr + 20 + bytes);
+        assert.equal(q[1], v6 ? 4 : 1, 'still an offload packet of whole segments');
+        assert.equal(q.readUInt16LE(4), mss);
+        const t = 10 + ipHdr;
+        assert.equal(q.readUInt32BE(t + 4), (0xffffe000 + i * 3000) >>> 0, 'sequence numbers continue (and wrap)');
+        assert.equal(q[t + 13], i === 0 ? 0x80 | 0x10 : i < 3 ? 0x10 : 0x10 | 0x08 | 0x01, 'CWR first, PSH and FIN last');
+        if (v6) {
+          assert.equal(q.readUInt16BE(10 + 4), 20 + bytes);
+        } else {
+          assert.equal(q.readUInt16BE(10 + 2), 20 + 20 + bytes);
+          assert.equal(q.readUInt16BE(10 + 4), (0xfffe + i * 3) & 0xffff, 'one IP id per segment');
+          assert.equal(sum16(q, 10, 30), 0xffff, 'the IPv4 header checksum is whole');
+        }
+        assert.equal(q.readUInt16BE(t + 16), pseudo(q, v6, 20 + bytes), 'the pseudo-header sum for this length');
+        payloads.push(q.subarray(t + 20));
+      });
+      assert.deepEqual(Buffer.concat(payloads), p.subarray(10 + ipHdr + 20), 'the payload, in order, once');
+    });
+  }
+
+  it('a last piece of one segment or less is a plain packet', () => {
+    const pieces = splitTcpGso(gsoPacket(false, 7_000, 1000, 0x10, 1), 3000, 0);
+    assert.ok(pieces);
+    const last = pieces.buf.subarray(pieces.starts[2]!, pieces.ends[2]!);
+    assert.equal(last.length, 10 + 40 + 1000);
+    assert.equal(last[1], 0, 'GSO none');
+    assert.equal(last.readUInt16LE(4), 0, 'no gso_size');
+    assert.equal(checkVnetPacket(last), null);
+  });
+
+  it('at least one segment per piece, whatever the bound', () => {
+    const pieces = splitTcpGso(gsoPacket(false, 3_000, 1000, 0x10, 1), 10, 0);
+    assert.equal(pieces?.starts.length, 3);
+  });
+
+  it('leaves whole what it does not cut: small enough, UDP offload, no NEEDS_CSUM, extension headers, lengths that disagree', () => {
+    assert.equal(splitTcpGso(gsoPacket(false, 3_000, 1000, 0x10, 1), 3000, 0), undefined, 'already small enough');
+    const udp = gsoPacket(false, 5_000, 1000, 0x10, 1);
+    udp[1] = 5;
+    assert.equal(splitTcpGso(udp, 1000, 0), undefined);
+    const noCsum = gsoPacket(false, 5_000, 1000, 0x10, 1);
+    noCsum[0] = 0;
+    assert.equal(splitTcpGso(noCsum, 1000, 0), undefined);
+    const ext = gsoPacket(true, 5_000, 1000, 0x10, 1);
+    ext[10 + 6] = 0; // hop-by-hop first
+    assert.equal(splitTcpGso(ext, 1000, 0), undefined);
+    const short = gsoPacket(false, 5_000, 1000, 0x10, 1);
+    short.writeUInt16BE(1000, 10 + 2);
+    assert.equal(splitTcpGso(short, 1000, 0), undefined);
+  });
+});
