@@ -217,7 +217,7 @@ export class Tunnel {
       }
       let g = gs[kind];
       if (g === undefined) {
-        g = { session: s, parts: [], partCount: 0, bytes: 0, count: 0, lastStart: 0, lastEnd: -1, lastBuf: undefined, urgent, striped, listed: false };
+        g = { session: s, parts: [], partCount: 0, bytes: 0, count: 0, lastStart: 0, lastEnd: -1, lastBuf: undefined, lastOwned: false, urgent, striped, listed: false };
         gs[kind] = g;
       }
       if (!g.listed) {
@@ -234,12 +234,12 @@ export class Tunnel {
           for (let k = 0; k < starts.length; k++) {
             const start = starts[k] as number;
             const end = ends[k] as number;
-            this.gatherFrame(s, g, buf, start - DATA_HEADER_BYTES, end, end - start, striped, now, batch.pin);
+            this.gatherFrame(s, g, buf, start - DATA_HEADER_BYTES, end, end - start, striped, now, batch.pin, true);
           }
           continue;
         }
       }
-      this.gatherFrame(s, g, arena, frameStart, frameEnd, len, striped, now, batch.pin);
+      this.gatherFrame(s, g, arena, frameStart, frameEnd, len, striped, now, batch.pin, false);
     }
     // Urgent frames first: on a link that is writable they leave ahead of the bulk of this batch.
     for (let kind = 0; kind < gathering.length; kind++) {
@@ -258,9 +258,21 @@ export class Tunnel {
   /**
    * Numbers the frame buf[frameStart, frameEnd) (its DATA header goes in the
    * headroom there) and adds it to `g`: to its last part when it follows that
-   * part in the same buffer (the batch, or a split packet's pieces).
+   * part in the same buffer (the batch, or a split packet's pieces). `owned`:
+   * buf is a split packet's, not the batch's (nothing to pin or copy for it).
    */
-  private gatherFrame(s: Session, g: Gather, buf: Buffer, frameStart: number, frameEnd: number, len: number, striped: boolean, now: number, pin: PacketBatch['pin']): void {
+  private gatherFrame(
+    s: Session,
+    g: Gather,
+    buf: Buffer,
+    frameStart: number,
+    frameEnd: number,
+    len: number,
+    striped: boolean,
+    now: number,
+    pin: PacketBatch['pin'],
+    owned: boolean,
+  ): void {
     // A sealed record stays under the peer's frame limit; unsealed frames need no cut, except
     // striped ones: each piece goes on one link, so they are cut as finely as records.
     if ((s.keys !== undefined || striped) && g.count > 0 && g.bytes + (frameEnd - frameStart) > this.sealRecordBytes) flush(s, g, now, pin);
@@ -271,6 +283,7 @@ export class Tunnel {
       g.parts[g.partCount++] = buf.subarray(frameStart, frameEnd);
       g.lastStart = frameStart;
       g.lastBuf = buf;
+      g.lastOwned = owned;
     }
     g.lastEnd = frameEnd;
     g.bytes += frameEnd - frameStart;
@@ -381,6 +394,8 @@ interface Gather {
   lastStart: number;
   lastEnd: number;
   lastBuf: Buffer | undefined;
+  /** The last part lies in a split packet's buffer, not the batch's. */
+  lastOwned: boolean;
   /** Frames of sparse flows (flows.ts): they may pass bulk data queued on a link. */
   readonly urgent: boolean;
   /** Frames for one link only (aggregate, adaptive). */
@@ -393,10 +408,12 @@ interface Gather {
 function flush(s: Session, g: Gather, now: number, pin: PacketBatch['pin']): void {
   const one = g.partCount === 1;
   const frames = one ? (g.parts[0] as Buffer) : Buffer.concat(g.partCount === g.parts.length ? g.parts : g.parts.slice(0, g.partCount), g.bytes);
+  // A view of the batch is borrowed (pinned or copied if kept); a split packet's buffer or a concat is ours.
+  const borrowed = one && !g.lastOwned;
   // Emptied first: should sending throw, the next batch does not send these views again.
   const count = g.count;
   empty(g);
-  s.sendFrames(frames, count, now, one, g.urgent, g.striped, pin);
+  s.sendFrames(frames, count, now, borrowed, g.urgent, g.striped, borrowed ? pin : undefined);
 }
 
 function empty(g: Gather): void {
@@ -405,6 +422,7 @@ function empty(g: Gather): void {
   g.count = 0;
   g.lastEnd = -1;
   g.lastBuf = undefined;
+  g.lastOwned = false;
 }
 
 /**

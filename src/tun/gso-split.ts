@@ -51,6 +51,7 @@ export function splitTcpGso(p: Buffer, maxPayload: number, headroom: number): Gs
   if (v4) {
     ipHdr = ((p[o] as number) & 0x0f) * 4;
     if (version !== 4 || ipHdr < 20 || p[o + 9] !== 6) return undefined;
+    if ((((p[o + 6] as number) & 0x3f) | (p[o + 7] as number)) !== 0) return undefined; // a fragment
   } else {
     ipHdr = 40;
     if (version !== 6 || p[o + 6] !== 6) return undefined; // extension headers: left whole
@@ -88,9 +89,15 @@ export function splitTcpGso(p: Buffer, maxPayload: number, headroom: number): Gs
     const ip = start + o;
     const tcp = ip + ipHdr;
     const len = hdr + bytes;
+    // hdr_len: the headers. The TUN read path writes the skb's linear length there, which after
+    // a NIC's GRO may hold a whole segment too: longer than a short last piece, which the far
+    // TUN would refuse.
+    buf.writeUInt16LE(hdr, start + 2);
     if (bytes <= mss) {
       buf[start + 1] = VIRTIO_NET_HDR_GSO_NONE;
       buf.writeUInt16LE(0, start + 4); // gso_size
+    } else if (i > 0) {
+      buf[start + 1] = gso; // no ECN bit: CWR stays on the first piece only
     }
     if (v4) {
       buf.writeUInt16BE(len, ip + 2);

@@ -71,7 +71,9 @@ describe('routeBatch on a slowly paced link', () => {
       (s as unknown as { updatePaths: () => void }).updatePaths();
       assert.equal(s.splitBytes, 2500, '2 ms at 10 Mbit/s, the slower link');
       const frames: Array<{ seq: number; packet: Buffer }> = [];
-      (s as unknown as { sendFrames: (frames: Buffer) => void }).sendFrames = (buf) => {
+      const borrowed: boolean[] = [];
+      (s as unknown as { sendFrames: (frames: Buffer, count: number, now: number, borrowed: boolean) => void }).sendFrames = (buf, _count, _now, b) => {
+        borrowed.push(b);
         forEachFrame(buf, 1 << 20, (type, b, start, end) => {
           assert.equal(type, FrameType.Data);
           frames.push({ seq: readU64(b, start), packet: Buffer.from(b.subarray(start + 8, end)) });
@@ -93,6 +95,7 @@ describe('routeBatch on a slowly paced link', () => {
       );
       assert.deepEqual(Buffer.concat(frames.slice(1).map((f) => f.packet.subarray(50))), big.subarray(50), 'the payload once, in order');
       assert.equal(s.stats.splitPackets, 1);
+      assert.deepEqual(borrowed, [true, false], 'the small packet is a view of the batch; the pieces are a buffer of their own');
 
       links.set(1, { state: 'up', close: () => {}, pathKey: 'b', paceKbit: undefined });
       (s as unknown as { updatePaths: () => void }).updatePaths();

@@ -104,6 +104,42 @@ describe('splitting TCP offload packets for slow links', () => {
     assert.equal(checkVnetPacket(last), null);
   });
 
+  it('hdr_len says the headers on every piece, though the read path said more (a GRO head of a whole segment)', () => {
+    const p = gsoPacket(false, 4 * 1448 + 300, 1448, 0x10, 1);
+    p.writeUInt16LE(40 + 1448, 2); // skb_headlen after a NIC's GRO: headers and the first segment
+    const pieces = splitTcpGso(p, 2896, 0);
+    assert.ok(pieces);
+    assert.equal(pieces.starts.length, 3);
+    pieces.starts.forEach((start, i) => {
+      const q = pieces.buf.subarray(start, pieces.ends[i]);
+      assert.equal(q.readUInt16LE(2), 40, `piece ${i}: hdr_len`);
+      assert.equal(checkVnetPacket(q), null, `piece ${i} (${q.length - 10} bytes) passes the receiver's check`);
+    });
+  });
+
+  it('TCP options go on every piece; the ECN bit of the offload type only on the first', () => {
+    const p = gsoPacket(false, 6000, 1000, 0x80 | 0x10, 1);
+    p[1] = 1 | 0x80; // TCPV4 with ECN
+    // Make room for 12 bytes of options (timestamps) after the 20-byte TCP header.
+    const withOpts = Buffer.concat([p.subarray(0, 50), Buffer.from([1, 1, 8, 10, 0, 0, 0, 42, 0, 0, 0, 7]), p.subarray(50)]);
+    withOpts[30 + 12] = 8 << 4;
+    withOpts.writeUInt16LE(52, 2);
+    withOpts.writeUInt16BE(20 + 32 + 6000, 10 + 2);
+    const pieces = splitTcpGso(withOpts, 2000, 0);
+    assert.ok(pieces);
+    assert.equal(pieces.starts.length, 3);
+    pieces.starts.forEach((start, i) => {
+      const q = pieces.buf.subarray(start, pieces.ends[i]);
+      assert.deepEqual(q.subarray(50, 62), withOpts.subarray(50, 62), `piece ${i}: the options`);
+      assert.equal(q.length, 10 + 52 + 2000);
+      assert.equal(q[1], i === 0 ? 1 | 0x80 : 1, `piece ${i}: offload type`);
+      assert.equal(checkVnetPacket(q), null);
+    });
+    const frag = gsoPacket(false, 5000, 1000, 0x10, 1);
+    frag[10 + 6] = 0x20; // MF
+    assert.equal(splitTcpGso(frag, 1000, 0), undefined, 'a fragment is left whole');
+  });
+
   it('at least one segment per piece, whatever the bound', () => {
     const pieces = splitTcpGso(gsoPacket(false, 3_000, 1000, 0x10, 1), 10, 0);
     assert.equal(pieces?.starts.length, 3);
