@@ -431,7 +431,7 @@ export class Link {
    */
   path = '';
 
-  /** The rate in kbit/s the kernel paces this connection's sends at (socket-options.ts paceLinkSocket); undefined: not paced. */
+  /** The rate in kbit/s the kernel paces this connection's sends at (socket-options.ts paceLink); undefined: not paced. */
   paceKbit: number | undefined;
 
   get pathKey(): string {

@@ -368,14 +368,14 @@ export class Session implements LinkHandler {
   private updatePaths(): void {
     const paths = new Set<string>();
     let up = 0;
+    let slowest = Infinity;
     for (const l of this.links.values()) {
       if (l.state !== 'up') continue;
       up++;
       paths.add(l.pathKey);
+      if (l.paceKbit !== undefined && l.paceKbit < slowest) slowest = l.paceKbit;
     }
     this.sharedPaths = paths.size < up;
-    let slowest = Infinity;
-    for (const l of this.links.values()) if (l.state === 'up' && l.paceKbit !== undefined && l.paceKbit < slowest) slowest = l.paceKbit;
     const bytes = Math.floor((slowest * 125 * SPLIT_MS) / 1000);
     this.splitBytes = bytes < MAX_OFFLOAD_PAYLOAD ? bytes : undefined;
   }

@@ -3,6 +3,13 @@ import type { TimingConfig } from '../config/types.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadAddon } from '../tun/loader.js';
+import type { Link } from './link.js';
+
+/** The socket's descriptor; undefined once it has none (destroyed). */
+function socketFd(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
 
 /**
  * Per-link socket settings. TCP_NODELAY: a frame leaves when written, not when
@@ -12,8 +19,8 @@ import { loadAddon } from '../tun/loader.js';
  */
 export function tuneLinkSocket(socket: Socket, timing: TimingConfig, log: Logger): void {
   socket.setNoDelay(true);
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return;
+  const fd = socketFd(socket);
+  if (fd === undefined) return;
   try {
     const addon = loadAddon();
     const c = addon.constants;
@@ -44,19 +51,18 @@ export function pacedNotsentLowat(kbit: number, configured: number): number {
  * waits in our queue instead, where packets of sparse flows pass it and age
  * drops it. The unsent bound shrinks to match (pacedNotsentLowat): at the
  * default 128 KiB a ping written behind it would wait 23 ms at 45 Mbit/s.
- * False, after a warning, when the kernel refused.
+ * Sets link.paceKbit; leaves it unset, after a warning, when the kernel refused.
  */
-export function paceLinkSocket(socket: Socket, kbit: number, timing: TimingConfig, log: Logger): boolean {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return false;
+export function paceLink(link: Link, kbit: number | undefined, timing: TimingConfig, log: Logger): void {
+  const fd = socketFd(link.socket);
+  if (kbit === undefined || fd === undefined) return;
   try {
     const addon = loadAddon();
     const c = addon.constants;
     addon.setsockoptInt(fd, c.SOL_SOCKET, c.SO_MAX_PACING_RATE, kbit * 125);
     addon.setsockoptInt(fd, c.IPPROTO_TCP, c.TCP_NOTSENT_LOWAT, pacedNotsentLowat(kbit, timing.socketNotsentLowatBytes));
-    return true;
+    link.paceKbit = kbit;
   } catch (e) {
     log.warn('cannot pace the link socket: it sends at whatever rate TCP finds', { kbit, error: errorMessage(e) });
-    return false;
   }
 }

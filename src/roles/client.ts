@@ -13,7 +13,7 @@ import { CloseCode, decodeClose, encodeToken, FrameType } from '../protocol/fram
 import { decodeWelcome, encodeHello, SESSION_ID_BYTES, type LinkIntro } from '../protocol/handshake.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import type { Session } from '../core/session.js';
-import { paceLinkSocket, tuneLinkSocket } from '../core/socket-options.js';
+import { paceLink, tuneLinkSocket } from '../core/socket-options.js';
 import type { Tunnel } from '../core/tunnel.js';
 import { identityOf, Initiator, type Established, type Identity } from '../secure/handshake.js';
 import { KeyRing } from '../secure/keypair.js';
@@ -278,7 +278,7 @@ class Dialer implements LinkHandler {
         this.log,
       );
       link.path = `link ${this.cfg.path ?? this.cfg.id}`;
-      if (this.cfg.uploadKbit !== undefined && paceLinkSocket(socket, this.cfg.uploadKbit, t, this.log)) link.paceKbit = this.cfg.uploadKbit;
+      paceLink(link, this.cfg.uploadKbit, t, this.log);
       this.current = link;
       this.cookieRounds = 0;
       const identity = this.role.identity;

@@ -15,7 +15,7 @@ import { hostPrefixes, inPrefix, sourceIn } from '../core/ip.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import { samePeer, type PeerView } from '../core/registry.js';
 import type { Session } from '../core/session.js';
-import { paceLinkSocket, tuneLinkSocket } from '../core/socket-options.js';
+import { paceLink, tuneLinkSocket } from '../core/socket-options.js';
 import type { Tunnel } from '../core/tunnel.js';
 import { Admission, sourceBytes, type AdmissionStats } from '../secure/admission.js';
 import { identityOf, Responder, type Identity } from '../secure/handshake.js';
@@ -184,11 +184,6 @@ export class ServerRole {
     return undefined;
   }
 
-  /** The client's download_mbit share of this connection (the intro's pace), set on the socket. */
-  private pace(link: Link, h: LinkIntro): void {
-    if (h.paceKbit !== undefined && paceLinkSocket(link.socket, h.paceKbit, this.config.timing, this.log)) link.paceKbit = h.paceKbit;
-  }
-
   /** Open mode: HELLO admits the link at once. */
   hello(link: Link, cfg: ServerLinkConfig, buf: Buffer, start: number, end: number): void {
     const h = decodeHello(buf, start, end);
@@ -199,7 +194,7 @@ export class ServerRole {
     this.establish(session);
     this.admission.release(link);
     link.identify(h.linkId, `${cfg.name}#${h.linkId}`);
-    this.pace(link, h);
+    paceLink(link, h.paceKbit, this.config.timing, this.log); // the client's download_mbit share
     link.setMaxFrameBytes(this.config.timing.maxFrameBytes);
     link.sendControl(encodeWelcome({ epoch: session.epoch, linkId: h.linkId }));
     session.attach(link);
@@ -235,7 +230,7 @@ export class ServerRole {
     const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
     keys.add(keypair);
     link.identify(r.intro.linkId, `${cfg.name}#${r.intro.linkId}`);
-    this.pace(link, r.intro);
+    paceLink(link, r.intro.paceKbit, this.config.timing, this.log);
     // Authenticated peer: records of full size may follow at once.
     link.setMaxFrameBytes(this.config.timing.maxFrameBytes);
     link.sendControl(frame);

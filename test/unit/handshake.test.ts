@@ -30,16 +30,19 @@ describe('open-mode handshake frames', () => {
     assert.deepEqual(decodeHello(f, 8, f.length), h);
   });
 
+  /** One link, no address: the fields the refusal tests change one at a time. */
+  const PLAIN: Hello = {
+    sessionId: Buffer.alloc(16, 1),
+    encryption: 'none',
+    offload: false,
+    mode: 'duplicate',
+    linkId: 0,
+    linkCount: 1,
+    addresses: [],
+  };
+
   it('HELLO without magic, with a bad family, trailing bytes or link id out of range is refused', () => {
-    const h: Hello = {
-      sessionId: Buffer.alloc(16, 1),
-      encryption: 'none',
-      offload: false,
-      mode: 'duplicate',
-      linkId: 0,
-      linkCount: 1,
-      addresses: [],
-    };
+    const h = PLAIN;
     const f = encodeHello(h);
     const noMagic = Buffer.from(f);
     noMagic[8] = 0x58;
@@ -54,15 +57,7 @@ describe('open-mode handshake frames', () => {
   });
 
   it('HELLO carries a pace only with flag bit 0; a pace out of range or cut short is refused', () => {
-    const h: Hello = {
-      sessionId: Buffer.alloc(16, 2),
-      encryption: 'none',
-      offload: false,
-      mode: 'duplicate',
-      linkId: 0,
-      linkCount: 1,
-      addresses: [{ family: 4, address: '10.0.0.2', prefix: 24 }],
-    };
+    const h: Hello = { ...PLAIN, addresses: [{ family: 4, address: '10.0.0.2', prefix: 24 }] };
     const plain = encodeHello(h);
     assert.equal((plain[8 + 4 + 16] as number) & 1, 0);
     assert.equal(decodeHello(plain, 8, plain.length).paceKbit, undefined);
