@@ -10,6 +10,7 @@ import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
 import { addressBytes, CIPHERS, formatAddress, SCHEDULING_MODES, type Encryption, type SchedulingMode, type TunnelAddress } from '../protocol/handshake.js';
 import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../secure/keys.js';
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
+import { inPrefix } from '../core/ip.js';
 import {
   DEFAULT_MTU,
   DEFAULT_NICE,
@@ -494,13 +495,26 @@ function prefixKey(p: Prefix): string {
   return `${addressBytes(p).toString('hex')}/${p.prefix}`;
 }
 
-/** server.peers: each client's public key, name and allowed_ips; keys, names and prefixes unique. */
+/** Do the networks a and b share an address (one holds the other)? */
+function overlaps(a: Prefix, b: Prefix): boolean {
+  return a.prefix <= b.prefix ? inPrefix(b, a) : inPrefix(a, b);
+}
+
+/**
+ * server.peers: each client's public key, name and allowed_ips; keys and names
+ * unique, and no address allowed for two peers. The server checks a packet's
+ * source, and a claimed address, against the sending peer's own prefixes
+ * alone: with 10.0.0.0/25 for one peer and 10.0.0.2/32 for another, the first
+ * could send as the second and take its address (WireGuard gives an address
+ * to the most specific prefix instead; here an overlap is a config error).
+ */
 function readPeers(n: Node, ownPublicKey: Buffer): PeerConfig[] {
   const list = n.raw('peers');
   if (!Array.isArray(list)) n.fail('peers', 'must be a list of clients, each { public_key, allowed_ips }');
   const keys = new Map<string, number>();
   const names = new Map<string, number>();
   const prefixes = new Map<string, number>();
+  const owned: Array<{ prefix: Prefix; owner: number }> = [];
   const readPeer = (item: Yaml, i: number): PeerConfig => {
     // Typed, so that its fail() (never) narrows what follows.
     const p: Node = n.nested(`${n.sub('peers')}[${i}]`, item);
@@ -528,6 +542,15 @@ function readPeers(n: Node, ownPublicKey: Buffer): PeerConfig[] {
         p.fail(`allowed_ips[${j}]`, owner === i ? `${prefix.address}/${prefix.prefix} is listed twice` : `${prefix.address}/${prefix.prefix} is also allowed for peers[${owner}]`);
       }
       prefixes.set(k, i);
+      for (const o of owned) {
+        if (o.owner !== i && o.prefix.family === prefix.family && overlaps(o.prefix, prefix)) {
+          p.fail(
+            `allowed_ips[${j}]`,
+            `${prefix.address}/${prefix.prefix} overlaps ${o.prefix.address}/${o.prefix.prefix} of peers[${o.owner}]: an address may be allowed for one peer only`,
+          );
+        }
+      }
+      owned.push({ prefix, owner: i });
       return prefix;
     });
     p.done();

@@ -484,8 +484,14 @@ describe('config', () => {
       failsAt(s('10.0.0.2/32'), 'server', /server\.peers\[0\]\.allowed_ips: must be a non-empty list/);
       failsAt(s('[10.0.0.2/32, 10.0.0.2]'), 'server', /allowed_ips\[1\]: 10\.0\.0\.2\/32 is listed twice$/);
       failsAt(s('["fd00::2/128"]', peer(OTHER_PUBLIC, '["fd00:0::0002/128"]')), 'server', /server\.peers\[1\]\.allowed_ips\[0\]: fd00:0::0002\/128 is also allowed for peers\[0\]$/);
-      // Overlapping but different prefixes are allowed, as in WireGuard (the most specific wins).
-      assert.equal(at(s('[10.0.0.0/24]', peer(OTHER_PUBLIC, '[10.0.0.3/32]')), 'server').peers.length, 2);
+      // Overlapping prefixes of two peers are refused (WireGuard gives the address to the most
+      // specific; here the wider peer could send as the other, so it is a config error), either order.
+      failsAt(s('[10.0.0.0/25]', peer(OTHER_PUBLIC, '[10.0.0.2/32]')), 'server', /server\.peers\[1\]\.allowed_ips\[0\]: 10\.0\.0\.2\/32 overlaps 10\.0\.0\.0\/25 of peers\[0\]: an address may be allowed for one peer only$/);
+      failsAt(s('[10.0.0.2/32]', peer(OTHER_PUBLIC, '[10.9.0.0/16, 0.0.0.0/0]')), 'server', /server\.peers\[1\]\.allowed_ips\[1\]: 0\.0\.0\.0\/0 overlaps 10\.0\.0\.2\/32 of peers\[0\]/);
+      failsAt(s('["fd00::/64"]', peer(OTHER_PUBLIC, '["fd00::8:0:0/96"]')), 'server', /peers\[1\]\.allowed_ips\[0\]: fd00::8:0:0\/96 overlaps fd00::\/64 of peers\[0\]/);
+      // Neighbours, the other family, and one peer's own nested prefixes are fine.
+      assert.equal(at(s('[10.0.0.0/25]', peer(OTHER_PUBLIC, '[10.0.0.128/25, "fd00::/64"]')), 'server').peers.length, 2);
+      assert.equal(at(s('[10.0.0.0/24, 10.0.0.3/32]'), 'server').peers[0]?.allowedIps.length, 2);
       assert.equal(at(s('[0.0.0.0/0, "::/0"]'), 'server').peers[0]?.allowedIps.length, 2);
     });
   });
