@@ -209,7 +209,7 @@ export class Responder {
     if (payload.length < TIMESTAMP_BYTES) throw new ProtocolError('INITIATION payload too short');
     const timestamp = Buffer.from(payload.subarray(0, TIMESTAMP_BYTES));
     const intro = decodeIntro(payload, TIMESTAMP_BYTES, payload.length);
-    if (!this.replay.accept(rs, intro.sessionId, timestamp)) {
+    if (!this.replay.accept(rs, timestamp)) {
       throw new ProtocolError('INITIATION replayed (its timestamp was seen or is too old)');
     }
     return { peer, intro, senderIndex: buf.readUInt32BE(start), timestamp, hs };
@@ -234,29 +234,39 @@ export class Responder {
 }
 
 /**
- * Replayed INITIATIONs: per peer and session id, the newest timestamp and the
- * recently accepted ones. Several links handshake at once and TCP may deliver
- * them out of order, so a strictly increasing rule (WireGuard's, for one UDP
- * flow) would refuse good ones; a window and a set of seen stamps refuse
- * exact replays and old ones instead. Bounded in entries.
+ * Replayed INITIATIONs: per peer, the newest timestamp and the recently
+ * accepted ones. Several links handshake at once and TCP may deliver them out
+ * of order, so a strictly increasing rule (WireGuard's, for one UDP flow)
+ * would refuse good ones; a window and a set of seen stamps refuse exact
+ * replays and old ones instead. One entry per peer ever configured, never evicted:
+ * an entry per (peer, session id) in a bounded table (as it was) could be
+ * pushed out by a peer making new sessions, and a captured INITIATION of a
+ * live session was then taken again. A restarted client's stamps are newer
+ * (TAI64N, wall clock), so a new session id needs no entry of its own.
  */
 class InitiationReplay {
-  private readonly bySession = new Map<string, { newestMs: number; seen: string[] }>();
-  private static readonly MAX_SESSIONS = 8192;
+  private readonly byPeer = new Map<string, { newestMs: number; seen: string[]; floor: string }>();
 
-  accept(peer: Buffer, sessionId: Buffer, stamp: Buffer): boolean {
-    const key = peer.toString('base64') + sessionId.toString('hex');
+  accept(peer: Buffer, stamp: Buffer): boolean {
+    const key = peer.toString('base64');
     const ms = stampMs(stamp);
+    // Hex of a fixed-width big-endian stamp: string order is time order.
     const hex = stamp.toString('hex');
-    let e = this.bySession.get(key);
+    let e = this.byPeer.get(key);
     if (e === undefined) {
-      if (this.bySession.size >= InitiationReplay.MAX_SESSIONS) this.bySession.delete(this.bySession.keys().next().value as string);
-      e = { newestMs: ms, seen: [] };
-      this.bySession.set(key, e);
+      e = { newestMs: ms, seen: [], floor: '' };
+      this.byPeer.set(key, e);
     }
-    if (ms < e.newestMs - INITIATION_REPLAY_WINDOW_MS || e.seen.includes(hex)) return false;
+    // At or below `floor` (a stamp the list of seen ones has let go): whether it was seen is
+    // no longer known, so it is refused.
+    if (ms < e.newestMs - INITIATION_REPLAY_WINDOW_MS || hex <= e.floor || e.seen.includes(hex)) return false;
     e.seen.push(hex);
-    if (e.seen.length > INITIATION_REPLAY_ENTRIES) e.seen.shift();
+    if (e.seen.length > INITIATION_REPLAY_ENTRIES) {
+      let low = 0;
+      for (let i = 1; i < e.seen.length; i++) if ((e.seen[i] as string) < (e.seen[low] as string)) low = i;
+      const gone = e.seen.splice(low, 1)[0] as string;
+      if (gone > e.floor) e.floor = gone;
+    }
     if (ms > e.newestMs) e.newestMs = ms;
     return true;
   }

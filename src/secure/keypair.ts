@@ -105,13 +105,33 @@ export class KeyRing {
     return this.byIndex.size;
   }
 
-  /** A new handshake's keypair; the initiator seals with it at once, the responder once it is confirmed. */
+  /**
+   * A new handshake's keypair; the initiator seals with it at once, the responder once it is
+   * confirmed. Over the bound, the oldest unconfirmed keypair goes first, then the oldest
+   * confirmed one; never the one records are sealed with, nor the new one: answered
+   * INITIATIONs that nobody confirms (a peer's lost attempts, or an attacker's) cannot push
+   * out the keys the session runs on.
+   */
   add(kp: Keypair): void {
     this.byIndex.set(kp.localIndex, kp);
     while (this.byIndex.size > MAX_KEYPAIRS) {
-      const oldest = this.byIndex.values().next().value as Keypair;
-      this.byIndex.delete(oldest.localIndex);
-      if (this.current === oldest) this.current = undefined;
+      let victim: Keypair | undefined;
+      for (const k of this.byIndex.values()) {
+        if (!k.confirmed && k !== kp) {
+          victim = k;
+          break;
+        }
+      }
+      if (victim === undefined) {
+        for (const k of this.byIndex.values()) {
+          if (k !== this.current && k !== kp) {
+            victim = k;
+            break;
+          }
+        }
+      }
+      if (victim === undefined) break; // MAX_KEYPAIRS >= 2: not reached
+      this.byIndex.delete(victim.localIndex);
     }
     if (kp.confirmed) this.promote(kp);
   }

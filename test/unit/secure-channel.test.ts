@@ -105,6 +105,36 @@ describe('keyed handshake', () => {
     assert.throws(() => resp.read(...body(f1)), /replayed/);
   });
 
+  it('replays are refused per peer, whatever the session id, however many INITIATIONs came since', () => {
+    const resp = new Responder(serverId);
+    const captured = [0, 1, 0].map((linkId) => new Initiator(aliceId).initiation({ ...intro, linkId }));
+    for (const f of captured) resp.read(...body(f));
+    // A flood of the peer's own new sessions (the table was per session id, bounded, and forgot
+    // the first one after 8,192 others), and far more than the 64 stamps it keeps.
+    for (let i = 0; i < 8200; i++) resp.read(...body(new Initiator(aliceId).initiation({ ...intro, sessionId: randomBytes(16) })));
+    for (const f of captured) assert.throws(() => resp.read(...body(f)), /replayed/, 'let go of, still refused');
+    // A new one is still taken, and ones of several links out of order near the newest too.
+    const a = new Initiator(aliceId).initiation({ ...intro, linkId: 0 });
+    const b = new Initiator(aliceId).initiation({ ...intro, linkId: 1 });
+    resp.read(...body(b));
+    resp.read(...body(a));
+  });
+
+  it('answered INITIATIONs nobody confirms cannot push the sending keypair out of the ring', () => {
+    const resp = new Responder(serverId);
+    const ring = new KeyRing();
+    const { client, server: first } = handshake(new Initiator(aliceId), resp);
+    ring.add(first);
+    const opened = ring.open(...body(client.seal(encodeToken(FrameType.Ping, 1))), 0);
+    assert.ok(typeof opened !== 'string' && opened.confirmedNow);
+    assert.equal(ring.sending, first);
+    for (let i = 0; i < MAX_KEYPAIRS * 3; i++) ring.add(handshake(new Initiator(aliceId), resp).server);
+    assert.equal(ring.size, MAX_KEYPAIRS);
+    assert.equal(ring.sending, first, 'still sealing with the confirmed keypair');
+    const next = ring.open(...body(client.seal(encodeToken(FrameType.Ping, 2))), 0);
+    assert.ok(typeof next !== 'string', 'and still opening its records');
+  });
+
   it('every bit of an INITIATION matters: a flipped bit fails mac1 or the Noise message', () => {
     const resp = new Responder(serverId);
     const f = new Initiator(aliceId).initiation(intro);
