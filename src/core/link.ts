@@ -337,9 +337,11 @@ export class Link {
   ) {
     this.linkId = opts.id;
     this.linkName = opts.name;
-    this.decoder = new FrameDecoder(opts.maxFrameBytes, (type, buf, start, end) =>
-      this.handler.onFrame(this, type, buf, start, end),
-    );
+    // Frames after a close in the same chunk go nowhere (a refused stranger's next INITIATIONs
+    // would each be checked, answered or counted again).
+    this.decoder = new FrameDecoder(opts.maxFrameBytes, (type, buf, start, end) => {
+      if (this.state !== 'closed') this.handler.onFrame(this, type, buf, start, end);
+    });
     if (!this.readNatively()) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', (e) => this.log.debug('socket error', { link: opts.name, error: errorMessage(e) }));

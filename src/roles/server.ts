@@ -20,7 +20,7 @@ import type { Tunnel } from '../core/tunnel.js';
 import { Admission, sourceBytes, type AdmissionStats } from '../secure/admission.js';
 import { identityOf, Responder, type Identity } from '../secure/handshake.js';
 import { KeyRing, type Keypair } from '../secure/keypair.js';
-import { FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES } from '../secure/limits.js';
+import { FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES, MAX_COOKIES_PER_CONNECTION } from '../secure/limits.js';
 
 
 export type { ServerLimits };
@@ -35,7 +35,8 @@ export type RefusalReason =
   | 'address'
   | 'full'
   | 'timeout'
-  | 'rekey_rate';
+  | 'rekey_rate'
+  | 'cookie_rounds';
 
 export class ServerStats {
   handshakesRefused = 0;
@@ -49,6 +50,7 @@ export class ServerStats {
     full: 0,
     timeout: 0,
     rekey_rate: 0,
+    cookie_rounds: 0,
   };
   handshakesCompleted = 0;
 }
@@ -57,7 +59,7 @@ export class ServerStats {
 const MAX_UNCONFIRMED_PER_PEER = 2;
 
 /** Refusals of input that did not authenticate: no CLOSE is sent back. */
-const UNANSWERED = new Set<RefusalReason>(['bad_mac1', 'unknown_peer', 'replay', 'malformed', 'timeout']);
+const UNANSWERED = new Set<RefusalReason>(['bad_mac1', 'unknown_peer', 'replay', 'malformed', 'timeout', 'cookie_rounds']);
 
 /** A rekey INITIATION on an up link is answered at most this often. */
 const REKEY_MIN_INTERVAL_MS = 1000;
@@ -202,14 +204,19 @@ export class ServerRole {
     this.log.info('link up', { session: session.idHex.slice(0, 8), link: link.name, remote: link.remote });
   }
 
-  /** Keyed mode: an INITIATION on a pending connection. */
-  initiation(link: Link, cfg: ServerLinkConfig, source: Buffer, buf: Buffer, start: number, end: number): void {
+  /** Keyed mode: an INITIATION on a pending connection; `round` counts the COOKIEs it was sent. */
+  initiation(link: Link, cfg: ServerLinkConfig, source: Buffer, buf: Buffer, start: number, end: number, round: { cookies: number }): void {
     const responder = this.responder as Responder;
     const now = performance.now();
     this.admission.initiation(now);
     const check = responder.precheck(buf, start, end, source, this.admission.underLoad(now));
     if (check === 'bad_mac1') return this.refuse(link, 'bad_mac1', 'INITIATION without a valid mac1: not made for this server');
     if (check === 'needs_cookie') {
+      // Each reply costs a MAC and an AEAD: one connection streaming INITIATIONs under load
+      // would otherwise be answered for every one of them.
+      if (++round.cookies > MAX_COOKIES_PER_CONNECTION) {
+        return this.refuse(link, 'cookie_rounds', `more than ${MAX_COOKIES_PER_CONNECTION} cookie rounds on one connection`);
+      }
       this.admission.stats.cookiesSent++;
       link.sendControl(responder.cookieReply(buf, start, end, source));
       return;
@@ -420,7 +427,7 @@ export class ServerRole {
     this.stats.refused[reason]++;
     // Strangers get a line at debug; other refusals at most one warning a second per reason:
     // a flood must not flood the log (the counters have every one).
-    const quiet = reason === 'bad_mac1' || reason === 'timeout' || reason === 'malformed';
+    const quiet = reason === 'bad_mac1' || reason === 'timeout' || reason === 'malformed' || reason === 'cookie_rounds';
     const now = performance.now();
     const loud = !quiet && now - (this.lastWarn.get(reason) ?? -Infinity) >= 1000;
     if (loud) this.lastWarn.set(reason, now);
@@ -475,6 +482,8 @@ export class ServerRole {
 
 /** One connection's first message: HELLO (open mode) or INITIATION/COOKIE round (keyed). */
 class Handshake implements LinkHandler {
+  private readonly round = { cookies: 0 };
+
   constructor(
     private readonly role: ServerRole,
     private readonly cfg: ServerLinkConfig,
@@ -491,7 +500,7 @@ class Handshake implements LinkHandler {
       if (type === FrameType.Hello) return this.role.refuse(link, 'mismatch', 'this server requires a key: the client has none configured');
       throw new ProtocolError(`expected INITIATION, got frame type ${type}`);
     }
-    this.role.initiation(link, this.cfg, this.source, buf, start, end);
+    this.role.initiation(link, this.cfg, this.source, buf, start, end, this.round);
   }
 
   onChunkEnd(): void {}

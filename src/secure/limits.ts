@@ -18,10 +18,12 @@ export const REPLAY_WINDOW_RECORDS = 8192;
 
 /** Before a link's handshake is complete, a frame is at most this large. */
 export const HANDSHAKE_MAX_FRAME_BYTES = 1024;
-/** An INITIATION older than the newest of its peer and session by more than this is a replay. */
+/** An INITIATION older than the newest of its peer by more than this is a replay. */
 export const INITIATION_REPLAY_WINDOW_MS = 10_000;
-/** Accepted INITIATION timestamps remembered per peer and session, to refuse exact replays. */
+/** Accepted INITIATION timestamps remembered per peer (the newest), to refuse exact replays. */
 export const INITIATION_REPLAY_ENTRIES = 64;
+/** COOKIE replies one connection gets; an INITIATION needing another closes it (a client retries at most 3 rounds). */
+export const MAX_COOKIES_PER_CONNECTION = 2;
 
 /** Admission (the table's size is server.limits.max_pending_handshakes): connections in their handshake from one source address. */
 export const MAX_PENDING_PER_SOURCE = 8;

@@ -423,6 +423,23 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.ok(server.role.admissionStats.cookiesSent >= 1, 'a cookie was required');
   });
 
+  it('under load one connection gets at most two COOKIEs, however many INITIATIONs it streams', async () => {
+    server = await startServer(1, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 8, maxLinksPerSession: 16 });
+    const port = server.role.listening()[0]!.port;
+    const idle = [new RawPeer(port), new RawPeer(port), new RawPeer(port)];
+    await until(() => idle.every((p) => p.sock.readyState === 'open'), 'idle connections open: the server is under load');
+    // Anyone with the server's public key (every client config has it) makes a valid mac1.
+    const stranger = new Initiator(identityOf(keysOf(generateKeyPair()), 'client') as Identity);
+    const f = stranger.initiation(intro('10.0.0.9'));
+    const p = new RawPeer(port);
+    p.sock.write(Buffer.concat(Array.from({ length: 500 }, () => f)));
+    await until(() => p.closed, 'the connection is closed');
+    assert.equal(p.frames.filter((x) => x.type === FrameType.Cookie).length, 2, 'two COOKIEs, then nothing');
+    assert.equal(p.frames.length, 2, 'and no CLOSE in clear for a stranger');
+    assert.equal(server.role.stats.refused.cookie_rounds, 1);
+    assert.equal(server.role.admissionStats.cookiesSent, 2);
+  });
+
   it('a flood from 300 addresses (idle, junk and stranger INITIATIONs) does not keep a client out', async () => {
     server = await startServer(2, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 64, maxLinksPerSession: 16 });
     const ports = server.role.listening().map((l) => l.port);
