@@ -72,6 +72,8 @@ export class ServerRole {
   private readonly servers: Server[] = [];
   private readonly lastRekey = new WeakMap<Link, number>();
   private readonly lastWarn = new Map<RefusalReason, number>();
+  /** Pending connections closed to make room: their close is not a failure of their source. */
+  private readonly evicted = new WeakSet<Link>();
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -84,7 +86,13 @@ export class ServerRole {
     this.responder = this.identity ? new Responder(this.identity) : undefined;
     // Peer keys: the registry holds the peer list the Responder reads (one map, replaced in place on reload).
     if (this.identity && !this.identity.shared) tunnel.registry.peers = this.identity.peers;
-    this.admission = new Admission<Link>(limits.maxPending, (link, reason) => link.close(CloseCode.HandshakeRefused, `evicted: ${reason}`));
+    this.admission = new Admission<Link>(limits.maxPending, (link, reason) => {
+      // Made room for a newcomer: no fault of its source (a flood evicting a real client's
+      // connections must not get that client blocked), and a stranger is told nothing.
+      this.evicted.add(link);
+      if (this.identity !== undefined) link.destroy(`evicted: ${reason}`);
+      else link.close(CloseCode.HandshakeRefused, `evicted: ${reason}`);
+    });
   }
 
   get admissionStats(): AdmissionStats {
@@ -439,9 +447,10 @@ export class ServerRole {
     else link.close(CloseCode.HandshakeRefused, message);
   }
 
-  /** A connection closed before its handshake was answered: a failure of its source. */
+  /** A connection closed before its handshake was answered: a failure of its source, unless it was evicted. */
   pendingClosed(link: Link, source: Buffer): void {
     this.admission.release(link);
+    if (this.evicted.delete(link)) return;
     if (this.admission.failed(source, performance.now())) {
       this.log.warn('too many failed handshakes: refusing this address for a while', { source: link.socket.remoteAddress });
     }

@@ -109,7 +109,18 @@ export class Admission<T> {
     if (!f || nowMs - f.since > FAIL_WINDOW_MS) {
       if (!f && this.failures.size >= MAX_TRACKED_SOURCES) {
         for (const [k, v] of this.failures) if (v.blockedUntil < nowMs && nowMs - v.since > FAIL_WINDOW_MS) this.failures.delete(k);
-        if (this.failures.size >= MAX_TRACKED_SOURCES) this.failures.delete(this.failures.keys().next().value as string);
+        // Still full: the oldest source not blocked now goes (forgetting a blocked one would
+        // unblock it: an attacker with more addresses than the table could free its own).
+        if (this.failures.size >= MAX_TRACKED_SOURCES) {
+          let victim = this.failures.keys().next().value as string;
+          for (const [k, v] of this.failures) {
+            if (v.blockedUntil < nowMs) {
+              victim = k;
+              break;
+            }
+          }
+          this.failures.delete(victim);
+        }
       }
       f = { count: 0, since: nowMs, blockedUntil: f?.blockedUntil ?? 0 };
       this.failures.set(key, f);

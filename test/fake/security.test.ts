@@ -440,6 +440,24 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.equal(server.role.admissionStats.cookiesSent, 2);
   });
 
+  it('connections evicted to make room are no failure of their source: it is not blocked for them', async () => {
+    server = await startServer(1, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 4, maxLinksPerSession: 16 });
+    const port = server.role.listening()[0]!.port;
+    const idle: RawPeer[] = [];
+    for (let i = 0; i < 16; i++) {
+      idle.push(new RawPeer(port)); // from 127.0.0.1, as the client below
+      await until(() => idle[i]!.sock.readyState === 'open', 'connected');
+    }
+    await until(() => idle.filter((p) => p.closed).length >= 12, 'the oldest evicted as newer ones come');
+    const adm = server.role.admissionStats;
+    assert.ok(adm.evicted.pending_full >= 12);
+    assert.deepEqual(idle.filter((p) => p.closed).map((p) => p.frames.length), new Array(idle.filter((p) => p.closed).length).fill(0), 'evicted without a word');
+    for (const p of idle) p.sock.destroy(); // the pending ones: these closes are failures (4 of them)
+    const a = client('10.0.0.2', keysOf(ALICE));
+    await until(() => up(a, 1), 'a client from the same address gets in');
+    assert.equal(adm.rateLimited, 0, 'the address was never blocked');
+  });
+
   it('a flood from 300 addresses (idle, junk and stranger INITIATIONs) does not keep a client out', async () => {
     server = await startServer(2, FAST_TIMING, SERVER_SEC, [], { maxSessions: 8, maxPending: 64, maxLinksPerSession: 16 });
     const ports = server.role.listening().map((l) => l.port);
