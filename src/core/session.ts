@@ -51,8 +51,11 @@ export class SessionStats {
   dropsLinkLocal = 0;
   /** SEALED frames that failed authentication (the link that carried one is closed). */
   tampered = 0;
-  /** SEALED records dropped without closing their link, by reason (duplicate: another link's copy came first). */
-  records: Record<RecordDrop, number> = { unknown_key: 0, duplicate: 0, too_old: 0, expired: 0 };
+  /**
+   * SEALED records dropped without closing their link, by reason (duplicate: another link's copy
+   * came first; pending_link: authentic, but on a link still waiting for its own handshake's confirmation).
+   */
+  records: Record<RecordDrop | 'pending_link', number> = { unknown_key: 0, duplicate: 0, too_old: 0, expired: 0, pending_link: 0 };
   /** CLOSE frames that named another link than the one that carried them (ignored). */
   misdirected = 0;
   /** Handshakes completed on this session's links (connections and rekeys). */
@@ -457,7 +460,10 @@ export class Session implements LinkHandler {
     }
     if (opened.confirmedNow) this.onConfirmed(opened.keypair);
     // A link still waiting for its own handshake to be confirmed carries nothing else.
-    if (link.state !== 'up') return;
+    if (link.state !== 'up') {
+      this.stats.records.pending_link++;
+      return;
+    }
     forEachFrame(opened.plain, this.maxFrameBytes, (t, b, s, e) => {
       if (t === FrameType.Sealed || t === FrameType.Initiation || t === FrameType.Response || t === FrameType.Cookie) {
         throw new ProtocolError(`frame type ${t} inside a sealed record`);

@@ -319,6 +319,22 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.ok(!m.closed, 'a duplicate record does not close the link');
   });
 
+  it('a record of the session moved onto a link not yet confirmed is dropped and counted', async () => {
+    server = await startServer(2, FAST_TIMING, SERVER_SEC);
+    const [p0, p1] = server.role.listening().map((l) => l.port);
+    const first = intro('10.0.0.7', 0, 2);
+    const m0 = new RawPeer(p0!);
+    await m0.handshake(MALLORY, first);
+    m0.seal(encodeData(1, numbered(1, '10.0.0.7')));
+    await until(() => serverSession('10.0.0.7')?.stats.rxPackets === 1, 'link 0 confirmed, its packet delivered');
+    const m1 = new RawPeer(p1!);
+    await m1.handshake(MALLORY, { ...first, linkId: 1 }); // answered, not confirmed yet
+    m1.sock.write((m0.keypair as Keypair).seal(encodeData(2, numbered(2, '10.0.0.7'))));
+    const sm = serverSession('10.0.0.7')!;
+    await until(() => sm.stats.records.pending_link === 1, 'dropped as pending_link');
+    assert.equal(sm.stats.rxPackets, 1, 'not delivered');
+  });
+
   it('rekeying and new links mid-stream: nothing lost, nothing twice, no counter reused', async () => {
     server = await startServer(2, FAST_TIMING, SERVER_SEC);
     const a = client('10.0.0.2', keysOf(ALICE));
