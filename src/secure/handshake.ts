@@ -209,7 +209,8 @@ export class Responder {
     if (payload.length < TIMESTAMP_BYTES) throw new ProtocolError('INITIATION payload too short');
     const timestamp = Buffer.from(payload.subarray(0, TIMESTAMP_BYTES));
     const intro = decodeIntro(payload, TIMESTAMP_BYTES, payload.length);
-    if (!this.replay.accept(rs, timestamp)) {
+    // The shared-key form: every client is the same "peer", each with its own clock (see InitiationReplay).
+    if (!(this.id.shared ? this.replay.accept(Buffer.concat([rs, intro.sessionId]), timestamp, true) : this.replay.accept(rs, timestamp, false))) {
       throw new ProtocolError('INITIATION replayed (its timestamp was seen or is too old)');
     }
     return { peer, intro, senderIndex: buf.readUInt32BE(start), timestamp, hs };
@@ -238,22 +239,31 @@ export class Responder {
  * accepted ones. Several links handshake at once and TCP may deliver them out
  * of order, so a strictly increasing rule (WireGuard's, for one UDP flow)
  * would refuse good ones; a window and a set of seen stamps refuse exact
- * replays and old ones instead. One entry per peer ever configured, never evicted:
+ * replays and old ones instead. With peer keys, one entry per peer ever configured (never evicted:
  * an entry per (peer, session id) in a bounded table (as it was) could be
  * pushed out by a peer making new sessions, and a captured INITIATION of a
- * live session was then taken again. A restarted client's stamps are newer
+ * live session was then taken again). A restarted client's stamps are newer
  * (TAI64N, wall clock), so a new session id needs no entry of its own.
  */
 class InitiationReplay {
   private readonly byPeer = new Map<string, { newestMs: number; seen: string[]; floor: string }>();
+  /**
+   * In the shared-key form every client presents the same static key, each with its own clock:
+   * one entry per peer would refuse a client whose clock is behind another's. There the key is
+   * the peer and session id, and the table is bounded, oldest entry first (a psk holder can
+   * impersonate the others anyway: docs/security.md).
+   */
+  private static readonly MAX_ENTRIES = 8192;
 
-  accept(peer: Buffer, stamp: Buffer): boolean {
-    const key = peer.toString('base64');
+  /** `who`: the peer's static key (with the session id in the shared-key form, `bounded`). */
+  accept(who: Buffer, stamp: Buffer, bounded: boolean): boolean {
+    const key = who.toString('base64');
     const ms = stampMs(stamp);
     // Hex of a fixed-width big-endian stamp: string order is time order.
     const hex = stamp.toString('hex');
     let e = this.byPeer.get(key);
     if (e === undefined) {
+      if (bounded && this.byPeer.size >= InitiationReplay.MAX_ENTRIES) this.byPeer.delete(this.byPeer.keys().next().value as string);
       e = { newestMs: ms, seen: [], floor: '' };
       this.byPeer.set(key, e);
     }

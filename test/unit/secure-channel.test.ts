@@ -168,6 +168,17 @@ describe('keyed handshake', () => {
     const f = new Initiator(other).initiation(intro);
     assert.equal(new Responder(s).precheck(...body(f), SOURCE, false), 'bad_mac1');
   });
+
+  it('the psk form keeps replays apart per session: every client is the same peer, with its own clock', () => {
+    const psk: SecurityConfig = { ...BASE, mode: 'psk', psk: Buffer.from('a shared key of the group') };
+    const resp = new Responder(identityOf(psk, 'server') as Identity);
+    const c = identityOf(psk, 'client') as Identity;
+    // One client's INITIATION, older than the 100 that other clients' sessions bring in before it arrives.
+    const late = new Initiator(c).initiation({ ...intro, sessionId: randomBytes(16) });
+    for (let i = 0; i < 100; i++) resp.read(...body(new Initiator(c).initiation({ ...intro, sessionId: randomBytes(16) })));
+    resp.read(...body(late));
+    assert.throws(() => resp.read(...body(late)), /replayed/);
+  });
 });
 
 describe('keypairs and the ring', () => {
