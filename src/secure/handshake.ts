@@ -210,7 +210,7 @@ export class Responder {
     const timestamp = Buffer.from(payload.subarray(0, TIMESTAMP_BYTES));
     const intro = decodeIntro(payload, TIMESTAMP_BYTES, payload.length);
     // The shared-key form: every client is the same "peer", each with its own clock (see InitiationReplay).
-    if (!(this.id.shared ? this.replay.accept(Buffer.concat([rs, intro.sessionId]), timestamp, true) : this.replay.accept(rs, timestamp, false))) {
+    if (!this.replay.accept(rs, this.id.shared ? intro.sessionId : undefined, timestamp)) {
       throw new ProtocolError('INITIATION replayed (its timestamp was seen or is too old)');
     }
     return { peer, intro, senderIndex: buf.readUInt32BE(start), timestamp, hs };
@@ -255,15 +255,15 @@ class InitiationReplay {
    */
   private static readonly MAX_ENTRIES = 8192;
 
-  /** `who`: the peer's static key (with the session id in the shared-key form, `bounded`). */
-  accept(who: Buffer, stamp: Buffer, bounded: boolean): boolean {
-    const key = who.toString('base64');
+  /** `sessionId`: given in the shared-key form only (entries per peer and session, bounded). */
+  accept(peer: Buffer, sessionId: Buffer | undefined, stamp: Buffer): boolean {
+    const key = sessionId === undefined ? peer.toString('base64') : peer.toString('base64') + sessionId.toString('hex');
     const ms = stampMs(stamp);
     // Hex of a fixed-width big-endian stamp: string order is time order.
     const hex = stamp.toString('hex');
     let e = this.byPeer.get(key);
     if (e === undefined) {
-      if (bounded && this.byPeer.size >= InitiationReplay.MAX_ENTRIES) this.byPeer.delete(this.byPeer.keys().next().value as string);
+      if (sessionId !== undefined && this.byPeer.size >= InitiationReplay.MAX_ENTRIES) this.byPeer.delete(this.byPeer.keys().next().value as string);
       e = { newestMs: ms, seen: [], floor: '' };
       this.byPeer.set(key, e);
     }

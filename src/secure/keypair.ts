@@ -115,20 +115,15 @@ export class KeyRing {
   add(kp: Keypair): void {
     this.byIndex.set(kp.localIndex, kp);
     while (this.byIndex.size > MAX_KEYPAIRS) {
+      // One pass in age order: the first unconfirmed one, else the first confirmed one.
       let victim: Keypair | undefined;
       for (const k of this.byIndex.values()) {
-        if (!k.confirmed && k !== kp) {
+        if (k === kp || k === this.current) continue;
+        if (!k.confirmed) {
           victim = k;
           break;
         }
-      }
-      if (victim === undefined) {
-        for (const k of this.byIndex.values()) {
-          if (k !== this.current && k !== kp) {
-            victim = k;
-            break;
-          }
-        }
+        victim ??= k;
       }
       if (victim === undefined) break; // MAX_KEYPAIRS >= 2: not reached
       this.byIndex.delete(victim.localIndex);
