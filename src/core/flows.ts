@@ -26,6 +26,11 @@ export class FlowClassifier {
     const periods = Math.min(32, Math.floor((nowMs - this.lastDecayMs) / DECAY_MS));
     this.lastDecayMs = nowMs;
     const b = this.bytes;
+    // A shift count is taken mod 32: `x >>> 32` is x, not 0.
+    if (periods >= 32) {
+      b.fill(0);
+      return;
+    }
     for (let i = 0; i < b.length; i++) b[i] = (b[i] as number) >>> periods;
   }
 

@@ -57,6 +57,24 @@ describe('flow classifier', () => {
     const short = ipv4(22, 6, '10.0.0.2', '10.0.0.1');
     assert.equal(typeof flowHash(short, 0, 22), 'number', 'ports past the end are not read');
   });
+
+  it('a flow idle for 3.2 s or more is sparse again (decay by 32 periods or more must clear the counters)', () => {
+    const f = new FlowClassifier();
+    f.decay(0);
+    const seg = ipv4(1400, 6, '10.0.0.2', '10.0.0.1', 40000, 5201);
+    for (let i = 0; i < 100; i++) f.urgent(seg, 0, seg.length);
+    assert.equal(f.urgent(seg, 0, seg.length), false, 'bulk now');
+    // 31 periods: counters shifted by 31, the flow is sparse again.
+    const g = new FlowClassifier();
+    g.decay(0);
+    for (let i = 0; i < 100; i++) g.urgent(seg, 0, seg.length);
+    g.decay(DECAY_MS * 31);
+    assert.equal(g.urgent(seg, 0, seg.length), true, 'after 31 quiet periods: sparse');
+    // 40 periods (4 s): longer quiet, so at least as sparse.
+    f.decay(DECAY_MS * 40);
+    assert.ok(SPARSE_BYTES > seg.length);
+    assert.equal(f.urgent(seg, 0, seg.length), true, 'after 40 quiet periods: sparse too');
+  });
 });
 
 describe('link urgent lane', () => {
