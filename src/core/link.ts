@@ -163,7 +163,7 @@ const READ_BUFFER_BYTES = 64 * 1024;
 let readBuffer: Buffer | undefined;
 
 /** Why a packet copy was not sent on, or not taken from, a link. */
-export type LinkDropReason = 'queue_full' | 'queue_age';
+export type LinkDropReason = 'queue_full' | 'queue_age' | 'link_closed';
 
 export interface LinkHandler {
   /**
@@ -202,7 +202,9 @@ export class LinkStats {
   stale = 0;
   /** Keyed: sealed records dropped because their copy on another link came first (or a replay). */
   duplicateRecords = 0;
-  drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0 };
+  drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0, link_closed: 0 };
+  /** PINGs not answered because our send queue was past its bound (a peer that does not read). */
+  pongsDropped = 0;
   /** Packets of sparse flows (a ping, DNS, a call) that were sent ahead of bulk data queued on this link. */
   urgentPassed = 0;
   /** How long data waited in our send queue before the socket took it: smoothed (1/8) and the most, ms. */
@@ -308,6 +310,8 @@ export class Link {
   dataToAck = false;
   private ackSent = 0;
   private ackTimer: NodeJS.Timeout | undefined;
+  /** Our ACK still waiting in a queue: a newer one takes its place (one ACK says all that any earlier one did). */
+  private queuedAck: Queued | undefined;
   /** What the peer acknowledged of bytesOut. */
   private ackedOut = 0;
   private retained: Retained[] = [];
@@ -661,13 +665,19 @@ export class Link {
     const ack = encodeAck(this.linkId, this.bytesIn);
     const frame = this.sealControl ? this.sealControl(ack) : ack;
     if (frame === undefined) return;
+    const waiting = this.queuedAck;
+    if (waiting !== undefined && waiting.buf.length === frame.length) {
+      // Not sent yet: the newer count goes in its place (a peer that sends and never reads must not grow the queue).
+      waiting.buf = frame;
+      return;
+    }
     // Ahead of our bulk data, as a ping's packets: an ACK late is a false stall at the peer.
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.requeue(this.write(frame, 0, false, 0), false);
     else if (this.urgentBytes + frame.length <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS) {
-      this.urgent.push({ buf: frame, t: Infinity, packets: 0, striped: false });
+      this.urgent.push((this.queuedAck = { buf: frame, t: Infinity, packets: 0, striped: false }));
       this.urgentBytes += frame.length;
     } else {
-      this.queue.push({ buf: frame, t: Infinity, packets: 0, striped: false });
+      this.queue.push((this.queuedAck = { buf: frame, t: Infinity, packets: 0, striped: false }));
       this.queuedBytes += frame.length;
     }
   }
@@ -715,7 +725,10 @@ export class Link {
   /** Answers PING and measures PONG; any other frame type is not ours. */
   handleKeepalive(type: FrameType, buf: Buffer, start: number): boolean {
     if (type === FrameType.Ping) {
-      this.sendControl(encodeToken(FrameType.Pong, readU64(buf, start)));
+      // A PONG is only a round-trip sample: past the queue's bound (a peer that sends and does
+      // not read) it is not worth memory, and control frames are never dropped once queued.
+      if (this.queueBytes >= this.opts.queueMaxBytes) this.stats.pongsDropped++;
+      else this.sendControl(encodeToken(FrameType.Pong, readU64(buf, start)));
       return true;
     }
     if (type === FrameType.Pong) {
@@ -764,11 +777,13 @@ export class Link {
     // Striped data exists on this link only: the session sends it on the others (reclaim).
     for (const q of this.urgent) {
       if (q.striped) this.orphans.push(q);
+      else this.stats.drops.link_closed += q.packets;
       q.release?.();
     }
     for (let i = this.queueHead; i < this.queue.length; i++) {
       const q = this.queue[i] as Queued;
       if (q.striped) this.orphans.push(q);
+      else this.stats.drops.link_closed += q.packets;
       q.release?.();
     }
     this.queue = [];
@@ -776,6 +791,7 @@ export class Link {
     this.queuedBytes = 0;
     this.urgent = [];
     this.urgentBytes = 0;
+    this.queuedAck = undefined;
   }
 
   /**
@@ -850,6 +866,7 @@ export class Link {
       while (this.writable && i < urgent.length) {
         const item = urgent[i++] as Queued;
         this.urgentBytes -= item.buf.length;
+        if (item === this.queuedAck) this.queuedAck = undefined;
         if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) {
           this.stats.drops.queue_age += item.packets;
           item.release?.();
@@ -868,6 +885,7 @@ export class Link {
     while (this.writable && this.queueHead < this.queue.length) {
       const item = this.queue[this.queueHead++] as Queued;
       this.queuedBytes -= item.buf.length;
+      if (item === this.queuedAck) this.queuedAck = undefined;
       // Striped data is on this link only: late, it still goes (the peer's reorder buffer waits for it).
       if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) {
         // The other links carried these long ago; sending them now only delays fresh data.

@@ -363,6 +363,7 @@ export class Tunnel {
           rx_stale: stats.stale,
           drop_queue_full: stats.drops.queue_full,
           drop_queue_age: stats.drops.queue_age,
+          drop_link_closed: stats.drops.link_closed,
           connects: stats.connects,
         });
       }

@@ -1,0 +1,76 @@
+// A peer that sends and never reads cannot grow our send queue with our answers
+// (PONGs, ACKs), and packets still queued when a link closes are counted.
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { Link } from '../../src/core/link.js';
+import { Session } from '../../src/core/session.js';
+import { CloseCode, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
+import { createLogger } from '../../src/log.js';
+import type { KeyRing } from '../../src/secure/keypair.js';
+import { FakeSocket } from '../helpers/fake-socket.js';
+import { numbered } from '../helpers/packets.js';
+
+const log = createLogger('error', 'client', { sink: () => {} });
+const QUEUE_MAX = 64 * 1024;
+
+function session(sink: (p: Buffer[]) => void = () => {}, keys?: KeyRing): Session {
+  return new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, sink, log, keys);
+}
+
+function link(sock: FakeSocket, id = 0): Link {
+  return new Link(
+    sock as unknown as Socket,
+    { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes: QUEUE_MAX, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
+    { onFrame() {}, onChunkEnd() {}, onClose() {} },
+    log,
+  );
+}
+
+
+describe('link send queue bounds', () => {
+  it('a peer that sends PINGs and never reads cannot grow our send queue past its bound (PONGs are control frames, never dropped)', () => {
+    const s = session();
+    const sock = new FakeSocket();
+    const l = link(sock);
+    s.attach(l);
+    sock.full = true;
+    // Our socket takes nothing more (the peer does not read); the peer streams PINGs.
+    const ping = encodeToken(FrameType.Ping, 1);
+    const n = 20_000; // 320 KB of PINGs, five times the queue bound in PONGs
+    const chunk = Buffer.concat(Array.from({ length: 1000 }, () => ping));
+    for (let i = 0; i < n / 1000; i++) sock.emit('data', chunk);
+    assert.equal(l.state, 'up', 'the link is alive (the peer is heard)');
+    assert.ok(l.queueBytes <= QUEUE_MAX, `send queue holds ${l.queueBytes} bytes of PONGs, bound ${QUEUE_MAX}`);
+  });
+
+  it('a peer that sends data and never reads cannot grow our send queue past its bound with ACKs (aggregate)', () => {
+    const s = session();
+    s.mode = 'aggregate';
+    const sock = new FakeSocket();
+    const l = link(sock);
+    s.attach(l);
+    sock.full = true;
+    // One DATA frame of 66,000 bytes a read: each read asks for an ACK at once (ACK_BYTES).
+    const chunk = encodeData(1, Buffer.alloc(65_900, 0x45));
+    for (let i = 0; i < 5000; i++) sock.emit('data', chunk);
+    assert.equal(l.state, 'up');
+    assert.ok(l.queueBytes <= QUEUE_MAX, `send queue holds ${l.queueBytes} bytes of ACKs, bound ${QUEUE_MAX}`);
+  });
+
+  it('packets still queued on a link when it closes are counted as dropped', () => {
+    const sock = new FakeSocket();
+    const l = link(sock);
+    l.state = 'up';
+    // Ten DATA frames in one batch: the stream writer takes the first, nine wait in our queue.
+    const batch = Buffer.concat(Array.from({ length: 10 }, (_, i) => encodeData(i + 1, numbered(i))));
+    sock.full = true;
+    l.sendData(batch, 10, 0);
+    l.sendData(Buffer.concat(Array.from({ length: 5 }, (_, i) => encodeData(i + 11, numbered(i + 10)))), 5, 0);
+    const handed = l.stats.txPackets;
+    assert.equal(handed, 1, 'one packet reached the socket');
+    l.close(CloseCode.Shutdown, 'test');
+    const dropped = Object.values(l.stats.drops).reduce((a, b) => a + b, 0);
+    assert.equal(handed + dropped, 15, `every packet is either sent or dropped by a counted reason (sent ${handed}, counted drops ${dropped})`);
+  });
+});
