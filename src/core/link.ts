@@ -226,6 +226,8 @@ interface Queued {
   release?: (() => void) | undefined;
   /** Sent on this link only (aggregate, adaptive): kept until acknowledged, sent again elsewhere if the link fails. */
   striped: boolean;
+  /** Keyed, striped: the record's plaintext, sealed again (new counter) if it is sent again elsewhere. */
+  plain?: Buffer | undefined;
 }
 
 /** Striped data written to the socket and not yet acknowledged. */
@@ -237,12 +239,19 @@ interface Retained {
   t: number;
   /** Already sent again on another link (after a stall): not again. */
   resent: boolean;
+  /** `buf` is a sealed record's plaintext (keyed): to be sealed again when sent again. */
+  plain: boolean;
 }
 
 /** Data the link gives back to be sent on the others. */
 export interface Reclaimed {
   buf: Buffer;
   packets: number;
+  /**
+   * `buf` is the plaintext of a sealed record: the session seals it again, under a fresh
+   * counter (the old one may be more than the peer's replay window behind by now).
+   */
+  plain: boolean;
 }
 
 const CLOSE_GRACE_MS = 500;
@@ -272,6 +281,11 @@ const RATE_SAMPLE_MS = 50;
  */
 const RATE_BUSY_BYTES = 32 * 1024;
 const RATE_EPOCH_MS = 1000;
+
+/** What a queued striped item gives back: its plaintext if it has one (keyed), else its frames. */
+function reclaimed(q: Queued): Reclaimed {
+  return q.plain === undefined ? { buf: q.buf, packets: q.packets, plain: false } : { buf: q.plain, packets: q.packets, plain: true };
+}
 
 export class Link {
   state: LinkState = 'handshaking';
@@ -472,26 +486,26 @@ export class Link {
    * give-back fits behind fresh data; only beyond that is it dropped as
    * queue_full, and memory stays bounded.
    */
-  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false): void {
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false, plain?: Buffer): void {
     if (this.state !== 'up') {
       release?.();
       return;
     }
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
-      this.requeue(this.write(buf, packets, striped, nowMs, undefined, release), urgent);
+      this.requeue(this.write(buf, packets, striped, nowMs, undefined, release, plain), urgent);
     } else if (
       urgent &&
       this.urgentBytes + buf.length <= URGENT_QUEUE_MAX_BYTES &&
       this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS
     ) {
-      this.urgent.push({ buf, t: nowMs, packets, striped, release });
+      this.urgent.push({ buf, t: nowMs, packets, striped, release, plain });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
     } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes + (resent ? RETAIN_MAX_BYTES : 0)) {
       this.stats.drops.queue_full += packets;
       release?.();
     } else {
-      this.queue.push({ buf, t: nowMs, packets, striped, release });
+      this.queue.push({ buf, t: nowMs, packets, striped, release, plain });
       this.queuedBytes += buf.length;
     }
   }
@@ -581,13 +595,13 @@ export class Link {
       const r = this.retained[i] as Retained;
       if (r.resent) continue;
       r.resent = true;
-      out.push({ buf: r.buf, packets: r.packets });
+      out.push({ buf: r.buf, packets: r.packets, plain: r.plain });
     }
     const keep = (items: Queued[], from: number): Queued[] => {
       const kept: Queued[] = [];
       for (let i = from; i < items.length; i++) {
         const q = items[i] as Queued;
-        if (q.striped) out.push({ buf: q.buf, packets: q.packets });
+        if (q.striped) out.push(reclaimed(q));
         else kept.push(q);
       }
       return kept;
@@ -601,7 +615,7 @@ export class Link {
       this.queueHead = 0;
       this.queuedBytes = this.queue.reduce((n, q) => n + q.buf.length, 0);
     }
-    for (const q of this.orphans) out.push({ buf: q.buf, packets: q.packets });
+    for (const q of this.orphans) out.push(reclaimed(q));
     this.orphans = [];
     for (const r of out) this.stats.reclaimed += r.packets;
     return out;
@@ -806,13 +820,15 @@ export class Link {
    * (OutFrames.rest). `release` (a queued view of a pinned batch) runs once
    * the bytes are written or lost.
    */
-  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void): Queued | undefined {
+  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void, plain?: Buffer): Queued | undefined {
     this.stats.txPackets += packets;
     this.stats.txBytes += buf.length;
     this.bytesOut += buf.length;
     if (striped) {
-      this.retained.push({ end: this.bytesOut, buf, packets, t: nowMs, resent: false });
-      this.retainedBytes += buf.length;
+      // Keyed: the plaintext is what is kept (it is sealed again if it must go elsewhere).
+      const kept = plain ?? buf;
+      this.retained.push({ end: this.bytesOut, buf: kept, packets, t: nowMs, resent: false, plain: plain !== undefined });
+      this.retainedBytes += kept.length;
     }
     const sent = this.sendDirect(buf);
     if (sent === buf.length || sent < 0) {
@@ -872,7 +888,7 @@ export class Link {
           item.release?.();
         } else {
           if (item.packets > 0) this.queued(now - item.t);
-          const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
+          const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release, item.plain);
           if (tail !== undefined) {
             tail.t = item.t; // its age runs on from when the whole was queued
             urgent[--i] = tail;
@@ -894,7 +910,7 @@ export class Link {
         continue;
       }
       if (item.packets > 0) this.queued(now - item.t);
-      const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release);
+      const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release, item.plain);
       if (tail !== undefined) tail.t = item.t;
       this.requeue(tail, false);
     }

@@ -287,7 +287,9 @@ export class Session implements LinkHandler {
     // Striped records are kept until acknowledged: a buffer of their own; the others are sealed into an arena.
     const record = keys.seal(frames, nowMs, striped ? undefined : this.recordArenas.alloc);
     if (record === undefined) this.stats.dropsNoKey += count;
-    else if (striped) this.stripe(record, count, nowMs, urgent, undefined);
+    // The plaintext of a striped record is kept too (a copy: `frames` may be the TUN batch's):
+    // sent again after a stall it is sealed anew, since its counter may be out of the peer's window by then.
+    else if (striped) this.stripe(record, count, nowMs, urgent, undefined, Buffer.from(frames));
     else {
       const pin = this.recordArenas.pinOf(record);
       this.fanOut(new OutFrames(record, pin !== undefined, pin), count, nowMs, urgent);
@@ -300,7 +302,7 @@ export class Session implements LinkHandler {
    * that are not stalled and can keep it until acknowledged; if none, on any
    * link up but `except`.
    */
-  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined): void {
+  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer): void {
     this.handleStalls(nowMs);
     let best: Link | undefined;
     let bestEta = Infinity;
@@ -332,7 +334,7 @@ export class Session implements LinkHandler {
       return;
     }
     if (!resent) this.stats.stripedPackets += count;
-    link.sendData(buf, count, nowMs, urgent, true, undefined, resent);
+    link.sendData(buf, count, nowMs, urgent, true, undefined, resent, plain);
   }
 
   /** A link that stalled gives back its striped data, which goes on the others (once per stall). */
@@ -357,7 +359,15 @@ export class Session implements LinkHandler {
   private resend(from: Link, nowMs: number): void {
     for (const r of from.reclaim()) {
       this.stats.resentPackets += r.packets;
-      this.stripe(r.buf, r.packets, nowMs, false, from);
+      if (!r.plain) {
+        this.stripe(r.buf, r.packets, nowMs, false, from);
+        continue;
+      }
+      // Sealed anew: its own counter may by now be more than the peer's replay window behind the
+      // records sealed since; the peer would drop it as too_old, yet acknowledge its bytes as read.
+      const record = (this.keys as KeyRing).seal(r.buf, nowMs);
+      if (record === undefined) this.stats.dropsNoKey += r.packets;
+      else this.stripe(record, r.packets, nowMs, false, from, r.buf);
     }
   }
 
