@@ -832,6 +832,12 @@ export class Link {
     }
     const sent = this.sendDirect(buf);
     if (sent === buf.length || sent < 0) {
+      if (sent < 0 && !striped) {
+        // The socket failed (and is being destroyed): these copies are lost on this link. Striped
+        // data stays retained, and the session sends it on the others.
+        this.stats.txPackets -= packets;
+        this.stats.drops.link_closed += packets;
+      }
       release?.();
       return undefined;
     }

@@ -10,7 +10,8 @@ import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import { Link, OutFrames, type LinkHandler } from '../../src/core/link.js';
 import { RecordArenas } from '../../src/core/record-arenas.js';
-import { DATA_HEADER_BYTES, readU64, writeDataHeader } from '../../src/protocol/frame.js';
+import { DATA_HEADER_BYTES, encodeData, readU64, writeDataHeader } from '../../src/protocol/frame.js';
+import { numbered } from '../helpers/packets.js';
 import { createLogger } from '../../src/log.js';
 import { loadAddon } from '../../src/tun/loader.js';
 
@@ -337,5 +338,29 @@ describe('direct sends of shared frames', () => {
     const k = g.keep();
     assert.equal(k.buf.toString(), 'abc');
     assert.equal(k.release, undefined);
+  });
+
+  it('copies a failed send(2) loses (the peer reset the connection) are counted as dropped, not as sent', async () => {
+    const p = await pair();
+    try {
+      const l = link(p.a);
+      // The peer resets the connection; our next send(2) fails with EPIPE or ECONNRESET.
+      p.b.resetAndDestroy();
+      // Blocks the loop while the RST arrives, so that the send meets it before our reader does.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      const frames = Buffer.concat(Array.from({ length: 3 }, (_, i) => encodeData(i + 1, numbered(i))));
+      let errors = 0;
+      p.a.on('error', () => errors++);
+      l.sendData(frames, 3, performance.now());
+      await new Promise((r) => setImmediate(r));
+      assert.ok(p.a.destroyed, 'the socket is destroyed after the failed send');
+      assert.equal(l.stats.txPackets + l.stats.drops.link_closed, 3, `every copy is sent or counted dropped (sent ${l.stats.txPackets}, link_closed ${l.stats.drops.link_closed})`);
+      assert.equal(l.stats.drops.link_closed, 3, 'none reached the peer');
+      assert.ok(errors <= 1);
+    } finally {
+      p.a.destroy();
+      p.b.destroy();
+      p.server.close();
+    }
   });
 });
