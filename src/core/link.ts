@@ -259,8 +259,8 @@ const CLOSE_GRACE_MS = 500;
 export const URGENT_QUEUE_MAX_BYTES = 64 * 1024;
 /**
  * An urgent record may pass at most this many queued records: half the
- * peer's replay window (secure/replay.ts, 8192), so the records it passed
- * still arrive inside the window.
+ * 8,192-record replay window of earlier versions, well inside today's
+ * (secure/limits.ts), so the records it passed still arrive inside the window.
  */
 export const URGENT_MAX_PASSED_RECORDS = 4096;
 /** Striped data a link keeps until acknowledged, at most; a link holding this much takes no more striped data. */

@@ -10,7 +10,6 @@ import {
   REJECT_AFTER_TIME_MS,
   REKEY_AFTER_MESSAGES,
   REKEY_AFTER_TIME_MS,
-  REPLAY_WINDOW_RECORDS,
 } from './limits.js';
 import { recordHeader, recordKey, type RecordAlloc, type RecordKey } from './record.js';
 import { ReplayWindow } from './replay.js';
@@ -19,7 +18,7 @@ export class Keypair {
   readonly createdMs: number;
   /** Counter of the next record sealed under this keypair. */
   private sendCounter = 0;
-  readonly replay = new ReplayWindow(REPLAY_WINDOW_RECORDS);
+  readonly replay = new ReplayWindow();
   /**
    * An authentic record under it was received (the peer holds it). The
    * initiator's keypairs are confirmed by the RESPONSE itself.

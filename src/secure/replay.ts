@@ -8,9 +8,9 @@
 
 export type ReplayVerdict = 'ok' | 'duplicate' | 'too_old';
 
+import { REPLAY_WINDOW_RECORDS } from './limits.js';
+
 const BLOCK_BITS = 32;
-/** The default ring: 8192 bits, so 8160 counters behind the highest are still accepted. */
-export const DEFAULT_REPLAY_WINDOW_BITS = 8192;
 
 export class ReplayWindow {
   /** Ring size in bits (the constructor's argument). */
@@ -27,7 +27,7 @@ export class ReplayWindow {
   private last = -1;
 
   /** `windowBits`: a multiple of 32, at least 64 (RFC 6479 needs two blocks). */
-  constructor(windowBits: number = DEFAULT_REPLAY_WINDOW_BITS) {
+  constructor(windowBits: number = REPLAY_WINDOW_RECORDS) {
     if (!Number.isInteger(windowBits) || windowBits < 2 * BLOCK_BITS || windowBits % BLOCK_BITS !== 0 || windowBits > 1 << 24) {
       throw new RangeError(`replay window must be a multiple of ${BLOCK_BITS} bits between 64 and 2^24, got ${windowBits}`);
     }

@@ -2,7 +2,8 @@
 // against a naive model that keeps every counter in a Set.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_REPLAY_WINDOW_BITS, ReplayWindow, type ReplayVerdict } from '../../src/secure/replay.js';
+import { REPLAY_WINDOW_RECORDS } from '../../src/secure/limits.js';
+import { ReplayWindow, type ReplayVerdict } from '../../src/secure/replay.js';
 
 /** The same rule with no cleverness: everything ever accepted, and the distance rule. */
 class NaiveWindow {
@@ -37,10 +38,10 @@ function rng(seed: number): () => number {
 }
 
 describe('replay window', () => {
-  it('defaults to 8192 bits, accepting 8160 counters behind the highest', () => {
+  it('defaults to 65,536 bits, accepting 65,504 counters behind the highest', () => {
     const w = new ReplayWindow();
-    assert.equal(w.windowBits, DEFAULT_REPLAY_WINDOW_BITS);
-    assert.equal(w.windowSize, 8160);
+    assert.equal(w.windowBits, REPLAY_WINDOW_RECORDS);
+    assert.equal(w.windowSize, 65_504);
     assert.equal(w.highest, -1);
   });
 
@@ -157,12 +158,13 @@ describe('replay window', () => {
       [64, 1],
       [96, 2],
       [256, 3],
-      [DEFAULT_REPLAY_WINDOW_BITS, 4],
+      [8192, 4],
+      [REPLAY_WINDOW_RECORDS, 5],
     ] as const) {
       const rand = rng(seed);
       const w = new ReplayWindow(bits);
       const model = new NaiveWindow(w.windowSize);
-      const ops = bits === DEFAULT_REPLAY_WINDOW_BITS ? 100_000 : 25_000;
+      const ops = bits === REPLAY_WINDOW_RECORDS ? 100_000 : 25_000;
       const counts: Record<ReplayVerdict, number> = { ok: 0, duplicate: 0, too_old: 0 };
       const recent = new Array<number>(256).fill(0);
       let clears = 0;
