@@ -604,6 +604,10 @@ export class Session implements LinkHandler {
     if (this.closed) return;
     this.closed = true;
     if (this.reorderTimer !== undefined) clearTimeout(this.reorderTimer);
+    // Packets still waiting for a predecessor are authentic first copies: released now, in
+    // order, as past the reorder bound (the TUN closes after its sessions), not dropped unseen.
+    if (this.reorder !== undefined && this.reorder.waiting > 0) this.reorder.reset(this.rx);
+    if (this.rx.length > 0) this.flushRx();
     for (const link of [...this.links.values(), ...this.pendingLinks.keys()]) link.close(code, reason);
     this.links.clear();
     this.linkList = [];
