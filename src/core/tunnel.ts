@@ -11,7 +11,7 @@ import type { PeerConfig } from '../config/types.js';
 import type { KeyRing } from '../secure/keypair.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
-import { splitTcpGso } from '../tun/gso-split.js';
+import { splitGso } from '../tun/gso-split.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { FlowClassifier } from './flows.js';
 import { hostPrefixes } from './ip.js';
@@ -227,7 +227,7 @@ export class Tunnel {
       }
       const split = s.splitBytes;
       if (split !== undefined && vnet > 0 && len - vnet > split) {
-        const pieces = splitTcpGso(arena.subarray(ip - vnet, frameEnd), split, DATA_HEADER_BYTES);
+        const pieces = splitGso(arena.subarray(ip - vnet, frameEnd), split, DATA_HEADER_BYTES);
         if (pieces !== undefined) {
           s.stats.splitPackets++;
           const { buf, starts, ends } = pieces;
