@@ -169,6 +169,8 @@ class Dialer implements LinkHandler {
   private stopped = false;
   /** The connection in `current` finished its handshake. */
   private isUp = false;
+  /** When it did (performance.now()). */
+  private upAtMs = 0;
   /** Why the server refused the connection under way (its CLOSE), if it did. */
   private refusal: string | undefined;
   /** The first socket error (or the deadline) of the connection under way. */
@@ -338,8 +340,10 @@ class Dialer implements LinkHandler {
 
   private up(link: Link): void {
     clearTimeout(this.deadline);
-    this.attempt = 0;
+    // The backoff starts over only once the link has stayed up (linkClosed): a link that
+    // completes its handshake and drops at once must not be redialled at the minimum delay forever.
     this.isUp = true;
+    this.upAtMs = performance.now();
     const after = this.report.up(performance.now());
     // After failures this is the one line that says the link recovered.
     this.log.info(after ? 'link up, after failing' : 'link up', {
@@ -364,6 +368,8 @@ class Dialer implements LinkHandler {
     this.initiator = undefined;
     if (this.isUp) {
       this.isUp = false;
+      const t = this.role.config.timing;
+      if (performance.now() - this.upAtMs >= Math.max(t.reconnectMaxMs, 2 * t.deadIntervalMs)) this.attempt = 0;
       this.report.down();
       if (!this.stopped) this.log.warn('link down', { reason });
     } else if (this.refusal !== undefined) {
