@@ -11,6 +11,7 @@ import { addressBytes, CIPHERS, formatAddress, SCHEDULING_MODES, type Encryption
 import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../secure/keys.js';
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
 import { inPrefix } from '../core/ip.js';
+import { DATA_HEADER_BYTES } from '../protocol/frame.js';
 import {
   DEFAULT_MTU,
   DEFAULT_NICE,
@@ -29,6 +30,9 @@ import {
   type HostPort,
   type Prefix,
 } from './types.js';
+
+/** src/secure/record.ts's SEALED_OVERHEAD_BYTES (record header and tag); not imported: that module loads the addon. */
+const SEALED_OVERHEAD_BYTES = 36;
 
 /** A place in the YAML text, both 1-based (as editors and compilers count). */
 export interface TextPosition {
@@ -346,6 +350,7 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
       const remoteAddress = ipString(n, `${p}dial_addr`);
       const remotePort = n.int(`${p}dial_port`, 1, 65_535);
       const localAddress = n.has(`${p}conn_addr`) ? ipString(n, `${p}conn_addr`) : (n.raw(`${p}conn_addr`), undefined);
+      sameFamily(n, `${p}conn_addr`, localAddress, remoteAddress);
       // The source port of the original is accepted but not bound: a fixed
       // source port would make a quick redial collide with its own TIME_WAIT.
       if (n.has(`${p}conn_port`)) n.int(`${p}conn_port`, 0, 65_535);
@@ -355,9 +360,17 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
     (l, id, name) => {
       const { address, port } = parseHostPort(l, 'remote');
       const localAddress = l.has('local') ? ipString(l, 'local') : (l.raw('local'), undefined);
+      sameFamily(l, 'local', localAddress, address);
       return { id, name, remoteAddress: address, remotePort: port, localAddress, ...readRates(l, '') };
     },
   );
+}
+
+/** A link's source address must be of its remote's family: connect() would fail on every dial (EINVAL). */
+function sameFamily(n: Node, key: string, local: string | undefined, remote: string): void {
+  if (local !== undefined && isIP(local) !== isIP(remote)) {
+    n.fail(key, `${local} is an IPv${isIP(local)} address, but the link dials the IPv${isIP(remote)} address ${remote}`);
+  }
 }
 
 /** The lowest and highest `upload_mbit` / `download_mbit` of a link (per connection at least 0.1). */
@@ -687,9 +700,21 @@ function positionOf(doc: Document, lines: LineCounter, path: string): TextPositi
   return offset === undefined ? undefined : lines.linePos(offset);
 }
 
+/**
+ * The document as plain values. toJS() throws on what parsing let through (an alias
+ * expanded past the library's bound, `Excessive alias count`): a ConfigError, not a stack.
+ */
+function contentsOf(doc: Document, file: string): unknown {
+  try {
+    return doc.toJS();
+  } catch (e) {
+    throw new ConfigError(file, '', `cannot be read: ${errorMessage(e)}`);
+  }
+}
+
 /** The role a file describes: its top-level `client:` or `server:` key (undefined: neither, or both). */
 function roleOf(doc: Document): Role | undefined {
-  const js: unknown = doc.toJS();
+  const js: unknown = contentsOf(doc, '');
   if (js === null || typeof js !== 'object' || Array.isArray(js)) return undefined;
   const has = (k: string): boolean => (js as Record<string, unknown>)[k] !== undefined && (js as Record<string, unknown>)[k] !== null;
   return has('client') === has('server') ? undefined : has('client') ? 'client' : 'server';
@@ -723,7 +748,7 @@ function parse(text: string, file: string, role: Role, opts: ParseOptions | unde
 }
 
 function read(doc: Document, file: string, role: Role, opts: ParseOptions | undefined, sink: Sink): Config {
-  const top = Node.of(file, '', doc.toJS() as Yaml, sink);
+  const top = Node.of(file, '', contentsOf(doc, file) as Yaml, sink);
   const other: Role = role === 'client' ? 'server' : 'client';
   if (!top.has(role)) {
     if (top.has(other)) top.fail(other, `this is a ${other} config, but dp-tcp was started as ${role}`);
@@ -827,6 +852,15 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
   if (tunnel?.offload && timing.maxFrameBytes < 66_000) {
     r.part(() => false, () => r.fail('timing.max_frame_bytes', 'must be at least 66000 with offload on (64 KiB packets travel whole)'), undefined);
   }
+  // A packet of the MTU must fit a frame (and a sealed record): a larger frame is a protocol error
+  // to the receiver, which closes the link, and duplicate mode sends it on every link.
+  else if (tunnel && timing.maxFrameBytes < tunnel.mtu + DATA_HEADER_BYTES + SEALED_OVERHEAD_BYTES) {
+    r.part(
+      () => false,
+      () => r.fail('timing.max_frame_bytes', `must be at least ${tunnel.mtu + DATA_HEADER_BYTES + SEALED_OVERHEAD_BYTES} with tunnel_device.mtu ${tunnel.mtu} (a packet of the MTU travels in one frame)`),
+      undefined,
+    );
+  }
   // Without a sink every problem was thrown, so both are there; with one, the caller looks at the sink first.
   return Object.freeze(config as Config);
 }
@@ -920,7 +954,7 @@ export function outlineConfig(file: string, role?: Role): ConfigOutline {
   const r = role ?? roleOf(doc);
   if (r === undefined) throw new ConfigError(file, '', 'must have one top-level key, client: or server: (the side this file describes)');
   try {
-    const top = Node.of(file, '', doc.toJS() as Yaml, undefined);
+    const top = Node.of(file, '', contentsOf(doc, file) as Yaml, undefined);
     if (!top.has(r)) top.fail(r, `is required (is this a ${r === 'client' ? 'server' : 'client'} config?)`);
     const side = top.child(r);
     const tunName = side.child('tunnel_device').string('name');
