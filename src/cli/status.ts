@@ -71,7 +71,15 @@ function parseDocument(body: string, from: string): StatusDocument {
 export async function fetchStatus(source: StatusSource): Promise<StatusDocument> {
   if ('tun' in source) return parseDocument(await getFromInstance(source.tun, '/status'), describeSource(source));
   const url = source.url;
-  if (url.startsWith('file:')) return parseDocument(readFileSync(new URL(url), 'utf8'), url);
+  if (url.startsWith('file:')) {
+    let text: string;
+    try {
+      text = readFileSync(new URL(url), 'utf8');
+    } catch (e) {
+      throw new DpError('ERR_LISTEN', `cannot read ${url}: ${errorMessage(e)}`);
+    }
+    return parseDocument(text, url);
+  }
   let res: Response;
   try {
     res = await fetch(url, { signal: AbortSignal.timeout(3000) });

@@ -255,6 +255,29 @@ export function parseAddressWithPrefix(n: Node, key: string, family: 4 | 6, defa
   return Object.freeze({ family, address, prefix });
 }
 
+/** A tunnel address is a host's own: not unspecified, loopback, multicast or the broadcast address. */
+function hostAddress(n: Node, key: string, a: TunnelAddress): TunnelAddress {
+  const b = addressBytes(a);
+  const what =
+    b.every((x) => x === 0)
+      ? 'the unspecified address'
+      : a.family === 4
+        ? b[0] === 127
+          ? 'a loopback address'
+          : (b[0] as number) >= 224 && (b[0] as number) < 240
+            ? 'a multicast address'
+            : b.every((x) => x === 255)
+              ? 'the broadcast address'
+              : undefined
+        : b[0] === 0xff
+          ? 'a multicast address'
+          : b.subarray(0, 15).every((x) => x === 0) && b[15] === 1
+            ? 'the loopback address'
+            : undefined;
+  if (what !== undefined) n.fail(key, `${a.address} is ${what}, not one a host can have on the tunnel`);
+  return a;
+}
+
 function readTunnel(n: Node): TunnelDeviceConfig {
   const name = n.string('name');
   if (name.length > 15 || !/^[A-Za-z0-9_.-]+$/.test(name)) {
@@ -263,9 +286,9 @@ function readTunnel(n: Node): TunnelDeviceConfig {
   const addresses: TunnelAddress[] = [];
   // The original wrote a bare address; a /24 around it lets the two ends reach
   // each other without the default route it used to install.
-  if (n.has('ip')) addresses.push(parseAddressWithPrefix(n, 'ip', 4, 24));
+  if (n.has('ip')) addresses.push(hostAddress(n, 'ip', parseAddressWithPrefix(n, 'ip', 4, 24)));
   else n.raw('ip');
-  if (n.has('ipv6')) addresses.push(parseAddressWithPrefix(n, 'ipv6', 6, 64));
+  if (n.has('ipv6')) addresses.push(hostAddress(n, 'ipv6', parseAddressWithPrefix(n, 'ipv6', 6, 64)));
   else n.raw('ipv6');
   if (addresses.length === 0) n.fail('ip', 'is required (or ipv6)');
   const mtu = n.has('mtu') ? n.int('mtu', 576, 65_000) : (n.raw('mtu'), DEFAULT_MTU);

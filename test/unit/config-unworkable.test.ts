@@ -31,6 +31,19 @@ describe('config values that cannot work', () => {
     assert.doesNotThrow(() => parseConfig(client('    - remote: 127.0.0.1:5000', `  timing:\n    max_frame_bytes: ${1600 + 16 + SEALED_OVERHEAD_BYTES}\n`, '    mtu: 1600\n    offload: false\n'), 'test.yaml', 'client'));
   });
 
+  it('refuses a tunnel address no host can have: unspecified, loopback, multicast, broadcast', () => {
+    for (const ip of ['0.0.0.0', '127.0.0.2', '224.0.0.1', '239.1.2.3', '255.255.255.255']) {
+      refused(client('    - remote: 127.0.0.1:5000').replace('ip: 10.0.0.2', `ip: ${ip}`), new RegExp(`tunnel_device.ip: ${ip.replaceAll('.', '\\.')} is`));
+    }
+    for (const ip of ['::', '::1', 'ff02::1']) {
+      refused(client('    - remote: 127.0.0.1:5000').replace('ip: 10.0.0.2', `ip: 10.0.0.2\n    ipv6: "${ip}"`), /tunnel_device\.ipv6: .* is (the|a) /);
+    }
+    for (const ip of ['10.0.0.2', '192.168.255.254', '223.255.255.1']) {
+      assert.doesNotThrow(() => parseConfig(client('    - remote: 127.0.0.1:5000').replace('ip: 10.0.0.2', `ip: ${ip}`), 'test.yaml', 'client'), ip);
+    }
+    assert.doesNotThrow(() => parseConfig(client('    - remote: 127.0.0.1:5000').replace('ip: 10.0.0.2', 'ip: 10.0.0.2\n    ipv6: "fd00::2"'), 'test.yaml', 'client'));
+  });
+
   it('refuses a link whose local address is of the other family than its remote', () => {
     refused(client('    - remote: 127.0.0.1:5000\n      local: "::1"'), /local/);
     refused(client('    - remote: "[::1]:5000"\n      local: 127.0.0.1'), /local/);

@@ -119,6 +119,11 @@ describe('discovery', () => {
         (e: unknown) => e instanceof DpError && /did not answer with a dp-tcp status document/.test(e.message),
         'JSON that is not a status document',
       );
+      await assert.rejects(
+        renderStatus({ url: `file://${join(dir, 'missing.json')}` }),
+        (e: unknown) => e instanceof DpError && /cannot read file:.*ENOENT/.test(e.message),
+        'a file that is not there is one line',
+      );
     } finally {
       server.close();
       tunnel.close();
