@@ -140,9 +140,13 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     if (dropTo) {
       // Everything that needs privilege is done: the TUN is open, the sockets bound, routes and NAT set.
       // What stays privileged is undoing routes and NAT at exit: left to the next start's sweep.
-      process.setgroups?.([dropTo.gid]);
-      process.setgid?.(dropTo.gid);
-      process.setuid?.(dropTo.uid);
+      try {
+        process.setgroups?.([dropTo.gid]);
+        process.setgid?.(dropTo.gid);
+        process.setuid?.(dropTo.uid);
+      } catch (e) {
+        throw new DpError('ERR_PRIVILEGE', `--user ${opts.user}: cannot switch to uid ${dropTo.uid} / gid ${dropTo.gid}: ${errorMessage(e)} (it takes root, or CAP_SETUID and CAP_SETGID)`, { cause: e, exitCode: 2 });
+      }
       log.info('dropped root', { user: opts.user, uid: dropTo.uid, gid: dropTo.gid });
       if (config.role === 'client' ? config.routes.length > 0 : config.natOutInterface !== undefined) {
         log.warn('with --user, routes and NAT rules cannot be removed at exit: the next start removes them');

@@ -75,6 +75,17 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     assert.doesNotMatch(await devices(), /dptcp-s/);
   });
 
+  it('--user without the right to switch users (CAP_NET_ADMIN only): exit 2 with a clear line, the TUN device gone', async () => {
+    const f = config('ok.yaml', SERVER_YAML);
+    chmodSync(tb.dir, 0o755);
+    const caps = '+net_admin,+net_bind_service';
+    const r = await runCli(['server', '-c', f, '--user', 'nobody'], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--user nobody: cannot switch to uid 65534 \/ gid 65534: EPERM.*CAP_SETUID/);
+    assert.doesNotMatch(r.stderr, /unexpected error|    at /, 'one line, no stack');
+    assert.doesNotMatch(await devices(), /dptcp-s/);
+  });
+
   it('a busy port: exit 2, and the TUN device it had created is gone', async () => {
     const f = config('ok.yaml', SERVER_YAML);
     const squatter = tb.spawn('server', 'ncat', ['-l', '-k', '10.0.1.1', '31411']);
