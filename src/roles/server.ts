@@ -75,7 +75,7 @@ export class ServerRole {
   /** Pending connections closed to make room: their close is not a failure of their source. */
   private readonly evicted = new WeakSet<Link>();
   private idleTimer: NodeJS.Timeout | undefined;
-  /** Connections accepted and not yet closed whose handshake is not answered: close() ends them. */
+  /** Connections accepted and not yet closed; close() ends those still in their handshake. */
   private readonly handshaking = new Set<Link>();
   private closed = false;
 
