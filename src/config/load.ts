@@ -10,6 +10,7 @@ import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
 import { addressBytes, CIPHERS, formatAddress, SCHEDULING_MODES, type Encryption, type SchedulingMode, type TunnelAddress } from '../protocol/handshake.js';
 import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../secure/keys.js';
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
+import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import { inPrefix } from '../core/ip.js';
 import { DATA_HEADER_BYTES } from '../protocol/frame.js';
 import {
@@ -30,9 +31,6 @@ import {
   type HostPort,
   type Prefix,
 } from './types.js';
-
-/** src/secure/record.ts's SEALED_OVERHEAD_BYTES (record header and tag); not imported: that module loads the addon. */
-const SEALED_OVERHEAD_BYTES = 36;
 
 /** A place in the YAML text, both 1-based (as editors and compilers count). */
 export interface TextPosition {
@@ -257,25 +255,24 @@ export function parseAddressWithPrefix(n: Node, key: string, family: 4 | 6, defa
 
 /** A tunnel address is a host's own: not unspecified, loopback, multicast or the broadcast address. */
 function hostAddress(n: Node, key: string, a: TunnelAddress): TunnelAddress {
-  const b = addressBytes(a);
-  const what =
-    b.every((x) => x === 0)
-      ? 'the unspecified address'
-      : a.family === 4
-        ? b[0] === 127
-          ? 'a loopback address'
-          : (b[0] as number) >= 224 && (b[0] as number) < 240
-            ? 'a multicast address'
-            : b.every((x) => x === 255)
-              ? 'the broadcast address'
-              : undefined
-        : b[0] === 0xff
-          ? 'a multicast address'
-          : b.subarray(0, 15).every((x) => x === 0) && b[15] === 1
-            ? 'the loopback address'
-            : undefined;
+  const what = notAHostAddress(a);
   if (what !== undefined) n.fail(key, `${a.address} is ${what}, not one a host can have on the tunnel`);
   return a;
+}
+
+function notAHostAddress(a: TunnelAddress): string | undefined {
+  const b = addressBytes(a);
+  const first = b[0] as number;
+  if (b.every((x) => x === 0)) return 'the unspecified address';
+  if (a.family === 4) {
+    if (first === 127) return 'a loopback address';
+    if (first >= 224 && first < 240) return 'a multicast address';
+    if (b.every((x) => x === 255)) return 'the broadcast address';
+    return undefined;
+  }
+  if (first === 0xff) return 'a multicast address';
+  if (b.subarray(0, 15).every((x) => x === 0) && b[15] === 1) return 'the loopback address';
+  return undefined;
 }
 
 function readTunnel(n: Node): TunnelDeviceConfig {

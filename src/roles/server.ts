@@ -75,8 +75,6 @@ export class ServerRole {
   /** Pending connections closed to make room: their close is not a failure of their source. */
   private readonly evicted = new WeakSet<Link>();
   private idleTimer: NodeJS.Timeout | undefined;
-  /** Connections accepted and not yet closed; close() ends those still in their handshake. */
-  private readonly handshaking = new Set<Link>();
   private closed = false;
 
   constructor(
@@ -170,9 +168,7 @@ export class ServerRole {
     }, t.handshakeTimeoutMs);
     first.unref();
     deadline.unref();
-    this.handshaking.add(link);
     socket.once('close', () => {
-      this.handshaking.delete(link);
       clearTimeout(first);
       clearTimeout(deadline);
     });
@@ -492,18 +488,14 @@ export class ServerRole {
     }
   }
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
   close(): void {
     this.closed = true;
     if (this.idleTimer) clearInterval(this.idleTimer);
     for (const s of this.servers) s.close();
-    // Connections still in their handshake belong to no session: the tunnel's close would not end them,
-    // and a HELLO or INITIATION arriving now would make a session in a closed tunnel.
-    for (const link of [...this.handshaking]) if (link.state === 'handshaking') link.destroy('server shutting down');
-    this.handshaking.clear();
+    // Connections still in their handshake (admission holds them) may belong to no session: the
+    // tunnel's close would not end them, and a HELLO or INITIATION arriving now would make a session
+    // in a closed tunnel.
+    for (const link of [...this.admission.connections()]) link.destroy('server shutting down');
   }
 }
 
@@ -518,10 +510,6 @@ class Handshake implements LinkHandler {
   ) {}
 
   onFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
-    if (this.role.isClosed) {
-      link.destroy('server shutting down');
-      return;
-    }
     if (this.role.identity === undefined) {
       if (type !== FrameType.Hello) throw new ProtocolError(`expected HELLO, got frame type ${type} (is the client configured with a key? this server has none)`);
       this.role.hello(link, this.cfg, buf, start, end);

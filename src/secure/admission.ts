@@ -75,6 +75,11 @@ export class Admission<T> {
     return this.pending.size;
   }
 
+  /** The connections still in their handshake, oldest first. */
+  connections(): IterableIterator<T> {
+    return this.pending.keys();
+  }
+
   /** A new connection. Returns a refusal (close it at once), or undefined: it is pending now. */
   admit(conn: T, source: Buffer, nowMs: number): AdmissionRefusal | undefined {
     const key = source.toString('hex');

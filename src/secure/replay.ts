@@ -6,9 +6,9 @@
 // (cheap refusal of replays) and recorded only once the message authenticated
 // (a forged counter must not move the window).
 
-export type ReplayVerdict = 'ok' | 'duplicate' | 'too_old';
-
 import { REPLAY_WINDOW_RECORDS } from './limits.js';
+
+export type ReplayVerdict = 'ok' | 'duplicate' | 'too_old';
 
 const BLOCK_BITS = 32;
 
