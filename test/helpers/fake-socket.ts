@@ -3,7 +3,9 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Link, type LinkHandler } from '../../src/core/link.js';
+import { Session } from '../../src/core/session.js';
 import { createLogger } from '../../src/log.js';
+import type { KeyRing } from '../../src/secure/keypair.js';
 
 /** A socket that takes writes until told to push back, and records them. */
 export class FakeSocket extends EventEmitter {
@@ -40,4 +42,21 @@ export function upLink(sock: FakeSocket, opts: { deadIntervalMs?: number } = {})
   );
   l.state = 'up';
   return l;
+}
+
+const quiet = createLogger('error', 'client', { sink: () => {} });
+
+/** A session with test options and a silent log; `keys`: keyed, else open mode. */
+export function testSession(sink: (packets: Buffer[]) => void = () => {}, keys?: KeyRing): Session {
+  return new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, sink, quiet, keys);
+}
+
+/** A link on `sock` whose timers never fire within a test; the session that attaches it brings it up. */
+export function testLink(sock: FakeSocket, id = 0, queueMaxBytes = 1 << 20): Link {
+  return new Link(
+    sock as unknown as Socket,
+    { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
+    { onFrame() {}, onChunkEnd() {}, onClose() {} },
+    quiet,
+  );
 }

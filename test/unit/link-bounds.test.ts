@@ -1,38 +1,18 @@
 // A peer that sends and never reads cannot grow our send queue with our answers
 // (PONGs, ACKs), and packets still queued when a link closes are counted.
 import assert from 'node:assert/strict';
-import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { Link } from '../../src/core/link.js';
-import { Session } from '../../src/core/session.js';
 import { CloseCode, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
-import { createLogger } from '../../src/log.js';
-import type { KeyRing } from '../../src/secure/keypair.js';
-import { FakeSocket } from '../helpers/fake-socket.js';
+import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
 import { numbered } from '../helpers/packets.js';
 
-const log = createLogger('error', 'client', { sink: () => {} });
 const QUEUE_MAX = 64 * 1024;
-
-function session(sink: (p: Buffer[]) => void = () => {}, keys?: KeyRing): Session {
-  return new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, sink, log, keys);
-}
-
-function link(sock: FakeSocket, id = 0): Link {
-  return new Link(
-    sock as unknown as Socket,
-    { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes: QUEUE_MAX, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
-    { onFrame() {}, onChunkEnd() {}, onClose() {} },
-    log,
-  );
-}
-
 
 describe('link send queue bounds', () => {
   it('a peer that sends PINGs and never reads cannot grow our send queue past its bound (PONGs are control frames, never dropped)', () => {
-    const s = session();
+    const s = testSession();
     const sock = new FakeSocket();
-    const l = link(sock);
+    const l = testLink(sock, 0, QUEUE_MAX);
     s.attach(l);
     sock.full = true;
     // Our socket takes nothing more (the peer does not read); the peer streams PINGs.
@@ -45,10 +25,10 @@ describe('link send queue bounds', () => {
   });
 
   it('a peer that sends data and never reads cannot grow our send queue past its bound with ACKs (aggregate)', () => {
-    const s = session();
+    const s = testSession();
     s.mode = 'aggregate';
     const sock = new FakeSocket();
-    const l = link(sock);
+    const l = testLink(sock, 0, QUEUE_MAX);
     s.attach(l);
     sock.full = true;
     // One DATA frame of 66,000 bytes a read: each read asks for an ACK at once (ACK_BYTES).
@@ -60,7 +40,7 @@ describe('link send queue bounds', () => {
 
   it('packets still queued on a link when it closes are counted as dropped', () => {
     const sock = new FakeSocket();
-    const l = link(sock);
+    const l = testLink(sock, 0, QUEUE_MAX);
     l.state = 'up';
     // Ten DATA frames in one batch: the stream writer takes the first, nine wait in our queue.
     const batch = Buffer.concat(Array.from({ length: 10 }, (_, i) => encodeData(i + 1, numbered(i))));

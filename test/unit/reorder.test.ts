@@ -10,13 +10,10 @@ import {
   REORDER_START_BOUND_MS,
   ReorderBuffer,
 } from '../../src/core/reorder.js';
-import type { Socket } from 'node:net';
-import { Link, RETAIN_MAX_BYTES, STALL_MIN_MS } from '../../src/core/link.js';
-import { Session } from '../../src/core/session.js';
-import { createLogger } from '../../src/log.js';
+import { RETAIN_MAX_BYTES, STALL_MIN_MS, type Link } from '../../src/core/link.js';
 import { encodeAck, FrameType } from '../../src/protocol/frame.js';
 import { ProtocolError } from '../../src/errors.js';
-import { FakeSocket, upLink } from '../helpers/fake-socket.js';
+import { FakeSocket, testLink, testSession, upLink } from '../helpers/fake-socket.js';
 
 const pkt = (seq: number): Buffer => Buffer.from(`p${seq}`);
 const seqs = (out: Buffer[]): number[] => out.map((b) => Number(b.toString().slice(1)));
@@ -202,7 +199,6 @@ describe('link ACK accounting (aggregate, adaptive)', () => {
 });
 
 describe('review regressions', () => {
-  const log = createLogger('error', 'client', { sink: () => {} });
 
   it('a waiting packet is a copy: the socket read or record it came in is not pinned (nor changed under it)', () => {
     const r = new ReorderBuffer();
@@ -217,10 +213,10 @@ describe('review regressions', () => {
   });
 
   it('aggregate with one link up: a stall keeps its data where it is (nowhere else to send it)', () => {
-    const s = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, () => {}, log, undefined);
+    const s = testSession();
     s.mode = 'aggregate';
     const sock = new FakeSocket();
-    const l = new Link(sock as unknown as Socket, { id: 0, name: 'l0', maxFrameBytes: 66000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 }, { onFrame() {}, onChunkEnd() {}, onClose() {} }, log);
+    const l = testLink(sock);
     s.attach(l);
     const t0 = performance.now();
     sock.full = true;
@@ -232,11 +228,10 @@ describe('review regressions', () => {
   });
 
   it('aggregate: what a stalled link gives back goes on the other though its queue is full and it holds 16 MiB unacknowledged', () => {
-    const s = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, () => {}, log, undefined);
+    const s = testSession();
     s.mode = 'aggregate';
     const queueMaxBytes = 64 * 1024;
-    const mk = (id: number, sock: FakeSocket): Link =>
-      new Link(sock as unknown as Socket, { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 }, { onFrame() {}, onChunkEnd() {}, onClose() {} }, log);
+    const mk = (id: number, sock: FakeSocket): Link => testLink(sock, id, queueMaxBytes);
     const sa = new FakeSocket();
     const sb = new FakeSocket();
     const [a, b] = [mk(0, sa), mk(1, sb)];
@@ -263,10 +258,9 @@ describe('review regressions', () => {
   });
 
   it('an ACK names its link: one that arrives on another link is ignored and counted, not applied', () => {
-    const s = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, () => {}, log, undefined);
+    const s = testSession();
     s.mode = 'aggregate';
-    const mk = (id: number): Link =>
-      new Link(new FakeSocket() as unknown as Socket, { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 }, { onFrame() {}, onChunkEnd() {}, onClose() {} }, log);
+    const mk = (id: number): Link => testLink(new FakeSocket(), id);
     const [a, b] = [mk(0), mk(1)];
     s.attach(a);
     s.attach(b);

@@ -4,31 +4,23 @@
 // acknowledged all the same).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
-import { Link } from '../../src/core/link.js';
-import { Session } from '../../src/core/session.js';
+import type { Session } from '../../src/core/session.js';
 import { CloseCode, DATA_IN_ORDER, encodeData } from '../../src/protocol/frame.js';
-import { createLogger } from '../../src/log.js';
 import { Keypair, KeyRing } from '../../src/secure/keypair.js';
-import { FakeSocket } from '../helpers/fake-socket.js';
+import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
 import { numbered, packetNumber } from '../helpers/packets.js';
 
-const log = createLogger('error', 'client', { sink: () => {} });
 const QUEUE_MAX = 64 * 1024;
 
-function session(sink: (p: Buffer[]) => void = () => {}, keys?: KeyRing): Session {
-  return new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000 }, sink, log, keys);
-}
-
-function link(sock: FakeSocket, id = 0): Link {
-  return new Link(
-    sock as unknown as Socket,
-    { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes: QUEUE_MAX, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
-    { onFrame() {}, onChunkEnd() {}, onClose() {} },
-    log,
-  );
+/** Packets 0..n-1 of 60 bytes, a record each, striped by `tx` (in-order flag set). */
+function stripeNumbered(tx: Session, n: number, nowMs: number): void {
+  for (let i = 0; i < n; i++) {
+    const f = encodeData(i + 1, numbered(i, '10.0.0.2', '10.0.0.1', 60));
+    f[6] = DATA_IN_ORDER;
+    tx.sendFrames(f, 1, nowMs, false, false, true);
+  }
 }
 
 /** A keyed sender and receiver in aggregate mode, two links each, on fake sockets (carried by the test). */
@@ -38,17 +30,17 @@ function keyedPair() {
   txKeys.add(new Keypair(1, 2, 'chacha20-poly1305', k1, k2, true));
   const rxKeys = new KeyRing();
   rxKeys.add(new Keypair(2, 1, 'chacha20-poly1305', k2, k1, false));
-  const tx = session(() => {}, txKeys);
+  const tx = testSession(() => {}, txKeys);
   tx.mode = 'aggregate';
   const delivered: number[] = [];
-  const rx = session((ps) => ps.forEach((p) => delivered.push(packetNumber(p))), rxKeys);
+  const rx = testSession((ps) => ps.forEach((p) => delivered.push(packetNumber(p))), rxKeys);
   rx.mode = 'aggregate';
   const [sa, sb, ra, rb] = [new FakeSocket(), new FakeSocket(), new FakeSocket(), new FakeSocket()];
-  const [a, b] = [link(sa, 0), link(sb, 1)];
+  const [a, b] = [testLink(sa, 0, QUEUE_MAX), testLink(sb, 1, QUEUE_MAX)];
   tx.attach(a);
   tx.attach(b);
-  rx.attach(link(ra, 0));
-  rx.attach(link(rb, 1));
+  rx.attach(testLink(ra, 0, QUEUE_MAX));
+  rx.attach(testLink(rb, 1, QUEUE_MAX));
   return { tx, rx, a, b, sa, sb, ra, rb, delivered };
 }
 
@@ -58,11 +50,7 @@ describe('striped records sent again', () => {
     // 12,000 small packets, one TUN read (one record) each, striped over both links within 1 ms.
     const t0 = performance.now();
     const n = 12_000;
-    for (let i = 0; i < n; i++) {
-      const f = encodeData(i + 1, numbered(i, '10.0.0.2', '10.0.0.1', 60));
-      f[6] = DATA_IN_ORDER;
-      tx.sendFrames(f, 1, t0, false, false, true);
-    }
+    stripeNumbered(tx, n, t0);
     // Link 1's bytes reach the peer, which acknowledges them; link 0's far end reads nothing (yet).
     let fed = 0;
     const feedB = (): void => {
@@ -94,11 +82,7 @@ describe('striped records sent again', () => {
     // highest accepted (under 65,504); no stall, no resend.
     const t0 = performance.now();
     const n = 60_000;
-    for (let i = 0; i < n; i++) {
-      const f = encodeData(i + 1, numbered(i, '10.0.0.2', '10.0.0.1', 60));
-      f[6] = DATA_IN_ORDER;
-      tx.sendFrames(f, 1, t0, false, false, true);
-    }
+    stripeNumbered(tx, n, t0);
     assert.ok(sa.written.length > n / 4 && sb.written.length > n / 4, `both links carry a share (${sa.written.length} / ${sb.written.length} writes)`);
     for (const w of sb.written) rb.emit('data', w);
     for (const w of sa.written) ra.emit('data', w);

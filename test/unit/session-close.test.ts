@@ -2,33 +2,20 @@
 // adaptive session wait in its reorder buffer for a predecessor: they were
 // received and are first copies, so they are delivered, not dropped unseen.
 import assert from 'node:assert/strict';
-import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { Link } from '../../src/core/link.js';
-import { Session } from '../../src/core/session.js';
 import { CloseCode, DATA_IN_ORDER, encodeData } from '../../src/protocol/frame.js';
-import { createLogger } from '../../src/log.js';
-import { FakeSocket } from '../helpers/fake-socket.js';
+import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
 import { numbered, packetNumber } from '../helpers/packets.js';
-
-const log = createLogger('error', 'server', { sink: () => {} });
 
 describe('session close', () => {
   it('delivers, in order, the packets still waiting for a predecessor', () => {
     const delivered: number[] = [];
-    const rx = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 4096, maxFrameBytes: 66000 }, (ps) => {
+    const rx = testSession((ps) => {
       for (const p of ps) delivered.push(packetNumber(p));
-    }, log, undefined);
+    });
     rx.mode = 'aggregate';
     const sock = new FakeSocket();
-    rx.attach(
-      new Link(
-        sock as unknown as Socket,
-        { id: 0, name: 'l0', maxFrameBytes: 66000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
-        { onFrame() {}, onChunkEnd() {}, onClose() {} },
-        log,
-      ),
-    );
+    rx.attach(testLink(sock));
     const frame = (seq: number): Buffer => {
       const f = encodeData(seq, numbered(seq, '10.0.0.2', '10.0.0.1', 60));
       f[6] = DATA_IN_ORDER;
