@@ -36,6 +36,10 @@ function addRoleCommand(program: Command, role: Role, summary: string): void {
     .option('--user <user[:group]>', 'drop root to this user once the TUN is open and the sockets are bound')
     .action(async (opts: { config: string; logLevel?: LogLevel; logFormat?: LogFormat; statsFile?: string; user?: string }) => {
       try {
+        // The restart (src/cli/memory.ts) comes before the tunnel's modules load: loaded first,
+        // they were loaded twice, and 32 clients started at once on 2 cores took 25 s.
+        const { restartWithHeapFlags } = await import('./memory.js');
+        restartWithHeapFlags();
         const { run } = await import('./run.js');
         process.exitCode = await run(role, opts);
       } catch (e) {

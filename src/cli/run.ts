@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { loadConfig } from '../config/load.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
-import { restartWithHeapFlags, tuneHeap } from './memory.js';
+import { tuneHeap } from './memory.js';
 import { currentNice, setProcessNice } from './priority.js';
 import { DpError, errorMessage } from '../errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../log.js';
@@ -57,7 +57,6 @@ export function version(): string {
 
 /** Resolves with the process exit code once the tunnel has been torn down. */
 export async function run(role: Role, opts: RunOptions): Promise<number> {
-  restartWithHeapFlags();
   const config = loadConfig(opts.config, role);
   tuneHeap();
   const dropTo = opts.user === undefined ? undefined : lookupUser(opts.user);

@@ -1,12 +1,16 @@
 // The tunnel process restarts itself once with its V8 young-generation flag
 // (src/cli/memory.ts): which command line it restarts with, that a flag the
 // user gave wins, and that the addon's execv keeps the pid and the
-// environment and fails with a system error. Needs the built addon.
+// environment and fails with a system error, and that the restart comes
+// before the tunnel's modules load. Needs the built addon.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { MALLOC_TUNABLES, NO_MEMORY_REDUCER, SEMI_SPACE_MB, tunedCommandLine } from '../../src/cli/memory.js';
 import { loadAddonInfo } from '../../src/tun/loader.js';
+import { tempDir } from '../helpers/tmp.js';
 
 const FLAG = `--max-semi-space-size=${SEMI_SPACE_MB}`;
 
@@ -44,6 +48,29 @@ describe('memory settings of the tunnel process', () => {
     assert.equal(out.length, 2, out.join('|'));
     const [pid, after] = out as [string, string];
     assert.equal(after, `${pid} ${FLAG} kept`);
+  });
+
+  it('restarts before it loads the tunnel: its modules are loaded once, not in both images', () => {
+    // A module hook that names each load of the CLI and of the tunnel's run.ts; the restarted
+    // image gets the same --import, so the CLI shows up once per image.
+    const dir = tempDir('dptcp-restart-');
+    writeFileSync(
+      join(dir, 'hooks.mjs'),
+      `export async function load(url, context, next) {
+        if (/\\/cli\\/(index|run)\\.ts$/.test(url)) process.stderr.write('loaded ' + url.split('/').pop() + '\\n');
+        return next(url, context);
+      }`,
+    );
+    writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module'; register(new URL('./hooks.mjs', import.meta.url));`);
+    writeFileSync(join(dir, 'bad.yaml'), 'client:\n  bogus: 1\n'); // run.ts loads it and stops with a config error
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--import', join(dir, 'register.mjs'), 'src/cli/index.ts', 'client', '-c', join(dir, 'bad.yaml')], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '' },
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 2, r.stderr);
+    const loads = r.stderr.split('\n').filter((l) => l.startsWith('loaded '));
+    assert.deepEqual(loads, ['loaded index.ts', 'loaded index.ts', 'loaded run.ts'], r.stderr);
   });
 
   it('execv of a missing program throws a system error and returns', () => {
