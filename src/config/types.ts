@@ -171,9 +171,10 @@ export const DEFAULT_TIMING: TimingConfig = Object.freeze({
   maxFrameBytes: 66_000,
   // Packets handed to JavaScript per TUN callback (the reads stay one per packet). 16 against 64,
   // 5 A/B pairs under a saturating iperf3 (2026-12-04): loaded ping p99 0.7-2.0 ms lower in all
-  // five, p50 0.1-1.0 ms lower in four (the fifth equal), the same throughput, and the same rate
-  // of 100-byte datagrams (72-80 k/s).
-  batchPackets: 16,
+  // five, the same throughput. 8 against 16 (2026-12-05, interleaved, 10 loaded runs each): loaded
+  // p99 within idle p99 + 5 ms in 10 of 10 against 5 of 10, TCP throughput 3-4 % lower (within
+  // the runs' spread), 100-byte datagrams 68-83 against 57-79 k/s.
+  batchPackets: 8,
   sessionIdleMs: 120_000,
 });
 
