@@ -102,7 +102,12 @@ void SocketReader::OnPoll(uv_poll_t* handle, int status, int events) {
   SocketReader* self = static_cast<SocketReader*>(handle->data);
   if (self == nullptr || self->fd_ < 0) return;
   if (status < 0) {
-    self->Finish(-status);
+    // libuv reports any EPOLLERR as UV_EBADF; the socket's own error (ECONNRESET
+    // for a peer's reset) is what the read failed with, as Node would report it.
+    int err = 0;
+    socklen_t errLen = sizeof(err);
+    if (getsockopt(self->fd_, SOL_SOCKET, SO_ERROR, &err, &errLen) != 0 || err == 0) err = -status;
+    self->Finish(err);
     return;
   }
   if (events & UV_READABLE) self->HandleReadable();

@@ -139,6 +139,22 @@ describe('native socket reads', () => {
     }
   });
 
+  it('a reset connection is reported as ECONNRESET, as Node reports it (not as EBADF, libuv\'s word for any poll error)', async () => {
+    const p = await pair();
+    const c = new Collector();
+    let code: string | undefined;
+    p.b.on('error', (e: NodeJS.ErrnoException) => (code = e.code));
+    link(p.b, c);
+    try {
+      p.a.resetAndDestroy();
+      await until(() => c.closed !== undefined && p.b.destroyed, 'link closed', 3000);
+      // The dialer's hint for ECONNRESET ('a firewall, or not a dp-tcp server') depends on it.
+      assert.equal(code, 'ECONNRESET');
+    } finally {
+      p.server.close();
+    }
+  });
+
   it('a bad frame after good ones in the same read: the good ones are delivered, the link closes', async () => {
     const p = await pair();
     const c = new Collector();
