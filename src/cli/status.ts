@@ -170,17 +170,28 @@ export async function status(opts: StatusOptions): Promise<void> {
   }
   const interval = opts.intervalMs ?? 1000;
   const tty = process.stdout.isTTY === true;
-  for (;;) {
+  // A reader that stops reading (`| head`) ends the watch, with exit 0 and no EPIPE stack.
+  let readerGone = false;
+  process.stdout.on('error', () => {
+    readerGone = true;
+  });
+  while (!readerGone) {
     let text: string;
     try {
       text = await renderStatus(opts, true);
     } catch (e) {
       // A usage error does not get better by asking again.
       if (e instanceof DpError && e.exitCode === 2) throw e;
-      text = `${errorMessage(e)}\n`;
+      // With --json, stdout stays one document a line: why there is none this time goes to stderr.
+      if (opts.json) {
+        process.stderr.write(`dp-tcp: ${errorMessage(e)}\n`);
+        text = '';
+      } else {
+        text = `${errorMessage(e)}\n`;
+      }
     }
     // On a terminal: redraw in place; piped: one snapshot after another.
-    process.stdout.write(tty && !opts.json ? `\x1b[H\x1b[2J${new Date().toISOString()}  (Ctrl-C to quit)\n${text}` : text);
+    if (text !== '') process.stdout.write(tty && !opts.json ? `\x1b[H\x1b[2J${new Date().toISOString()}  (Ctrl-C to quit)\n${text}` : text);
     await new Promise((r) => setTimeout(r, interval));
   }
 }

@@ -4,9 +4,11 @@
 // (The TUN device itself is configured by the addon, not by these commands.)
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ClientConfig, Prefix, ServerConfig } from '../config/types.js';
 import { DpError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { listInstances } from './discovery.js';
 
 /** Policy-routing table and rule priority of link N: BASE + N. */
 export const LINK_TABLE_BASE = 25_700;
@@ -14,6 +16,8 @@ export const LINK_TABLE_BASE = 25_700;
 interface Undo {
   what: string;
   run: () => void;
+  /** Why not to undo it after all (undefined: undo it). */
+  keep?: () => string | undefined;
 }
 
 function sh(cmd: string, args: string[]): string {
@@ -31,10 +35,21 @@ function expand(p: Prefix): string[] {
   return p.family === 4 ? ['0.0.0.0/1', '128.0.0.0/1'] : ['::/1', '8000::/1'];
 }
 
+/** What NetworkSetup reads of the system besides the commands it runs (tests pass their own). */
+export interface NetworkSystem {
+  /** Where /proc/sys is. */
+  readonly procSys: string;
+  /** TUN names of the dp-tcp instances running in this network namespace. */
+  readonly instances: () => string[];
+}
+
 export class NetworkSetup {
   private readonly undo: Undo[] = [];
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly sys: NetworkSystem = { procSys: '/proc/sys', instances: () => listInstances() },
+  ) {}
 
   /** Runs `args`, and remembers `inverse` to run on teardown. */
   private apply(cmd: string, args: string[], inverse: string[]): void {
@@ -62,11 +77,21 @@ export class NetworkSetup {
     }
   }
 
-  private sysctl(path: string, value: string): void {
+  /**
+   * Sets a sysctl, to restore at teardown. Forwarding is one setting for the
+   * whole namespace: a second dp-tcp that found it on relies on it without
+   * having recorded it, so while another dp-tcp runs here it is left as it is.
+   */
+  private sysctl(name: string, value: string, tunName: string): void {
+    const path = join(this.sys.procSys, name);
     const old = readFileSync(path, 'utf8').trim();
     if (old === value) return;
     writeFileSync(path, value);
-    this.undo.push({ what: `${path}=${value}`, run: () => writeFileSync(path, old) });
+    const keep = (): string | undefined => {
+      const others = this.sys.instances().filter((t) => t !== tunName);
+      return others.length > 0 ? `another dp-tcp runs in this namespace (${others.join(', ')})` : undefined;
+    };
+    this.undo.push({ what: `${path}=${value}`, run: () => writeFileSync(path, old), keep });
     this.log.info('network change', { sysctl: path, from: old, to: value });
   }
 
@@ -122,7 +147,7 @@ export class NetworkSetup {
       for (const a of config.tunnel.addresses) {
         const v6 = a.family === 6;
         const ipt = v6 ? 'ip6tables' : 'iptables';
-        this.sysctl(v6 ? '/proc/sys/net/ipv6/conf/all/forwarding' : '/proc/sys/net/ipv4/ip_forward', '1');
+        this.sysctl(v6 ? 'net/ipv6/conf/all/forwarding' : 'net/ipv4/ip_forward', '1', tunName);
         const net = `${a.address}/${a.prefix}`;
         const tag = ['-m', 'comment', '--comment', `dp-tcp ${tunName}`];
         const nat = ['POSTROUTING', '-s', net, '-o', out, ...tag, '-j', 'MASQUERADE'];
@@ -146,6 +171,11 @@ export class NetworkSetup {
     while (this.undo.length > 0) {
       const u = this.undo.pop() as Undo;
       try {
+        const kept = u.keep?.();
+        if (kept !== undefined) {
+          this.log.info('network change left in place', { what: u.what, reason: kept });
+          continue;
+        }
         u.run();
         this.log.info('network change undone', { what: u.what });
       } catch (e) {

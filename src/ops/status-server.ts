@@ -6,6 +6,21 @@ import type { Registry } from 'prom-client';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
 import type { Logger } from '../log.js';
 
+/**
+ * Connections each of the two servers holds at once; beyond, a new one is
+ * closed at once. The servers run in the tunnel's process and the control
+ * socket is open to every local user of the namespace (an abstract socket has
+ * no permissions): without a bound, connections that send nothing would pile
+ * up descriptors and memory in the tunnel until it could accept no link.
+ */
+export const STATUS_MAX_CONNECTIONS = 32;
+/**
+ * A request's headers must arrive within this time (Node's default is 60 s,
+ * checked every 30 s), and a connection that sends nothing is closed after it
+ * too (Node's default: never), so none holds a slot for long.
+ */
+const HEADERS_TIMEOUT_MS = 5000;
+
 export class StatusServer {
   private server: Server | undefined;
   private control: Server | undefined;
@@ -15,6 +30,17 @@ export class StatusServer {
     private readonly registry: Registry,
     private readonly log: Logger,
   ) {}
+
+  /** An HTTP server for `handle`, with the bounds above. */
+  private create(): Server {
+    const server = createServer(
+      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 2 * HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
+      (req, res) => this.handle(req, res),
+    );
+    server.maxConnections = STATUS_MAX_CONNECTIONS;
+    server.setTimeout(HEADERS_TIMEOUT_MS);
+    return server;
+  }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = (req.url ?? '/').split('?')[0];
@@ -40,7 +66,7 @@ export class StatusServer {
    * status_listen still answers.
    */
   async listenControl(path: string): Promise<boolean> {
-    const server = createServer((req, res) => this.handle(req, res));
+    const server = this.create();
     this.control = server;
     return await new Promise<boolean>((resolve) => {
       server.once('error', (e) => {
@@ -59,7 +85,7 @@ export class StatusServer {
   }
 
   async listen(address: string, port: number): Promise<{ address: string; port: number }> {
-    const server = createServer((req, res) => this.handle(req, res));
+    const server = this.create();
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => {
