@@ -461,9 +461,10 @@ export class Session implements LinkHandler {
       this.stats.tampered++;
       throw e;
     }
-    // Every record asks for an ACK, a copy that lost the race too: its bytes are through.
-    if (link.state === 'up') link.dataToAck = true;
     if (typeof opened === 'string') {
+      // A record dropped unopened (a copy that lost the race, too old, ...) asks for an ACK: its
+      // bytes are through. An opened one asks through its frames (handle): ACKs never answer ACKs.
+      if (link.state === 'up') link.dataToAck = true;
       this.stats.records[opened]++;
       if (opened === 'duplicate' && link.state === 'up') link.stats.duplicateRecords++;
       return;

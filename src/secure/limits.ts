@@ -19,7 +19,7 @@ export const MAX_KEYPAIRS = 8;
  * WireGuard's 8,192 is kept small for one path; here aggregate and adaptive
  * modes stripe records over links whose delays differ, and a record is refused
  * as too_old once more than the window was accepted ahead of it: at 1 Gbit/s of
- * 1,400-byte records that is 9 ms of delay difference at 8,192 and 730 ms at
+ * 1,400-byte records that is 91 ms of delay difference at 8,192 and 730 ms at
  * 65,536. The ring costs 8 KiB per keypair.
  */
 export const REPLAY_WINDOW_RECORDS = 65_536;
