@@ -115,6 +115,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     if (config.role === 'client') {
       network.setupClient(config, tun.name);
       const client = new ClientRole(config, tunnel, log);
+      client.beforeRedial = (linkId) => network.refreshLinkRoute(linkId);
       roleObj = client;
       // Every configured link, connected or not: its state, last error and next attempt.
       extra = () => ({ links: client.dialStatus() });

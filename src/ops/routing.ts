@@ -2,7 +2,7 @@
 // asks for them. Every change is recorded with its exact inverse and undone
 // in reverse order on exit: what dp-tcp did not add, it never removes.
 // (The TUN device itself is configured by the addon, not by these commands.)
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClientConfig, Prefix, ServerConfig } from '../config/types.js';
@@ -12,6 +12,8 @@ import { listInstances } from './discovery.js';
 
 /** Policy-routing table and rule priority of link N: BASE + N. */
 export const LINK_TABLE_BASE = 25_700;
+/** The metric of the `unreachable` fallback in a link's table: below every real route. */
+const UNREACHABLE_METRIC = 4_294_967_295;
 
 interface Undo {
   what: string;
@@ -27,6 +29,60 @@ function sh(cmd: string, args: string[]): string {
     const stderr = (e as { stderr?: string }).stderr?.trim();
     throw new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr || errorMessage(e)}`, { exitCode: 2 });
   }
+}
+
+function shAsync(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err) reject(new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr.trim() || errorMessage(err)}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** A route as `ip -j route show` prints it. */
+export interface ShownRoute {
+  dst: string;
+  type?: string;
+  gateway?: string;
+  dev?: string;
+  metric?: number;
+}
+
+/**
+ * The path (`[via GW] dev DEV`) of the most specific unicast route among
+ * `routes` that does not lead into the tunnel `tunName` (lowest metric among
+ * equals); undefined if none.
+ */
+export function bestPath(routes: readonly ShownRoute[], tunName: string): string[] | undefined {
+  let best: ShownRoute | undefined;
+  let bestLen = -1;
+  for (const r of routes) {
+    if ((r.type !== undefined && r.type !== 'unicast') || r.dev === undefined || r.dev === tunName) continue;
+    const len = r.dst === 'default' ? 0 : r.dst.includes('/') ? Number(r.dst.split('/')[1]) : r.dst.includes(':') ? 128 : 32;
+    if (len > bestLen || (len === bestLen && (r.metric ?? 0) < (best?.metric ?? 0))) {
+      best = r;
+      bestLen = len;
+    }
+  }
+  return best && [...(best.gateway ? ['via', best.gateway] : []), 'dev', best.dev as string];
+}
+
+/**
+ * A link's own route to its server. An interface that goes down takes its
+ * routes with it, and nothing puts them back when it comes up again: so the
+ * route is set again, if it is missing, before each dial of the link.
+ */
+interface LinkRoute {
+  readonly name: string;
+  readonly family: '-4' | '-6';
+  readonly remote: string;
+  /** remote/32 or /128. */
+  readonly host: string;
+  /** The link's own table (it has a source address); undefined: a host route in the main table. */
+  readonly table: string | undefined;
+  /** `[via GW] dev DEV` of the route last set; undefined: none set yet. */
+  path: string[] | undefined;
 }
 
 /** The halves that cover a default route without replacing the existing one. */
@@ -45,6 +101,8 @@ export interface NetworkSystem {
 
 export class NetworkSetup {
   private readonly undo: Undo[] = [];
+  private readonly linkRoutes = new Map<number, LinkRoute>();
+  private tunName = '';
 
   constructor(
     private readonly log: Logger,
@@ -103,20 +161,36 @@ export class NetworkSetup {
    */
   setupClient(config: ClientConfig, tunName: string): void {
     if (config.routes.length === 0) return;
+    this.tunName = tunName;
     try {
       for (const l of config.links) {
         const family = l.remoteAddress.includes(':') ? '-6' : '-4';
-        const got = JSON.parse(
-          sh('ip', ['-j', family, 'route', 'get', l.remoteAddress, ...(l.localAddress ? ['from', l.localAddress] : [])]),
-        ) as Array<{ dev: string; gateway?: string }>;
-        const r = got[0];
-        if (!r) throw new DpError('ERR_ROUTE', `no route to ${l.remoteAddress} for link ${l.name}`, { exitCode: 2 });
         const host = `${l.remoteAddress}/${family === '-6' ? 128 : 32}`;
-        const via = r.gateway ? ['via', r.gateway] : [];
+        let path: string[] | undefined;
+        try {
+          const got = JSON.parse(
+            sh('ip', ['-j', family, 'route', 'get', l.remoteAddress, ...(l.localAddress ? ['from', l.localAddress] : [])]),
+          ) as ShownRoute[];
+          const r = got[0];
+          if (r?.dev !== undefined) path = [...(r.gateway ? ['via', r.gateway] : []), 'dev', r.dev];
+        } catch (e) {
+          this.log.debug('no route to the server', { link: l.name, error: errorMessage(e) });
+        }
+        if (path === undefined) {
+          this.log.warn('no route to this link\'s server yet (is its uplink up?): its route is set when one appears', { link: l.name, server: l.remoteAddress });
+        }
         if (l.localAddress) {
           // Table and priority 25700+N are dp-tcp's own: replace, and sweep rules a killed run left.
           const table = String(LINK_TABLE_BASE + l.id);
-          this.apply('ip', [family, 'route', 'replace', host, ...via, 'dev', r.dev, 'table', table], [family, 'route', 'del', host, ...via, 'dev', r.dev, 'table', table]);
+          this.linkRoutes.set(l.id, { name: l.name, family, remote: l.remoteAddress, host, table, path: undefined });
+          // The fallback when the link's interface is down: dialling fails at once ("no route to host")
+          // instead of falling through to the main table, where the tunnel's own routes would take it.
+          this.apply(
+            'ip',
+            [family, 'route', 'replace', 'unreachable', host, 'table', table, 'metric', String(UNREACHABLE_METRIC)],
+            [family, 'route', 'flush', 'table', table],
+          );
+          if (path !== undefined) this.setLinkRoute(l.id, path);
           const rule = ['from', l.localAddress, 'to', host, 'lookup', table, 'priority', table];
           this.sweep('ip', [family, 'rule', 'del', ...rule]);
           this.apply('ip', [family, 'rule', 'add', ...rule], [family, 'rule', 'del', ...rule]);
@@ -124,7 +198,11 @@ export class NetworkSetup {
           // Someone (maybe a killed run) has this host route already: keep it, and leave it on exit.
           this.log.info('host route to the server exists already: keeping it', { route: host });
         } else {
-          this.apply('ip', [family, 'route', 'add', host, ...via, 'dev', r.dev], [family, 'route', 'del', host, ...via, 'dev', r.dev]);
+          const r: LinkRoute = { name: l.name, family, remote: l.remoteAddress, host, table: undefined, path: undefined };
+          this.linkRoutes.set(l.id, r);
+          // Whatever path it has when dp-tcp exits (set again after an interface came back).
+          this.undo.push({ what: `ip ${family} route add ${host} (link ${l.name})`, run: () => r.path && sh('ip', [family, 'route', 'del', host, ...r.path]) });
+          if (path !== undefined) this.setLinkRoute(l.id, path);
         }
       }
       for (const p of config.routes) {
@@ -136,6 +214,46 @@ export class NetworkSetup {
     } catch (e) {
       this.teardown();
       throw e;
+    }
+  }
+
+  private setLinkRoute(id: number, path: string[]): void {
+    const r = this.linkRoutes.get(id) as LinkRoute;
+    const args = [r.family, 'route', 'replace', r.host, ...path, ...(r.table ? ['table', r.table] : [])];
+    sh('ip', args);
+    r.path = path;
+    this.log.info('network change', { added: `ip ${args.join(' ')}` });
+  }
+
+  /**
+   * Before a dial of link `id`: sets its route to the server again if it is
+   * missing (the interface went down and took it), on the path it had or,
+   * failing that, on the best the main table now has outside the tunnel.
+   * Never throws: a link whose interface is still down just fails its dial.
+   */
+  async refreshLinkRoute(id: number): Promise<void> {
+    const r = this.linkRoutes.get(id);
+    if (r === undefined) return;
+    const table = r.table ? ['table', r.table] : [];
+    try {
+      const shown = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'exact', r.host, ...table])) as ShownRoute[];
+      if (shown.some((x) => (x.type === undefined || x.type === 'unicast') && x.dev !== undefined)) return;
+      const main = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'table', 'main', 'match', r.remote])) as ShownRoute[];
+      const found = bestPath(main, this.tunName);
+      for (const path of [r.path, found]) {
+        if (path === undefined) continue;
+        try {
+          await shAsync('ip', [r.family, 'route', 'replace', r.host, ...path, ...table]);
+        } catch {
+          continue;
+        }
+        r.path = path;
+        this.log.info('link route set again', { link: r.name, route: `${r.host} ${path.join(' ')}${r.table ? ` table ${r.table}` : ''}` });
+        return;
+      }
+      this.log.debug('no route to this link\'s server yet', { link: r.name });
+    } catch (e) {
+      this.log.debug('could not check the link route', { link: r.name, error: errorMessage(e) });
     }
   }
 

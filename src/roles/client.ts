@@ -29,6 +29,11 @@ export class ClientRole {
   readonly identity: Identity | undefined;
   private readonly dialers: Dialer[];
   private rekeyTimer: NodeJS.Timeout | undefined;
+  /**
+   * Runs before each redial of a link (its configured id), which waits for it:
+   * run.ts sets the link's own route again there if its interface lost it.
+   */
+  beforeRedial: ((linkId: number) => Promise<void>) | undefined;
   /** The rekey handshake under way: on which link, since when. */
   private rekeying: { link: Link; initiator: Initiator; sinceMs: number } | undefined;
 
@@ -393,7 +398,11 @@ class Dialer implements LinkHandler {
     const delay = base / 2 + Math.random() * (base / 2);
     this.attempt++;
     this.report.waiting(delay, performance.now());
-    this.timer = setTimeout(() => this.dial(), delay);
+    this.timer = setTimeout(() => {
+      const prepare = this.role.beforeRedial;
+      if (prepare === undefined) this.dial();
+      else void prepare(this.cfg.id).finally(() => this.dial());
+    }, delay);
   }
 
   stop(): void {

@@ -126,6 +126,54 @@ describe('operations between two network namespaces', { skip, timeout: 300_000 }
     void internet;
   });
 
+  it('a link whose interface went down and came back gets its own route back, never the tunnel', async () => {
+    const table = async (): Promise<string> => (await tb.run('client', 'ip', ['route', 'show', 'table', '25700'])).stdout;
+    const routeGet = async (): Promise<string> => {
+      try {
+        return (await tb.run('client', 'ip', ['route', 'get', '10.0.1.1', 'from', '10.0.1.2'])).stdout;
+      } catch (e) {
+        return String((e as { stderr?: string }).stderr ?? e);
+      }
+    };
+    assert.match(await table(), /^10\.0\.1\.1 dev link1-c/m);
+    const before = (await statusOf('client')).sessions[0]!.links.find((l) => l.name === 'wan1')!.connects;
+    await tb.run('client', 'ip', ['link', 'set', 'link1-c', 'down']);
+    try {
+      // The kernel took the link's route with the interface; the link's traffic must not fall into the tunnel.
+      assert.doesNotMatch(await table(), /dev link1-c/);
+      const down = await routeGet();
+      assert.doesNotMatch(down, /dptcp-c/, 'the link would dial through the tunnel');
+      assert.match(down, /No route to host|unreachable/);
+      // Down long enough that the link is declared dead and redials (and fails) at least once.
+      const t0 = Date.now();
+      let state = 'up';
+      while (state === 'up' && Date.now() - t0 < 10_000) {
+        await new Promise((r) => setTimeout(r, 200));
+        state = (await statusOf('client')).sessions[0]!.links.find((l) => l.name === 'wan1')!.state;
+      }
+      assert.notEqual(state, 'up', `wan1 declared dead\n${tb.log('client').slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 2000));
+    } finally {
+      await tb.run('client', 'ip', ['link', 'set', 'link1-c', 'up']);
+    }
+    let links = (await statusOf('client')).sessions[0]!.links;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 15_000) {
+      links = (await statusOf('client')).sessions[0]!.links;
+      const wan1 = links.find((l) => l.name === 'wan1')!;
+      if (wan1.state === 'up' && wan1.connects > before) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const wan1 = links.find((l) => l.name === 'wan1')!;
+    assert.equal(wan1.state, 'up', 'wan1 came back');
+    assert.ok(wan1.connects > before, `wan1 reconnected (connects ${wan1.connects})`);
+    assert.match(await table(), /^10\.0\.1\.1 dev link1-c/m, 'its route is back in its table');
+    assert.match(await routeGet(), /dev link1-c table 25700/);
+    assert.match(tb.log('client'), /link route set again/);
+    const ping = await tb.run('client', 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.0.0.1']);
+    assert.match(ping.stdout, /3 received/);
+  });
+
   it('on exit removes exactly what it added', async () => {
     assert.equal(await tb.stopDpTcp('client'), 0);
     assert.equal(await tb.stopDpTcp('server'), 0);

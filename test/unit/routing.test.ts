@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { ServerConfig } from '../../src/config/types.js';
+import type { ClientConfig, ServerConfig } from '../../src/config/types.js';
 import { memoryLogger } from '../../src/log.js';
-import { NetworkSetup } from '../../src/ops/routing.js';
+import { bestPath, NetworkSetup } from '../../src/ops/routing.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir('dptcp-routing-');
@@ -75,6 +75,89 @@ describe('server NAT and forwarding', () => {
       a.teardown();
       assert.equal(readFileSync(join(procSys, 'net/ipv4/ip_forward'), 'utf8').trim(), '1', 'still on for dptcp-b');
       b.teardown();
+    });
+  });
+});
+
+describe('client link routes', () => {
+  it('bestPath: the most specific unicast route outside the tunnel, lowest metric among equals', () => {
+    const routes = [
+      { dst: 'default', gateway: '192.0.2.1', dev: 'eth0', metric: 100 },
+      { dst: 'default', gateway: '198.51.100.1', dev: 'wlan0', metric: 50 },
+      { dst: '0.0.0.0/1', dev: 'dptcp-c' },
+      { dst: '10.0.0.0/8', type: 'unreachable' },
+    ];
+    assert.deepEqual(bestPath(routes, 'dptcp-c'), ['via', '198.51.100.1', 'dev', 'wlan0']);
+    assert.deepEqual(bestPath([...routes, { dst: '10.1.0.0/16', dev: 'eth1' }], 'dptcp-c'), ['dev', 'eth1']);
+    assert.equal(bestPath([{ dst: '0.0.0.0/1', dev: 'dptcp-c' }], 'dptcp-c'), undefined);
+  });
+
+  /**
+   * A fake `ip`: no route to the server at first (`route get` fails, the main
+   * table has none); `ip-state/main` holds the main table's JSON once the
+   * uplink is "up"; every call is recorded.
+   */
+  async function withFakeIp(f: (calls: () => string[], uplinkUp: () => void) => Promise<void>): Promise<void> {
+    const bin = join(dir, 'ipbin');
+    const state = join(dir, 'ip-state');
+    const log = join(dir, 'ip.log');
+    mkdirSync(bin, { recursive: true });
+    mkdirSync(state, { recursive: true });
+    writeFileSync(log, '');
+    writeFileSync(join(state, 'main'), '[{"dst":"0.0.0.0/1","dev":"dptcp-c"}]');
+    const script = [
+      '#!/bin/sh',
+      `echo "$*" >> '${log}'`,
+      'case " $* " in',
+      '  *" route get "*) echo "RTNETLINK answers: Network is unreachable" >&2; exit 2;;',
+      '  *" rule del "*) exit 2;;',
+      `  *" show exact "*) echo '[]';;`,
+      `  *" show table main match "*) /bin/cat '${join(state, 'main')}';;`,
+      `  *" route replace "*" via "*) /bin/grep -q gateway '${join(state, 'main')}' || { echo "Error: Nexthop has invalid gateway." >&2; exit 2; };;`,
+      'esac',
+      'exit 0',
+      '',
+    ].join('\n');
+    writeFileSync(join(bin, 'ip'), script);
+    chmodSync(join(bin, 'ip'), 0o755);
+    const path = process.env['PATH'];
+    process.env['PATH'] = bin;
+    try {
+      await f(
+        () => readFileSync(log, 'utf8').split('\n').filter((l) => l !== ''),
+        () => writeFileSync(join(state, 'main'), '[{"dst":"default","gateway":"192.0.2.1","dev":"eth7"},{"dst":"0.0.0.0/1","dev":"dptcp-c"}]'),
+      );
+    } finally {
+      process.env['PATH'] = path;
+    }
+  }
+
+  const client = {
+    routes: [{ family: 4, address: '0.0.0.0', prefix: 0 }],
+    links: [{ id: 0, name: 'wan1', remoteAddress: '203.0.113.9', remotePort: 443, localAddress: '192.0.2.50' }],
+  } as unknown as ClientConfig;
+
+  it('a link with no route at start does not stop the client; its route is set once one appears, never into the tunnel', async () => {
+    await withFakeIp(async (calls, uplinkUp) => {
+      const log = memoryLogger('debug');
+      const net = new NetworkSetup(log);
+      net.setupClient(client, 'dptcp-c');
+      assert.match(log.lines.join('\n'), /no route to this link's server yet/);
+      // The fallback that keeps a dial out of the tunnel, the rule, the tunnel's routes; no route to the server yet.
+      assert.ok(calls().includes('-4 route replace unreachable 203.0.113.9/32 table 25700 metric 4294967295'));
+      assert.ok(calls().includes('-4 rule add from 192.0.2.50 to 203.0.113.9/32 lookup 25700 priority 25700'));
+      assert.ok(!calls().some((c) => c.startsWith('-4 route replace 203.0.113.9/32')));
+      // Before a redial with the uplink still down: the only candidate is the tunnel, which is never taken.
+      await net.refreshLinkRoute(0);
+      assert.ok(!calls().some((c) => c.startsWith('-4 route replace 203.0.113.9/32')), calls().join('\n'));
+      uplinkUp();
+      await net.refreshLinkRoute(0);
+      assert.ok(calls().includes('-4 route replace 203.0.113.9/32 via 192.0.2.1 dev eth7 table 25700'), calls().join('\n') + log.lines.join('\n'));
+      assert.match(log.lines.join('\n'), /link route set again/);
+      await net.refreshLinkRoute(7); // not a link with a route of its own: nothing
+      net.teardown();
+      assert.ok(calls().includes('-4 route flush table 25700'), 'its table is removed at exit');
+      assert.ok(calls().includes('-4 rule del from 192.0.2.50 to 203.0.113.9/32 lookup 25700 priority 25700'));
     });
   });
 });
