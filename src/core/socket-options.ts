@@ -60,8 +60,11 @@ export function paceLink(link: Link, kbit: number | undefined, timing: TimingCon
     const addon = loadAddon();
     const c = addon.constants;
     addon.setsockoptInt(fd, c.SOL_SOCKET, c.SO_MAX_PACING_RATE, kbit * 125);
-    addon.setsockoptInt(fd, c.IPPROTO_TCP, c.TCP_NOTSENT_LOWAT, pacedNotsentLowat(kbit, timing.socketNotsentLowatBytes));
+    const bound = pacedNotsentLowat(kbit, timing.socketNotsentLowatBytes);
+    addon.setsockoptInt(fd, c.IPPROTO_TCP, c.TCP_NOTSENT_LOWAT, bound);
     link.paceKbit = kbit;
+    // The lowat alone lets a write fill the kernel's last segment buffer (up to 64 KiB): the link holds to it.
+    link.unsentCap = process.env['DPTCP_AB_CAP'] === '0' ? undefined : bound;
   } catch (e) {
     log.warn('cannot pace the link socket: it sends at whatever rate TCP finds', { kbit, error: errorMessage(e) });
   }

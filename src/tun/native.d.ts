@@ -80,6 +80,8 @@ export interface NativeAddon {
   sendSome(fd: number, buf: Buffer): number;
   /** Replaces this process's program (same pid, environment and inheritable descriptors); returns only by throwing. */
   execv(path: string, argv: readonly string[]): never;
+  /** Bytes written to a TCP socket and not sent yet (ioctl SIOCOUTQNSD), or -errno. Absent from addons built before it. */
+  unsentBytes?(fd: number): number;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
   SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number) => void) => NativeSocketReader;
   constants: {
