@@ -188,8 +188,9 @@ export class NetworkSetup {
           this.apply(
             'ip',
             [family, 'route', 'replace', 'unreachable', host, 'table', table, 'metric', String(UNREACHABLE_METRIC)],
-            [family, 'route', 'flush', 'table', table],
+            [family, 'route', 'del', 'unreachable', host, 'table', table, 'metric', String(UNREACHABLE_METRIC)],
           );
+          this.undoLinkRoute(l.id);
           if (path !== undefined) this.setLinkRoute(l.id, path);
           const rule = ['from', l.localAddress, 'to', host, 'lookup', table, 'priority', table];
           this.sweep('ip', [family, 'rule', 'del', ...rule]);
@@ -198,10 +199,8 @@ export class NetworkSetup {
           // Someone (maybe a killed run) has this host route already: keep it, and leave it on exit.
           this.log.info('host route to the server exists already: keeping it', { route: host });
         } else {
-          const r: LinkRoute = { name: l.name, family, remote: l.remoteAddress, host, table: undefined, path: undefined };
-          this.linkRoutes.set(l.id, r);
-          // Whatever path it has when dp-tcp exits (set again after an interface came back).
-          this.undo.push({ what: `ip ${family} route add ${host} (link ${l.name})`, run: () => r.path && sh('ip', [family, 'route', 'del', host, ...r.path]) });
+          this.linkRoutes.set(l.id, { name: l.name, family, remote: l.remoteAddress, host, table: undefined, path: undefined });
+          this.undoLinkRoute(l.id);
           if (path !== undefined) this.setLinkRoute(l.id, path);
         }
       }
@@ -215,6 +214,26 @@ export class NetworkSetup {
       this.teardown();
       throw e;
     }
+  }
+
+  /**
+   * At teardown, deletes link `id`'s route to its server by its exact
+   * specification, on whatever path it has by then (set again after an
+   * interface came back); already gone (its interface went down) is fine.
+   */
+  private undoLinkRoute(id: number): void {
+    const r = this.linkRoutes.get(id) as LinkRoute;
+    this.undo.push({
+      what: `ip ${r.family} route ${r.host}${r.table ? ` table ${r.table}` : ''} (link ${r.name})`,
+      run: () => {
+        if (r.path === undefined) return;
+        try {
+          sh('ip', [r.family, 'route', 'del', r.host, ...r.path, ...(r.table ? ['table', r.table] : [])]);
+        } catch (e) {
+          if (!/No such process/.test(errorMessage(e))) throw e;
+        }
+      },
+    });
   }
 
   private setLinkRoute(id: number, path: string[]): void {
