@@ -924,8 +924,14 @@ export class Link {
     const ms = Math.min(100, Math.max(1, (unsent - cap / 2) / bytesPerMs));
     this.unsentTimer = setTimeout(() => {
       this.unsentTimer = undefined;
-      // Node's writer still holds bytes: its write callback resumes the queue instead.
-      if (this.state !== 'closed' && !this.writable && this.socket.writableLength === 0) this.onDrain();
+      if (this.state === 'closed' || this.writable) return;
+      if (this.socket.writableLength === 0) {
+        this.onDrain();
+        return;
+      }
+      // Node's writer still holds bytes (the rest of a frame a write cut): only a write it refused
+      // emits 'drain', so nothing else may resume the queue. Look again shortly.
+      this.waitUnsent(cap);
     }, ms);
   }
 

@@ -63,8 +63,9 @@ export function paceLink(link: Link, kbit: number | undefined, timing: TimingCon
     const bound = pacedNotsentLowat(kbit, timing.socketNotsentLowatBytes);
     addon.setsockoptInt(fd, c.IPPROTO_TCP, c.TCP_NOTSENT_LOWAT, bound);
     link.paceKbit = kbit;
-    // The lowat alone lets a write fill the kernel's last segment buffer (up to 64 KiB): the link holds to it.
-    link.unsentCap = process.env['DPTCP_AB_CAP'] === '0' ? undefined : bound;
+    // The lowat alone lets a write fill the kernel's last segment buffer (up to 64 KiB): the link holds
+    // to it. DPTCP_PACED_UNSENT_CAP=0 leaves it to the lowat alone (bench:pacing compares both).
+    link.unsentCap = process.env['DPTCP_PACED_UNSENT_CAP'] === '0' ? undefined : bound;
   } catch (e) {
     log.warn('cannot pace the link socket: it sends at whatever rate TCP finds', { kbit, error: errorMessage(e) });
   }

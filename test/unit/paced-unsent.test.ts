@@ -99,6 +99,50 @@ describe('paced link: unsent data bounded', () => {
     assert.deepEqual(r.seqs, Array.from({ length: FRAMES }, (_, i) => i + 1));
   });
 
+  it('a link waiting for its socket while Node\'s writer still holds bytes resumes once they are gone', async () => {
+    // The state a cwnd-limited WAN link reaches (its send buffer full of data in flight): Node's
+    // writer holds the rest of a cut frame, which it flushes with no 'drain' (its write was not
+    // refused), while the link waits for the socket's unsent data to fall. Here the receiver stops
+    // reading (the unsent data grows past the bound) and Node's writer is made to report bytes.
+    const p = await pair();
+    const log = createLogger('error', 'client', { sink: () => {} });
+    const link = new Link(
+      p.a,
+      { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 26, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
+      { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} },
+      log,
+    );
+    link.state = 'up';
+    paceLink(link, 200_000, { socketNotsentLowatBytes: 131_072 } as TimingConfig, log);
+    let heldByWriter = 0;
+    const realLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Object.getPrototypeOf(p.a)), 'writableLength');
+    Object.defineProperty(p.a, 'writableLength', { configurable: true, get: () => heldByWriter || (realLength?.get?.call(p.a) as number) });
+    let got = 0;
+    p.b.on('data', (c: Buffer) => {
+      got += c.length;
+    });
+    p.b.pause();
+    let sent = 0;
+    try {
+      for (let seq = 1; seq <= 2000; seq++) {
+        const f = frame(seq);
+        sent += f.length;
+        link.sendData(f, 1, performance.now());
+      }
+      const fd = (p.a as unknown as { _handle: { fd: number } })._handle.fd;
+      await until(() => ((loadAddon().unsentBytes as (fd: number) => number)(fd)) >= (link.unsentCap as number), 'the socket past its bound', 5000);
+      heldByWriter = 1400; // the writer "holds" bytes while the link's wait runs out
+      await new Promise((r) => setTimeout(r, 100));
+      heldByWriter = 0; // and is done with them, with no 'drain'
+      p.b.resume();
+      await until(() => got === sent, `all ${sent} bytes delivered (got ${got})`, 5000);
+    } finally {
+      link.destroy('test over');
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
   it('without the cap, TCP_NOTSENT_LOWAT alone lets the socket hold far more (what the cap is for)', async () => {
     const r = await run(false);
     assert.ok(r.maxUnsent > 4 * r.cap, `unsent up to ${r.maxUnsent} bytes against a lowat of ${r.cap}`);
