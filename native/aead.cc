@@ -50,7 +50,11 @@ Aead::Aead(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Aead>(info) {
 
 Aead::~Aead() { Free(); }
 
-// EVP_CIPHER_CTX_free cleanses the key schedule.
+// The key schedule is the only copy of the key the addon holds (the key
+// Buffer is the caller's; it is read once, by EVP_CipherInit_ex).
+// EVP_CIPHER_CTX_free cleanses it: the provider's context, key schedule
+// included, goes through OPENSSL_clear_free. By destroy(), when the caller
+// retires the key, else by the finalizer.
 void Aead::Free() {
   if (ctx_ != nullptr) {
     EVP_CIPHER_CTX_free(ctx_);
@@ -105,6 +109,7 @@ bool Aead::Begin(const Napi::CallbackInfo& info, uint8_t** text, size_t* len, co
 // the tag after it.
 Napi::Value Aead::Seal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (ctx_ == nullptr) throw Napi::Error::New(env, "seal: the key was destroyed");
   if (!encrypt_) throw Napi::Error::New(env, "seal: this key opens");
   const uint8_t* from = nullptr;
   if (info.Length() > 5 && !info[5].IsUndefined()) {
@@ -134,6 +139,7 @@ Napi::Value Aead::Seal(const Napi::CallbackInfo& info) {
 // is then garbage, and must not be used).
 Napi::Value Aead::Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (ctx_ == nullptr) throw Napi::Error::New(env, "open: the key was destroyed");
   if (encrypt_) throw Napi::Error::New(env, "open: this key seals");
   uint8_t* text = nullptr;
   size_t len = 0;

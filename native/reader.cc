@@ -19,10 +19,11 @@ Napi::Function SocketReader::Init(Napi::Env env) {
                      });
 }
 
-// new SocketReader(fd, buffer, onData(n), onEnd(errno)): starts at once.
+// new SocketReader(fd, buffer, onData(n), onEnd(errno[, error])): starts at once.
 // onData(n): buffer[0..n) holds the next n bytes of the stream; they are
 // valid until onData returns (the next read overwrites them). onEnd(0): the
-// peer closed its side; onEnd(errno): the read failed. After onEnd nothing
+// peer closed its side; onEnd(errno): the read failed; onEnd(EIO, error): the
+// addon itself failed in its poll callback (ReportCaught). After onEnd nothing
 // more is read; close() is still due.
 SocketReader::SocketReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketReader>(info) {
   Napi::Env env = info.Env();
@@ -98,19 +99,46 @@ Napi::Value SocketReader::Resume(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Runs from libuv, with no JavaScript below: nothing is thrown out of here
+// (errors.h). One HandleScope covers everything; whatever is thrown ends the
+// reader through onEnd, as a failed read does (ReportCaught).
 void SocketReader::OnPoll(uv_poll_t* handle, int status, int events) {
   SocketReader* self = static_cast<SocketReader*>(handle->data);
   if (self == nullptr || self->fd_ < 0) return;
-  if (status < 0) {
-    // libuv reports any EPOLLERR as UV_EBADF; the socket's own error (ECONNRESET
-    // for a peer's reset) is what the read failed with, as Node would report it.
-    int err = 0;
-    socklen_t errLen = sizeof(err);
-    if (getsockopt(self->fd_, SOL_SOCKET, SO_ERROR, &err, &errLen) != 0 || err == 0) err = -status;
-    self->Finish(err);
+  napi_handle_scope scope = nullptr;
+  if (napi_open_handle_scope(self->env_, &scope) != napi_ok) {
+    ReportUncaught(self->env_, nullptr, "socket reader poll callback");
     return;
   }
-  if (events & UV_READABLE) self->HandleReadable();
+  try {
+    if (status < 0) {
+      // libuv reports any EPOLLERR as UV_EBADF; the socket's own error (ECONNRESET
+      // for a peer's reset) is what the read failed with, as Node would report it.
+      int err = 0;
+      socklen_t errLen = sizeof(err);
+      if (getsockopt(self->fd_, SOL_SOCKET, SO_ERROR, &err, &errLen) != 0 || err == 0) err = -status;
+      self->Finish(err);
+    } else if (events & UV_READABLE) {
+      self->HandleReadable();
+    }
+  } catch (...) {
+    self->ReportCaught();
+  }
+  napi_close_handle_scope(self->env_, scope);
+}
+
+// Inside a catch block of a libuv callback. Until onEnd has run, what was
+// caught ends the reader: onEnd(EIO, error), the error saying what failed
+// (the socket's state is unknown now; the link closes, as after a failed
+// read). After onEnd it goes to 'uncaughtException'. Dropped once closed.
+void SocketReader::ReportCaught() noexcept {
+  napi_value err = CaughtAsJs(env_, "socket reader");
+  if (fd_ < 0) return;
+  if (!endCalled_) {
+    Finish(EIO, err);
+  } else {
+    ReportUncaught(env_, err, "socket reader");
+  }
 }
 
 // Fills the buffer with what the socket holds (a few reads at most, so one
@@ -141,29 +169,40 @@ void SocketReader::HandleReadable() {
     if (static_cast<size_t>(r) < want) break;
   }
   if (got > 0) {
-    Napi::Env env(env_);
-    Napi::HandleScope scope(env);
+    Napi::Env env(env_);  // OnPoll holds the HandleScope
     CallJs(onData_, {Napi::Number::New(env, static_cast<double>(got))});
   }
   if (err >= 0 && fd_ >= 0) Finish(err);
 }
 
-void SocketReader::Finish(int err) {
+// Never throws (ReportCaught calls it): raw N-API calls only.
+void SocketReader::Finish(int err, napi_value error) noexcept {
   ended_ = true;
   if (poll_ != nullptr) uv_poll_stop(poll_);
-  Napi::Env env(env_);
-  Napi::HandleScope scope(env);
-  CallJs(onEnd_, {Napi::Number::New(env, err)});
+  endCalled_ = true;
+  napi_value code = nullptr;
+  if (napi_create_int32(env_, err, &code) != napi_ok) {
+    ReportUncaught(env_, error, "socket reader end");
+    return;
+  }
+  if (error != nullptr) {
+    CallJs(onEnd_, {code, error});
+  } else {
+    CallJs(onEnd_, {code});
+  }
 }
 
-void SocketReader::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+// Never throws: an exception thrown by the callback is handed to
+// 'uncaughtException', as Node does for its own callbacks; so is a failure to
+// call it at all.
+void SocketReader::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept {
   if (fn.IsEmpty()) return;
-  Napi::Env env(env_);
   try {
+    Napi::Env env(env_);
     fn.MakeCallback(env.Global(), args, *asyncContext_);
-  } catch (const Napi::Error& e) {
-    // Nothing above us can catch it: hand it to 'uncaughtException'.
-    napi_fatal_exception(env_, e.Value());
+  } catch (...) {
+    // Nothing above us can catch it.
+    ReportUncaught(env_, CaughtAsJs(env_, "socket reader callback"), "socket reader callback");
   }
 }
 

@@ -28,15 +28,18 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnCleanup(void* arg);
   void HandleReadable();
-  void Finish(int err);
+  void Finish(int err, napi_value error = nullptr) noexcept;
+  void ReportCaught() noexcept;
   void CloseInternal();
-  void CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args);
+  void CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept;
 
   int fd_ = -1;
   napi_env env_ = nullptr;
   uv_poll_t* poll_ = nullptr;
   bool cleanupHookAdded_ = false;
   bool ended_ = false;
+  /** onEnd was called (or about to be): nothing more goes to it. */
+  bool endCalled_ = false;
   bool tearingDown_ = false;
   uint64_t reads_ = 0;
   Napi::Reference<Napi::Buffer<uint8_t>> bufRef_;

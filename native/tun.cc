@@ -6,10 +6,13 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <exception>
 
 #include "errors.h"
 
@@ -353,18 +356,46 @@ void Tun::UpdatePoll() {
   }
 }
 
+// Runs from libuv, with no JavaScript below: nothing is thrown out of here
+// (errors.h). One HandleScope covers everything, UpdatePoll's errors included,
+// and whatever is thrown goes to onError as a failed poll's error does.
 void Tun::OnPoll(uv_poll_t* handle, int status, int events) {
   Tun* self = static_cast<Tun*>(handle->data);
   if (self == nullptr || self->fd_ < 0) return;
-  if (status < 0) {
-    Napi::Env env(self->env_);
-    Napi::HandleScope scope(env);
-    Napi::Error e = ErrnoError(env, -status, "uv_poll", "waiting for " + self->name_);
-    self->CallJs(self->onError_, {e.Value()});
+  napi_handle_scope scope = nullptr;
+  if (napi_open_handle_scope(self->env_, &scope) != napi_ok) {
+    ReportUncaught(self->env_, nullptr, "TUN poll callback");
     return;
   }
-  if ((events & UV_WRITABLE) && self->wantWritable_) self->HandleWritable();
-  if ((events & UV_READABLE) && self->reading_ && self->fd_ >= 0) self->HandleReadable();
+  try {
+    if (status < 0) {
+      Napi::Env env(self->env_);
+      Napi::Error e = ErrnoError(env, -status, "uv_poll", "waiting for " + self->name_);
+      self->CallJs(self->onError_, {e.Value()});
+    } else {
+      if ((events & UV_WRITABLE) && self->wantWritable_) self->HandleWritable();
+      if ((events & UV_READABLE) && self->reading_ && self->fd_ >= 0) self->HandleReadable();
+    }
+  } catch (...) {
+    self->ReportCaught();
+  }
+  napi_close_handle_scope(self->env_, scope);
+}
+
+// Inside a catch block of a libuv callback: what was caught goes to onError,
+// the caller's (as for a read error); to 'uncaughtException' if there is no
+// onError (waitWritable without startReading). Dropped once the device is
+// closed, as a read error is: the caller closed it, nothing is left to fail.
+void Tun::ReportCaught() noexcept {
+  char w[64];
+  snprintf(w, sizeof(w), "TUN device %s", name_.c_str());
+  napi_value err = CaughtAsJs(env_, w);
+  if (fd_ < 0) return;
+  if (err != nullptr && !onError_.IsEmpty()) {
+    CallJs(onError_, {err});
+  } else {
+    ReportUncaught(env_, err, w);
+  }
 }
 
 // One batch per poll callback: the poll is level-triggered, so anything left
@@ -398,8 +429,7 @@ void Tun::HandleReadable() {
     lengths_[n++] = static_cast<uint32_t>(got);
     off += headroom_ + got;
   }
-  Napi::Env env(env_);
-  Napi::HandleScope scope(env);
+  Napi::Env env(env_);  // OnPoll holds the HandleScope
   if (n > 0) CallJs(onRead_, {Napi::Number::New(env, static_cast<double>(n))});
   if (err != 0 && fd_ >= 0) {
     // EBADFD: the device went away under us; the caller decides what that means.
@@ -407,22 +437,32 @@ void Tun::HandleReadable() {
   }
 }
 
+// Stops asking for writability before the callback, which may ask again. If
+// that fails the writer is owed its callback all the same; the failure is
+// rethrown after it, for OnPoll to report.
 void Tun::HandleWritable() {
   wantWritable_ = false;
-  UpdatePoll();
-  Napi::Env env(env_);
-  Napi::HandleScope scope(env);
+  std::exception_ptr failed;
+  try {
+    UpdatePoll();
+  } catch (...) {
+    failed = std::current_exception();
+  }
   CallJs(onWritable_, {});
+  if (failed) std::rethrow_exception(failed);
 }
 
-void Tun::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+// Never throws: an exception thrown by the callback is handed to
+// 'uncaughtException', as Node does for its own callbacks; so is a failure to
+// call it at all.
+void Tun::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept {
   if (fn.IsEmpty()) return;
-  Napi::Env env(env_);
   try {
+    Napi::Env env(env_);
     fn.MakeCallback(env.Global(), args, *asyncContext_);
-  } catch (const Napi::Error& e) {
-    // Nothing above us can catch it: hand it to 'uncaughtException'.
-    napi_fatal_exception(env_, e.Value());
+  } catch (...) {
+    // Nothing above us can catch it.
+    ReportUncaught(env_, CaughtAsJs(env_, "TUN callback"), "TUN callback");
   }
 }
 

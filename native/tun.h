@@ -38,7 +38,8 @@ class Tun : public Napi::ObjectWrap<Tun> {
   void HandleWritable();
   void UpdatePoll();
   void CloseInternal();
-  void CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args);
+  void CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept;
+  void ReportCaught() noexcept;
 
   int fd_ = -1;
   std::string name_;

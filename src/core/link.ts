@@ -409,7 +409,7 @@ export class Link {
         fd,
         buf,
         (n) => this.onData(buf.subarray(0, n)),
-        (errno) => this.onReadEnd(errno),
+        (errno, error) => this.onReadEnd(errno, error),
       );
     } catch (e) {
       handle.reading = false;
@@ -433,11 +433,18 @@ export class Link {
     else this.socket.resume();
   }
 
-  /** The native reader's end: 0 the peer closed its side, else the errno of the failed read. */
-  private onReadEnd(errno: number): void {
+  /**
+   * The native reader's end: 0 the peer closed its side, else the errno of the
+   * failed read; with `error`, the addon's own failure (the link closes with it).
+   */
+  private onReadEnd(errno: number, error?: Error): void {
     if (errno === 0) {
       this.finish('peer closed the connection');
       this.socket.destroy();
+      return;
+    }
+    if (error !== undefined) {
+      this.socket.destroy(error);
       return;
     }
     const code = getSystemErrorName(-errno);

@@ -42,17 +42,39 @@ export class Keypair {
     this.opener = recordKey(cipher, recvKey, false);
   }
 
-  /** Set up once per keypair; the garbage collector frees (and the addon cleanses) them with it. */
+  /** Set up once per keypair; retire() destroys them (the addon cleanses the key schedules). */
   private readonly sealer: RecordKey;
   private readonly opener: RecordKey;
+  private retiredFlag = false;
 
+  /** retire() ran: the keys are zeroed and nothing seals or opens with it. */
+  get retired(): boolean {
+    return this.retiredFlag;
+  }
+
+  /**
+   * The keypair's ring let go of it (evicted, expired, or the session's keys
+   * cleared): its native cipher contexts are freed, which cleanses their key
+   * schedules, and the raw keys are zeroed. Only the ring calls it, when it
+   * drops its last use: nothing else seals or opens with a keypair (the
+   * server's pending links keep theirs only to compare it). seal and open
+   * throw afterwards. Idempotent.
+   */
+  retire(): void {
+    if (this.retiredFlag) return;
+    this.retiredFlag = true;
+    this.sealer.destroy();
+    this.opener.destroy();
+    this.sendKey.fill(0);
+    this.recvKey.fill(0);
+  }
 
   get sent(): number {
     return this.sendCounter;
   }
 
   usable(nowMs: number): boolean {
-    return nowMs - this.createdMs < REJECT_AFTER_TIME_MS;
+    return !this.retiredFlag && nowMs - this.createdMs < REJECT_AFTER_TIME_MS;
   }
 
   canSeal(nowMs: number): boolean {
@@ -65,6 +87,7 @@ export class Keypair {
   }
 
   seal(frames: Buffer, alloc?: RecordAlloc): Buffer {
+    if (this.retiredFlag) throw new Error('keypair retired: its keys are erased');
     if (this.sendCounter >= REJECT_AFTER_MESSAGES) throw new Error('keypair exhausted: a new handshake is needed');
     return this.sealer.seal(this.remoteIndex, this.sendCounter++, frames, alloc);
   }
@@ -76,6 +99,7 @@ export class Keypair {
   }
 
   open(counter: number, buf: Buffer, start: number, end: number): Buffer | undefined {
+    if (this.retiredFlag) throw new Error('keypair retired: its keys are erased');
     return this.opener.open(counter, buf, start, end);
   }
 }
@@ -112,6 +136,9 @@ export class KeyRing {
    * out the keys the session runs on.
    */
   add(kp: Keypair): void {
+    // Another keypair under the same index (a random index met again) is gone from the ring.
+    const same = this.byIndex.get(kp.localIndex);
+    if (same !== undefined && same !== kp) this.drop(same);
     this.byIndex.set(kp.localIndex, kp);
     while (this.byIndex.size > MAX_KEYPAIRS) {
       // One pass in age order: the first unconfirmed one, else the first confirmed one.
@@ -125,7 +152,7 @@ export class KeyRing {
         victim ??= k;
       }
       if (victim === undefined) break; // MAX_KEYPAIRS >= 2: not reached
-      this.byIndex.delete(victim.localIndex);
+      this.drop(victim);
     }
     if (kp.confirmed) this.promote(kp);
   }
@@ -172,16 +199,21 @@ export class KeyRing {
 
   /** Erases keypairs past their lifetime. */
   expire(nowMs: number): void {
-    for (const [i, kp] of this.byIndex) {
-      if (!kp.usable(nowMs)) {
-        this.byIndex.delete(i);
-        if (this.current === kp) this.current = undefined;
-      }
-    }
+    for (const kp of [...this.byIndex.values()]) if (!kp.usable(nowMs)) this.drop(kp);
   }
 
+  /** Erases every keypair (the session closed, or the peer's session started over). */
   clear(): void {
+    const all = [...this.byIndex.values()];
     this.byIndex.clear();
     this.current = undefined;
+    for (const kp of all) kp.retire();
+  }
+
+  /** Takes a keypair out of the ring and erases its keys: the ring was its only user. */
+  private drop(kp: Keypair): void {
+    if (this.byIndex.get(kp.localIndex) === kp) this.byIndex.delete(kp.localIndex);
+    if (this.current === kp) this.current = undefined;
+    kp.retire();
   }
 }

@@ -211,7 +211,11 @@ class SymmetricState {
 
   split(): [CipherState, CipherState] {
     const [k1, k2] = hkdf2(this.ck, Buffer.alloc(0));
-    return [new CipherState(k1), new CipherState(k2)];
+    const states: [CipherState, CipherState] = [new CipherState(k1), new CipherState(k2)];
+    // The CipherStates hold copies; these would stay in the heap until collected.
+    k1.fill(0);
+    k2.fill(0);
+    return states;
   }
 }
 

@@ -75,6 +75,12 @@ export interface RecordKey {
    * view, valid as long as `buf` is).
    */
   open(counter: number, buf: Buffer, start: number, end: number): Buffer | undefined;
+  /**
+   * Retires the key: the addon's cipher context is freed (OpenSSL cleanses
+   * its key schedule). seal and open throw from then on. Idempotent. The key
+   * Buffer given to recordKey is the caller's to zero.
+   */
+  destroy(): void;
 }
 
 /** A buffer of exactly `bytes` to seal a record into, or undefined (the sealer allocates one). */
@@ -94,12 +100,27 @@ function nativeAead(): AeadClass | null {
   return aeadClass;
 }
 
+function destroyedError(what: 'seal' | 'open'): Error {
+  return new Error(`${what}: the key was destroyed (its keypair is retired)`);
+}
+
 export function recordKey(cipher: CipherName, key: Buffer, encrypt: boolean): RecordKey {
   const Aead = nativeAead();
   if (Aead === null) {
+    // node:crypto reads `key` on every call: once its owner zeroes it, it must not be used.
+    let destroyed = false;
     return {
-      seal: (index, counter, frames) => sealRecord(cipher, key, index, counter, frames),
-      open: (counter, buf, start, end) => openRecord(cipher, key, counter, buf, start, end),
+      seal(index, counter, frames) {
+        if (destroyed) throw destroyedError('seal');
+        return sealRecord(cipher, key, index, counter, frames);
+      },
+      open(counter, buf, start, end) {
+        if (destroyed) throw destroyedError('open');
+        return openRecord(cipher, key, counter, buf, start, end);
+      },
+      destroy() {
+        destroyed = true;
+      },
     };
   }
   const aead = new Aead(cipher, key, encrypt);
@@ -118,6 +139,9 @@ export function recordKey(cipher: CipherName, key: Buffer, encrypt: boolean): Re
       const textStart = start + 12;
       const textEnd = end - TAG_BYTES;
       return aead.open(buf, textStart, textEnd - textStart, counter, start - 4) ? buf.subarray(textStart, textEnd) : undefined;
+    },
+    destroy() {
+      aead.destroy();
     },
   };
 }

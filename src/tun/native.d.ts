@@ -46,7 +46,8 @@ export interface NativeTun {
  * Reads a connected stream socket (a dup of `fd`, watched on the event loop)
  * into one reused buffer. onData(n): buffer[0..n) holds the next bytes, valid
  * until onData returns. onEnd(0): the peer closed; onEnd(errno): the read
- * failed; nothing is read after either. close() is due after the socket's
+ * failed; onEnd(EIO, error): the addon itself failed in its poll callback
+ * (`error` says how); nothing is read after any of them. close() is due after the socket's
  * own close (the connection lives while the dup is open). Idempotent.
  */
 export interface NativeSocketReader {
@@ -83,7 +84,7 @@ export interface NativeAddon {
   /** Bytes written to a TCP socket and not sent yet (ioctl SIOCOUTQNSD), or -errno. Absent from addons built before it. */
   unsentBytes?(fd: number): number;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
-  SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number) => void) => NativeSocketReader;
+  SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number, error?: Error) => void) => NativeSocketReader;
   constants: {
     SOL_SOCKET: number;
     IPPROTO_TCP: number;
