@@ -270,6 +270,15 @@ export interface Reclaimed {
 }
 
 const CLOSE_GRACE_MS = 500;
+/**
+ * An unpaced link whose smoothed round trip stays this far above its least
+ * for BLOAT_HINT_SAMPLES keepalives in a row (5 s at the default interval)
+ * is filling a buffer on its path (a modem's, or its socket's): the log says
+ * to pace it, once per link name and process.
+ */
+export const BLOAT_HINT_EXCESS_MS = 100;
+export const BLOAT_HINT_SAMPLES = 25;
+const bloatHinted = new Set<string>();
 /** Urgent data waiting ahead of the bulk queue, at most (beyond it, urgent data waits in order). */
 export const URGENT_QUEUE_MAX_BYTES = 64 * 1024;
 /**
@@ -310,6 +319,8 @@ export class Link {
   srttMs = NaN;
   /** Lowest PING/PONG round trip of this connection, ms. */
   minRttMs = Infinity;
+  /** Round-trip samples in a row with the smoothed RTT BLOAT_HINT_EXCESS_MS over minRttMs. */
+  private bloatSamples = 0;
   /** Our unacknowledged bytes when the last PING left, and whether its round trip was a spike. */
   private pingUnacked = 0;
   private spiking = false;
@@ -784,10 +795,26 @@ export class Link {
         // Our own data ahead of the PING explains part of its wait: only the rest is the path's.
         this.spiking = sample > 2 * (this.minRttMs + this.pingUnacked / this.deliveryRate) + 20;
         if (sample < this.minRttMs) this.minRttMs = sample;
+        this.checkBloat();
       }
       return true;
     }
     return false;
+  }
+
+  /** After a round-trip sample: the hint to pace this link, if its path keeps a standing queue (BLOAT_HINT_EXCESS_MS). */
+  private checkBloat(): void {
+    if (this.paceKbit !== undefined || bloatHinted.has(this.linkName)) return;
+    if (!(this.srttMs > this.minRttMs + BLOAT_HINT_EXCESS_MS)) {
+      this.bloatSamples = 0;
+      return;
+    }
+    if (++this.bloatSamples < BLOAT_HINT_SAMPLES) return;
+    bloatHinted.add(this.linkName);
+    this.log.warn(
+      "the link's round trip stays far above its idle one: a buffer on its path fills (a modem's or the link socket's), and every packet waits in it; pace the link at about 90 % of its rate each way (upload_mbit and download_mbit in the client's config, see README, WAN links)",
+      { link: this.linkName, idle_rtt_ms: Math.round(this.minRttMs * 10) / 10, rtt_ms: Math.round(this.srttMs * 10) / 10 },
+    );
   }
 
   /** Says why in a CLOSE frame (if the socket still takes one), then closes. Idempotent. */
