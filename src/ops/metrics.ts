@@ -6,18 +6,28 @@ import type { TunnelSnapshot } from '../core/tunnel.js';
 type Labels = Record<string, string>;
 type Sample = [Labels, number];
 
-export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Registry {
+/** What the role adds to the tunnel's snapshot (run.ts); read at each scrape, so it may be set after buildRegistry. */
+export interface RoleSources {
+  /**
+   * Client: its session (full id) and every configured link, connected or not. A link that never
+   * completed a handshake is in no snapshot; it is shown as down (dptcp_link_up 0).
+   */
+  configuredLinks?: () => { session: string; links: ReadonlyArray<{ id: number; name: string }> };
+}
+
+export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sources: RoleSources = {}): Registry {
   const reg = new Registry();
   reg.setDefaultLabels({ role });
   collectDefaultMetrics({ register: reg, prefix: 'dptcp_' });
 
-  // Every metric is refilled from a fresh snapshot when scraped (prom-client's collect()).
-  const define =
+  // Every metric is refilled from a fresh read of its source when scraped (prom-client's collect()).
+  const defineFrom =
+    <T>(read: () => T) =>
     (kind: 'counter' | 'gauge') =>
-    (name: string, help: string, labelNames: string[], samples: (s: TunnelSnapshot) => Sample[]): void => {
+    (name: string, help: string, labelNames: string[], samples: (s: T) => Sample[]): void => {
       const fill = (m: Counter | Gauge): void => {
         m.reset();
-        for (const [labels, v] of samples(snapshot())) {
+        for (const [labels, v] of samples(read())) {
           if (m instanceof Counter) m.inc(labels, v);
           else m.set(labels, v);
         }
@@ -26,6 +36,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
       if (kind === 'counter') new Counter({ ...config, collect: function (this: Counter) { fill(this); } });
       else new Gauge({ ...config, collect: function (this: Gauge) { fill(this); } });
     };
+  const define = defineFrom(snapshot);
   const counter = define('counter');
   const gauge = define('gauge');
   const perLink = (f: (l: TunnelSnapshot['sessions'][number]['links'][number]) => number | null) => (s: TunnelSnapshot): Sample[] =>
@@ -39,7 +50,17 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
     s.sessions.map((sess) => [{ session: sess.id.slice(0, 8) }, f(sess)]);
   const LINK = ['session', 'link'];
 
-  gauge('dptcp_link_up', 'Whether the link is up (1) or down (0)', LINK, perLink((l) => (l.state === 'up' ? 1 : 0)));
+  // A client's configured link that never connected is in no snapshot: it is down, not absent.
+  const neverConnected = (s: TunnelSnapshot): Sample[] => {
+    if (sources.configuredLinks === undefined) return [];
+    const { session, links } = sources.configuredLinks();
+    const known = new Set(s.sessions.find((sess) => sess.id === session)?.links.map((l) => l.id));
+    return links.filter((l) => !known.has(l.id)).map((l): Sample => [{ session: session.slice(0, 8), link: l.name }, 0]);
+  };
+  gauge('dptcp_link_up', 'Whether the link is up (1) or down (0); a client shows every configured link, connected or not', LINK, (s) => [
+    ...perLink((l) => (l.state === 'up' ? 1 : 0))(s),
+    ...neverConnected(s),
+  ]);
   gauge('dptcp_link_rtt_seconds', 'Smoothed round-trip time of the link (PING/PONG)', LINK, perLink((l) => (l.rttMs === null ? null : l.rttMs / 1000)));
   gauge('dptcp_link_pace_bits_per_second', 'The rate this side paces the link at (upload_mbit / download_mbit); absent: not paced', LINK, perLink((l) => (l.paceMbit === null ? null : l.paceMbit * 1e6)));
   gauge('dptcp_link_queue_bytes', 'Bytes waiting in the link send queue', LINK, perLink((l) => l.queueBytes));

@@ -1,0 +1,63 @@
+// The Prometheus registry (src/ops/metrics.ts): what /metrics shows for a
+// client's configured links and for a server's handshake refusals.
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import type { Registry } from 'prom-client';
+import { DEFAULT_TIMING } from '../../src/config/types.js';
+import { LinkStats, type Link } from '../../src/core/link.js';
+import { Tunnel } from '../../src/core/tunnel.js';
+import { memoryLogger } from '../../src/log.js';
+import { buildRegistry } from '../../src/ops/metrics.js';
+import { FakeTun } from '../helpers/fake-tun.js';
+
+type Series = Array<{ labels: Record<string, string | number>; value: number }>;
+
+async function series(reg: Registry, name: string): Promise<Series> {
+  const m = reg.getSingleMetric(name);
+  assert.ok(m, `${name} is registered`);
+  return (await m.get()).values.map(({ labels, value }) => ({ labels: labels as Record<string, string | number>, value }));
+}
+
+function valueOf(s: Series, labels: Record<string, string>): number | undefined {
+  return s.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value;
+}
+
+describe('metrics', () => {
+  const tunnels: Tunnel[] = [];
+  afterEach(() => {
+    for (const t of tunnels.splice(0)) t.close();
+  });
+  const newTunnel = (): Tunnel => {
+    const t = new Tunnel(new FakeTun('ut-metrics'), DEFAULT_TIMING, memoryLogger('warn'));
+    tunnels.push(t);
+    return t;
+  };
+
+  it('client: a configured link that never connected has dptcp_link_up 0, with the labels of a connected one', async () => {
+    const tunnel = newTunnel();
+    const session = tunnel.newSession(Buffer.alloc(8, 0xab), Buffer.alloc(8), []);
+    // Link 1 (wan1) is up; link 2 (wan2) never completed a handshake: the session has no entry for it.
+    session.linkStats.set(1, { name: 'wan1', stats: new LinkStats() });
+    session.links.set(1, { state: 'up', local: null, remote: null, srttMs: NaN, paceKbit: undefined, queueBytes: 0, close: () => {}, destroy: () => {} } as unknown as Link);
+    const configured = [
+      { id: 1, name: 'wan1' },
+      { id: 2, name: 'wan2' },
+    ];
+    const reg = buildRegistry(() => tunnel.snapshot(), 'client', { configuredLinks: () => ({ session: session.idHex, links: configured }) });
+    const up = await series(reg, 'dptcp_link_up');
+    const sid = session.idHex.slice(0, 8);
+    assert.equal(valueOf(up, { session: sid, link: 'wan1' }), 1, 'the connected link is up');
+    assert.equal(valueOf(up, { session: sid, link: 'wan2' }), 0, 'the never-connected link is there, down');
+    assert.equal(up.length, 2, 'one series per configured link');
+    assert.deepEqual(Object.keys(up.find((v) => v.labels['link'] === 'wan2')?.labels ?? {}).sort(), ['link', 'session']);
+    // Its other per-link series stay absent: there is nothing to count yet.
+    assert.equal((await series(reg, 'dptcp_link_sent_packets_total')).length, 1);
+  });
+
+  it('client: without configured links (a server) dptcp_link_up shows only the snapshot', async () => {
+    const tunnel = newTunnel();
+    tunnel.newSession(Buffer.alloc(8, 0xcd), Buffer.alloc(8), []);
+    const reg = buildRegistry(() => tunnel.snapshot(), 'server');
+    assert.equal((await series(reg, 'dptcp_link_up')).length, 0);
+  });
+});
