@@ -129,6 +129,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       await server.start();
       const listening = config.links.map((l) => ({ id: l.id, name: l.name, listen: `${l.listenAddress.includes(':') ? `[${l.listenAddress}]` : l.listenAddress}:${l.listenPort}` }));
       extra = () => ({ links: listening, peers: server.peers(), server: { ...server.stats, admission: server.admissionStats } });
+      sources.server = () => ({ stats: server.stats, admission: server.admissionStats });
       network.setupServer(config, tun.name);
     }
     // `dp-tcp status` without flags finds this instance by its control socket (src/ops/discovery.ts).

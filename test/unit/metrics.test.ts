@@ -8,6 +8,8 @@ import { LinkStats, type Link } from '../../src/core/link.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger } from '../../src/log.js';
 import { buildRegistry } from '../../src/ops/metrics.js';
+import { ServerStats } from '../../src/roles/server.js';
+import { AdmissionStats } from '../../src/secure/admission.js';
 import { FakeTun } from '../helpers/fake-tun.js';
 
 type Series = Array<{ labels: Record<string, string | number>; value: number }>;
@@ -59,5 +61,45 @@ describe('metrics', () => {
     tunnel.newSession(Buffer.alloc(8, 0xcd), Buffer.alloc(8), []);
     const reg = buildRegistry(() => tunnel.snapshot(), 'server');
     assert.equal((await series(reg, 'dptcp_link_up')).length, 0);
+  });
+
+  it('server: handshake refusals by reason, completed handshakes and admission counters are counters', async () => {
+    const tunnel = newTunnel();
+    const stats = new ServerStats();
+    stats.refused.bad_mac1 = 7;
+    stats.refused.unknown_peer = 2;
+    stats.refused.rekey_rate = 1;
+    stats.handshakesCompleted = 5;
+    const admission = new AdmissionStats();
+    admission.rateLimited = 3;
+    admission.evicted.prefix_full = 4;
+    admission.cookiesSent = 6;
+    const reg = buildRegistry(() => tunnel.snapshot(), 'server', { server: () => ({ stats, admission }) });
+    const refused = await series(reg, 'dptcp_server_handshakes_refused_total');
+    assert.equal(valueOf(refused, { reason: 'bad_mac1' }), 7);
+    assert.equal(valueOf(refused, { reason: 'unknown_peer' }), 2);
+    assert.equal(valueOf(refused, { reason: 'rekey_rate' }), 1);
+    // Every reason has a series from the start (0), so rate() sees the first refusal.
+    assert.deepEqual(refused.map((v) => v.labels['reason']).sort(), Object.keys(stats.refused).sort());
+    assert.equal(valueOf(refused, { reason: 'replay' }), 0);
+    assert.equal(valueOf(await series(reg, 'dptcp_server_handshakes_completed_total'), {}), 5);
+    assert.equal(valueOf(await series(reg, 'dptcp_server_connections_blocked_total'), {}), 3);
+    const evicted = await series(reg, 'dptcp_server_connections_evicted_total');
+    assert.equal(valueOf(evicted, { reason: 'prefix_full' }), 4);
+    assert.equal(valueOf(evicted, { reason: 'pending_full' }), 0);
+    assert.equal(valueOf(await series(reg, 'dptcp_server_cookies_sent_total'), {}), 6);
+    // Read at scrape time: a later refusal shows at the next scrape.
+    stats.refused.bad_mac1++;
+    assert.equal(valueOf(await series(reg, 'dptcp_server_handshakes_refused_total'), { reason: 'bad_mac1' }), 8);
+    const text = await reg.metrics();
+    assert.match(text, /^# TYPE dptcp_server_handshakes_refused_total counter$/m);
+    assert.match(text, /^dptcp_server_handshakes_refused_total\{reason="bad_mac1",role="server"\} 8$/m);
+  });
+
+  it('client: no server counters', async () => {
+    const tunnel = newTunnel();
+    const reg = buildRegistry(() => tunnel.snapshot(), 'client');
+    assert.equal(reg.getSingleMetric('dptcp_server_handshakes_refused_total'), undefined);
+    assert.doesNotMatch(await reg.metrics(), /dptcp_server_/);
   });
 });
