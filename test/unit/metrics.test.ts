@@ -102,4 +102,12 @@ describe('metrics', () => {
     assert.equal(reg.getSingleMetric('dptcp_server_handshakes_refused_total'), undefined);
     assert.doesNotMatch(await reg.metrics(), /dptcp_server_/);
   });
+
+  it('session: CLOSE and ACK frames that named another link (misdirected) are a counter', async () => {
+    const tunnel = newTunnel();
+    const session = tunnel.newSession(Buffer.alloc(8, 0xef), Buffer.alloc(8), []);
+    session.stats.misdirected = 3;
+    const reg = buildRegistry(() => tunnel.snapshot(), 'server');
+    assert.equal(valueOf(await series(reg, 'dptcp_session_misdirected_frames_total'), { session: session.idHex.slice(0, 8) }), 3);
+  });
 });
