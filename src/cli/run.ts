@@ -12,7 +12,7 @@ import { currentNice, setProcessNice } from './priority.js';
 import { DpError, errorMessage } from '../errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../log.js';
 import { controlSocketPath, listInstances } from '../ops/discovery.js';
-import { buildRegistry } from '../ops/metrics.js';
+import { buildRegistry, type RoleSources } from '../ops/metrics.js';
 import { processMemory } from '../ops/format.js';
 import { NetworkSetup } from '../ops/routing.js';
 import { StatusServer } from '../ops/status-server.js';
@@ -109,7 +109,9 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   const network = new NetworkSetup(log.child('net'));
   const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: processMemory(), nice: currentNice(), ...tunnel.snapshot(), ...extra() });
   let extra = (): Record<string, unknown> => ({});
-  const statusServer = new StatusServer(statusDoc, buildRegistry(() => tunnel.snapshot(), role), log);
+  // Filled in below once the role exists (a scrape before then shows the tunnel alone).
+  const sources: RoleSources = {};
+  const statusServer = new StatusServer(statusDoc, buildRegistry(() => tunnel.snapshot(), role, sources), log);
   let roleObj: ClientRole | ServerRole | undefined;
   try {
     if (config.role === 'client') {
@@ -119,6 +121,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       roleObj = client;
       // Every configured link, connected or not: its state, last error and next attempt.
       extra = () => ({ links: client.dialStatus() });
+      sources.configuredLinks = () => ({ session: client.session.idHex, links: client.dialStatus() });
       client.start();
     } else {
       const server = new ServerRole(config, tunnel, log);
@@ -126,6 +129,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       await server.start();
       const listening = config.links.map((l) => ({ id: l.id, name: l.name, listen: `${l.listenAddress.includes(':') ? `[${l.listenAddress}]` : l.listenAddress}:${l.listenPort}` }));
       extra = () => ({ links: listening, peers: server.peers(), server: { ...server.stats, admission: server.admissionStats } });
+      sources.server = () => ({ stats: server.stats, admission: server.admissionStats });
       network.setupServer(config, tun.name);
     }
     // `dp-tcp status` without flags finds this instance by its control socket (src/ops/discovery.ts).

@@ -2,22 +2,36 @@
 // reads the live counters at scrape time; nothing is double-counted or cached.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TunnelSnapshot } from '../core/tunnel.js';
+import type { ServerStats } from '../roles/server.js';
+import type { AdmissionStats } from '../secure/admission.js';
 
 type Labels = Record<string, string>;
 type Sample = [Labels, number];
 
-export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Registry {
+/** What the role adds to the tunnel's snapshot (run.ts); read at each scrape, so it may be set after buildRegistry. */
+export interface RoleSources {
+  /**
+   * Client: its session (full id) and every configured link, connected or not. A link that never
+   * completed a handshake is in no snapshot; it is shown as down (dptcp_link_up 0).
+   */
+  configuredLinks?: () => { session: string; links: ReadonlyArray<{ id: number; name: string }> };
+  /** Server: its handshake and admission counters (the status document's `server`). */
+  server?: () => { stats: ServerStats; admission: AdmissionStats };
+}
+
+export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sources: RoleSources = {}): Registry {
   const reg = new Registry();
   reg.setDefaultLabels({ role });
   collectDefaultMetrics({ register: reg, prefix: 'dptcp_' });
 
-  // Every metric is refilled from a fresh snapshot when scraped (prom-client's collect()).
-  const define =
+  // Every metric is refilled from a fresh read of its source when scraped (prom-client's collect()).
+  const defineFrom =
+    <T>(read: () => T) =>
     (kind: 'counter' | 'gauge') =>
-    (name: string, help: string, labelNames: string[], samples: (s: TunnelSnapshot) => Sample[]): void => {
+    (name: string, help: string, labelNames: string[], samples: (s: T) => Sample[]): void => {
       const fill = (m: Counter | Gauge): void => {
         m.reset();
-        for (const [labels, v] of samples(snapshot())) {
+        for (const [labels, v] of samples(read())) {
           if (m instanceof Counter) m.inc(labels, v);
           else m.set(labels, v);
         }
@@ -26,6 +40,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
       if (kind === 'counter') new Counter({ ...config, collect: function (this: Counter) { fill(this); } });
       else new Gauge({ ...config, collect: function (this: Gauge) { fill(this); } });
     };
+  const define = defineFrom(snapshot);
   const counter = define('counter');
   const gauge = define('gauge');
   const perLink = (f: (l: TunnelSnapshot['sessions'][number]['links'][number]) => number | null) => (s: TunnelSnapshot): Sample[] =>
@@ -39,7 +54,17 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
     s.sessions.map((sess) => [{ session: sess.id.slice(0, 8) }, f(sess)]);
   const LINK = ['session', 'link'];
 
-  gauge('dptcp_link_up', 'Whether the link is up (1) or down (0)', LINK, perLink((l) => (l.state === 'up' ? 1 : 0)));
+  // A client's configured link that never connected is in no snapshot: it is down, not absent.
+  const neverConnected = (s: TunnelSnapshot): Sample[] => {
+    if (sources.configuredLinks === undefined) return [];
+    const { session, links } = sources.configuredLinks();
+    const known = new Set(s.sessions.find((sess) => sess.id === session)?.links.map((l) => l.id));
+    return links.filter((l) => !known.has(l.id)).map((l): Sample => [{ session: session.slice(0, 8), link: l.name }, 0]);
+  };
+  gauge('dptcp_link_up', 'Whether the link is up (1) or down (0); a client shows every configured link, connected or not', LINK, (s) => [
+    ...perLink((l) => (l.state === 'up' ? 1 : 0))(s),
+    ...neverConnected(s),
+  ]);
   gauge('dptcp_link_rtt_seconds', 'Smoothed round-trip time of the link (PING/PONG)', LINK, perLink((l) => (l.rttMs === null ? null : l.rttMs / 1000)));
   gauge('dptcp_link_pace_bits_per_second', 'The rate this side paces the link at (upload_mbit / download_mbit); absent: not paced', LINK, perLink((l) => (l.paceMbit === null ? null : l.paceMbit * 1e6)));
   gauge('dptcp_link_queue_bytes', 'Bytes waiting in the link send queue', LINK, perLink((l) => l.queueBytes));
@@ -80,6 +105,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
       ...Object.entries(sess.records).map(([reason, v]): Sample => [{ session: sess.id.slice(0, 8), reason }, v]),
     ]),
   );
+  counter('dptcp_session_misdirected_frames_total', 'CLOSE and ACK frames that named another link than the one that carried them (ignored: moved by someone on the path)', ['session'], perSession((s) => s.misdirected));
   gauge('dptcp_session_mode_info', 'The session\'s scheduling mode (duplicate, aggregate, adaptive)', ['session', 'mode'], (s) =>
     s.sessions.map((sess): Sample => [{ session: sess.id.slice(0, 8), mode: sess.mode }, 1]),
   );
@@ -125,6 +151,21 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string): Reg
     ...Object.entries(s.tun.written.refused).map(([reason, v]): Sample => [{ reason }, v]),
     [{ reason: 'bad_read' }, s.tun.readDiscards],
   ]);
+  if (role === 'server') {
+    // The server's handshake and admission counters (src/roles/server.ts, src/secure/admission.ts),
+    // read at each scrape; none until the role has started.
+    const server = defineFrom(() => sources.server?.());
+    const serverCounter = server('counter');
+    serverCounter('dptcp_server_handshakes_refused_total', 'Handshakes the server refused, by reason (bad_mac1, unknown_peer, replay, malformed: not authentic or not understood; mismatch, address, full: a peer told why; timeout: the handshake not done in time; rekey_rate: a rekey INITIATION too soon after the last, ignored; cookie_rounds: too many COOKIEs on one connection)', ['reason'], (v) =>
+      v === undefined ? [] : Object.entries(v.stats.refused).map(([reason, n]): Sample => [{ reason }, n]),
+    );
+    serverCounter('dptcp_server_handshakes_completed_total', 'Handshakes the server completed (connections and rekeys, all sessions)', [], (v) => (v === undefined ? [] : [[{}, v.stats.handshakesCompleted]]));
+    serverCounter('dptcp_server_connections_blocked_total', 'Connections closed at once because their source address failed too many handshakes (blocked for a while)', [], (v) => (v === undefined ? [] : [[{}, v.admission.rateLimited]]));
+    serverCounter('dptcp_server_connections_evicted_total', 'Connections in their handshake evicted to make room for a newcomer, by the bound reached (pending_full, source_full, prefix_full)', ['reason'], (v) =>
+      v === undefined ? [] : Object.entries(v.admission.evicted).map(([reason, n]): Sample => [{ reason }, n]),
+    );
+    serverCounter('dptcp_server_cookies_sent_total', 'INITIATIONs answered with a COOKIE (the server is under load: the client must prove its address)', [], (v) => (v === undefined ? [] : [[{}, v.admission.cookiesSent]]));
+  }
   gauge('dptcp_uptime_seconds', 'Seconds since the tunnel started', [], (s) => [[{}, s.uptimeMs / 1000]]);
   return reg;
 }
