@@ -139,7 +139,13 @@ export class ClientRole {
 
   private rekeyFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
     const r = this.rekeying;
-    if (type !== FrameType.Response || r === undefined || r.link !== link) {
+    if (type === FrameType.Response && (r === undefined || r.link !== link || !r.initiator.answers(buf, start, end))) {
+      // The answer to a rekey given up since (timed out, or followed by another, maybe on another
+      // link): late, not wrong. Closing the link for it would cost a working link.
+      this.log.info('ignored a RESPONSE to an earlier rekey', { link: link.name });
+      return;
+    }
+    if (type !== FrameType.Response || r === undefined) {
       throw new ProtocolError(`unexpected frame type ${type} in clear on an up link`);
     }
     const est = r.initiator.response(buf, start, end);

@@ -365,6 +365,7 @@ export class ServerRole {
     const now = performance.now();
     if (now - (this.lastRekey.get(link) ?? -Infinity) < REKEY_MIN_INTERVAL_MS) {
       this.stats.refused.rekey_rate++;
+      this.stats.handshakesRefused++; // the total is the sum of the reasons
       return;
     }
     this.lastRekey.set(link, now);

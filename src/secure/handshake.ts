@@ -134,6 +134,14 @@ export class Initiator {
     return frame;
   }
 
+  /**
+   * Whether a RESPONSE names this initiator's last INITIATION (its receiver
+   * index): one that does not answers an earlier one, given up since.
+   */
+  answers(buf: Buffer, start: number, end: number): boolean {
+    return this.hs !== undefined && end - start >= 8 && buf.readUInt32BE(start + 4) === this.index;
+  }
+
   /** RESPONSE to the INITIATION sent last: the new keypair, confirmed. Throws ProtocolError. */
   response(buf: Buffer, start: number, end: number): Established {
     const hs = this.hs;

@@ -377,6 +377,23 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.ok(a.role.session.stats.handshakes >= 10, `handshakes: ${a.role.session.stats.handshakes}`);
   });
 
+  it('a rekey INITIATION on a link within a second of the last is ignored, and counted in the total of refusals', async () => {
+    server = await startServer(2, FAST_TIMING, SERVER_SEC);
+    const a = client('10.0.0.2', keysOf(ALICE));
+    await until(() => up(a), 'links up');
+    // Two links: the rekeys go to link A, then B, then A again within the second. The client takes
+    // only the last one's RESPONSE: the earlier two answer rekeys it gave up, and are ignored.
+    for (let i = 0; i < 3; i++) a.role.rekeyNow();
+    await until(() => server!.role.stats.refused.rekey_rate === 1, 'the third rekey refused for its rate');
+    const { refused, handshakesRefused } = server.role.stats;
+    assert.equal(handshakesRefused, Object.values(refused).reduce((x, y) => x + y, 0), 'the total is the sum of the reasons');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual([...a.role.session.links.values()].map((l) => [l.state, l.stats.connects]), [['up', 1], ['up', 1]], 'no link closed over a late RESPONSE');
+    // The session goes on.
+    a.tun.inject([numbered(1, '10.0.0.2')]);
+    await server.tun.waitFor(1);
+  });
+
   it('records sealed into reused arenas: bursts that make the links queue arrive intact, each packet once', async () => {
     server = await startServer(2, FAST_TIMING, SERVER_SEC);
     const a = client('10.0.0.2', keysOf(ALICE));
