@@ -322,7 +322,12 @@ export const CLOSE_ANY_LINK = 0xffff;
 
 export function encodeClose(code: CloseCode, reason: string, linkId = CLOSE_ANY_LINK): Buffer {
   let text = Buffer.from(reason, 'utf8');
-  if (text.length > MAX_REASON_BYTES) text = text.subarray(0, MAX_REASON_BYTES);
+  if (text.length > MAX_REASON_BYTES) {
+    // Cut before a character, not inside one: back over UTF-8 continuation bytes (10xxxxxx).
+    let cut = MAX_REASON_BYTES;
+    while (cut > 0 && ((text[cut] as number) & 0xc0) === 0x80) cut--;
+    text = text.subarray(0, cut);
+  }
   const body = Buffer.allocUnsafe(4 + text.length);
   body.writeUInt16BE(code, 0);
   body.writeUInt16BE(linkId < 0 ? CLOSE_ANY_LINK : linkId, 2);

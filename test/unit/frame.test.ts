@@ -144,6 +144,16 @@ describe('FrameDecoder', () => {
     assert.equal(decodeClose(f, 8, f.length).reason, 'bye??FAKE LOG LINE');
   });
 
+  it('cuts a long CLOSE reason before a character, never inside one', () => {
+    // 199 ASCII bytes, then 'é' (2 bytes) across the 200-byte bound: it goes whole or not at all.
+    const f = encodeClose(CloseCode.Shutdown, `${'x'.repeat(199)}é and more`);
+    const body = f.subarray(8 + 4);
+    assert.equal(body.length, 199);
+    assert.equal(Buffer.from(body.toString('utf8'), 'utf8').length, body.length, 'valid UTF-8');
+    const g = encodeClose(CloseCode.Shutdown, '€'.repeat(100)); // 3 bytes each: 66 whole ones fit
+    assert.equal(decodeClose(g, 8, g.length).reason, '€'.repeat(66));
+  });
+
   it('rejects frames whose body is too short for their type', () => {
     assert.throws(() => decoder().d.push(encodeFrame(FrameType.Data, Buffer.alloc(8))), /DATA frame body/);
     assert.throws(() => decoder().d.push(encodeFrame(FrameType.Ping, Buffer.alloc(7))), /PING frame body/);
