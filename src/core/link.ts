@@ -8,6 +8,7 @@ import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadAddon } from '../tun/loader.js';
 import type { NativeAddon, NativeSocketReader } from '../tun/native.js';
+import { socketFd } from './socket-options.js';
 import {
   CloseCode,
   encodeAck,
@@ -114,35 +115,23 @@ export class OutFrames {
 /** PacketBatch.pin: keeps a TUN batch's bytes until release() runs, or undefined (copy them). */
 export type Pin = () => (() => void) | undefined;
 
-type SendSome = (fd: number, buf: Buffer) => number;
-let sendSomeFn: SendSome | null | undefined;
-/** The addon's non-blocking send, or null where the addon cannot load (the stream path is used). */
-function nativeSend(): SendSome | null {
-  if (sendSomeFn === undefined) {
+const optionalFns = new Map<string, unknown>();
+/**
+ * The addon's function `name`, looked up once; null where the addon cannot
+ * load or was built before that function existed (the caller then does
+ * without it: sendSome, Node's stream writer; unsentBytes, TCP_NOTSENT_LOWAT alone).
+ */
+function addonFn<K extends 'sendSome' | 'unsentBytes'>(name: K): NonNullable<NativeAddon[K]> | null {
+  if (!optionalFns.has(name)) {
+    let f: unknown = null;
     try {
-      // An addon built before sendSome existed has none: the stream path then.
-      const f = loadAddon().sendSome as SendSome | undefined;
-      sendSomeFn = typeof f === 'function' ? f : null;
+      f = loadAddon()[name];
     } catch {
-      sendSomeFn = null;
+      // no addon: null
     }
+    optionalFns.set(name, typeof f === 'function' ? f : null);
   }
-  return sendSomeFn;
-}
-
-type UnsentBytes = (fd: number) => number;
-let unsentBytesFn: UnsentBytes | null | undefined;
-/** The addon's unsent-bytes query, or null (no addon, or one built before it: paced links then rely on TCP_NOTSENT_LOWAT alone). */
-function nativeUnsent(): UnsentBytes | null {
-  if (unsentBytesFn === undefined) {
-    try {
-      const f = loadAddon().unsentBytes as UnsentBytes | undefined;
-      unsentBytesFn = typeof f === 'function' ? f : null;
-    } catch {
-      unsentBytesFn = null;
-    }
-  }
-  return unsentBytesFn;
+  return optionalFns.get(name) as NonNullable<NativeAddon[K]> | null;
 }
 
 type ReaderClass = NativeAddon['SocketReader'];
@@ -574,10 +563,10 @@ export class Link {
    * with that error, and the link closes).
    */
   private sendDirect(buf: Buffer): number {
-    const send = nativeSend();
+    const send = addonFn('sendSome');
     // Looked up each time: a destroyed socket has no handle, and its descriptor number may be another's by now.
-    const fd = (this.socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-    if (send === null || typeof fd !== 'number' || fd < 0 || this.socket.destroyed || this.socket.writableLength > 0) return 0;
+    const fd = socketFd(this.socket);
+    if (send === null || fd === undefined || this.socket.destroyed || this.socket.writableLength > 0) return 0;
     const n = send(fd, buf);
     if (n >= 0) {
       this.stats.directBytes += n;
@@ -942,9 +931,9 @@ export class Link {
    * holds unsent; at most 0); Infinity if that cannot be known.
    */
   private unsentRoom(cap: number): number {
-    const unsent = nativeUnsent();
-    const fd = (this.socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-    if (unsent === null || typeof fd !== 'number' || fd < 0) return Infinity;
+    const unsent = addonFn('unsentBytes');
+    const fd = socketFd(this.socket);
+    if (unsent === null || fd === undefined) return Infinity;
     const n = unsent(fd);
     return n < 0 ? Infinity : cap - n;
   }
@@ -954,7 +943,7 @@ export class Link {
     this.writable = false;
     if (this.unsentTimer !== undefined) return;
     const cap = this.unsentCap ?? 0;
-    const bytesPerMs = ((this.paceKbit ?? 8) * 1000) / 8 / 1000;
+    const bytesPerMs = (this.paceKbit ?? 8) / 8; // kbit/s is bits per ms
     const ms = Math.min(100, Math.max(1, (unsent - cap / 2) / bytesPerMs));
     this.unsentTimer = setTimeout(() => {
       this.unsentTimer = undefined;

@@ -6,7 +6,7 @@ import { loadAddon } from '../tun/loader.js';
 import type { Link } from './link.js';
 
 /** The socket's descriptor; undefined once it has none (destroyed). */
-function socketFd(socket: Socket): number | undefined {
+export function socketFd(socket: Socket): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

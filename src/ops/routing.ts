@@ -22,21 +22,22 @@ interface Undo {
   keep?: () => string | undefined;
 }
 
+function failed(cmd: string, args: string[], stderr: string | undefined, e: unknown): DpError {
+  return new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr?.trim() || errorMessage(e)}`, { exitCode: 2 });
+}
+
 function sh(cmd: string, args: string[]): string {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
-    const stderr = (e as { stderr?: string }).stderr?.trim();
-    throw new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr || errorMessage(e)}`, { exitCode: 2 });
+    throw failed(cmd, args, (e as { stderr?: string }).stderr, e);
   }
 }
 
+/** sh without blocking the event loop (a redial's route check runs while the other links carry traffic). */
 function shAsync(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) reject(new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr.trim() || errorMessage(err)}`));
-      else resolve(stdout);
-    });
+    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout, stderr) => (err ? reject(failed(cmd, args, stderr, err)) : resolve(stdout)));
   });
 }
 
@@ -65,7 +66,12 @@ export function bestPath(routes: readonly ShownRoute[], tunName: string): string
       bestLen = len;
     }
   }
-  return best && [...(best.gateway ? ['via', best.gateway] : []), 'dev', best.dev as string];
+  return best && pathOf(best);
+}
+
+/** `[via GW] dev DEV` of a route; undefined if it names no device. */
+function pathOf(r: ShownRoute | undefined): string[] | undefined {
+  return r?.dev === undefined ? undefined : [...(r.gateway ? ['via', r.gateway] : []), 'dev', r.dev];
 }
 
 /**
@@ -83,6 +89,11 @@ interface LinkRoute {
   readonly table: string | undefined;
   /** `[via GW] dev DEV` of the route last set; undefined: none set yet. */
   path: string[] | undefined;
+}
+
+/** `ip` arguments to replace or delete a link's route to its server on `path`. */
+function routeArgs(r: LinkRoute, op: 'replace' | 'del', path: readonly string[]): string[] {
+  return [r.family, 'route', op, r.host, ...path, ...(r.table ? ['table', r.table] : [])];
 }
 
 /** The halves that cover a default route without replacing the existing one. */
@@ -171,18 +182,17 @@ export class NetworkSetup {
           const got = JSON.parse(
             sh('ip', ['-j', family, 'route', 'get', l.remoteAddress, ...(l.localAddress ? ['from', l.localAddress] : [])]),
           ) as ShownRoute[];
-          const r = got[0];
-          if (r?.dev !== undefined) path = [...(r.gateway ? ['via', r.gateway] : []), 'dev', r.dev];
+          path = pathOf(got[0]);
         } catch (e) {
           this.log.debug('no route to the server', { link: l.name, error: errorMessage(e) });
         }
         if (path === undefined) {
           this.log.warn('no route to this link\'s server yet (is its uplink up?): its route is set when one appears', { link: l.name, server: l.remoteAddress });
         }
-        if (l.localAddress) {
-          // Table and priority 25700+N are dp-tcp's own: replace, and sweep rules a killed run left.
-          const table = String(LINK_TABLE_BASE + l.id);
-          this.linkRoutes.set(l.id, { name: l.name, family, remote: l.remoteAddress, host, table, path: undefined });
+        // A link with a source address: table and priority 25700+N are dp-tcp's own (replace, and sweep
+        // rules a killed run left). Without: a host route in the main table.
+        const table = l.localAddress ? String(LINK_TABLE_BASE + l.id) : undefined;
+        if (table !== undefined) {
           // The fallback when the link's interface is down: dialling fails at once ("no route to host")
           // instead of falling through to the main table, where the tunnel's own routes would take it.
           this.apply(
@@ -190,18 +200,16 @@ export class NetworkSetup {
             [family, 'route', 'replace', 'unreachable', host, 'table', table, 'metric', String(UNREACHABLE_METRIC)],
             [family, 'route', 'del', 'unreachable', host, 'table', table, 'metric', String(UNREACHABLE_METRIC)],
           );
-          this.undoLinkRoute(l.id);
-          if (path !== undefined) this.setLinkRoute(l.id, path);
-          const rule = ['from', l.localAddress, 'to', host, 'lookup', table, 'priority', table];
-          this.sweep('ip', [family, 'rule', 'del', ...rule]);
-          this.apply('ip', [family, 'rule', 'add', ...rule], [family, 'rule', 'del', ...rule]);
         } else if (sh('ip', [family, 'route', 'show', 'exact', host]).trim() !== '') {
           // Someone (maybe a killed run) has this host route already: keep it, and leave it on exit.
           this.log.info('host route to the server exists already: keeping it', { route: host });
-        } else {
-          this.linkRoutes.set(l.id, { name: l.name, family, remote: l.remoteAddress, host, table: undefined, path: undefined });
-          this.undoLinkRoute(l.id);
-          if (path !== undefined) this.setLinkRoute(l.id, path);
+          continue;
+        }
+        this.addLinkRoute({ name: l.name, family, remote: l.remoteAddress, host, table, path: undefined }, l.id, path);
+        if (table !== undefined) {
+          const rule = ['from', l.localAddress as string, 'to', host, 'lookup', table, 'priority', table];
+          this.sweep('ip', [family, 'rule', 'del', ...rule]);
+          this.apply('ip', [family, 'rule', 'add', ...rule], [family, 'rule', 'del', ...rule]);
         }
       }
       for (const p of config.routes) {
@@ -217,28 +225,26 @@ export class NetworkSetup {
   }
 
   /**
-   * At teardown, deletes link `id`'s route to its server by its exact
-   * specification, on whatever path it has by then (set again after an
-   * interface came back); already gone (its interface went down) is fine.
+   * Records link `id`'s route to its server, sets it now if `path` is known,
+   * and, at teardown, deletes it by its exact specification on whatever path
+   * it has by then (set again after an interface came back); already gone
+   * (its interface went down) is fine.
    */
-  private undoLinkRoute(id: number): void {
-    const r = this.linkRoutes.get(id) as LinkRoute;
+  private addLinkRoute(r: LinkRoute, id: number, path: string[] | undefined): void {
+    this.linkRoutes.set(id, r);
     this.undo.push({
       what: `ip ${r.family} route ${r.host}${r.table ? ` table ${r.table}` : ''} (link ${r.name})`,
       run: () => {
         if (r.path === undefined) return;
         try {
-          sh('ip', [r.family, 'route', 'del', r.host, ...r.path, ...(r.table ? ['table', r.table] : [])]);
+          sh('ip', routeArgs(r, 'del', r.path));
         } catch (e) {
           if (!/No such process/.test(errorMessage(e))) throw e;
         }
       },
     });
-  }
-
-  private setLinkRoute(id: number, path: string[]): void {
-    const r = this.linkRoutes.get(id) as LinkRoute;
-    const args = [r.family, 'route', 'replace', r.host, ...path, ...(r.table ? ['table', r.table] : [])];
+    if (path === undefined) return;
+    const args = routeArgs(r, 'replace', path);
     sh('ip', args);
     r.path = path;
     this.log.info('network change', { added: `ip ${args.join(' ')}` });
@@ -253,16 +259,15 @@ export class NetworkSetup {
   async refreshLinkRoute(id: number): Promise<void> {
     const r = this.linkRoutes.get(id);
     if (r === undefined) return;
-    const table = r.table ? ['table', r.table] : [];
     try {
-      const shown = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'exact', r.host, ...table])) as ShownRoute[];
+      const shown = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'exact', r.host, ...(r.table ? ['table', r.table] : [])])) as ShownRoute[];
       if (shown.some((x) => (x.type === undefined || x.type === 'unicast') && x.dev !== undefined)) return;
       const main = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'table', 'main', 'match', r.remote])) as ShownRoute[];
       const found = bestPath(main, this.tunName);
       for (const path of [r.path, found]) {
         if (path === undefined) continue;
         try {
-          await shAsync('ip', [r.family, 'route', 'replace', r.host, ...path, ...table]);
+          await shAsync('ip', routeArgs(r, 'replace', path));
         } catch {
           continue;
         }

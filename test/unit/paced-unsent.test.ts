@@ -35,20 +35,26 @@ function frame(seq: number): Buffer {
   return f;
 }
 
-/** Sends FRAMES frames on a link paced at KBIT (its unsent cap as paceLink sets it, or none); the most the socket held unsent, and what arrived. */
-async function run(capped: boolean): Promise<{ maxUnsent: number; cap: number; seqs: number[]; bad: number }> {
-  const p = await pair();
+/** An up link over `socket`, paced at `kbit` as paceLink does it (its unsent cap set), with room for every frame in its queue. */
+function pacedLink(socket: Socket, kbit: number): Link {
   const log = createLogger('error', 'client', { sink: () => {} });
   const handler: LinkHandler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} };
   const link = new Link(
-    p.a,
-    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 22, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
+    socket,
+    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 26, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
     handler,
     log,
   );
   link.state = 'up';
-  paceLink(link, KBIT, { socketNotsentLowatBytes: 131_072 } as TimingConfig, log);
-  assert.equal(link.paceKbit, KBIT);
+  paceLink(link, kbit, { socketNotsentLowatBytes: 131_072 } as TimingConfig, log);
+  assert.equal(link.paceKbit, kbit);
+  return link;
+}
+
+/** Sends FRAMES frames on a link paced at KBIT (its unsent cap as paceLink sets it, or none); the most the socket held unsent, and what arrived. */
+async function run(capped: boolean): Promise<{ maxUnsent: number; cap: number; seqs: number[]; bad: number }> {
+  const p = await pair();
+  const link = pacedLink(p.a, KBIT);
   const cap = link.unsentCap as number;
   if (!capped) link.unsentCap = undefined;
   const fd = (p.a as unknown as { _handle: { fd: number } })._handle.fd;
@@ -105,15 +111,7 @@ describe('paced link: unsent data bounded', () => {
     // refused), while the link waits for the socket's unsent data to fall. Here the receiver stops
     // reading (the unsent data grows past the bound) and Node's writer is made to report bytes.
     const p = await pair();
-    const log = createLogger('error', 'client', { sink: () => {} });
-    const link = new Link(
-      p.a,
-      { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 26, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
-      { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} },
-      log,
-    );
-    link.state = 'up';
-    paceLink(link, 200_000, { socketNotsentLowatBytes: 131_072 } as TimingConfig, log);
+    const link = pacedLink(p.a, 200_000);
     let heldByWriter = 0;
     const realLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Object.getPrototypeOf(p.a)), 'writableLength');
     Object.defineProperty(p.a, 'writableLength', { configurable: true, get: () => heldByWriter || (realLength?.get?.call(p.a) as number) });
