@@ -69,6 +69,26 @@ static Napi::Value UnsentBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, n);
 }
 
+// peerCredentials(fd): who is at the other end of a connected unix socket
+// (SO_PEERCRED: the pid, uid and gid of the process that listened, or
+// connected, as they were then). Whether to trust them is decided in
+// TypeScript (dp-tcp status: src/ops/discovery.ts).
+static Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "peerCredentials(fd) takes a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct ucred cred = {};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    throw ErrnoError(env, errno, "getsockopt", "reading the peer credentials of fd " + std::to_string(fd));
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", Napi::Number::New(env, cred.pid));
+  o.Set("uid", Napi::Number::New(env, cred.uid));
+  o.Set("gid", Napi::Number::New(env, cred.gid));
+  return o;
+}
+
 // execv(path, argv): replaces the program of this process, keeping its pid,
 // environment, and stdin, stdout and stderr (Node marks them close-on-exec at
 // start-up, like every descriptor it and libuv open; they are unmarked here).
@@ -107,6 +127,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendSome", Napi::Function::New(env, SendSome, "sendSome"));
   exports.Set("execv", Napi::Function::New(env, Execv, "execv"));
   exports.Set("unsentBytes", Napi::Function::New(env, UnsentBytes, "unsentBytes"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOL_SOCKET", Napi::Number::New(env, SOL_SOCKET));
   c.Set("IPPROTO_TCP", Napi::Number::New(env, IPPROTO_TCP));

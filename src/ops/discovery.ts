@@ -17,9 +17,18 @@
 // reader's namespace. No secret is involved: the socket serves the same
 // document as the status_listen endpoint (counters, peers' names and key
 // prefixes, addresses; never a key), to anyone who can reach it, as that one.
+//
+// Any local user may bind a name in the abstract namespace, this one too,
+// before dp-tcp does (dp-tcp then warns and runs without it). So `status`
+// asks the kernel who listens (SO_PEERCRED) and believes only root — dp-tcp
+// listens before --user drops root — or the user who asks.
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import type { Socket } from 'node:net';
+import { socketFd } from '../core/socket-options.js';
 import { DpError, errorMessage } from '../errors.js';
+import { loadAddon } from '../tun/loader.js';
+import type { PeerCredentials } from '../tun/native.js';
 
 const PREFIX = 'dp-tcp/';
 /** __SO_ACCEPTCON in /proc/net/unix's Flags column: a listening socket. */
@@ -60,9 +69,37 @@ export function listInstances(procNetUnix = '/proc/net/unix'): string[] {
   return parseControlSockets(text);
 }
 
-/** GET `path` from the instance that owns TUN `tun`; its body as text. */
+/**
+ * Why the process that listens on a control socket, as SO_PEERCRED gives it,
+ * is not to be believed, or undefined when it is: it runs as root or as
+ * `myUid`.
+ */
+export function untrustedListener(cred: PeerCredentials, myUid: number): string | undefined {
+  if (cred.uid === 0 || cred.uid === myUid) return undefined;
+  return `it is held by pid ${cred.pid} of uid ${cred.uid}, neither root nor you: another local user may have taken the name, so its answer is not shown`;
+}
+
+function checkListener(socket: Socket): string | undefined {
+  const fd = socketFd(socket);
+  let cred: PeerCredentials;
+  try {
+    const read = loadAddon().peerCredentials;
+    if (fd === undefined || read === undefined) return 'cannot ask the kernel who holds it (no socket descriptor, or an addon built before peerCredentials)';
+    cred = read(fd);
+  } catch (e) {
+    return `cannot ask the kernel who holds it: ${errorMessage(e)}`;
+  }
+  return untrustedListener(cred, process.getuid?.() ?? -1);
+}
+
+/**
+ * GET `path` from the instance that owns TUN `tun`; its body as text. Its
+ * answer is read only once the listener is known to run as root or as this
+ * user (see the top of this file).
+ */
 export function getFromInstance(tun: string, path: string, timeoutMs = 3000): Promise<string> {
   return new Promise((resolve, reject) => {
+    let refused = false;
     const req = request({ socketPath: controlSocketPath(tun), path, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -73,8 +110,22 @@ export function getFromInstance(tun: string, path: string, timeoutMs = 3000): Pr
       });
       res.on('error', reject);
     });
+    req.on('socket', (socket) => {
+      const verify = (): void => {
+        const why = checkListener(socket);
+        if (why === undefined) return;
+        refused = true;
+        reject(new DpError('ERR_LISTEN', `not trusting the control socket @${controlSocketPath(tun).slice(1)}: ${why} (dp-tcp status --url reads its status_listen endpoint)`));
+        req.destroy();
+      };
+      // A socket the agent kept from an earlier request is connected already: checked at once.
+      if (socket.connecting) socket.once('connect', verify);
+      else verify();
+    });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (e) => reject(new DpError('ERR_LISTEN', `cannot reach dp-tcp on ${tun}: ${errorMessage(e)}`)));
+    req.on('error', (e) => {
+      if (!refused) reject(new DpError('ERR_LISTEN', `cannot reach dp-tcp on ${tun}: ${errorMessage(e)}`));
+    });
     req.end();
   });
 }

@@ -73,6 +73,12 @@ export interface NativeAead {
   destroy(): void;
 }
 
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
 export interface NativeAddon {
   /** vnetHdr: every packet starts with a 10-byte struct virtio_net_hdr (IFF_VNET_HDR). */
   Tun: new (name: string, vnetHdr?: boolean) => NativeTun;
@@ -83,6 +89,8 @@ export interface NativeAddon {
   execv(path: string, argv: readonly string[]): never;
   /** Bytes written to a TCP socket and not sent yet (ioctl SIOCOUTQNSD), or -errno. Absent from addons built before it. */
   unsentBytes?(fd: number): number;
+  /** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid when it listened or connected. Absent from addons built before it. */
+  peerCredentials?(fd: number): PeerCredentials;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
   SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number, error?: Error) => void) => NativeSocketReader;
   constants: {

@@ -2,6 +2,7 @@
 // serves (an abstract unix socket named after its TUN), its listing from
 // /proc/net/unix, the --url forms a user types, and the persistent-TUN check.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { getPriority } from 'node:os';
@@ -12,7 +13,7 @@ import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { DpError } from '../../src/errors.js';
 import { memoryLogger } from '../../src/log.js';
-import { controlSocketPath, listInstances, parseControlSockets } from '../../src/ops/discovery.js';
+import { controlSocketPath, getFromInstance, listInstances, parseControlSockets, untrustedListener } from '../../src/ops/discovery.js';
 import { processMemory } from '../../src/ops/format.js';
 import { buildRegistry } from '../../src/ops/metrics.js';
 import { StatusServer } from '../../src/ops/status-server.js';
@@ -97,6 +98,40 @@ describe('discovery', () => {
     }
     await new Promise((r) => setTimeout(r, 20));
     assert.ok(!listInstances().includes(tunName), 'gone once closed');
+  });
+
+  it('believes a control socket held by root or by the user who asks, nobody else', () => {
+    assert.equal(untrustedListener({ pid: 10, uid: 0, gid: 0 }, 1000), undefined, 'root: dp-tcp listens before --user drops it');
+    assert.equal(untrustedListener({ pid: 10, uid: 1000, gid: 1000 }, 1000), undefined, 'the user who asks');
+    assert.match(untrustedListener({ pid: 77, uid: 1001, gid: 1001 }, 1000) ?? '', /pid 77 of uid 1001, neither root nor you/, 'another user');
+    assert.match(untrustedListener({ pid: 77, uid: 1001, gid: 0 }, 0) ?? '', /uid 1001/, 'another user, asked by root');
+  });
+
+  it('a local user who squats the control socket name gets no answer shown', { skip: process.getuid?.() === 0 ? false : 'needs root (runs the squatter as uid 65534)' }, async () => {
+    const tunName = `sq${process.pid.toString(36)}`;
+    const forged = JSON.stringify({ role: 'server', version: 'forged', pid: 1, tunName, sessions: [], links: [] });
+    const program = `require('node:net').createServer((c) => c.on('data', () => c.end('HTTP/1.1 200 OK\\r\\nContent-Length: ' + Buffer.byteLength(process.argv[1]) + '\\r\\n\\r\\n' + process.argv[1]))).listen({ path: '\\0dp-tcp/${tunName}' }, () => console.log('up'))`;
+    const squatter = spawn(process.execPath, ['-e', program, forged], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        squatter.stdout.once('data', () => resolve());
+        squatter.once('exit', (code) => reject(new Error(`the squatter exited (${code})`)));
+      });
+      assert.ok(listInstances().includes(tunName), 'it is listed like an instance');
+      await assert.rejects(getFromInstance(tunName, '/status'), (e: Error) => {
+        assert.match(e.message, new RegExp(`not trusting the control socket @dp-tcp/${tunName}: it is held by pid ${squatter.pid} of uid 65534`));
+        return true;
+      });
+      // Nothing else runs here: the listing finds no instance, and says why the squatter's is not one.
+      const text = await renderStatus({}).then(
+        (t) => t,
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+      assert.doesNotMatch(text, /forged/, 'its document is not shown');
+      assert.match(text, new RegExp(`dp-tcp on ${tunName}: not trusting the control socket`), 'the listing says why');
+    } finally {
+      squatter.kill();
+    }
   });
 
   it('reads /status where --url points at /metrics, without a stack trace for a non-status answer', async () => {
