@@ -95,6 +95,7 @@ function nonceBytes(n: number): Buffer {
 export class CipherState {
   #key: Buffer | undefined;
   #n = 0;
+  #wiped = false;
 
   constructor(key?: Buffer) {
     if (key !== undefined && key.length !== KEY_BYTES) throw new NoiseError(`a cipher key is ${KEY_BYTES} bytes, got ${key.length}`);
@@ -114,6 +115,18 @@ export class CipherState {
     return this.#key;
   }
 
+  /** Zeroes the key and refuses any further use (without a key it would pass data through). */
+  wipe(): void {
+    this.#key?.fill(0);
+    this.#key = undefined;
+    this.#wiped = true;
+  }
+
+  #passThrough(data: Buffer): Buffer {
+    if (this.#wiped) throw new NoiseError('cipher state used after it was wiped');
+    return data;
+  }
+
   // The counter is a JS number: exact to 2^53, far past any rekey limit, and
   // short of Noise's reserved 2^64-1, so reaching the end is an error here.
   #nextNonce(): Buffer {
@@ -122,7 +135,7 @@ export class CipherState {
   }
 
   encryptWithAd(ad: Buffer, plaintext: Buffer): Buffer {
-    if (this.#key === undefined) return plaintext;
+    if (this.#key === undefined) return this.#passThrough(plaintext);
     const c = createCipheriv('chacha20-poly1305', this.#key, this.#nextNonce(), { authTagLength: TAG_BYTES });
     c.setAAD(ad, { plaintextLength: plaintext.length });
     const out = Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
@@ -132,7 +145,7 @@ export class CipherState {
 
   /** Throws NoiseError if the ciphertext does not authenticate; the nonce advances only on success. */
   decryptWithAd(ad: Buffer, ciphertext: Buffer): Buffer {
-    if (this.#key === undefined) return ciphertext;
+    if (this.#key === undefined) return this.#passThrough(ciphertext);
     if (ciphertext.length < TAG_BYTES) throw new NoiseError(`ciphertext of ${ciphertext.length} bytes is shorter than its tag`);
     const body = ciphertext.subarray(0, ciphertext.length - TAG_BYTES);
     const d = createDecipheriv('chacha20-poly1305', this.#key, this.#nextNonce(), { authTagLength: TAG_BYTES });
@@ -157,7 +170,9 @@ const THREE = Buffer.of(3);
 function hkdf2(ck: Buffer, ikm: Buffer): [Buffer, Buffer] {
   const prk = hmac(ck, ikm);
   const o1 = hmac(prk, ONE);
-  return [o1, hmac(prk, o1, TWO)];
+  const o2 = hmac(prk, o1, TWO);
+  prk.fill(0);
+  return [o1, o2];
 }
 
 /** HKDF with three outputs, for MixKeyAndHash. */
@@ -165,10 +180,17 @@ function hkdf3(ck: Buffer, ikm: Buffer): [Buffer, Buffer, Buffer] {
   const prk = hmac(ck, ikm);
   const o1 = hmac(prk, ONE);
   const o2 = hmac(prk, o1, TWO);
-  return [o1, o2, hmac(prk, o2, THREE)];
+  const o3 = hmac(prk, o2, THREE);
+  prk.fill(0);
+  return [o1, o2, o3];
 }
 
-/** ck, h and the handshake's CipherState (section 5.2). */
+/**
+ * ck, h and the handshake's CipherState (section 5.2). Each chaining key and
+ * handshake key is zeroed once the next replaces it, and the last ones by
+ * wipe() (after split(), or when the handshake fails); h stays (no key is
+ * derived from it alone, and handshakeHash() reads it).
+ */
 class SymmetricState {
   ck: Buffer;
   h: Buffer;
@@ -177,13 +199,26 @@ class SymmetricState {
   constructor(protocolName: string) {
     const name = Buffer.from(protocolName, 'ascii');
     this.h = name.length <= HASH_BYTES ? Buffer.concat([name], HASH_BYTES) : hash(name);
-    this.ck = this.h;
+    this.ck = Buffer.from(this.h);
   }
 
   mixKey(ikm: Buffer): void {
     const [ck, k] = hkdf2(this.ck, ikm);
+    this.#rekey(ck, k);
+  }
+
+  /** The next ck and handshake key in place of the last ones, which are zeroed. */
+  #rekey(ck: Buffer, k: Buffer): void {
+    this.ck.fill(0);
     this.ck = ck;
+    this.cipher.wipe();
     this.cipher = new CipherState(k);
+    k.fill(0); // the CipherState holds a copy
+  }
+
+  wipe(): void {
+    this.ck.fill(0);
+    this.cipher.wipe();
   }
 
   mixHash(data: Buffer): void {
@@ -192,9 +227,9 @@ class SymmetricState {
 
   mixKeyAndHash(ikm: Buffer): void {
     const [ck, th, k] = hkdf3(this.ck, ikm);
-    this.ck = ck;
     this.mixHash(th);
-    this.cipher = new CipherState(k);
+    th.fill(0);
+    this.#rekey(ck, k);
   }
 
   encryptAndHash(plaintext: Buffer): Buffer {
@@ -215,6 +250,7 @@ class SymmetricState {
     // The CipherStates hold copies; these would stay in the heap until collected.
     k1.fill(0);
     k2.fill(0);
+    this.wipe();
     return states;
   }
 }
@@ -246,6 +282,8 @@ export class HandshakeState {
   readonly #ss: SymmetricState;
   readonly #s: KeyPair | undefined;
   #e: KeyPair | undefined;
+  /** #e was generated here (not given for test vectors): its private key is ours to zero. */
+  #eOwned = false;
   #rs: Buffer | undefined;
   #re: Buffer | undefined;
   #psks: Buffer[] | undefined;
@@ -350,7 +388,10 @@ export class HandshakeState {
       const out: Buffer[] = [];
       for (const t of tokens) {
         if (t === 'e') {
-          if (this.#e === undefined) this.#e = generateKeyPair();
+          if (this.#e === undefined) {
+            this.#e = generateKeyPair();
+            this.#eOwned = true;
+          }
           out.push(this.#e.publicKey);
           this.#mixEphemeral(this.#e.publicKey);
         } else if (t === 's') {
@@ -393,13 +434,22 @@ export class HandshakeState {
   }
 
   // Once the last message is through, nothing needs the ephemeral secret or the
-  // psks again; dropping them here keeps them out of long-lived session objects.
+  // psks again: they are zeroed and dropped, out of long-lived session objects.
   #advance(): void {
     this.#message++;
-    if (this.isComplete) {
-      this.#e = undefined;
-      this.#psks = undefined;
-    }
+    if (this.isComplete) this.#forgetSecrets();
+  }
+
+  /**
+   * Zeroes the ephemeral private key (one generated here; node:crypto's key
+   * object for it lives until collected) and this state's copies of the psks.
+   * The static key is the caller's.
+   */
+  #forgetSecrets(): void {
+    if (this.#eOwned) this.#e?.privateKey.fill(0);
+    this.#e = undefined;
+    for (const p of this.#psks ?? []) p.fill(0);
+    this.#psks = undefined;
   }
 
   #nextTokens(writing: boolean): readonly Token[] {
@@ -418,6 +468,8 @@ export class HandshakeState {
       return work();
     } catch (e) {
       this.#dead = true;
+      this.#forgetSecrets();
+      this.#ss.wipe();
       throw e instanceof NoiseError ? e : new NoiseError(e instanceof Error ? e.message : String(e), { cause: e });
     }
   }
@@ -433,13 +485,13 @@ export class HandshakeState {
     const i = this.#initiator;
     switch (t) {
       case 'ee':
-        return this.#ss.mixKey(this.#dh(this.#e, this.#re));
+        return this.#mixShared(this.#dh(this.#e, this.#re));
       case 'es':
-        return this.#ss.mixKey(i ? this.#dh(this.#e, this.#rs) : this.#dh(this.#s, this.#re));
+        return this.#mixShared(i ? this.#dh(this.#e, this.#rs) : this.#dh(this.#s, this.#re));
       case 'se':
-        return this.#ss.mixKey(i ? this.#dh(this.#s, this.#re) : this.#dh(this.#e, this.#rs));
+        return this.#mixShared(i ? this.#dh(this.#s, this.#re) : this.#dh(this.#e, this.#rs));
       case 'ss':
-        return this.#ss.mixKey(this.#dh(this.#s, this.#rs));
+        return this.#mixShared(this.#dh(this.#s, this.#rs));
       case 'psk': {
         const psk = this.#psks?.[this.#pskIndex];
         if (psk === undefined) throw new NoiseError('psk needed but not set (setPsks)');
@@ -448,6 +500,15 @@ export class HandshakeState {
       }
       default:
         throw new NoiseError(`token ${t} is not a key agreement`);
+    }
+  }
+
+  /** MixKey(DH output), then the output is zeroed. */
+  #mixShared(shared: Buffer): void {
+    try {
+      this.#ss.mixKey(shared);
+    } finally {
+      shared.fill(0);
     }
   }
 

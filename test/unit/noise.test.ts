@@ -1,7 +1,9 @@
 // Noise engine tests: the published cacophony/snow vectors for 25519_ChaChaPoly_BLAKE2s
 // byte for byte, tampering and wrong-key failures, misuse, and an IKpsk2 round trip.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { describe, it } from 'node:test';
 import {
   CipherState,
@@ -212,6 +214,83 @@ describe('Noise rejects', () => {
     resp.readMessage(init.writeMessage(Buffer.alloc(0)));
     resp.setPsks([Buffer.alloc(32, 2)]);
     expectNoiseError(() => init.readMessage(resp.writeMessage(Buffer.alloc(0))));
+  });
+
+  /**
+   * Runs `work` with every HMAC output (Noise's HKDF: chaining keys, handshake
+   * keys, split keys) and every X25519 output captured, as primitives.ts gets
+   * them from node:crypto.
+   */
+  function capturingSecrets(work: () => void): Buffer[] {
+    const captured: Buffer[] = [];
+    const createHmac = crypto.createHmac;
+    const diffieHellman = crypto.diffieHellman;
+    crypto.createHmac = ((...args: Parameters<typeof createHmac>) => {
+      const h = createHmac(...args);
+      const digest = h.digest.bind(h) as () => Buffer;
+      (h as unknown as { digest: () => Buffer }).digest = () => {
+        const out = digest();
+        captured.push(out);
+        return out;
+      };
+      return h;
+    }) as typeof createHmac;
+    crypto.diffieHellman = ((o: Parameters<typeof diffieHellman>[0]) => {
+      const out = diffieHellman(o);
+      captured.push(out);
+      return out;
+    }) as typeof diffieHellman;
+    syncBuiltinESMExports();
+    try {
+      work();
+    } finally {
+      crypto.createHmac = createHmac;
+      crypto.diffieHellman = diffieHellman;
+      syncBuiltinESMExports();
+    }
+    return captured;
+  }
+
+  it('a finished handshake leaves no chaining key, handshake key or DH output in memory (zeroed), and its split keys work', () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const psk = Buffer.alloc(32, 9);
+    let states: CipherState[] = [];
+    const secrets = capturingSecrets(() => {
+      const init = new HandshakeState({ pattern: 'IKpsk2', initiator: true, prologue: Buffer.alloc(0), s: a, rs: b.publicKey, psks: [psk] });
+      const resp = new HandshakeState({ pattern: 'IKpsk2', initiator: false, prologue: Buffer.alloc(0), s: b, psks: [psk] });
+      resp.readMessage(init.writeMessage(Buffer.from('hello')));
+      init.readMessage(resp.writeMessage(Buffer.alloc(0)));
+      states = [...init.split(), ...resp.split()];
+    });
+    assert.ok(secrets.length >= 20, `HKDF and DH outputs were captured (${secrets.length})`);
+    const left = secrets.filter((b) => b.some((x) => x !== 0));
+    assert.equal(left.length, 0, `${left.length} of ${secrets.length} HKDF/DH outputs not zeroed`);
+    const [i2r, r2i, rRecv, rSend] = states as [CipherState, CipherState, CipherState, CipherState];
+    assert.equal(rRecv.decryptWithAd(Buffer.alloc(0), i2r.encryptWithAd(Buffer.alloc(0), Buffer.from('data'))).toString(), 'data', 'initiator to responder');
+    assert.equal(r2i.decryptWithAd(Buffer.alloc(0), rSend.encryptWithAd(Buffer.alloc(0), Buffer.from('back'))).toString(), 'back', 'and back');
+    assert.equal(psk[0], 9, "the caller's psk is left as it was");
+  });
+
+  it('a handshake that fails zeroes what it had derived', () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const init = new HandshakeState({ pattern: 'IKpsk2', initiator: true, prologue: Buffer.alloc(0), s: a, rs: b.publicKey, psks: [Buffer.alloc(32, 1)] });
+    const resp = new HandshakeState({ pattern: 'IKpsk2', initiator: false, prologue: Buffer.alloc(0), s: b, psks: [Buffer.alloc(32, 2)] });
+    resp.readMessage(init.writeMessage(Buffer.alloc(0)));
+    const m2 = resp.writeMessage(Buffer.alloc(0)); // psk2: the psk is mixed in only now
+    const secrets = capturingSecrets(() => expectNoiseError(() => init.readMessage(m2)));
+    assert.ok(secrets.length >= 8, `captured (${secrets.length})`);
+    assert.equal(secrets.filter((s) => s.some((x) => x !== 0)).length, 0, 'every HKDF/DH output of the failed read is zeroed');
+  });
+
+  it('a wiped CipherState has a zero key and refuses to work (it does not fall back to passing data through)', () => {
+    const c = new CipherState(Buffer.alloc(32, 5));
+    const key = c.key as Buffer;
+    c.wipe();
+    assert.ok(key.every((x) => x === 0), 'key zeroed');
+    expectNoiseError(() => c.encryptWithAd(Buffer.alloc(0), Buffer.from('x')));
+    expectNoiseError(() => c.decryptWithAd(Buffer.alloc(0), Buffer.alloc(20)));
   });
 
   it('a different prologue', () => {
