@@ -347,7 +347,8 @@ export class Tunnel {
         session: s.idHex.slice(0, 8),
         sent: s.stats.txPackets,
         delivered: s.stats.rxPackets,
-        eliminated: e.duplicates,
+        // As `dp-tcp status` counts them: with keys, a copy that lost the race is dropped as a whole record.
+        eliminated: e.duplicates + s.stats.records.duplicate,
         stale: e.stale,
         no_link: s.stats.dropsNoLink,
       });
@@ -359,7 +360,7 @@ export class Tunnel {
           rtt_ms: l === undefined || Number.isNaN(l.srttMs) ? '-' : l.srttMs.toFixed(2),
           tx: stats.txPackets,
           rx_first: stats.firstCopies,
-          rx_eliminated: stats.duplicates,
+          rx_eliminated: stats.duplicates + stats.duplicateRecords,
           rx_stale: stats.stale,
           drop_queue_full: stats.drops.queue_full,
           drop_queue_age: stats.drops.queue_age,

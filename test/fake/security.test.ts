@@ -196,6 +196,13 @@ describe('secure channel (fake TUN, loopback)', () => {
     await until(() => up(a), 'links up');
     a.tun.inject([numbered(1, '10.0.0.2')]);
     await server.tun.waitFor(1);
+    // The copy on the other link is dropped as a whole record: the log counts it eliminated, as status does.
+    const session = [...server.tunnel.sessions][0]!;
+    await until(() => session.stats.records.duplicate === 1, 'the second copy dropped');
+    server.tunnel.logStats();
+    const stats = server.log.lines.filter((l) => /session stats|link stats/.test(l));
+    assert.ok(stats.some((l) => /session stats.*eliminated[":= ]+1\b/.test(l)), stats.join('\n'));
+    assert.equal(stats.filter((l) => /link stats.*rx_eliminated[":= ]+1\b/.test(l)).length, 1, stats.join('\n'));
     const wrong = client('10.0.0.4', pskSecurity(Buffer.from('another key, at least 16 bytes'), 'aes-256-gcm'));
     await until(() => server!.role.stats.refused.bad_mac1 >= 2, 'the wrong psk is refused before any DH');
     assert.equal(wrong.role.session.upLinks().length, 0);
