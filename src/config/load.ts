@@ -243,11 +243,21 @@ function readTiming(n: Node | undefined): TimingConfig {
   return Object.freeze(t as unknown as TimingConfig);
 }
 
+/**
+ * An IPv6 address in its one canonical text (RFC 5952: lower case, zeros
+ * compressed), so that comparing addresses as text compares the addresses:
+ * FD00:0::1 and fd00::1 are one host. IPv4 text has only one form.
+ */
+export function canonicalAddress(address: string): string {
+  return isIP(address) === 6 ? new URL(`http://[${address}]`).hostname.slice(1, -1) : address;
+}
+
 export function parseAddressWithPrefix(n: Node, key: string, family: 4 | 6, defaultPrefix: number): TunnelAddress {
   const s = n.string(key);
   const m = /^(.+?)(?:\/(\d+))?$/.exec(s);
-  const address = m?.[1] ?? '';
-  if (isIP(address) !== family) n.fail(key, `must be an IPv${family} address (optionally with /prefix), got '${s}'`);
+  const typed = m?.[1] ?? '';
+  if (isIP(typed) !== family) n.fail(key, `must be an IPv${family} address (optionally with /prefix), got '${s}'`);
+  const address = canonicalAddress(typed);
   const prefix = m?.[2] === undefined ? defaultPrefix : Number(m[2]);
   if (prefix < 1 || prefix > (family === 4 ? 32 : 128)) n.fail(key, `prefix length /${prefix} is out of range`);
   return Object.freeze({ family, address, prefix });
@@ -511,7 +521,7 @@ function parsePrefix(n: Node, path: string, item: Yaml, strict: boolean): Prefix
   const max = family === 4 ? 32 : 128;
   const prefix = m[2] === undefined ? max : Number(m[2]);
   if (prefix > max) n.fail(path, `prefix length /${prefix} is out of range`);
-  const p = Object.freeze({ family: family as 4 | 6, address: m[1] as string, prefix });
+  const p = Object.freeze({ family: family as 4 | 6, address: canonicalAddress(m[1] as string), prefix });
   if (strict) {
     const bytes = addressBytes(p);
     const net = Buffer.from(bytes);

@@ -10,7 +10,7 @@ import type { PeerConfig, ServerConfig, ServerLimits, ServerLinkConfig } from '.
 import { DpError, errorMessage, isSystemError, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CloseCode, FrameType } from '../protocol/frame.js';
-import { decodeHello, encodeWelcome, type LinkIntro } from '../protocol/handshake.js';
+import { addressBytes, decodeHello, encodeWelcome, type LinkIntro } from '../protocol/handshake.js';
 import { hostPrefixes, inPrefix, sourceIn } from '../core/ip.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import { samePeer, type PeerView } from '../core/registry.js';
@@ -190,7 +190,9 @@ export class ServerRole {
     if (h.addresses.length === 0) return 'no tunnel address: a client must name the address it sends from';
     for (const a of h.addresses) {
       const inNet = peer && peer.allowedIps.length > 0 ? peer.allowedIps.some((n) => inPrefix(a, n)) : own.some((n) => inPrefix(a, n));
-      if (!inNet || own.some((n) => n.address === a.address)) {
+      // As bytes: the same address may be written more than one way (IPv6).
+      const bytes = addressBytes(a);
+      if (!inNet || own.some((n) => n.family === a.family && addressBytes(n).equals(bytes))) {
         return peer && peer.allowedIps.length > 0
           ? `tunnel address ${a.address} is not in the allowed_ips of peer ${peer.name}`
           : `tunnel address ${a.address} is not a client address of this server's tunnel network`;

@@ -242,6 +242,14 @@ describe('config', () => {
     fails(t('{ name: t0, ipv6: "fd00::1", mtu: 1200 }'), 'client', /mtu: must be at least 1280/);
   });
 
+  it('keeps IPv6 addresses in their canonical text (one address, one spelling: compared as text)', () => {
+    const c = parseConfig('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2, ipv6: "FD00:0:0::2/64" }\n  links:\n    - remote: "10.0.1.1:1"\n', 'test.yaml', 'client');
+    assert.deepEqual(
+      c.tunnel.addresses.map((a) => `${a.address}/${a.prefix}`),
+      ['10.0.0.2/24', 'fd00::2/64'],
+    );
+  });
+
   it('refuses a config of the other role, or of both', () => {
     fails(readFileSync(join(root, 'config/server.yaml'), 'utf8'), 'client', /^test\.yaml: server: this is a server config, but dp-tcp was started as client$/);
     fails('client: {}\nserver: {}\n', 'client', /server: a config file describes one side/);
@@ -436,7 +444,7 @@ describe('config', () => {
       const sec = at(
         server(
           '  private_key_file: server.key\n  peers:\n' +
-            peer(CLIENT_PUBLIC, '[10.0.0.2/32, "fd00::2/128"]', ', name: laptop') +
+            peer(CLIENT_PUBLIC, '[10.0.0.2/32, "FD00:0:0::2/128"]', ', name: laptop') +
             peer(OTHER_PUBLIC, '[10.0.0.3, "fd00::3", 192.168.7.0/24, "fd00:1::/64"]'),
         ),
         'server',
@@ -483,7 +491,7 @@ describe('config', () => {
       failsAt(s('[]'), 'server', /server\.peers\[0\]\.allowed_ips: must be a non-empty list of the tunnel addresses this client may use/);
       failsAt(s('10.0.0.2/32'), 'server', /server\.peers\[0\]\.allowed_ips: must be a non-empty list/);
       failsAt(s('[10.0.0.2/32, 10.0.0.2]'), 'server', /allowed_ips\[1\]: 10\.0\.0\.2\/32 is listed twice$/);
-      failsAt(s('["fd00::2/128"]', peer(OTHER_PUBLIC, '["fd00:0::0002/128"]')), 'server', /server\.peers\[1\]\.allowed_ips\[0\]: fd00:0::0002\/128 is also allowed for peers\[0\]$/);
+      failsAt(s('["fd00::2/128"]', peer(OTHER_PUBLIC, '["fd00:0::0002/128"]')), 'server', /server\.peers\[1\]\.allowed_ips\[0\]: fd00::2\/128 is also allowed for peers\[0\]$/);
       // Overlapping prefixes of two peers are refused (WireGuard gives the address to the most
       // specific; here the wider peer could send as the other, so it is a config error), either order.
       failsAt(s('[10.0.0.0/25]', peer(OTHER_PUBLIC, '[10.0.0.2/32]')), 'server', /server\.peers\[1\]\.allowed_ips\[0\]: 10\.0\.0\.2\/32 overlaps 10\.0\.0\.0\/25 of peers\[0\]: an address may be allowed for one peer only$/);
