@@ -232,6 +232,8 @@ interface Queued {
   striped: boolean;
   /** Keyed, striped: the record's plaintext, sealed again (new counter) if it is sent again elsewhere. */
   plain?: Buffer | undefined;
+  /** A control or handshake frame of sendClear's: counted in controlBytes while it waits. */
+  control?: true;
 }
 
 /** Striped data written to the socket and not yet acknowledged. */
@@ -276,6 +278,14 @@ export const URGENT_QUEUE_MAX_BYTES = 64 * 1024;
  * (secure/limits.ts), so the records it passed still arrive inside the window.
  */
 export const URGENT_MAX_PASSED_RECORDS = 4096;
+/**
+ * Control and handshake frames (PING, a rekey's RESPONSE, ...) waiting in a
+ * link's queue, at most. They are never dropped, and a peer that sends but
+ * never reads would have them pile up for ever: past this the link is closed.
+ * PINGs wait one at a time and PONGs are dropped past the data bound, so only
+ * such a peer gets here (a rekey answered each second fills it in 10 minutes).
+ */
+export const CONTROL_QUEUE_MAX_BYTES = 64 * 1024;
 /** Striped data a link keeps until acknowledged, at most; a link holding this much takes no more striped data. */
 export const RETAIN_MAX_BYTES = 16 * 1024 * 1024;
 /** The receiver acknowledges after this many bytes, or ACK_DELAY_MS after the last unacknowledged one. */
@@ -341,6 +351,10 @@ export class Link {
   private ackTimer: NodeJS.Timeout | undefined;
   /** Our ACK still waiting in a queue: a newer one takes its place (one ACK says all that any earlier one did). */
   private queuedAck: Queued | undefined;
+  /** Our PING still waiting in the queue: no other is queued behind it. */
+  private queuedPing: Queued | undefined;
+  /** Bytes of control frames waiting in the queue (CONTROL_QUEUE_MAX_BYTES). */
+  private controlBytes = 0;
   /** What the peer acknowledged of bytesOut. */
   private ackedOut = 0;
   private retained: Retained[] = [];
@@ -728,21 +742,33 @@ export class Link {
     }
   }
 
-  /** Control frames are never dropped: they are small and carry the link's health. */
-  sendControl(frame: Buffer): void {
-    if (this.state === 'closed') return;
+  /** Control frames are never dropped: they are small and carry the link's health. Returns the frame if it waits in the queue. */
+  sendControl(frame: Buffer): Queued | undefined {
+    if (this.state === 'closed') return undefined;
     const buf = this.sealControl ? this.sealControl(frame) : frame;
-    if (buf !== undefined) this.sendClear(buf);
+    return buf === undefined ? undefined : this.sendClear(buf);
   }
 
-  /** A handshake frame in clear on an up link (a rekey), in order with what is queued. */
-  sendClear(frame: Buffer): void {
-    if (this.state === 'closed') return;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.requeue(this.write(frame, 0, false, 0), false);
-    else {
-      this.queue.push({ buf: frame, t: Infinity, packets: 0, striped: false });
-      this.queuedBytes += frame.length;
+  /**
+   * A handshake frame in clear on an up link (a rekey), in order with what is
+   * queued. Returns it if it waits in the queue. A peer that lets
+   * CONTROL_QUEUE_MAX_BYTES of them pile up does not read: the link is closed.
+   */
+  sendClear(frame: Buffer): Queued | undefined {
+    if (this.state === 'closed') return undefined;
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
+      this.requeue(this.write(frame, 0, false, 0), false);
+      return undefined;
     }
+    if (this.controlBytes + frame.length > CONTROL_QUEUE_MAX_BYTES) {
+      this.close(CloseCode.Shutdown, `the peer does not read: ${this.controlBytes} bytes of control frames wait to be sent`);
+      return undefined;
+    }
+    const item: Queued = { buf: frame, t: Infinity, packets: 0, striped: false, control: true };
+    this.queue.push(item);
+    this.queuedBytes += frame.length;
+    this.controlBytes += frame.length;
+    return item;
   }
 
   /** Keepalive and liveness; the session calls it from its timer. */
@@ -761,10 +787,11 @@ export class Link {
       });
       return;
     }
-    if (nowMs - this.lastPingMs >= this.opts.keepaliveIntervalMs) {
+    // One PING waits at a time: the one queued will measure the wait anyway.
+    if (nowMs - this.lastPingMs >= this.opts.keepaliveIntervalMs && this.queuedPing === undefined) {
       this.lastPingMs = nowMs;
       this.pingUnacked = this.unackedBytes;
-      this.sendControl(encodeToken(FrameType.Ping, Math.round(nowMs * 1000)));
+      this.queuedPing = this.sendControl(encodeToken(FrameType.Ping, Math.round(nowMs * 1000)));
     }
   }
 
@@ -855,6 +882,8 @@ export class Link {
     this.urgent = [];
     this.urgentBytes = 0;
     this.queuedAck = undefined;
+    this.queuedPing = undefined;
+    this.controlBytes = 0;
   }
 
   /**
@@ -1000,6 +1029,10 @@ export class Link {
       const item = this.queue[this.queueHead++] as Queued;
       this.queuedBytes -= item.buf.length;
       if (item === this.queuedAck) this.queuedAck = undefined;
+      if (item.control) {
+        this.controlBytes -= item.buf.length;
+        if (item === this.queuedPing) this.queuedPing = undefined;
+      }
       // Striped data is on this link only: late, it still goes (the peer's reorder buffer waits for it).
       if (now - item.t > this.opts.queueMaxAgeMs && !item.striped) {
         // The other links carried these long ago; sending them now only delays fresh data.

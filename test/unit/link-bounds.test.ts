@@ -2,6 +2,7 @@
 // (PONGs, ACKs), and packets still queued when a link closes are counted.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { CONTROL_QUEUE_MAX_BYTES } from '../../src/core/link.js';
 import { CloseCode, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
 import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
 import { numbered } from '../helpers/packets.js';
@@ -36,6 +37,35 @@ describe('link send queue bounds', () => {
     for (let i = 0; i < 5000; i++) sock.emit('data', chunk);
     assert.equal(l.state, 'up');
     assert.ok(l.queueBytes <= QUEUE_MAX, `send queue holds ${l.queueBytes} bytes of ACKs, bound ${QUEUE_MAX}`);
+  });
+
+  it('one PING waits at a time on a link whose peer does not read (PINGs are control frames, never dropped)', () => {
+    const sock = new FakeSocket();
+    const l = testLink(sock, 0, QUEUE_MAX);
+    l.state = 'up';
+    sock.full = true;
+    l.sendData(encodeData(1, numbered(0)), 1, 0); // the stream writer holds it: the link waits for 'drain'
+    const t0 = performance.now();
+    for (let k = 1; k <= 9; k++) l.tick(t0 + k * 1e6); // nine keepalive intervals (testLink: 1e6 ms), inside the dead interval
+    assert.equal(l.state, 'up');
+    assert.equal(l.queueBytes, encodeToken(FrameType.Ping, 1).length, `one PING queued, not nine (${l.queueBytes} bytes)`);
+  });
+
+  it('control frames a peer never reads close the link past CONTROL_QUEUE_MAX_BYTES (a rekey answered each second would pile up for ever)', () => {
+    const sock = new FakeSocket();
+    const l = testLink(sock, 0, QUEUE_MAX);
+    l.state = 'up';
+    sock.full = true;
+    l.sendData(encodeData(1, numbered(0)), 1, 0);
+    const response = Buffer.alloc(100, 0x55);
+    let sent = 0;
+    while (l.state === 'up' && sent < 10_000) {
+      l.sendClear(response);
+      sent++;
+    }
+    assert.equal(l.state, 'closed', `closed after ${sent} frames`);
+    assert.ok(sent * response.length > CONTROL_QUEUE_MAX_BYTES && (sent - 1) * response.length <= CONTROL_QUEUE_MAX_BYTES + response.length, `at the bound: ${sent} frames of ${response.length} bytes`);
+    assert.equal(l.queueBytes, 0, 'and its queue is let go');
   });
 
   it('packets still queued on a link when it closes are counted as dropped', () => {
