@@ -37,7 +37,8 @@ function sh(cmd: string, args: string[]): string {
 /** sh without blocking the event loop (a redial's route check runs while the other links carry traffic). */
 function shAsync(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout, stderr) => (err ? reject(failed(cmd, args, stderr, err)) : resolve(stdout)));
+    // A hung `ip` must not hold up the link's redials for ever.
+    execFile(cmd, args, { encoding: 'utf8', timeout: 5000 }, (err, stdout, stderr) => (err ? reject(failed(cmd, args, stderr, err)) : resolve(stdout)));
   });
 }
 
@@ -74,6 +75,12 @@ function pathOf(r: ShownRoute | undefined): string[] | undefined {
   return r?.dev === undefined ? undefined : [...(r.gateway ? ['via', r.gateway] : []), 'dev', r.dev];
 }
 
+/** The device of a `[via GW] dev DEV` path. */
+function devOf(path: readonly string[] | undefined): string | undefined {
+  const i = path?.indexOf('dev') ?? -1;
+  return i < 0 ? undefined : path?.[i + 1];
+}
+
 /**
  * A link's own route to its server. An interface that goes down takes its
  * routes with it, and nothing puts them back when it comes up again: so the
@@ -87,8 +94,12 @@ interface LinkRoute {
   readonly host: string;
   /** The link's own table (it has a source address); undefined: a host route in the main table. */
   readonly table: string | undefined;
+  /** The link's source address, if it has one. */
+  readonly local: string | undefined;
   /** `[via GW] dev DEV` of the route last set; undefined: none set yet. */
   path: string[] | undefined;
+  /** The path it had at start, or the first one set: the link's own uplink, where its route goes back to. */
+  home: string[] | undefined;
 }
 
 /** `ip` arguments to replace or delete a link's route to its server on `path`. */
@@ -113,6 +124,8 @@ export interface NetworkSystem {
 export class NetworkSetup {
   private readonly undo: Undo[] = [];
   private readonly linkRoutes = new Map<number, LinkRoute>();
+  /** Torn down: a route check still under way sets nothing more. */
+  private closed = false;
   private tunName = '';
 
   constructor(
@@ -205,7 +218,7 @@ export class NetworkSetup {
           this.log.info('host route to the server exists already: keeping it', { route: host });
           continue;
         }
-        this.addLinkRoute({ name: l.name, family, remote: l.remoteAddress, host, table, path: undefined }, l.id, path);
+        this.addLinkRoute({ name: l.name, family, remote: l.remoteAddress, host, table, local: l.localAddress, path: undefined, home: path }, l.id, path);
         if (table !== undefined) {
           const rule = ['from', l.localAddress as string, 'to', host, 'lookup', table, 'priority', table];
           this.sweep('ip', [family, 'rule', 'del', ...rule]);
@@ -252,8 +265,13 @@ export class NetworkSetup {
 
   /**
    * Before a dial of link `id`: sets its route to the server again if it is
-   * missing (the interface went down and took it), on the path it had or,
-   * failing that, on the best the main table now has outside the tunnel.
+   * missing (the interface went down and took it), or moves it back home.
+   * Its own path comes first. Failing that, a link with a source address
+   * takes only a main-table route on its own device (its packets carry that
+   * device's address: out of another uplink they would be dropped, or ride
+   * beside another link), else its dial fails on the `unreachable` route; a
+   * link without one takes the best main-table route outside the tunnel, and
+   * goes back to its own path once that works again.
    * Never throws: a link whose interface is still down just fails its dial.
    */
   async refreshLinkRoute(id: number): Promise<void> {
@@ -261,24 +279,50 @@ export class NetworkSetup {
     if (r === undefined) return;
     try {
       const shown = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'exact', r.host, ...(r.table ? ['table', r.table] : [])])) as ShownRoute[];
-      if (shown.some((x) => (x.type === undefined || x.type === 'unicast') && x.dev !== undefined)) return;
-      const main = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'table', 'main', 'match', r.remote])) as ShownRoute[];
-      const found = bestPath(main, this.tunName);
-      for (const path of [r.path, found]) {
-        if (path === undefined) continue;
+      const current = shown.find((x) => (x.type === undefined || x.type === 'unicast') && x.dev !== undefined);
+      const home = devOf(r.home);
+      if (current !== undefined && (home === undefined || current.dev === home)) return;
+      const candidates = [r.home];
+      if (current === undefined) {
+        // Missing: the best the main table has outside the tunnel (on the link's own device, for a link with a source address).
+        const own = r.local === undefined ? undefined : (home ?? (await this.deviceOf(r.family, r.local)));
+        if (this.closed) return;
+        if (r.local === undefined || own !== undefined) {
+          const main = JSON.parse(await shAsync('ip', ['-j', r.family, 'route', 'show', 'table', 'main', 'match', r.remote])) as ShownRoute[];
+          candidates.push(bestPath(own === undefined ? main : main.filter((x) => x.dev === own), this.tunName));
+        }
+      }
+      for (const path of candidates) {
+        if (path === undefined || this.closed) continue;
         try {
           await shAsync('ip', routeArgs(r, 'replace', path));
         } catch {
           continue;
         }
+        if (this.closed) {
+          // Torn down while the command ran: what it set goes at once.
+          await shAsync('ip', routeArgs(r, 'del', path)).catch(() => undefined);
+          return;
+        }
         r.path = path;
-        this.log.info('link route set again', { link: r.name, route: `${r.host} ${path.join(' ')}${r.table ? ` table ${r.table}` : ''}` });
+        r.home ??= path;
+        this.log.info(current === undefined ? 'link route set again' : 'link route back on its own path', {
+          link: r.name,
+          route: `${r.host} ${path.join(' ')}${r.table ? ` table ${r.table}` : ''}`,
+        });
         return;
       }
       this.log.debug('no route to this link\'s server yet', { link: r.name });
     } catch (e) {
       this.log.debug('could not check the link route', { link: r.name, error: errorMessage(e) });
     }
+  }
+
+  /** The device that holds `address`, if any. */
+  private async deviceOf(family: '-4' | '-6', address: string): Promise<string | undefined> {
+    const out = await shAsync('ip', ['-j', family, 'addr', 'show', 'to', address]);
+    const shown = (out.trim() === '' ? [] : JSON.parse(out)) as Array<{ ifname?: string }>;
+    return shown.find((x) => x.ifname !== undefined)?.ifname;
   }
 
   /** Server: forward and masquerade the clients' tunnel networks out of `config.natOutInterface`. */
@@ -310,6 +354,7 @@ export class NetworkSetup {
 
   /** Undoes every change, newest first. Idempotent; a failed undo is logged, the rest still run. */
   teardown(): void {
+    this.closed = true;
     while (this.undo.length > 0) {
       const u = this.undo.pop() as Undo;
       try {

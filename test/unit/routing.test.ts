@@ -113,6 +113,7 @@ describe('client link routes', () => {
       '  *" rule del "*) exit 2;;',
       `  *" show exact "*) echo '[]';;`,
       `  *" show table main match "*) /bin/cat '${join(state, 'main')}';;`,
+      `  *" addr show to "*) echo '[{"ifname":"eth7"}]';;`,
       `  *" route replace "*" via "*) /bin/grep -q gateway '${join(state, 'main')}' || { echo "Error: Nexthop has invalid gateway." >&2; exit 2; };;`,
       'esac',
       'exit 0',
@@ -161,6 +162,129 @@ describe('client link routes', () => {
       assert.ok(calls().includes('-4 route del unreachable 203.0.113.9/32 table 25700 metric 4294967295'));
       assert.ok(!calls().some((c) => c.includes('flush')));
       assert.ok(calls().includes('-4 rule del from 192.0.2.50 to 203.0.113.9/32 lookup 25700 priority 25700'));
+    });
+  });
+
+  /**
+   * A fake `ip` with state: two uplinks, eth1 (192.0.2.0/24, the link's own,
+   * which goes down and up) and eth2 (198.51.100.0/24, another default
+   * route); the link's route to its server wherever it was put.
+   */
+  interface Uplinks {
+    eth1: boolean;
+    route: { dst: string; gateway?: string; dev: string } | undefined;
+    slowMatchMs?: number;
+  }
+  async function withUplinks(f: (set: (s: Partial<Uplinks>) => void, get: () => Uplinks, calls: () => string[]) => Promise<void>): Promise<void> {
+    const bin = join(dir, 'uplinks-bin');
+    const state = join(dir, 'uplinks.json');
+    const log = join(dir, 'uplinks.log');
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(log, '');
+    writeFileSync(state, JSON.stringify({ eth1: true, route: undefined }));
+    const program = `#!${process.execPath}
+const fs = require('node:fs');
+const a = process.argv.slice(2);
+const line = ' ' + a.join(' ') + ' ';
+fs.appendFileSync(${JSON.stringify(log)}, a.join(' ') + '\\n');
+const s = JSON.parse(fs.readFileSync(${JSON.stringify(state)}, 'utf8'));
+const save = () => fs.writeFileSync(${JSON.stringify(state)}, JSON.stringify(s));
+const fail = (m) => { process.stderr.write(m + '\\n'); process.exit(2); };
+const json = a[0] === '-j';
+if (line.includes(' route get ')) {
+  if (!s.eth1) fail('RTNETLINK answers: Network is unreachable');
+  console.log(JSON.stringify([{ dst: '203.0.113.9', gateway: '192.0.2.1', dev: 'eth1' }]));
+} else if (line.includes(' show exact ')) {
+  if (json) console.log(JSON.stringify(s.route ? [s.route] : []));
+  else if (s.route) console.log('203.0.113.9 dev ' + s.route.dev);
+} else if (line.includes(' show table main match ')) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, s.slowMatchMs || 0);
+  const main = [{ dst: 'default', gateway: '198.51.100.1', dev: 'eth2', metric: 200 }, { dst: '0.0.0.0/1', dev: 'dptcp-c' }];
+  if (s.eth1) main.unshift({ dst: 'default', gateway: '192.0.2.1', dev: 'eth1', metric: 100 });
+  console.log(JSON.stringify(main));
+} else if (line.includes(' addr show to ')) {
+  console.log(JSON.stringify([{ ifname: 'eth1' }]));
+} else if (line.includes(' route replace 203.0.113.9/32 ')) {
+  const dev = a[a.indexOf('dev') + 1];
+  if (dev === 'eth1' && !s.eth1) fail('Error: Nexthop has invalid gateway.');
+  s.route = { dst: '203.0.113.9', dev, ...(a.includes('via') ? { gateway: a[a.indexOf('via') + 1] } : {}) };
+  save();
+} else if (line.includes(' route del 203.0.113.9/32 ')) {
+  s.route = undefined;
+  save();
+} else if (line.includes(' rule del ')) {
+  process.exit(2);
+}
+`;
+    writeFileSync(join(bin, 'ip'), program);
+    chmodSync(join(bin, 'ip'), 0o755);
+    const path = process.env['PATH'];
+    process.env['PATH'] = bin;
+    const get = (): Uplinks => JSON.parse(readFileSync(state, 'utf8')) as Uplinks;
+    try {
+      await f(
+        (o) => writeFileSync(state, JSON.stringify({ ...get(), ...o })),
+        get,
+        () => readFileSync(log, 'utf8').split('\n').filter((l) => l !== ''),
+      );
+    } finally {
+      process.env['PATH'] = path;
+    }
+  }
+
+  const linkOf = (localAddress?: string): ClientConfig =>
+    ({
+      routes: [{ family: 4, address: '0.0.0.0', prefix: 0 }],
+      links: [{ id: 0, name: 'wan1', remoteAddress: '203.0.113.9', remotePort: 443, localAddress }],
+    }) as unknown as ClientConfig;
+
+  it("a link with a source address keeps to its own uplink: not moved onto another while it is down, back once it is up", async () => {
+    await withUplinks(async (set, get) => {
+      const net = new NetworkSetup(memoryLogger('debug'));
+      net.setupClient(linkOf('192.0.2.50'), 'dptcp-c');
+      assert.equal(get().route?.dev, 'eth1');
+      // eth1 goes down and takes the route with it; the link redials.
+      set({ eth1: false, route: undefined });
+      await net.refreshLinkRoute(0);
+      assert.equal(get().route, undefined, 'not onto eth2 with eth1\'s address: the dial fails on the unreachable route instead');
+      set({ eth1: true });
+      await net.refreshLinkRoute(0);
+      assert.deepEqual(get().route, { dst: '203.0.113.9', dev: 'eth1', gateway: '192.0.2.1' }, 'back on eth1');
+      net.teardown();
+      assert.equal(get().route, undefined, 'removed at teardown');
+    });
+  });
+
+  it('a link without a source address rides another uplink while its own is down, and goes back home once it is up', async () => {
+    await withUplinks(async (set, get) => {
+      const log = memoryLogger('debug');
+      const net = new NetworkSetup(log);
+      net.setupClient(linkOf(undefined), 'dptcp-c');
+      assert.equal(get().route?.dev, 'eth1');
+      set({ eth1: false, route: undefined });
+      await net.refreshLinkRoute(0);
+      assert.equal(get().route?.dev, 'eth2', 'the best main-table route outside the tunnel (its source address follows the route)');
+      set({ eth1: true });
+      await net.refreshLinkRoute(0);
+      assert.equal(get().route?.dev, 'eth1', 'back on its own uplink');
+      assert.match(log.lines.join('\n'), /link route back on its own path/);
+      net.teardown();
+      assert.equal(get().route, undefined, 'removed at teardown');
+    });
+  });
+
+  it('a route check under way when the setup is torn down leaves no route behind', async () => {
+    await withUplinks(async (set, get, calls) => {
+      const net = new NetworkSetup(memoryLogger('debug'));
+      net.setupClient(linkOf(undefined), 'dptcp-c');
+      set({ eth1: false, route: undefined, slowMatchMs: 300 }); // the route went missing; the main-table look-up is slow
+      const pending = net.refreshLinkRoute(0);
+      await new Promise((r) => setTimeout(r, 100));
+      net.teardown(); // SIGTERM while the redial's check runs
+      const atTeardown = calls().length;
+      await pending;
+      assert.deepEqual(calls().slice(atTeardown).filter((c) => c.includes('route replace')), [], calls().join('\n'));
+      assert.equal(get().route, undefined);
     });
   });
 });
