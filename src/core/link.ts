@@ -293,6 +293,8 @@ export const ACK_BYTES = 64 * 1024;
 export const ACK_DELAY_MS = 5;
 /** A link is stalled when its oldest unacknowledged striped data is older than max(this, 2 x ack time + 20 ms). */
 export const STALL_MIN_MS = 150;
+/** A paced link whose socket sends nothing looks again at most this much later (waitUnsent). */
+export const UNSENT_WAIT_MAX_MS = 20;
 /** Delivery rate assumed before ACKs measured one: bytes per ms (100 Mbit/s). */
 const DEFAULT_RATE = 12_500;
 /** Delivery rate samples span at least this; the rate is the largest sample of the last one or two RATE_EPOCH_MS. */
@@ -499,6 +501,10 @@ export class Link {
   unsentCap: number | undefined;
   /** Set while writes wait for the paced socket's unsent data to fall below unsentCap. */
   private unsentTimer: NodeJS.Timeout | undefined;
+  /** The socket's unsent bytes at the last look that found no room (-1: room since). */
+  private lastUnsent = -1;
+  /** How long that look waited. */
+  private unsentWaitMs = 0;
 
   get pathKey(): string {
     return this.path === '' ? `#${this.linkId}` : this.path;
@@ -909,6 +915,7 @@ export class Link {
         return { buf: kept.buf, t: packets > 0 ? nowMs : Infinity, packets, striped, release: kept.release, plain };
       }
       if (room < limit) limit = room;
+      this.lastUnsent = -1;
     }
     this.stats.txPackets += packets;
     this.stats.txBytes += buf.length;
@@ -967,13 +974,22 @@ export class Link {
     return n < 0 ? Infinity : cap - n;
   }
 
-  /** `unsent` bytes wait in the paced socket: resume writing once half the cap is left, at the link's rate. */
+  /**
+   * `unsent` bytes wait in the paced socket: resume writing once half the cap
+   * is left, at the link's rate. When nothing left since the last look (a
+   * peer that does not read, a stalled path) each look waits twice as long,
+   * up to UNSENT_WAIT_MAX_MS, rather than polling the socket hundreds of
+   * times a second; the first write that finds room starts over.
+   */
   private waitUnsent(unsent: number): void {
     this.writable = false;
     if (this.unsentTimer !== undefined) return;
     const cap = this.unsentCap ?? 0;
     const bytesPerMs = (this.paceKbit ?? 8) / 8; // kbit/s is bits per ms
-    const ms = Math.min(100, Math.max(1, (unsent - cap / 2) / bytesPerMs));
+    let ms = Math.min(100, Math.max(1, (unsent - cap / 2) / bytesPerMs));
+    if (this.lastUnsent >= 0 && unsent >= this.lastUnsent) ms = Math.max(ms, Math.min(UNSENT_WAIT_MAX_MS, this.unsentWaitMs * 2));
+    this.lastUnsent = unsent;
+    this.unsentWaitMs = ms;
     this.unsentTimer = setTimeout(() => {
       this.unsentTimer = undefined;
       if (this.state === 'closed' || this.writable) return;
@@ -1014,8 +1030,8 @@ export class Link {
           this.stats.drops.queue_age += item.packets;
           item.release?.();
         } else {
-          if (item.packets > 0) this.queued(now - item.t);
           const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release, item.plain);
+          this.leftQueue(item, tail, now);
           if (tail !== undefined) {
             tail.t = item.t; // its age runs on from when the whole was queued
             urgent[--i] = tail;
@@ -1040,8 +1056,8 @@ export class Link {
         item.release?.();
         continue;
       }
-      if (item.packets > 0) this.queued(now - item.t);
       const tail = this.write(item.buf, item.packets, item.striped, now, undefined, item.release, item.plain);
+      this.leftQueue(item, tail, now);
       if (tail !== undefined) tail.t = item.t;
       this.requeue(tail, false);
     }
@@ -1052,6 +1068,12 @@ export class Link {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
+  }
+
+  /** `item` was handed to write(), which gave back `tail`: if any of its data left, its wait is a queue delay sample. */
+  private leftQueue(item: Queued, tail: Queued | undefined, now: number): void {
+    // A paced socket at its bound takes nothing: write() gives the very buffer back.
+    if (item.packets > 0 && tail?.buf !== item.buf) this.queued(now - item.t);
   }
 
   /** Data that waited `ms` in our queue is leaving. */

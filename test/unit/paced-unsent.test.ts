@@ -8,7 +8,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import type { TimingConfig } from '../../src/config/types.js';
-import { Link, type LinkHandler } from '../../src/core/link.js';
+import { Link, UNSENT_WAIT_MAX_MS, type LinkHandler } from '../../src/core/link.js';
 import { paceLink, pacedNotsentLowat } from '../../src/core/socket-options.js';
 import { writeDataHeader } from '../../src/protocol/frame.js';
 import { createLogger } from '../../src/log.js';
@@ -145,5 +145,48 @@ describe('paced link: unsent data bounded', () => {
     const r = await run(false);
     assert.ok(r.maxUnsent > 4 * r.cap, `unsent up to ${r.maxUnsent} bytes against a lowat of ${r.cap}`);
     assert.deepEqual(r.seqs, Array.from({ length: FRAMES }, (_, i) => i + 1));
+  });
+
+  it('a paced link whose peer stops reading looks at its socket less and less often, not every millisecond', async () => {
+    const p = await pair();
+    const link = pacedLink(p.a, KBIT);
+    p.b.pause();
+    let looks = 0;
+    const inner = link as unknown as { unsentRoom: (cap: number) => number };
+    const real = inner.unsentRoom.bind(link);
+    inner.unsentRoom = (cap: number) => {
+      looks++;
+      return real(cap);
+    };
+    try {
+      for (let seq = 1; seq <= 20_000; seq++) link.sendData(frame(seq), 1, performance.now());
+      await new Promise((r) => setTimeout(r, 2500)); // the socket's buffers fill; then nothing moves
+      const before = looks;
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.ok(looks - before <= 60, `${looks - before} looks in a second at a socket that sends nothing (at most one per ${UNSENT_WAIT_MAX_MS} ms)`);
+      p.b.resume();
+      const sent = link.stats.txPackets;
+      await until(() => link.stats.txPackets > sent + 100, 'it writes again once the peer reads', 3000);
+    } finally {
+      link.destroy('over');
+      p.b.destroy();
+      p.server.close();
+    }
+  });
+
+  it('no queue-delay sample for data that waits at a full paced socket (only for data that leaves)', async () => {
+    const p = await pair();
+    const link = pacedLink(p.a, KBIT);
+    (link as unknown as { unsentRoom: () => number }).unsentRoom = () => 0; // the socket holds its cap unsent, and keeps it
+    try {
+      link.sendData(frame(1), 1, performance.now());
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(link.stats.txPackets, 0, 'nothing left');
+      assert.equal(link.stats.queueDelayMaxMs, 0, 'so no delay was recorded');
+    } finally {
+      link.destroy('over');
+      p.b.destroy();
+      p.server.close();
+    }
   });
 });
