@@ -20,9 +20,11 @@
 //
 // Any local user may bind a name in the abstract namespace, this one too,
 // before dp-tcp does (dp-tcp then warns and runs without it). So `status`
-// asks the kernel who listens (SO_PEERCRED) and believes only root — dp-tcp
-// listens before --user drops root — or the user who asks.
-import { readFileSync } from 'node:fs';
+// asks the kernel who listens (SO_PEERCRED) and believes root (dp-tcp
+// listens before --user drops root), the user who asks, or a process that
+// holds the TUN device the name is for (a service run as its own user with
+// CAP_NET_ADMIN): a user without that capability cannot make one.
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Socket } from 'node:net';
 import { socketFd } from '../core/socket-options.js';
@@ -74,12 +76,33 @@ export function listInstances(procNetUnix = '/proc/net/unix'): string[] {
  * is not to be believed, or undefined when it is: it runs as root or as
  * `myUid`.
  */
-export function untrustedListener(cred: PeerCredentials, myUid: number): string | undefined {
-  if (cred.uid === 0 || cred.uid === myUid) return undefined;
-  return `it is held by pid ${cred.pid} of uid ${cred.uid}, neither root nor you: another local user may have taken the name, so its answer is not shown`;
+export function untrustedListener(cred: PeerCredentials, myUid: number, holdsTun = false): string | undefined {
+  if (cred.uid === 0 || cred.uid === myUid || holdsTun) return undefined;
+  return `it is held by pid ${cred.pid} of uid ${cred.uid}, neither root nor you nor the holder of that TUN device: another local user may have taken the name, so its answer is not shown`;
 }
 
-function checkListener(socket: Socket): string | undefined {
+/** The TUN device an open /dev/net/tun descriptor is attached to, from its /proc fdinfo text (`iff:` line). */
+export function tunOfFdinfo(text: string): string | undefined {
+  return /^iff:\s*(\S+)\s*$/m.exec(text)?.[1];
+}
+
+/** Whether process `pid` holds the TUN device `tun` (false where its /proc entries cannot be read). */
+export function holdsTun(pid: number, tun: string, proc = '/proc'): boolean {
+  try {
+    for (const fd of readdirSync(`${proc}/${pid}/fd`)) {
+      try {
+        if (readlinkSync(`${proc}/${pid}/fd/${fd}`) === '/dev/net/tun' && tunOfFdinfo(readFileSync(`${proc}/${pid}/fdinfo/${fd}`, 'utf8')) === tun) return true;
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    // not ours to read, or gone
+  }
+  return false;
+}
+
+function checkListener(socket: Socket, tun: string): string | undefined {
   const fd = socketFd(socket);
   let cred: PeerCredentials;
   try {
@@ -89,7 +112,9 @@ function checkListener(socket: Socket): string | undefined {
   } catch (e) {
     return `cannot ask the kernel who holds it: ${errorMessage(e)}`;
   }
-  return untrustedListener(cred, process.getuid?.() ?? -1);
+  const myUid = process.getuid?.() ?? -1;
+  if (untrustedListener(cred, myUid) === undefined) return undefined;
+  return untrustedListener(cred, myUid, holdsTun(cred.pid, tun));
 }
 
 /**
@@ -112,7 +137,7 @@ export function getFromInstance(tun: string, path: string, timeoutMs = 3000): Pr
     });
     req.on('socket', (socket) => {
       const verify = (): void => {
-        const why = checkListener(socket);
+        const why = checkListener(socket, tun);
         if (why === undefined) return;
         refused = true;
         reject(new DpError('ERR_LISTEN', `not trusting the control socket @${controlSocketPath(tun).slice(1)}: ${why} (dp-tcp status --url reads its status_listen endpoint)`));

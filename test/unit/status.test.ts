@@ -13,7 +13,8 @@ import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { DpError } from '../../src/errors.js';
 import { memoryLogger } from '../../src/log.js';
-import { controlSocketPath, getFromInstance, listInstances, parseControlSockets, untrustedListener } from '../../src/ops/discovery.js';
+import { controlSocketPath, getFromInstance, holdsTun, listInstances, parseControlSockets, tunOfFdinfo, untrustedListener } from '../../src/ops/discovery.js';
+import { loadAddon } from '../../src/tun/loader.js';
 import { processMemory } from '../../src/ops/format.js';
 import { buildRegistry } from '../../src/ops/metrics.js';
 import { StatusServer } from '../../src/ops/status-server.js';
@@ -104,7 +105,22 @@ describe('discovery', () => {
     assert.equal(untrustedListener({ pid: 10, uid: 0, gid: 0 }, 1000), undefined, 'root: dp-tcp listens before --user drops it');
     assert.equal(untrustedListener({ pid: 10, uid: 1000, gid: 1000 }, 1000), undefined, 'the user who asks');
     assert.match(untrustedListener({ pid: 77, uid: 1001, gid: 1001 }, 1000) ?? '', /pid 77 of uid 1001, neither root nor you/, 'another user');
+    assert.equal(untrustedListener({ pid: 77, uid: 1001, gid: 1001 }, 0, true), undefined, 'another user that holds the TUN device (a service with CAP_NET_ADMIN)');
+    assert.equal(tunOfFdinfo('pos:\t0\nflags:\t02100002\nmnt_id:\t23\nino:\t103\niff:\tdptcp-s\n'), 'dptcp-s', 'the fdinfo of a TUN descriptor names its device');
+    assert.equal(tunOfFdinfo('pos:\t0\nflags:\t02\n'), undefined, 'one not attached names none');
     assert.match(untrustedListener({ pid: 77, uid: 1001, gid: 0 }, 0) ?? '', /uid 1001/, 'another user, asked by root');
+  });
+
+  it('knows the process that holds a TUN device by its /proc fdinfo', { skip: process.getuid?.() === 0 ? false : 'needs root (opens a TUN device)' }, () => {
+    const name = `ht${process.pid.toString(36)}`;
+    const tun = new (loadAddon().Tun)(name);
+    try {
+      assert.equal(holdsTun(process.pid, name), true, 'this process holds it');
+      assert.equal(holdsTun(process.pid, `${name}x`), false, 'not another name');
+      assert.equal(holdsTun(1, name), false, 'nor does another process');
+    } finally {
+      tun.close();
+    }
   });
 
   it('a local user who squats the control socket name gets no answer shown', { skip: process.getuid?.() === 0 ? false : 'needs root (runs the squatter as uid 65534)' }, async () => {
