@@ -257,6 +257,7 @@ export function parseAddressWithPrefix(n: Node, key: string, family: 4 | 6, defa
   const m = /^(.+?)(?:\/(\d+))?$/.exec(s);
   const typed = m?.[1] ?? '';
   if (isIP(typed) !== family) n.fail(key, `must be an IPv${family} address (optionally with /prefix), got '${s}'`);
+  if (typed.includes('%')) n.fail(key, `'${s}' has a zone index (%...): it has no meaning for a tunnel address`);
   const address = canonicalAddress(typed);
   const prefix = m?.[2] === undefined ? defaultPrefix : Number(m[2]);
   if (prefix < 1 || prefix > (family === 4 ? 32 : 128)) n.fail(key, `prefix length /${prefix} is out of range`);
@@ -743,8 +744,8 @@ function contentsOf(doc: Document, file: string): unknown {
 }
 
 /** The role a file describes: its top-level `client:` or `server:` key (undefined: neither, or both). */
-function roleOf(doc: Document): Role | undefined {
-  const js: unknown = contentsOf(doc, '');
+function roleOf(doc: Document, file: string): Role | undefined {
+  const js: unknown = contentsOf(doc, file);
   if (js === null || typeof js !== 'object' || Array.isArray(js)) return undefined;
   const has = (k: string): boolean => (js as Record<string, unknown>)[k] !== undefined && (js as Record<string, unknown>)[k] !== null;
   return has('client') === has('server') ? undefined : has('client') ? 'client' : 'server';
@@ -952,7 +953,13 @@ export function checkConfig(file: string, role?: Role): CheckResult {
   }
   const { doc, problems } = parseYaml(text, file);
   if (problems.length > 0) return { role, config: undefined, problems };
-  const r = role ?? roleOf(doc);
+  let r: Role | undefined;
+  try {
+    r = role ?? roleOf(doc, file);
+  } catch (e) {
+    if (e instanceof ConfigError) return { role, config: undefined, problems: [e] };
+    throw e;
+  }
   if (r === undefined) {
     return { role, config: undefined, problems: [new ConfigError(file, '', 'must have one top-level key, client: or server: (the side this file describes)', { line: 1, col: 1 })] };
   }
@@ -981,7 +988,7 @@ export function outlineConfig(file: string, role?: Role): ConfigOutline {
   const { doc, lines, problems } = parseYaml(text, file);
   const [firstProblem] = problems;
   if (firstProblem !== undefined) throw firstProblem;
-  const r = role ?? roleOf(doc);
+  const r = role ?? roleOf(doc, file);
   if (r === undefined) throw new ConfigError(file, '', 'must have one top-level key, client: or server: (the side this file describes)');
   try {
     const top = Node.of(file, '', contentsOf(doc, file) as Yaml, undefined);

@@ -166,9 +166,15 @@ export class NetworkSetup {
    */
   private sysctl(name: string, value: string, tunName: string): void {
     const path = join(this.sys.procSys, name);
-    const old = readFileSync(path, 'utf8').trim();
-    if (old === value) return;
-    writeFileSync(path, value);
+    let old: string;
+    try {
+      old = readFileSync(path, 'utf8').trim();
+      if (old === value) return;
+      writeFileSync(path, value);
+    } catch (e) {
+      // A read-only /proc/sys (a container), or no such setting: one line, exit 2, like an iptables failure.
+      throw new DpError('ERR_PRIVILEGE', `cannot set ${path} to ${value}: ${errorMessage(e)} (nat_out_interface needs forwarding on: set it on the host, or run with the right to)`, { cause: e, exitCode: 2 });
+    }
     const keep = (): string | undefined => {
       const others = this.sys.instances().filter((t) => t !== tunName);
       return others.length > 0 ? `another dp-tcp runs in this namespace (${others.join(', ')})` : undefined;

@@ -39,6 +39,19 @@ const GOOD_CLIENT = `client:
 `;
 
 describe('config problems have positions', () => {
+  it('a file whose aliases expand past the parser\'s bound is one problem of that file, with or without -r', () => {
+    const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i < 12; i++) lines.push(`a${i}: &a${i} [${Array(10).fill(`*a${i - 1}`).join(', ')}]`);
+    lines.push('client: {}');
+    const f = join(dir, 'bomb.yaml');
+    writeFileSync(f, lines.join('\n') + '\n', { mode: 0o600 });
+    for (const role of [undefined, 'client'] as const) {
+      const r = checkConfig(f, role);
+      assert.equal(r.problems.length, 1, `-r ${role}`);
+      assert.match(r.problems[0]!.located(), new RegExp(`^${f.replaceAll('/', '\\/')}.*cannot be read`), `-r ${role}`);
+    }
+  });
+
   it('a YAML syntax error names its line and column, first in the message', () => {
     // The acceptance check's file: the third line is indented one column short.
     const e = thrown(() => parseConfig('server:\n  tcp1_listen_addr: 10.0.1.1\n tcp1_listen_port: 1\n', 'config.yaml', 'server'));

@@ -240,6 +240,7 @@ describe('config', () => {
     fails(t('{ name: t0, ip: 10.0.0.2/33 }'), 'client', /prefix length \/33 is out of range/);
     fails(t('{ name: t0 }'), 'client', /client\.tunnel_device\.ip: is required/);
     fails(t('{ name: t0, ipv6: "fd00::1", mtu: 1200 }'), 'client', /mtu: must be at least 1280/);
+    fails(t('{ name: t0, ip: 10.0.0.2, ipv6: "fe80::1%eth0" }'), 'client', /tunnel_device\.ipv6: 'fe80::1%eth0' has a zone index/);
   });
 
   it('keeps IPv6 addresses in their canonical text (one address, one spelling: compared as text)', () => {

@@ -6,6 +6,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { ClientConfig, ServerConfig } from '../../src/config/types.js';
+import { DpError } from '../../src/errors.js';
 import { memoryLogger } from '../../src/log.js';
 import { bestPath, NetworkSetup } from '../../src/ops/routing.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
@@ -59,6 +60,17 @@ describe('server NAT and forwarding', () => {
       assert.equal(added, 3, 'three rules added');
       assert.equal(deleted, 3, 'the three removed');
       assert.ok(calls().every((c) => c.includes('--comment dp-tcp dptcp-a')), 'each tagged with its TUN');
+    });
+  });
+
+  it('a /proc/sys it cannot write (a container) is one clear error of exit code 2, not a stack trace', () => {
+    withFakeIptables((calls) => {
+      const net = new NetworkSetup(memoryLogger('warn'), { procSys: join(dir, 'no-such-proc-sys'), instances: () => [] });
+      assert.throws(
+        () => net.setupServer(config, 'dptcp-a'),
+        (e: unknown) => e instanceof DpError && e.exitCode === 2 && /cannot set .*ip_forward to 1: .*ENOENT/.test(e.message),
+      );
+      assert.deepEqual(calls(), [], 'no iptables rule was added');
     });
   });
 
