@@ -24,7 +24,10 @@ export class Eliminator {
   private readonly mask: number;
   private readonly bits: Uint32Array;
   private top = 0;
+  /** Numbers at or below are stale: the higher of the ring's bound and the time bound. */
   private floor = 0;
+  /** The ring's bound alone (top - windowPackets): above it every number's bit is exact. */
+  private windowFloor = 0;
   // Checkpoints (time, top), oldest first; at most CHECKPOINTS_PER_TTL + 1 live.
   private readonly cpTime: Float64Array;
   private readonly cpTop: Float64Array;
@@ -64,8 +67,15 @@ export class Eliminator {
     return this.bits.byteLength + this.cpTime.byteLength + this.cpTop.byteLength;
   }
 
-  check(seq: number): Verdict {
-    if (seq <= this.floor) {
+  /**
+   * `exact`: judged by the ring alone, not the time bound. For a packet sent
+   * on one link only (striped, aggregate and adaptive modes), whose one copy
+   * may come late (resent after its link died): the time bound is for the
+   * late copies of packets sent on every link, and would drop it as stale,
+   * lost. Within the ring the verdict is exact either way.
+   */
+  check(seq: number, exact = false): Verdict {
+    if (seq <= (exact ? this.windowFloor : this.floor)) {
       this.stale++;
       return Verdict.Stale;
     }
@@ -77,6 +87,7 @@ export class Eliminator {
       this.clear(this.top + 1, Math.min(seq - this.top, this.windowPackets));
       this.top = seq;
       const lowest = seq - this.windowPackets;
+      if (lowest > this.windowFloor) this.windowFloor = lowest;
       if (lowest > this.floor) this.floor = lowest;
     } else if (((this.bits[word] as number) & bit) !== 0) {
       this.duplicates++;
@@ -137,6 +148,7 @@ export class Eliminator {
     this.bits.fill(0);
     this.top = 0;
     this.floor = 0;
+    this.windowFloor = 0;
     this.cpHead = 0;
     this.cpCount = 0;
     this.lastCheckpointMs = -Infinity;

@@ -491,15 +491,17 @@ export class Session implements LinkHandler {
     if (type === FrameType.Data) {
       const seq = readU64(buf, start);
       if (seq > MAX_SAFE_U64 || seq === 0) throw new ProtocolError(`DATA sequence number ${seq} out of range`);
-      const verdict = this.eliminator.check(seq);
+      const reorder = this.reorder;
+      // Sent on one link only: its one copy may be late (resent after its link died), never stale.
+      const striped = reorder !== undefined && ((buf[start - 2] as number) & DATA_IN_ORDER) !== 0;
+      const verdict = this.eliminator.check(seq, striped);
       if (verdict === Verdict.Accept) {
         link.stats.firstCopies++;
         const packet = buf.subarray(start + 8, end);
         const ok = this.sourceFilter ? this.sourceFilter(packet) : 'ok';
-        const reorder = this.reorder;
         if (reorder === undefined) {
           if (ok === 'ok') this.rx.push(packet);
-        } else if (ok === 'ok' && ((buf[start - 2] as number) & DATA_IN_ORDER) !== 0) {
+        } else if (ok === 'ok' && striped) {
           reorder.push(seq, packet, performance.now(), this.rx);
         } else {
           // Sent on every link (or refused): released now; its number holds nothing up.

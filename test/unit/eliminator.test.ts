@@ -101,6 +101,22 @@ describe('Eliminator', () => {
     assert.equal(e.check(2), Stale, 'a first copy later than the TTL is not delivered');
   });
 
+  it('judges a striped packet (one copy only) by the ring alone: late past the TTL it is still delivered, once, and stale only below the ring', () => {
+    const ttl = 800;
+    const e = elim(1024, ttl);
+    e.tick(0);
+    e.check(1, true);
+    e.check(3, true); // 2 went on a link that then died: it is resent after the TTL
+    const step = ttl / CHECKPOINTS_PER_TTL;
+    for (let t = step; t <= ttl + 2 * step; t += step) e.tick(t);
+    assert.equal(e.check(2), Stale, 'a copy of a packet sent on every link: stale past the TTL');
+    assert.equal(e.check(2, true), Accept, 'the one copy of a striped packet: delivered');
+    assert.equal(e.check(2, true), Duplicate, 'and only once');
+    assert.equal(e.check(3, true), Duplicate, 'one delivered before the TTL is still known');
+    e.check(2000, true); // the ring moves past 2 and 3
+    assert.equal(e.check(5, true), Stale, 'below the ring: stale (it can no longer be told from a duplicate)');
+  });
+
   it('uses constant memory whatever the traffic', () => {
     const e = elim(1 << 12);
     const before = e.stateBytes;
