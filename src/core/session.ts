@@ -302,7 +302,8 @@ export class Session implements LinkHandler {
    * that are not stalled and can keep it until acknowledged; if none, on any
    * link up but `except`.
    */
-  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer): void {
+  /** Sends `buf` (`count` packets) on the best link but `except`; false if no link took it (counted dropped). */
+  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer): boolean {
     this.handleStalls(nowMs);
     let best: Link | undefined;
     let bestEta = Infinity;
@@ -324,17 +325,18 @@ export class Session implements LinkHandler {
     const link = best ?? fallback;
     if (link === undefined) {
       this.stats.dropsNoLink += count;
-      return;
+      return false;
     }
     // Data `except` gave back is the only copy: it goes even past the bounds on fresh data (sendData bounds it).
     const resent = except !== undefined;
     if (!link.canRetain && !resent) {
       // Every link holds RETAIN_MAX_BYTES unacknowledged: memory is bounded, this is a full queue.
       link.stats.drops.queue_full += count;
-      return;
+      return false;
     }
     if (!resent) this.stats.stripedPackets += count;
     link.sendData(buf, count, nowMs, urgent, true, undefined, resent, plain);
+    return true;
   }
 
   /** A link that stalled gives back its striped data, which goes on the others (once per stall). */
@@ -358,16 +360,16 @@ export class Session implements LinkHandler {
 
   private resend(from: Link, nowMs: number): void {
     for (const r of from.reclaim()) {
-      this.stats.resentPackets += r.packets;
+      // Counted resent once another link took it (else it is counted dropped, not both).
       if (!r.plain) {
-        this.stripe(r.buf, r.packets, nowMs, false, from);
+        if (this.stripe(r.buf, r.packets, nowMs, false, from)) this.stats.resentPackets += r.packets;
         continue;
       }
       // Sealed anew: its own counter may by now be more than the peer's replay window behind the
       // records sealed since; the peer would drop it as too_old, yet acknowledge its bytes as read.
       const record = (this.keys as KeyRing).seal(r.buf, nowMs);
       if (record === undefined) this.stats.dropsNoKey += r.packets;
-      else this.stripe(record, r.packets, nowMs, false, from, r.buf);
+      else if (this.stripe(record, r.packets, nowMs, false, from, r.buf)) this.stats.resentPackets += r.packets;
     }
   }
 

@@ -1,6 +1,7 @@
 // The receive side of aggregate and adaptive modes: in-order release, bounded
 // in time and memory; and the send side's ACK accounting on a link.
 import assert from 'node:assert/strict';
+import { CloseCode } from '../../src/protocol/frame.js';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import {
@@ -225,6 +226,19 @@ describe('review regressions', () => {
     assert.equal(s.stats.dropsNoLink, 0, 'nothing thrown away');
     assert.equal(s.stats.resentPackets, 0, 'nothing counted as resent');
     assert.equal(l.queueBytes, 9000, 'the queued data still waits on the link');
+  });
+
+  it('aggregate: the last link closing with data unacknowledged counts it dropped (no link), not resent', () => {
+    const s = testSession();
+    s.mode = 'aggregate';
+    const sock = new FakeSocket();
+    const l = testLink(sock);
+    s.attach(l);
+    const t0 = performance.now();
+    for (let i = 0; i < 10; i++) l.sendData(Buffer.alloc(1000, 1), 1, t0, false, true);
+    l.close(CloseCode.Shutdown, 'test');
+    assert.equal(s.stats.dropsNoLink, 10, 'given back with nowhere to go: dropped, counted');
+    assert.equal(s.stats.resentPackets, 0, 'and not counted as resent as well');
   });
 
   it('aggregate: what a stalled link gives back goes on the other though its queue is full and it holds 16 MiB unacknowledged', () => {
