@@ -213,12 +213,18 @@ describe('review regressions', () => {
     assert.notEqual(out[1]!.buffer, chunk.buffer, 'and does not hold the 64 KiB chunk');
   });
 
-  it('aggregate with one link up: a stall keeps its data where it is (nowhere else to send it)', () => {
+  /** An aggregate session with one link, over a fake socket. */
+  function oneLinkAggregate(): { s: ReturnType<typeof testSession>; sock: FakeSocket; l: Link } {
     const s = testSession();
     s.mode = 'aggregate';
     const sock = new FakeSocket();
     const l = testLink(sock);
     s.attach(l);
+    return { s, sock, l };
+  }
+
+  it('aggregate with one link up: a stall keeps its data where it is (nowhere else to send it)', () => {
+    const { s, sock, l } = oneLinkAggregate();
     const t0 = performance.now();
     sock.full = true;
     for (let i = 0; i < 10; i++) s.sendFrames(Buffer.alloc(1000), 1, t0, false, false, true);
@@ -229,11 +235,7 @@ describe('review regressions', () => {
   });
 
   it('aggregate: the last link closing with data unacknowledged counts it dropped (no link), not resent', () => {
-    const s = testSession();
-    s.mode = 'aggregate';
-    const sock = new FakeSocket();
-    const l = testLink(sock);
-    s.attach(l);
+    const { s, l } = oneLinkAggregate();
     const t0 = performance.now();
     for (let i = 0; i < 10; i++) l.sendData(Buffer.alloc(1000, 1), 1, t0, false, true);
     l.close(CloseCode.Shutdown, 'test');
