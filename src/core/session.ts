@@ -300,9 +300,8 @@ export class Session implements LinkHandler {
    * Aggregate and adaptive: sends on the one link where the data is expected
    * through first (least unacknowledged bytes per delivery rate), among links
    * that are not stalled and can keep it until acknowledged; if none, on any
-   * link up but `except`.
+   * link up but `except`. False if no link took it (counted dropped).
    */
-  /** Sends `buf` (`count` packets) on the best link but `except`; false if no link took it (counted dropped). */
   private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer): boolean {
     this.handleStalls(nowMs);
     let best: Link | undefined;

@@ -74,7 +74,7 @@ export function listInstances(procNetUnix = '/proc/net/unix'): string[] {
 /**
  * Why the process that listens on a control socket, as SO_PEERCRED gives it,
  * is not to be believed, or undefined when it is: it runs as root or as
- * `myUid`.
+ * `myUid`, or holds the TUN device the socket is named after (`holdsTun`).
  */
 export function untrustedListener(cred: PeerCredentials, myUid: number, holdsTun = false): string | undefined {
   if (cred.uid === 0 || cred.uid === myUid || holdsTun) return undefined;
