@@ -55,7 +55,11 @@ export const NO_MEMORY_REDUCER = '--no-memory-reducer';
  * NODE_OPTIONS: the user's choice wins, and a restarted process has it).
  */
 export function tunedCommandLine(execPath: string, execArgv: readonly string[], argv: readonly string[], nodeOptions = ''): string[] | null {
-  const given = (a: string): boolean => a === SEMI_SPACE_FLAG || a.startsWith(`${SEMI_SPACE_FLAG}=`);
+  // V8 takes its flags with - or _ alike.
+  const given = (a: string): boolean => {
+    const flag = a.replaceAll('_', '-');
+    return flag === SEMI_SPACE_FLAG || flag.startsWith(`${SEMI_SPACE_FLAG}=`);
+  };
   if (execArgv.some(given) || nodeOptions.split(/\s+/).some(given)) return null;
   const reducerNamed = execArgv.some((a) => /^--(no-)?memory[-_]reducer(=|$)/.test(a));
   return [execPath, ...execArgv, `${SEMI_SPACE_FLAG}=${SEMI_SPACE_MB}`, ...(reducerNamed ? [] : [NO_MEMORY_REDUCER]), ...argv.slice(1)];

@@ -288,7 +288,8 @@ function notAHostAddress(a: TunnelAddress): string | undefined {
 
 function readTunnel(n: Node): TunnelDeviceConfig {
   const name = n.string('name');
-  if (name.length > 15 || !/^[A-Za-z0-9_.-]+$/.test(name)) {
+  // The kernel's rule (dev_valid_name): also not `.` or `..`, which it refuses at start.
+  if (name.length > 15 || !/^[A-Za-z0-9_.-]+$/.test(name) || name === '.' || name === '..') {
     n.fail('name', `'${name}' is not a valid interface name (at most 15 of A-Z a-z 0-9 _ . -)`);
   }
   const addresses: TunnelAddress[] = [];

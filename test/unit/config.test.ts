@@ -236,6 +236,7 @@ describe('config', () => {
   it('rejects bad tunnel devices', () => {
     const t = (dev: string): string => `client:\n  tunnel_device: ${dev}\n  links:\n    - remote: "10.0.1.1:1"\n`;
     fails(t('{ name: "this-name-is-far-too-long", ip: 10.0.0.2 }'), 'client', /tunnel_device\.name: .* is not a valid interface name/);
+    for (const dots of ['.', '..']) fails(t(`{ name: "${dots}", ip: 10.0.0.2 }`), 'client', /tunnel_device\.name: .* is not a valid interface name/);
     fails(t('{ name: t0, ip: 10.0.0.300 }'), 'client', /tunnel_device\.ip: must be an IPv4 address/);
     fails(t('{ name: t0, ip: 10.0.0.2/33 }'), 'client', /prefix length \/33 is out of range/);
     fails(t('{ name: t0 }'), 'client', /client\.tunnel_device\.ip: is required/);

@@ -28,6 +28,8 @@ describe('memory settings of the tunnel process', () => {
 
   it('does not restart when the flag is given: on the command line (a restarted process) or in NODE_OPTIONS', () => {
     assert.equal(tunedCommandLine('/n', [FLAG], ['/n', 'x.js', 'client']), null);
+    assert.equal(tunedCommandLine('/n', ['--max_semi_space_size=8'], ['/n', 'x.js', 'client']), null, 'spelled with underscores, as V8 also takes it');
+    assert.equal(tunedCommandLine('/n', [], ['/n', 'x.js', 'client'], '--max_semi_space_size=8'), null, 'so in NODE_OPTIONS');
     assert.equal(tunedCommandLine('/n', ['--max-semi-space-size', '8'], ['/n', 'x.js', 'client']), null);
     assert.equal(tunedCommandLine('/n', [], ['/n', 'x.js', 'client'], '--trace-warnings --max-semi-space-size=16'), null);
     // A different flag of the same prefix is not the flag.
