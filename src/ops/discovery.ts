@@ -74,10 +74,11 @@ export function listInstances(procNetUnix = '/proc/net/unix'): string[] {
 /**
  * Why the process that listens on a control socket, as SO_PEERCRED gives it,
  * is not to be believed, or undefined when it is: it runs as root or as
- * `myUid`, or holds the TUN device the socket is named after (`holdsTun`).
+ * `myUid`, or holds the TUN device the socket is named after (`holdsTun`,
+ * asked only when the rest is not so).
  */
-export function untrustedListener(cred: PeerCredentials, myUid: number, holdsTun = false): string | undefined {
-  if (cred.uid === 0 || cred.uid === myUid || holdsTun) return undefined;
+export function untrustedListener(cred: PeerCredentials, myUid: number, holdsTun: () => boolean = () => false): string | undefined {
+  if (cred.uid === 0 || cred.uid === myUid || holdsTun()) return undefined;
   return `it is held by pid ${cred.pid} of uid ${cred.uid}, neither root nor you nor the holder of that TUN device: another local user may have taken the name, so its answer is not shown`;
 }
 
@@ -112,9 +113,7 @@ function checkListener(socket: Socket, tun: string): string | undefined {
   } catch (e) {
     return `cannot ask the kernel who holds it: ${errorMessage(e)}`;
   }
-  const myUid = process.getuid?.() ?? -1;
-  if (untrustedListener(cred, myUid) === undefined) return undefined;
-  return untrustedListener(cred, myUid, holdsTun(cred.pid, tun));
+  return untrustedListener(cred, process.getuid?.() ?? -1, () => holdsTun(cred.pid, tun));
 }
 
 /**

@@ -16,7 +16,12 @@ export interface RoleSources {
    */
   configuredLinks?: () => { session: string; links: ReadonlyArray<{ id: number; name: string }> };
   /** Server: its handshake and admission counters (the status document's `server`). */
-  server?: () => { stats: ServerStats; admission: AdmissionStats };
+  server?: () => ServerSource;
+}
+
+interface ServerSource {
+  stats: ServerStats;
+  admission: AdmissionStats;
 }
 
 export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sources: RoleSources = {}): Registry {
@@ -155,16 +160,17 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
     // The server's handshake and admission counters (src/roles/server.ts, src/secure/admission.ts),
     // read at each scrape; none until the role has started.
     const server = defineFrom(() => sources.server?.());
-    const serverCounter = server('counter');
+    const serverCounter = (name: string, help: string, labelNames: string[], samples: (v: ServerSource) => Sample[]): void =>
+      server('counter')(name, help, labelNames, (v) => (v === undefined ? [] : samples(v)));
     serverCounter('dptcp_server_handshakes_refused_total', 'Handshakes the server refused, by reason (bad_mac1, unknown_peer, replay, malformed: not authentic or not understood; mismatch, address, full: a peer told why; timeout: the handshake not done in time; rekey_rate: a rekey INITIATION too soon after the last, ignored; cookie_rounds: too many COOKIEs on one connection)', ['reason'], (v) =>
-      v === undefined ? [] : Object.entries(v.stats.refused).map(([reason, n]): Sample => [{ reason }, n]),
+      Object.entries(v.stats.refused).map(([reason, n]): Sample => [{ reason }, n]),
     );
-    serverCounter('dptcp_server_handshakes_completed_total', 'Handshakes the server completed (connections and rekeys, all sessions)', [], (v) => (v === undefined ? [] : [[{}, v.stats.handshakesCompleted]]));
-    serverCounter('dptcp_server_connections_blocked_total', 'Connections closed at once because their source address failed too many handshakes (blocked for a while)', [], (v) => (v === undefined ? [] : [[{}, v.admission.rateLimited]]));
+    serverCounter('dptcp_server_handshakes_completed_total', 'Handshakes the server completed (connections and rekeys, all sessions)', [], (v) => [[{}, v.stats.handshakesCompleted]]);
+    serverCounter('dptcp_server_connections_blocked_total', 'Connections closed at once because their source address failed too many handshakes (blocked for a while)', [], (v) => [[{}, v.admission.rateLimited]]);
     serverCounter('dptcp_server_connections_evicted_total', 'Connections in their handshake evicted to make room for a newcomer, by the bound reached (pending_full, source_full, prefix_full)', ['reason'], (v) =>
-      v === undefined ? [] : Object.entries(v.admission.evicted).map(([reason, n]): Sample => [{ reason }, n]),
+      Object.entries(v.admission.evicted).map(([reason, n]): Sample => [{ reason }, n]),
     );
-    serverCounter('dptcp_server_cookies_sent_total', 'INITIATIONs answered with a COOKIE (the server is under load: the client must prove its address)', [], (v) => (v === undefined ? [] : [[{}, v.admission.cookiesSent]]));
+    serverCounter('dptcp_server_cookies_sent_total', 'INITIATIONs answered with a COOKIE (the server is under load: the client must prove its address)', [], (v) => [[{}, v.admission.cookiesSent]]);
   }
   gauge('dptcp_uptime_seconds', 'Seconds since the tunnel started', [], (s) => [[{}, s.uptimeMs / 1000]]);
   return reg;

@@ -105,7 +105,7 @@ describe('discovery', () => {
     assert.equal(untrustedListener({ pid: 10, uid: 0, gid: 0 }, 1000), undefined, 'root: dp-tcp listens before --user drops it');
     assert.equal(untrustedListener({ pid: 10, uid: 1000, gid: 1000 }, 1000), undefined, 'the user who asks');
     assert.match(untrustedListener({ pid: 77, uid: 1001, gid: 1001 }, 1000) ?? '', /pid 77 of uid 1001, neither root nor you/, 'another user');
-    assert.equal(untrustedListener({ pid: 77, uid: 1001, gid: 1001 }, 0, true), undefined, 'another user that holds the TUN device (a service with CAP_NET_ADMIN)');
+    assert.equal(untrustedListener({ pid: 77, uid: 1001, gid: 1001 }, 0, () => true), undefined, 'another user that holds the TUN device (a service with CAP_NET_ADMIN)');
     assert.equal(tunOfFdinfo('pos:\t0\nflags:\t02100002\nmnt_id:\t23\nino:\t103\niff:\tdptcp-s\n'), 'dptcp-s', 'the fdinfo of a TUN descriptor names its device');
     assert.equal(tunOfFdinfo('pos:\t0\nflags:\t02\n'), undefined, 'one not attached names none');
     assert.match(untrustedListener({ pid: 77, uid: 1001, gid: 0 }, 0) ?? '', /uid 1001/, 'another user, asked by root');
