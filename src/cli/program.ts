@@ -16,6 +16,17 @@ function report(e: unknown): void {
   process.exitCode = e instanceof DpError ? e.exitCode : 1;
 }
 
+/** A command's action, with whatever it throws reported as report() does. */
+function reported<A extends unknown[]>(action: (...args: A) => unknown): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await action(...args);
+    } catch (e) {
+      report(e);
+    }
+  };
+}
+
 function packageVersion(): string {
   return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
@@ -34,18 +45,16 @@ function addRoleCommand(program: Command, role: Role, summary: string): void {
     .addOption(new Option('--log-format <format>', 'json lines, or pretty (auto: pretty on a terminal)').choices(LOG_FORMATS).default('auto'))
     .option('--stats-file <file>', 'keep a JSON snapshot of the counters in this file (every second and on exit)')
     .option('--user <user[:group]>', 'drop root to this user once the TUN is open and the sockets are bound')
-    .action(async (opts: { config: string; logLevel?: LogLevel; logFormat?: LogFormat; statsFile?: string; user?: string }) => {
-      try {
+    .action(
+      reported(async (opts: { config: string; logLevel?: LogLevel; logFormat?: LogFormat; statsFile?: string; user?: string }) => {
         // The restart (src/cli/memory.ts) comes before the tunnel's modules load (index.ts does it
         // even before this parser loads; here for a command line it did not recognise).
         const { restartWithHeapFlags } = await import('./memory.js');
         restartWithHeapFlags();
         const { run } = await import('./run.js');
         process.exitCode = await run(role, opts);
-      } catch (e) {
-        report(e);
-      }
-    });
+      }),
+    );
 }
 
 const program = new Command()
@@ -69,63 +78,53 @@ program
   .addOption(new Option('-r, --role <role>', 'only clients or only servers (with --config: the side the file describes, if it does not say)').choices(['client', 'server']))
   .option('-w, --watch', 'refresh every second until interrupted')
   .option('--json', 'print JSON: the document of one instance (--url, --config), else { "instances": [...] }')
-  .action(async (opts: { url?: string; config?: string; role?: Role; watch?: boolean; json?: boolean }) => {
-    try {
+  .action(
+    reported(async (opts: { url?: string; config?: string; role?: Role; watch?: boolean; json?: boolean }) => {
       const { status } = await import('./status.js');
       await status({ ...opts, json: opts.json === true, watch: opts.watch === true });
-    } catch (e) {
-      report(e);
-    }
-  });
+    }),
+  );
 
 program
   .command('check')
   .description('validate a config and the key and psk files it names, without touching the system: exit 0, or 2 with every problem and its line')
   .requiredOption('-c, --config <file>', 'the YAML config file to check')
   .addOption(new Option('-r, --role <role>', 'the side it describes (default: its top-level key says)').choices(['client', 'server']))
-  .action(async (opts: { config: string; role?: Role }) => {
-    try {
+  .action(
+    reported(async (opts: { config: string; role?: Role }) => {
       const { check } = await import('./check.js');
       const r = check(opts.config, opts.role);
       (r.exitCode === 0 ? process.stdout : process.stderr).write(r.lines.join('\n') + '\n');
       process.exitCode = r.exitCode;
-    } catch (e) {
-      report(e);
-    }
-  });
+    }),
+  );
 
 program
   .command('doctor')
   .description('check this machine: Node, the native addon, /dev/net/tun, CAP_NET_ADMIN, a test TUN device and its offloads, ip, iptables; exit 0 when every required check passes')
-  .action(async () => {
-    try {
+  .action(
+    reported(async () => {
       const { doctor } = await import('./doctor.js');
       process.exitCode = doctor();
-    } catch (e) {
-      report(e);
-    }
-  });
+    }),
+  );
 
 program
   .command('genkey')
   .description('print a new private key (base64, as wg genkey); keep it in a file only its owner can read')
-  .action(() => {
-    try {
+  .action(
+    reported(() => {
       genkey();
-    } catch (e) {
-      report(e);
-    }
-  });
+    }),
+  );
 
 program
   .command('pubkey')
   .description('read a private key on standard input, print its public key (as wg pubkey)')
-  .action(async () => {
-    try {
+  .action(
+    reported(async () => {
       await pubkey();
-    } catch (e) {
-      report(e);
-    }
-  });
+    }),
+  );
 
 await program.parseAsync(process.argv);
