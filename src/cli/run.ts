@@ -107,9 +107,8 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   }
   const tunnel = new Tunnel(tun, config.timing, log);
   const network = new NetworkSetup(log.child('net'));
-  // However the process ends (an uncaught exception too), what it added to the system goes with it:
-  // teardown is synchronous and idempotent (after a clean stop it has nothing left to do).
-  process.once('exit', () => network.teardown());
+  // Teardown is synchronous and idempotent (after a clean stop it has nothing left to do).
+  network.teardownOnExit();
   const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: processMemory(), nice: currentNice(), ...tunnel.snapshot(), ...extra() });
   let extra = (): Record<string, unknown> => ({});
   // Filled in below once the role exists (a scrape before then shows the tunnel alone).

@@ -358,6 +358,16 @@ export class NetworkSetup {
     }
   }
 
+  /**
+   * However the process ends from here on (an uncaught exception or
+   * process.exit() too, which skip the orderly stop), what this setup added
+   * goes with it. (A signal's default action ends a process without an
+   * 'exit' event: the CLI handles SIGINT, SIGTERM and SIGHUP itself.)
+   */
+  teardownOnExit(): void {
+    process.once('exit', () => this.teardown());
+  }
+
   /** Undoes every change, newest first. Idempotent; a failed undo is logged, the rest still run. */
   teardown(): void {
     this.closed = true;

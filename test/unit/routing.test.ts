@@ -3,6 +3,7 @@
 // /proc/sys: nothing of the machine's network is touched.
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { ClientConfig, ServerConfig } from '../../src/config/types.js';
@@ -11,6 +12,7 @@ import { memoryLogger } from '../../src/log.js';
 import { bestPath, NetworkSetup } from '../../src/ops/routing.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
+const ROOT = new URL('../../', import.meta.url).pathname;
 const dir = tempDir('dptcp-routing-');
 after(() => removeDir(dir));
 
@@ -60,6 +62,34 @@ describe('server NAT and forwarding', () => {
       assert.equal(added, 3, 'three rules added');
       assert.equal(deleted, 3, 'the three removed');
       assert.ok(calls().every((c) => c.includes('--comment dp-tcp dptcp-a')), 'each tagged with its TUN');
+    });
+  });
+
+  it('an uncaught exception after setup still removes the rules and restores forwarding (the exit hook)', () => {
+    withFakeIptables((calls) => {
+      const procSys = fakeProcSys('0');
+      const child = join(dir, 'crash.ts');
+      writeFileSync(
+        child,
+        [
+          `import { memoryLogger } from ${JSON.stringify(new URL('../../src/log.ts', import.meta.url).pathname)};`,
+          `import { NetworkSetup } from ${JSON.stringify(new URL('../../src/ops/routing.ts', import.meta.url).pathname)};`,
+          `const net = new NetworkSetup(memoryLogger('warn'), { procSys: ${JSON.stringify(procSys)}, instances: () => [] });`,
+          `net.setupServer(${JSON.stringify(config)}, 'dptcp-a');`,
+          'net.teardownOnExit();',
+          "setImmediate(() => { throw new Error('boom'); });",
+          '',
+        ].join('\n'),
+      );
+      // PATH holds only the fake iptables: the child is Node itself, by its full path.
+      const r = spawnSync(process.execPath, ['--import', 'tsx', child], { encoding: 'utf8', cwd: ROOT });
+      assert.equal(r.status, 1, `the child died of its exception: ${r.stderr}`);
+      assert.match(r.stderr, /boom/);
+      const added = calls().filter((c) => / -[AI] /.test(` ${c} `)).length;
+      const deleted = calls().filter((c) => / -D /.test(` ${c} `)).length;
+      assert.equal(added, 3, 'three rules added');
+      assert.equal(deleted, 3, 'the three removed on the way out');
+      assert.equal(readFileSync(join(procSys, 'net/ipv4/ip_forward'), 'utf8').trim(), '0', 'forwarding restored');
     });
   });
 
