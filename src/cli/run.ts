@@ -109,7 +109,7 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   const network = new NetworkSetup(log.child('net'));
   // Teardown is synchronous and idempotent (after a clean stop it has nothing left to do).
   network.teardownOnExit();
-  const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: processMemory(), nice: currentNice(), ...tunnel.snapshot(), ...extra() });
+  const statusDoc = (): unknown => ({ role, version: version(), pid: process.pid, tunName: tun.name, memory: processMemory(), nice: currentNice(), ...tunnel.snapshot(), statusRequests: { ...statusServer.stats }, ...extra() });
   let extra = (): Record<string, unknown> => ({});
   // Filled in below once the role exists (a scrape before then shows the tunnel alone).
   const sources: RoleSources = {};

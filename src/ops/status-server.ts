@@ -2,6 +2,7 @@
 // status_listen (TCP) and on the control socket `dp-tcp status` finds by
 // itself (an abstract unix socket named after the TUN: src/ops/discovery.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -20,10 +21,36 @@ export const STATUS_MAX_CONNECTIONS = 32;
  * too (Node's default: never), so none holds a slot for long.
  */
 const HEADERS_TIMEOUT_MS = 5000;
+/**
+ * Requests both servers answer per second, together (a burst of as many is
+ * allowed); beyond, the connection is closed unanswered. Any local user can
+ * reach them, and they run on the tunnel's event loop: a client pipelining
+ * thousands of requests must not take the turns the links need (a link whose
+ * PINGs wait past dead_interval_ms is closed by its peer).
+ */
+export const STATUS_MAX_REQUESTS_PER_S = 100;
+/** A /status or /metrics body is built at most once in this time; requests in between get that one. */
+export const STATUS_CACHE_MS = 100;
+
+/** What the servers answered and refused (over the rate), for the status document. */
+export interface StatusServerStats {
+  requests: number;
+  refused: number;
+}
+
+interface Cached {
+  atMs: number;
+  body: Promise<string>;
+}
 
 export class StatusServer {
   private server: Server | undefined;
   private control: Server | undefined;
+  readonly stats: StatusServerStats = { requests: 0, refused: 0 };
+  private tokens = STATUS_MAX_REQUESTS_PER_S;
+  private tokensAtMs = performance.now();
+  private lastRefusalLogMs = -Infinity;
+  private readonly cache = new Map<string, Cached>();
 
   constructor(
     private readonly status: () => unknown,
@@ -42,17 +69,45 @@ export class StatusServer {
     return server;
   }
 
+  /** One request's worth of the rate budget, if there is any left. */
+  private admit(nowMs: number): boolean {
+    this.tokens = Math.min(STATUS_MAX_REQUESTS_PER_S, this.tokens + ((nowMs - this.tokensAtMs) * STATUS_MAX_REQUESTS_PER_S) / 1000);
+    this.tokensAtMs = nowMs;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+
+  /** The body of `url`, built afresh only when the last one is older than STATUS_CACHE_MS. */
+  private body(url: string, nowMs: number, build: () => Promise<string>): Promise<string> {
+    const c = this.cache.get(url);
+    if (c !== undefined && nowMs - c.atMs < STATUS_CACHE_MS) return c.body;
+    const body = build();
+    this.cache.set(url, { atMs: nowMs, body });
+    return body;
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    const now = performance.now();
+    if (!this.admit(now)) {
+      this.stats.refused++;
+      if (now - this.lastRefusalLogMs >= 60_000) {
+        this.lastRefusalLogMs = now;
+        this.log.warn('status requests over the rate: connections closed unanswered', { limitPerS: STATUS_MAX_REQUESTS_PER_S, refused: this.stats.refused });
+      }
+      req.socket.destroy();
+      return;
+    }
+    this.stats.requests++;
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
-    if (url === '/status') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(this.status()));
-    } else if (url === '/metrics') {
-      this.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+    if (url === '/status' || url === '/metrics') {
+      const metrics = url === '/metrics';
+      this.body(url, now, metrics ? () => this.registry.metrics() : () => Promise.resolve(JSON.stringify(this.status()))).then(
+        (text) => res.writeHead(200, { 'content-type': metrics ? this.registry.contentType : 'application/json' }).end(text),
         (e: unknown) => res.writeHead(500).end(errorMessage(e)),
       );
     } else {

@@ -5,12 +5,13 @@
 // memory in the tunnel.
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger } from '../../src/log.js';
 import { buildRegistry } from '../../src/ops/metrics.js';
-import { STATUS_MAX_CONNECTIONS, StatusServer } from '../../src/ops/status-server.js';
+import { STATUS_CACHE_MS, STATUS_MAX_CONNECTIONS, STATUS_MAX_REQUESTS_PER_S, StatusServer } from '../../src/ops/status-server.js';
 import { FakeTun } from '../helpers/fake-tun.js';
 
 /** Resolves true when the server ends the connection within `ms`, false when it is still open. */
@@ -45,6 +46,57 @@ describe('status server', () => {
       assert.equal(await endedWithin(sockets[0] as Socket, 50), false, 'the first ones are kept (until their header timeout)');
     } finally {
       for (const s of sockets) s.destroy();
+      server.close();
+      tunnel.close();
+    }
+  });
+
+  it('a client pipelining hundreds of requests gets at most the rate, /metrics is built at most once per cache window, and the event loop keeps turning', async () => {
+    const log = memoryLogger('warn');
+    const tunnel = new Tunnel(new FakeTun('ut-flood'), DEFAULT_TIMING, log);
+    const registry = buildRegistry(() => tunnel.snapshot(), 'server');
+    let builds = 0;
+    const metrics = registry.metrics.bind(registry);
+    registry.metrics = () => {
+      builds++;
+      return metrics();
+    };
+    const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), registry, log);
+    let s: Socket | undefined;
+    try {
+      const { port } = await server.listen('127.0.0.1', 0);
+      let maxLagMs = 0;
+      let last = performance.now();
+      const tick = setInterval(() => {
+        const now = performance.now();
+        maxLagMs = Math.max(maxLagMs, now - last - 5);
+        last = now;
+      }, 5);
+      const started = performance.now();
+      let answered = 0;
+      const sock = connect({ host: '127.0.0.1', port });
+      s = sock;
+      sock.on('error', () => {});
+      sock.on('data', (d: Buffer) => (answered += (d.toString('latin1').match(/HTTP\/1\.1 200/g) ?? []).length));
+      await new Promise((r) => sock.once('connect', r));
+      sock.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(3 * STATUS_MAX_REQUESTS_PER_S));
+      const closed = await endedWithin(sock, 5000);
+      const elapsedMs = performance.now() - started;
+      clearInterval(tick);
+      assert.equal(closed, true, 'the connection is closed once it is over the rate');
+      assert.ok(answered <= STATUS_MAX_REQUESTS_PER_S * (1 + elapsedMs / 1000), `answered ${answered} in ${elapsedMs.toFixed(0)} ms`);
+      assert.ok(builds <= 1 + Math.ceil(elapsedMs / STATUS_CACHE_MS), `${builds} builds of /metrics in ${elapsedMs.toFixed(0)} ms`);
+      assert.ok(server.stats.refused >= 1, 'the refusal is counted');
+      assert.ok(maxLagMs < 500, `the event loop kept turning (longest timer delay ${maxLagMs.toFixed(0)} ms)`);
+      // The budget refills: a second later, requests one after the other are answered.
+      await new Promise((r) => setTimeout(r, 1000));
+      for (let i = 0; i < 10; i++) {
+        const res = await fetch(`http://127.0.0.1:${port}/status`);
+        assert.equal(res.status, 200);
+        assert.equal(((await res.json()) as { role: string }).role, 'server');
+      }
+    } finally {
+      s?.destroy();
       server.close();
       tunnel.close();
     }
