@@ -47,17 +47,65 @@ export function controlSocketPath(tun: string): string {
  * also shown as '@').
  */
 export function parseControlSockets(procNetUnix: string): string[] {
-  const names = new Set<string>();
+  return [...controlSocketInodes(procNetUnix).keys()].sort();
+}
+
+/** Inode of each listening dp-tcp control socket in /proc/net/unix text, by TUN name. */
+export function controlSocketInodes(procNetUnix: string): Map<string, string> {
+  const inodes = new Map<string, string>();
   for (const line of procNetUnix.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
-    // Num RefCount Protocol Flags Type St Inode Path
     if (f.length < 8) continue;
     const path = f.slice(7).join(' ');
     if (!path.startsWith(`@${PREFIX}`) || (parseInt(f[3] ?? '0', 16) & SO_ACCEPTCON) === 0) continue;
     const tun = path.slice(1 + PREFIX.length).replace(/@+$/, '');
-    if (tun !== '') names.add(tun);
+    if (tun !== '' && f[6] !== undefined) inodes.set(tun, f[6]);
   }
-  return [...names].sort();
+  return inodes;
+}
+
+/**
+ * TUN names of the dp-tcp instances in this namespace whose control socket is
+ * held by a process that also holds that TUN device: a name any local user
+ * may bind (see above) does not count. For decisions that act on the system
+ * (leaving forwarding on for another instance), where `listInstances` would
+ * let a squatter decide.
+ */
+export function tunHoldingInstances(procNetUnix = '/proc/net/unix', proc = '/proc'): string[] {
+  let inodes: Map<string, string>;
+  try {
+    inodes = controlSocketInodes(readFileSync(procNetUnix, 'utf8'));
+  } catch {
+    return [];
+  }
+  if (inodes.size === 0) return [];
+  const byInode = new Map([...inodes].map(([tun, inode]) => [`socket:[${inode}]`, tun]));
+  const found = new Set<string>();
+  let pids: string[];
+  try {
+    pids = readdirSync(proc).filter((d) => /^\d+$/.test(d));
+  } catch {
+    return [];
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`${proc}/${pid}/fd`);
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`${proc}/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const tun = byInode.get(target);
+      if (tun !== undefined && !found.has(tun) && holdsTun(Number(pid), tun, proc)) found.add(tun);
+    }
+  }
+  return [...found].sort();
 }
 
 /** TUN names of the dp-tcp instances running in this network namespace. */

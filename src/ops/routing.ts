@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { ClientConfig, Prefix, ServerConfig } from '../config/types.js';
 import { DpError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { listInstances } from './discovery.js';
+import { tunHoldingInstances } from './discovery.js';
 
 /** Policy-routing table and rule priority of link N: BASE + N. */
 export const LINK_TABLE_BASE = 25_700;
@@ -117,7 +117,7 @@ function expand(p: Prefix): string[] {
 export interface NetworkSystem {
   /** Where /proc/sys is. */
   readonly procSys: string;
-  /** TUN names of the dp-tcp instances running in this network namespace. */
+  /** TUN names of the dp-tcp instances running in this network namespace (held by the process that holds the TUN). */
   readonly instances: () => string[];
 }
 
@@ -130,7 +130,7 @@ export class NetworkSetup {
 
   constructor(
     private readonly log: Logger,
-    private readonly sys: NetworkSystem = { procSys: '/proc/sys', instances: () => listInstances() },
+    private readonly sys: NetworkSystem = { procSys: '/proc/sys', instances: () => tunHoldingInstances() },
   ) {}
 
   /** Runs `args`, and remembers `inverse` to run on teardown. */
