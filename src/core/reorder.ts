@@ -39,6 +39,13 @@ export class ReorderBuffer {
   readonly stats = new ReorderStats();
   private readonly mask = REORDER_MAX_PACKETS - 1;
   private readonly state = new Uint8Array(REORDER_MAX_PACKETS);
+  /**
+   * One bit per slot, set while its state is not EMPTY: a jump over a long
+   * gap tests 32 slots at a time. Without it, a peer numbering each packet
+   * a ring's length past the last (legal: numbers may be skipped) made every
+   * packet walk the whole ring — 8,192 steps, 30 µs, per 17-byte frame.
+   */
+  private readonly recorded = new Uint32Array(REORDER_MAX_PACKETS / 32);
   private readonly arrival = new Float64Array(REORDER_MAX_PACKETS);
   private readonly held: (Buffer | undefined)[] = new Array<Buffer | undefined>(REORDER_MAX_PACKETS);
   /** Lowest sequence number not yet released; 0: nothing seen yet. */
@@ -87,10 +94,9 @@ export class ReorderBuffer {
       this.lastPastMs = nowMs;
       this.lastPastBoundMs = this.stats.boundMs;
       // Skip to the first number that is held (or done), then release in order from there.
-      while (this.state[this.next & this.mask] === EMPTY) {
-        this.stats.releasedPast++;
-        this.next++;
-      }
+      const held = this.nextRecorded(this.next, this.top + 1);
+      this.stats.releasedPast += held - this.next;
+      this.next = held;
       this.drain(out);
     }
   }
@@ -99,6 +105,7 @@ export class ReorderBuffer {
   reset(out: Buffer[]): void {
     if (this.waitingPackets > 0) this.jump(this.top + 1, out);
     this.state.fill(EMPTY);
+    this.recorded.fill(0);
     this.held.fill(undefined);
     this.next = 0;
     this.top = 0;
@@ -136,6 +143,7 @@ export class ReorderBuffer {
     }
     if (seq > this.top) this.top = seq;
     this.state[slot] = packet === undefined ? DONE : HELD;
+    (this.recorded[slot >>> 5] as number) |= 1 << (slot & 31);
     this.arrival[slot] = nowMs;
     if (packet !== undefined) {
       // A copy: the packet is a view of a whole socket read or record, which must not stay pinned.
@@ -153,13 +161,19 @@ export class ReorderBuffer {
     }
   }
 
-  /** Releases everything below `to` in order, giving up the gaps (at most one ring of work, however far `to` is). */
+  /**
+   * Releases everything below `to` in order, giving up the gaps: a test of 32
+   * slots at a time over the gaps, and one step per recorded number.
+   */
   private jump(to: number, out: Buffer[]): void {
     const end = Math.min(to, this.top + 1);
-    for (; this.next < end; this.next++) {
-      const slot = this.next & this.mask;
-      if (this.state[slot] === EMPTY) this.stats.releasedPast++;
-      else this.release(slot, out);
+    while (this.next < end) {
+      const n = this.nextRecorded(this.next, end);
+      this.stats.releasedPast += n - this.next;
+      this.next = n;
+      if (n === end) break;
+      this.release(n & this.mask, out);
+      this.next++;
     }
     if (this.next < to) {
       this.stats.releasedPast += to - this.next;
@@ -192,7 +206,21 @@ export class ReorderBuffer {
     }
   }
 
+  /** The first number in [from, end) whose slot is recorded (held or done), or `end`. */
+  private nextRecorded(from: number, end: number): number {
+    let seq = from;
+    while (seq < end) {
+      const slot = seq & this.mask;
+      const bit = slot & 31;
+      const word = (this.recorded[slot >>> 5] as number) >>> bit;
+      if (word !== 0) return Math.min(end, seq + 31 - Math.clz32(word & -word));
+      seq += 32 - bit;
+    }
+    return end;
+  }
+
   private release(slot: number, out: Buffer[]): void {
+    (this.recorded[slot >>> 5] as number) &= ~(1 << (slot & 31));
     if (this.state[slot] === HELD) {
       const p = this.held[slot] as Buffer;
       out.push(p);
