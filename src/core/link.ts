@@ -536,12 +536,13 @@ export class Link {
    * the tunnel already took: it may fill the queue RETAIN_MAX_BYTES past
    * queue_max_bytes (what one link holds unacknowledged), so that a link's
    * give-back fits behind fresh data; only beyond that is it dropped as
-   * queue_full, and memory stays bounded.
+   * queue_full, and memory stays bounded. True if the link took it (sent or
+   * queued), false if it was dropped (counted here when for a full queue).
    */
-  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false, plain?: Buffer): void {
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false, plain?: Buffer): boolean {
     if (this.state !== 'up') {
       release?.();
-      return;
+      return false;
     }
     if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
       this.requeue(this.write(buf, packets, striped, nowMs, undefined, release, plain), urgent);
@@ -556,10 +557,12 @@ export class Link {
     } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes + (resent ? RETAIN_MAX_BYTES : 0)) {
       this.stats.drops.queue_full += packets;
       release?.();
+      return false;
     } else {
       this.queue.push({ buf, t: nowMs, packets, striped, release, plain });
       this.queuedBytes += buf.length;
     }
+    return true;
   }
 
   /**

@@ -333,8 +333,9 @@ export class Session implements LinkHandler {
       link.stats.drops.queue_full += count;
       return false;
     }
+    // Counted striped (or, by the caller, resent) only once the link took it: a full queue counts it dropped instead.
+    if (!link.sendData(buf, count, nowMs, urgent, true, undefined, resent, plain)) return false;
     if (!resent) this.stats.stripedPackets += count;
-    link.sendData(buf, count, nowMs, urgent, true, undefined, resent, plain);
     return true;
   }
 

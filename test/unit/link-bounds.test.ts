@@ -68,6 +68,19 @@ describe('link send queue bounds', () => {
     assert.equal(l.queueBytes, 0, 'and its queue is let go');
   });
 
+  it('a striped packet a full link queue drops is counted dropped, not also striped', () => {
+    const s = testSession();
+    s.mode = 'aggregate';
+    const socks = [new FakeSocket(), new FakeSocket()];
+    const links = socks.map((k, i) => testLink(k, i, 10_000));
+    for (const l of links) s.attach(l);
+    for (const k of socks) k.full = true;
+    for (let i = 0; i < 40; i++) s.sendFrames(Buffer.alloc(1000, 7), 1, 0, false, false, true);
+    const queueFull = links.reduce((n, l) => n + l.stats.drops.queue_full, 0);
+    assert.ok(queueFull > 0, 'the queues filled');
+    assert.equal(s.stats.stripedPackets + queueFull, s.stats.txPackets, 'each packet counted once: striped or dropped');
+  });
+
   it('packets still queued on a link when it closes are counted as dropped', () => {
     const sock = new FakeSocket();
     const l = testLink(sock, 0, QUEUE_MAX);
