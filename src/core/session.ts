@@ -218,11 +218,8 @@ export class Session implements LinkHandler {
 
   /** Takes a link that finished its handshake; an older connection with the same id is replaced. */
   attach(link: Link): void {
-    const old = this.links.get(link.id);
-    if (old && old !== link) {
-      this.log.info('link replaced by a new connection', { link: link.name, old: old.remote, new: link.remote });
-      old.close(CloseCode.Replaced, 'replaced by a newer connection');
-    }
+    const prior = this.links.get(link.id);
+    const old = prior !== link ? prior : undefined;
     let slot = this.linkStats.get(link.id);
     if (!slot) {
       slot = { name: link.name, stats: new LinkStats() };
@@ -238,6 +235,14 @@ export class Session implements LinkHandler {
     this.links.set(link.id, link);
     this.linkList = [...this.links.values()];
     this.updatePaths();
+    if (old !== undefined) {
+      // Closed once the new connection is up (onClose no longer finds it in `links`): what it held
+      // striped and unacknowledged goes on the links up now, the new connection among them —
+      // with no other link up it would be dropped.
+      this.log.info('link replaced by a new connection', { link: link.name, old: old.remote, new: link.remote });
+      old.close(CloseCode.Replaced, 'replaced by a newer connection');
+      if (this.reorder !== undefined && !this.closed) this.resend(old, performance.now());
+    }
   }
 
   /** The peer's sequence space started over (server restarted): forget the old one. */

@@ -30,4 +30,23 @@ describe('session close', () => {
     assert.deepEqual(delivered, [1, 3, 4], 'what waited is delivered at close');
     assert.equal(rx.stats.rxPackets, 3, 'and counted as delivered');
   });
+
+  it('a link replaced by a new connection of the same id (the only link): its unacknowledged striped data goes on the new one', () => {
+    const s = testSession();
+    s.mode = 'aggregate';
+    const old = testLink(new FakeSocket(), 0);
+    s.attach(old);
+    for (let i = 0; i < 10; i++) s.sendFrames(Buffer.alloc(1000, i), 1, 0, false, false, true);
+    assert.equal(old.unackedBytes, 10_000, 'sent, not acknowledged');
+    const newSock = new FakeSocket();
+    s.attach(testLink(newSock, 0));
+    assert.equal(old.state, 'closed');
+    assert.equal(s.stats.dropsNoLink, 0, 'nothing dropped');
+    assert.equal(s.stats.resentPackets, 10, 'all ten sent again');
+    assert.deepEqual(
+      newSock.written.map((b) => b.length),
+      Array.from({ length: 10 }, () => 1000),
+      'on the new connection',
+    );
+  });
 });
