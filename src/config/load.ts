@@ -671,11 +671,37 @@ function readStatusListen(n: Node, role: Role): HostPort | undefined {
   return parseHostPort(n, 'status_listen');
 }
 
-function readRoutes(n: Node): Prefix[] {
+/**
+ * client.routes: prefixes sent through the tunnel. Each is a network (no host
+ * bits: `ip route add` refuses them), listed once, not the tunnel's own
+ * network (the kernel has that route already), and of a family the tunnel
+ * has an address of (else its packets would leave with another interface's
+ * source, which the server drops) — checked here, not found by a failing
+ * `ip route add` at start.
+ */
+function readRoutes(n: Node, tunnel: readonly Prefix[] | undefined): Prefix[] {
   const list = n.raw('routes');
   if (list === undefined || list === null) return [];
   if (!Array.isArray(list)) n.fail('routes', 'must be a list of prefixes, e.g. [0.0.0.0/0, 192.168.50.0/24]');
-  return list.map((item: Yaml, i) => parsePrefix(n, `routes[${i}]`, item, false));
+  const seen = new Map<string, number>();
+  return list.map((item: Yaml, i) => {
+    const path = `routes[${i}]`;
+    const p = parsePrefix(n, path, item, false); // the length is required here
+    parsePrefix(n, path, item, true); // and no host bits
+    const key = prefixKey(p);
+    const first = seen.get(key);
+    if (first !== undefined) n.fail(path, `${p.address}/${p.prefix} is listed already (routes[${first}])`);
+    seen.set(key, i);
+    if (tunnel !== undefined) {
+      if (!tunnel.some((t) => t.family === p.family)) {
+        n.fail(path, `an IPv${p.family} route needs an IPv${p.family} tunnel address (tunnel_device ${p.family === 6 ? 'ipv6' : 'ip'})`);
+      }
+      if (tunnel.some((t) => t.prefix === p.prefix && inPrefix(p, t))) {
+        n.fail(path, `${p.address}/${p.prefix} is the tunnel's own network: it goes through the tunnel already`);
+      }
+    }
+    return p;
+  });
 }
 
 export interface ParseOptions {
@@ -811,7 +837,7 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
   let config: Config | undefined;
   if (role === 'client') {
     const links = r.part(isLink, () => readClientLinks(r), []);
-    const routes = r.part((k) => k === 'routes', () => readRoutes(r), []);
+    const routes = r.part((k) => k === 'routes', () => readRoutes(r, tunnel?.addresses), []);
     const mode = r.part(
       (k) => k === 'mode',
       (): SchedulingMode => {

@@ -530,9 +530,16 @@ describe('config', () => {
     });
 
     it('routes are prefixes; nat_out_interface an interface name', () => {
-      const c = parseConfig(client('  routes: [0.0.0.0/0, "::/0", 192.168.50.0/24]\n'), 'c.yaml', 'client');
+      const dual = (extra: string): string => client(extra).replace('ip: 10.0.0.2 }', 'ip: 10.0.0.2, ipv6: "fd00::2/64" }');
+      const c = parseConfig(dual('  routes: [0.0.0.0/0, "::/0", 192.168.50.0/24]\n'), 'c.yaml', 'client');
       assert.deepEqual(c.role === 'client' && c.routes.map((r) => `${r.address}/${r.prefix}`), ['0.0.0.0/0', '::/0', '192.168.50.0/24']);
       fails(client('  routes: [10.0.0.0]\n'), 'client', /client\.routes\[0\]: must be address\/prefix/);
+      // What `ip route add` would refuse at start, said by the config with the entry named.
+      fails(client('  routes: [192.168.50.1/24]\n'), 'client', /client\.routes\[0\]: 192\.168\.50\.1\/24 has host bits set: the network is 192\.168\.50\.0\/24/);
+      fails(client('  routes: [10.9.0.0/16, 192.168.0.0/16, 10.9.0.0/16]\n'), 'client', /client\.routes\[2\]: 10\.9\.0\.0\/16 is listed already \(routes\[0\]\)/);
+      fails(client('  routes: [10.0.0.0/24]\n'), 'client', /client\.routes\[0\]: 10\.0\.0\.0\/24 is the tunnel's own network/);
+      fails(client('  routes: ["::/0"]\n'), 'client', /client\.routes\[0\]: an IPv6 route needs an IPv6 tunnel address \(tunnel_device ipv6\)/);
+      assert.equal(parseConfig(client('  routes: [10.0.0.128/25]\n'), 'c.yaml', 'client').role, 'client', 'a part of the tunnel network may be routed');
       fails(client('  routes: 10.0.0.0/8\n'), 'client', /client\.routes: must be a list/);
       const s = parseConfig(server('  nat_out_interface: eth0\n'), 's.yaml', 'server');
       assert.equal(s.role === 'server' && s.natOutInterface, 'eth0');
