@@ -138,8 +138,8 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
     await statusServer.listenControl(controlSocketPath(tun.name));
     if (config.statusListen) {
       const { address } = config.statusListen;
-      await statusServer.listen(address, config.statusListen.port);
-      if (!/^(127\.|::1$|::ffff:127\.)/.test(address)) {
+      const bound = await statusServer.listen(address, config.statusListen.port);
+      if (bound !== undefined && !/^(127\.|::1$|::ffff:127\.)/.test(address)) {
         log.warn('the status endpoint is reachable from other hosts: it shows peers, addresses and counters (no keys); bind it to 127.0.0.1 or firewall it', { status_listen: `${address}:${config.statusListen.port}` });
       }
     }

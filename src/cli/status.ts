@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import type { Role } from '../config/types.js';
 import { DEFAULT_STATUS_PORT } from '../config/types.js';
 import { DpError, errorMessage } from '../errors.js';
-import { getFromInstance, listInstances } from '../ops/discovery.js';
+import { getFromInstance, listInstances, untrustedStatusPort } from '../ops/discovery.js';
 import { formatStatus, type StatusDocument } from '../ops/format.js';
 
 export interface StatusOptions {
@@ -131,7 +131,14 @@ async function gather(sources: StatusSource[], role: Role | undefined): Promise<
   await tryAll(sources, false);
   if (sources.length === 0) {
     const roles: Role[] = role ? [role] : ['server', 'client'];
-    await tryAll(roles.map((r) => ({ url: `http://127.0.0.1:${DEFAULT_STATUS_PORT[r]}/status` })), true);
+    const trusted: StatusSource[] = [];
+    for (const r of roles) {
+      const url = `http://127.0.0.1:${DEFAULT_STATUS_PORT[r]}/status`;
+      const why = untrustedStatusPort(DEFAULT_STATUS_PORT[r]);
+      if (why === undefined) trusted.push({ url });
+      else out.unreachable.push({ source: url, error: why });
+    }
+    await tryAll(trusted, true);
   }
   return out;
 }

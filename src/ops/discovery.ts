@@ -108,6 +108,45 @@ export function tunHoldingInstances(procNetUnix = '/proc/net/unix', proc = '/pro
   return [...found].sort();
 }
 
+/**
+ * Owners (uids) of the TCP sockets listening on `port` that a connection to
+ * 127.0.0.1 or ::1 may reach (bound there or to the wildcard), from
+ * /proc/net/tcp and tcp6 text. The fallback of `dp-tcp status` to the default
+ * status ports asks this before it believes an answer: those ports are not
+ * privileged, and any local user may hold one.
+ */
+export function loopbackListenerUids(port: number, procNetTcp: readonly string[]): number[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const reachable = new Set(['0100007F', '00000000', '00000000000000000000000001000000', '00000000000000000000000000000000', '0000000000000000FFFF00000100007F']);
+  const uids: number[] = [];
+  for (const text of procNetTcp) {
+    for (const line of text.split('\n').slice(1)) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+      const f = line.trim().split(/\s+/);
+      if (f.length < 8 || f[3] !== '0A') continue; // LISTEN
+      const [addr, p] = (f[1] ?? '').split(':');
+      if (p !== hexPort || !reachable.has(addr ?? '')) continue;
+      uids.push(Number(f[7]));
+    }
+  }
+  return uids;
+}
+
+/** Why an answer on the default status port `port` is not to be believed, or undefined when it is. */
+export function untrustedStatusPort(port: number, myUid = process.getuid?.() ?? -1, proc = '/proc'): string | undefined {
+  const texts: string[] = [];
+  for (const f of ['net/tcp', 'net/tcp6']) {
+    try {
+      texts.push(readFileSync(`${proc}/${f}`, 'utf8'));
+    } catch {
+      // no IPv6, say
+    }
+  }
+  const foreign = loopbackListenerUids(port, texts).filter((uid) => uid !== 0 && uid !== myUid);
+  if (foreign.length === 0) return undefined;
+  return `port ${port} is held by uid ${foreign.join(', ')}, neither root nor you: another local user may have taken it, so its answer is not shown`;
+}
+
 /** TUN names of the dp-tcp instances running in this network namespace. */
 export function listInstances(procNetUnix = '/proc/net/unix'): string[] {
   let text: string;

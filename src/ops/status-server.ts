@@ -139,16 +139,31 @@ export class StatusServer {
     });
   }
 
-  async listen(address: string, port: number): Promise<{ address: string; port: number }> {
+  /**
+   * status_listen. A port already taken is no reason to stop a tunnel either
+   * (any local user can take 9400 first, and a unit that exits 2 is not
+   * restarted): a warning, undefined, and the control socket still answers.
+   * Any other failure (an address not on this host) is the config's: exit 2.
+   */
+  async listen(address: string, port: number): Promise<{ address: string; port: number } | undefined> {
     const server = this.create();
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
+    const up = await new Promise<boolean>((resolve, reject) => {
       server.once('error', (e) => {
-        const why = isSystemError(e) && e.code === 'EADDRINUSE' ? 'the port is already in use' : errorMessage(e);
-        reject(new DpError('ERR_LISTEN', `cannot serve status on ${address}:${port}: ${why}`, { exitCode: 2 }));
+        if (isSystemError(e) && e.code === 'EADDRINUSE') {
+          this.server = undefined;
+          this.log.warn('cannot serve status: the port is already in use; running without it (dp-tcp status still finds this instance by its control socket)', {
+            status_listen: `${address}:${port}`,
+            remedy: 'another process has it (ss -ltnp): give this instance another status_listen, or off',
+          });
+          resolve(false);
+          return;
+        }
+        reject(new DpError('ERR_LISTEN', `cannot serve status on ${address}:${port}: ${errorMessage(e)}`, { exitCode: 2 }));
       });
-      server.listen({ host: address, port }, () => resolve());
+      server.listen({ host: address, port }, () => resolve(true));
     });
+    if (!up) return undefined;
     const a = server.address();
     const bound = { address, port: typeof a === 'object' && a ? a.port : port };
     this.log.info('status endpoint up', { url: `http://${address.includes(':') ? `[${address}]` : address}:${bound.port}/status` });

@@ -4,7 +4,7 @@
 // connections and sends nothing must not be able to pile up descriptors and
 // memory in the tunnel.
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
@@ -32,7 +32,9 @@ describe('status server', () => {
     const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
     const sockets: Socket[] = [];
     try {
-      const { port } = await server.listen('127.0.0.1', 0);
+      const bound = await server.listen('127.0.0.1', 0);
+      assert.ok(bound, 'listening');
+      const { port } = bound;
       const open = async (): Promise<Socket> => {
         const s = connect({ host: '127.0.0.1', port });
         s.on('error', () => {});
@@ -64,7 +66,9 @@ describe('status server', () => {
     const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), registry, log);
     let s: Socket | undefined;
     try {
-      const { port } = await server.listen('127.0.0.1', 0);
+      const bound = await server.listen('127.0.0.1', 0);
+      assert.ok(bound, 'listening');
+      const { port } = bound;
       let maxLagMs = 0;
       let last = performance.now();
       const tick = setInterval(() => {
@@ -97,6 +101,24 @@ describe('status server', () => {
       }
     } finally {
       s?.destroy();
+      server.close();
+      tunnel.close();
+    }
+  });
+
+  it('a status_listen port someone else holds is a warning, not a stop: the tunnel runs on, with its control socket', async () => {
+    const log = memoryLogger('warn');
+    const tunnel = new Tunnel(new FakeTun('ut-busy'), DEFAULT_TIMING, log);
+    const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
+    const squatter = createServer();
+    try {
+      await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
+      const port = (squatter.address() as AddressInfo).port;
+      assert.equal(await server.listen('127.0.0.1', port), undefined);
+      assert.ok(log.lines.some((l) => /cannot serve status: the port is already in use; running without it/.test(l)), log.lines.join('\n'));
+      await assert.rejects(server.listen('192.0.2.77', 9400), /cannot serve status on 192\.0\.2\.77:9400: .*EADDRNOTAVAIL/, 'an address not on this host is the config\'s error');
+    } finally {
+      squatter.close();
       server.close();
       tunnel.close();
     }

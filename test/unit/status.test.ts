@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type AddressInfo, createServer } from 'node:net';
 import { getPriority } from 'node:os';
 import { after, describe, it } from 'node:test';
 import { currentNice } from '../../src/cli/priority.js';
@@ -13,7 +14,7 @@ import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { DpError } from '../../src/errors.js';
 import { memoryLogger } from '../../src/log.js';
-import { controlSocketPath, getFromInstance, holdsTun, listInstances, parseControlSockets, tunOfFdinfo, untrustedListener } from '../../src/ops/discovery.js';
+import { controlSocketPath, getFromInstance, holdsTun, listInstances, loopbackListenerUids, parseControlSockets, tunOfFdinfo, untrustedListener, untrustedStatusPort } from '../../src/ops/discovery.js';
 import { loadAddon } from '../../src/tun/loader.js';
 import { processMemory } from '../../src/ops/format.js';
 import { buildRegistry } from '../../src/ops/metrics.js';
@@ -150,12 +151,49 @@ describe('discovery', () => {
     }
   });
 
+  it('a default status port held by another local user is not believed (the fallback when no control socket answers)', { skip: process.getuid?.() === 0 ? false : 'needs root (runs the squatter as uid 65534)' }, async () => {
+    const program = `const s = require('node:net').createServer().listen(0, '127.0.0.1', () => console.log(s.address().port))`;
+    const squatter = spawn(process.execPath, ['-e', program], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
+    const own = createServer();
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        squatter.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+        squatter.once('exit', (code) => reject(new Error(`the squatter exited (${code})`)));
+      });
+      assert.match(untrustedStatusPort(port) ?? '', new RegExp(`port ${port} is held by uid 65534, neither root nor you`));
+      await new Promise<void>((r) => own.listen(0, '127.0.0.1', r));
+      assert.equal(untrustedStatusPort((own.address() as AddressInfo).port), undefined, 'a port root holds is believed');
+      assert.equal(untrustedStatusPort(port, 65534), undefined, 'and one the asking user holds');
+    } finally {
+      squatter.kill();
+      own.close();
+    }
+  });
+
+  it('reads the owners of loopback listeners from /proc/net/tcp and tcp6', () => {
+    const tcp = [
+      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 0100007F:24B8 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65534        0 1 1',
+      '   1: 0100007F:24B8 0100007F:9EC4 01 00000000:00000000 00:00000000 00000000  1000        0 2 1',
+      '   2: 0A000001:24B8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 3 1',
+      '   3: 00000000:24B9 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1',
+    ].join('\n');
+    const tcp6 = [
+      '  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 00000000000000000000000001000000:24B8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1002        0 5 1',
+    ].join('\n');
+    assert.deepEqual(loopbackListenerUids(9400, [tcp, tcp6]), [65534, 1002], 'listening on 127.0.0.1 and ::1; not a connection, not 10.0.0.1');
+    assert.deepEqual(loopbackListenerUids(9401, [tcp, tcp6]), [0], 'the wildcard reaches loopback too');
+  });
+
   it('reads /status where --url points at /metrics, without a stack trace for a non-status answer', async () => {
     const log = memoryLogger('debug');
     const tunnel = new Tunnel(new FakeTun('ut-url'), DEFAULT_TIMING, log);
     const server = new StatusServer(() => ({ role: 'server', version: 'test', pid: 1, tunName: 'ut-url', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
     try {
-      const { port } = await server.listen('127.0.0.1', 0);
+      const bound = await server.listen('127.0.0.1', 0);
+      assert.ok(bound, 'listening');
+      const { port } = bound;
       const text = await renderStatus({ url: `127.0.0.1:${port}/metrics` });
       assert.match(text, /^dp-tcp test server \(pid 1\), TUN ut-url/m, 'the status, not the Prometheus text');
       await assert.rejects(
