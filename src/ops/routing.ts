@@ -26,9 +26,16 @@ function failed(cmd: string, args: string[], stderr: string | undefined, e: unkn
   return new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr?.trim() || errorMessage(e)}`, { exitCode: 2 });
 }
 
+/**
+ * A synchronous `ip`/`iptables` never blocks the process for longer than
+ * this: teardown runs them on the event loop, where a hung one would keep
+ * every signal from being handled.
+ */
+const SH_TIMEOUT_MS = 10_000;
+
 function sh(cmd: string, args: string[]): string {
   try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: SH_TIMEOUT_MS });
   } catch (e) {
     throw failed(cmd, args, (e as { stderr?: string }).stderr, e);
   }
@@ -149,7 +156,7 @@ export class NetworkSetup {
   private sweep(cmd: string, check: string[], del?: string[]): void {
     for (let i = 0; i < 16; i++) {
       try {
-        execFileSync(cmd, check, { stdio: 'ignore' });
+        execFileSync(cmd, check, { stdio: 'ignore', timeout: SH_TIMEOUT_MS });
       } catch {
         return;
       }
@@ -339,18 +346,20 @@ export class NetworkSetup {
       for (const a of config.tunnel.addresses) {
         const v6 = a.family === 6;
         const ipt = v6 ? 'ip6tables' : 'iptables';
+        // -w: wait (up to 5 s) for the xtables lock another tool (Docker, firewalld) holds, instead of failing.
+        const w = ['-w', '5'];
         this.sysctl(v6 ? 'net/ipv6/conf/all/forwarding' : 'net/ipv4/ip_forward', '1', tunName);
         const net = `${a.address}/${a.prefix}`;
         const tag = ['-m', 'comment', '--comment', `dp-tcp ${tunName}`];
         const nat = ['POSTROUTING', '-s', net, '-o', out, ...tag, '-j', 'MASQUERADE'];
-        this.sweep(ipt, ['-t', 'nat', '-C', ...nat], ['-t', 'nat', '-D', ...nat]);
-        this.apply(ipt, ['-t', 'nat', '-A', ...nat], ['-t', 'nat', '-D', ...nat]);
+        this.sweep(ipt, [...w, '-t', 'nat', '-C', ...nat], [...w, '-t', 'nat', '-D', ...nat]);
+        this.apply(ipt, [...w, '-t', 'nat', '-A', ...nat], [...w, '-t', 'nat', '-D', ...nat]);
         const fwdOut = ['FORWARD', '-i', tunName, '-o', out, ...tag, '-j', 'ACCEPT'];
-        this.sweep(ipt, ['-C', ...fwdOut], ['-D', ...fwdOut]);
-        this.apply(ipt, ['-I', ...fwdOut], ['-D', ...fwdOut]);
+        this.sweep(ipt, [...w, '-C', ...fwdOut], [...w, '-D', ...fwdOut]);
+        this.apply(ipt, [...w, '-I', ...fwdOut], [...w, '-D', ...fwdOut]);
         const fwdIn = ['FORWARD', '-i', out, '-o', tunName, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'];
-        this.sweep(ipt, ['-C', ...fwdIn], ['-D', ...fwdIn]);
-        this.apply(ipt, ['-I', ...fwdIn], ['-D', ...fwdIn]);
+        this.sweep(ipt, [...w, '-C', ...fwdIn], [...w, '-D', ...fwdIn]);
+        this.apply(ipt, [...w, '-I', ...fwdIn], [...w, '-D', ...fwdIn]);
       }
     } catch (e) {
       this.teardown();
