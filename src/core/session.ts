@@ -19,7 +19,7 @@ import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, OutFrames, type Link, type LinkHandler, type Pin } from './link.js';
 import { RecordArenas } from './record-arenas.js';
-import { ReorderBuffer } from './reorder.js';
+import { REORDER_MAX_PACKETS, ReorderBuffer } from './reorder.js';
 
 /** Adaptive mode: packets this small (IP bytes) always go on every link (acks, DNS, pings, voice). */
 export const ADAPTIVE_SMALL_BYTES = 256;
@@ -147,7 +147,9 @@ export class Session implements LinkHandler {
     /** Keyed mode: the keypairs every frame after the handshake is sealed and opened with. */
     readonly keys: KeyRing | undefined,
   ) {
-    this.eliminator = new Eliminator({ windowPackets: opts.eliminationWindowPackets, ttlMs: opts.eliminationTtlMs });
+    // At least the reorder ring: in aggregate and adaptive modes a striped packet may arrive that far
+    // behind the highest number seen and must still be judged a first copy, not stale.
+    this.eliminator = new Eliminator({ windowPackets: Math.max(opts.eliminationWindowPackets, REORDER_MAX_PACKETS), ttlMs: opts.eliminationTtlMs });
     this.maxFrameBytes = opts.maxFrameBytes;
   }
 

@@ -4,6 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CloseCode, DATA_IN_ORDER, encodeData } from '../../src/protocol/frame.js';
+import { Session } from '../../src/core/session.js';
+import { memoryLogger } from '../../src/log.js';
 import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
 import { numbered, packetNumber } from '../helpers/packets.js';
 
@@ -48,5 +50,27 @@ describe('session close', () => {
       Array.from({ length: 10 }, () => 1000),
       'on the new connection',
     );
+  });
+
+  it('a striped packet as far behind as the reorder ring holds is delivered, even with elimination_window_packets below the ring', () => {
+    const delivered: number[] = [];
+    const rx = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 1024, maxFrameBytes: 66000 }, (ps) => {
+      for (const p of ps) delivered.push(packetNumber(p));
+    }, memoryLogger('error'), undefined);
+    rx.mode = 'aggregate';
+    const sock = new FakeSocket();
+    rx.attach(testLink(sock));
+    const frame = (seq: number): Buffer => {
+      const f = encodeData(seq, numbered(seq, '10.0.0.2', '10.0.0.1', 60));
+      f[6] = DATA_IN_ORDER;
+      return f;
+    };
+    // 1 is on a slow link: 2..3000 arrive first and wait for it (3000 is within the 8192-packet ring).
+    for (let seq = 2; seq <= 3000; seq += 100) sock.emit('data', Buffer.concat(Array.from({ length: Math.min(100, 3001 - seq) }, (_, k) => frame(seq + k))));
+    assert.equal(delivered.length, 0);
+    sock.emit('data', frame(1));
+    assert.equal(rx.eliminator.stale, 0, 'not judged stale');
+    assert.equal(delivered.length, 3000, 'all delivered');
+    assert.deepEqual(delivered.slice(0, 3), [1, 2, 3], 'in order');
   });
 });
