@@ -348,6 +348,18 @@ export class NetworkSetup {
         const ipt = v6 ? 'ip6tables' : 'iptables';
         // -w: wait (up to 5 s) for the xtables lock another tool (Docker, firewalld) holds, instead of failing.
         const w = ['-w', '5'];
+        if (v6) {
+          // With forwarding on, an interface whose accept_ra is 1 ignores router advertisements: a server
+          // whose IPv6 default route comes from SLAAC would lose it when that expires. 2 takes them anyway.
+          const ra = `net/ipv6/conf/${out}/accept_ra`;
+          let current: string | undefined;
+          try {
+            current = readFileSync(join(this.sys.procSys, ra), 'utf8').trim();
+          } catch {
+            // no such interface yet, or no IPv6 on it: nothing to keep
+          }
+          if (current === '1') this.sysctl(ra, '2', tunName);
+        }
         this.sysctl(v6 ? 'net/ipv6/conf/all/forwarding' : 'net/ipv4/ip_forward', '1', tunName);
         const net = `${a.address}/${a.prefix}`;
         const tag = ['-m', 'comment', '--comment', `dp-tcp ${tunName}`];

@@ -94,6 +94,25 @@ describe('server NAT and forwarding', () => {
     });
   });
 
+  it('IPv6: forwarding on, and the out interface keeps taking router advertisements (accept_ra 1 -> 2), both restored', () => {
+    withFakeIptables(() => {
+      const procSys = fakeProcSys('0');
+      mkdirSync(join(procSys, 'net/ipv6/conf/all'), { recursive: true });
+      mkdirSync(join(procSys, 'net/ipv6/conf/eth0'), { recursive: true });
+      writeFileSync(join(procSys, 'net/ipv6/conf/all/forwarding'), '0\n');
+      writeFileSync(join(procSys, 'net/ipv6/conf/eth0/accept_ra'), '1\n');
+      const read = (f: string): string => readFileSync(join(procSys, f), 'utf8').trim();
+      const net = new NetworkSetup(memoryLogger('warn'), { procSys, instances: () => [] });
+      const v6 = { ...config, tunnel: { addresses: [{ family: 6, address: 'fd00::1', prefix: 64 }] } } as unknown as ServerConfig;
+      net.setupServer(v6, 'dptcp-a');
+      assert.equal(read('net/ipv6/conf/all/forwarding'), '1');
+      assert.equal(read('net/ipv6/conf/eth0/accept_ra'), '2', 'router advertisements still taken with forwarding on');
+      net.teardown();
+      assert.equal(read('net/ipv6/conf/all/forwarding'), '0');
+      assert.equal(read('net/ipv6/conf/eth0/accept_ra'), '1');
+    });
+  });
+
   it('a /proc/sys it cannot write (a container) is one clear error of exit code 2, not a stack trace', () => {
     withFakeIptables((calls) => {
       const net = new NetworkSetup(memoryLogger('warn'), { procSys: join(dir, 'no-such-proc-sys'), instances: () => [] });
