@@ -9,6 +9,13 @@ import { memoryLogger } from '../../src/log.js';
 import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
 import { numbered, packetNumber } from '../helpers/packets.js';
 
+/** A striped DATA frame (in-order flag) carrying test packet `seq`. */
+function frame(seq: number): Buffer {
+  const f = encodeData(seq, numbered(seq, '10.0.0.2', '10.0.0.1', 60));
+  f[6] = DATA_IN_ORDER;
+  return f;
+}
+
 describe('session close', () => {
   it('delivers, in order, the packets still waiting for a predecessor', () => {
     const delivered: number[] = [];
@@ -18,11 +25,6 @@ describe('session close', () => {
     rx.mode = 'aggregate';
     const sock = new FakeSocket();
     rx.attach(testLink(sock));
-    const frame = (seq: number): Buffer => {
-      const f = encodeData(seq, numbered(seq, '10.0.0.2', '10.0.0.1', 60));
-      f[6] = DATA_IN_ORDER;
-      return f;
-    };
     sock.emit('data', frame(1));
     // Sequence 2 is on another link, not here yet: 3 and 4 wait for it.
     sock.emit('data', Buffer.concat([frame(3), frame(4)]));
@@ -60,11 +62,6 @@ describe('session close', () => {
     rx.mode = 'aggregate';
     const sock = new FakeSocket();
     rx.attach(testLink(sock));
-    const frame = (seq: number): Buffer => {
-      const f = encodeData(seq, numbered(seq, '10.0.0.2', '10.0.0.1', 60));
-      f[6] = DATA_IN_ORDER;
-      return f;
-    };
     // 1 is on a slow link: 2..3000 arrive first and wait for it (3000 is within the 8192-packet ring).
     for (let seq = 2; seq <= 3000; seq += 100) sock.emit('data', Buffer.concat(Array.from({ length: Math.min(100, 3001 - seq) }, (_, k) => frame(seq + k))));
     assert.equal(delivered.length, 0);
