@@ -24,7 +24,7 @@
 // listens before --user drops root), the user who asks, or a process that
 // holds the TUN device the name is for (a service run as its own user with
 // CAP_NET_ADMIN): a user without that capability cannot make one.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Socket } from 'node:net';
 import { socketFd } from '../core/socket-options.js';
@@ -65,47 +65,17 @@ export function controlSocketInodes(procNetUnix: string): Map<string, string> {
 }
 
 /**
- * TUN names of the dp-tcp instances in this namespace whose control socket is
- * held by a process that also holds that TUN device: a name any local user
- * may bind (see above) does not count. For decisions that act on the system
- * (leaving forwarding on for another instance), where `listInstances` would
- * let a squatter decide.
+ * TUN names of the dp-tcp instances in this namespace whose TUN device exists
+ * (its sysfs entry has `tun_flags`): a control socket name alone, which any
+ * local user may bind (see above), does not count, and making a TUN device
+ * takes CAP_NET_ADMIN. For decisions that act on the system (leaving
+ * forwarding on for another instance), where `listInstances` would let a
+ * squatter decide. (Matching the socket's holder to the TUN's through
+ * /proc/PID/fd would be stricter, but a service with CAP_NET_ADMIN alone may
+ * not read another root process's descriptors.)
  */
-export function tunHoldingInstances(procNetUnix = '/proc/net/unix', proc = '/proc'): string[] {
-  let inodes: Map<string, string>;
-  try {
-    inodes = controlSocketInodes(readFileSync(procNetUnix, 'utf8'));
-  } catch {
-    return [];
-  }
-  if (inodes.size === 0) return [];
-  const byInode = new Map([...inodes].map(([tun, inode]) => [`socket:[${inode}]`, tun]));
-  const found = new Set<string>();
-  let pids: string[];
-  try {
-    pids = readdirSync(proc).filter((d) => /^\d+$/.test(d));
-  } catch {
-    return [];
-  }
-  for (const pid of pids) {
-    let fds: string[];
-    try {
-      fds = readdirSync(`${proc}/${pid}/fd`);
-    } catch {
-      continue; // gone, or not ours to read
-    }
-    for (const fd of fds) {
-      let target: string;
-      try {
-        target = readlinkSync(`${proc}/${pid}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      const tun = byInode.get(target);
-      if (tun !== undefined && !found.has(tun) && holdsTun(Number(pid), tun, proc)) found.add(tun);
-    }
-  }
-  return [...found].sort();
+export function tunHoldingInstances(procNetUnix = '/proc/net/unix', sysClassNet = '/sys/class/net'): string[] {
+  return listInstances(procNetUnix).filter((tun) => existsSync(`${sysClassNet}/${tun}/tun_flags`));
 }
 
 /**

@@ -2,7 +2,7 @@
 // iptables (a script first in PATH that records its arguments) and a fake
 // /proc/sys: nothing of the machine's network is touched.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -142,31 +142,22 @@ describe('server NAT and forwarding', () => {
 });
 
 describe('which other dp-tcp counts for forwarding', () => {
-  it('a control socket name bound by a process that does not hold that TUN device (a squatter) does not keep forwarding on', () => {
-    const proc = join(dir, `proc-${Math.random().toString(36).slice(2)}`);
+  it('a control socket name with no TUN device of that name (a squatter) does not keep forwarding on', () => {
+    const root = join(dir, `sys-${Math.random().toString(36).slice(2)}`);
     const unix = [
       'Num       RefCount Protocol Flags    Type St Inode Path',
       '0000000000000000: 00000002 00000000 00010000 0001 01 1001 @dp-tcp/dptcp-b@@@@',
       '0000000000000000: 00000002 00000000 00010000 0001 01 1002 @dp-tcp/evil',
-      '0000000000000000: 00000002 00000000 00010000 0001 01 1003 @dp-tcp/tun0',
+      '0000000000000000: 00000002 00000000 00010000 0001 01 1003 @dp-tcp/eth0',
       '',
     ].join('\n');
-    mkdirSync(join(proc, 'net'), { recursive: true });
-    writeFileSync(join(proc, 'net/unix'), unix);
-    const fds = (pid: number, list: Array<[number, string, string?]>): void => {
-      mkdirSync(join(proc, String(pid), 'fd'), { recursive: true });
-      mkdirSync(join(proc, String(pid), 'fdinfo'), { recursive: true });
-      for (const [fd, target, info] of list) {
-        symlinkSync(target, join(proc, String(pid), 'fd', String(fd)));
-        writeFileSync(join(proc, String(pid), 'fdinfo', String(fd)), info ?? 'pos:\t0\n');
-      }
-    };
-    fds(100, [[5, 'socket:[1001]'], [6, '/dev/net/tun', 'pos:\t0\niff:\tdptcp-b\n']]); // a real dp-tcp
-    fds(200, [[3, 'socket:[1002]']]); // a user who bound @dp-tcp/evil
-    fds(300, [[3, 'socket:[1003]']]); // a user who bound the name of someone else's TUN
-    fds(400, [[4, '/dev/net/tun', 'pos:\t0\niff:\ttun0\n']]); // that TUN's holder (say OpenVPN), no such socket
-    assert.deepEqual(tunHoldingInstances(join(proc, 'net/unix'), proc), ['dptcp-b']);
-    assert.deepEqual(tunHoldingInstances(join(proc, 'net/no-such'), proc), [], 'nothing readable: none');
+    mkdirSync(join(root, 'net'), { recursive: true });
+    writeFileSync(join(root, 'net/unix'), unix);
+    mkdirSync(join(root, 'class/net/dptcp-b'), { recursive: true });
+    writeFileSync(join(root, 'class/net/dptcp-b/tun_flags'), '0x1801\n'); // a TUN device
+    mkdirSync(join(root, 'class/net/eth0'), { recursive: true }); // an interface, not a TUN
+    assert.deepEqual(tunHoldingInstances(join(root, 'net/unix'), join(root, 'class/net')), ['dptcp-b']);
+    assert.deepEqual(tunHoldingInstances(join(root, 'net/no-such'), join(root, 'class/net')), [], 'nothing readable: none');
   });
 });
 
