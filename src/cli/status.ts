@@ -101,7 +101,11 @@ export async function statusSources(opts: StatusOptions): Promise<{ sources: Sta
       throw new DpError('ERR_LISTEN', `no dp-tcp with TUN ${o.tunName} runs in this network namespace (and ${opts.config} has status_listen off)`);
     }
     const { address, port } = o.statusListen;
-    return { sources: [{ url: `http://${address.includes(':') ? `[${address}]` : address}:${port}/status` }], single: true };
+    const url = `http://${address.includes(':') ? `[${address}]` : address}:${port}/status`;
+    // The instance is not there to vouch for the port (no control socket): believe it only from root or you.
+    const why = address === '127.0.0.1' ? untrustedStatusPort(port) : undefined;
+    if (why !== undefined) throw new DpError('ERR_LISTEN', `no dp-tcp with TUN ${o.tunName} answers on its control socket, and at ${url}: ${why}`);
+    return { sources: [{ url }], single: true };
   }
   return { sources: listInstances().map((tun) => ({ tun })), single: false };
 }

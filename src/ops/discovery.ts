@@ -87,7 +87,9 @@ export function tunHoldingInstances(procNetUnix = '/proc/net/unix', sysClassNet 
  */
 export function loopbackListenerUids(port: number, procNetTcp: readonly string[]): number[] {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  const reachable = new Set(['0100007F', '00000000', '00000000000000000000000001000000', '00000000000000000000000000000000', '0000000000000000FFFF00000100007F']);
+  // 127.0.0.1 and 0.0.0.0; in tcp6, ::, ::ffff:0.0.0.0 and ::ffff:127.0.0.1 (each 32-bit word little-endian).
+  // Not ::1: a connection to 127.0.0.1 never reaches it.
+  const reachable = new Set(['0100007F', '00000000', '00000000000000000000000000000000', '0000000000000000FFFF000000000000', '0000000000000000FFFF00000100007F']);
   const uids: number[] = [];
   for (const text of procNetTcp) {
     for (const line of text.split('\n').slice(1)) {

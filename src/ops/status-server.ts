@@ -22,8 +22,10 @@ export const STATUS_MAX_CONNECTIONS = 32;
  */
 const HEADERS_TIMEOUT_MS = 5000;
 /**
- * Requests both servers answer per second, together (a burst of as many is
- * allowed); beyond, the connection is closed unanswered. Any local user can
+ * Requests each of the two servers answers per second (a burst of as many is
+ * allowed); beyond, the connection is closed unanswered. Each has its own
+ * budget: a flood on status_listen does not lock the administrator's
+ * `dp-tcp status` out of the control socket. Any local user can
  * reach them, and they run on the tunnel's event loop: a client pipelining
  * thousands of requests must not take the turns the links need (a link whose
  * PINGs wait past dead_interval_ms is closed by its peer).
@@ -38,6 +40,12 @@ export interface StatusServerStats {
   refused: number;
 }
 
+/** A server's request budget (a token bucket). */
+interface Budget {
+  tokens: number;
+  atMs: number;
+}
+
 interface Cached {
   atMs: number;
   body: Promise<string>;
@@ -47,8 +55,6 @@ export class StatusServer {
   private server: Server | undefined;
   private control: Server | undefined;
   readonly stats: StatusServerStats = { requests: 0, refused: 0 };
-  private tokens = STATUS_MAX_REQUESTS_PER_S;
-  private tokensAtMs = performance.now();
   private lastRefusalLogMs = -Infinity;
   private readonly cache = new Map<string, Cached>();
 
@@ -60,9 +66,10 @@ export class StatusServer {
 
   /** An HTTP server for `handle`, with the bounds above. */
   private create(): Server {
+    const budget: Budget = { tokens: STATUS_MAX_REQUESTS_PER_S, atMs: performance.now() };
     const server = createServer(
       { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 2 * HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
-      (req, res) => this.handle(req, res),
+      (req, res) => this.handle(req, res, budget),
     );
     server.maxConnections = STATUS_MAX_CONNECTIONS;
     server.setTimeout(HEADERS_TIMEOUT_MS);
@@ -70,11 +77,11 @@ export class StatusServer {
   }
 
   /** One request's worth of the rate budget, if there is any left. */
-  private admit(nowMs: number): boolean {
-    this.tokens = Math.min(STATUS_MAX_REQUESTS_PER_S, this.tokens + ((nowMs - this.tokensAtMs) * STATUS_MAX_REQUESTS_PER_S) / 1000);
-    this.tokensAtMs = nowMs;
-    if (this.tokens < 1) return false;
-    this.tokens--;
+  private admit(b: Budget, nowMs: number): boolean {
+    b.tokens = Math.min(STATUS_MAX_REQUESTS_PER_S, b.tokens + ((nowMs - b.atMs) * STATUS_MAX_REQUESTS_PER_S) / 1000);
+    b.atMs = nowMs;
+    if (b.tokens < 1) return false;
+    b.tokens--;
     return true;
   }
 
@@ -87,9 +94,9 @@ export class StatusServer {
     return body;
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
+  private handle(req: IncomingMessage, res: ServerResponse, budget: Budget): void {
     const now = performance.now();
-    if (!this.admit(now)) {
+    if (!this.admit(budget, now)) {
       this.stats.refused++;
       if (now - this.lastRefusalLogMs >= 60_000) {
         this.lastRefusalLogMs = now;

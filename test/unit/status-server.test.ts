@@ -4,6 +4,7 @@
 // connections and sends nothing must not be able to pile up descriptors and
 // memory in the tunnel.
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
@@ -119,6 +120,53 @@ describe('status server', () => {
       await assert.rejects(server.listen('192.0.2.77', 9400), /cannot serve status on 192\.0\.2\.77:9400: .*EADDRNOTAVAIL/, 'an address not on this host is the config\'s error');
     } finally {
       squatter.close();
+      server.close();
+      tunnel.close();
+    }
+  });
+
+  it('a flood on status_listen leaves the control socket its own budget', async () => {
+    const log = memoryLogger('warn');
+    const tunnel = new Tunnel(new FakeTun('ut-budget'), DEFAULT_TIMING, log);
+    const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
+    const path = `\0dp-tcp/ut-budget-${process.pid}`;
+    let sock: Socket | undefined;
+    try {
+      const bound = await server.listen('127.0.0.1', 0);
+      assert.ok(bound);
+      assert.equal(await server.listenControl(path), true);
+      // The flood goes on (a new connection each time one is cut off) while the control socket is asked.
+      let flooding = true;
+      const flooder = (async (): Promise<void> => {
+        while (flooding) {
+          const flood = connect({ host: '127.0.0.1', port: bound.port });
+          sock = flood;
+          flood.on('error', () => {});
+          await new Promise((r) => flood.once('connect', r));
+          flood.write('GET /status HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(3 * STATUS_MAX_REQUESTS_PER_S));
+          await endedWithin(flood, 5000);
+        }
+      })();
+      const answers: (number | string)[] = [];
+      for (let i = 0; i < 8; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        answers.push(
+          await new Promise<number | string>((resolve) => {
+            const req = request({ socketPath: path, path: '/status' }, (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            });
+            req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+            req.end();
+          }),
+        );
+      }
+      flooding = false;
+      await flooder;
+      assert.ok(server.stats.refused >= 1, 'the flood was refused');
+      assert.deepEqual(answers, Array.from({ length: 8 }, () => 200), 'the control socket answered every time');
+    } finally {
+      sock?.destroy();
       server.close();
       tunnel.close();
     }

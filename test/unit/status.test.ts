@@ -181,8 +181,9 @@ describe('discovery', () => {
     const tcp6 = [
       '  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
       '   0: 00000000000000000000000001000000:24B8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1002        0 5 1',
+      '   1: 0000000000000000FFFF000000000000:24B8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1003        0 6 1',
     ].join('\n');
-    assert.deepEqual(loopbackListenerUids(9400, [tcp, tcp6]), [65534, 1002], 'listening on 127.0.0.1 and ::1; not a connection, not 10.0.0.1');
+    assert.deepEqual(loopbackListenerUids(9400, [tcp, tcp6]), [65534, 1003], 'listening on 127.0.0.1 and ::ffff:0.0.0.0; not a connection, not 10.0.0.1, not ::1');
     assert.deepEqual(loopbackListenerUids(9401, [tcp, tcp6]), [0], 'the wildcard reaches loopback too');
   });
 
