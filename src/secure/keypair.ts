@@ -130,10 +130,11 @@ export class KeyRing {
 
   /**
    * A new handshake's keypair; the initiator seals with it at once, the responder once it is
-   * confirmed. Over the bound, the oldest unconfirmed keypair goes first, then the oldest
-   * confirmed one; never the one records are sealed with, nor the new one: answered
-   * INITIATIONs that nobody confirms (a peer's lost attempts, or an attacker's) cannot push
-   * out the keys the session runs on.
+   * confirmed. Over the bound, the oldest goes first, confirmed or not; never the one records
+   * are sealed with, nor the new one: answered INITIATIONs that nobody confirms (a peer's lost
+   * attempts) cannot push out the keys the session runs on, and the keypair a link that just
+   * joined waits on (unconfirmed until its first record, and the newest) is not pushed out by
+   * older confirmed ones whose records are long through.
    */
   add(kp: Keypair): void {
     // Another keypair under the same index (a random index met again) is gone from the ring.
@@ -141,15 +142,10 @@ export class KeyRing {
     if (same !== undefined && same !== kp) this.drop(same);
     this.byIndex.set(kp.localIndex, kp);
     while (this.byIndex.size > MAX_KEYPAIRS) {
-      // One pass in age order: the first unconfirmed one, else the first confirmed one.
       let victim: Keypair | undefined;
       for (const k of this.byIndex.values()) {
         if (k === kp || k === this.current) continue;
-        if (!k.confirmed) {
-          victim = k;
-          break;
-        }
-        victim ??= k;
+        if (victim === undefined || k.createdMs < victim.createdMs) victim = k;
       }
       if (victim === undefined) break; // MAX_KEYPAIRS >= 2: not reached
       this.drop(victim);

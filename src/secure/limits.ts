@@ -11,8 +11,15 @@ export const REJECT_AFTER_TIME_MS = 180_000;
 export const REKEY_AFTER_TIME_MS = 120_000;
 /** A rekey handshake not answered within this is tried again (on another up link if there is one). */
 export const REKEY_TIMEOUT_MS = 5_000;
-/** Keypairs a session keeps for receiving: records in flight under older ones still open. */
-export const MAX_KEYPAIRS = 8;
+/**
+ * Keypairs a session keeps for receiving: records in flight under older ones
+ * still open. Each connection's handshake makes one, and a link that has just
+ * handshaken waits for its first record under its own: twice the most
+ * connections a session may have (max_links_per_session, at most 16), so that
+ * all of them reconnecting at once, twice, push out none still awaited. Up to
+ * 32 × 8 KiB of replay windows per session.
+ */
+export const MAX_KEYPAIRS = 32;
 /**
  * Records per keypair and direction remembered by the anti-replay window (bits
  * of its ring: 65,504 records behind the highest are judged on their bit).
