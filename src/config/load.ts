@@ -673,29 +673,37 @@ function readStatusListen(n: Node, role: Role): HostPort | undefined {
 
 /**
  * client.routes: prefixes sent through the tunnel. Each is a network (no host
- * bits: `ip route add` refuses them), listed once, not the tunnel's own
- * network (the kernel has that route already), and of a family the tunnel
- * has an address of (else its packets would leave with another interface's
- * source, which the server drops) — checked here, not found by a failing
- * `ip route add` at start.
+ * bits: `ip route add` refuses them), listed once (a /0 is added as its two
+ * halves: 0.0.0.0/0 and 0.0.0.0/1 would be the same route twice), and not the
+ * tunnel's own network (the kernel has that route already) — checked here, not
+ * found by a failing `ip route add` at start. A family the tunnel has no
+ * address of is allowed: `"::/0"` on an IPv4 tunnel keeps IPv6 from leaking
+ * past it (its packets are dropped there, as with WireGuard); start says so.
  */
 function readRoutes(n: Node, tunnel: readonly Prefix[] | undefined): Prefix[] {
   const list = n.raw('routes');
   if (list === undefined || list === null) return [];
   if (!Array.isArray(list)) n.fail('routes', 'must be a list of prefixes, e.g. [0.0.0.0/0, 192.168.50.0/24]');
-  const seen = new Map<string, number>();
+  const seen = new Map<string, { index: number; zero: boolean }>();
   return list.map((item: Yaml, i) => {
     const path = `routes[${i}]`;
     const p = parsePrefix(n, path, item, false); // the length is required here
     parsePrefix(n, path, item, true); // and no host bits
-    const key = prefixKey(p);
-    const first = seen.get(key);
-    if (first !== undefined) n.fail(path, `${p.address}/${p.prefix} is listed already (routes[${first}])`);
-    seen.set(key, i);
+    // A /0 is added as its two /1 halves.
+    const halves: Prefix[] =
+      p.prefix === 0
+        ? p.family === 4
+          ? [{ family: 4, address: '0.0.0.0', prefix: 1 }, { family: 4, address: '128.0.0.0', prefix: 1 }]
+          : [{ family: 6, address: '::', prefix: 1 }, { family: 6, address: '8000::', prefix: 1 }]
+        : [p];
+    for (const h of halves) {
+      const first = seen.get(prefixKey(h));
+      if (first === undefined) continue;
+      const why = first.zero || p.prefix === 0 ? `: a /0 is added as its two /1 halves, and ${h.address}/1 is one` : '';
+      n.fail(path, `${p.address}/${p.prefix} is listed already (routes[${first.index}]${why})`);
+    }
+    for (const h of halves) seen.set(prefixKey(h), { index: i, zero: p.prefix === 0 });
     if (tunnel !== undefined) {
-      if (!tunnel.some((t) => t.family === p.family)) {
-        n.fail(path, `an IPv${p.family} route needs an IPv${p.family} tunnel address (tunnel_device ${p.family === 6 ? 'ipv6' : 'ip'})`);
-      }
       if (tunnel.some((t) => t.prefix === p.prefix && inPrefix(p, t))) {
         n.fail(path, `${p.address}/${p.prefix} is the tunnel's own network: it goes through the tunnel already`);
       }

@@ -239,6 +239,9 @@ export class NetworkSetup {
         }
       }
       for (const p of config.routes) {
+        if (!config.tunnel.addresses.some((a) => a.family === p.family)) {
+          this.log.warn(`the tunnel has no IPv${p.family} address: IPv${p.family} traffic to this prefix goes into it and is dropped there (it does not leak past the tunnel)`, { route: `${p.address}/${p.prefix}` });
+        }
         for (const net of expand(p)) {
           const family = p.family === 6 ? '-6' : '-4';
           this.apply('ip', [family, 'route', 'add', net, 'dev', tunName], [family, 'route', 'del', net, 'dev', tunName]);

@@ -538,7 +538,10 @@ describe('config', () => {
       fails(client('  routes: [192.168.50.1/24]\n'), 'client', /client\.routes\[0\]: 192\.168\.50\.1\/24 has host bits set: the network is 192\.168\.50\.0\/24/);
       fails(client('  routes: [10.9.0.0/16, 192.168.0.0/16, 10.9.0.0/16]\n'), 'client', /client\.routes\[2\]: 10\.9\.0\.0\/16 is listed already \(routes\[0\]\)/);
       fails(client('  routes: [10.0.0.0/24]\n'), 'client', /client\.routes\[0\]: 10\.0\.0\.0\/24 is the tunnel's own network/);
-      fails(client('  routes: ["::/0"]\n'), 'client', /client\.routes\[0\]: an IPv6 route needs an IPv6 tunnel address \(tunnel_device ipv6\)/);
+      fails(client('  routes: [0.0.0.0/0, 128.0.0.0/1]\n'), 'client', /client\.routes\[1\]: 128\.0\.0\.0\/1 is listed already \(routes\[0\]: a \/0 is added as its two \/1 halves, and 128\.0\.0\.0\/1 is one\)/);
+      fails(client('  routes: ["::/1", "::/0"]\n'), 'client', /client\.routes\[1\]: ::\/0 is listed already \(routes\[0\]: a \/0 is added as its two \/1 halves/);
+      // IPv6 into an IPv4-only tunnel: allowed, it keeps IPv6 from leaking past the tunnel (start says so).
+      assert.equal(parseConfig(client('  routes: [0.0.0.0/0, "::/0"]\n'), 'c.yaml', 'client').role, 'client');
       assert.equal(parseConfig(client('  routes: [10.0.0.128/25]\n'), 'c.yaml', 'client').role, 'client', 'a part of the tunnel network may be routed');
       fails(client('  routes: 10.0.0.0/8\n'), 'client', /client\.routes: must be a list/);
       const s = parseConfig(server('  nat_out_interface: eth0\n'), 's.yaml', 'server');

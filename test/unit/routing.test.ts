@@ -215,10 +215,23 @@ describe('client link routes', () => {
     }
   }
 
+  const tunnel = { addresses: [{ family: 4, address: '10.0.0.2', prefix: 24 }] };
   const client = {
+    tunnel,
     routes: [{ family: 4, address: '0.0.0.0', prefix: 0 }],
     links: [{ id: 0, name: 'wan1', remoteAddress: '203.0.113.9', remotePort: 443, localAddress: '192.0.2.50' }],
   } as unknown as ClientConfig;
+
+  it('an IPv6 route on a tunnel without an IPv6 address is set, and start says its traffic is dropped in the tunnel (no leak)', async () => {
+    await withFakeIp(async (calls) => {
+      const log = memoryLogger('warn');
+      const net = new NetworkSetup(log);
+      net.setupClient({ ...client, routes: [{ family: 6, address: '::', prefix: 0 }] } as unknown as ClientConfig, 'dptcp-c');
+      assert.match(log.lines.join('\n'), /the tunnel has no IPv6 address: IPv6 traffic to this prefix goes into it and is dropped there/);
+      assert.ok(calls().includes('-6 route add ::/1 dev dptcp-c') && calls().includes('-6 route add 8000::/1 dev dptcp-c'), calls().join('\n'));
+      net.teardown();
+    });
+  });
 
   it('a link with no route at start does not stop the client; its route is set once one appears, never into the tunnel', async () => {
     await withFakeIp(async (calls, uplinkUp) => {
@@ -316,6 +329,7 @@ if (line.includes(' route get ')) {
 
   const linkOf = (localAddress?: string): ClientConfig =>
     ({
+      tunnel,
       routes: [{ family: 4, address: '0.0.0.0', prefix: 0 }],
       links: [{ id: 0, name: 'wan1', remoteAddress: '203.0.113.9', remotePort: 443, localAddress }],
     }) as unknown as ClientConfig;
