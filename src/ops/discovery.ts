@@ -47,21 +47,17 @@ export function controlSocketPath(tun: string): string {
  * also shown as '@').
  */
 export function parseControlSockets(procNetUnix: string): string[] {
-  return [...controlSocketInodes(procNetUnix).keys()].sort();
-}
-
-/** Inode of each listening dp-tcp control socket in /proc/net/unix text, by TUN name. */
-export function controlSocketInodes(procNetUnix: string): Map<string, string> {
-  const inodes = new Map<string, string>();
+  const names = new Set<string>();
   for (const line of procNetUnix.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
+    // Num RefCount Protocol Flags Type St Inode Path
     if (f.length < 8) continue;
     const path = f.slice(7).join(' ');
     if (!path.startsWith(`@${PREFIX}`) || (parseInt(f[3] ?? '0', 16) & SO_ACCEPTCON) === 0) continue;
     const tun = path.slice(1 + PREFIX.length).replace(/@+$/, '');
-    if (tun !== '' && f[6] !== undefined) inodes.set(tun, f[6]);
+    if (tun !== '') names.add(tun);
   }
-  return inodes;
+  return [...names].sort();
 }
 
 /**
@@ -80,7 +76,7 @@ export function tunHoldingInstances(procNetUnix = '/proc/net/unix', sysClassNet 
 
 /**
  * Owners (uids) of the TCP sockets listening on `port` that a connection to
- * 127.0.0.1 or ::1 may reach (bound there or to the wildcard), from
+ * 127.0.0.1 may reach (bound there, to a wildcard, or IPv4-mapped), from
  * /proc/net/tcp and tcp6 text. The fallback of `dp-tcp status` to the default
  * status ports asks this before it believes an answer: those ports are not
  * privileged, and any local user may hold one.

@@ -23,12 +23,12 @@ export const STATUS_MAX_CONNECTIONS = 32;
 const HEADERS_TIMEOUT_MS = 5000;
 /**
  * Requests each of the two servers answers per second (a burst of as many is
- * allowed); beyond, the connection is closed unanswered. Each has its own
- * budget: a flood on status_listen does not lock the administrator's
- * `dp-tcp status` out of the control socket. Any local user can
+ * allowed); beyond, the connection is closed unanswered. Any local user can
  * reach them, and they run on the tunnel's event loop: a client pipelining
  * thousands of requests must not take the turns the links need (a link whose
- * PINGs wait past dead_interval_ms is closed by its peer).
+ * PINGs wait past dead_interval_ms is closed by its peer). Each server has its
+ * own budget: a flood on status_listen does not lock the administrator's
+ * `dp-tcp status` out of the control socket.
  */
 export const STATUS_MAX_REQUESTS_PER_S = 100;
 /** A /status or /metrics body is built at most once in this time; requests in between get that one. */
@@ -113,7 +113,9 @@ export class StatusServer {
     }
     if (url === '/status' || url === '/metrics') {
       const metrics = url === '/metrics';
-      this.body(url, now, metrics ? () => this.registry.metrics() : () => Promise.resolve(JSON.stringify(this.status()))).then(
+      // A document that fails to build is a 500 (for at most STATUS_CACHE_MS), not an exception in the tunnel.
+      const build = metrics ? () => this.registry.metrics() : () => new Promise<string>((resolve) => resolve(JSON.stringify(this.status())));
+      this.body(url, now, build).then(
         (text) => res.writeHead(200, { 'content-type': metrics ? this.registry.contentType : 'application/json' }).end(text),
         (e: unknown) => res.writeHead(500).end(errorMessage(e)),
       );

@@ -171,4 +171,26 @@ describe('status server', () => {
       tunnel.close();
     }
   });
+
+  it('a status document that fails to build is a 500, not an exception in the tunnel', async () => {
+    const log = memoryLogger('warn');
+    const tunnel = new Tunnel(new FakeTun('ut-500'), DEFAULT_TIMING, log);
+    const server = new StatusServer(
+      () => {
+        throw new Error('snapshot failed');
+      },
+      buildRegistry(() => tunnel.snapshot(), 'server'),
+      log,
+    );
+    try {
+      const bound = await server.listen('127.0.0.1', 0);
+      assert.ok(bound);
+      const res = await fetch(`http://127.0.0.1:${bound.port}/status`);
+      assert.equal(res.status, 500);
+      assert.match(await res.text(), /snapshot failed/);
+    } finally {
+      server.close();
+      tunnel.close();
+    }
+  });
 });
