@@ -8,6 +8,7 @@ import { request } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
+import type { Registry } from 'prom-client';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Tunnel } from '../../src/core/tunnel.js';
 import { memoryLogger } from '../../src/log.js';
@@ -26,11 +27,29 @@ function endedWithin(s: Socket, ms: number): Promise<boolean> {
   });
 }
 
+/** A status server over an idle tunnel on a fake TUN; `close` ends both. */
+function testServer(
+  tunName: string,
+  opts: { status?: (tunnel: Tunnel) => unknown; registry?: (tunnel: Tunnel) => Registry } = {},
+): { log: ReturnType<typeof memoryLogger>; server: StatusServer; close: () => void } {
+  const log = memoryLogger('warn');
+  const tunnel = new Tunnel(new FakeTun(tunName), DEFAULT_TIMING, log);
+  const status = opts.status ?? ((t: Tunnel) => ({ role: 'server', ...t.snapshot() }));
+  const registry = opts.registry?.(tunnel) ?? buildRegistry(() => tunnel.snapshot(), 'server');
+  const server = new StatusServer(() => status(tunnel), registry, log);
+  return {
+    log,
+    server,
+    close: () => {
+      server.close();
+      tunnel.close();
+    },
+  };
+}
+
 describe('status server', () => {
   it('holds a bounded number of connections: idle ones beyond the bound are closed at once', async () => {
-    const log = memoryLogger('warn');
-    const tunnel = new Tunnel(new FakeTun('ut-cap'), DEFAULT_TIMING, log);
-    const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
+    const { server, close } = testServer('ut-cap');
     const sockets: Socket[] = [];
     try {
       const bound = await server.listen('127.0.0.1', 0);
@@ -49,22 +68,23 @@ describe('status server', () => {
       assert.equal(await endedWithin(sockets[0] as Socket, 50), false, 'the first ones are kept (until their header timeout)');
     } finally {
       for (const s of sockets) s.destroy();
-      server.close();
-      tunnel.close();
+      close();
     }
   });
 
   it('a client pipelining hundreds of requests gets at most the rate, /metrics is built at most once per cache window, and the event loop keeps turning', async () => {
-    const log = memoryLogger('warn');
-    const tunnel = new Tunnel(new FakeTun('ut-flood'), DEFAULT_TIMING, log);
-    const registry = buildRegistry(() => tunnel.snapshot(), 'server');
     let builds = 0;
-    const metrics = registry.metrics.bind(registry);
-    registry.metrics = () => {
-      builds++;
-      return metrics();
-    };
-    const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), registry, log);
+    const { server, close } = testServer('ut-flood', {
+      registry: (tunnel) => {
+        const registry = buildRegistry(() => tunnel.snapshot(), 'server');
+        const metrics = registry.metrics.bind(registry);
+        registry.metrics = () => {
+          builds++;
+          return metrics();
+        };
+        return registry;
+      },
+    });
     let s: Socket | undefined;
     try {
       const bound = await server.listen('127.0.0.1', 0);
@@ -102,15 +122,12 @@ describe('status server', () => {
       }
     } finally {
       s?.destroy();
-      server.close();
-      tunnel.close();
+      close();
     }
   });
 
   it('a status_listen port someone else holds is a warning, not a stop: the tunnel runs on, with its control socket', async () => {
-    const log = memoryLogger('warn');
-    const tunnel = new Tunnel(new FakeTun('ut-busy'), DEFAULT_TIMING, log);
-    const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
+    const { log, server, close } = testServer('ut-busy');
     const squatter = createServer();
     try {
       await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
@@ -120,15 +137,12 @@ describe('status server', () => {
       await assert.rejects(server.listen('192.0.2.77', 9400), /cannot serve status on 192\.0\.2\.77:9400: .*EADDRNOTAVAIL/, 'an address not on this host is the config\'s error');
     } finally {
       squatter.close();
-      server.close();
-      tunnel.close();
+      close();
     }
   });
 
   it('a flood on status_listen leaves the control socket its own budget', async () => {
-    const log = memoryLogger('warn');
-    const tunnel = new Tunnel(new FakeTun('ut-budget'), DEFAULT_TIMING, log);
-    const server = new StatusServer(() => ({ role: 'server', ...tunnel.snapshot() }), buildRegistry(() => tunnel.snapshot(), 'server'), log);
+    const { server, close } = testServer('ut-budget');
     const path = `\0dp-tcp/ut-budget-${process.pid}`;
     let sock: Socket | undefined;
     try {
@@ -167,21 +181,16 @@ describe('status server', () => {
       assert.deepEqual(answers, Array.from({ length: 8 }, () => 200), 'the control socket answered every time');
     } finally {
       sock?.destroy();
-      server.close();
-      tunnel.close();
+      close();
     }
   });
 
   it('a status document that fails to build is a 500, not an exception in the tunnel', async () => {
-    const log = memoryLogger('warn');
-    const tunnel = new Tunnel(new FakeTun('ut-500'), DEFAULT_TIMING, log);
-    const server = new StatusServer(
-      () => {
+    const { server, close } = testServer('ut-500', {
+      status: () => {
         throw new Error('snapshot failed');
       },
-      buildRegistry(() => tunnel.snapshot(), 'server'),
-      log,
-    );
+    });
     try {
       const bound = await server.listen('127.0.0.1', 0);
       assert.ok(bound);
@@ -189,8 +198,7 @@ describe('status server', () => {
       assert.equal(res.status, 500);
       assert.match(await res.text(), /snapshot failed/);
     } finally {
-      server.close();
-      tunnel.close();
+      close();
     }
   });
 });
