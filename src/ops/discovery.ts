@@ -70,7 +70,7 @@ export function parseControlSockets(procNetUnix: string): string[] {
  * /proc/PID/fd would be stricter, but a service with CAP_NET_ADMIN alone may
  * not read another root process's descriptors.)
  */
-export function tunHoldingInstances(procNetUnix = '/proc/net/unix', sysClassNet = '/sys/class/net'): string[] {
+export function instancesWithTun(procNetUnix = '/proc/net/unix', sysClassNet = '/sys/class/net'): string[] {
   return listInstances(procNetUnix).filter((tun) => existsSync(`${sysClassNet}/${tun}/tun_flags`));
 }
 

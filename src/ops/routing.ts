@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { ClientConfig, Prefix, ServerConfig } from '../config/types.js';
 import { DpError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { tunHoldingInstances } from './discovery.js';
+import { instancesWithTun } from './discovery.js';
 
 /** Policy-routing table and rule priority of link N: BASE + N. */
 export const LINK_TABLE_BASE = 25_700;
@@ -124,7 +124,7 @@ function expand(p: Prefix): string[] {
 export interface NetworkSystem {
   /** Where /proc/sys is. */
   readonly procSys: string;
-  /** TUN names of the dp-tcp instances running in this network namespace (held by the process that holds the TUN). */
+  /** TUN names of the dp-tcp instances running in this network namespace (a control socket and a TUN device of that name). */
   readonly instances: () => string[];
 }
 
@@ -137,7 +137,7 @@ export class NetworkSetup {
 
   constructor(
     private readonly log: Logger,
-    private readonly sys: NetworkSystem = { procSys: '/proc/sys', instances: () => tunHoldingInstances() },
+    private readonly sys: NetworkSystem = { procSys: '/proc/sys', instances: () => instancesWithTun() },
   ) {}
 
   /** Runs `args`, and remembers `inverse` to run on teardown. */
@@ -349,8 +349,13 @@ export class NetworkSetup {
       for (const a of config.tunnel.addresses) {
         const v6 = a.family === 6;
         const ipt = v6 ? 'ip6tables' : 'iptables';
-        // -w: wait (up to 5 s) for the xtables lock another tool (Docker, firewalld) holds, instead of failing.
-        const w = ['-w', '5'];
+        // One rule: a leftover of a killed run removed, then added, deleted at teardown. -w: wait (up to
+        // 5 s) for the xtables lock another tool (Docker, firewalld) holds, instead of failing.
+        const rule = (table: string[], add: string, spec: string[]): void => {
+          const w = ['-w', '5', ...table];
+          this.sweep(ipt, [...w, '-C', ...spec], [...w, '-D', ...spec]);
+          this.apply(ipt, [...w, add, ...spec], [...w, '-D', ...spec]);
+        };
         if (v6) {
           // With forwarding on, an interface whose accept_ra is 1 ignores router advertisements: a server
           // whose IPv6 default route comes from SLAAC would lose it when that expires. 2 takes them anyway.
@@ -367,14 +372,11 @@ export class NetworkSetup {
         const net = `${a.address}/${a.prefix}`;
         const tag = ['-m', 'comment', '--comment', `dp-tcp ${tunName}`];
         const nat = ['POSTROUTING', '-s', net, '-o', out, ...tag, '-j', 'MASQUERADE'];
-        this.sweep(ipt, [...w, '-t', 'nat', '-C', ...nat], [...w, '-t', 'nat', '-D', ...nat]);
-        this.apply(ipt, [...w, '-t', 'nat', '-A', ...nat], [...w, '-t', 'nat', '-D', ...nat]);
+        rule(['-t', 'nat'], '-A', nat);
         const fwdOut = ['FORWARD', '-i', tunName, '-o', out, ...tag, '-j', 'ACCEPT'];
-        this.sweep(ipt, [...w, '-C', ...fwdOut], [...w, '-D', ...fwdOut]);
-        this.apply(ipt, [...w, '-I', ...fwdOut], [...w, '-D', ...fwdOut]);
+        rule([], '-I', fwdOut);
         const fwdIn = ['FORWARD', '-i', out, '-o', tunName, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'];
-        this.sweep(ipt, [...w, '-C', ...fwdIn], [...w, '-D', ...fwdIn]);
-        this.apply(ipt, [...w, '-I', ...fwdIn], [...w, '-D', ...fwdIn]);
+        rule([], '-I', fwdIn);
       }
     } catch (e) {
       this.teardown();

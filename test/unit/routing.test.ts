@@ -9,7 +9,7 @@ import { after, describe, it } from 'node:test';
 import type { ClientConfig, ServerConfig } from '../../src/config/types.js';
 import { DpError } from '../../src/errors.js';
 import { memoryLogger } from '../../src/log.js';
-import { tunHoldingInstances } from '../../src/ops/discovery.js';
+import { instancesWithTun } from '../../src/ops/discovery.js';
 import { bestPath, NetworkSetup } from '../../src/ops/routing.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -63,6 +63,7 @@ describe('server NAT and forwarding', () => {
       assert.equal(added, 3, 'three rules added');
       assert.equal(deleted, 3, 'the three removed');
       assert.ok(calls().every((c) => c.includes('--comment dp-tcp dptcp-a')), 'each tagged with its TUN');
+      assert.ok(calls().every((c) => c.startsWith('-w 5 ')), 'each waits for the xtables lock');
     });
   });
 
@@ -156,8 +157,8 @@ describe('which other dp-tcp counts for forwarding', () => {
     mkdirSync(join(root, 'class/net/dptcp-b'), { recursive: true });
     writeFileSync(join(root, 'class/net/dptcp-b/tun_flags'), '0x1801\n'); // a TUN device
     mkdirSync(join(root, 'class/net/eth0'), { recursive: true }); // an interface, not a TUN
-    assert.deepEqual(tunHoldingInstances(join(root, 'net/unix'), join(root, 'class/net')), ['dptcp-b']);
-    assert.deepEqual(tunHoldingInstances(join(root, 'net/no-such'), join(root, 'class/net')), [], 'nothing readable: none');
+    assert.deepEqual(instancesWithTun(join(root, 'net/unix'), join(root, 'class/net')), ['dptcp-b']);
+    assert.deepEqual(instancesWithTun(join(root, 'net/no-such'), join(root, 'class/net')), [], 'nothing readable: none');
   });
 });
 
