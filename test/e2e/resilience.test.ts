@@ -79,6 +79,9 @@ describe('resilience: one bad link is invisible', { skip, timeout: 600_000 }, ()
   });
 
   it("a link's TCP connection killed (ss -K): redialled within a second, nothing lost", async () => {
+    // The earlier cases may have made link 1 redial: the backoff starts over only once a link has
+    // stayed up for max(reconnect_max_ms, 2 × dead_interval_ms), 2 s here (src/roles/client.ts).
+    await tb.waitLinkStable('wan1', 2500);
     let backMs = 0;
     const s = await tb.udpStream(1000, 4, async () => {
       await sleep(1000);

@@ -514,6 +514,29 @@ export class Testbed {
     return at - sinceMs;
   }
 
+  /**
+   * Waits until link `name` has been up for `ms` (from the client's log): a link
+   * that stays up that long has its redial backoff start over when it next drops.
+   */
+  async waitLinkStable(name: string, ms: number, timeoutMs = ms + 10_000): Promise<void> {
+    await waitFor(
+      () => {
+        const lines = this.log('client').split('\n');
+        let up = -1;
+        let down = -1;
+        lines.forEach((l, i) => {
+          if (l.includes(`[client/${name}] link up`)) up = i;
+          if (l.includes(`[client/${name}] link down`)) down = i;
+        });
+        if (up < 0 || down > up) return false;
+        return Date.now() - Date.parse(lines[up]!.split(' ')[0]!) >= ms;
+      },
+      `link ${name} up for ${ms} ms`,
+      timeoutMs,
+      () => this.log('client'),
+    );
+  }
+
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     for (const side of ['client', 'server'] as const) await this.stopDpTcp(side).catch(() => null);
