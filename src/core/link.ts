@@ -326,6 +326,8 @@ export class Link {
   private pingUnacked = 0;
   private spiking = false;
   lastRxMs = performance.now();
+  /** Until the peer's next frame, not declared dead before this (awaitReply). */
+  private replyDueMs = 0;
   /** Set by an encrypting session: control frames leave sealed (undefined: no keypair, not sent). */
   sealControl: ((frame: Buffer) => Buffer | undefined) | undefined;
   /** Closed because it went silent (rather than by a peer, an error or shutdown). */
@@ -780,17 +782,27 @@ export class Link {
     return item;
   }
 
+  /**
+   * The peer's next frame may take up to `ms` (a round trip after our handshake
+   * answer): until it comes, silence shorter than that is not death. Without it,
+   * an open-mode server closed every link whose round trip exceeded dead_interval_ms
+   * just after admitting it: its last frame heard was the HELLO.
+   */
+  awaitReply(ms: number): void {
+    this.replyDueMs = performance.now() + ms;
+  }
+
   /** Keepalive and liveness; the session calls it from its timer. */
   tick(nowMs: number): void {
     if (this.state !== 'up') return;
-    if (nowMs - this.lastRxMs > this.opts.deadIntervalMs) {
+    if (nowMs - this.lastRxMs > this.opts.deadIntervalMs && nowMs > this.replyDueMs) {
       // Timers run before the loop polls its sockets: on a busy process what the peer sent
       // may be waiting unread. Look again after this turn's poll phase has read it.
       if (this.deadCheck) return;
       this.deadCheck = setImmediate(() => {
         this.deadCheck = undefined;
         const silent = performance.now() - this.lastRxMs;
-        if (this.state !== 'up' || silent <= this.opts.deadIntervalMs) return;
+        if (this.state !== 'up' || silent <= this.opts.deadIntervalMs || performance.now() <= this.replyDueMs) return;
         this.declaredDead = true;
         this.close(CloseCode.Shutdown, `dead: nothing heard for ${Math.round(silent)} ms`);
       });
@@ -1089,6 +1101,7 @@ export class Link {
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.lastRxMs = performance.now();
+    this.replyDueMs = 0;
     this.stats.rxBytes += chunk.length;
     this.bytesIn += chunk.length;
     try {

@@ -355,6 +355,8 @@ class Dialer implements LinkHandler {
     // completes its handshake and drops at once must not be redialled at the minimum delay forever.
     this.isUp = true;
     this.upAtMs = performance.now();
+    // Keyed, the server says nothing more until our first record confirms the handshake: a round trip.
+    link.awaitReply(this.role.config.timing.handshakeTimeoutMs);
     const after = this.report.up(performance.now());
     // After failures this is the one line that says the link recovered.
     this.log.info(after ? 'link up, after failing' : 'link up', {

@@ -214,6 +214,8 @@ export class ServerRole {
     paceLink(link, h.paceKbit, this.config.timing, this.log); // the client's download_mbit share
     link.setMaxFrameBytes(this.config.timing.maxFrameBytes);
     link.sendControl(encodeWelcome({ epoch: session.epoch, linkId: h.linkId }));
+    // The client's first frame after it comes a round trip later: as long as a handshake may take.
+    link.awaitReply(this.config.timing.handshakeTimeoutMs);
     session.attach(link);
     this.stats.handshakesCompleted++;
     this.log.info('link up', { session: session.idHex.slice(0, 8), link: link.name, remote: link.remote });

@@ -35,4 +35,27 @@ describe('link liveness', () => {
     await turn();
     assert.equal(l.state, 'up', 'ticks while it is heard from change nothing');
   });
+
+  it('awaiting a reply (an open-mode server after WELCOME): silence up to then is not death, a frame ends the wait', async () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock, { deadIntervalMs: 100 });
+    l.lastRxMs = performance.now() - 500;
+    l.awaitReply(1000);
+    l.tick(performance.now());
+    await turn();
+    assert.equal(l.state, 'up', 'a round trip longer than dead_interval_ms is not death');
+    l.tick(performance.now() + 1100);
+    await turn();
+    // The re-check after the poll phase runs at the real time, still inside the wait.
+    assert.equal(l.state, 'up', 'the verdict is checked again after the poll phase');
+
+    const heardSock = new FakeSocket();
+    const heard = upLink(heardSock, { deadIntervalMs: 100 });
+    heard.awaitReply(60_000);
+    heardSock.emit('data', Buffer.alloc(0)); // the peer's first bytes: the wait is over
+    heard.lastRxMs = performance.now() - 500;
+    heard.tick(performance.now());
+    await turn();
+    assert.equal(heard.state, 'closed', 'after the reply, dead_interval_ms alone counts again');
+  });
 });
