@@ -288,6 +288,41 @@ export const URGENT_MAX_PASSED_RECORDS = 4096;
 export const CONTROL_QUEUE_MAX_BYTES = 64 * 1024;
 /** Striped data a link keeps until acknowledged, at most; a link holding this much takes no more striped data. */
 export const RETAIN_MAX_BYTES = 16 * 1024 * 1024;
+/** The same, for all links of one session together (RetainBudget): a peer with 16 links would otherwise pin 256 MiB. */
+export const SESSION_RETAIN_MAX_BYTES = 32 * 1024 * 1024;
+/** The same, for all sessions of a tunnel together: a server's many peers. */
+export const TUNNEL_RETAIN_MAX_BYTES = 256 * 1024 * 1024;
+/**
+ * Striped data unacknowledged, with no ACK progress, for this many
+ * dead_interval_ms: the link is closed as dead (its data goes on the others).
+ * A peer that reads acknowledges within ACK_DELAY_MS; one whose path stalls
+ * hears nothing from us and closes the link after its own dead interval; a
+ * peer that reads (and answers PINGs) but never acknowledges would otherwise
+ * have us keep what it was sent for as long as it likes.
+ */
+export const ACK_TIMEOUT_DEAD_INTERVALS = 4;
+
+/**
+ * Bytes of striped data kept until acknowledged, counted across the links
+ * that share the budget (a session's), and by its parent (the tunnel's).
+ */
+export class RetainBudget {
+  bytes = 0;
+  constructor(
+    readonly maxBytes: number,
+    private readonly parent?: RetainBudget,
+  ) {}
+
+  /** No more fresh striped data may be kept under it (or its parent). */
+  get full(): boolean {
+    return this.bytes >= this.maxBytes || (this.parent !== undefined && this.parent.full);
+  }
+
+  add(n: number): void {
+    this.bytes += n;
+    this.parent?.add(n);
+  }
+}
 /** The receiver acknowledges after this many bytes, or ACK_DELAY_MS after the last unacknowledged one. */
 export const ACK_BYTES = 64 * 1024;
 export const ACK_DELAY_MS = 5;
@@ -364,6 +399,10 @@ export class Link {
   private retained: Retained[] = [];
   private retainedHead = 0;
   private retainedBytes = 0;
+  /** Shared with the session's other links (set when it attaches this link). */
+  retainBudget: RetainBudget | undefined;
+  /** When an ACK last covered new bytes (or acking began). */
+  private ackProgressMs = performance.now();
   /** Striped data still queued when the link closed: for the session to send elsewhere. */
   private orphans: Queued[] = [];
   /** Time from writing striped data to its ACK, smoothed (1/8), ms. */
@@ -621,7 +660,7 @@ export class Link {
 
   /** Takes more striped data (it keeps what it sent until acknowledged, within a bound). */
   get canRetain(): boolean {
-    return this.retainedBytes < RETAIN_MAX_BYTES;
+    return this.retainedBytes < RETAIN_MAX_BYTES && (this.retainBudget === undefined || !this.retainBudget.full);
   }
 
   /**
@@ -631,6 +670,19 @@ export class Link {
    */
   rttSpike(): boolean {
     return this.spiking;
+  }
+
+  /**
+   * How long striped data has waited for an ACK with none covering new bytes
+   * meanwhile: since the later of the last ACK progress and the oldest data
+   * still unacknowledged (written, or queued); 0 when none waits.
+   */
+  private unacknowledgedFor(nowMs: number): number {
+    let oldest = Infinity;
+    if (this.retainedHead < this.retained.length) oldest = (this.retained[this.retainedHead] as Retained).t;
+    for (const q of [this.urgent[0], this.queue[this.queueHead]]) if (q !== undefined && q.striped && q.t < oldest) oldest = q.t;
+    if (oldest === Infinity) return 0;
+    return nowMs - Math.max(oldest, this.ackProgressMs);
   }
 
   /** Striped data waits unacknowledged for longer than a stall allows. */
@@ -685,6 +737,7 @@ export class Link {
     if (bytes <= this.ackedOut) return;
     const delta = bytes - this.ackedOut;
     this.ackedOut = bytes;
+    this.ackProgressMs = nowMs;
     if (Number.isNaN(this.rateSampleStart)) {
       this.rateSampleStart = nowMs;
       this.rateEpochStart = nowMs;
@@ -707,11 +760,14 @@ export class Link {
     }
     const list = this.retained;
     let t = NaN;
+    let freed = 0;
     while (this.retainedHead < list.length && (list[this.retainedHead] as Retained).end <= bytes) {
       const r = list[this.retainedHead++] as Retained;
-      this.retainedBytes -= r.buf.length;
+      freed += r.buf.length;
       t = r.t;
     }
+    this.retainedBytes -= freed;
+    this.retainBudget?.add(-freed);
     if (!Number.isNaN(t)) {
       const sample = nowMs - t;
       this.ackTimeMs = Number.isNaN(this.ackTimeMs) ? sample : this.ackTimeMs + (sample - this.ackTimeMs) / 8;
@@ -808,6 +864,14 @@ export class Link {
       });
       return;
     }
+    if (this.acking && this.unacknowledgedFor(nowMs) > ACK_TIMEOUT_DEAD_INTERVALS * this.opts.deadIntervalMs) {
+      this.declaredDead = true;
+      this.close(
+        CloseCode.Shutdown,
+        `dead: no acknowledgement for ${Math.round(this.unacknowledgedFor(nowMs))} ms of ${this.bytesOut - this.ackedOut + this.queuedBytes + this.urgentBytes} bytes sent or queued`,
+      );
+      return;
+    }
     // One PING waits at a time: the one queued will measure the wait anyway.
     if (nowMs - this.lastPingMs >= this.opts.keepaliveIntervalMs && this.queuedPing === undefined) {
       this.lastPingMs = nowMs;
@@ -882,6 +946,11 @@ export class Link {
     if (this.ackTimer !== undefined) clearTimeout(this.ackTimer);
     if (this.unsentTimer !== undefined) clearTimeout(this.unsentTimer);
     this.handler.onClose(this, reason);
+    // What it retained is no longer its to keep: the session's reclaim (in onClose, or by a
+    // replacing connection just after) sends it on the others, which count it if they keep it.
+    this.retainBudget?.add(-this.retainedBytes);
+    this.retainBudget = undefined;
+    this.retainedBytes = 0;
   }
 
   private dropQueue(): void {
@@ -940,6 +1009,7 @@ export class Link {
       const kept = plain ?? buf;
       this.retained.push({ end: this.bytesOut, buf: kept, packets, t: nowMs, resent: false, plain: plain !== undefined });
       this.retainedBytes += kept.length;
+      this.retainBudget?.add(kept.length);
     }
     const sent = this.sendDirect(limit < buf.length ? buf.subarray(0, limit) : buf);
     if (sent === buf.length || sent < 0) {

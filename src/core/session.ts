@@ -17,7 +17,7 @@ import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
-import { LinkStats, OutFrames, type Link, type LinkHandler, type Pin } from './link.js';
+import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin } from './link.js';
 import { RecordArenas } from './record-arenas.js';
 import { REORDER_MAX_PACKETS, ReorderBuffer } from './reorder.js';
 
@@ -31,6 +31,8 @@ export interface SessionOptions {
   readonly eliminationWindowPackets: number;
   /** Largest frame accepted, inner frames of a record included. */
   readonly maxFrameBytes: number;
+  /** What the tunnel's sessions together keep until acknowledged (the session's budget counts into it). */
+  readonly retainBudget?: RetainBudget;
 }
 
 /** Where accepted packets go: the tunnel's TUN writer. */
@@ -96,6 +98,8 @@ export class Session implements LinkHandler {
   readonly linkStats = new Map<number, { name: string; stats: LinkStats }>();
   readonly stats = new SessionStats();
   readonly eliminator: Eliminator;
+  /** Striped data its links keep until acknowledged, together (aggregate, adaptive). */
+  readonly retainBudget: RetainBudget;
   /** When the last link went away (server: for idle expiry). */
   lastLinkLossMs = performance.now();
   private nextSeq = 1;
@@ -151,6 +155,7 @@ export class Session implements LinkHandler {
     // behind the highest number seen and must still be judged a first copy, not stale.
     this.eliminator = new Eliminator({ windowPackets: Math.max(opts.eliminationWindowPackets, REORDER_MAX_PACKETS), ttlMs: opts.eliminationTtlMs });
     this.maxFrameBytes = opts.maxFrameBytes;
+    this.retainBudget = new RetainBudget(SESSION_RETAIN_MAX_BYTES, opts.retainBudget);
   }
 
   get encrypted(): boolean {
@@ -230,6 +235,7 @@ export class Session implements LinkHandler {
     slot.stats.connects++;
     link.stats = slot.stats;
     link.acking = this.schedMode !== 'duplicate';
+    link.retainBudget = this.retainBudget;
     this.pendingLinks.delete(link);
     link.sealControl = this.keys ? (b) => this.sealControl(b) : undefined;
     link.handler = this;

@@ -15,7 +15,7 @@ import { splitGso } from '../tun/gso-split.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { FlowClassifier } from './flows.js';
 import { hostPrefixes } from './ip.js';
-import type { LinkStats } from './link.js';
+import { RetainBudget, TUNNEL_RETAIN_MAX_BYTES, type LinkStats } from './link.js';
 import { Registry } from './registry.js';
 import { Session, type SessionStats } from './session.js';
 import { TunWriter, type TunWriterStats } from './tun-writer.js';
@@ -71,6 +71,8 @@ export class TunnelStats {
 export class Tunnel {
   /** Peers, sessions and routes: shared with the server's handshake. */
   readonly registry = new Registry();
+  /** Striped data all sessions together keep until acknowledged (each session within its own share). */
+  readonly retainBudget = new RetainBudget(TUNNEL_RETAIN_MAX_BYTES);
   readonly writer: TunWriter;
   readonly stats = new TunnelStats();
   readonly startedMs = performance.now();
@@ -138,6 +140,7 @@ export class Tunnel {
         eliminationTtlMs: this.timing.eliminationTtlMs,
         eliminationWindowPackets: this.timing.eliminationWindowPackets,
         maxFrameBytes: this.timing.maxFrameBytes,
+        retainBudget: this.retainBudget,
       },
       (packets) => this.writer.write(packets),
       this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),

@@ -1,0 +1,98 @@
+// Striped data kept until acknowledged is bounded per link, per session and
+// per tunnel, and never kept for a peer that reads without acknowledging.
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { describe, it } from 'node:test';
+import { ACK_TIMEOUT_DEAD_INTERVALS, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link } from '../../src/core/link.js';
+import { Session } from '../../src/core/session.js';
+import { CloseCode } from '../../src/protocol/frame.js';
+import { createLogger } from '../../src/log.js';
+import { FakeSocket, testLink, upLink } from '../helpers/fake-socket.js';
+
+const MiB = 1024 * 1024;
+const striped = (l: Link, bytes: number, now = performance.now()): boolean => l.sendData(Buffer.alloc(bytes), 1, now, false, true);
+
+describe('retained striped data', () => {
+  it('links sharing a budget stop taking striped data together when it is spent, and take more once an ACK frees some', () => {
+    const parent = new RetainBudget(100 * MiB);
+    const budget = new RetainBudget(3 * MiB, parent);
+    const a = upLink(new FakeSocket());
+    const b = upLink(new FakeSocket());
+    for (const l of [a, b]) {
+      l.acking = true;
+      l.retainBudget = budget;
+    }
+    assert.ok(striped(a, 2 * MiB));
+    assert.ok(a.canRetain && b.canRetain, 'within the budget');
+    assert.ok(striped(b, 1 * MiB));
+    assert.equal(budget.bytes, 3 * MiB);
+    assert.equal(parent.bytes, 3 * MiB, 'the parent counts it too');
+    assert.ok(!a.canRetain && !b.canRetain, 'spent: neither link takes more (each alone would: 16 MiB per link)');
+    a.onAck(2 * MiB, performance.now());
+    assert.equal(budget.bytes, 1 * MiB, 'the ACK gave back what it covers');
+    assert.ok(a.canRetain && b.canRetain);
+    b.close(CloseCode.Shutdown, 'test');
+    assert.equal(budget.bytes, 0, 'a closed link counts nothing (its data goes to the others, who count it if they keep it)');
+    assert.equal(parent.bytes, 0);
+  });
+
+  it('a parent budget spent by other sessions stops this one too', () => {
+    const parent = new RetainBudget(2 * MiB);
+    const hog = new RetainBudget(32 * MiB, parent);
+    const mine = new RetainBudget(32 * MiB, parent);
+    hog.add(2 * MiB);
+    assert.ok(mine.full, 'the tunnel-wide bound holds whatever the session has kept');
+    hog.add(-1);
+    assert.ok(!mine.full);
+  });
+
+  it('a session gives its links one budget, inside the tunnel\'s', () => {
+    const tunnelBudget = new RetainBudget(256 * MiB);
+    const quiet = createLogger('error', 'client', { sink: () => {} });
+    const s = new Session(Buffer.alloc(16), Buffer.alloc(8), [], { eliminationTtlMs: 2000, eliminationWindowPackets: 131072, maxFrameBytes: 66000, retainBudget: tunnelBudget }, () => {}, quiet, undefined);
+    s.mode = 'aggregate';
+    const a = testLink(new FakeSocket(), 0);
+    const b = testLink(new FakeSocket(), 1);
+    s.attach(a);
+    s.attach(b);
+    assert.equal(a.retainBudget, s.retainBudget);
+    assert.equal(b.retainBudget, s.retainBudget);
+    assert.equal(s.retainBudget.maxBytes, SESSION_RETAIN_MAX_BYTES);
+    assert.ok(striped(a, 4 * MiB));
+    assert.equal(tunnelBudget.bytes, 4 * MiB, 'counted in the tunnel\'s budget');
+    s.close(CloseCode.Shutdown, 'test');
+    assert.equal(tunnelBudget.bytes, 0, 'a closed session keeps nothing counted');
+  });
+
+  it('a peer that reads but never acknowledges: the link is closed as dead after ACK_TIMEOUT_DEAD_INTERVALS dead intervals', () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock, { deadIntervalMs: 100 });
+    l.acking = true;
+    const t0 = performance.now();
+    assert.ok(striped(l, 1000, t0));
+    const limit = ACK_TIMEOUT_DEAD_INTERVALS * 100;
+    const at = (ms: number): void => {
+      l.lastRxMs = t0 + ms; // it hears from the peer all along (PINGs)
+      l.tick(t0 + ms);
+    };
+    at(limit - 50);
+    assert.equal(l.state, 'up', 'not yet');
+    l.onAck(500, t0 + limit - 40); // progress: part of it acknowledged
+    at(limit + 50);
+    assert.equal(l.state, 'up', 'an ACK that covered new bytes starts the wait over');
+    at(2 * limit);
+    assert.equal(l.state, 'closed', 'no progress for the whole wait: closed');
+    assert.ok(l.declaredDead, 'as dead (the peer is told on the other links)');
+    assert.ok(sock.ended || sock.destroyed);
+  });
+
+  it('nothing striped waiting: no ACK is due, however long (duplicate-mode data is never acknowledged)', () => {
+    const l = upLink(new FakeSocket(), { deadIntervalMs: 100 });
+    l.acking = true;
+    const t0 = performance.now();
+    l.sendData(Buffer.alloc(1000), 1, t0); // not striped
+    l.lastRxMs = t0 + 10_000;
+    l.tick(t0 + 10_000);
+    assert.equal(l.state, 'up');
+  });
+});
