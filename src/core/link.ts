@@ -209,6 +209,8 @@ export class LinkStats {
   drops: Record<LinkDropReason, number> = { queue_full: 0, queue_age: 0, link_closed: 0 };
   /** PINGs not answered because our send queue was past its bound (a peer that does not read). */
   pongsDropped = 0;
+  /** PINGs not answered because the peer sent them faster than PONG_BURST / PONG_INTERVAL_MS allow. */
+  pingsOverRate = 0;
   /** Packets of sparse flows (a ping, DNS, a call) that were sent ahead of bulk data queued on this link. */
   urgentPassed = 0;
   /** How long data waited in our send queue before the socket took it: smoothed (1/8) and the most, ms. */
@@ -323,6 +325,14 @@ export class RetainBudget {
     this.parent?.add(n);
   }
 }
+/**
+ * PINGs answered per link: a burst of this many, then one per PONG_INTERVAL_MS.
+ * A peer sends one per its keepalive_interval_ms (10 ms at the least), one at a
+ * time; a PONG costs a sealed record and a send(2), so a peer streaming PINGs
+ * made us do 170 times the work per byte it sent as for data (review).
+ */
+export const PONG_BURST = 16;
+export const PONG_INTERVAL_MS = 5;
 /** The receiver acknowledges after this many bytes, or ACK_DELAY_MS after the last unacknowledged one. */
 export const ACK_BYTES = 64 * 1024;
 export const ACK_DELAY_MS = 5;
@@ -368,6 +378,9 @@ export class Link {
   /** Closed because it went silent (rather than by a peer, an error or shutdown). */
   declaredDead = false;
   private lastPingMs = 0;
+  /** PINGs we may answer now (PONG_BURST at most), as of pongAtMs. */
+  private pongTokens = PONG_BURST;
+  private pongAtMs = 0;
   /** A dead verdict waiting for the sockets to be read first (tick). */
   private deadCheck: NodeJS.Immediate | undefined;
   private readonly decoder: FrameDecoder;
@@ -885,8 +898,16 @@ export class Link {
     if (type === FrameType.Ping) {
       // A PONG is only a round-trip sample: past the queue's bound (a peer that sends and does
       // not read) it is not worth memory, and control frames are never dropped once queued.
+      // Nor past PONG_BURST beyond one per PONG_INTERVAL_MS: only a peer flooding us gets there.
+      const now = performance.now();
+      this.pongTokens = Math.min(PONG_BURST, this.pongTokens + (now - this.pongAtMs) / PONG_INTERVAL_MS);
+      this.pongAtMs = now;
       if (this.queueBytes >= this.opts.queueMaxBytes) this.stats.pongsDropped++;
-      else this.sendControl(encodeToken(FrameType.Pong, readU64(buf, start)));
+      else if (this.pongTokens < 1) this.stats.pingsOverRate++;
+      else {
+        this.pongTokens--;
+        this.sendControl(encodeToken(FrameType.Pong, readU64(buf, start)));
+      }
       return true;
     }
     if (type === FrameType.Pong) {

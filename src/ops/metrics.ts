@@ -83,6 +83,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
   counter('dptcp_link_duplicate_records_total', 'Sealed records dropped on this link because their copy on another link came first', LINK, perLink((l) => l.duplicateRecords));
   counter('dptcp_link_urgent_passed_total', 'Packets of sparse flows (ping, DNS, calls) sent ahead of bulk data queued on this link', LINK, perLink((l) => l.urgentPassed));
   counter('dptcp_link_pongs_unanswered_total', 'PINGs left unanswered because the link send queue was full (a peer that sends and does not read)', LINK, perLink((l) => l.pongsDropped));
+  counter('dptcp_link_pings_over_rate_total', 'PINGs left unanswered because the peer sent them faster than 16 in a burst and one per 5 ms (a peer flooding PINGs)', LINK, perLink((l) => l.pingsOverRate));
   counter('dptcp_link_stale_total', 'Copies on this link that arrived after the elimination window', LINK, perLink((l) => l.stale));
   counter('dptcp_link_stalls_total', 'Aggregate/adaptive: times striped data waited unacknowledged on this link too long (it was sent again on the others)', LINK, perLink((l) => l.stalls));
   counter('dptcp_link_reclaimed_packets_total', 'Aggregate/adaptive: packets taken back from this link (stalled or closed) and sent on the others', LINK, perLink((l) => l.reclaimed));

@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
+import { PONG_BURST, PONG_INTERVAL_MS } from '../../src/core/link.js';
+import { encodeToken, FrameType } from '../../src/protocol/frame.js';
 import { FakeSocket, upLink } from '../helpers/fake-socket.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
@@ -57,5 +59,26 @@ describe('link liveness', () => {
     heard.tick(performance.now());
     await turn();
     assert.equal(heard.state, 'closed', 'after the reply, dead_interval_ms alone counts again');
+  });
+});
+
+describe('PONGs', () => {
+  it('PINGs past the rate (a burst of PONG_BURST, then one per PONG_INTERVAL_MS) go unanswered and are counted', async () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock, { deadIntervalMs: 60_000 });
+    const ping = encodeToken(FrameType.Ping, 12345);
+    const pongs = (): number => sock.written.filter((b) => b.length === ping.length && b[5] === FrameType.Pong).length;
+    const flood = 200;
+    const t0 = performance.now();
+    // What the session does with each PING frame it reads (the token after the 8-byte header).
+    for (let i = 0; i < flood; i++) l.handleKeepalive(FrameType.Ping, ping, 8);
+    const ms = performance.now() - t0;
+    const answered = pongs();
+    assert.ok(answered >= PONG_BURST, `the burst is answered (${answered})`);
+    assert.ok(answered <= PONG_BURST + Math.ceil(ms / PONG_INTERVAL_MS) + 1, `at most the burst and the rate: ${answered} of ${flood} in ${ms.toFixed(1)} ms`);
+    assert.equal(l.stats.pingsOverRate, flood - answered, 'the rest counted');
+    await new Promise((r) => setTimeout(r, PONG_INTERVAL_MS * 4));
+    l.handleKeepalive(FrameType.Ping, ping, 8);
+    assert.equal(pongs(), answered + 1, 'a PING at the keepalive pace is answered again');
   });
 });
