@@ -163,7 +163,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
     const server = defineFrom(() => sources.server?.());
     const serverCounter = (name: string, help: string, labelNames: string[], samples: (v: ServerSource) => Sample[]): void =>
       server('counter')(name, help, labelNames, (v) => (v === undefined ? [] : samples(v)));
-    serverCounter('dptcp_server_handshakes_refused_total', 'Handshakes the server refused, by reason (bad_mac1, unknown_peer, replay, malformed: not authentic or not understood; mismatch, address, full: a peer told why; timeout: the handshake not done in time; rekey_rate: a rekey INITIATION too soon after the last, ignored; cookie_rounds: too many COOKIEs on one connection)', ['reason'], (v) =>
+    serverCounter('dptcp_server_handshakes_refused_total', 'Handshakes the server refused, by reason (bad_mac1, unknown_peer, replay, malformed: not authentic or not understood; mismatch, address, full: a peer told why; timeout: the handshake not done in time; rekey_rate: a rekey INITIATION too soon after the last, ignored; handshake_rate: a peer making more than a burst of 64 and 20 a second; cookie_rounds: too many COOKIEs on one connection)', ['reason'], (v) =>
       Object.entries(v.stats.refused).map(([reason, n]): Sample => [{ reason }, n]),
     );
     serverCounter('dptcp_server_handshakes_completed_total', 'Handshakes the server completed (connections and rekeys, all sessions)', [], (v) => [[{}, v.stats.handshakesCompleted]]);

@@ -36,6 +36,7 @@ export type RefusalReason =
   | 'full'
   | 'timeout'
   | 'rekey_rate'
+  | 'handshake_rate'
   | 'cookie_rounds';
 
 export class ServerStats {
@@ -50,6 +51,7 @@ export class ServerStats {
     full: 0,
     timeout: 0,
     rekey_rate: 0,
+    handshake_rate: 0,
     cookie_rounds: 0,
   };
   handshakesCompleted = 0;
@@ -63,6 +65,17 @@ const UNANSWERED = new Set<RefusalReason>(['bad_mac1', 'unknown_peer', 'replay',
 
 /** A rekey INITIATION on an up link is answered at most this often. */
 const REKEY_MIN_INTERVAL_MS = 1000;
+/**
+ * INITIATIONs on new connections of one peer (peer keys): a burst of this
+ * many (a client's 16 links all redialling at once, four times), then one per
+ * HANDSHAKE_INTERVAL_MS. Each costs the server four Diffie-Hellmans (0.9 ms),
+ * and one that names a link of an up session replaces that connection and
+ * moves what it held to the others: without a bound, one peer's handshakes
+ * took the server's one thread from every other client (review). WireGuard
+ * answers one per 20 ms per peer.
+ */
+const HANDSHAKE_BURST = 64;
+const HANDSHAKE_INTERVAL_MS = 50;
 
 export class ServerRole {
   readonly stats = new ServerStats();
@@ -71,8 +84,10 @@ export class ServerRole {
   private readonly admission: Admission<Link>;
   private readonly servers: Server[] = [];
   private readonly lastRekey = new WeakMap<Link, number>();
+  /** Per peer (peer keys): INITIATIONs it may still make now, as of `at` (HANDSHAKE_BURST at most). */
+  private readonly handshakeTokens = new WeakMap<PeerConfig, { tokens: number; at: number }>();
   private readonly lastWarn = new Map<RefusalReason, number>();
-  /** Pending connections closed to make room: their close is not a failure of their source. */
+  /** Pending connections closed to make room (or for their peer's handshake rate): their close is not a failure of their source. */
   private readonly evicted = new WeakSet<Link>();
   private idleTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -246,6 +261,11 @@ export class ServerRole {
       const reason = e.message.startsWith('unknown peer') ? 'unknown_peer' : e.message.includes('replayed') ? 'replay' : 'malformed';
       return this.refuse(link, reason, e.message);
     }
+    if (!this.identity?.shared && !this.handshakeAllowed(r.peer, now)) {
+      // The peer's own bound, not a failure of its address (others may share it, behind a NAT).
+      this.evicted.add(link);
+      return this.refuse(link, 'handshake_rate', `peer ${r.peer.name} makes more than ${1000 / HANDSHAKE_INTERVAL_MS} handshakes a second`);
+    }
     const bad = this.checkIntro(r.intro, this.identity?.shared ? undefined : r.peer);
     if (bad) return this.refuse(link, 'mismatch', bad);
     const session = this.sessionFor(link, r.intro, r.peer);
@@ -260,6 +280,20 @@ export class ServerRole {
     link.sendControl(frame);
     session.addPending(link, keypair);
     this.log.debug('handshake answered, waiting for confirmation', { peer: r.peer.name, link: link.name, remote: link.remote });
+  }
+
+  /** Takes one of the peer's handshake tokens if it has one (HANDSHAKE_BURST, one more per HANDSHAKE_INTERVAL_MS). */
+  private handshakeAllowed(peer: PeerConfig, now: number): boolean {
+    let b = this.handshakeTokens.get(peer);
+    if (b === undefined) {
+      b = { tokens: HANDSHAKE_BURST, at: now };
+      this.handshakeTokens.set(peer, b);
+    }
+    b.tokens = Math.min(HANDSHAKE_BURST, b.tokens + (now - b.at) / HANDSHAKE_INTERVAL_MS);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens--;
+    return true;
   }
 
   /** The session of (peer, session id), made (unconfirmed) if new; undefined if refused. */

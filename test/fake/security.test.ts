@@ -18,6 +18,7 @@ import type { RecordAlloc } from '../../src/secure/record.js';
 import { REKEY_AFTER_MESSAGES } from '../../src/secure/limits.js';
 import { generateKeyPair, type KeyPair } from '../../src/secure/primitives.js';
 import { clientKeys, FAST_TIMING, pskSecurity, serverKeys, startClient, startServer, stop, until, type Side } from '../helpers/harness.js';
+import { handshake as attackerHandshake, RawConn } from '../helpers/attacker.js';
 import { ipv4Udp, numbered } from '../helpers/packets.js';
 
 const SERVER = generateKeyPair();
@@ -401,6 +402,44 @@ describe('secure channel (fake TUN, loopback)', () => {
     // The session goes on.
     a.tun.inject([numbered(1, '10.0.0.2')]);
     await server.tun.waitFor(1);
+  });
+
+  it('one peer\'s handshakes are rate-limited (a burst, then 20/s): the excess refused and counted, other peers unaffected', async () => {
+    server = await startServer(1, FAST_TIMING, SERVER_SEC);
+    const a = client('10.0.0.2', keysOf(ALICE));
+    await until(() => up(a, 1), 'alice up');
+    const port = server.role.listening()[0]!.port;
+    // Mallory replaces her own link again and again, each connection confirmed by a record:
+    // each handshake costs the server four Diffie-Hellmans and moves what the link held.
+    const first = intro('10.0.0.7');
+    let answered = 0;
+    let refused = 0;
+    const t0 = performance.now();
+    const mallory = identityOf(keysOf(MALLORY), 'client') as Identity;
+    for (let i = 0; i < 100; i++) {
+      // Each from an address of its own: the per-source bounds of the pending table are not what is tested.
+      const m = new RawConn('127.0.0.1', port, `127.${i + 1}.0.1`);
+      sockets.push(m.socket);
+      try {
+        // It answers COOKIEs (more than 50 INITIATIONs a second put the server under load).
+        const { keypair } = await attackerHandshake(m, mallory, first);
+        await m.write(keypair.seal(encodeToken(FrameType.Ping, i + 1)));
+        answered++;
+      } catch (e) {
+        assert.match(String(e), /refused: peer mallory makes more than 20 handshakes a second/);
+        refused++;
+      }
+    }
+    const ms = performance.now() - t0;
+    assert.equal(refused, server.role.stats.refused.handshake_rate, 'every refusal is the rate\'s, and counted');
+    assert.ok(answered >= 64, `the burst is answered (${answered})`);
+    assert.ok(answered <= 64 + Math.ceil(ms / 50) + 1, `then 20 a second: ${answered} answered in ${ms.toFixed(0)} ms`);
+    assert.ok(server.log.lines.some((l) => /peer mallory makes more than 20 handshakes a second/.test(l)), 'the refusal says why');
+    // Alice's own budget is untouched: her links come back at once.
+    a.role.session.links.get(0)!.socket.destroy();
+    await until(() => up(a, 1) && a.role.session.linkStats.get(0)!.stats.connects === 2, 'alice redialled', 3000);
+    a.tun.inject([numbered(5, '10.0.0.2')]);
+    await until(() => server!.tun.written.some((p) => p.equals(numbered(5, '10.0.0.2'))), 'alice through');
   });
 
   it('records sealed into reused arenas: bursts that make the links queue arrive intact, each packet once', async () => {
