@@ -38,6 +38,17 @@ export interface SessionOptions {
 /** Where accepted packets go: the tunnel's TUN writer. */
 export type PacketSink = (packets: Buffer[]) => void;
 
+/**
+ * Keyed sessions seal data a link gave back anew: a burst of this many bytes
+ * (all a session may hold unacknowledged, so one give-back always fits), then
+ * RESEND_BYTES_PER_MS. A peer that keeps its links unacknowledged and replaces
+ * them (a handshake each) made the server seal its 16 MiB again each time, 57-163
+ * ms of event loop per replacement (review); past the bound what is given back
+ * is dropped and counted.
+ */
+export const RESEND_BURST_BYTES = SESSION_RETAIN_MAX_BYTES;
+export const RESEND_BYTES_PER_MS = (8 * 1024 * 1024) / 1000;
+
 export class SessionStats {
   /** Packets read from the TUN and sent (one sequence number each). */
   txPackets = 0;
@@ -68,6 +79,8 @@ export class SessionStats {
   duplicatedBytes = 0;
   /** Striped packets sent again on another link because theirs stalled or closed. */
   resentPackets = 0;
+  /** Keyed: striped packets given back by a link and not sealed again, past RESEND_BURST_BYTES and RESEND_BYTES_PER_MS. */
+  dropsResendLimit = 0;
   /** TCP offload packets cut into pieces for a slowly paced link (tun/gso-split.ts); each piece is sent as a packet of its own. */
   splitPackets = 0;
   /** Adaptive: times the session started duplicating everything (a link stalled, slowed or went down), and the last reason. */
@@ -103,6 +116,9 @@ export class Session implements LinkHandler {
   /** When the last link went away (server: for idle expiry). */
   lastLinkLossMs = performance.now();
   private nextSeq = 1;
+  /** Bytes that may be sealed again now (RESEND_BURST_BYTES at most), as of resendAtMs. */
+  private resendTokens = RESEND_BURST_BYTES;
+  private resendAtMs = 0;
   /** Where outgoing records are sealed (keyed sessions, duplicate mode). */
   readonly recordArenas = new RecordArenas();
   private rx: Buffer[] = [];
@@ -372,6 +388,8 @@ export class Session implements LinkHandler {
   }
 
   private resend(from: Link, nowMs: number): void {
+    this.resendTokens = Math.min(RESEND_BURST_BYTES, this.resendTokens + (nowMs - this.resendAtMs) * RESEND_BYTES_PER_MS);
+    this.resendAtMs = nowMs;
     for (const r of from.reclaim()) {
       // Counted resent once another link took it (else it is counted dropped, not both).
       if (!r.plain) {
@@ -380,6 +398,11 @@ export class Session implements LinkHandler {
       }
       // Sealed anew: its own counter may by now be more than the peer's replay window behind the
       // records sealed since; the peer would drop it as too_old, yet acknowledge its bytes as read.
+      if (this.resendTokens < r.buf.length) {
+        this.stats.dropsResendLimit += r.packets;
+        continue;
+      }
+      this.resendTokens -= r.buf.length;
       const record = (this.keys as KeyRing).seal(r.buf, nowMs);
       if (record === undefined) this.stats.dropsNoKey += r.packets;
       else if (this.stripe(record, r.packets, nowMs, false, from, r.buf)) this.stats.resentPackets += r.packets;

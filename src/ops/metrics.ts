@@ -103,6 +103,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
       [{ session: sess.id.slice(0, 8), reason: 'spoofed' }, sess.dropsSpoofed],
       [{ session: sess.id.slice(0, 8), reason: 'link_local' }, sess.dropsLinkLocal],
       [{ session: sess.id.slice(0, 8), reason: 'no_key' }, sess.dropsNoKey],
+      [{ session: sess.id.slice(0, 8), reason: 'resend_limit' }, sess.dropsResendLimit],
     ]),
   );
   counter('dptcp_session_records_dropped_total', 'Sealed records dropped, by reason (tampered closes its link; duplicate is normal: one copy per link)', ['session', 'reason'], (s) =>

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
-import type { Session } from '../../src/core/session.js';
+import { RESEND_BURST_BYTES, type Session } from '../../src/core/session.js';
 import { CloseCode, DATA_IN_ORDER, encodeData } from '../../src/protocol/frame.js';
 import { Keypair, KeyRing } from '../../src/secure/keypair.js';
 import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
@@ -95,5 +95,38 @@ describe('striped records sent again', () => {
     assert.equal(rx.stats.records.too_old, 0, 'no record refused as too old');
     assert.equal(new Set(delivered).size, n, `${n - new Set(delivered).size} packets lost`);
     assert.equal(delivered.length, n, 'nothing delivered twice');
+  });
+});
+
+describe('sealing given-back data again is bounded', () => {
+  it('one give-back of all a session holds is sealed again whole; links replaced over and over past RESEND_BURST_BYTES drop the excess, counted', () => {
+    const { tx, a, b } = keyedPair();
+    const now = performance.now();
+    // 10 MiB striped over both links, 16 KiB packets, a record each.
+    const packet = 16 * 1024;
+    for (let i = 0; i < 640; i++) {
+      const f = encodeData(i + 1, numbered(i, '10.0.0.2', '10.0.0.1', packet));
+      f[6] = DATA_IN_ORDER;
+      tx.sendFrames(f, 1, now, false, false, true);
+    }
+    assert.ok(a.unackedBytes > 0 && b.unackedBytes > 0, 'both links hold some');
+    // Round 1: link 0 dies; what it held (about 5 MiB) goes on link 1.
+    a.close(CloseCode.Shutdown, 'test');
+    const first = tx.stats.resentPackets;
+    assert.ok(first > 0, 'given back and sent again');
+    assert.equal(tx.stats.dropsResendLimit, 0, 'a single give-back is never cut');
+    // Then the session's links are replaced again and again, each new one taking all the data.
+    let holder = b;
+    for (let round = 0; round < 6; round++) {
+      const next = testLink(new FakeSocket(), holder.id === 0 ? 1 : 0, 64 << 20);
+      tx.attach(next);
+      holder.close(CloseCode.Shutdown, 'test');
+      holder = next;
+    }
+    assert.ok(tx.stats.dropsResendLimit > 0, 'past the burst what is given back is dropped');
+    const resealed = tx.stats.resentPackets - first;
+    // 32 MiB of 16 KiB records, and what refilled meanwhile (8 MiB/s): at most about 2,100 + a few.
+    assert.ok(resealed * packet <= RESEND_BURST_BYTES + 2 * 1024 * 1024, `${resealed} records sealed again after the first give-back`);
+    tx.close(CloseCode.Shutdown, 'done');
   });
 });
