@@ -16,9 +16,11 @@ describe('client backoff against a link that comes up and drops at once', () => 
 
   it('does not redial at the minimum delay forever', async () => {
     let accepted = 0;
+    const acceptedAt: number[] = [];
     const sockets = new Set<Socket>();
     const server = createServer((s) => {
       accepted++;
+      acceptedAt.push(performance.now());
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
       s.on('error', () => {});
@@ -41,6 +43,10 @@ describe('client backoff against a link that comes up and drops at once', () => 
     await new Promise((r) => server.close(r));
     const downs = c.log.lines.filter((l) => / WARN .*link down/.test(l)).length;
     assert.ok(accepted <= 30, `${accepted} connections in 3 s (reconnect_max_ms 200: expected at most ~20)`);
+    // It does keep redialling (every 100-200 ms once the backoff is at its top), and the gaps grew to get there.
+    assert.ok(accepted >= 10, `${accepted} connections in 3 s: it kept redialling`);
+    const gaps = acceptedAt.slice(1).map((t, i) => t - (acceptedAt[i] as number));
+    assert.ok(Math.max(...gaps.slice(-3)) > 2 * Math.min(...gaps.slice(0, 2)), `gaps grew: ${gaps.map((g) => g.toFixed(0)).join(', ')} ms`);
     assert.ok(downs <= 30, `${downs} 'link down' warnings in 3 s`);
   });
 });

@@ -42,7 +42,19 @@ describe('a client that cannot reach its server', () => {
     const t0 = Date.now();
     client = dialClient(ports);
     const c = client;
+    // "At once": each link's warning is logged on its first failure, not after a few.
+    const failuresAtWarning = new Map<number, number>();
+    const lines = c.log.lines;
+    const push = lines.push.bind(lines);
+    lines.push = (...ls: string[]): number => {
+      for (const l of ls) {
+        const i = Number(/\[test\/l(\d+)\]/.exec(l)?.[1]);
+        if (l.split(' ')[1] === 'WARN' && !failuresAtWarning.has(i)) failuresAtWarning.set(i, c.role.dialStatus()[i]!.failures);
+      }
+      return push(...ls);
+    };
     await until(() => atLevel(c, 'WARN').length >= 2, 'a warning per link', 5000);
+    assert.deepEqual([...failuresAtWarning].sort(), [[0, 1], [1, 1]], 'each warned on its first failure');
     assert.ok(Date.now() - t0 < 5000, 'within 5 s of the start');
     for (const [i, port] of ports.entries()) {
       const w = atLevel(c, 'WARN').filter((l) => l.includes(`[test/l${i}]`));

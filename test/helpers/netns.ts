@@ -62,10 +62,23 @@ export function e2eUnavailable(): string | undefined {
   return undefined;
 }
 
+/** CI is set (true, 1, yes: anything but empty, false or 0), as CI runners set it. */
+export function inCI(): boolean {
+  const v = (process.env['CI'] ?? '').toLowerCase();
+  return v !== '' && v !== 'false' && v !== '0';
+}
+
+/** A test that needs root: skipped without it, except in CI, where that is a failure. */
+export function rootSkip(why: string): string | false {
+  if (process.getuid?.() === 0) return false;
+  if (inCI()) throw new Error(`a test that ${why} cannot run in CI: not root`);
+  return `needs root (${why})`;
+}
+
 /** In CI the end-to-end tier must run: a missing prerequisite is a failure, not a skip. */
 export function skipReason(): string | false {
   const why = e2eUnavailable();
-  if (why && process.env['CI'] === 'true') throw new Error(`end-to-end tests cannot run in CI: ${why}`);
+  if (why && inCI()) throw new Error(`end-to-end tests cannot run in CI: ${why}`);
   return why ?? false;
 }
 
@@ -472,17 +485,25 @@ export class Testbed {
    * (ncat) while `during` runs. Returns where the copy landed, how long it
    * took and how the receiver exited.
    */
+  /** Sends `file` through the tunnel with ncat while `during` runs; `seconds`: from the start until the receiver had it all. */
   async tcpTransfer(file: string, port: number, during?: () => Promise<void>): Promise<{ out: string; seconds: number; exitCode: number | null }> {
     const out = join(this.dir, `recv-${port}.bin`);
     const receiver = this.spawn('server', 'sh', ['-c', `exec ncat -l 10.0.0.1 ${port} --recv-only > ${out}`]);
-    const received = new Promise<number | null>((r) => receiver.once('exit', (c) => r(c)));
+    let receivedAt = NaN;
+    const received = new Promise<number | null>((r) =>
+      receiver.once('exit', (c) => {
+        receivedAt = Date.now();
+        r(c);
+      }),
+    );
     await this.listening('server', 'tcp', port);
     const t0 = Date.now();
     const sending = this.run('client', 'sh', ['-c', `ncat --send-only 10.0.0.1 ${port} < ${file}`], 240_000);
     if (during) await during();
     await sending;
     const exitCode = await received;
-    return { out, seconds: (Date.now() - t0) / 1000, exitCode };
+    // Until the receiver had it all, however long `during` took.
+    return { out, seconds: (receivedAt - t0) / 1000, exitCode };
   }
 
   /** Kills link n's TCP connection from the client side (ss -K): the kernel resets it. */

@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { missingTools, skipReason } from './netns.js';
+import { inCI, missingTools, skipReason } from './netns.js';
 
 const execFileP = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -90,7 +90,7 @@ export function wanUnavailable(): string | undefined {
 /** Why a test that needs the emulator cannot run here (false: it can); in CI that is a failure, not a skip. */
 export function wanSkip(what: string): string | false {
   const why = skipReason() || wanUnavailable();
-  if (why && process.env['CI'] === 'true') throw new Error(`${what} cannot run in CI: ${why}`);
+  if (why && inCI()) throw new Error(`${what} cannot run in CI: ${why}`);
   return why || false;
 }
 

@@ -21,6 +21,7 @@ import { buildRegistry } from '../../src/ops/metrics.js';
 import { StatusServer } from '../../src/ops/status-server.js';
 import { existingDevice, nameTakenError } from '../../src/tun/existing.js';
 import { FakeTun } from '../helpers/fake-tun.js';
+import { rootSkip } from '../helpers/netns.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir('dptcp-status-');
@@ -112,7 +113,7 @@ describe('discovery', () => {
     assert.match(untrustedListener({ pid: 77, uid: 1001, gid: 0 }, 0) ?? '', /uid 1001/, 'another user, asked by root');
   });
 
-  it('knows the process that holds a TUN device by its /proc fdinfo', { skip: process.getuid?.() === 0 ? false : 'needs root (opens a TUN device)' }, () => {
+  it('knows the process that holds a TUN device by its /proc fdinfo', { skip: rootSkip('opens a TUN device') }, () => {
     const name = `ht${process.pid.toString(36)}`;
     const tun = new (loadAddon().Tun)(name);
     try {
@@ -124,7 +125,7 @@ describe('discovery', () => {
     }
   });
 
-  it('a local user who squats the control socket name gets no answer shown', { skip: process.getuid?.() === 0 ? false : 'needs root (runs the squatter as uid 65534)' }, async () => {
+  it('a local user who squats the control socket name gets no answer shown', { skip: rootSkip('runs the squatter as uid 65534') }, async () => {
     const tunName = `sq${process.pid.toString(36)}`;
     const forged = JSON.stringify({ role: 'server', version: 'forged', pid: 1, tunName, sessions: [], links: [] });
     const program = `require('node:net').createServer((c) => c.on('data', () => c.end('HTTP/1.1 200 OK\\r\\nContent-Length: ' + Buffer.byteLength(process.argv[1]) + '\\r\\n\\r\\n' + process.argv[1]))).listen({ path: '\\0dp-tcp/${tunName}' }, () => console.log('up'))`;
@@ -151,7 +152,7 @@ describe('discovery', () => {
     }
   });
 
-  it('a default status port held by another local user is not believed (the fallback when no control socket answers)', { skip: process.getuid?.() === 0 ? false : 'needs root (runs the squatter as uid 65534)' }, async () => {
+  it('a default status port held by another local user is not believed (the fallback when no control socket answers)', { skip: rootSkip('runs the squatter as uid 65534') }, async () => {
     const program = `const s = require('node:net').createServer().listen(0, '127.0.0.1', () => console.log(s.address().port))`;
     const squatter = spawn(process.execPath, ['-e', program], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] });
     const own = createServer();
