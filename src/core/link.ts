@@ -296,7 +296,9 @@ export const SESSION_RETAIN_MAX_BYTES = 32 * 1024 * 1024;
 export const TUNNEL_RETAIN_MAX_BYTES = 256 * 1024 * 1024;
 /**
  * Striped data unacknowledged, with no ACK progress, for this many
- * dead_interval_ms: the link is closed as dead (its data goes on the others).
+ * dead_interval_ms (or smoothed round trips, if longer: a link whose round trip
+ * exceeds the dead interval still works): the link is closed as dead (its data
+ * goes on the others).
  * A peer that reads acknowledges within ACK_DELAY_MS; one whose path stalls
  * hears nothing from us and closes the link after its own dead interval; a
  * peer that reads (and answers PINGs) but never acknowledges would otherwise
@@ -877,7 +879,7 @@ export class Link {
       });
       return;
     }
-    if (this.acking && this.unacknowledgedFor(nowMs) > ACK_TIMEOUT_DEAD_INTERVALS * this.opts.deadIntervalMs) {
+    if (this.acking && this.unacknowledgedFor(nowMs) > ACK_TIMEOUT_DEAD_INTERVALS * Math.max(this.opts.deadIntervalMs, this.srttMs || 0)) {
       this.declaredDead = true;
       this.close(
         CloseCode.Shutdown,

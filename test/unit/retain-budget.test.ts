@@ -86,6 +86,20 @@ describe('retained striped data', () => {
     assert.ok(sock.ended || sock.destroyed);
   });
 
+  it('a link whose round trip is longer than the dead interval gets 4 round trips', () => {
+    const l = upLink(new FakeSocket(), { deadIntervalMs: 100 });
+    l.acking = true;
+    l.srttMs = 1000;
+    const t0 = performance.now();
+    assert.ok(striped(l, 1000, t0));
+    l.lastRxMs = t0 + 3000;
+    l.tick(t0 + 3000);
+    assert.equal(l.state, 'up', 'past 4 dead intervals, inside 4 round trips');
+    l.lastRxMs = t0 + 4100;
+    l.tick(t0 + 4100);
+    assert.equal(l.state, 'closed');
+  });
+
   it('nothing striped waiting: no ACK is due, however long (duplicate-mode data is never acknowledged)', () => {
     const l = upLink(new FakeSocket(), { deadIntervalMs: 100 });
     l.acking = true;
