@@ -46,6 +46,8 @@ export interface SessionSnapshot extends SessionStats {
   /** Bytes received and sent on all links (every copy, with framing). */
   rxBytes: number;
   txBytes: number;
+  /** Aggregate/adaptive: striped bytes its links keep until acknowledged (at most SESSION_RETAIN_MAX_BYTES). */
+  retainedBytes: number;
   epoch: string;
   encrypted: boolean;
   peerAddresses: string[];
@@ -314,6 +316,7 @@ export class Tunnel {
         lastHandshakeAgoS: Number.isNaN(s.lastHandshakeMs) ? null : Math.round((performance.now() - s.lastHandshakeMs) / 100) / 10,
         rxBytes: [...s.linkStats.values()].reduce((n, l) => n + l.stats.rxBytes, 0),
         txBytes: [...s.linkStats.values()].reduce((n, l) => n + l.stats.txBytes, 0),
+        retainedBytes: s.retainBudget.bytes,
         epoch: s.epoch.toString('hex'),
         encrypted: s.encrypted,
         peerAddresses: s.peerAddresses.map((a) => `${a.address}/${a.prefix}`),

@@ -139,6 +139,9 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
   gauge('dptcp_session_reorder_bound_seconds', 'Aggregate/adaptive: how long a packet may wait for its predecessor now', ['session'], (s) =>
     s.sessions.flatMap((sess): Sample[] => (sess.reorder === null ? [] : [[{ session: sess.id.slice(0, 8) }, sess.reorder.boundMs / 1000]])),
   );
+  gauge('dptcp_session_retained_bytes', 'Aggregate/adaptive: striped bytes the session\'s links keep until the peer acknowledges them (at most 32 MiB a session, 256 MiB in all)', ['session'], (s) =>
+    s.sessions.flatMap((sess): Sample[] => (sess.mode === 'duplicate' ? [] : [[{ session: sess.id.slice(0, 8) }, sess.retainedBytes]])),
+  );
   counter('dptcp_session_handshakes_total', 'Handshakes completed on the session (connections and rekeys)', ['session'], perSession((s) => s.handshakes));
   // Info metric: join on `session` to see per-peer figures (one series per session: bounded by server.limits).
   gauge('dptcp_session_peer_info', 'The peer (name, key prefix) a session belongs to (peer keys)', ['session', 'peer', 'key'], (s) =>

@@ -56,6 +56,18 @@ describe('metrics', () => {
     assert.equal((await series(reg, 'dptcp_link_sent_packets_total')).length, 1);
   });
 
+  it('aggregate: the striped bytes a session keeps until acknowledged, in /metrics and /status', async () => {
+    const tunnel = newTunnel();
+    const session = tunnel.newSession(Buffer.alloc(8, 0xcd), Buffer.alloc(8), []);
+    session.mode = 'aggregate';
+    session.retainBudget.add(12345);
+    const reg = buildRegistry(() => tunnel.snapshot(), 'server');
+    assert.equal(valueOf(await series(reg, 'dptcp_session_retained_bytes'), { session: session.idHex.slice(0, 8) }), 12345);
+    assert.equal(tunnel.snapshot().sessions[0]!.retainedBytes, 12345);
+    assert.equal(tunnel.retainBudget.bytes, 12345, "counted in the tunnel's budget");
+    session.retainBudget.add(-12345);
+  });
+
   it('client: without configured links (a server) dptcp_link_up shows only the snapshot', async () => {
     const tunnel = newTunnel();
     tunnel.newSession(Buffer.alloc(8, 0xcd), Buffer.alloc(8), []);
