@@ -312,19 +312,43 @@ export const ACK_TIMEOUT_DEAD_INTERVALS = 4;
  */
 export class RetainBudget {
   bytes = 0;
+  /** Budgets counting into this one (a tunnel's sessions). */
+  private children = 0;
+  private detached = false;
+
   constructor(
     readonly maxBytes: number,
     private readonly parent?: RetainBudget,
-  ) {}
+  ) {
+    if (parent !== undefined) parent.children++;
+  }
 
-  /** No more fresh striped data may be kept under it (or its parent). */
+  /**
+   * No more fresh striped data may be kept under it: it holds its maximum, or
+   * its parent does and it holds more than its fair share of the parent's
+   * (so a few sessions cannot stop all the others striping; the parent may go
+   * past its maximum by at most that share per child).
+   */
   get full(): boolean {
-    return this.bytes >= this.maxBytes || (this.parent !== undefined && this.parent.full);
+    if (this.bytes >= this.maxBytes) return true;
+    const p = this.parent;
+    return p !== undefined && p.bytes >= p.maxBytes && this.bytes >= p.maxBytes / Math.max(1, p.children);
   }
 
   add(n: number): void {
     this.bytes += n;
-    this.parent?.add(n);
+    if (!this.detached) this.parent?.add(n);
+  }
+
+  /** Leaves the parent (a closed session): what it still counts is given back. */
+  detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    if (this.parent !== undefined) {
+      this.parent.children--;
+      this.parent.add(-this.bytes);
+    }
+    this.bytes = 0;
   }
 }
 /**
@@ -338,6 +362,12 @@ export const PONG_INTERVAL_MS = 5;
 /** The receiver acknowledges after this many bytes, or ACK_DELAY_MS after the last unacknowledged one. */
 export const ACK_BYTES = 64 * 1024;
 export const ACK_DELAY_MS = 5;
+/**
+ * A frame still arriving with more than this much of it read is acknowledged
+ * as far as it came (an ACK counts bytes, not frames): on a slow link a 64 KiB
+ * frame takes seconds, and its sender must see progress. No ACK record is this long.
+ */
+export const ACK_PARTIAL_BYTES = 1024;
 /** A link is stalled when its oldest unacknowledged striped data is older than max(this, 2 x ack time + 20 ms). */
 export const STALL_MIN_MS = 150;
 /** A paced link whose socket sends nothing looks again at most this much later (waitUnsent). */
@@ -719,6 +749,9 @@ export class Link {
       const r = this.retained[i] as Retained;
       if (r.resent) continue;
       r.resent = true;
+      // The session owns it now (and counts it where it sends or keeps it): not counted twice.
+      this.retainedBytes -= r.buf.length;
+      this.retainBudget?.add(-r.buf.length);
       out.push({ buf: r.buf, packets: r.packets, plain: r.plain });
     }
     const keep = (items: Queued[], from: number): Queued[] => {
@@ -778,7 +811,8 @@ export class Link {
     let freed = 0;
     while (this.retainedHead < list.length && (list[this.retainedHead] as Retained).end <= bytes) {
       const r = list[this.retainedHead++] as Retained;
-      freed += r.buf.length;
+      // One given back is counted where it went (reclaim), no longer here.
+      if (!r.resent) freed += r.buf.length;
       t = r.t;
     }
     this.retainedBytes -= freed;
@@ -1209,6 +1243,7 @@ export class Link {
     // CLOSE): it may lie in the read buffer, which the next read, on any link, overwrites.
     this.handler.onChunkEnd(this);
     if ((this.state as LinkState) === 'closed') return;
+    if (this.acking && this.decoder.bufferedBytes > ACK_PARTIAL_BYTES) this.dataToAck = true;
     if (this.acking && this.dataToAck) {
       if (this.bytesIn - this.ackSent >= ACK_BYTES) this.sendAck();
       else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY_MS);

@@ -17,7 +17,7 @@ import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
 import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
-import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin } from './link.js';
+import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
 import { RecordArenas } from './record-arenas.js';
 import { REORDER_MAX_PACKETS, ReorderBuffer } from './reorder.js';
 
@@ -44,7 +44,7 @@ export type PacketSink = (packets: Buffer[]) => void;
  * RESEND_BYTES_PER_MS. A peer that keeps its links unacknowledged and replaces
  * them (a handshake each) made the server seal its 16 MiB again each time, 57-163
  * ms of event loop per replacement (review); past the bound what is given back
- * is dropped and counted.
+ * waits (counted in the session's budget) and is sealed as the bound allows.
  */
 export const RESEND_BURST_BYTES = SESSION_RETAIN_MAX_BYTES;
 export const RESEND_BYTES_PER_MS = (8 * 1024 * 1024) / 1000;
@@ -79,8 +79,8 @@ export class SessionStats {
   duplicatedBytes = 0;
   /** Striped packets sent again on another link because theirs stalled or closed. */
   resentPackets = 0;
-  /** Keyed: striped packets given back by a link and not sealed again, past RESEND_BURST_BYTES and RESEND_BYTES_PER_MS. */
-  dropsResendLimit = 0;
+  /** Keyed: striped packets given back by a link that waited to be sealed again (past RESEND_BURST_BYTES, RESEND_BYTES_PER_MS). */
+  resendDeferred = 0;
   /** TCP offload packets cut into pieces for a slowly paced link (tun/gso-split.ts); each piece is sent as a packet of its own. */
   splitPackets = 0;
   /** Adaptive: times the session started duplicating everything (a link stalled, slowed or went down), and the last reason. */
@@ -119,6 +119,8 @@ export class Session implements LinkHandler {
   /** Bytes that may be sealed again now (RESEND_BURST_BYTES at most), as of resendAtMs. */
   private resendTokens = RESEND_BURST_BYTES;
   private resendAtMs = 0;
+  /** Given-back plaintexts waiting for resendTokens, oldest first, with the link that gave them back. */
+  private deferred: { r: Reclaimed; from: Link }[] = [];
   /** Where outgoing records are sealed (keyed sessions, duplicate mode). */
   readonly recordArenas = new RecordArenas();
   private rx: Buffer[] = [];
@@ -388,8 +390,7 @@ export class Session implements LinkHandler {
   }
 
   private resend(from: Link, nowMs: number): void {
-    this.resendTokens = Math.min(RESEND_BURST_BYTES, this.resendTokens + (nowMs - this.resendAtMs) * RESEND_BYTES_PER_MS);
-    this.resendAtMs = nowMs;
+    this.refillResend(nowMs);
     for (const r of from.reclaim()) {
       // Counted resent once another link took it (else it is counted dropped, not both).
       if (!r.plain) {
@@ -398,15 +399,44 @@ export class Session implements LinkHandler {
       }
       // Sealed anew: its own counter may by now be more than the peer's replay window behind the
       // records sealed since; the peer would drop it as too_old, yet acknowledge its bytes as read.
-      if (this.resendTokens < r.buf.length) {
-        this.stats.dropsResendLimit += r.packets;
+      // In order: behind what waits already.
+      if (this.deferred.length > 0 || this.resendTokens < r.buf.length) {
+        this.deferred.push({ r, from });
+        this.retainBudget.add(r.buf.length);
+        this.stats.resendDeferred += r.packets;
         continue;
       }
-      this.resendTokens -= r.buf.length;
-      const record = (this.keys as KeyRing).seal(r.buf, nowMs);
-      if (record === undefined) this.stats.dropsNoKey += r.packets;
-      else if (this.stripe(record, r.packets, nowMs, false, from, r.buf)) this.stats.resentPackets += r.packets;
+      this.resealAndStripe(r, from, nowMs);
     }
+  }
+
+  private refillResend(nowMs: number): void {
+    this.resendTokens = Math.min(RESEND_BURST_BYTES, this.resendTokens + (nowMs - this.resendAtMs) * RESEND_BYTES_PER_MS);
+    this.resendAtMs = nowMs;
+  }
+
+  private resealAndStripe(r: Reclaimed, from: Link, nowMs: number): void {
+    const record = (this.keys as KeyRing).seal(r.buf, nowMs);
+    if (record === undefined) {
+      this.stats.dropsNoKey += r.packets;
+      return;
+    }
+    this.resendTokens -= r.buf.length;
+    if (this.stripe(record, r.packets, nowMs, false, from, r.buf)) this.stats.resentPackets += r.packets;
+  }
+
+  /** Given-back data that waited for the reseal bound, as far as it allows now (tick). */
+  private resendDeferred(nowMs: number): void {
+    if (this.deferred.length === 0) return;
+    this.refillResend(nowMs);
+    let i = 0;
+    for (; i < this.deferred.length; i++) {
+      const { r, from } = this.deferred[i] as { r: Reclaimed; from: Link };
+      if (this.resendTokens < r.buf.length) break;
+      this.retainBudget.add(-r.buf.length);
+      this.resealAndStripe(r, from, nowMs);
+    }
+    if (i > 0) this.deferred = this.deferred.slice(i);
   }
 
   private upLinkCount(): number {
@@ -635,7 +665,10 @@ export class Session implements LinkHandler {
 
   tick(nowMs: number): void {
     this.eliminator.tick(nowMs);
-    if (this.reorder !== undefined) this.handleStalls(nowMs);
+    if (this.reorder !== undefined) {
+      this.handleStalls(nowMs);
+      this.resendDeferred(nowMs);
+    }
     this.keys?.expire(nowMs);
     this.recordArenas.trim(nowMs);
     for (const link of this.links.values()) link.tick(nowMs);
@@ -654,5 +687,8 @@ export class Session implements LinkHandler {
     this.linkList = [];
     this.pendingLinks.clear();
     this.keys?.clear();
+    // What waited to be sent again goes with the session; its budget leaves the tunnel's.
+    this.deferred = [];
+    this.retainBudget.detach();
   }
 }

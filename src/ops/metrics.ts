@@ -83,7 +83,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
   counter('dptcp_link_duplicate_records_total', 'Sealed records dropped on this link because their copy on another link came first', LINK, perLink((l) => l.duplicateRecords));
   counter('dptcp_link_urgent_passed_total', 'Packets of sparse flows (ping, DNS, calls) sent ahead of bulk data queued on this link', LINK, perLink((l) => l.urgentPassed));
   counter('dptcp_link_pongs_unanswered_total', 'PINGs left unanswered because the link send queue was full (a peer that sends and does not read)', LINK, perLink((l) => l.pongsDropped));
-  counter('dptcp_link_pings_over_rate_total', 'PINGs left unanswered because the peer sent them faster than 16 in a burst and one per 5 ms (a peer flooding PINGs)', LINK, perLink((l) => l.pingsOverRate));
+  counter('dptcp_link_pings_over_rate_total', 'PINGs left unanswered because the peer sent them faster than 16 in a burst and one per 5 ms (a flood, or PINGs bunched up behind a stalled path)', LINK, perLink((l) => l.pingsOverRate));
   counter('dptcp_link_stale_total', 'Copies on this link that arrived after the elimination window', LINK, perLink((l) => l.stale));
   counter('dptcp_link_stalls_total', 'Aggregate/adaptive: times striped data waited unacknowledged on this link too long (it was sent again on the others)', LINK, perLink((l) => l.stalls));
   counter('dptcp_link_reclaimed_packets_total', 'Aggregate/adaptive: packets taken back from this link (stalled or closed) and sent on the others', LINK, perLink((l) => l.reclaimed));
@@ -103,7 +103,6 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
       [{ session: sess.id.slice(0, 8), reason: 'spoofed' }, sess.dropsSpoofed],
       [{ session: sess.id.slice(0, 8), reason: 'link_local' }, sess.dropsLinkLocal],
       [{ session: sess.id.slice(0, 8), reason: 'no_key' }, sess.dropsNoKey],
-      [{ session: sess.id.slice(0, 8), reason: 'resend_limit' }, sess.dropsResendLimit],
     ]),
   );
   counter('dptcp_session_records_dropped_total', 'Sealed records dropped, by reason (tampered closes its link; duplicate is normal: one copy per link)', ['session', 'reason'], (s) =>
@@ -139,9 +138,10 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
   gauge('dptcp_session_reorder_bound_seconds', 'Aggregate/adaptive: how long a packet may wait for its predecessor now', ['session'], (s) =>
     s.sessions.flatMap((sess): Sample[] => (sess.reorder === null ? [] : [[{ session: sess.id.slice(0, 8) }, sess.reorder.boundMs / 1000]])),
   );
-  gauge('dptcp_session_retained_bytes', 'Aggregate/adaptive: striped bytes the session\'s links keep until the peer acknowledges them (at most 32 MiB a session, 256 MiB in all)', ['session'], (s) =>
+  gauge('dptcp_session_retained_bytes', 'Aggregate/adaptive: striped bytes the session\'s links keep until the peer acknowledges them (at most 32 MiB a session; past 256 MiB in all, each its fair share)', ['session'], (s) =>
     s.sessions.flatMap((sess): Sample[] => (sess.mode === 'duplicate' ? [] : [[{ session: sess.id.slice(0, 8) }, sess.retainedBytes]])),
   );
+  counter('dptcp_session_resend_deferred_packets_total', 'Keyed aggregate/adaptive: packets a link gave back that waited to be sealed again (past 32 MiB in a burst and 8 MiB/s)', ['session'], perSession((s) => s.resendDeferred));
   counter('dptcp_session_handshakes_total', 'Handshakes completed on the session (connections and rekeys)', ['session'], perSession((s) => s.handshakes));
   // Info metric: join on `session` to see per-peer figures (one series per session: bounded by server.limits).
   gauge('dptcp_session_peer_info', 'The peer (name, key prefix) a session belongs to (peer keys)', ['session', 'peer', 'key'], (s) =>

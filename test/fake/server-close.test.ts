@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { startServer, stop } from '../helpers/harness.js';
 
 describe('server stop with a connection in its handshake', () => {
-  it('closes the pending connection, so no HELLO can make a session after the stop', async () => {
+  it('closes the pending connection when the server stops', async () => {
     const server = await startServer(1);
     const port = server.role.listening()[0]!.port;
     const sock = connect({ host: '127.0.0.1', port });

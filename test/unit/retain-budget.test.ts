@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { ACK_TIMEOUT_DEAD_INTERVALS, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link } from '../../src/core/link.js';
 import { Session } from '../../src/core/session.js';
-import { CloseCode } from '../../src/protocol/frame.js';
+import { CloseCode, FrameType } from '../../src/protocol/frame.js';
 import { createLogger } from '../../src/log.js';
 import { FakeSocket, testLink, upLink } from '../helpers/fake-socket.js';
 
@@ -36,14 +36,24 @@ describe('retained striped data', () => {
     assert.equal(parent.bytes, 0);
   });
 
-  it('a parent budget spent by other sessions stops this one too', () => {
-    const parent = new RetainBudget(2 * MiB);
-    const hog = new RetainBudget(32 * MiB, parent);
+  it('a tunnel budget spent by a few sessions stops only those above their fair share', () => {
+    const parent = new RetainBudget(8 * MiB);
+    const hogs = [new RetainBudget(32 * MiB, parent), new RetainBudget(32 * MiB, parent)];
     const mine = new RetainBudget(32 * MiB, parent);
-    hog.add(2 * MiB);
-    assert.ok(mine.full, 'the tunnel-wide bound holds whatever the session has kept');
-    hog.add(-1);
-    assert.ok(!mine.full);
+    const idle = new RetainBudget(32 * MiB, parent);
+    for (const h of hogs) h.add(4 * MiB);
+    assert.equal(parent.bytes, 8 * MiB, 'the tunnel holds its maximum');
+    assert.ok(hogs.every((h) => h.full), 'the sessions holding more than a quarter (2 MiB) take no more');
+    assert.ok(!mine.full && !idle.full, 'the others still stripe');
+    mine.add(2 * MiB);
+    assert.ok(mine.full, 'up to their share');
+    idle.detach();
+    assert.ok(!mine.full, 'one session fewer: each share is larger (8/3 MiB), room again');
+    hogs[0]!.detach();
+    assert.equal(parent.bytes, 6 * MiB, 'a closed session gives back what it counted');
+    assert.ok(!mine.full, 'under the maximum again: no session is held back');
+    hogs[0]!.add(-4 * MiB); // a late give-back of a detached session reaches the parent no more
+    assert.equal(parent.bytes, 6 * MiB);
   });
 
   it('a session gives its links one budget, inside the tunnel\'s', () => {
@@ -108,5 +118,30 @@ describe('retained striped data', () => {
     l.lastRxMs = t0 + 10_000;
     l.tick(t0 + 10_000);
     assert.equal(l.state, 'up');
+  });
+});
+
+describe('ACKs of a frame still arriving', () => {
+  it('a long frame half read is acknowledged as far as it came (a slow link shows progress); a short one is not', async () => {
+    const sock = new FakeSocket();
+    const l = upLink(sock, { deadIntervalMs: 60_000 });
+    l.acking = true;
+    const acks = (): number[] =>
+      sock.written.filter((b) => b[5] === FrameType.Ack).map((b) => Number(b.readBigUInt64BE(10)));
+    // A DATA frame of 60,000 bytes, of which 5,000 have come.
+    const head = Buffer.alloc(5000);
+    head.writeUInt32BE(60_000, 0);
+    head[4] = 2;
+    head[5] = FrameType.Data;
+    sock.emit('data', head);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(acks(), [5000], 'acknowledged: 5,000 bytes read');
+    // Another link with only 500 bytes of a frame read: that could be an ACK record arriving, nothing to acknowledge.
+    const sock2 = new FakeSocket();
+    const l2 = upLink(sock2, { deadIntervalMs: 60_000 });
+    l2.acking = true;
+    sock2.emit('data', head.subarray(0, 500));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(sock2.written.filter((b) => b[5] === FrameType.Ack).length, 0, 'no ACK below ACK_PARTIAL_BYTES');
   });
 });
