@@ -260,6 +260,8 @@ export interface Reclaimed {
    * counter (the old one may be more than the peer's replay window behind by now).
    */
   plain: boolean;
+  /** Written and unacknowledged: the link's byte count at its end (an ACK of this much covers it). */
+  end?: number;
 }
 
 const CLOSE_GRACE_MS = 500;
@@ -312,43 +314,45 @@ export const ACK_TIMEOUT_DEAD_INTERVALS = 4;
  */
 export class RetainBudget {
   bytes = 0;
-  /** Budgets counting into this one (a tunnel's sessions). */
-  private children = 0;
+  /** Budgets counting into this one (a tunnel's sessions) that hold something now. */
+  private holding = 0;
   private detached = false;
 
   constructor(
     readonly maxBytes: number,
     private readonly parent?: RetainBudget,
-  ) {
-    if (parent !== undefined) parent.children++;
-  }
+  ) {}
 
   /**
    * No more fresh striped data may be kept under it: it holds its maximum, or
-   * its parent does and it holds more than its fair share of the parent's
-   * (so a few sessions cannot stop all the others striping; the parent may go
-   * past its maximum by at most that share per child).
+   * its parent does and it holds at least its fair share of the parent's: the
+   * parent's maximum over the budgets that hold something, itself included (so
+   * a few sessions cannot stop the others striping, and sessions that keep
+   * nothing do not shrink the share; the parent may go past its maximum by at
+   * most one share per holder).
    */
   get full(): boolean {
     if (this.bytes >= this.maxBytes) return true;
     const p = this.parent;
-    return p !== undefined && p.bytes >= p.maxBytes && this.bytes >= p.maxBytes / Math.max(1, p.children);
+    if (p === undefined || p.bytes < p.maxBytes) return false;
+    const holders = p.holding + (this.bytes > 0 ? 0 : 1);
+    return this.bytes >= p.maxBytes / holders;
   }
 
   add(n: number): void {
+    const before = this.bytes;
     this.bytes += n;
-    if (!this.detached) this.parent?.add(n);
+    if (this.detached || this.parent === undefined) return;
+    if (before <= 0 && this.bytes > 0) this.parent.holding++;
+    else if (before > 0 && this.bytes <= 0) this.parent.holding--;
+    this.parent.add(n);
   }
 
   /** Leaves the parent (a closed session): what it still counts is given back. */
   detach(): void {
     if (this.detached) return;
+    if (this.bytes !== 0) this.add(-this.bytes);
     this.detached = true;
-    if (this.parent !== undefined) {
-      this.parent.children--;
-      this.parent.add(-this.bytes);
-    }
-    this.bytes = 0;
   }
 }
 /**
@@ -368,6 +372,8 @@ export const ACK_DELAY_MS = 5;
  * frame takes seconds, and its sender must see progress. No ACK record is this long.
  */
 export const ACK_PARTIAL_BYTES = 1024;
+/** Such partial ACKs at most this often: a slow link's reverse direction is scarce (one per segment would be 200/s). */
+export const ACK_PARTIAL_INTERVAL_MS = 100;
 /** A link is stalled when its oldest unacknowledged striped data is older than max(this, 2 x ack time + 20 ms). */
 export const STALL_MIN_MS = 150;
 /** A paced link whose socket sends nothing looks again at most this much later (waitUnsent). */
@@ -433,6 +439,8 @@ export class Link {
   dataToAck = false;
   private ackSent = 0;
   private ackTimer: NodeJS.Timeout | undefined;
+  /** When we last sent an ACK (performance.now() ms). */
+  private lastAckMs = 0;
   /** Our ACK still waiting in a queue: a newer one takes its place (one ACK says all that any earlier one did). */
   private queuedAck: Queued | undefined;
   /** Our PING still waiting in the queue: no other is queued behind it. */
@@ -703,6 +711,11 @@ export class Link {
     return (this.unackedBytes + bytes) / this.deliveryRate;
   }
 
+  /** Bytes of this connection the peer has acknowledged. */
+  get ackedBytes(): number {
+    return this.ackedOut;
+  }
+
   /** Takes more striped data (it keeps what it sent until acknowledged, within a bound). */
   get canRetain(): boolean {
     return this.retainedBytes < RETAIN_MAX_BYTES && (this.retainBudget === undefined || !this.retainBudget.full);
@@ -749,10 +762,9 @@ export class Link {
       const r = this.retained[i] as Retained;
       if (r.resent) continue;
       r.resent = true;
-      // The session owns it now (and counts it where it sends or keeps it): not counted twice.
-      this.retainedBytes -= r.buf.length;
-      this.retainBudget?.add(-r.buf.length);
-      out.push({ buf: r.buf, packets: r.packets, plain: r.plain });
+      // Still counted here until acknowledged or closed: this link keeps the buffer until then
+      // (the copy sent elsewhere is counted there too: the budget errs on the safe side).
+      out.push({ buf: r.buf, packets: r.packets, plain: r.plain, end: r.end });
     }
     const keep = (items: Queued[], from: number): Queued[] => {
       const kept: Queued[] = [];
@@ -785,7 +797,6 @@ export class Link {
     if (bytes <= this.ackedOut) return;
     const delta = bytes - this.ackedOut;
     this.ackedOut = bytes;
-    this.ackProgressMs = nowMs;
     if (Number.isNaN(this.rateSampleStart)) {
       this.rateSampleStart = nowMs;
       this.rateEpochStart = nowMs;
@@ -811,12 +822,14 @@ export class Link {
     let freed = 0;
     while (this.retainedHead < list.length && (list[this.retainedHead] as Retained).end <= bytes) {
       const r = list[this.retainedHead++] as Retained;
-      // One given back is counted where it went (reclaim), no longer here.
-      if (!r.resent) freed += r.buf.length;
+      freed += r.buf.length;
       t = r.t;
     }
     this.retainedBytes -= freed;
     this.retainBudget?.add(-freed);
+    // Progress, for the ACK timeout: data freed, or a frame still arriving read on by 1 KiB or more
+    // (a peer acknowledging a byte at a time to keep the link would keep nothing freed).
+    if (freed > 0 || delta >= ACK_PARTIAL_BYTES) this.ackProgressMs = nowMs;
     if (!Number.isNaN(t)) {
       const sample = nowMs - t;
       this.ackTimeMs = Number.isNaN(this.ackTimeMs) ? sample : this.ackTimeMs + (sample - this.ackTimeMs) / 8;
@@ -837,6 +850,7 @@ export class Link {
     }
     if (this.state !== 'up' || this.bytesIn === this.ackSent) return;
     this.ackSent = this.bytesIn;
+    this.lastAckMs = performance.now();
     this.dataToAck = false;
     const ack = encodeAck(this.linkId, this.bytesIn);
     const frame = this.sealControl ? this.sealControl(ack) : ack;
@@ -1243,7 +1257,9 @@ export class Link {
     // CLOSE): it may lie in the read buffer, which the next read, on any link, overwrites.
     this.handler.onChunkEnd(this);
     if ((this.state as LinkState) === 'closed') return;
-    if (this.acking && this.decoder.bufferedBytes > ACK_PARTIAL_BYTES) this.dataToAck = true;
+    if (this.acking && this.decoder.bufferedBytes > ACK_PARTIAL_BYTES && performance.now() - this.lastAckMs >= ACK_PARTIAL_INTERVAL_MS) {
+      this.dataToAck = true;
+    }
     if (this.acking && this.dataToAck) {
       if (this.bytesIn - this.ackSent >= ACK_BYTES) this.sendAck();
       else if (this.ackTimer === undefined) this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY_MS);

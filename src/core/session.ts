@@ -391,31 +391,33 @@ export class Session implements LinkHandler {
 
   private resend(from: Link, nowMs: number): void {
     this.refillResend(nowMs);
+    const other = this.upLinkOtherThan(from);
     for (const r of from.reclaim()) {
-      // Counted resent once another link took it (else it is counted dropped, not both).
-      if (!r.plain) {
-        if (this.stripe(r.buf, r.packets, nowMs, false, from)) this.stats.resentPackets += r.packets;
-        continue;
-      }
-      // Sealed anew: its own counter may by now be more than the peer's replay window behind the
-      // records sealed since; the peer would drop it as too_old, yet acknowledge its bytes as read.
-      // In order: behind what waits already.
-      if (this.deferred.length > 0 || this.resendTokens < r.buf.length) {
+      // Waits (in order, behind what waits already) while no other link is up to take it — the
+      // only copy, it is not dropped for a moment's outage — and, keyed, past the reseal bound.
+      if (this.deferred.length > 0 || !other || (r.plain && this.resendTokens < r.buf.length)) {
         this.deferred.push({ r, from });
         this.retainBudget.add(r.buf.length);
         this.stats.resendDeferred += r.packets;
         continue;
       }
-      this.resealAndStripe(r, from, nowMs);
+      this.sendAgain(r, from, nowMs);
     }
   }
 
   private refillResend(nowMs: number): void {
-    this.resendTokens = Math.min(RESEND_BURST_BYTES, this.resendTokens + (nowMs - this.resendAtMs) * RESEND_BYTES_PER_MS);
+    this.resendTokens = Math.min(RESEND_BURST_BYTES, this.resendTokens + Math.max(0, nowMs - this.resendAtMs) * RESEND_BYTES_PER_MS);
     this.resendAtMs = nowMs;
   }
 
-  private resealAndStripe(r: Reclaimed, from: Link, nowMs: number): void {
+  /** On another link than `from`; keyed, sealed anew. Counted resent once another link took it (else dropped, not both). */
+  private sendAgain(r: Reclaimed, from: Link, nowMs: number): void {
+    if (!r.plain) {
+      if (this.stripe(r.buf, r.packets, nowMs, false, from)) this.stats.resentPackets += r.packets;
+      return;
+    }
+    // Sealed anew: its own counter may by now be more than the peer's replay window behind the
+    // records sealed since; the peer would drop it as too_old, yet acknowledge its bytes as read.
     const record = (this.keys as KeyRing).seal(r.buf, nowMs);
     if (record === undefined) {
       this.stats.dropsNoKey += r.packets;
@@ -425,16 +427,27 @@ export class Session implements LinkHandler {
     if (this.stripe(record, r.packets, nowMs, false, from, r.buf)) this.stats.resentPackets += r.packets;
   }
 
-  /** Given-back data that waited for the reseal bound, as far as it allows now (tick). */
+  /** A link up other than `from`. */
+  private upLinkOtherThan(from: Link): boolean {
+    for (const l of this.linkList) if (l !== from && l.state === 'up') return true;
+    return false;
+  }
+
+  /** Given-back data that waited (no other link, or the reseal bound), as far as links and the bound allow now (tick). */
   private resendDeferred(nowMs: number): void {
     if (this.deferred.length === 0) return;
     this.refillResend(nowMs);
     let i = 0;
     for (; i < this.deferred.length; i++) {
       const { r, from } = this.deferred[i] as { r: Reclaimed; from: Link };
-      if (this.resendTokens < r.buf.length) break;
+      // It got through on its own link after all (a stall that ended): nothing to send.
+      if (r.end !== undefined && from.ackedBytes >= r.end) {
+        this.retainBudget.add(-r.buf.length);
+        continue;
+      }
+      if (!this.upLinkOtherThan(from) || (r.plain && this.resendTokens < r.buf.length)) break;
       this.retainBudget.add(-r.buf.length);
-      this.resealAndStripe(r, from, nowMs);
+      this.sendAgain(r, from, nowMs);
     }
     if (i > 0) this.deferred = this.deferred.slice(i);
   }

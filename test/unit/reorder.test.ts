@@ -267,13 +267,20 @@ describe('review regressions', () => {
     assert.equal(l.queueBytes, 9000, 'the queued data still waits on the link');
   });
 
-  it('aggregate: the last link closing with data unacknowledged counts it dropped (no link), not resent', () => {
+  it('aggregate: the last link closing with data unacknowledged: it waits (the only copy), and goes on the next connection', () => {
     const { s, l } = oneLinkAggregate();
     const t0 = performance.now();
     for (let i = 0; i < 10; i++) l.sendData(Buffer.alloc(1000, 1), 1, t0, false, true);
     l.close(CloseCode.Shutdown, 'test');
-    assert.equal(s.stats.dropsNoLink, 10, 'given back with nowhere to go: dropped, counted');
-    assert.equal(s.stats.resentPackets, 0, 'and not counted as resent as well');
+    assert.equal(s.stats.dropsNoLink, 0, 'given back with nowhere to go yet: not dropped');
+    assert.equal(s.stats.resendDeferred, 10, 'it waits, counted');
+    assert.equal(s.stats.resentPackets, 0, 'not resent yet');
+    const sock = new FakeSocket();
+    s.attach(testLink(sock));
+    s.tick(t0 + 100);
+    assert.equal(s.stats.resentPackets, 10, 'sent on the new connection');
+    assert.equal(sock.written.length, 10);
+    s.close(CloseCode.Shutdown, 'done');
   });
 
   it('aggregate: what a stalled link gives back goes on the other though its queue is full and it holds 16 MiB unacknowledged', () => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
-import { ACK_TIMEOUT_DEAD_INTERVALS, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link } from '../../src/core/link.js';
+import { ACK_PARTIAL_INTERVAL_MS, ACK_TIMEOUT_DEAD_INTERVALS, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link } from '../../src/core/link.js';
 import { Session } from '../../src/core/session.js';
 import { CloseCode, FrameType } from '../../src/protocol/frame.js';
 import { createLogger } from '../../src/log.js';
@@ -36,24 +36,27 @@ describe('retained striped data', () => {
     assert.equal(parent.bytes, 0);
   });
 
-  it('a tunnel budget spent by a few sessions stops only those above their fair share', () => {
+  it('a tunnel budget spent by a few sessions stops only those holding their fair share of it; sessions that keep nothing do not shrink it', () => {
     const parent = new RetainBudget(8 * MiB);
     const hogs = [new RetainBudget(32 * MiB, parent), new RetainBudget(32 * MiB, parent)];
     const mine = new RetainBudget(32 * MiB, parent);
-    const idle = new RetainBudget(32 * MiB, parent);
+    const idle = Array.from({ length: 100 }, () => new RetainBudget(32 * MiB, parent));
     for (const h of hogs) h.add(4 * MiB);
     assert.equal(parent.bytes, 8 * MiB, 'the tunnel holds its maximum');
-    assert.ok(hogs.every((h) => h.full), 'the sessions holding more than a quarter (2 MiB) take no more');
-    assert.ok(!mine.full && !idle.full, 'the others still stripe');
+    assert.ok(hogs.every((h) => h.full), 'the two holding it all take no more');
+    assert.ok(!mine.full && !idle[0]!.full, 'the others still stripe: a share is 8 MiB over the holders, 3 with one of them');
     mine.add(2 * MiB);
-    assert.ok(mine.full, 'up to their share');
-    idle.detach();
-    assert.ok(!mine.full, 'one session fewer: each share is larger (8/3 MiB), room again');
+    assert.ok(!mine.full, '2 MiB is under a third of 8 (100 sessions keeping nothing do not count)');
+    mine.add(1 * MiB);
+    assert.ok(mine.full, 'a third reached');
     hogs[0]!.detach();
-    assert.equal(parent.bytes, 6 * MiB, 'a closed session gives back what it counted');
+    assert.equal(parent.bytes, 7 * MiB, 'a closed session gives back what it counted');
     assert.ok(!mine.full, 'under the maximum again: no session is held back');
     hogs[0]!.add(-4 * MiB); // a late give-back of a detached session reaches the parent no more
-    assert.equal(parent.bytes, 6 * MiB);
+    assert.equal(parent.bytes, 7 * MiB);
+    mine.add(-3 * MiB);
+    hogs[1]!.add(-4 * MiB);
+    assert.equal(parent.bytes, 0);
   });
 
   it('a session gives its links one budget, inside the tunnel\'s', () => {
@@ -74,12 +77,12 @@ describe('retained striped data', () => {
     assert.equal(tunnelBudget.bytes, 0, 'a closed session keeps nothing counted');
   });
 
-  it('a peer that reads but never acknowledges: the link is closed as dead after ACK_TIMEOUT_DEAD_INTERVALS dead intervals', () => {
+  it('a peer that reads but never acknowledges (or a byte at a time): the link is closed as dead after ACK_TIMEOUT_DEAD_INTERVALS dead intervals', () => {
     const sock = new FakeSocket();
     const l = upLink(sock, { deadIntervalMs: 100 });
     l.acking = true;
     const t0 = performance.now();
-    assert.ok(striped(l, 1000, t0));
+    assert.ok(striped(l, 8000, t0));
     const limit = ACK_TIMEOUT_DEAD_INTERVALS * 100;
     const at = (ms: number): void => {
       l.lastRxMs = t0 + ms; // it hears from the peer all along (PINGs)
@@ -87,9 +90,10 @@ describe('retained striped data', () => {
     };
     at(limit - 50);
     assert.equal(l.state, 'up', 'not yet');
-    l.onAck(500, t0 + limit - 40); // progress: part of it acknowledged
+    l.onAck(3000, t0 + limit - 40); // progress: a frame still arriving read on by 3,000 bytes
     at(limit + 50);
-    assert.equal(l.state, 'up', 'an ACK that covered new bytes starts the wait over');
+    assert.equal(l.state, 'up', 'an ACK 1 KiB or more further starts the wait over');
+    for (let b = 3001; b < 3010; b++) l.onAck(b, t0 + limit + 100); // a byte at a time: no progress
     at(2 * limit);
     assert.equal(l.state, 'closed', 'no progress for the whole wait: closed');
     assert.ok(l.declaredDead, 'as dead (the peer is told on the other links)');
@@ -136,6 +140,16 @@ describe('ACKs of a frame still arriving', () => {
     sock.emit('data', head);
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(acks(), [5000], 'acknowledged: 5,000 bytes read');
+    // More of it, segment by segment: at most one such ACK per ACK_PARTIAL_INTERVAL_MS (a slow link's reverse direction is scarce).
+    for (let i = 0; i < 5; i++) {
+      sock.emit('data', Buffer.alloc(1448));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(acks().length, 1, 'none within 100 ms of the last');
+    await new Promise((r) => setTimeout(r, ACK_PARTIAL_INTERVAL_MS));
+    sock.emit('data', Buffer.alloc(1448));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(acks(), [5000, 5000 + 6 * 1448], 'then one, as far as it came');
     // Another link with only 500 bytes of a frame read: that could be an ACK record arriving, nothing to acknowledge.
     const sock2 = new FakeSocket();
     const l2 = upLink(sock2, { deadIntervalMs: 60_000 });

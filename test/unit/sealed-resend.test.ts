@@ -141,3 +141,46 @@ describe('sealing given-back data again is bounded', () => {
     assert.equal(tx.retainBudget.bytes, 0, 'nothing counted after the close');
   });
 });
+
+describe('given-back data that cannot go at once', () => {
+  it('the only link dies holding striped records: they wait, and go on the next connection when it is up — none lost', () => {
+    const { tx, rx, a, b, rb, delivered } = keyedPair();
+    b.close(CloseCode.Shutdown, 'test'); // link 1 down first: link 0 is the only one
+    const t0 = performance.now();
+    stripeNumbered(tx, 50, t0);
+    a.close(CloseCode.Shutdown, 'outage'); // and then link 0: nothing is up
+    assert.equal(tx.stats.resendDeferred, 50, 'all 50 wait');
+    assert.equal(tx.stats.dropsNoLink, 0, 'none dropped');
+    tx.tick(t0 + 100);
+    assert.equal(tx.stats.resentPackets, 0, 'still nothing to send them on');
+    // Link 1 is redialled.
+    const sock = new FakeSocket();
+    tx.attach(testLink(sock, 1, QUEUE_MAX));
+    tx.tick(t0 + 200);
+    assert.equal(tx.stats.resentPackets, 50, 'sent on the new connection');
+    for (const w of sock.written) rb.emit('data', w);
+    const out: Buffer[] = [];
+    rx.reorder!.expire(performance.now() + 10_000, out);
+    for (const p of out) delivered.push(packetNumber(p));
+    assert.deepEqual([...new Set(delivered)].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i), 'every packet arrived');
+    assert.equal(tx.retainBudget.bytes > 0, true, 'kept by the new link until acknowledged');
+    tx.close(CloseCode.Shutdown, 'done');
+    rx.close(CloseCode.Shutdown, 'done');
+  });
+
+  it('a stall give-back that waited for the reseal bound and then got through on its own link is not sent again', () => {
+    const { tx, a, b, sb } = keyedPair();
+    const t0 = performance.now();
+    // The bound spent (by earlier give-backs), as of the stall below.
+    Object.assign(tx as unknown as { resendTokens: number; resendAtMs: number }, { resendTokens: 0, resendAtMs: t0 + 200 });
+    stripeNumbered(tx, 40, t0);
+    b.onAck(sb.written.reduce((x, w) => x + w.length, 0), t0 + 1);
+    tx.tick(t0 + 200); // link 0 stalled: its records are given back, and wait for the bound
+    assert.ok(tx.stats.resendDeferred > 0, 'they wait');
+    a.onAck(a.unackedBytes + a.ackedBytes, t0 + 201); // link 0 got through after all
+    tx.tick(t0 + 10_000);
+    assert.equal(tx.stats.resentPackets, 0, 'nothing sent twice');
+    assert.equal(tx.retainBudget.bytes, 0, 'and nothing left counted');
+    tx.close(CloseCode.Shutdown, 'done');
+  });
+});
