@@ -339,13 +339,19 @@ export class RetainBudget {
     return this.bytes >= p.maxBytes / holders;
   }
 
-  add(n: number): void {
+  /** `toParent` false: this budget only (data given back, still held by its link: the parent keeps counting it). */
+  add(n: number, toParent = true): void {
     const before = this.bytes;
     this.bytes += n;
     if (this.detached || this.parent === undefined) return;
     if (before <= 0 && this.bytes > 0) this.parent.holding++;
     else if (before > 0 && this.bytes <= 0) this.parent.holding--;
-    this.parent.add(n);
+    if (toParent) this.parent.add(n);
+  }
+
+  /** The parent's count only (data given back, freed at last by the link that held it). */
+  addToParent(n: number): void {
+    if (!this.detached) this.parent?.add(n);
   }
 
   /** Leaves the parent (a closed session): what it still counts is given back. */
@@ -456,6 +462,13 @@ export class Link {
   retainBudget: RetainBudget | undefined;
   /** When an ACK last covered new bytes (or acking began). */
   private ackProgressMs = performance.now();
+  /** ackedOut when progress was last counted (ACK_PARTIAL_BYTES more is progress, however many ACKs it takes). */
+  private ackedAtProgress = 0;
+  /**
+   * Of retainedBytes, what was given back (resent): the session's budget no longer counts it (its copy is
+   * counted where it went), the tunnel's still does (this link keeps the buffer until ACK or close).
+   */
+  private givenBackBytes = 0;
   /** Striped data still queued when the link closed: for the session to send elsewhere. */
   private orphans: Queued[] = [];
   /** Time from writing striped data to its ACK, smoothed (1/8), ms. */
@@ -762,8 +775,10 @@ export class Link {
       const r = this.retained[i] as Retained;
       if (r.resent) continue;
       r.resent = true;
-      // Still counted here until acknowledged or closed: this link keeps the buffer until then
-      // (the copy sent elsewhere is counted there too: the budget errs on the safe side).
+      // The session counts its copy where it goes; the tunnel's budget (memory) keeps counting it
+      // here too, until acknowledged or closed: this link keeps the buffer until then.
+      this.givenBackBytes += r.buf.length;
+      this.retainBudget?.add(-r.buf.length, false);
       out.push({ buf: r.buf, packets: r.packets, plain: r.plain, end: r.end });
     }
     const keep = (items: Queued[], from: number): Queued[] => {
@@ -820,16 +835,24 @@ export class Link {
     const list = this.retained;
     let t = NaN;
     let freed = 0;
+    let givenBack = 0;
     while (this.retainedHead < list.length && (list[this.retainedHead] as Retained).end <= bytes) {
       const r = list[this.retainedHead++] as Retained;
-      freed += r.buf.length;
+      if (r.resent) givenBack += r.buf.length;
+      else freed += r.buf.length;
       t = r.t;
     }
-    this.retainedBytes -= freed;
+    this.retainedBytes -= freed + givenBack;
+    this.givenBackBytes -= givenBack;
     this.retainBudget?.add(-freed);
+    this.retainBudget?.addToParent(-givenBack);
+    freed += givenBack;
     // Progress, for the ACK timeout: data freed, or a frame still arriving read on by 1 KiB or more
     // (a peer acknowledging a byte at a time to keep the link would keep nothing freed).
-    if (freed > 0 || delta >= ACK_PARTIAL_BYTES) this.ackProgressMs = nowMs;
+    if (freed > 0 || bytes - this.ackedAtProgress >= ACK_PARTIAL_BYTES) {
+      this.ackProgressMs = nowMs;
+      this.ackedAtProgress = bytes;
+    }
     if (!Number.isNaN(t)) {
       const sample = nowMs - t;
       this.ackTimeMs = Number.isNaN(this.ackTimeMs) ? sample : this.ackTimeMs + (sample - this.ackTimeMs) / 8;
@@ -1019,9 +1042,11 @@ export class Link {
     this.handler.onClose(this, reason);
     // What it retained is no longer its to keep: the session's reclaim (in onClose, or by a
     // replacing connection just after) sends it on the others, which count it if they keep it.
-    this.retainBudget?.add(-this.retainedBytes);
+    this.retainBudget?.add(-(this.retainedBytes - this.givenBackBytes));
+    this.retainBudget?.addToParent(-this.givenBackBytes);
     this.retainBudget = undefined;
     this.retainedBytes = 0;
+    this.givenBackBytes = 0;
   }
 
   private dropQueue(): void {

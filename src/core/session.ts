@@ -333,7 +333,7 @@ export class Session implements LinkHandler {
    * that are not stalled and can keep it until acknowledged; if none, on any
    * link up but `except`. False if no link took it (counted dropped).
    */
-  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer): boolean {
+  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer, resent = except !== undefined): boolean {
     this.handleStalls(nowMs);
     let best: Link | undefined;
     let bestEta = Infinity;
@@ -358,7 +358,6 @@ export class Session implements LinkHandler {
       return false;
     }
     // Data `except` gave back is the only copy: it goes even past the bounds on fresh data (sendData bounds it).
-    const resent = except !== undefined;
     if (!link.canRetain && !resent) {
       // Every link holds RETAIN_MAX_BYTES unacknowledged: memory is bounded, this is a full queue.
       link.stats.drops.queue_full += count;
@@ -410,10 +409,13 @@ export class Session implements LinkHandler {
     this.resendAtMs = nowMs;
   }
 
-  /** On another link than `from`; keyed, sealed anew. Counted resent once another link took it (else dropped, not both). */
-  private sendAgain(r: Reclaimed, from: Link, nowMs: number): void {
+  /**
+   * On another link than `except` (any, if undefined); keyed, sealed anew. Counted resent once a link took
+   * it (else dropped, not both).
+   */
+  private sendAgain(r: Reclaimed, except: Link | undefined, nowMs: number): void {
     if (!r.plain) {
-      if (this.stripe(r.buf, r.packets, nowMs, false, from)) this.stats.resentPackets += r.packets;
+      if (this.stripe(r.buf, r.packets, nowMs, false, except, undefined, true)) this.stats.resentPackets += r.packets;
       return;
     }
     // Sealed anew: its own counter may by now be more than the peer's replay window behind the
@@ -424,7 +426,7 @@ export class Session implements LinkHandler {
       return;
     }
     this.resendTokens -= r.buf.length;
-    if (this.stripe(record, r.packets, nowMs, false, from, r.buf)) this.stats.resentPackets += r.packets;
+    if (this.stripe(record, r.packets, nowMs, false, except, r.buf, true)) this.stats.resentPackets += r.packets;
   }
 
   /** A link up other than `from`. */
@@ -437,19 +439,31 @@ export class Session implements LinkHandler {
   private resendDeferred(nowMs: number): void {
     if (this.deferred.length === 0) return;
     this.refillResend(nowMs);
+    const waiting: { r: Reclaimed; from: Link }[] = [];
     let i = 0;
     for (; i < this.deferred.length; i++) {
-      const { r, from } = this.deferred[i] as { r: Reclaimed; from: Link };
+      const item = this.deferred[i] as { r: Reclaimed; from: Link };
+      const { r, from } = item;
       // It got through on its own link after all (a stall that ended): nothing to send.
       if (r.end !== undefined && from.ackedBytes >= r.end) {
         this.retainBudget.add(-r.buf.length);
         continue;
       }
-      if (!this.upLinkOtherThan(from) || (r.plain && this.resendTokens < r.buf.length)) break;
+      if (r.plain && this.resendTokens < r.buf.length) break;
+      // Another link if there is one. Else its own, if it is up and the data never went on it
+      // (taken from its queue); written there, it waits for that link's ACK (or close) instead.
+      let except: Link | undefined = from;
+      if (!this.upLinkOtherThan(from)) {
+        if (from.state !== 'up' || r.end !== undefined) {
+          waiting.push(item);
+          continue;
+        }
+        except = undefined;
+      }
       this.retainBudget.add(-r.buf.length);
-      this.sendAgain(r, from, nowMs);
+      this.sendAgain(r, except, nowMs);
     }
-    if (i > 0) this.deferred = this.deferred.slice(i);
+    if (i > 0 || waiting.length > 0) this.deferred = waiting.concat(this.deferred.slice(i));
   }
 
   private upLinkCount(): number {
@@ -700,7 +714,8 @@ export class Session implements LinkHandler {
     this.linkList = [];
     this.pendingLinks.clear();
     this.keys?.clear();
-    // What waited to be sent again goes with the session; its budget leaves the tunnel's.
+    // What waited to be sent again goes with the session (counted dropped); its budget leaves the tunnel's.
+    for (const { r } of this.deferred) this.stats.dropsNoLink += r.packets;
     this.deferred = [];
     this.retainBudget.detach();
   }

@@ -7,7 +7,7 @@ import { ACK_PARTIAL_INTERVAL_MS, ACK_TIMEOUT_DEAD_INTERVALS, RetainBudget, SESS
 import { Session } from '../../src/core/session.js';
 import { CloseCode, FrameType } from '../../src/protocol/frame.js';
 import { createLogger } from '../../src/log.js';
-import { FakeSocket, testLink, upLink } from '../helpers/fake-socket.js';
+import { FakeSocket, testLink, testSession, upLink } from '../helpers/fake-socket.js';
 
 const MiB = 1024 * 1024;
 const striped = (l: Link, bytes: number, now = performance.now()): boolean => l.sendData(Buffer.alloc(bytes), 1, now, false, true);
@@ -157,5 +157,40 @@ describe('ACKs of a frame still arriving', () => {
     sock2.emit('data', head.subarray(0, 500));
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(sock2.written.filter((b) => b[5] === FrameType.Ack).length, 0, 'no ACK below ACK_PARTIAL_BYTES');
+  });
+});
+
+describe('budgets after a stall', () => {
+  it('what a stalled link gives back is counted once in the session (its copy), so fresh striping goes on', () => {
+    const s = testSession();
+    s.mode = 'aggregate';
+    const a = testLink(new FakeSocket(), 0, 64 << 20);
+    const b = testLink(new FakeSocket(), 1, 64 << 20);
+    s.attach(a);
+    s.attach(b);
+    const t0 = performance.now();
+    for (let i = 0; i < 16; i++) assert.ok(striped(a, MiB - 64, t0));
+    const held = s.retainBudget.bytes;
+    s.tick(t0 + 1000); // link 0 stalled: its 16 MiB go on link 1
+    assert.ok(s.stats.resentPackets > 0, 'given back');
+    assert.ok(s.retainBudget.bytes <= held + MiB, `the session counts it once (${(s.retainBudget.bytes / MiB).toFixed(1)} MiB)`);
+    assert.ok(b.canRetain, 'fresh striped data still has room');
+    a.close(CloseCode.Shutdown, 'test');
+    b.close(CloseCode.Shutdown, 'test');
+    s.close(CloseCode.Shutdown, 'done');
+    assert.equal(s.retainBudget.bytes, 0);
+  });
+
+  it('ACK progress adds up: 800 bytes every 100 ms of a long frame keeps a slow link up', () => {
+    const l = upLink(new FakeSocket(), { deadIntervalMs: 100 });
+    l.acking = true;
+    const t0 = performance.now();
+    assert.ok(striped(l, 64_000, t0));
+    for (let k = 1; k <= 20; k++) {
+      l.onAck(800 * k, t0 + 100 * k);
+      l.lastRxMs = t0 + 100 * k;
+      l.tick(t0 + 100 * k);
+    }
+    assert.equal(l.state, 'up', '1 KiB every 200 ms or so is progress');
   });
 });

@@ -184,3 +184,26 @@ describe('given-back data that cannot go at once', () => {
     tx.close(CloseCode.Shutdown, 'done');
   });
 });
+
+describe('given-back data and the one link left', () => {
+  it('records taken from a stalled link\'s queue go back on it when it is the only link left, and nothing waits for ever', () => {
+    const { tx, a, b, sa, sb } = keyedPair();
+    const t0 = performance.now();
+    Object.assign(tx as unknown as { resendTokens: number; resendAtMs: number }, { resendTokens: 0, resendAtMs: t0 + 200 });
+    sa.full = true; // link 0's socket pushes back: records wait in its queue
+    stripeNumbered(tx, 60, t0);
+    b.onAck(sb.written.reduce((x, w) => x + w.length, 0), t0 + 1);
+    tx.tick(t0 + 200); // link 0 stalled: written and queued records given back, waiting for the bound
+    const waited = tx.stats.resendDeferred;
+    assert.ok(waited > 0, 'they wait');
+    b.close(CloseCode.Shutdown, 'test'); // link 1 gone for good
+    sa.full = false;
+    sa.emit('drain');
+    a.onAck(a.unackedBytes + a.ackedBytes, t0 + 300); // link 0 got through what it had written
+    for (let k = 1; k <= 20; k++) tx.tick(t0 + 300 + k * 1000);
+    const left = (tx as unknown as { deferred: unknown[] }).deferred.length;
+    assert.equal(left, 0, `nothing left waiting (${left})`);
+    tx.close(CloseCode.Shutdown, 'done');
+    assert.equal(tx.retainBudget.bytes, 0);
+  });
+});
