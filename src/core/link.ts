@@ -2,6 +2,7 @@
 // handshake. Framing in, a bounded send queue out; what frames mean is the
 // handler's business (the role during the handshake, then the session).
 import type { Socket } from 'node:net';
+import { TokenBucket } from '../token-bucket.js';
 import { performance } from 'node:perf_hooks';
 import { getSystemErrorName } from 'node:util';
 import { errorMessage, ProtocolError } from '../errors.js';
@@ -422,9 +423,8 @@ export class Link {
   /** Closed because it went silent (rather than by a peer, an error or shutdown). */
   declaredDead = false;
   private lastPingMs = 0;
-  /** PINGs we may answer now (PONG_BURST at most), as of pongAtMs. */
-  private pongTokens = PONG_BURST;
-  private pongAtMs = 0;
+  /** PINGs we may answer. */
+  private readonly pongs = new TokenBucket(PONG_BURST, 1 / PONG_INTERVAL_MS);
   /** A dead verdict waiting for the sockets to be read first (tick). */
   private deadCheck: NodeJS.Immediate | undefined;
   private readonly decoder: FrameDecoder;
@@ -971,16 +971,10 @@ export class Link {
     if (type === FrameType.Ping) {
       // A PONG is only a round-trip sample: past the queue's bound (a peer that sends and does
       // not read) it is not worth memory, and control frames are never dropped once queued.
-      // Nor past PONG_BURST beyond one per PONG_INTERVAL_MS: only a peer flooding us gets there.
-      const now = performance.now();
-      this.pongTokens = Math.min(PONG_BURST, this.pongTokens + (now - this.pongAtMs) / PONG_INTERVAL_MS);
-      this.pongAtMs = now;
+      // Nor past PONG_BURST beyond one per PONG_INTERVAL_MS: a flood, or PINGs bunched behind a stall.
       if (this.queueBytes >= this.opts.queueMaxBytes) this.stats.pongsDropped++;
-      else if (this.pongTokens < 1) this.stats.pingsOverRate++;
-      else {
-        this.pongTokens--;
-        this.sendControl(encodeToken(FrameType.Pong, readU64(buf, start)));
-      }
+      else if (!this.pongs.take(1, performance.now())) this.stats.pingsOverRate++;
+      else this.sendControl(encodeToken(FrameType.Pong, readU64(buf, start)));
       return true;
     }
     if (type === FrameType.Pong) {

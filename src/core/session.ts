@@ -20,6 +20,7 @@ import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
 import { RecordArenas } from './record-arenas.js';
 import { REORDER_MAX_PACKETS, ReorderBuffer } from './reorder.js';
+import { TokenBucket } from '../token-bucket.js';
 
 /** Adaptive mode: packets this small (IP bytes) always go on every link (acks, DNS, pings, voice). */
 export const ADAPTIVE_SMALL_BYTES = 256;
@@ -37,6 +38,12 @@ export interface SessionOptions {
 
 /** Where accepted packets go: the tunnel's TUN writer. */
 export type PacketSink = (packets: Buffer[]) => void;
+
+/** Given-back data waiting to be sent again, with the link that gave it back. */
+interface Deferred {
+  r: Reclaimed;
+  from: Link;
+}
 
 /**
  * Keyed sessions seal data a link gave back anew: a burst of this many bytes
@@ -79,7 +86,7 @@ export class SessionStats {
   duplicatedBytes = 0;
   /** Striped packets sent again on another link because theirs stalled or closed. */
   resentPackets = 0;
-  /** Keyed: striped packets given back by a link that waited to be sealed again (past RESEND_BURST_BYTES, RESEND_BYTES_PER_MS). */
+  /** Striped packets given back by a link that waited to be sent again: for a link to be up, or, keyed, to be sealed (RESEND_BURST_BYTES, RESEND_BYTES_PER_MS). */
   resendDeferred = 0;
   /** TCP offload packets cut into pieces for a slowly paced link (tun/gso-split.ts); each piece is sent as a packet of its own. */
   splitPackets = 0;
@@ -116,11 +123,10 @@ export class Session implements LinkHandler {
   /** When the last link went away (server: for idle expiry). */
   lastLinkLossMs = performance.now();
   private nextSeq = 1;
-  /** Bytes that may be sealed again now (RESEND_BURST_BYTES at most), as of resendAtMs. */
-  private resendTokens = RESEND_BURST_BYTES;
-  private resendAtMs = 0;
-  /** Given-back plaintexts waiting for resendTokens, oldest first, with the link that gave them back. */
-  private deferred: { r: Reclaimed; from: Link }[] = [];
+  /** Bytes of given-back records that may be sealed again. */
+  private readonly reseal = new TokenBucket(RESEND_BURST_BYTES, RESEND_BYTES_PER_MS);
+  /** Given-back data waiting for a link or for `reseal`, oldest first, with the link that gave it back. */
+  private deferred: Deferred[] = [];
   /** Where outgoing records are sealed (keyed sessions, duplicate mode). */
   readonly recordArenas = new RecordArenas();
   private rx: Buffer[] = [];
@@ -389,12 +395,11 @@ export class Session implements LinkHandler {
   }
 
   private resend(from: Link, nowMs: number): void {
-    this.refillResend(nowMs);
     const other = this.upLinkOtherThan(from);
     for (const r of from.reclaim()) {
       // Waits (in order, behind what waits already) while no other link is up to take it — the
       // only copy, it is not dropped for a moment's outage — and, keyed, past the reseal bound.
-      if (this.deferred.length > 0 || !other || (r.plain && this.resendTokens < r.buf.length)) {
+      if (this.deferred.length > 0 || !other || (r.plain && this.reseal.available(nowMs) < r.buf.length)) {
         this.deferred.push({ r, from });
         this.retainBudget.add(r.buf.length);
         this.stats.resendDeferred += r.packets;
@@ -402,11 +407,6 @@ export class Session implements LinkHandler {
       }
       this.sendAgain(r, from, nowMs);
     }
-  }
-
-  private refillResend(nowMs: number): void {
-    this.resendTokens = Math.min(RESEND_BURST_BYTES, this.resendTokens + Math.max(0, nowMs - this.resendAtMs) * RESEND_BYTES_PER_MS);
-    this.resendAtMs = nowMs;
   }
 
   /**
@@ -425,7 +425,7 @@ export class Session implements LinkHandler {
       this.stats.dropsNoKey += r.packets;
       return;
     }
-    this.resendTokens -= r.buf.length;
+    this.reseal.take(r.buf.length, nowMs);
     if (this.stripe(record, r.packets, nowMs, false, except, r.buf, true)) this.stats.resentPackets += r.packets;
   }
 
@@ -438,18 +438,17 @@ export class Session implements LinkHandler {
   /** Given-back data that waited (no other link, or the reseal bound), as far as links and the bound allow now (tick). */
   private resendDeferred(nowMs: number): void {
     if (this.deferred.length === 0) return;
-    this.refillResend(nowMs);
-    const waiting: { r: Reclaimed; from: Link }[] = [];
+    const waiting: Deferred[] = [];
     let i = 0;
     for (; i < this.deferred.length; i++) {
-      const item = this.deferred[i] as { r: Reclaimed; from: Link };
+      const item = this.deferred[i] as Deferred;
       const { r, from } = item;
       // It got through on its own link after all (a stall that ended): nothing to send.
       if (r.end !== undefined && from.ackedBytes >= r.end) {
         this.retainBudget.add(-r.buf.length);
         continue;
       }
-      if (r.plain && this.resendTokens < r.buf.length) break;
+      if (r.plain && this.reseal.available(nowMs) < r.buf.length) break;
       // Another link if there is one. Else its own, if it is up and the data never went on it
       // (taken from its queue); written there, it waits for that link's ACK (or close) instead.
       let except: Link | undefined = from;

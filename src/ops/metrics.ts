@@ -141,7 +141,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
   gauge('dptcp_session_retained_bytes', 'Aggregate/adaptive: striped bytes the session\'s links keep until the peer acknowledges them (at most 32 MiB a session; past 256 MiB in all, each its fair share)', ['session'], (s) =>
     s.sessions.flatMap((sess): Sample[] => (sess.mode === 'duplicate' ? [] : [[{ session: sess.id.slice(0, 8) }, sess.retainedBytes]])),
   );
-  counter('dptcp_session_resend_deferred_packets_total', 'Keyed aggregate/adaptive: packets a link gave back that waited to be sealed again (past 32 MiB in a burst and 8 MiB/s)', ['session'], perSession((s) => s.resendDeferred));
+  counter('dptcp_session_resend_deferred_packets_total', 'Aggregate/adaptive: packets a link gave back that waited to be sent again: for a link to be up, or, keyed, to be sealed (past 32 MiB in a burst and 8 MiB/s)', ['session'], perSession((s) => s.resendDeferred));
   counter('dptcp_session_handshakes_total', 'Handshakes completed on the session (connections and rekeys)', ['session'], perSession((s) => s.handshakes));
   // Info metric: join on `session` to see per-peer figures (one series per session: bounded by server.limits).
   gauge('dptcp_session_peer_info', 'The peer (name, key prefix) a session belongs to (peer keys)', ['session', 'peer', 'key'], (s) =>

@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { TokenBucket } from '../token-bucket.js';
 
 /**
  * Connections each of the two servers holds at once; beyond, a new one is
@@ -40,12 +41,6 @@ export interface StatusServerStats {
   refused: number;
 }
 
-/** A server's request budget (a token bucket). */
-interface Budget {
-  tokens: number;
-  atMs: number;
-}
-
 interface Cached {
   atMs: number;
   body: Promise<string>;
@@ -66,7 +61,7 @@ export class StatusServer {
 
   /** An HTTP server for `handle`, with the bounds above. */
   private create(): Server {
-    const budget: Budget = { tokens: STATUS_MAX_REQUESTS_PER_S, atMs: performance.now() };
+    const budget = new TokenBucket(STATUS_MAX_REQUESTS_PER_S, STATUS_MAX_REQUESTS_PER_S / 1000);
     const server = createServer(
       { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 2 * HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
       (req, res) => this.handle(req, res, budget),
@@ -74,15 +69,6 @@ export class StatusServer {
     server.maxConnections = STATUS_MAX_CONNECTIONS;
     server.setTimeout(HEADERS_TIMEOUT_MS);
     return server;
-  }
-
-  /** One request's worth of the rate budget, if there is any left. */
-  private admit(b: Budget, nowMs: number): boolean {
-    b.tokens = Math.min(STATUS_MAX_REQUESTS_PER_S, b.tokens + ((nowMs - b.atMs) * STATUS_MAX_REQUESTS_PER_S) / 1000);
-    b.atMs = nowMs;
-    if (b.tokens < 1) return false;
-    b.tokens--;
-    return true;
   }
 
   /** The body of `url`, built afresh only when the last one is older than STATUS_CACHE_MS. */
@@ -94,9 +80,9 @@ export class StatusServer {
     return body;
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse, budget: Budget): void {
+  private handle(req: IncomingMessage, res: ServerResponse, budget: TokenBucket): void {
     const now = performance.now();
-    if (!this.admit(budget, now)) {
+    if (!budget.take(1, now)) {
       this.stats.refused++;
       if (now - this.lastRefusalLogMs >= 60_000) {
         this.lastRefusalLogMs = now;

@@ -21,6 +21,7 @@ import { Admission, sourceBytes, type AdmissionStats } from '../secure/admission
 import { identityOf, Responder, type Identity } from '../secure/handshake.js';
 import { KeyRing, type Keypair } from '../secure/keypair.js';
 import { FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES, MAX_COOKIES_PER_CONNECTION } from '../secure/limits.js';
+import { TokenBucket } from '../token-bucket.js';
 
 
 export type { ServerLimits };
@@ -85,7 +86,7 @@ export class ServerRole {
   private readonly servers: Server[] = [];
   private readonly lastRekey = new WeakMap<Link, number>();
   /** Per peer (peer keys): INITIATIONs it may still make now, as of `at` (HANDSHAKE_BURST at most). */
-  private readonly handshakeTokens = new WeakMap<PeerConfig, { tokens: number; at: number }>();
+  private readonly handshakeTokens = new WeakMap<PeerConfig, TokenBucket>();
   private readonly lastWarn = new Map<RefusalReason, number>();
   /** Pending connections closed to make room (or for their peer's handshake rate): their close is not a failure of their source. */
   private readonly evicted = new WeakSet<Link>();
@@ -286,15 +287,12 @@ export class ServerRole {
   private handshakeAllowed(peer: PeerConfig, now: number): boolean {
     let b = this.handshakeTokens.get(peer);
     if (b === undefined) {
-      b = { tokens: HANDSHAKE_BURST, at: now };
+      b = new TokenBucket(HANDSHAKE_BURST, 1 / HANDSHAKE_INTERVAL_MS, now);
       this.handshakeTokens.set(peer, b);
     }
-    b.tokens = Math.min(HANDSHAKE_BURST, b.tokens + (now - b.at) / HANDSHAKE_INTERVAL_MS);
-    b.at = now;
-    if (b.tokens < 1) return false;
-    b.tokens--;
-    return true;
+    return b.take(1, now);
   }
+
 
   /** The session of (peer, session id), made (unconfirmed) if new; undefined if refused. */
   private sessionFor(link: Link, h: LinkIntro, peer: PeerConfig | undefined): Session | undefined {

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { SESSION_RETAIN_MAX_BYTES } from '../../src/core/link.js';
 import { RESEND_BURST_BYTES, type Session } from '../../src/core/session.js';
+import type { TokenBucket } from '../../src/token-bucket.js';
 import { CloseCode, DATA_IN_ORDER, encodeData } from '../../src/protocol/frame.js';
 import { Keypair, KeyRing } from '../../src/secure/keypair.js';
 import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
@@ -172,7 +173,7 @@ describe('given-back data that cannot go at once', () => {
     const { tx, a, b, sb } = keyedPair();
     const t0 = performance.now();
     // The bound spent (by earlier give-backs), as of the stall below.
-    Object.assign(tx as unknown as { resendTokens: number; resendAtMs: number }, { resendTokens: 0, resendAtMs: t0 + 200 });
+    (tx as unknown as { reseal: TokenBucket }).reseal.take(RESEND_BURST_BYTES, t0 + 200);
     stripeNumbered(tx, 40, t0);
     b.onAck(sb.written.reduce((x, w) => x + w.length, 0), t0 + 1);
     tx.tick(t0 + 200); // link 0 stalled: its records are given back, and wait for the bound
@@ -189,7 +190,7 @@ describe('given-back data and the one link left', () => {
   it('records taken from a stalled link\'s queue go back on it when it is the only link left, and nothing waits for ever', () => {
     const { tx, a, b, sa, sb } = keyedPair();
     const t0 = performance.now();
-    Object.assign(tx as unknown as { resendTokens: number; resendAtMs: number }, { resendTokens: 0, resendAtMs: t0 + 200 });
+    (tx as unknown as { reseal: TokenBucket }).reseal.take(RESEND_BURST_BYTES, t0 + 200);
     sa.full = true; // link 0's socket pushes back: records wait in its queue
     stripeNumbered(tx, 60, t0);
     b.onAck(sb.written.reduce((x, w) => x + w.length, 0), t0 + 1);

@@ -1,0 +1,31 @@
+// A token bucket: `burst` tokens at most, `perMs` more each millisecond. The
+// one rate limiter of the project (status requests, PONGs, handshakes per
+// peer, resealing given-back data); the numbers are each caller's.
+
+export class TokenBucket {
+  private tokens: number;
+  private atMs: number;
+
+  constructor(
+    readonly burst: number,
+    readonly perMs: number,
+    nowMs = performance.now(),
+  ) {
+    this.tokens = burst;
+    this.atMs = nowMs;
+  }
+
+  /** Tokens there are at `nowMs` (a clock that went back adds none). */
+  available(nowMs: number): number {
+    this.tokens = Math.min(this.burst, this.tokens + Math.max(0, nowMs - this.atMs) * this.perMs);
+    this.atMs = nowMs;
+    return this.tokens;
+  }
+
+  /** Takes `n` tokens if there are that many at `nowMs`. */
+  take(n: number, nowMs: number): boolean {
+    if (this.available(nowMs) < n) return false;
+    this.tokens -= n;
+    return true;
+  }
+}
