@@ -362,6 +362,7 @@ export class RetainBudget {
     this.detached = true;
   }
 }
+
 /**
  * PINGs answered per link: a burst of this many, then one per PONG_INTERVAL_MS.
  * A peer sends one per its keepalive_interval_ms (10 ms at the least), one at a
@@ -460,7 +461,7 @@ export class Link {
   private retainedBytes = 0;
   /** Shared with the session's other links (set when it attaches this link). */
   retainBudget: RetainBudget | undefined;
-  /** When an ACK last covered new bytes (or acking began). */
+  /** When ACK progress was last seen (data freed, or ACK_PARTIAL_BYTES more acknowledged), or the link began. */
   private ackProgressMs = performance.now();
   /** ackedOut when progress was last counted (ACK_PARTIAL_BYTES more is progress, however many ACKs it takes). */
   private ackedAtProgress = 0;
