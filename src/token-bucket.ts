@@ -15,10 +15,12 @@ export class TokenBucket {
     this.atMs = nowMs;
   }
 
-  /** Tokens there are at `nowMs` (a clock that went back adds none). */
+  /** Tokens there are at `nowMs` (a time before the last one seen adds none, and is not counted again later). */
   available(nowMs: number): number {
-    this.tokens = Math.min(this.burst, this.tokens + Math.max(0, nowMs - this.atMs) * this.perMs);
-    this.atMs = nowMs;
+    if (nowMs > this.atMs) {
+      this.tokens = Math.min(this.burst, this.tokens + (nowMs - this.atMs) * this.perMs);
+      this.atMs = nowMs;
+    }
     return this.tokens;
   }
 
