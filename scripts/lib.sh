@@ -20,7 +20,7 @@ dp_install_missing() {
     esac
   fi
   for pair in ip:iproute2 tc:iproute2 ss:iproute2 iptables:iptables ncat:ncat iperf3:iperf3 \
-    ping:iputils-ping tcpdump:tcpdump setpriv:util-linux runuser:util-linux g++:g++ make:make python3:python3 "${pairs[@]}"; do
+    ping:iputils-ping tcpdump:tcpdump wg:wireguard-tools setpriv:util-linux runuser:util-linux g++:g++ make:make python3:python3 "${pairs[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
   # the WAN emulator (scripts/wanem) is built against libnetfilter-queue
