@@ -382,6 +382,14 @@ export const ACK_DELAY_MS = 5;
 export const ACK_PARTIAL_BYTES = 1024;
 /** Such partial ACKs at most this often: a slow link's reverse direction is scarce (one per segment would be 200/s). */
 export const ACK_PARTIAL_INTERVAL_MS = 100;
+/**
+ * Keyed, a link's sign of life is a record that authenticates (heard): bytes prove nothing — an
+ * on-path attacker's records under an unknown index are dropped unopened, and 40 bytes of them
+ * every 100 ms kept a black-holed link up for ever (review). A frame still arriving counts as
+ * well, but for at most this many dead intervals after the last record that authenticated: a
+ * 64 KiB record on a slow link takes seconds.
+ */
+export const PARTIAL_LIFE_DEAD_INTERVALS = 4;
 /** A link is stalled when its oldest unacknowledged striped data is older than max(this, 2 x ack time + 20 ms). */
 export const STALL_MIN_MS = 150;
 /** A paced link whose socket sends nothing looks again at most this much later (waitUnsent). */
@@ -416,7 +424,12 @@ export class Link {
   /** Our unacknowledged bytes when the last PING left, and whether its round trip was a spike. */
   private pingUnacked = 0;
   private spiking = false;
+  /** The last sign of life: any bytes (open mode), a record that authenticated (keyed: lifeNeedsAuth). */
   lastRxMs = performance.now();
+  /** When bytes last came, whatever they were. */
+  private lastBytesMs = this.lastRxMs;
+  /** Set by an encrypting session: only authenticated records (heard) are signs of life (PARTIAL_LIFE_DEAD_INTERVALS). */
+  lifeNeedsAuth = false;
   /** Until the peer's next frame, not declared dead before this (awaitReply). */
   private replyDueMs = 0;
   /** Set by an encrypting session: control frames leave sealed (undefined: no keypair, not sent). */
@@ -935,16 +948,28 @@ export class Link {
     this.replyDueMs = performance.now() + ms;
   }
 
+  /** A record from the peer authenticated on this link: a sign of life (lifeNeedsAuth). */
+  heard(nowMs: number): void {
+    this.lastRxMs = nowMs;
+    this.replyDueMs = 0;
+  }
+
+  /** The last sign of life; keyed, a frame still arriving counts, within PARTIAL_LIFE_DEAD_INTERVALS. */
+  private lifeMs(): number {
+    if (!this.lifeNeedsAuth || this.decoder.bufferedBytes === 0 || this.lastBytesMs <= this.lastRxMs) return this.lastRxMs;
+    return Math.min(this.lastBytesMs, this.lastRxMs + (PARTIAL_LIFE_DEAD_INTERVALS - 1) * this.opts.deadIntervalMs);
+  }
+
   /** Keepalive and liveness; the session calls it from its timer. */
   tick(nowMs: number): void {
     if (this.state !== 'up') return;
-    if (nowMs - this.lastRxMs > this.opts.deadIntervalMs && nowMs > this.replyDueMs) {
+    if (nowMs - this.lifeMs() > this.opts.deadIntervalMs && nowMs > this.replyDueMs) {
       // Timers run before the loop polls its sockets: on a busy process what the peer sent
       // may be waiting unread. Look again after this turn's poll phase has read it.
       if (this.deadCheck) return;
       this.deadCheck = setImmediate(() => {
         this.deadCheck = undefined;
-        const silent = performance.now() - this.lastRxMs;
+        const silent = performance.now() - this.lifeMs();
         if (this.state !== 'up' || silent <= this.opts.deadIntervalMs || performance.now() <= this.replyDueMs) return;
         this.declaredDead = true;
         this.close(CloseCode.Shutdown, `dead: nothing heard for ${Math.round(silent)} ms`);
@@ -1261,8 +1286,8 @@ export class Link {
 
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
-    this.lastRxMs = performance.now();
-    this.replyDueMs = 0;
+    this.lastBytesMs = performance.now();
+    if (!this.lifeNeedsAuth) this.heard(this.lastBytesMs);
     this.stats.rxBytes += chunk.length;
     this.bytesIn += chunk.length;
     try {

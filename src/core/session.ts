@@ -262,6 +262,7 @@ export class Session implements LinkHandler {
     link.retainBudget = this.retainBudget;
     this.pendingLinks.delete(link);
     link.sealControl = this.keys ? (b) => this.sealControl(b) : undefined;
+    link.lifeNeedsAuth = this.keys !== undefined;
     link.handler = this;
     link.state = 'up';
     this.links.set(link.id, link);
@@ -563,6 +564,7 @@ export class Session implements LinkHandler {
       if (opened === 'duplicate' && link.state === 'up') link.stats.duplicateRecords++;
       return;
     }
+    link.heard(now);
     if (opened.confirmedNow) this.onConfirmed(opened.keypair);
     // A link still waiting for its own handshake to be confirmed carries nothing else.
     if (link.state !== 'up') {

@@ -4,7 +4,7 @@
 // traffic, cookies under load and a connection flood from many addresses.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import type { PeerConfig, SecurityConfig } from '../../src/config/types.js';
 import { encodeData, encodeFrame, encodeLinkDown, encodeToken, FRAME_HEADER_BYTES, FrameDecoder, FrameType } from '../../src/protocol/frame.js';
@@ -17,8 +17,8 @@ import type { Keypair } from '../../src/secure/keypair.js';
 import type { RecordAlloc } from '../../src/secure/record.js';
 import { REKEY_AFTER_MESSAGES } from '../../src/secure/limits.js';
 import { generateKeyPair, type KeyPair } from '../../src/secure/primitives.js';
-import { clientKeys, FAST_TIMING, pskSecurity, serverKeys, startClient, startServer, stop, until, type Side } from '../helpers/harness.js';
-import { handshake as attackerHandshake, RawConn } from '../helpers/attacker.js';
+import { clientKeys, dialClient, FAST_TIMING, pskSecurity, serverKeys, startClient, startServer, stop, until, type Side } from '../helpers/harness.js';
+import { handshake as attackerHandshake, garbageSealed, RawConn, Relay } from '../helpers/attacker.js';
 import { ipv4Udp, numbered } from '../helpers/packets.js';
 
 const SERVER = generateKeyPair();
@@ -327,6 +327,57 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.equal(sm.stats.dropsSpoofed, 1);
     assert.equal(sm.stats.rxPackets, 2, 'its own packets delivered once each');
     assert.ok(!m.closed, 'a duplicate record does not close the link');
+  });
+
+  it('on the path, bytes that do not authenticate are no sign of life: a black-holed link is declared dead all the same', async () => {
+    server = await startServer(1, FAST_TIMING, SERVER_SEC);
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const relayPort = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const relay = new Relay([{ listen: { host: '127.0.0.1', port: relayPort }, target: { host: '127.0.0.1', port: server.role.listening()[0]!.port } }]);
+    await relay.start();
+    const timers: NodeJS.Timeout[] = [];
+    /** Nothing passes either way, and the server's end (which declares its side dead) is not passed on either. */
+    const blackhole = (): void => {
+      relay.stall(1, true);
+      for (const p of relay.live(1)) {
+        p.server.removeAllListeners('close');
+        p.server.removeAllListeners('error');
+        p.server.on('error', () => {});
+      }
+    };
+    try {
+      const a = dialClient([relayPort], FAST_TIMING, '10.0.0.2', keysOf(ALICE));
+      clients.push(a);
+      await until(() => up(a, 1), 'up through the relay');
+      // Whole records under an unknown index, every 100 ms, into a link black-holed both ways.
+      const first = a.role.session.upLinks()[0]!;
+      blackhole();
+      let n = 0;
+      timers.push(setInterval(() => void relay.inject(1, 's2c', garbageSealed(0xdeadbeef, n++, 16)), 100));
+      await until(() => first.state === 'closed', 'declared dead though forged records keep coming', 3000);
+      assert.equal(first.declaredDead, true, 'closed as dead, by the client');
+      assert.ok(a.role.session.stats.records.unknown_key >= 2, 'the forged records came, and were dropped unopened');
+      clearInterval(timers.pop());
+      // A frame that never ends, a few bytes at a time: it counts while it grows, but only for
+      // PARTIAL_LIFE_DEAD_INTERVALS (4) dead intervals after the last record that authenticated.
+      await until(() => up(a, 1), 'redialled through the relay');
+      const second = a.role.session.upLinks()[0]!;
+      blackhole();
+      const stalledAt = performance.now();
+      const endless = garbageSealed(0xdeadbeef, 1, 1200);
+      let at = 0;
+      timers.push(setInterval(() => void relay.inject(1, 's2c', endless.subarray(at, (at += 16))), 50));
+      await until(() => second.state === 'closed', 'declared dead though a frame keeps arriving', 4000);
+      const lived = performance.now() - stalledAt;
+      assert.ok(lived > 2 * FAST_TIMING.deadIntervalMs, `a frame still arriving counts for a while (${Math.round(lived)} ms)`);
+      assert.ok(at < endless.length, 'the frame never completed');
+      assert.equal(second.declaredDead, true, 'closed as dead, not for a bad frame');
+    } finally {
+      for (const t of timers) clearInterval(t);
+      relay.close();
+    }
   });
 
   it('a record of the session moved onto a link not yet confirmed is dropped and counted', async () => {
