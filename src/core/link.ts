@@ -383,13 +383,14 @@ export const ACK_PARTIAL_BYTES = 1024;
 /** Such partial ACKs at most this often: a slow link's reverse direction is scarce (one per segment would be 200/s). */
 export const ACK_PARTIAL_INTERVAL_MS = 100;
 /**
- * Keyed, a link's sign of life is a record that authenticates (heard): bytes prove nothing — an
- * on-path attacker's records under an unknown index are dropped unopened, and 40 bytes of them
- * every 100 ms kept a black-holed link up for ever (review). A frame still arriving counts as
- * well, but for at most this many dead intervals after the last record that authenticated: a
- * 64 KiB record on a slow link takes seconds.
+ * Keyed, a link's sign of life is a record that authenticates (heard). Other bytes count only
+ * for this many dead intervals (or smoothed round trips, if longer) after the last one: an on-path
+ * attacker's records under an unknown index are dropped unopened, and 40 bytes of them every
+ * 100 ms kept a black-holed link up for ever (review); but a slow or bloated link in duplicate
+ * mode carries copies that lost the race (dropped unopened too) and its peer's PINGs come late,
+ * and a 64 KiB record on a slow link takes seconds to arrive.
  */
-export const PARTIAL_LIFE_DEAD_INTERVALS = 4;
+export const UNAUTHENTICATED_LIFE_DEAD_INTERVALS = 4;
 /** A link is stalled when its oldest unacknowledged striped data is older than max(this, 2 x ack time + 20 ms). */
 export const STALL_MIN_MS = 150;
 /** A paced link whose socket sends nothing looks again at most this much later (waitUnsent). */
@@ -424,11 +425,11 @@ export class Link {
   /** Our unacknowledged bytes when the last PING left, and whether its round trip was a spike. */
   private pingUnacked = 0;
   private spiking = false;
-  /** The last sign of life: any bytes (open mode), a record that authenticated (keyed: lifeNeedsAuth). */
+  /** The last sign of life: any bytes (open mode), a record that authenticated (keyed: lifeNeedsAuth, lifeMs). */
   lastRxMs = performance.now();
   /** When bytes last came, whatever they were. */
   private lastBytesMs = this.lastRxMs;
-  /** Set by an encrypting session: only authenticated records (heard) are signs of life (PARTIAL_LIFE_DEAD_INTERVALS). */
+  /** Set by an encrypting session: bytes are signs of life only shortly after an authenticated record (UNAUTHENTICATED_LIFE_DEAD_INTERVALS). */
   lifeNeedsAuth = false;
   /** Until the peer's next frame, not declared dead before this (awaitReply). */
   private replyDueMs = 0;
@@ -954,10 +955,11 @@ export class Link {
     this.replyDueMs = 0;
   }
 
-  /** The last sign of life; keyed, a frame still arriving counts, within PARTIAL_LIFE_DEAD_INTERVALS. */
+  /** The last sign of life; keyed, bytes count within UNAUTHENTICATED_LIFE_DEAD_INTERVALS of the last authenticated record. */
   private lifeMs(): number {
-    if (!this.lifeNeedsAuth || this.decoder.bufferedBytes === 0 || this.lastBytesMs <= this.lastRxMs) return this.lastRxMs;
-    return Math.min(this.lastBytesMs, this.lastRxMs + (PARTIAL_LIFE_DEAD_INTERVALS - 1) * this.opts.deadIntervalMs);
+    if (!this.lifeNeedsAuth || this.lastBytesMs <= this.lastRxMs) return this.lastRxMs;
+    const credit = (UNAUTHENTICATED_LIFE_DEAD_INTERVALS - 1) * Math.max(this.opts.deadIntervalMs, this.srttMs || 0);
+    return Math.min(this.lastBytesMs, this.lastRxMs + credit);
   }
 
   /** Keepalive and liveness; the session calls it from its timer. */

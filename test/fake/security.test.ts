@@ -351,29 +351,19 @@ describe('secure channel (fake TUN, loopback)', () => {
       const a = dialClient([relayPort], FAST_TIMING, '10.0.0.2', keysOf(ALICE));
       clients.push(a);
       await until(() => up(a, 1), 'up through the relay');
-      // Whole records under an unknown index, every 100 ms, into a link black-holed both ways.
-      const first = a.role.session.upLinks()[0]!;
+      // Records under an unknown index, every 100 ms, into a link black-holed both ways: they count
+      // as life only for UNAUTHENTICATED_LIFE_DEAD_INTERVALS (4) dead intervals after the last
+      // record that authenticated (a slow link's late PINGs, a long record still arriving).
+      const link = a.role.session.upLinks()[0]!;
       blackhole();
+      const cutAt = performance.now();
       let n = 0;
       timers.push(setInterval(() => void relay.inject(1, 's2c', garbageSealed(0xdeadbeef, n++, 16)), 100));
-      await until(() => first.state === 'closed', 'declared dead though forged records keep coming', 3000);
-      assert.equal(first.declaredDead, true, 'closed as dead, by the client');
-      assert.ok(a.role.session.stats.records.unknown_key >= 2, 'the forged records came, and were dropped unopened');
-      clearInterval(timers.pop());
-      // A frame that never ends, a few bytes at a time: it counts while it grows, but only for
-      // PARTIAL_LIFE_DEAD_INTERVALS (4) dead intervals after the last record that authenticated.
-      await until(() => up(a, 1), 'redialled through the relay');
-      const second = a.role.session.upLinks()[0]!;
-      blackhole();
-      const stalledAt = performance.now();
-      const endless = garbageSealed(0xdeadbeef, 1, 1200);
-      let at = 0;
-      timers.push(setInterval(() => void relay.inject(1, 's2c', endless.subarray(at, (at += 16))), 50));
-      await until(() => second.state === 'closed', 'declared dead though a frame keeps arriving', 4000);
-      const lived = performance.now() - stalledAt;
-      assert.ok(lived > 2 * FAST_TIMING.deadIntervalMs, `a frame still arriving counts for a while (${Math.round(lived)} ms)`);
-      assert.ok(at < endless.length, 'the frame never completed');
-      assert.equal(second.declaredDead, true, 'closed as dead, not for a bad frame');
+      await until(() => link.state === 'closed', 'declared dead though forged records keep coming', 6000);
+      const lived = performance.now() - cutAt;
+      assert.equal(link.declaredDead, true, 'closed as dead, by the client');
+      assert.ok(a.role.session.stats.records.unknown_key >= 5, 'the forged records came, and were dropped unopened');
+      assert.ok(lived > 2 * FAST_TIMING.deadIntervalMs, `bytes count for a while (${Math.round(lived)} ms)`);
     } finally {
       for (const t of timers) clearInterval(t);
       relay.close();
