@@ -205,6 +205,9 @@ export class Session implements LinkHandler {
     if (m === 'duplicate') return false;
     if (m === 'aggregate') return true;
     const degraded = this.degraded(nowMs); // evaluated for every packet, so the state (and its counter) follows the links
+    // Degraded, nothing is striped, so stripe() does not look for stalls: a stalled link's data
+    // would wait for the session's timer (up to 100 ms more) to go on the others (review).
+    if (degraded) this.handleStalls(nowMs);
     return !urgent && ipBytes > ADAPTIVE_SMALL_BYTES && !degraded;
   }
 
