@@ -78,6 +78,8 @@ export class SessionStats {
   records: Record<RecordDrop | 'pending_link', number> = { unknown_key: 0, duplicate: 0, too_old: 0, expired: 0, pending_link: 0 };
   /** CLOSE frames that named another link than the one that carried them (ignored). */
   misdirected = 0;
+  /** Client: RESPONSEs in clear on an up link that answer no rekey under way (late, or replayed by someone on the path): ignored. */
+  lateResponses = 0;
   /** Handshakes completed on this session's links (connections and rekeys). */
   handshakes = 0;
   /** Aggregate/adaptive: packets sent on one link only, packets sent on every link, and the bytes of the extra copies. */

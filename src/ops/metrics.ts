@@ -111,6 +111,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
       ...Object.entries(sess.records).map(([reason, v]): Sample => [{ session: sess.id.slice(0, 8), reason }, v]),
     ]),
   );
+  counter('dptcp_session_late_responses_total', 'Client: handshake RESPONSEs on an up link answering no rekey under way (late, or replayed on the path): ignored', ['session'], perSession((s) => s.lateResponses));
   counter('dptcp_session_misdirected_frames_total', 'CLOSE and ACK frames that named another link than the one that carried them (ignored: moved by someone on the path)', ['session'], perSession((s) => s.misdirected));
   gauge('dptcp_session_mode_info', 'The session\'s scheduling mode (duplicate, aggregate, adaptive)', ['session', 'mode'], (s) =>
     s.sessions.map((sess): Sample => [{ session: sess.id.slice(0, 8), mode: sess.mode }, 1]),

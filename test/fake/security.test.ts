@@ -370,6 +370,34 @@ describe('secure channel (fake TUN, loopback)', () => {
     }
   });
 
+  it('a genuine rekey RESPONSE replayed on the path thousands of times is counted, not logged each time; the link stays up', async () => {
+    server = await startServer(1, FAST_TIMING, SERVER_SEC);
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const relayPort = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const relay = new Relay([{ listen: { host: '127.0.0.1', port: relayPort }, target: { host: '127.0.0.1', port: server.role.listening()[0]!.port } }]);
+    await relay.start();
+    try {
+      const a = dialClient([relayPort], FAST_TIMING, '10.0.0.2', keysOf(ALICE));
+      clients.push(a);
+      await until(() => up(a, 1), 'up through the relay');
+      a.role.rekeyNow();
+      await until(() => a.role.session.stats.handshakes >= 2, 'rekeyed');
+      const response = relay.select({ dir: 's2c', types: [FrameType.Response] }).at(-1)!.bytes;
+      const linesBefore = a.log.lines.length;
+      const n = 5000;
+      await relay.inject(1, 's2c', Buffer.concat(Array<Buffer>(n).fill(response)));
+      await until(() => a.role.session.stats.lateResponses === n, `all ${n} counted (${a.role.session.stats.lateResponses})`, 10_000);
+      const loud = a.log.lines.slice(linesBefore).filter((l) => !/ DEBUG /.test(l));
+      assert.ok(loud.length < 10, `${loud.length} log lines above debug for ${n} replays`);
+      assert.ok(up(a, 1), 'the link stays up');
+      assert.equal(a.role.session.linkStats.get(0)!.stats.connects, 1);
+    } finally {
+      relay.close();
+    }
+  });
+
   it('a record of the session moved onto a link not yet confirmed is dropped and counted', async () => {
     server = await startServer(2, FAST_TIMING, SERVER_SEC);
     const [p0, p1] = server.role.listening().map((l) => l.port);
