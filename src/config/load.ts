@@ -353,13 +353,19 @@ function readLinks<T>(n: Node, legacy: (num: number, id: number) => T, modern: (
   const list = n.raw('links');
   if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
   if (list.length > 16) n.fail('links', 'at most 16 links are supported');
+  const names = new Map<string, number>();
   return present(
     list.map((item: Yaml, id) =>
       n.part(
         () => false,
         () => {
           const l = n.nested(`${n.sub('links')}[${id}]`, item);
-          const link = modern(l, id, l.optString('name') ?? `link${id + 1}`);
+          const name = l.optString('name') ?? `link${id + 1}`;
+          // Status, logs and metrics name a link by it: a second one would hide the first.
+          const first = names.get(name);
+          if (first !== undefined) l.fail('name', `'${name}' is also the name of links[${first}]: each link needs its own`);
+          names.set(name, id);
+          const link = modern(l, id, name);
           l.done();
           return Object.freeze(link);
         },
@@ -457,6 +463,17 @@ function readServerLinks(n: Node): ServerLinkConfig[] {
       return { id, name, listenAddress: address, listenPort: port };
     },
   );
+}
+
+/**
+ * Whether two listeners would take the same port: the same address, or a wildcard
+ * (0.0.0.0 takes every IPv4 address; ::, dual-stack as Node listens, every address).
+ */
+function listensOverlap(a: ServerLinkConfig, b: ServerLinkConfig): boolean {
+  if (a.listenPort !== b.listenPort) return false;
+  if (a.listenAddress === b.listenAddress || a.listenAddress === '::' || b.listenAddress === '::') return true;
+  const v4 = (x: string): boolean => isIP(x) === 4;
+  return (a.listenAddress === '0.0.0.0' && v4(b.listenAddress)) || (b.listenAddress === '0.0.0.0' && v4(a.listenAddress));
 }
 
 export const MIN_PSK_BYTES = 16;
@@ -632,13 +649,19 @@ function readSecurity(n: Node, role: Role, fileMode: number | undefined): Securi
     if (serverPublicKey !== undefined && privateKey === undefined) {
       n.fail('private_key_file', "is required with server_public_key (this client's own key: dp-tcp genkey > client.key)");
     }
+    // WireGuard's classic copy-paste slip: it would show only as a server that never answers.
+    if (serverPublicKey !== undefined && privateKey !== undefined && publicKeyOf(privateKey).equals(serverPublicKey)) {
+      n.fail('server_public_key', "is this client's own public key: give the server's (dp-tcp pubkey < server.key, on the server)");
+    }
   } else {
     n.raw('server_public_key');
     if (n.has('peers')) {
       if (privateKey === undefined) n.fail('private_key_file', "is required with peers (this server's own key: dp-tcp genkey > server.key)");
       peers = readPeers(n, publicKeyOf(privateKey));
     } else n.raw('peers');
-    if (privateKey !== undefined && peers.length === 0) {
+    // (A list whose every item was wrong has its own messages: this is for an empty or missing one.)
+    const listed = n.raw('peers');
+    if (privateKey !== undefined && !(Array.isArray(listed) && listed.length > 0)) {
       n.fail('peers', 'must list at least one client (public_key and allowed_ips) with private_key_file');
     }
   }
@@ -904,11 +927,16 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
     );
     const limits = r.part((k) => k === 'limits', () => readLimits(r.optChild('limits')), DEFAULT_SERVER_LIMITS);
     r.done();
-    const seen = new Set<string>();
-    for (const l of links) {
-      const key = `${l.listenAddress}:${l.listenPort}`;
-      if (seen.has(key)) r.part(() => false, () => r.fail(`links[${l.id}]`, `listens on ${key} twice`), undefined);
-      seen.add(key);
+    // Two links may not listen where one of them already does: the second listen would fail
+    // at start with EADDRINUSE, which reads as another program's port.
+    const modern = r.has('links');
+    for (const [i, l] of links.entries()) {
+      const other = links.slice(0, i).find((o) => listensOverlap(o, l));
+      if (other === undefined) continue;
+      const key = modern ? `links[${l.id}].listen` : `${l.name}_listen_addr`;
+      const otherKey = modern ? `links[${other.id}]` : other.name;
+      const where = (c: ServerLinkConfig): string => `${c.listenAddress.includes(':') ? `[${c.listenAddress}]` : c.listenAddress}:${c.listenPort}`;
+      r.part(() => false, () => r.fail(key, `${where(l)} overlaps ${otherKey}'s ${where(other)}: one address and port, one link`), undefined);
     }
     if (tunnel && security) {
       config = { role, file, tunnel, timing, security, statusListen, logLevel, nice, links: Object.freeze(links), natOutInterface: nat, limits };

@@ -215,10 +215,34 @@ describe('config', () => {
     fails(base('  links:\n    - listen: "nowhere:80"\n'), 'server', /server\.links\[0\]\.listen: must be address:port/);
     fails(base('  links:\n    - listen: "10.0.0.1:80"\n      lisen: x\n'), 'server', /server\.links\[0\]\.lisen: is not a known field/);
     fails(base('  links: []\n'), 'server', /server\.links: must be a non-empty list/);
-    fails(base('  links:\n    - listen: "10.0.0.1:80"\n    - listen: "10.0.0.1:80"\n'), 'server', /listens on 10\.0\.0\.1:80 twice/);
+    fails(base('  links:\n    - listen: "10.0.0.1:80"\n    - listen: "10.0.0.1:80"\n'), 'server', /server\.links\[1\]\.listen: 10\.0\.0\.1:80 overlaps links\[0\]'s 10\.0\.0\.1:80: one address and port, one link$/);
+    // A wildcard takes the port on every address (:: on both families, as Node listens): the second listen would fail at start.
+    fails(base('  links:\n    - listen: "[::]:80"\n    - listen: "0.0.0.0:80"\n'), 'server', /server\.links\[1\]\.listen: 0\.0\.0\.0:80 overlaps links\[0\]'s \[::\]:80/);
+    fails(base('  links:\n    - listen: "10.0.0.1:80"\n    - listen: "0.0.0.0:80"\n'), 'server', /server\.links\[1\]\.listen: 0\.0\.0\.0:80 overlaps/);
+    fails(base('  links:\n    - listen: "[fd00::1]:80"\n    - listen: "[::]:80"\n'), 'server', /server\.links\[1\]\.listen: \[::\]:80 overlaps links\[0\]'s \[fd00::1\]:80/);
+    fails(
+      base('  tcp1_listen_addr: 0.0.0.0\n  tcp1_listen_port: 31411\n  tcp2_listen_addr: 10.0.1.1\n  tcp2_listen_port: 31411\n'),
+      'server',
+      /server\.tcp2_listen_addr: 10\.0\.1\.1:31411 overlaps tcp1's 0\.0\.0\.0:31411/,
+    );
+    for (const ok of ['"10.0.0.1:80"\n    - listen: "10.0.0.2:80"', '"0.0.0.0:80"\n    - listen: "[fd00::1]:80"', '"0.0.0.0:80"\n    - listen: "0.0.0.0:81"']) {
+      assert.equal(parseConfig(base(`  links:\n    - listen: ${ok}\n`), 'test.yaml', 'server').links.length, 2, ok);
+    }
     fails(base('  links:\n    - listen: "10.0.0.1:80"\n  timing: { queue_max_age_ms: -1 }\n'), 'server', /server\.timing\.queue_max_age_ms: must be between/);
     fails(base('  links:\n    - listen: "10.0.0.1:80"\n  timing: { keepalive_interval_ms: 500, dead_interval_ms: 400 }\n'), 'server', /dead_interval_ms: must be longer/);
     fails(base('  links:\n    - listen: "10.0.0.1:80"\nlogger: { level: loud }\n'), 'server', /logger\.level: must be one of error, warn, info, debug, trace/);
+  });
+
+  it('each link has a name of its own (status, logs and metrics name links by it)', () => {
+    const client = (links: string): string => `client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n${links}`;
+    fails(
+      client('    - { name: a, remote: "10.0.1.1:1" }\n    - { name: a, remote: "10.0.2.1:1" }\n'),
+      'client',
+      /^test\.yaml: client\.links\[1\]\.name: 'a' is also the name of links\[0\]: each link needs its own$/,
+    );
+    fails(base('  links:\n    - { name: x, listen: "10.0.0.1:80" }\n    - { name: x, listen: "10.0.0.1:81" }\n'), 'server', /server\.links\[1\]\.name: 'x' is also the name/);
+    // Unnamed links are link1, link2, ...: a link named like one of those is a clash too.
+    fails(client('    - { remote: "10.0.1.1:1" }\n    - { name: link1, remote: "10.0.2.1:1" }\n'), 'client', /client\.links\[1\]\.name: 'link1' is also the name of links\[0\]/);
   });
 
   it('server.limits: documented defaults, each one settable, bounds checked', () => {
@@ -411,6 +435,11 @@ describe('config', () => {
         /client\.private_key_file: is required with server_public_key \(this client's own key: dp-tcp genkey > client\.key\)$/,
       );
       failsAt(client(`  private_key_file: client.key\n  server_public_key: ${SERVER_PUBLIC}\n  encryption: none\n`), 'client', /client\.encryption: every frame is authenticated and encrypted when a key is set; remove encryption: none$/);
+      failsAt(
+        client(`  private_key_file: client.key\n  server_public_key: ${CLIENT_PUBLIC}\n`),
+        'client',
+        /client\.server_public_key: is this client's own public key: give the server's \(dp-tcp pubkey < server\.key, on the server\)$/,
+      );
     });
 
     it('refuses a private key file that is open, missing, not a key, or a key pasted in place of a path', () => {
@@ -474,7 +503,8 @@ describe('config', () => {
 
     it('server: every peer is valid and distinct', () => {
       const s = (peers: string): string => server(`  private_key_file: server.key\n  peers:\n${peers}`);
-      failsAt(s(peer('nope')), 'server', /server\.peers\[0\]\.public_key: a key is 44 characters of base64/);
+      // The one listed peer's own problem comes first, not "must list at least one client".
+      failsAt(s(peer('nope')), 'server', /^[^\n]*server\.peers\[0\]\.public_key: a key is 44 characters of base64/);
       failsAt(s('    - { allowed_ips: [10.0.0.2/32] }\n'), 'server', /server\.peers\[0\]\.public_key: is required$/);
       failsAt(s(peer(CLIENT_PUBLIC) + peer(CLIENT_PUBLIC, '[10.0.0.3/32]')), 'server', /server\.peers\[1\]\.public_key: is also the key of peers\[0\]: each client needs its own key pair$/);
       failsAt(s(peer(SERVER_PUBLIC)), 'server', /server\.peers\[0\]\.public_key: is this server's own public key: list each client's key \(dp-tcp pubkey < client\.key\)$/);
