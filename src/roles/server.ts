@@ -200,7 +200,7 @@ export class ServerRole {
     const encryption = this.config.security.encryption;
     if (h.encryption !== encryption) return `encryption mismatch: the server uses ${encryption}, the client ${h.encryption}`;
     if (h.linkCount > this.limits.maxLinksPerSession) {
-      return `${h.linkCount} links: this server takes at most ${this.limits.maxLinksPerSession} per client (server.limits.max_links_per_session)`;
+      return `${h.linkCount} connections (links × connections_per_link): this server takes at most ${this.limits.maxLinksPerSession} per client (server.limits.max_links_per_session)`;
     }
     const own = this.config.tunnel.addresses;
     if (h.addresses.length === 0) return 'no tunnel address: a client must name the address it sends from';
