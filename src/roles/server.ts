@@ -88,7 +88,7 @@ export class ServerRole {
   /** Per peer (peer keys): INITIATIONs it may still make now, as of `at` (HANDSHAKE_BURST at most). */
   private readonly handshakeTokens = new WeakMap<PeerConfig, TokenBucket>();
   private readonly lastWarn = new Map<RefusalReason, number>();
-  /** Pending connections closed to make room (or for their peer's handshake rate): their close is not a failure of their source. */
+  /** Connections closed to make room, for their peer's handshake rate, or unheard as their source is blocked: their close is not a failure of their source. */
   private readonly evicted = new WeakSet<Link>();
   private idleTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -164,6 +164,9 @@ export class ServerRole {
       return;
     }
     if (this.admission.admit(link, source, performance.now()) !== undefined) {
+      // Refused unheard: no failure of its source (counted, a client's redials while its address
+      // is blocked kept it blocked).
+      this.evicted.add(link);
       link.destroy('blocked: too many failed handshakes');
       return;
     }

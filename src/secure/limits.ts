@@ -46,8 +46,13 @@ export const MAX_PENDING_PER_SOURCE = 8;
 export const MAX_PENDING_PER_PREFIX = 32;
 export const PREFIX_BITS_V4 = 24;
 export const PREFIX_BITS_V6 = 56;
-/** More failed handshakes than this from one source within the window block it for BLOCK_MS. */
-export const FAIL_LIMIT = 8;
+/**
+ * More failed handshakes than this from one source within the window block it for BLOCK_MS: a
+ * flood (4 a second and more, sustained), not a stranger behind the same NAT address as a real
+ * client trying a few times a second — at 8, one bad INITIATION every 400 ms kept that address,
+ * and the real client behind it, blocked for as long as it went on (review).
+ */
+export const FAIL_LIMIT = 40;
 export const FAIL_WINDOW_MS = 10_000;
 export const BLOCK_MS = 10_000;
 /** Sources tracked by the failure table (oldest forgotten first). */

@@ -10,7 +10,7 @@ import type { LinkIntro } from '../../src/protocol/handshake.js';
 import { Admission, prefixOf, sourceBytes } from '../../src/secure/admission.js';
 import { identityOf, Initiator, Responder, type Identity } from '../../src/secure/handshake.js';
 import { Keypair, KeyRing } from '../../src/secure/keypair.js';
-import { MAX_KEYPAIRS, MAX_PENDING_PER_PREFIX, MAX_PENDING_PER_SOURCE, MAX_TRACKED_SOURCES, REJECT_AFTER_TIME_MS } from '../../src/secure/limits.js';
+import { FAIL_LIMIT, MAX_KEYPAIRS, MAX_PENDING_PER_PREFIX, MAX_PENDING_PER_SOURCE, MAX_TRACKED_SOURCES, REJECT_AFTER_TIME_MS } from '../../src/secure/limits.js';
 import { generateKeyPair } from '../../src/secure/primitives.js';
 import { keyedPair, KEYS_BASE } from '../helpers/identities.js';
 import { numbered } from '../helpers/packets.js';
@@ -270,8 +270,9 @@ describe('admission', () => {
     const a = new Admission<number>(10, () => {});
     const bad = Buffer.from([10, 0, 0, 66]);
     let blocked = false;
-    for (let i = 0; i < 9; i++) blocked = a.failed(bad, 1000) || blocked;
-    assert.ok(blocked);
+    for (let i = 0; i < FAIL_LIMIT; i++) blocked = a.failed(bad, 1000) || blocked;
+    assert.ok(!blocked, `${FAIL_LIMIT} failures in the window are not yet a flood`);
+    assert.ok(a.failed(bad, 1000), 'one more is');
     assert.equal(a.admit(1, bad, 2000), 'blocked');
     assert.equal(a.admit(2, Buffer.from([10, 0, 0, 67]), 2000), undefined);
     assert.equal(a.admit(3, bad, 1000 + 20_000), undefined, 'the block ends');
@@ -280,7 +281,7 @@ describe('admission', () => {
   it('a full failure table forgets sources that are not blocked, never a blocked one', () => {
     const a = new Admission<number>(10, () => {});
     const bad = Buffer.from([10, 0, 0, 66]);
-    for (let i = 0; i < 9; i++) a.failed(bad, 1000);
+    for (let i = 0; i <= FAIL_LIMIT; i++) a.failed(bad, 1000);
     // More sources failing within the window than the table holds.
     for (let i = 0; i < MAX_TRACKED_SOURCES + 100; i++) a.failed(Buffer.from([172, 16, i >> 8, i & 0xff]), 1500);
     assert.equal(a.admit(1, bad, 2000), 'blocked', 'still blocked');
