@@ -393,7 +393,7 @@ class Dialer implements LinkHandler {
     } else if (unanswered && this.role.identity !== undefined) {
       // A keyed server answers nothing it cannot authenticate: silence is the only clue, so say what it usually means.
       this.failed(
-        `the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client's public key is in the server's peers; or the server was too busy to answer in time${this.cfg.downloadKbit === undefined ? '' : '; or it is older than download_mbit (2026-12-04) and cannot read it'} (${reason})`,
+        `the server closed the connection without answering the handshake: check server_public_key (and the psk), and that this client's public key is in the server's peers; or the server was too busy to answer in time, or refuses this address for a while after a flood of failed handshakes from it (another host behind the same address?)${this.cfg.downloadKbit === undefined ? '' : '; or it is older than download_mbit (2026-12-04) and cannot read it'} (${reason})`,
       );
     } else {
       this.failedWith(reason);
