@@ -4,7 +4,7 @@
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, type Document } from 'yaml';
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
 import { addressBytes, CIPHERS, formatAddress, SCHEDULING_MODES, type Encryption, type SchedulingMode, type TunnelAddress } from '../protocol/handshake.js';
@@ -744,8 +744,18 @@ export interface ParseOptions {
 function parseYaml(text: string, file: string): { doc: Document; lines: LineCounter; problems: ConfigError[] } {
   const lines = new LineCounter();
   // prettyErrors off: the message stays one line; the position comes from the LineCounter.
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
+  // merge: YAML 1.1's `<<:` merge keys, which the original's yaml.v2 reads.
+  const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: true, merge: true, lineCounter: lines });
+  const all: Document[] = [...docs];
+  // One document is read, as yaml.v2 does; a `---` with nothing after it (a habit of YAML writers) is no second one.
+  const doc = all[0] ?? parseDocument('', { lineCounter: lines });
   const problems = doc.errors.map((e) => new ConfigError(file, '', `is not valid YAML: ${e.message.split('\n')[0]}`, lines.linePos(e.pos[0])));
+  const empty = (d: Document): boolean => d.contents === null || (isScalar(d.contents) && d.contents.value === null);
+  const extra = all.slice(1).find((d) => !empty(d) || d.errors.length > 0);
+  if (extra !== undefined) {
+    const at = extra.contents?.range?.[0] ?? 0;
+    problems.push(new ConfigError(file, '', 'holds a second YAML document (after ---): a config file is one document', lines.linePos(at)));
+  }
   return { doc, lines, problems };
 }
 

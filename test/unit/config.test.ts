@@ -293,6 +293,19 @@ describe('config', () => {
     fails('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  tcp1_dial_addr: 10.0.1.1\n', 'client', /client\.tcp1_dial_port: is required/);
   });
 
+  it("reads YAML as the original's yaml.v2 did: `<<:` merge keys, one document (a trailing --- is none more)", () => {
+    const merged = parseConfig(
+      'client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - &a { name: a, remote: "10.0.1.1:1", upload_mbit: 10 }\n    - { <<: *a, name: b, remote: "10.0.2.1:1" }\n',
+      'test.yaml',
+      'client',
+    );
+    assert.deepEqual(merged.role === 'client' && merged.links.map((l) => [l.name, l.remoteAddress, l.uploadKbit]), [['a', '10.0.1.1', 10_000], ['b', '10.0.2.1', 10_000]]);
+    const one = 'client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - { remote: "10.0.1.1:1" }\n';
+    assert.equal(parseConfig(`${one}---\n`, 'test.yaml', 'client').links.length, 1, 'a trailing ---');
+    assert.equal(parseConfig(`---\n${one}...\n`, 'test.yaml', 'client').links.length, 1, 'a leading --- and a closing ...');
+    fails(`${one}---\nclient: {}\n`, 'client', /^test\.yaml:6:1: holds a second YAML document \(after ---\): a config file is one document$/);
+  });
+
   it('reports YAML syntax errors, duplicate keys and unreadable files in one line', () => {
     fails('client: [1, 2\n', 'client', /^test\.yaml:2:1: is not valid YAML: /);
     fails('client: 1\nclient: 2\n', 'client', /^test\.yaml:2:1: is not valid YAML: Map keys must be unique/);
