@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { loadConfig } from '../config/load.js';
+import { resolveNames } from '../config/resolve.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
 import { tuneHeap } from './memory.js';
@@ -57,10 +58,13 @@ export function version(): string {
 
 /** Resolves with the process exit code once the tunnel has been torn down. */
 export async function run(role: Role, opts: RunOptions): Promise<number> {
-  const config = loadConfig(opts.config, role);
+  const loaded = loadConfig(opts.config, role);
   tuneHeap();
   const dropTo = opts.user === undefined ? undefined : lookupUser(opts.user);
-  const log = createLogger(opts.logLevel ?? config.logLevel, role, { format: opts.logFormat ?? 'auto' });
+  const log = createLogger(opts.logLevel ?? loaded.logLevel, role, { format: opts.logFormat ?? 'auto' });
+  // Host names (the original's configs may have them) become addresses now, before routes are set.
+  const { config, resolved } = await resolveNames(loaded);
+  for (const r of resolved) log.info('resolved', { link: r.link, name: r.name, address: r.address });
   if (config.nice !== 0) {
     const { threads, error } = setProcessNice(config.nice);
     if (error !== undefined) {
@@ -226,15 +230,18 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
         onSignal('SIGHUP');
         return;
       }
-      try {
-        const next = loadConfig(opts.config, role);
-        if (next.role !== 'server') return;
-        const r = role_.reload(next);
-        log.info('config reloaded', { added: r.added.join(',') || '-', removed: r.removed.join(',') || '-', changed: r.changed.join(',') || '-' });
-        if (r.ignored.length > 0) log.warn('changed in the file but not applied until a restart', { fields: r.ignored.join(', ') });
-      } catch (e) {
-        log.error('config not reloaded: the running one stays', { error: errorMessage(e) });
-      }
+      const server = role_;
+      void (async () => {
+        try {
+          const next = (await resolveNames(loadConfig(opts.config, role))).config;
+          if (next.role !== 'server') return;
+          const r = server.reload(next);
+          log.info('config reloaded', { added: r.added.join(',') || '-', removed: r.removed.join(',') || '-', changed: r.changed.join(',') || '-' });
+          if (r.ignored.length > 0) log.warn('changed in the file but not applied until a restart', { fields: r.ignored.join(', ') });
+        } catch (e) {
+          log.error('config not reloaded: the running one stays', { error: errorMessage(e) });
+        }
+      })();
     });
     process.on('SIGUSR1', () => {
       tunnel.logStats();

@@ -312,18 +312,31 @@ function readTunnel(n: Node): TunnelDeviceConfig {
   return Object.freeze({ name, mtu, offload, addresses: Object.freeze(addresses) });
 }
 
-function parseHostPort(n: Node, key: string): { address: string; port: number } {
-  const s = n.string(key);
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
-  if (!m || isIP(m[1] ?? '') === 0) n.fail(key, `must be address:port (IPv6 as [address]:port), got '${s}'`);
-  const port = Number(m[2]);
-  if (port < 1 || port > 65_535) n.fail(key, `port ${port} is out of range`);
-  return { address: m[1] as string, port };
+/** A DNS name (RFC 1123 labels, an optional final dot). */
+const HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+/** Is `s` a host name rather than an address (resolved at start: config/resolve.ts)? */
+export function isHostName(s: string): boolean {
+  return isIP(s) === 0 && HOST_NAME.test(s) && !/^[\d.]+$/.test(s);
 }
 
-function ipString(n: Node, key: string): string {
+/** `address:port` or `[v6]:port`; with `names`, `name:port` too (the original resolved names). */
+function parseHostPort(n: Node, key: string, names = false): { address: string; port: number } {
   const s = n.string(key);
-  if (isIP(s) === 0) n.fail(key, `must be an IP address, got '${s}'`);
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  const host = m?.[1] ?? '';
+  if (!m || (isIP(host) === 0 && !(names && isHostName(host)))) {
+    n.fail(key, `must be ${names ? 'address:port or name:port' : 'address:port'} (IPv6 as [address]:port), got '${s}'`);
+  }
+  const port = Number(m[2]);
+  if (port < 1 || port > 65_535) n.fail(key, `port ${port} is out of range`);
+  return { address: host, port };
+}
+
+/** An IP address; with `names`, a host name too. */
+function ipString(n: Node, key: string, names = false): string {
+  const s = n.string(key);
+  if (isIP(s) === 0 && !(names && isHostName(s))) n.fail(key, `must be an IP address${names ? ' or a host name' : ''}, got '${s}'`);
   return s;
 }
 
@@ -385,7 +398,7 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
     n,
     (num, id) => {
       const p = `tcp${num}_`;
-      const remoteAddress = ipString(n, `${p}dial_addr`);
+      const remoteAddress = ipString(n, `${p}dial_addr`, true);
       const remotePort = n.int(`${p}dial_port`, 1, 65_535);
       const localAddress = n.has(`${p}conn_addr`) ? ipString(n, `${p}conn_addr`) : (n.raw(`${p}conn_addr`), undefined);
       sameFamily(n, `${p}conn_addr`, localAddress, remoteAddress);
@@ -396,7 +409,7 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
       return { id, name: `tcp${num}`, remoteAddress, remotePort, localAddress, ...readRates(n, p) };
     },
     (l, id, name) => {
-      const { address, port } = parseHostPort(l, 'remote');
+      const { address, port } = parseHostPort(l, 'remote', true);
       const localAddress = l.has('local') ? ipString(l, 'local') : (l.raw('local'), undefined);
       sameFamily(l, 'local', localAddress, address);
       return { id, name, remoteAddress: address, remotePort: port, localAddress, ...readRates(l, '') };
@@ -404,9 +417,12 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
   );
 }
 
-/** A link's source address must be of its remote's family: connect() would fail on every dial (EINVAL). */
+/**
+ * A link's source address must be of its remote's family: connect() would fail on every dial (EINVAL).
+ * (A name is resolved to an address of the source's family: config/resolve.ts.)
+ */
 function sameFamily(n: Node, key: string, local: string | undefined, remote: string): void {
-  if (local !== undefined && isIP(local) !== isIP(remote)) {
+  if (local !== undefined && isIP(remote) !== 0 && isIP(local) !== isIP(remote)) {
     n.fail(key, `${local} is an IPv${isIP(local)} address, but the link dials the IPv${isIP(remote)} address ${remote}`);
   }
 }
@@ -455,11 +471,11 @@ function readServerLinks(n: Node): ServerLinkConfig[] {
     (num, id) => ({
       id,
       name: `tcp${num}`,
-      listenAddress: ipString(n, `tcp${num}_listen_addr`),
+      listenAddress: ipString(n, `tcp${num}_listen_addr`, true),
       listenPort: n.int(`tcp${num}_listen_port`, 1, 65_535),
     }),
     (l, id, name) => {
-      const { address, port } = parseHostPort(l, 'listen');
+      const { address, port } = parseHostPort(l, 'listen', true);
       return { id, name, listenAddress: address, listenPort: port };
     },
   );

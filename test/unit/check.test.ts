@@ -129,11 +129,11 @@ logger: { level: loud }
 
   it('a failing link of the original format does not hide the next one, nor turn into unknown fields', () => {
     const r = checkConfig(
-      file('legacy.yaml', 'client:\n  tcp1_dial_addr: x\n  tcp1_dial_port: 1\n  tcp2_dial_addr: 10.0.0.1\n  tunnel_device: { name: a, ip: 10.0.0.2 }\n'),
+      file('legacy.yaml', 'client:\n  tcp1_dial_addr: 10.0.1\n  tcp1_dial_port: 1\n  tcp2_dial_addr: 10.0.0.1\n  tunnel_device: { name: a, ip: 10.0.0.2 }\n'),
     );
     assert.deepEqual(
       r.problems.map((p) => `${p.path}: ${p.problem}`).sort(),
-      ["client.tcp1_dial_addr: must be an IP address, got 'x'", 'client.tcp2_dial_port: is required'],
+      ["client.tcp1_dial_addr: must be an IP address or a host name, got '10.0.1'", 'client.tcp2_dial_port: is required'],
       'both links, nothing else',
     );
     assert.deepEqual(

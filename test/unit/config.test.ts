@@ -212,7 +212,7 @@ describe('config', () => {
 
   it('names the file and the path of a bad field', () => {
     fails(base('  links:\n    - listen: "10.0.0.1:99999"\n'), 'server', /^test\.yaml: server\.links\[0\]\.listen: port 99999 is out of range$/);
-    fails(base('  links:\n    - listen: "nowhere:80"\n'), 'server', /server\.links\[0\]\.listen: must be address:port/);
+    fails(base('  links:\n    - listen: "no where:80"\n'), 'server', /server\.links\[0\]\.listen: must be address:port or name:port/);
     fails(base('  links:\n    - listen: "10.0.0.1:80"\n      lisen: x\n'), 'server', /server\.links\[0\]\.lisen: is not a known field/);
     fails(base('  links: []\n'), 'server', /server\.links: must be a non-empty list/);
     fails(base('  links:\n    - listen: "10.0.0.1:80"\n    - listen: "10.0.0.1:80"\n'), 'server', /server\.links\[1\]\.listen: 10\.0\.0\.1:80 overlaps links\[0\]'s 10\.0\.0\.1:80: one address and port, one link$/);
