@@ -39,11 +39,20 @@ export interface SessionOptions {
 /** Where accepted packets go: the tunnel's TUN writer. */
 export type PacketSink = (packets: Buffer[]) => void;
 
-/** Given-back data waiting to be sent again, with the link that gave it back. */
+/** Given-back data waiting to be sent again, with the link that gave it back, and since when. */
 interface Deferred {
   r: Reclaimed;
   from: Link;
+  atMs: number;
 }
+
+/**
+ * Given-back data waits at most this long for a link (or the reseal bound): a short outage
+ * of every link loses nothing, but after a long one the data is stale (the flows it carried
+ * have sent theirs again, a call or a DNS answer is long useless) and not to be replayed into
+ * the far network minutes later (review); past it, dropped and counted as no_link.
+ */
+export const DEFERRED_MAX_AGE_MS = 10_000;
 
 /**
  * Keyed sessions seal data a link gave back anew: a burst of this many bytes
@@ -406,7 +415,7 @@ export class Session implements LinkHandler {
       // Waits (in order, behind what waits already) while no other link is up to take it — the
       // only copy, it is not dropped for a moment's outage — and, keyed, past the reseal bound.
       if (this.deferred.length > 0 || !other || (r.plain && this.reseal.available(nowMs) < r.buf.length)) {
-        this.deferred.push({ r, from });
+        this.deferred.push({ r, from, atMs: nowMs });
         this.retainBudget.add(r.buf.length);
         this.stats.resendDeferred += r.packets;
         continue;
@@ -452,6 +461,11 @@ export class Session implements LinkHandler {
       // It got through on its own link after all (a stall that ended): nothing to send.
       if (r.end !== undefined && from.ackedBytes >= r.end) {
         this.retainBudget.add(-r.buf.length);
+        continue;
+      }
+      if (nowMs - item.atMs > DEFERRED_MAX_AGE_MS) {
+        this.retainBudget.add(-r.buf.length);
+        this.stats.dropsNoLink += r.packets;
         continue;
       }
       if (r.plain && this.reseal.available(nowMs) < r.buf.length) break;

@@ -12,6 +12,7 @@ import {
   ReorderBuffer,
 } from '../../src/core/reorder.js';
 import { RETAIN_MAX_BYTES, STALL_MIN_MS, type Link } from '../../src/core/link.js';
+import { DEFERRED_MAX_AGE_MS } from '../../src/core/session.js';
 import { encodeAck, FrameType } from '../../src/protocol/frame.js';
 import { ProtocolError } from '../../src/errors.js';
 import { FakeSocket, testLink, testSession, upLink } from '../helpers/fake-socket.js';
@@ -280,6 +281,25 @@ describe('review regressions', () => {
     s.tick(t0 + 100);
     assert.equal(s.stats.resentPackets, 10, 'sent on the new connection');
     assert.equal(sock.written.length, 10);
+    s.close(CloseCode.Shutdown, 'done');
+  });
+
+  it('aggregate: given-back data waits for a link at most DEFERRED_MAX_AGE_MS; then it is stale, dropped and counted', () => {
+    const { s, l } = oneLinkAggregate();
+    for (let i = 0; i < 10; i++) l.sendData(Buffer.alloc(1000, 1), 1, performance.now(), false, true);
+    l.close(CloseCode.Shutdown, 'test');
+    const t0 = performance.now();
+    assert.equal(s.stats.resendDeferred, 10, 'it waits');
+    s.tick(t0 + DEFERRED_MAX_AGE_MS - 100);
+    assert.equal(s.stats.dropsNoLink, 0, 'not yet stale');
+    s.tick(t0 + DEFERRED_MAX_AGE_MS + 100);
+    assert.equal(s.stats.dropsNoLink, 10, 'stale: dropped, counted as no_link');
+    assert.equal(s.retainBudget.bytes, 0, 'its bytes leave the session budget');
+    const sock = new FakeSocket();
+    s.attach(testLink(sock));
+    s.tick(t0 + DEFERRED_MAX_AGE_MS + 200);
+    assert.equal(s.stats.resentPackets, 0, 'not replayed on the next connection');
+    assert.equal(sock.written.length, 0);
     s.close(CloseCode.Shutdown, 'done');
   });
 
