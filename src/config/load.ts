@@ -374,6 +374,8 @@ function readLinks<T>(n: Node, legacy: (num: number, id: number) => T, modern: (
         () => {
           const l = n.nested(`${n.sub('links')}[${id}]`, item);
           const name = l.optString('name') ?? `link${id + 1}`;
+          // connections_per_link names a link's further connections name~2, name~3, ...
+          if (name.includes('~')) l.fail('name', `'${name}' has a '~': it is kept for the names of a link's connections (name~2, ...)`);
           // Status, logs and metrics name a link by it: a second one would hide the first.
           const first = names.get(name);
           if (first !== undefined) l.fail('name', `'${name}' is also the name of links[${first}]: each link needs its own`);
@@ -388,6 +390,18 @@ function readLinks<T>(n: Node, legacy: (num: number, id: number) => T, modern: (
   );
 }
 
+/**
+ * A tcp<N>_ key the original format does not have is a typo: named first, or the missing
+ * field it was meant to be would be reported alone (`tcp1_dial_adr` gave "tcp1_dial_addr: is required").
+ */
+function knownLegacyFields(n: Node, prefix: string, known: readonly string[]): void {
+  for (const k of n.keys()) {
+    if (k.startsWith(prefix) && !known.includes(k.slice(prefix.length))) {
+      n.fail(k, `is not a known field (a link of the original format has ${known.map((f) => prefix + f).join(', ')})`);
+    }
+  }
+}
+
 /** The items that were read (a check goes on past a bad one; the config is then not used). */
 function present<T>(items: Array<T | undefined>): T[] {
   return items.filter((x): x is T => x !== undefined);
@@ -398,6 +412,7 @@ function readClientLinks(n: Node): ClientLinkConfig[] {
     n,
     (num, id) => {
       const p = `tcp${num}_`;
+      knownLegacyFields(n, p, ['dial_addr', 'dial_port', 'conn_addr', 'conn_port', 'upload_mbit', 'download_mbit']);
       const remoteAddress = ipString(n, `${p}dial_addr`, true);
       const remotePort = n.int(`${p}dial_port`, 1, 65_535);
       const localAddress = n.has(`${p}conn_addr`) ? ipString(n, `${p}conn_addr`) : (n.raw(`${p}conn_addr`), undefined);
@@ -468,12 +483,15 @@ function withConnections(links: readonly ClientLinkConfig[], perLink: number): C
 function readServerLinks(n: Node): ServerLinkConfig[] {
   return readLinks<ServerLinkConfig>(
     n,
-    (num, id) => ({
-      id,
-      name: `tcp${num}`,
-      listenAddress: ipString(n, `tcp${num}_listen_addr`, true),
-      listenPort: n.int(`tcp${num}_listen_port`, 1, 65_535),
-    }),
+    (num, id) => {
+      knownLegacyFields(n, `tcp${num}_`, ['listen_addr', 'listen_port']);
+      return {
+        id,
+        name: `tcp${num}`,
+        listenAddress: ipString(n, `tcp${num}_listen_addr`, true),
+        listenPort: n.int(`tcp${num}_listen_port`, 1, 65_535),
+      };
+    },
     (l, id, name) => {
       const { address, port } = parseHostPort(l, 'listen', true);
       return { id, name, listenAddress: address, listenPort: port };

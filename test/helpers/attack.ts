@@ -150,7 +150,7 @@ async function oneConnection(t: Target, name: string, payload: Buffer, waitMs: n
 
 /**
  * `locals`: a source address per case (else all from server.local): the server blocks a source
- * after 8 failed handshakes, and a blocked source learns nothing about the later cases.
+ * after more than FAIL_LIMIT (40) failed handshakes in 10 s, and a blocked source learns nothing about the later cases.
  */
 async function stranger(spec: { server: Target; locals?: string[]; serverPublicKey: string; dport: number; marker: string; address: string }): Promise<void> {
   const serverPub = key(spec.serverPublicKey);

@@ -241,6 +241,7 @@ describe('config', () => {
       /^test\.yaml: client\.links\[1\]\.name: 'a' is also the name of links\[0\]: each link needs its own$/,
     );
     fails(base('  links:\n    - { name: x, listen: "10.0.0.1:80" }\n    - { name: x, listen: "10.0.0.1:81" }\n'), 'server', /server\.links\[1\]\.name: 'x' is also the name/);
+    fails(client('    - { name: "wan1~2", remote: "10.0.1.1:1" }\n'), 'client', /client\.links\[0\]\.name: 'wan1~2' has a '~': it is kept for the names of a link's connections/);
     // Unnamed links are link1, link2, ...: a link named like one of those is a clash too.
     fails(client('    - { remote: "10.0.1.1:1" }\n    - { name: link1, remote: "10.0.2.1:1" }\n'), 'client', /client\.links\[1\]\.name: 'link1' is also the name of links\[0\]/);
   });
@@ -289,8 +290,14 @@ describe('config', () => {
     );
   });
 
-  it('reports a missing legacy field by name', () => {
+  it('reports a missing legacy field by name, and a misspelt one as itself', () => {
     fails('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  tcp1_dial_addr: 10.0.1.1\n', 'client', /client\.tcp1_dial_port: is required/);
+    fails(
+      'client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  tcp1_dial_adr: 10.0.1.1\n  tcp1_dial_port: 1\n',
+      'client',
+      /^test\.yaml: client\.tcp1_dial_adr: is not a known field \(a link of the original format has tcp1_dial_addr, tcp1_dial_port, tcp1_conn_addr, tcp1_conn_port, tcp1_upload_mbit, tcp1_download_mbit\)$/,
+    );
+    fails('server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n  tcp2_listen_adr: 10.0.1.1\n  tcp2_listen_port: 1\n', 'server', /server\.tcp2_listen_adr: is not a known field \(a link of the original format has tcp2_listen_addr, tcp2_listen_port\)$/);
   });
 
   it("reads YAML as the original's yaml.v2 did: `<<:` merge keys, one document (a trailing --- is none more)", () => {
