@@ -391,6 +391,8 @@ export const ACK_PARTIAL_INTERVAL_MS = 100;
  * and a 64 KiB record on a slow link takes seconds to arrive.
  */
 export const UNAUTHENTICATED_LIFE_DEAD_INTERVALS = 4;
+/** A link's path round trip is the least of this many recent PING samples (Link.pathRttMs). */
+export const PATH_RTT_SAMPLES = 4;
 /** A link is stalled when its oldest unacknowledged striped data is older than max(this, 2 x ack time + 20 ms). */
 export const STALL_MIN_MS = 150;
 /** A paced link whose socket sends nothing looks again at most this much later (waitUnsent). */
@@ -421,12 +423,13 @@ export class Link {
   /** Lowest PING/PONG round trip of this connection, ms. */
   minRttMs = Infinity;
   /**
-   * The path's own round trip, ms (0 until a PONG): each PING's less the time to drain our data
-   * ahead of it; it follows a rise at once and a fall by 1/8 per sample. The scheduler adds
-   * half of it to a link's ETA: a link 150 ms longer than another is no faster for being idle.
+   * The path's own round trip, ms (0 until a PONG): the least of the last PATH_RTT_SAMPLES PINGs'
+   * round trips, each less the time to drain our data ahead of it (one late PONG is no new
+   * path; a path that got longer shows within a few keepalives). The scheduler adds half of it
+   * to a link's ETA: a link 150 ms longer than another is no faster for being idle.
    */
   pathRttMs = 0;
-  private pathMeasured = false;
+  private readonly pathSamples: number[] = [];
   /** Round-trip samples in a row with the smoothed RTT BLOAT_HINT_EXCESS_MS over minRttMs. */
   private bloatSamples = 0;
   /** Our unacknowledged bytes when the last PING left, and whether its round trip was a spike. */
@@ -860,13 +863,9 @@ export class Link {
     let givenBack = 0;
     while (this.retainedHead < list.length && (list[this.retainedHead] as Retained).end <= bytes) {
       const r = list[this.retainedHead++] as Retained;
-      // Data given back waited through a stall: its ACK time would raise the stall limit, so that a
-      // link which stalled once would stall unnoticed the next time (review).
       if (r.resent) givenBack += r.buf.length;
-      else {
-        freed += r.buf.length;
-        t = r.t;
-      }
+      else freed += r.buf.length;
+      t = r.t;
     }
     this.retainedBytes -= freed + givenBack;
     this.givenBackBytes -= givenBack;
@@ -1024,9 +1023,10 @@ export class Link {
         const drain = this.pingUnacked / this.deliveryRate;
         this.spiking = sample > 2 * (this.minRttMs + drain) + 20;
         if (sample < this.minRttMs) this.minRttMs = sample;
-        const path = Math.max(this.minRttMs, sample - drain);
-        this.pathRttMs = !this.pathMeasured || path > this.pathRttMs ? path : this.pathRttMs + (path - this.pathRttMs) / 8;
-        this.pathMeasured = true;
+        const samples = this.pathSamples;
+        if (samples.length === PATH_RTT_SAMPLES) samples.shift();
+        samples.push(Math.max(this.minRttMs, sample - drain));
+        this.pathRttMs = Math.min(...samples);
         this.checkBloat();
       }
       return true;
