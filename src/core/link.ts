@@ -3,6 +3,7 @@
 // handler's business (the role during the handshake, then the session).
 import type { Socket } from 'node:net';
 import { TokenBucket } from '../token-bucket.js';
+import type { RecordsSeen } from '../secure/keypair.js';
 import { performance } from 'node:perf_hooks';
 import { getSystemErrorName } from 'node:util';
 import { errorMessage, ProtocolError } from '../errors.js';
@@ -441,6 +442,9 @@ export class Link {
   private lastBytesMs = this.lastRxMs;
   /** Set by an encrypting session: bytes are signs of life only shortly after an authenticated record (UNAUTHENTICATED_LIFE_DEAD_INTERVALS). */
   lifeNeedsAuth = false;
+  /** Keyed: the records this link carried (the session's, to prove the link alive by a copy that lost the race). */
+  recordsSeen: RecordsSeen | undefined;
+  private lastProofMs = -Infinity;
   /** Until the peer's next frame, not declared dead before this (awaitReply). */
   private replyDueMs = 0;
   /** Set by an encrypting session: control frames leave sealed (undefined: no keypair, not sent). */
@@ -963,6 +967,18 @@ export class Link {
   heard(nowMs: number): void {
     this.lastRxMs = nowMs;
     this.replyDueMs = 0;
+  }
+
+  /**
+   * Keyed: whether the next record, if dropped as a duplicate, should be decrypted to prove the
+   * link alive — when nothing authenticated came for half a keepalive interval, at most that often
+   * (a slow link's PINGs wait behind copies that all lose the race to a faster link).
+   */
+  wantsLifeProof(nowMs: number): boolean {
+    const half = this.opts.keepaliveIntervalMs / 2;
+    if (!this.lifeNeedsAuth || nowMs - this.lastRxMs < half || nowMs - this.lastProofMs < half) return false;
+    this.lastProofMs = nowMs;
+    return true;
   }
 
   /** The last sign of life; keyed, bytes count within UNAUTHENTICATED_LIFE_DEAD_INTERVALS of the last authenticated record. */

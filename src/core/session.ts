@@ -15,7 +15,7 @@ import {
 } from '../protocol/frame.js';
 import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError } from '../errors.js';
-import type { Keypair, KeyRing, RecordDrop } from '../secure/keypair.js';
+import { RecordsSeen, type Keypair, type KeyRing, type RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
 import { RecordArenas } from './record-arenas.js';
@@ -277,6 +277,7 @@ export class Session implements LinkHandler {
     this.pendingLinks.delete(link);
     link.sealControl = this.keys ? (b) => this.sealControl(b) : undefined;
     link.lifeNeedsAuth = this.keys !== undefined;
+    link.recordsSeen = this.keys !== undefined ? new RecordsSeen() : undefined;
     link.handler = this;
     link.state = 'up';
     this.links.set(link.id, link);
@@ -568,14 +569,17 @@ export class Session implements LinkHandler {
       throw new ProtocolError(`frame type ${type} in clear on an encrypted session`);
     }
     const now = performance.now();
+    const seen = link.recordsSeen;
+    const prove = seen !== undefined && link.state === 'up' && link.wantsLifeProof(now);
     let opened;
     try {
-      opened = keys.open(buf, start, end, now);
+      opened = keys.open(buf, start, end, now, seen, prove);
     } catch (e) {
       this.stats.tampered++;
       throw e;
     }
     if (typeof opened === 'string') {
+      if (prove && seen.provedLife) link.heard(now);
       // A record dropped unopened (a copy that lost the race, too old, ...) asks for an ACK: its
       // bytes are through. An opened one asks through its frames (handle): ACKs never answer ACKs.
       if (link.state === 'up') link.dataToAck = true;

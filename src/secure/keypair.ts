@@ -115,6 +115,29 @@ export interface Opened {
 }
 
 /** A session's keypairs: the one it seals with, and the newest few it opens with. */
+/**
+ * What one link has carried of a session's records: per keypair, the highest
+ * counter. On a slow link in duplicate mode every data copy loses the race and
+ * is dropped unopened, and the peer's PINGs may wait seconds behind them; a copy
+ * whose tag verifies, newer than any the link carried before (so not a replay of
+ * the link's own), then shows the link alive (KeyRing.open: `proveDuplicate`).
+ */
+export class RecordsSeen {
+  private readonly highest = new Map<number, number>();
+  /** Set by the last KeyRing.open asked to prove a duplicate: it was authentic and new on this link. */
+  provedLife = false;
+
+  /** Records `counter` under keypair `index`; true if it is above every counter seen under it. */
+  note(index: number, counter: number): boolean {
+    const h = this.highest.get(index);
+    if (h !== undefined && counter <= h) return false;
+    // Bounded: a session keeps at most MAX_KEYPAIRS; indexes of keypairs gone are forgotten.
+    if (h === undefined && this.highest.size >= 2 * MAX_KEYPAIRS) this.highest.clear();
+    this.highest.set(index, counter);
+    return true;
+  }
+}
+
 export class KeyRing {
   private readonly byIndex = new Map<number, Keypair>();
   /** The keypair new records are sealed with. */
@@ -169,14 +192,19 @@ export class KeyRing {
    * (duplicates are normal: every link carries a copy). Throws ProtocolError
    * for a record that fails authentication: the caller closes that link.
    */
-  open(buf: Buffer, start: number, end: number, nowMs: number): Opened | RecordDrop {
+  open(buf: Buffer, start: number, end: number, nowMs: number, seen?: RecordsSeen, proveDuplicate = false): Opened | RecordDrop {
     const { index, counter } = recordHeader(buf, start, end);
     const kp = this.byIndex.get(index);
     if (kp === undefined) return 'unknown_key';
     if (!kp.usable(nowMs)) return 'expired';
     if (counter >= REJECT_AFTER_MESSAGES) throw new ProtocolError(`record counter ${counter} beyond the limit`);
+    const fresh = seen?.note(index, counter) ?? false;
     const before = kp.replay.check(counter);
-    if (before !== 'ok') return before;
+    if (before !== 'ok') {
+      // A copy another link brought first: decrypted only to prove this link alive, when asked.
+      if (seen !== undefined && proveDuplicate && before === 'duplicate') seen.provedLife = fresh && kp.open(counter, buf, start, end) !== undefined;
+      return before;
+    }
     const plain = kp.open(counter, buf, start, end);
     if (plain === undefined) throw new ProtocolError('SEALED record failed authentication (tampered, or not this key)');
     if (kp.replay.accept(counter) !== 'ok') return 'duplicate';

@@ -52,10 +52,10 @@ export function testSession(sink: (packets: Buffer[]) => void = () => {}, keys?:
 }
 
 /** A link on `sock` whose timers never fire within a test; the session that attaches it brings it up. */
-export function testLink(sock: FakeSocket, id = 0, queueMaxBytes = 1 << 20): Link {
+export function testLink(sock: FakeSocket, id = 0, queueMaxBytes = 1 << 20, keepaliveIntervalMs = 1e6): Link {
   return new Link(
     sock as unknown as Socket,
-    { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
+    { id, name: `l${id}`, maxFrameBytes: 66000, queueMaxBytes, queueMaxAgeMs: 1000, keepaliveIntervalMs, deadIntervalMs: 1e7 },
     { onFrame() {}, onChunkEnd() {}, onClose() {} },
     quiet,
   );

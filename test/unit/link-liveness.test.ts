@@ -3,9 +3,12 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import { PONG_BURST, PONG_INTERVAL_MS } from '../../src/core/link.js';
-import { encodeToken, FrameType } from '../../src/protocol/frame.js';
-import { FakeSocket, upLink } from '../helpers/fake-socket.js';
+import { CloseCode, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
+import { Keypair, KeyRing } from '../../src/secure/keypair.js';
+import { FakeSocket, testLink, testSession, upLink } from '../helpers/fake-socket.js';
+import { numbered } from '../helpers/packets.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -80,5 +83,59 @@ describe('PONGs', () => {
     await new Promise((r) => setTimeout(r, PONG_INTERVAL_MS * 4));
     l.handleKeepalive(FrameType.Ping, ping, 8);
     assert.equal(pongs(), answered + 1, 'a PING at the keepalive pace is answered again');
+  });
+
+  it('keyed, duplicate mode: a copy that lost the race proves its slow link alive if its tag verifies; a replay of the link\'s own, or a forgery, does not', async () => {
+    const [k1, k2] = [randomBytes(32), randomBytes(32)];
+    const txKeys = new KeyRing();
+    txKeys.add(new Keypair(1, 2, 'chacha20-poly1305', k1, k2, true));
+    const rxKeys = new KeyRing();
+    rxKeys.add(new Keypair(2, 1, 'chacha20-poly1305', k2, k1, false));
+    const tx = testSession(() => {}, txKeys);
+    const rx = testSession(() => {}, rxKeys);
+    const [sa, sb, ra, rb] = [new FakeSocket(), new FakeSocket(), new FakeSocket(), new FakeSocket()];
+    tx.attach(testLink(sa, 0));
+    tx.attach(testLink(sb, 1));
+    const keepalive = 20;
+    const fast = testLink(ra, 0, 1 << 20, keepalive);
+    const slow = testLink(rb, 1, 1 << 20, keepalive);
+    rx.attach(fast);
+    rx.attach(slow);
+    // Four records, a copy of each on both links; the fast link brings them all first.
+    for (let i = 1; i <= 4; i++) tx.sendFrames(encodeData(i, numbered(i)), 1, performance.now(), false);
+    assert.equal(sb.written.length, 4);
+    // What each far end reads is its own copy (one buffer went to both fake sockets; opening decrypts in place).
+    const slowCopies = sb.written.map((w) => Buffer.from(w));
+    for (const w of sa.written) ra.emit('data', Buffer.from(w));
+    assert.equal(rx.stats.rxPackets, 4);
+    const wait = (): Promise<void> => new Promise((r) => setTimeout(r, keepalive));
+    const quiet = (): number => (slow.lastRxMs = performance.now() - 10_000);
+    const heard = (since: number): boolean => slow.lastRxMs > since;
+
+    let since = quiet();
+    rb.emit('data', slowCopies[1]);
+    assert.ok(heard(since), 'an authentic copy newer than any this link carried: alive');
+    assert.equal(rx.stats.records.duplicate, 1);
+
+    await wait();
+    since = quiet();
+    rb.emit('data', slowCopies[0]);
+    assert.ok(!heard(since), "an older counter than the link's newest (a replay of its own records): no proof");
+
+    await wait();
+    since = quiet();
+    const forged = slowCopies[2] as Buffer;
+    forged[forged.length - 1] = (forged[forged.length - 1] as number) ^ 1;
+    rb.emit('data', forged);
+    assert.ok(!heard(since), 'a forged tag: no proof (and, a duplicate, no error either)');
+    assert.equal(slow.state, 'up');
+
+    // At most one proof per half keepalive: the next copy right away is not decrypted.
+    since = quiet();
+    rb.emit('data', slowCopies[3]);
+    assert.ok(!heard(since), 'within half a keepalive of the last attempt: not looked at');
+    assert.equal(rx.stats.records.duplicate, 4);
+    tx.close(CloseCode.Shutdown, 'done');
+    rx.close(CloseCode.Shutdown, 'done');
   });
 });
