@@ -6,7 +6,8 @@ export type DpErrorCode =
   | 'ERR_NATIVE_LOAD'
   | 'ERR_PROTOCOL'
   | 'ERR_LISTEN'
-  | 'ERR_ROUTE';
+  | 'ERR_ROUTE'
+  | 'ERR_RESOLVE';
 
 export class DpError extends Error {
   readonly code: DpErrorCode;

@@ -230,18 +230,18 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
         onSignal('SIGHUP');
         return;
       }
-      const server = role_;
-      void (async () => {
-        try {
-          const next = (await resolveNames(loadConfig(opts.config, role))).config;
-          if (next.role !== 'server') return;
-          const r = server.reload(next);
-          log.info('config reloaded', { added: r.added.join(',') || '-', removed: r.removed.join(',') || '-', changed: r.changed.join(',') || '-' });
-          if (r.ignored.length > 0) log.warn('changed in the file but not applied until a restart', { fields: r.ignored.join(', ') });
-        } catch (e) {
-          log.error('config not reloaded: the running one stays', { error: errorMessage(e) });
-        }
-      })();
+      try {
+        const read = loadConfig(opts.config, role);
+        if (read.role !== 'server' || config.role !== 'server') return;
+        // Links are not reloaded (a restart applies them), so names are not resolved again: links
+        // as written before stand for the addresses they resolved to (no DNS, no false change).
+        const next = JSON.stringify(read.links) === JSON.stringify(loaded.links) ? { ...read, links: config.links } : read;
+        const r = role_.reload(next);
+        log.info('config reloaded', { added: r.added.join(',') || '-', removed: r.removed.join(',') || '-', changed: r.changed.join(',') || '-' });
+        if (r.ignored.length > 0) log.warn('changed in the file but not applied until a restart', { fields: r.ignored.join(', ') });
+      } catch (e) {
+        log.error('config not reloaded: the running one stays', { error: errorMessage(e) });
+      }
     });
     process.on('SIGUSR1', () => {
       tunnel.logStats();

@@ -1,6 +1,6 @@
 // Host names in a config — the original dp-tcp resolved them (`tcp1_dial_addr:
-// vpn.example.com`) — become addresses once, at start and on a server's
-// reload, as WireGuard resolves an endpoint: everything after (routes, policy
+// vpn.example.com`) — become addresses once, at start, as WireGuard resolves
+// an endpoint (a server's reload leaves links as they are): everything after (routes, policy
 // rules, the listeners, status) works with the address. A name that does not
 // resolve stops the start with the link and the resolver's answer.
 import { lookup as dnsLookup } from 'node:dns/promises';
@@ -33,12 +33,19 @@ export async function resolveNames(config: Config, lookup: Lookup = systemLookup
     }
     try {
       const address = await p;
-      if (!resolved.some((r) => r.link === link)) resolved.push({ link, name, address });
+      if (!resolved.some((r) => r.name === name && r.address === address)) resolved.push({ link, name, address });
       return address;
     } catch (e) {
-      const why = isSystemError(e) && e.code !== undefined ? e.code : errorMessage(e);
+      const code = isSystemError(e) ? e.code : undefined;
+      const why = code ?? errorMessage(e);
       const fam = family === 0 ? '' : ` to an IPv${family} address (its local address is one)`;
-      throw new DpError('ERR_CONFIG', `${config.file}: link ${link}: cannot resolve ${what} '${name}'${fam}: ${why}`, { exitCode: 2, cause: e });
+      // No such name is a config error (exit 2: systemd does not restart it); a resolver that did not
+      // answer (at boot, say) is not: exit 1, and the unit starts it again.
+      const wrongName = code === 'ENOTFOUND' || code === 'ENODATA' || code === 'EAI_NONAME';
+      throw new DpError(wrongName ? 'ERR_CONFIG' : 'ERR_RESOLVE', `${config.file}: link ${link}: cannot resolve ${what} '${name}'${fam}: ${why}`, {
+        exitCode: wrongName ? 2 : 1,
+        cause: e,
+      });
     }
   };
   if (config.role === 'client') {

@@ -193,11 +193,16 @@ export class KeyRing {
    * for a record that fails authentication: the caller closes that link.
    */
   open(buf: Buffer, start: number, end: number, nowMs: number, seen?: RecordsSeen, proveDuplicate = false): Opened | RecordDrop {
+    if (seen !== undefined) seen.provedLife = false;
     const { index, counter } = recordHeader(buf, start, end);
     const kp = this.byIndex.get(index);
     if (kp === undefined) return 'unknown_key';
     if (!kp.usable(nowMs)) return 'expired';
     if (counter >= REJECT_AFTER_MESSAGES) throw new ProtocolError(`record counter ${counter} beyond the limit`);
+    // Noted before any tag is checked, so that a replay of the link's own records never proves
+    // anything (an unproven copy's counter counts too); the price: a forged copy with a delivered
+    // counter delays the link's next proof until its copies pass that counter (injection into the
+    // stream, which could as well cut it).
     const fresh = seen?.note(index, counter) ?? false;
     const before = kp.replay.check(counter);
     if (before !== 'ok') {

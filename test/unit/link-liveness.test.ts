@@ -101,13 +101,13 @@ describe('PONGs', () => {
     const slow = testLink(rb, 1, 1 << 20, keepalive);
     rx.attach(fast);
     rx.attach(slow);
-    // Four records, a copy of each on both links; the fast link brings them all first.
-    for (let i = 1; i <= 4; i++) tx.sendFrames(encodeData(i, numbered(i)), 1, performance.now(), false);
-    assert.equal(sb.written.length, 4);
+    // Five records, a copy of each on both links; the fast link brings them all first.
+    for (let i = 1; i <= 5; i++) tx.sendFrames(encodeData(i, numbered(i)), 1, performance.now(), false);
+    assert.equal(sb.written.length, 5);
     // What each far end reads is its own copy (one buffer went to both fake sockets; opening decrypts in place).
     const slowCopies = sb.written.map((w) => Buffer.from(w));
     for (const w of sa.written) ra.emit('data', Buffer.from(w));
-    assert.equal(rx.stats.rxPackets, 4);
+    assert.equal(rx.stats.rxPackets, 5);
     const wait = (): Promise<void> => new Promise((r) => setTimeout(r, keepalive));
     const quiet = (): number => (slow.lastRxMs = performance.now() - 10_000);
     const heard = (since: number): boolean => slow.lastRxMs > since;
@@ -130,11 +130,23 @@ describe('PONGs', () => {
     assert.ok(!heard(since), 'a forged tag: no proof (and, a duplicate, no error either)');
     assert.equal(slow.state, 'up');
 
+    // A proof holds for its own record only: a record under an unknown index right after one proves nothing.
+    await wait();
+    since = quiet();
+    rb.emit('data', Buffer.from(slowCopies[3] as Buffer));
+    assert.ok(heard(since), 'an authentic newer copy: alive');
+    await wait();
+    since = quiet();
+    const junk = Buffer.from(slowCopies[3] as Buffer);
+    junk.writeUInt32BE(0xdeadbeef, 8); // the receiver index, after the 8-byte frame header
+    rb.emit('data', junk);
+    assert.ok(!heard(since), 'unknown_key after a proof: no life (the last proof does not carry over)');
+
     // At most one proof per half keepalive: the next copy right away is not decrypted.
     since = quiet();
-    rb.emit('data', slowCopies[3]);
+    rb.emit('data', slowCopies[4]);
     assert.ok(!heard(since), 'within half a keepalive of the last attempt: not looked at');
-    assert.equal(rx.stats.records.duplicate, 4);
+    assert.equal(rx.stats.records.duplicate, 5);
     tx.close(CloseCode.Shutdown, 'done');
     rx.close(CloseCode.Shutdown, 'done');
   });

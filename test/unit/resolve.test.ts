@@ -67,8 +67,21 @@ describe('host names in a config', () => {
     const c = parseConfig('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - { name: isp-a, remote: "nowhere.example:1" }\n', 'test.yaml', 'client');
     await assert.rejects(resolveNames(c, lookup), (e: unknown) => {
       assert.ok(e instanceof DpError);
+      assert.equal(e.code, 'ERR_CONFIG');
       assert.equal(e.exitCode, 2);
       assert.equal(e.message, "test.yaml: link isp-a: cannot resolve the server's name 'nowhere.example': ENOTFOUND");
+      return true;
+    });
+    // A resolver that did not answer is no config error: exit 1, so that systemd starts it again
+    // (its units do not restart on exit 2).
+    const flaky: Lookup = async (name) => {
+      throw Object.assign(new Error(`getaddrinfo EAI_AGAIN ${name}`), { code: 'EAI_AGAIN', errno: -3001, syscall: 'getaddrinfo' });
+    };
+    await assert.rejects(resolveNames(c, flaky), (e: unknown) => {
+      assert.ok(e instanceof DpError);
+      assert.equal(e.code, 'ERR_RESOLVE');
+      assert.equal(e.exitCode, 1);
+      assert.match(e.message, /link isp-a: cannot resolve the server's name 'nowhere\.example': EAI_AGAIN$/);
       return true;
     });
     const v4only = parseConfig('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - { name: l, remote: "localhost:1", local: "2001:db8::2" }\n', 'test.yaml', 'client');
