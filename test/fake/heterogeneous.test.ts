@@ -4,49 +4,23 @@
 // being idle. Every striped packet on it would hold the receiver's in-order
 // delivery for its extra delay.
 import assert from 'node:assert/strict';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import type { ClientRole } from '../../src/roles/client.js';
 import type { ServerRole } from '../../src/roles/server.js';
 import type { SchedulingMode } from '../../src/protocol/handshake.js';
+import { DelayingProxies } from '../helpers/delay-proxy.js';
 import { dialClient, FAST_TIMING, NO_SECURITY, startServer, stop, until, type Side } from '../helpers/harness.js';
 import { numbered, packetNumber } from '../helpers/packets.js';
 
 let server: Side<ServerRole> | undefined;
 let client: Side<ClientRole> | undefined;
-const proxies: Server[] = [];
-const sockets = new Set<Socket>();
+const proxies = new DelayingProxies();
 
 afterEach(() => {
   stop(client, server);
   client = server = undefined;
-  for (const s of sockets) s.destroy();
-  sockets.clear();
-  for (const p of proxies.splice(0)) p.close();
+  proxies.close();
 });
-
-/** A TCP relay to 127.0.0.1:`port` that holds every chunk `oneWayMs` in each direction. */
-async function delayingProxy(port: number, oneWayMs: number): Promise<number> {
-  const proxy = createServer((inbound) => {
-    const outbound = connect(port, '127.0.0.1');
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => {
-        inbound.destroy();
-        outbound.destroy();
-      });
-    }
-    const relay = (from: Socket, to: Socket): void => {
-      from.on('data', (chunk: Buffer) => setTimeout(() => to.destroyed || to.write(chunk), oneWayMs));
-    };
-    relay(inbound, outbound);
-    relay(outbound, inbound);
-  });
-  proxies.push(proxy);
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-  return (proxy.address() as { port: number }).port;
-}
 
 describe('links of different delay', () => {
   for (const mode of ['aggregate', 'adaptive'] as SchedulingMode[]) {
@@ -54,7 +28,7 @@ describe('links of different delay', () => {
       server = await startServer(2, FAST_TIMING);
       const [p0, p1] = server.role.listening().map((l) => l.port);
       // Link 0, the first the scheduler looks at, is 150 ms longer each way.
-      client = dialClient([await delayingProxy(p0!, 150), p1!], FAST_TIMING, '10.0.0.2', NO_SECURITY, mode);
+      client = dialClient([await proxies.add(p0!, 150), p1!], FAST_TIMING, '10.0.0.2', NO_SECURITY, mode);
       await until(() => client!.role.session.upLinks().length === 2, 'both links up', 5000);
       // A few keepalives (every 50 ms here) measure both paths.
       await new Promise((r) => setTimeout(r, 600));

@@ -99,6 +99,17 @@ class RawPeer {
   }
 }
 
+/** A man in the middle (test/helpers/attacker.ts) on a free loopback port, in front of `port`. */
+async function relayInFront(port: number): Promise<{ relay: Relay; relayPort: number }> {
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const relayPort = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const relay = new Relay([{ listen: { host: '127.0.0.1', port: relayPort }, target: { host: '127.0.0.1', port } }]);
+  await relay.start();
+  return { relay, relayPort };
+}
+
 const intro = (address: string, linkId = 0, linkCount = 1): LinkIntro => ({
   sessionId: randomBytes(16),
   encryption: 'chacha20-poly1305',
@@ -331,12 +342,7 @@ describe('secure channel (fake TUN, loopback)', () => {
 
   it('on the path, bytes that do not authenticate are no sign of life: a black-holed link is declared dead all the same', async () => {
     server = await startServer(1, FAST_TIMING, SERVER_SEC);
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const relayPort = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
-    const relay = new Relay([{ listen: { host: '127.0.0.1', port: relayPort }, target: { host: '127.0.0.1', port: server.role.listening()[0]!.port } }]);
-    await relay.start();
+    const { relay, relayPort } = await relayInFront(server.role.listening()[0]!.port);
     const timers: NodeJS.Timeout[] = [];
     /** Nothing passes either way, and the server's end (which declares its side dead) is not passed on either. */
     const blackhole = (): void => {
@@ -372,12 +378,7 @@ describe('secure channel (fake TUN, loopback)', () => {
 
   it('a genuine rekey RESPONSE replayed on the path thousands of times is counted, not logged each time; the link stays up', async () => {
     server = await startServer(1, FAST_TIMING, SERVER_SEC);
-    const probe = createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const relayPort = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
-    const relay = new Relay([{ listen: { host: '127.0.0.1', port: relayPort }, target: { host: '127.0.0.1', port: server.role.listening()[0]!.port } }]);
-    await relay.start();
+    const { relay, relayPort } = await relayInFront(server.role.listening()[0]!.port);
     try {
       const a = dialClient([relayPort], FAST_TIMING, '10.0.0.2', keysOf(ALICE));
       clients.push(a);

@@ -1,11 +1,12 @@
 // A stand-in for a link's TCP socket: takes writes until told to push back,
 // records them, and emits what a test tells it to.
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Link, type LinkHandler } from '../../src/core/link.js';
 import { Session } from '../../src/core/session.js';
 import { createLogger } from '../../src/log.js';
-import type { KeyRing } from '../../src/secure/keypair.js';
+import { Keypair, KeyRing } from '../../src/secure/keypair.js';
 
 /** A socket that takes writes until told to push back, and records them. */
 export class FakeSocket extends EventEmitter {
@@ -59,4 +60,14 @@ export function testLink(sock: FakeSocket, id = 0, queueMaxBytes = 1 << 20, keep
     { onFrame() {}, onChunkEnd() {}, onClose() {} },
     quiet,
   );
+}
+
+/** Two ends' key rings holding one keypair (ChaCha20-Poly1305, fresh keys): the first seals to the second, and back. */
+export function keyRingPair(): [KeyRing, KeyRing] {
+  const [k1, k2] = [randomBytes(32), randomBytes(32)];
+  const a = new KeyRing();
+  a.add(new Keypair(1, 2, 'chacha20-poly1305', k1, k2, true));
+  const b = new KeyRing();
+  b.add(new Keypair(2, 1, 'chacha20-poly1305', k2, k1, false));
+  return [a, b];
 }

@@ -3,18 +3,12 @@
 // (every authentic record asked for an ACK, so each side answered the other's
 // ACK every few milliseconds for as long as the link was up).
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { it } from 'node:test';
 import { CloseCode, encodeAck } from '../../src/protocol/frame.js';
-import { Keypair, KeyRing } from '../../src/secure/keypair.js';
-import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
+import { FakeSocket, keyRingPair, testLink, testSession } from '../helpers/fake-socket.js';
 
 it('a sealed ACK-only record is not acknowledged: one ACK, no echo', async () => {
-  const [k1, k2] = [randomBytes(32), randomBytes(32)];
-  const aKeys = new KeyRing();
-  aKeys.add(new Keypair(1, 2, 'chacha20-poly1305', k1, k2, true));
-  const bKeys = new KeyRing();
-  bKeys.add(new Keypair(2, 1, 'chacha20-poly1305', k2, k1, false));
+  const [aKeys, bKeys] = keyRingPair();
   const a = testSession(() => {}, aKeys);
   const b = testSession(() => {}, bKeys);
   a.mode = 'aggregate';

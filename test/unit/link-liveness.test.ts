@@ -3,11 +3,9 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
-import { randomBytes } from 'node:crypto';
 import { PONG_BURST, PONG_INTERVAL_MS } from '../../src/core/link.js';
 import { CloseCode, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
-import { Keypair, KeyRing } from '../../src/secure/keypair.js';
-import { FakeSocket, testLink, testSession, upLink } from '../helpers/fake-socket.js';
+import { FakeSocket, keyRingPair, testLink, testSession, upLink } from '../helpers/fake-socket.js';
 import { numbered } from '../helpers/packets.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
@@ -86,11 +84,7 @@ describe('PONGs', () => {
   });
 
   it('keyed, duplicate mode: a copy that lost the race proves its slow link alive if its tag verifies; a replay of the link\'s own, or a forgery, does not', async () => {
-    const [k1, k2] = [randomBytes(32), randomBytes(32)];
-    const txKeys = new KeyRing();
-    txKeys.add(new Keypair(1, 2, 'chacha20-poly1305', k1, k2, true));
-    const rxKeys = new KeyRing();
-    rxKeys.add(new Keypair(2, 1, 'chacha20-poly1305', k2, k1, false));
+    const [txKeys, rxKeys] = keyRingPair();
     const tx = testSession(() => {}, txKeys);
     const rx = testSession(() => {}, rxKeys);
     const [sa, sb, ra, rb] = [new FakeSocket(), new FakeSocket(), new FakeSocket(), new FakeSocket()];

@@ -3,15 +3,13 @@
 // records later is not refused as too old (which would lose it, its bytes
 // acknowledged all the same).
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import { SESSION_RETAIN_MAX_BYTES } from '../../src/core/link.js';
 import { RESEND_BURST_BYTES, type Session } from '../../src/core/session.js';
 import type { TokenBucket } from '../../src/token-bucket.js';
 import { CloseCode, DATA_IN_ORDER, encodeData } from '../../src/protocol/frame.js';
-import { Keypair, KeyRing } from '../../src/secure/keypair.js';
-import { FakeSocket, testLink, testSession } from '../helpers/fake-socket.js';
+import { FakeSocket, keyRingPair, testLink, testSession } from '../helpers/fake-socket.js';
 import { numbered, packetNumber } from '../helpers/packets.js';
 
 const QUEUE_MAX = 64 * 1024;
@@ -27,11 +25,7 @@ function stripeNumbered(tx: Session, n: number, nowMs: number): void {
 
 /** A keyed sender and receiver in aggregate mode, two links each, on fake sockets (carried by the test). */
 function keyedPair() {
-  const [k1, k2] = [randomBytes(32), randomBytes(32)];
-  const txKeys = new KeyRing();
-  txKeys.add(new Keypair(1, 2, 'chacha20-poly1305', k1, k2, true));
-  const rxKeys = new KeyRing();
-  rxKeys.add(new Keypair(2, 1, 'chacha20-poly1305', k2, k1, false));
+  const [txKeys, rxKeys] = keyRingPair();
   const tx = testSession(() => {}, txKeys);
   tx.mode = 'aggregate';
   const delivered: number[] = [];
