@@ -32,7 +32,7 @@ async function readStdin(): Promise<string> {
     const b = chunk as Buffer;
     size += b.length;
     if (size > STDIN_MAX_BYTES) {
-      throw new DpError('ERR_CONFIG', `standard input is not a private key: expected ${KEY_TEXT_CHARS + 1} characters, got more than ${STDIN_MAX_BYTES} bytes`, { exitCode: 2 });
+      throw new DpError('ERR_CONFIG', `standard input is not a private key: expected ${KEY_TEXT_CHARS} characters, got more than ${STDIN_MAX_BYTES} bytes`, { exitCode: 2 });
     }
     chunks.push(b);
   }

@@ -1,13 +1,14 @@
-// Keys as people handle them: base64 text exactly as `wg genkey` and `wg pubkey`
-// make them (44 characters, the last an '='; `wg` refuses a key without it, so
-// keys are printed with it; read with or without it), in files only their
-// owner may read. Nothing here ever puts
+// Keys as people handle them: base64 text (as `wg genkey` and `wg pubkey`
+// make them, printed without the trailing '=' so that a key can stand in
+// key=value text and shell splits — scripts write `KEY=allowed_ips` pairs and
+// split them at the first '='; keys with the '=' are read as well, so wg's keys
+// work here; `wg` itself wants the '=' back), in files only their owner may read. Nothing here ever puts
 // key material into an error message: messages end up in logs and tickets.
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { DpError, isSystemError, errorMessage } from '../errors.js';
 import { KEY_BYTES } from './primitives.js';
 
-/** 32 bytes in base64: 43 characters and one '=' of padding (which may be left out when read). */
+/** 32 bytes in base64: 43 characters (and one '=' of padding, which may be left out). */
 export const KEY_TEXT_CHARS = 43;
 const KEY_TEXT = /^[A-Za-z0-9+/]{43}=?$/;
 
@@ -18,13 +19,13 @@ export function looksLikeKey(text: string): boolean {
 
 export function encodeKey(k: Buffer): string {
   if (k.length !== KEY_BYTES) throw new RangeError(`a key is ${KEY_BYTES} bytes, got ${k.length}`);
-  return k.toString('base64');
+  return k.toString('base64').replace(/=+$/, '');
 }
 
 /** Base64 text (surrounding whitespace ignored) -> 32 bytes; throws an Error that names no key material. */
 export function decodeKey(text: string): Buffer {
   const s = text.trim();
-  const hint = `a key is ${KEY_TEXT_CHARS + 1} characters of base64 ending in '=' (32 bytes), as 'dp-tcp genkey', 'dp-tcp pubkey' or 'wg genkey' print it`;
+  const hint = `a key is ${KEY_TEXT_CHARS} characters of base64 (32 bytes; a trailing '=' may follow), as 'dp-tcp genkey' or 'dp-tcp pubkey' print it`;
   if (s.length !== KEY_TEXT_CHARS && s.length !== KEY_TEXT_CHARS + 1) throw new Error(`${hint}; got ${s.length} characters`);
   if (!KEY_TEXT.test(s)) throw new Error(`${hint}; got characters that are not base64`);
   const k = Buffer.from(s, 'base64');

@@ -473,7 +473,7 @@ describe('config', () => {
       const g = failsAt(
         client(`  private_key_file: garbage.key\n${pub}`),
         'client',
-        /client\.private_key_file: .*garbage\.key does not hold a private key: a key is 44 characters of base64 ending in '=' \(32 bytes\).*got 17 characters$/,
+        /client\.private_key_file: .*garbage\.key does not hold a private key: a key is 43 characters of base64 \(32 bytes; a trailing '=' may follow\).*got 17 characters$/,
       );
       assert.ok(!g.message.includes('this is not'), 'the file content is not repeated');
       const pasted = CLIENT_PRIVATE.toString('base64');
@@ -482,7 +482,7 @@ describe('config', () => {
     });
 
     it('refuses a server_public_key that is not a key', () => {
-      failsAt(client('  private_key_file: client.key\n  server_public_key: abc\n'), 'client', /client\.server_public_key: a key is 44 characters of base64 ending in '=' \(32 bytes\), as 'dp-tcp genkey', 'dp-tcp pubkey' or 'wg genkey' print it; got 3 characters$/);
+      failsAt(client('  private_key_file: client.key\n  server_public_key: abc\n'), 'client', /client\.server_public_key: a key is 43 characters of base64 \(32 bytes; a trailing '=' may follow\), as 'dp-tcp genkey' or 'dp-tcp pubkey' print it; got 3 characters$/);
       failsAt(client(`  private_key_file: client.key\n  server_public_key: "${SERVER_PUBLIC.slice(0, 40)}!!!="\n`), 'client', /client\.server_public_key: .*not base64$/);
     });
 
@@ -524,7 +524,7 @@ describe('config', () => {
     it('server: every peer is valid and distinct', () => {
       const s = (peers: string): string => server(`  private_key_file: server.key\n  peers:\n${peers}`);
       // The one listed peer's own problem comes first, not "must list at least one client".
-      failsAt(s(peer('nope')), 'server', /^[^\n]*server\.peers\[0\]\.public_key: a key is 44 characters of base64/);
+      failsAt(s(peer('nope')), 'server', /^[^\n]*server\.peers\[0\]\.public_key: a key is 43 characters of base64/);
       failsAt(s('    - { allowed_ips: [10.0.0.2/32] }\n'), 'server', /server\.peers\[0\]\.public_key: is required$/);
       failsAt(s(peer(CLIENT_PUBLIC) + peer(CLIENT_PUBLIC, '[10.0.0.3/32]')), 'server', /server\.peers\[1\]\.public_key: is also the key of peers\[0\]: each client needs its own key pair$/);
       failsAt(s(peer(SERVER_PUBLIC)), 'server', /server\.peers\[0\]\.public_key: is this server's own public key: list each client's key \(dp-tcp pubkey < client\.key\)$/);
