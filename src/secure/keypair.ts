@@ -114,7 +114,6 @@ export interface Opened {
   readonly confirmedNow: boolean;
 }
 
-/** A session's keypairs: the one it seals with, and the newest few it opens with. */
 /**
  * What one link has carried of a session's records: per keypair, the highest
  * counter. On a slow link in duplicate mode every data copy loses the race and
@@ -138,6 +137,7 @@ export class RecordsSeen {
   }
 }
 
+/** A session's keypairs: the one it seals with, and the newest few it opens with. */
 export class KeyRing {
   private readonly byIndex = new Map<number, Keypair>();
   /** The keypair new records are sealed with. */
