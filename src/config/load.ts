@@ -499,15 +499,27 @@ function readServerLinks(n: Node): ServerLinkConfig[] {
   );
 }
 
+/** Does a listener on :: take IPv4 too (net.ipv6.bindv6only 0, the default: Node sets no IPV6_V6ONLY)? */
+function dualStack(): boolean {
+  try {
+    return readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() !== '1';
+  } catch {
+    return true;
+  }
+}
+
 /**
  * Whether two listeners would take the same port: the same address, or a wildcard
- * (0.0.0.0 takes every IPv4 address; ::, dual-stack as Node listens, every address).
+ * (0.0.0.0 takes every IPv4 address; :: every IPv6 one, and every IPv4 one unless this
+ * host has net.ipv6.bindv6only = 1).
  */
-function listensOverlap(a: ServerLinkConfig, b: ServerLinkConfig): boolean {
+export function listensOverlap(a: ServerLinkConfig, b: ServerLinkConfig, v4OnV6: boolean): boolean {
   if (a.listenPort !== b.listenPort) return false;
-  if (a.listenAddress === b.listenAddress || a.listenAddress === '::' || b.listenAddress === '::') return true;
+  if (a.listenAddress === b.listenAddress) return true;
   const v4 = (x: string): boolean => isIP(x) === 4;
-  return (a.listenAddress === '0.0.0.0' && v4(b.listenAddress)) || (b.listenAddress === '0.0.0.0' && v4(a.listenAddress));
+  const takes = (wild: string, other: string): boolean =>
+    (wild === '0.0.0.0' && v4(other)) || (wild === '::' && (v4OnV6 || !v4(other)));
+  return takes(a.listenAddress, b.listenAddress) || takes(b.listenAddress, a.listenAddress);
 }
 
 export const MIN_PSK_BYTES = 16;
@@ -974,8 +986,9 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
     // Two links may not listen where one of them already does: the second listen would fail
     // at start with EADDRINUSE, which reads as another program's port.
     const modern = r.has('links');
+    const v4OnV6 = links.some((l) => l.listenAddress === '::') && dualStack();
     for (const [i, l] of links.entries()) {
-      const other = links.slice(0, i).find((o) => listensOverlap(o, l));
+      const other = links.slice(0, i).find((o) => listensOverlap(o, l, v4OnV6));
       if (other === undefined) continue;
       const key = modern ? `links[${l.id}].listen` : `${l.name}_listen_addr`;
       const otherKey = modern ? `links[${other.id}]` : other.name;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { ConfigError, loadConfig, parseConfig, type ParseOptions } from '../../src/config/load.js';
+import { ConfigError, listensOverlap, loadConfig, parseConfig, type ParseOptions } from '../../src/config/load.js';
 import { DEFAULT_NICE, DEFAULT_TIMING, type ClientLinkConfig, type Role } from '../../src/config/types.js';
 import { publicKeyOf } from '../../src/secure/primitives.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
@@ -225,6 +225,14 @@ describe('config', () => {
       'server',
       /server\.tcp2_listen_addr: 10\.0\.1\.1:31411 overlaps tcp1's 0\.0\.0\.0:31411/,
     );
+    // On a host with net.ipv6.bindv6only = 1, :: takes IPv6 only: 0.0.0.0 beside it is fine there.
+    const at = (listenAddress: string, listenPort = 80) => ({ id: 0, name: 'x', listenAddress, listenPort });
+    assert.equal(listensOverlap(at('::'), at('0.0.0.0'), false), false);
+    assert.equal(listensOverlap(at('::'), at('10.0.0.1'), false), false);
+    assert.equal(listensOverlap(at('::'), at('fd00::1'), false), true);
+    assert.equal(listensOverlap(at('::'), at('0.0.0.0'), true), true);
+    assert.equal(listensOverlap(at('0.0.0.0'), at('fd00::1'), true), false);
+    assert.equal(listensOverlap(at('::'), at('::', 81), true), false);
     for (const ok of ['"10.0.0.1:80"\n    - listen: "10.0.0.2:80"', '"0.0.0.0:80"\n    - listen: "[fd00::1]:80"', '"0.0.0.0:80"\n    - listen: "0.0.0.0:81"']) {
       assert.equal(parseConfig(base(`  links:\n    - listen: ${ok}\n`), 'test.yaml', 'server').links.length, 2, ok);
     }
