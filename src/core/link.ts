@@ -436,13 +436,15 @@ export class Link {
   /** Our unacknowledged bytes when the last PING left, and whether its round trip was a spike. */
   private pingUnacked = 0;
   private spiking = false;
-  /** The last sign of life: any bytes (open mode), a record that authenticated (keyed: lifeNeedsAuth, lifeMs). */
+  /** The last sign of life: any bytes (open mode), a record that authenticated (keyed: recordsSeen set, lifeMs). */
   lastRxMs = performance.now();
   /** When bytes last came, whatever they were. */
   private lastBytesMs = this.lastRxMs;
-  /** Set by an encrypting session: bytes are signs of life only shortly after an authenticated record (UNAUTHENTICATED_LIFE_DEAD_INTERVALS). */
-  lifeNeedsAuth = false;
-  /** Keyed: the records this link carried (the session's, to prove the link alive by a copy that lost the race). */
+  /**
+   * Set by an encrypting session: the records this link carried (to prove it alive by a copy that
+   * lost the race). While set, bytes are signs of life only shortly after an authenticated record
+   * (UNAUTHENTICATED_LIFE_DEAD_INTERVALS).
+   */
   recordsSeen: RecordsSeen | undefined;
   private lastProofMs = -Infinity;
   /** Until the peer's next frame, not declared dead before this (awaitReply). */
@@ -963,7 +965,7 @@ export class Link {
     this.replyDueMs = performance.now() + ms;
   }
 
-  /** A record from the peer authenticated on this link: a sign of life (lifeNeedsAuth). */
+  /** A record from the peer authenticated on this link: a sign of life (keyed; in open mode any bytes). */
   heard(nowMs: number): void {
     this.lastRxMs = nowMs;
     this.replyDueMs = 0;
@@ -976,14 +978,14 @@ export class Link {
    */
   wantsLifeProof(nowMs: number): boolean {
     const half = this.opts.keepaliveIntervalMs / 2;
-    if (!this.lifeNeedsAuth || nowMs - this.lastRxMs < half || nowMs - this.lastProofMs < half) return false;
+    if (this.recordsSeen === undefined || nowMs - this.lastRxMs < half || nowMs - this.lastProofMs < half) return false;
     this.lastProofMs = nowMs;
     return true;
   }
 
   /** The last sign of life; keyed, bytes count within UNAUTHENTICATED_LIFE_DEAD_INTERVALS of the last authenticated record. */
   private lifeMs(): number {
-    if (!this.lifeNeedsAuth || this.lastBytesMs <= this.lastRxMs) return this.lastRxMs;
+    if (this.recordsSeen === undefined || this.lastBytesMs <= this.lastRxMs) return this.lastRxMs;
     const credit = (UNAUTHENTICATED_LIFE_DEAD_INTERVALS - 1) * Math.max(this.opts.deadIntervalMs, this.srttMs || 0);
     return Math.min(this.lastBytesMs, this.lastRxMs + credit);
   }
@@ -1320,7 +1322,7 @@ export class Link {
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.lastBytesMs = performance.now();
-    if (!this.lifeNeedsAuth) this.heard(this.lastBytesMs);
+    if (this.recordsSeen === undefined) this.heard(this.lastBytesMs);
     this.stats.rxBytes += chunk.length;
     this.bytesIn += chunk.length;
     try {

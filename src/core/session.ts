@@ -216,9 +216,6 @@ export class Session implements LinkHandler {
     if (m === 'duplicate') return false;
     if (m === 'aggregate') return true;
     const degraded = this.degraded(nowMs); // evaluated for every packet, so the state (and its counter) follows the links
-    // Degraded, nothing is striped, so stripe() does not look for stalls: a stalled link's data
-    // would wait for the session's timer (up to 100 ms more) to go on the others (review).
-    if (degraded) this.handleStalls(nowMs);
     return !urgent && ipBytes > ADAPTIVE_SMALL_BYTES && !degraded;
   }
 
@@ -241,6 +238,10 @@ export class Session implements LinkHandler {
       this.degradedUntil = nowMs + DEGRADED_HOLD_MS;
     }
     this.degradedNow = nowMs < this.degradedUntil;
+    // Degraded, nothing is striped, so stripe() does not look for stalls: a stalled link's data
+    // would wait for the session's timer (up to 100 ms more) to go on the others (review).
+    // Once per read time, as the state itself.
+    if (this.degradedNow) this.handleStalls(nowMs);
     return this.degradedNow;
   }
 
@@ -276,7 +277,6 @@ export class Session implements LinkHandler {
     link.retainBudget = this.retainBudget;
     this.pendingLinks.delete(link);
     link.sealControl = this.keys ? (b) => this.sealControl(b) : undefined;
-    link.lifeNeedsAuth = this.keys !== undefined;
     link.recordsSeen = this.keys !== undefined ? new RecordsSeen() : undefined;
     link.handler = this;
     link.state = 'up';
