@@ -1,4 +1,5 @@
-import { DpError, isSystemError } from '../errors.js';
+import { statSync } from 'node:fs';
+import { DpError, errorMessage, isSystemError } from '../errors.js';
 import { MAX_OFFLOAD_PACKET, type PacketBatch, type TunDevice, type TunOptions } from './device.js';
 import { loadAddon } from './loader.js';
 import type { NativeAddon, NativeTun } from './native.js';
@@ -172,8 +173,33 @@ function enableOffloads(tun: NativeTun, c: NativeAddon['constants']): void {
   }
 }
 
-function describeOpenError(e: unknown, name: string): DpError {
+/**
+ * What a failure to make the TUN device means for the user. The addon opens
+ * /dev/net/tun (syscall `open`), then creates the interface (TUNSETIFF), and
+ * each refusal has its own remedy: EACCES at open, the device node's
+ * permissions (udev's default of 0666 lets anyone; a node of 0600 needs its
+ * owner or CAP_DAC_OVERRIDE); EPERM at open, a device cgroup or a security
+ * policy (systemd without DeviceAllow=, a container without the device); a
+ * refused TUNSETIFF, CAP_NET_ADMIN.
+ */
+export function describeOpenError(e: unknown, name: string, mode: () => string = tunNodeMode): DpError {
   if (isSystemError(e)) {
+    if (e.code === 'EACCES' && e.syscall === 'open') {
+      return new DpError(
+        'ERR_PRIVILEGE',
+        `creating TUN device '${name}': this user may not open /dev/net/tun (EACCES; the device is ${mode()}): ` +
+          'run dp-tcp as root (sudo), or give the device mode 0666 (chmod 0666 /dev/net/tun; udev makes it so)',
+        { cause: e, exitCode: 2 },
+      );
+    }
+    if (e.code === 'EPERM' && e.syscall === 'open') {
+      return new DpError(
+        'ERR_PRIVILEGE',
+        `creating TUN device '${name}': opening /dev/net/tun is not permitted (EPERM: a device cgroup or security policy refuses it): ` +
+          'under systemd allow it (DeviceAllow=/dev/net/tun rw, as the units in packaging/systemd do); in a container pass it in (--device /dev/net/tun)',
+        { cause: e, exitCode: 2 },
+      );
+    }
     if (e.code === 'EPERM' || e.code === 'EACCES') {
       return new DpError(
         'ERR_PRIVILEGE',
@@ -195,4 +221,14 @@ function describeOpenError(e: unknown, name: string): DpError {
     }
   }
   return new DpError('ERR_TUN', `creating TUN device '${name}': ${(e as Error).message}`, { cause: e, exitCode: 2 });
+}
+
+/** /dev/net/tun's mode and owner, as a message names them. */
+function tunNodeMode(): string {
+  try {
+    const st = statSync('/dev/net/tun');
+    return `mode 0${(st.mode & 0o777).toString(8)}, owner uid ${st.uid}`;
+  } catch (e) {
+    return `not readable: ${errorMessage(e)}`;
+  }
 }

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -43,6 +43,19 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     return (await tb.run('server', 'ip', ['-o', 'link', 'show'])).stdout;
   }
 
+  /**
+   * A command prefix that runs the rest in a mount namespace of its own whose
+   * /dev/net/tun is a fresh TUN node of `mode` (root's): what an unprivileged
+   * user may do with the device is then the test's, not the machine's (udev
+   * makes it 0666; some machines have 0600).
+   */
+  function tunNode(mode: number): string[] {
+    const dir = join(tb.dir, 'tun-node');
+    mkdirSync(dir, { recursive: true });
+    const script = `mount -t tmpfs -o mode=0755 none "$0" && mknod "$0/tun" c 10 200 && chmod ${mode.toString(8)} "$0/tun" && mount --bind "$0/tun" /dev/net/tun && exec "$@"`;
+    return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, dir];
+  }
+
   function config(name: string, text: string): string {
     const f = join(tb.dir, name);
     writeFileSync(f, text);
@@ -69,9 +82,20 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
   it('without CAP_NET_ADMIN: exit 2 and says what is missing', async () => {
     const f = config('ok.yaml', SERVER_YAML);
     chmodSync(tb.dir, 0o755); // the unprivileged user must be able to read the config
-    const r = await runCli(['server', '-c', f], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
+    const r = await runCli(['server', '-c', f], [...tunNode(0o666), 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /needs CAP_NET_ADMIN: run dp-tcp as root \(sudo\)/);
+    assert.doesNotMatch(await devices(), /dptcp-s/);
+  });
+
+  it('with CAP_NET_ADMIN but a /dev/net/tun only root may open: exit 2, names the device and its mode', async () => {
+    const f = config('ok.yaml', SERVER_YAML);
+    chmodSync(tb.dir, 0o755);
+    const caps = '+net_admin,+net_bind_service';
+    const r = await runCli(['server', '-c', f], [...tunNode(0o600), 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /this user may not open \/dev\/net\/tun \(EACCES; the device is mode 0600, owner uid 0\): run dp-tcp as root/);
+    assert.doesNotMatch(r.stderr, /needs CAP_NET_ADMIN/, 'it has CAP_NET_ADMIN');
     assert.doesNotMatch(await devices(), /dptcp-s/);
   });
 
@@ -79,7 +103,7 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     const f = config('ok.yaml', SERVER_YAML);
     chmodSync(tb.dir, 0o755);
     const caps = '+net_admin,+net_bind_service';
-    const r = await runCli(['server', '-c', f, '--user', 'nobody'], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`]);
+    const r = await runCli(['server', '-c', f, '--user', 'nobody'], [...tunNode(0o666), 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--user nobody: cannot switch to uid 65534 \/ gid 65534: EPERM.*CAP_SETUID/);
     assert.doesNotMatch(r.stderr, /unexpected error|\n\s+at /, 'one line, no stack');
