@@ -14,9 +14,11 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, closeSync, constants as fsc, openSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { delimiter, join, relative } from 'node:path';
+import { CAP_NET_ADMIN, CAP_SYS_NICE, hasCap } from '../capabilities.js';
 import { DEFAULT_NICE } from '../config/types.js';
 import { errorMessage, isSystemError } from '../errors.js';
 import { loadAddonInfo, noAddonAdvice, packageRoot, type LoadedAddon } from '../tun/loader.js';
+import { tunNodeMode } from '../tun/native-device.js';
 import type { NativeAddon, NativeTun } from '../tun/native.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
@@ -52,10 +54,6 @@ export interface DoctorSystem {
 }
 
 export const MIN_NODE = '20.9.0';
-/** CAP_NET_ADMIN (linux/capability.h). */
-export const CAP_NET_ADMIN = 12;
-/** CAP_SYS_NICE (linux/capability.h). */
-export const CAP_SYS_NICE = 23;
 
 /**
  * The lowest nice value RLIMIT_NICE lets a process without CAP_SYS_NICE set
@@ -78,17 +76,6 @@ export function versionAtLeast(a: string, b: string): boolean {
     if (x !== y) return x > y;
   }
   return true;
-}
-
-/** The effective capability set from /proc/self/status, or undefined if it is not there. */
-export function capEff(procStatus: string): bigint | undefined {
-  const m = /^CapEff:\s*([0-9a-fA-F]+)\s*$/m.exec(procStatus);
-  return m?.[1] === undefined ? undefined : BigInt(`0x${m[1]}`);
-}
-
-export function hasCap(procStatus: string, cap: number): boolean {
-  const eff = capEff(procStatus);
-  return eff !== undefined && ((eff >> BigInt(cap)) & 1n) === 1n;
 }
 
 /** Looks a command up in PATH as execFile does. */
@@ -193,12 +180,20 @@ function checkTunDevice(sys: DoctorSystem): CheckResult {
         fix: 'load the tun module (modprobe tun); in a container, pass the device in (docker run --device /dev/net/tun --cap-add NET_ADMIN)',
       };
     }
-    if (code === 'EACCES' || code === 'EPERM') {
+    if (code === 'EACCES') {
       return {
         name: '/dev/net/tun',
         status: 'fail',
-        detail: `cannot be opened (${code})`,
-        fix: 'run dp-tcp as root, or allow the device (systemd: DeviceAllow=/dev/net/tun rw, as the units in packaging/systemd do)',
+        detail: `cannot be opened (EACCES; ${tunNodeMode()})`,
+        fix: 'run dp-tcp as root, or let this user open the device (udev makes it mode 0666; a nodev mount or a security module such as SELinux refuses it too)',
+      };
+    }
+    if (code === 'EPERM') {
+      return {
+        name: '/dev/net/tun',
+        status: 'fail',
+        detail: 'cannot be opened (EPERM: a device cgroup refuses it)',
+        fix: 'allow the device (systemd: DeviceAllow=/dev/net/tun rw, as the units in packaging/systemd do; a container: --device /dev/net/tun)',
       };
     }
     return { name: '/dev/net/tun', status: 'fail', detail: errorMessage(e), fix: 'it must be the TUN character device 10,200 (mknod /dev/net/tun c 10 200)' };

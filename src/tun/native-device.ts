@@ -1,4 +1,5 @@
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { CAP_NET_ADMIN, hasCap } from '../capabilities.js';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
 import { MAX_OFFLOAD_PACKET, type PacketBatch, type TunDevice, type TunOptions } from './device.js';
 import { loadAddon } from './loader.js';
@@ -173,32 +174,55 @@ function enableOffloads(tun: NativeTun, c: NativeAddon['constants']): void {
   }
 }
 
+/** What describeOpenError looks at besides the error: the device node and the process's capabilities. */
+export interface OpenErrorContext {
+  /** The node's mode and owner, as the message names them. */
+  mode(): string;
+  /** Whether the node's permission bits let this process read and write it. */
+  modeAllows(): boolean;
+  /** Whether this process has CAP_NET_ADMIN (undefined: cannot tell). */
+  netAdmin(): boolean | undefined;
+}
+
+const SYSTEM: OpenErrorContext = { mode: tunNodeMode, modeAllows: tunNodeModeAllows, netAdmin: hasNetAdmin };
+
 /**
  * What a failure to make the TUN device means for the user. The addon opens
  * /dev/net/tun (syscall `open`), then creates the interface (TUNSETIFF), and
- * each refusal has its own remedy: EACCES at open, the device node's
- * permissions (udev's default of 0666 lets anyone; a node of 0600 needs its
- * owner or CAP_DAC_OVERRIDE); EPERM at open, a device cgroup or a security
- * policy (systemd without DeviceAllow=, a container without the device); a
- * refused TUNSETIFF, CAP_NET_ADMIN.
+ * each refusal has its own remedy:
+ * - without CAP_NET_ADMIN the device cannot be made whatever else holds: that first;
+ * - EACCES at open: the node's permission bits (udev's default is 0666; a node
+ *   of 0600 needs its owner or CAP_DAC_OVERRIDE), or, where the bits allow, a
+ *   nodev mount or a security module (SELinux, AppArmor);
+ * - EPERM at open: a device cgroup (systemd without DeviceAllow=, a container
+ *   without the device);
+ * - EACCES at TUNSETIFF with the capability: a security module.
  */
-export function describeOpenError(e: unknown, name: string, mode: () => string = tunNodeMode): DpError {
+export function describeOpenError(e: unknown, name: string, ctx: OpenErrorContext = SYSTEM): DpError {
   if (isSystemError(e)) {
-    if (e.code === 'EACCES' && e.syscall === 'open') {
-      return new DpError(
-        'ERR_PRIVILEGE',
-        `creating TUN device '${name}': this user may not open /dev/net/tun (EACCES; the device is ${mode()}): ` +
-          'run dp-tcp as root (sudo), or give the device mode 0666 (chmod 0666 /dev/net/tun; udev makes it so)',
-        { cause: e, exitCode: 2 },
-      );
+    const refused = e.code === 'EPERM' || e.code === 'EACCES';
+    if (refused && ctx.netAdmin() !== false && e.syscall === 'open') {
+      if (e.code === 'EPERM') {
+        return new DpError(
+          'ERR_PRIVILEGE',
+          `creating TUN device '${name}': opening /dev/net/tun is not permitted (EPERM: a device cgroup refuses it): ` +
+            'under systemd allow it (DeviceAllow=/dev/net/tun rw, as the units in packaging/systemd do); in a container pass it in (--device /dev/net/tun)',
+          { cause: e, exitCode: 2 },
+        );
+      }
+      const why = ctx.modeAllows()
+        ? 'not its permission bits: a nodev mount or a security module such as SELinux or AppArmor refuses it'
+        : 'run dp-tcp as root (sudo), or let this user open the device (udev makes it mode 0666; a chmod lasts until the next boot, a udev rule stays)';
+      return new DpError('ERR_PRIVILEGE', `creating TUN device '${name}': this user may not open /dev/net/tun (EACCES; the device is ${ctx.mode()}): ${why}`, {
+        cause: e,
+        exitCode: 2,
+      });
     }
-    if (e.code === 'EPERM' && e.syscall === 'open') {
-      return new DpError(
-        'ERR_PRIVILEGE',
-        `creating TUN device '${name}': opening /dev/net/tun is not permitted (EPERM: a device cgroup or security policy refuses it): ` +
-          'under systemd allow it (DeviceAllow=/dev/net/tun rw, as the units in packaging/systemd do); in a container pass it in (--device /dev/net/tun)',
-        { cause: e, exitCode: 2 },
-      );
+    if (e.code === 'EACCES' && ctx.netAdmin() === true) {
+      return new DpError('ERR_PRIVILEGE', `creating TUN device '${name}' was refused (EACCES) with CAP_NET_ADMIN: a security module such as SELinux refuses it`, {
+        cause: e,
+        exitCode: 2,
+      });
     }
     if (e.code === 'EPERM' || e.code === 'EACCES') {
       return new DpError(
@@ -224,11 +248,31 @@ export function describeOpenError(e: unknown, name: string, mode: () => string =
 }
 
 /** /dev/net/tun's mode and owner, as a message names them. */
-function tunNodeMode(): string {
+export function tunNodeMode(): string {
   try {
     const st = statSync('/dev/net/tun');
     return `mode 0${(st.mode & 0o777).toString(8)}, owner uid ${st.uid}`;
   } catch (e) {
     return `not readable: ${errorMessage(e)}`;
+  }
+}
+
+/** Whether /dev/net/tun's permission bits let this process read and write it (its owner's bits or everyone's; groups aside). */
+function tunNodeModeAllows(): boolean {
+  try {
+    const st = statSync('/dev/net/tun');
+    const uid = process.getuid?.() ?? -1;
+    const bits = uid === st.uid ? (st.mode >> 6) & 0o6 : st.mode & 0o6;
+    return uid === 0 || bits === 0o6;
+  } catch {
+    return false;
+  }
+}
+
+function hasNetAdmin(): boolean | undefined {
+  try {
+    return hasCap(readFileSync('/proc/self/status', 'utf8'), CAP_NET_ADMIN);
+  } catch {
+    return undefined;
   }
 }

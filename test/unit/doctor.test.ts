@@ -4,14 +4,11 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { capEff, CAP_NET_ADMIN, CAP_SYS_NICE, hasCap } from '../../src/capabilities.js';
 import {
-  capEff,
-  CAP_NET_ADMIN,
-  CAP_SYS_NICE,
   exitCodeFor,
   findInPath,
   formatResults,
-  hasCap,
   niceFloor,
   procNetDevices,
   runChecks,
@@ -235,6 +232,30 @@ describe('doctor', () => {
     );
     assert.equal(exitCodeFor(r), 1, formatResults(r).join('\n'));
     assert.match(byName(r, '/dev/net/tun').fix ?? '', /modprobe tun/, 'modprobe');
+  });
+
+  it('/dev/net/tun refused: EACCES is about who may open the node, EPERM about a device cgroup', () => {
+    const refused = (code: string): CheckResult =>
+      byName(
+        runChecks(
+          system({
+            addon: fakeAddon(newLog()),
+            openTunDevice: () => {
+              throw sysErr(code, 'open');
+            },
+          }),
+        ),
+        '/dev/net/tun',
+      );
+    const acces = refused('EACCES');
+    assert.equal(acces.status, 'fail');
+    assert.match(acces.detail, /EACCES; (mode 0\d+, owner uid \d+|not readable)/);
+    assert.match(acces.fix ?? '', /run dp-tcp as root, or let this user open the device/);
+    assert.doesNotMatch(acces.fix ?? '', /DeviceAllow/);
+    const perm = refused('EPERM');
+    assert.equal(perm.status, 'fail');
+    assert.match(perm.detail, /device cgroup/);
+    assert.match(perm.fix ?? '', /DeviceAllow=\/dev\/net\/tun rw/);
   });
 
   it('missing ip and iptables are warnings, not failures', () => {

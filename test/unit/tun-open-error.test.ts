@@ -1,38 +1,55 @@
 // What the user is told when the TUN device cannot be made: opening the device
-// node and creating the interface are refused for different reasons.
+// node and creating the interface are refused for different reasons, each
+// with its own remedy.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DpError } from '../../src/errors.js';
-import { describeOpenError } from '../../src/tun/native-device.js';
+import { describeOpenError, type OpenErrorContext } from '../../src/tun/native-device.js';
 
 const systemError = (code: string, syscall: string): Error => Object.assign(new Error(`${syscall} failed`), { code, syscall });
 
+function ctx(netAdmin: boolean | undefined, modeAllows = false): OpenErrorContext {
+  return { mode: () => (modeAllows ? 'mode 0666, owner uid 0' : 'mode 0600, owner uid 0'), modeAllows: () => modeAllows, netAdmin: () => netAdmin };
+}
+
 describe('describeOpenError', () => {
-  it('open refused by the device node permissions (EACCES): names the device and its mode, not CAP_NET_ADMIN', () => {
-    const e = describeOpenError(systemError('EACCES', 'open'), 'dptcp0', () => 'mode 0600, owner uid 0');
+  it('open refused by the permission bits, with CAP_NET_ADMIN: names the device and its mode, not the capability', () => {
+    const e = describeOpenError(systemError('EACCES', 'open'), 'dptcp0', ctx(true));
     assert.ok(e instanceof DpError);
     assert.equal(e.exitCode, 2);
     assert.equal(e.code, 'ERR_PRIVILEGE');
-    assert.match(e.message, /may not open \/dev\/net\/tun \(EACCES; the device is mode 0600, owner uid 0\)/);
-    assert.match(e.message, /chmod 0666 \/dev\/net\/tun/);
+    assert.match(e.message, /may not open \/dev\/net\/tun \(EACCES; the device is mode 0600, owner uid 0\): run dp-tcp as root/);
+    assert.match(e.message, /udev makes it mode 0666/);
     assert.doesNotMatch(e.message, /CAP_NET_ADMIN/);
   });
 
-  it('open refused by policy (EPERM): points at the device cgroup, not the mode', () => {
-    const e = describeOpenError(systemError('EPERM', 'open'), 'dptcp0', () => assert.fail('the mode is not the reason'));
-    assert.equal(e.exitCode, 2);
-    assert.match(e.message, /opening \/dev\/net\/tun is not permitted \(EPERM/);
+  it('open refused although the bits allow it: a nodev mount or a security module, no chmod advice', () => {
+    const e = describeOpenError(systemError('EACCES', 'open'), 'dptcp0', ctx(true, true));
+    assert.match(e.message, /the device is mode 0666.*not its permission bits: a nodev mount or a security module/);
+    assert.doesNotMatch(e.message, /udev makes it/);
+  });
+
+  it('without CAP_NET_ADMIN the capability comes first, whatever refused', () => {
+    for (const [code, syscall] of [['EACCES', 'open'], ['EPERM', 'open'], ['EPERM', 'ioctl(TUNSETIFF)']] as const) {
+      const e = describeOpenError(systemError(code, syscall), 'dptcp0', ctx(false));
+      assert.match(e.message, /creating TUN device 'dptcp0' needs CAP_NET_ADMIN: run dp-tcp as root/, `${code} at ${syscall}`);
+      assert.equal(e.exitCode, 2);
+    }
+  });
+
+  it('open refused by a device cgroup (EPERM): points at DeviceAllow, not the mode', () => {
+    const e = describeOpenError(systemError('EPERM', 'open'), 'dptcp0', { ...ctx(true), mode: () => assert.fail('the mode is not the reason') });
+    assert.match(e.message, /opening \/dev\/net\/tun is not permitted \(EPERM: a device cgroup refuses it\)/);
     assert.match(e.message, /DeviceAllow=\/dev\/net\/tun rw/);
   });
 
-  it('a refused TUNSETIFF asks for CAP_NET_ADMIN', () => {
-    const e = describeOpenError(systemError('EPERM', 'ioctl(TUNSETIFF)'), 'dptcp0', () => 'unused');
-    assert.match(e.message, /creating TUN device 'dptcp0' needs CAP_NET_ADMIN/);
-    assert.equal(e.exitCode, 2);
+  it('TUNSETIFF: EPERM asks for CAP_NET_ADMIN; EACCES with the capability is a security module', () => {
+    assert.match(describeOpenError(systemError('EPERM', 'ioctl(TUNSETIFF)'), 'dptcp0', ctx(undefined)).message, /needs CAP_NET_ADMIN/);
+    assert.match(describeOpenError(systemError('EACCES', 'ioctl(TUNSETIFF)'), 'dptcp0', ctx(true)).message, /refused \(EACCES\) with CAP_NET_ADMIN: a security module/);
   });
 
   it('a missing device asks for the module; a busy name says so', () => {
-    assert.match(describeOpenError(systemError('ENOENT', 'open'), 'x').message, /modprobe tun/);
-    assert.match(describeOpenError(systemError('EBUSY', 'ioctl(TUNSETIFF)'), 'x').message, /already exists and is in use/);
+    assert.match(describeOpenError(systemError('ENOENT', 'open'), 'x', ctx(true)).message, /modprobe tun/);
+    assert.match(describeOpenError(systemError('EBUSY', 'ioctl(TUNSETIFF)'), 'x', ctx(true)).message, /already exists and is in use/);
   });
 });
