@@ -1,6 +1,8 @@
 // Linux capabilities as /proc/self/status shows them: what `doctor` reports
 // and what a refused TUN device is explained by.
 
+/** CAP_DAC_OVERRIDE (linux/capability.h). */
+export const CAP_DAC_OVERRIDE = 1;
 /** CAP_NET_ADMIN (linux/capability.h). */
 export const CAP_NET_ADMIN = 12;
 /** CAP_SYS_NICE (linux/capability.h). */

@@ -185,7 +185,7 @@ function checkTunDevice(sys: DoctorSystem): CheckResult {
         name: '/dev/net/tun',
         status: 'fail',
         detail: `cannot be opened (EACCES; ${tunNodeMode()})`,
-        fix: 'run dp-tcp as root, or let this user open the device (udev makes it mode 0666; a nodev mount or a security module such as SELinux refuses it too)',
+        fix: 'run dp-tcp as root, or let this user open the device (udev makes it mode 0666); where its mode already lets the user in, a nodev mount or a security module such as SELinux refuses it',
       };
     }
     if (code === 'EPERM') {

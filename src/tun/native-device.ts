@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
-import { CAP_NET_ADMIN, hasCap } from '../capabilities.js';
+import { CAP_DAC_OVERRIDE, CAP_NET_ADMIN, hasCap } from '../capabilities.js';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
 import { MAX_OFFLOAD_PACKET, type PacketBatch, type TunDevice, type TunOptions } from './device.js';
 import { loadAddon } from './loader.js';
@@ -227,7 +227,8 @@ export function describeOpenError(e: unknown, name: string, ctx: OpenErrorContex
     if (e.code === 'EPERM' || e.code === 'EACCES') {
       return new DpError(
         'ERR_PRIVILEGE',
-        `creating TUN device '${name}' needs CAP_NET_ADMIN: run dp-tcp as root (sudo) or give it cap_net_admin`,
+        `creating TUN device '${name}' needs CAP_NET_ADMIN: run dp-tcp as root (sudo) or give it cap_net_admin` +
+          (process.geteuid?.() === 0 ? ' (this root lacks it: in a container, --cap-add NET_ADMIN)' : ''),
         { cause: e, exitCode: 2 },
       );
     }
@@ -251,19 +252,25 @@ export function describeOpenError(e: unknown, name: string, ctx: OpenErrorContex
 export function tunNodeMode(): string {
   try {
     const st = statSync('/dev/net/tun');
-    return `mode 0${(st.mode & 0o777).toString(8)}, owner uid ${st.uid}`;
+    return `mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, owner uid ${st.uid} gid ${st.gid}`;
   } catch (e) {
     return `not readable: ${errorMessage(e)}`;
   }
 }
 
-/** Whether /dev/net/tun's permission bits let this process read and write it (its owner's bits or everyone's; groups aside). */
+/**
+ * Whether /dev/net/tun's permission bits let this process read and write it,
+ * as the kernel decides: CAP_DAC_OVERRIDE passes; else the owner's bits for
+ * the owner, the group's for a member of its group, everyone's for the rest.
+ */
 function tunNodeModeAllows(): boolean {
   try {
+    if (hasCap(readFileSync('/proc/self/status', 'utf8'), CAP_DAC_OVERRIDE)) return true;
     const st = statSync('/dev/net/tun');
-    const uid = process.getuid?.() ?? -1;
-    const bits = uid === st.uid ? (st.mode >> 6) & 0o6 : st.mode & 0o6;
-    return uid === 0 || bits === 0o6;
+    const euid = process.geteuid?.() ?? -1;
+    const inGroup = process.getegid?.() === st.gid || (process.getgroups?.() ?? []).includes(st.gid);
+    const shift = euid === st.uid ? 6 : inGroup ? 3 : 0;
+    return ((st.mode >> shift) & 0o6) === 0o6;
   } catch {
     return false;
   }

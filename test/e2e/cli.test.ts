@@ -95,7 +95,7 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     const caps = '+net_admin,+net_bind_service';
     const r = await runCli(['server', '-c', f], [...tunNode(0o600), 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=${caps}`, `--ambient-caps=${caps}`]);
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /this user may not open \/dev\/net\/tun \(EACCES; the device is mode 0600, owner uid 0\): run dp-tcp as root/);
+    assert.match(r.stderr, /this user may not open \/dev\/net\/tun \(EACCES; the device is mode 0600, owner uid 0 gid 0\): run dp-tcp as root/);
     assert.doesNotMatch(r.stderr, /needs CAP_NET_ADMIN/, 'it has CAP_NET_ADMIN');
     assert.doesNotMatch(await devices(), /dptcp-s/);
   });

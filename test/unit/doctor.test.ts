@@ -249,7 +249,7 @@ describe('doctor', () => {
       );
     const acces = refused('EACCES');
     assert.equal(acces.status, 'fail');
-    assert.match(acces.detail, /EACCES; (mode 0\d+, owner uid \d+|not readable)/);
+    assert.match(acces.detail, /EACCES; (mode 0\d{3}, owner uid \d+ gid \d+|not readable)/);
     assert.match(acces.fix ?? '', /run dp-tcp as root, or let this user open the device/);
     assert.doesNotMatch(acces.fix ?? '', /DeviceAllow/);
     const perm = refused('EPERM');

@@ -9,7 +9,7 @@ import { describeOpenError, type OpenErrorContext } from '../../src/tun/native-d
 const systemError = (code: string, syscall: string): Error => Object.assign(new Error(`${syscall} failed`), { code, syscall });
 
 function ctx(netAdmin: boolean | undefined, modeAllows = false): OpenErrorContext {
-  return { mode: () => (modeAllows ? 'mode 0666, owner uid 0' : 'mode 0600, owner uid 0'), modeAllows: () => modeAllows, netAdmin: () => netAdmin };
+  return { mode: () => (modeAllows ? 'mode 0666, owner uid 0 gid 0' : 'mode 0600, owner uid 0 gid 0'), modeAllows: () => modeAllows, netAdmin: () => netAdmin };
 }
 
 describe('describeOpenError', () => {
@@ -18,7 +18,7 @@ describe('describeOpenError', () => {
     assert.ok(e instanceof DpError);
     assert.equal(e.exitCode, 2);
     assert.equal(e.code, 'ERR_PRIVILEGE');
-    assert.match(e.message, /may not open \/dev\/net\/tun \(EACCES; the device is mode 0600, owner uid 0\): run dp-tcp as root/);
+    assert.match(e.message, /may not open \/dev\/net\/tun \(EACCES; the device is mode 0600, owner uid 0 gid 0\): run dp-tcp as root/);
     assert.match(e.message, /udev makes it mode 0666/);
     assert.doesNotMatch(e.message, /CAP_NET_ADMIN/);
   });
