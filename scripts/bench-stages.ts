@@ -154,19 +154,6 @@ async function capture(tb: Testbed, name: string, dest: string, tunnelPrefix: st
   return r;
 }
 
-/** Pings until `dest` answers (ping exits non-zero, and run() throws, until it does). */
-async function waitPing(tb: Testbed, dest: string): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      await tb.run('client', 'ping', ['-c', '1', '-W', '1', dest]);
-      return;
-    } catch (e) {
-      if (i >= 50) throw e;
-      await sleep(200);
-    }
-  }
-}
-
 function table(results: Result[]): string {
   const f = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? '–' : n.toFixed(0));
   let md = `| stage, µs p50 / p99 | ${results.map((r) => r.name).join(' | ')} |\n|---|${results.map(() => '---|').join('')}\n`;
@@ -192,7 +179,7 @@ async function main(): Promise<void> {
   try {
     const results: Result[] = [];
     const procs = startOpenVpn(tb, { cipher: 'none', key: await openVpnKey(tb), nodelay: true });
-    await waitPing(tb, '10.8.0.1');
+    await tb.timeToTunnel(20_000, '10.8.0.1');
     results.push(await capture(tb, 'OpenVPN TCP nodelay', '10.8.0.1', '10.8.0.'));
     for (const p of procs) p.kill('SIGTERM');
     await sleep(1000);

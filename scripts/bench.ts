@@ -151,15 +151,6 @@ function perGB(cpuSeconds: number, bytes: number): number {
   return Math.round((cpuSeconds / (bytes / 1e9)) * 100) / 100;
 }
 
-async function waitPing(tb: Testbed, dest: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await tb.run('client', 'ping', ['-c', '1', '-W', '0.3', dest], 5000).then(() => true, () => false);
-    if (ok) return;
-    await sleep(100);
-  }
-  throw new Error(`no ping to ${dest}`);
-}
-
 /** A numbered UDP stream through each tunnel while link 1 is impaired. */
 async function impairments(tb: Testbed, tunnel: string, dest: string): Promise<ImpairmentResult[]> {
   const out: ImpairmentResult[] = [];
@@ -331,7 +322,7 @@ async function main(): Promise<void> {
       ['AES-256-CBC', false, 'OpenVPN TCP, AES-256-CBC'],
     ] as const) {
       const procs = startOpenVpn(tb, { cipher, key, nodelay });
-      await waitPing(tb, '10.8.0.1');
+      await tb.timeToTunnel(40_000, '10.8.0.1');
       results.push(await measure(tb, label, 1, '10.8.0.1', { server: procs[0]!.pid as number, client: procs[1]!.pid as number }));
       if (cipher === 'none' && !nodelay) imp.push(...(await impairments(tb, 'OpenVPN TCP', '10.8.0.1')));
       for (const p of procs) p.kill('SIGTERM');
@@ -339,7 +330,7 @@ async function main(): Promise<void> {
     }
     {
       const procs = await startWireGuardGo(tb);
-      await waitPing(tb, WIREGUARD_SERVER);
+      await tb.timeToTunnel(40_000, WIREGUARD_SERVER);
       results.push(await measure(tb, 'wireguard-go, ChaCha20-Poly1305', 1, WIREGUARD_SERVER, { server: procs[0]!.pid as number, client: procs[1]!.pid as number }));
       for (const p of procs) p.kill('SIGTERM');
       await sleep(1000);

@@ -44,6 +44,8 @@ export interface DoctorSystem {
   loadAddon(): LoadedAddon;
   /** Opens and closes /dev/net/tun read-write; throws the system error. */
   openTunDevice(): { rdev: string };
+  /** /dev/net/tun's mode and owner, as a message names them. */
+  tunNodeMode(): string;
   /** Network device names of this namespace. */
   netDevices(): Set<string>;
   /** Absolute path of a command found in PATH, or undefined. */
@@ -117,6 +119,7 @@ export function realSystem(): DoctorSystem {
       closeSync(openSync('/dev/net/tun', fsc.O_RDWR));
       return { rdev: `${Math.floor(st.rdev / 256)},${st.rdev % 256}` };
     },
+    tunNodeMode,
     netDevices: () => {
       try {
         return procNetDevices(readFileSync('/proc/net/dev', 'utf8'));
@@ -184,7 +187,7 @@ function checkTunDevice(sys: DoctorSystem): CheckResult {
       return {
         name: '/dev/net/tun',
         status: 'fail',
-        detail: `cannot be opened (EACCES; ${tunNodeMode()})`,
+        detail: `cannot be opened (EACCES; ${sys.tunNodeMode()})`,
         fix: 'run dp-tcp as root, or let this user open the device (udev makes it mode 0666); where its mode already lets the user in, a nodev mount or a security module such as SELinux refuses it',
       };
     }

@@ -182,9 +182,11 @@ export interface OpenErrorContext {
   modeAllows(): boolean;
   /** Whether this process has CAP_NET_ADMIN (undefined: cannot tell). */
   netAdmin(): boolean | undefined;
+  /** Whether this process runs as root (its effective uid). */
+  root(): boolean;
 }
 
-const SYSTEM: OpenErrorContext = { mode: tunNodeMode, modeAllows: tunNodeModeAllows, netAdmin: hasNetAdmin };
+const SYSTEM: OpenErrorContext = { mode: tunNodeMode, modeAllows: tunNodeModeAllows, netAdmin: hasNetAdmin, root: () => process.geteuid?.() === 0 };
 
 /**
  * What a failure to make the TUN device means for the user. The addon opens
@@ -199,9 +201,9 @@ const SYSTEM: OpenErrorContext = { mode: tunNodeMode, modeAllows: tunNodeModeAll
  * - EACCES at TUNSETIFF with the capability: a security module.
  */
 export function describeOpenError(e: unknown, name: string, ctx: OpenErrorContext = SYSTEM): DpError {
-  if (isSystemError(e)) {
-    const refused = e.code === 'EPERM' || e.code === 'EACCES';
-    if (refused && ctx.netAdmin() !== false && e.syscall === 'open') {
+  if (isSystemError(e) && (e.code === 'EPERM' || e.code === 'EACCES')) {
+    const netAdmin = ctx.netAdmin();
+    if (netAdmin !== false && e.syscall === 'open') {
       if (e.code === 'EPERM') {
         return new DpError(
           'ERR_PRIVILEGE',
@@ -218,20 +220,20 @@ export function describeOpenError(e: unknown, name: string, ctx: OpenErrorContex
         exitCode: 2,
       });
     }
-    if (e.code === 'EACCES' && ctx.netAdmin() === true) {
+    if (netAdmin === true && e.code === 'EACCES') {
       return new DpError('ERR_PRIVILEGE', `creating TUN device '${name}' was refused (EACCES) with CAP_NET_ADMIN: a security module such as SELinux refuses it`, {
         cause: e,
         exitCode: 2,
       });
     }
-    if (e.code === 'EPERM' || e.code === 'EACCES') {
-      return new DpError(
-        'ERR_PRIVILEGE',
-        `creating TUN device '${name}' needs CAP_NET_ADMIN: run dp-tcp as root (sudo) or give it cap_net_admin` +
-          (process.geteuid?.() === 0 ? ' (this root lacks it: in a container, --cap-add NET_ADMIN)' : ''),
-        { cause: e, exitCode: 2 },
-      );
-    }
+    return new DpError(
+      'ERR_PRIVILEGE',
+      `creating TUN device '${name}' needs CAP_NET_ADMIN: run dp-tcp as root (sudo) or give it cap_net_admin` +
+        (ctx.root() ? ' (this root lacks it: in a container, --cap-add NET_ADMIN)' : ''),
+      { cause: e, exitCode: 2 },
+    );
+  }
+  if (isSystemError(e)) {
     if (e.code === 'ENOENT' || e.code === 'ENODEV') {
       return new DpError('ERR_TUN', `/dev/net/tun is missing: load the tun module (modprobe tun)`, {
         cause: e,
@@ -258,19 +260,35 @@ export function tunNodeMode(): string {
   }
 }
 
+/** Who opens a file, as the kernel's permission check sees it. */
+export interface Opener {
+  euid: number;
+  egid: number;
+  groups: readonly number[];
+  /** CAP_DAC_OVERRIDE: the permission bits do not apply. */
+  dacOverride: boolean;
+}
+
 /**
- * Whether /dev/net/tun's permission bits let this process read and write it,
- * as the kernel decides: CAP_DAC_OVERRIDE passes; else the owner's bits for
- * the owner, the group's for a member of its group, everyone's for the rest.
+ * Whether a node's permission bits let `who` read and write it, as the kernel
+ * decides: CAP_DAC_OVERRIDE passes; else the owner's bits for the owner, the
+ * group's for a member of its group, everyone's for the rest.
  */
+export function modePermitsReadWrite(node: { mode: number; uid: number; gid: number }, who: Opener): boolean {
+  if (who.dacOverride) return true;
+  const inGroup = who.egid === node.gid || who.groups.includes(node.gid);
+  const shift = who.euid === node.uid ? 6 : inGroup ? 3 : 0;
+  return ((node.mode >> shift) & 0o6) === 0o6;
+}
+
 function tunNodeModeAllows(): boolean {
   try {
-    if (hasCap(readFileSync('/proc/self/status', 'utf8'), CAP_DAC_OVERRIDE)) return true;
-    const st = statSync('/dev/net/tun');
-    const euid = process.geteuid?.() ?? -1;
-    const inGroup = process.getegid?.() === st.gid || (process.getgroups?.() ?? []).includes(st.gid);
-    const shift = euid === st.uid ? 6 : inGroup ? 3 : 0;
-    return ((st.mode >> shift) & 0o6) === 0o6;
+    return modePermitsReadWrite(statSync('/dev/net/tun'), {
+      euid: process.geteuid?.() ?? -1,
+      egid: process.getegid?.() ?? -1,
+      groups: process.getgroups?.() ?? [],
+      dacOverride: hasCap(readFileSync('/proc/self/status', 'utf8'), CAP_DAC_OVERRIDE),
+    });
   } catch {
     return false;
   }
