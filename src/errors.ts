@@ -30,6 +30,13 @@ export class ProtocolError extends DpError {
   }
 }
 
+/** A frame of another protocol version: another dp-tcp, which can be told why. */
+export class VersionError extends ProtocolError {
+  constructor(readonly version: number) {
+    super(`unsupported protocol version ${version}`);
+  }
+}
+
 /** A system error as Node and our addon build it: `code`, `errno`, `syscall`. */
 export interface SystemError extends Error {
   code?: string;

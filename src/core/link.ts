@@ -180,6 +180,12 @@ export interface LinkHandler {
   /** After the frames of one socket read: the time to flush what they produced. */
   onChunkEnd(link: Link): void;
   onClose(link: Link, reason: string): void;
+  /**
+   * A frame broke the protocol (the link is still open): the handler closes
+   * the link. Without this hook the link closes itself with a CLOSE that
+   * names the error.
+   */
+  onProtocolError?(link: Link, error: ProtocolError): void;
 }
 
 export interface LinkOptions {
@@ -1331,7 +1337,8 @@ export class Link {
       if (!(e instanceof ProtocolError)) throw e;
       // Before a handshake this is a stranger's garbage: a flood of it must not flood the log.
       this.log[this.state === 'up' ? 'warn' : 'debug']('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
-      this.close(CloseCode.ProtocolError, e.message);
+      if (this.handler.onProtocolError !== undefined) this.handler.onProtocolError(this, e);
+      else this.close(CloseCode.ProtocolError, e.message);
     }
     // What this chunk delivered goes on now, even if the link closed meanwhile (a bad frame, a
     // CLOSE): it may lie in the read buffer, which the next read, on any link, overwrites.

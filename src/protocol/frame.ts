@@ -1,5 +1,5 @@
 // Framing of docs/protocol.md: u32 length, then version, type, flags, reserved.
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, VersionError } from '../errors.js';
 
 export const PROTOCOL_VERSION = 2;
 /** Bytes of the length prefix. */
@@ -277,7 +277,7 @@ export function forEachFrame(plain: Buffer, maxFrameBytes: number, onFrame: Fram
 function checkedEmit(buf: Buffer, start: number, end: number, onFrame: FrameHandler): void {
   const version = buf[start + 4];
   const type = buf[start + 5] as number;
-  if (version !== PROTOCOL_VERSION) throw new ProtocolError(`unsupported protocol version ${version}`);
+  if (version !== PROTOCOL_VERSION) throw new VersionError(version as number);
   const min = MIN_BODY[type];
   if (min === undefined) throw new ProtocolError(`unknown frame type ${type}`);
   const bodyStart = start + FRAME_HEADER_BYTES;

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { PeerConfig, ServerConfig, ServerLimits, ServerLinkConfig } from '../config/types.js';
-import { DpError, errorMessage, isSystemError, ProtocolError } from '../errors.js';
+import { DpError, errorMessage, isSystemError, ProtocolError, VersionError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CloseCode, FrameType } from '../protocol/frame.js';
 import { addressBytes, decodeHello, encodeWelcome, type LinkIntro } from '../protocol/handshake.js';
@@ -475,7 +475,8 @@ export class ServerRole {
     return { added, removed, changed, ignored };
   }
 
-  refuse(link: Link, reason: RefusalReason, message: string): void {
+  /** Closes a connection whose handshake is refused: `code` is what an answered refusal says. */
+  refuse(link: Link, reason: RefusalReason, message: string, code: CloseCode = CloseCode.HandshakeRefused): void {
     this.stats.handshakesRefused++;
     this.stats.refused[reason]++;
     // Strangers get a line at debug; other refusals at most one warning a second per reason:
@@ -489,7 +490,7 @@ export class ServerRole {
     // Unauthenticated input gets no answer (nothing to learn, nothing to amplify); a known
     // peer, or open mode, is told why: that is the message its operator needs.
     if (UNANSWERED.has(reason) && this.identity !== undefined) link.destroy(`refused: ${message}`);
-    else link.close(CloseCode.HandshakeRefused, message);
+    else link.close(code, message);
   }
 
   /** A connection closed before its handshake was answered: a failure of its source, unless it was evicted. */
@@ -560,6 +561,16 @@ class Handshake implements LinkHandler {
       throw new ProtocolError(`expected INITIATION, got frame type ${type}`);
     }
     this.role.initiation(link, this.cfg, this.source, buf, start, end, this.round);
+  }
+
+  /**
+   * Input that breaks the framing before the handshake (an oversized or unknown
+   * frame, a short INITIATION, DATA first): refused as malformed, and so, keyed,
+   * without a word to a stranger. A frame of another protocol version is
+   * another dp-tcp: a mismatch, which its operator is told (as a HELLO to a keyed server).
+   */
+  onProtocolError(link: Link, error: ProtocolError): void {
+    this.role.refuse(link, error instanceof VersionError ? 'mismatch' : 'malformed', error.message, CloseCode.ProtocolError);
   }
 
   onChunkEnd(): void {}

@@ -267,7 +267,7 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.equal(server.tunnel.sessionByAddress([{ family: 4, address: '10.0.0.2', prefix: 24 }]), undefined);
   });
 
-  it('nothing before the handshake is processed: frames in clear, large frames, junk', async () => {
+  it('nothing before the handshake is processed or answered: frames in clear, large frames, junk', async () => {
     server = await startServer(1, FAST_TIMING, SERVER_SEC);
     const port = server.role.listening()[0]!.port;
     const p = new RawPeer(port);
@@ -281,6 +281,18 @@ describe('secure channel (fake TUN, loopback)', () => {
     junk.sock.write(randomBytes(600));
     await until(() => junk.closed, 'closed');
     assert.equal(server.tun.written.length, 0);
+    // A stranger learns nothing, not even that dp-tcp listens: no CLOSE naming the error.
+    assert.deepEqual([p, big, junk].map((x) => x.frames.length), [0, 0, 0], 'closed without a word');
+    assert.equal(server.role.stats.refused.malformed, 3, 'each counted as a malformed handshake');
+    // Another protocol version is another dp-tcp, whose operator needs the reason.
+    const v1 = new RawPeer(port);
+    const frame = encodeFrame(FrameType.Initiation, Buffer.alloc(200));
+    frame[4] = 1;
+    v1.sock.write(frame);
+    await until(() => v1.closed, 'closed');
+    assert.deepEqual(v1.frames.map((f) => f.type), [FrameType.Close], 'told why');
+    assert.match(v1.frames[0]!.body.toString('latin1'), /unsupported protocol version 1/);
+    assert.equal(server.role.stats.refused.mismatch, 1);
   });
 
   it('an authenticated peer: forged, replayed and malformed records close only its own link', async () => {
