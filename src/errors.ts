@@ -30,6 +30,13 @@ export class ProtocolError extends DpError {
   }
 }
 
+/** A sealed record that failed authentication: tampered with, or not under this key. */
+export class TamperedError extends ProtocolError {
+  constructor() {
+    super('SEALED record failed authentication (tampered, or not this key)');
+  }
+}
+
 /** A frame of another protocol version: another dp-tcp, which can be told why. */
 export class VersionError extends ProtocolError {
   constructor(readonly version: number) {

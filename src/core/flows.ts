@@ -24,7 +24,8 @@ export class FlowClassifier {
   decay(nowMs: number): void {
     if (nowMs - this.lastDecayMs < DECAY_MS) return;
     const periods = Math.min(32, Math.floor((nowMs - this.lastDecayMs) / DECAY_MS));
-    this.lastDecayMs = nowMs;
+    // The part of a period left over counts toward the next: batches 150 ms apart halve every 100 ms on average, not every 150.
+    this.lastDecayMs = periods >= 32 ? nowMs : this.lastDecayMs + periods * DECAY_MS;
     const b = this.bytes;
     // A shift count is taken mod 32: `x >>> 32` is x, not 0.
     if (periods >= 32) {

@@ -909,12 +909,13 @@ export class Link {
       this.ackTimer = undefined;
     }
     if (this.state !== 'up' || this.bytesIn === this.ackSent) return;
+    const ack = encodeAck(this.linkId, this.bytesIn);
+    const frame = this.sealControl ? this.sealControl(ack) : ack;
+    // No keypair can seal it (until a handshake makes one): still owed, it goes with the next data's ACK.
+    if (frame === undefined) return;
     this.ackSent = this.bytesIn;
     this.lastAckMs = performance.now();
     this.dataToAck = false;
-    const ack = encodeAck(this.linkId, this.bytesIn);
-    const frame = this.sealControl ? this.sealControl(ack) : ack;
-    if (frame === undefined) return;
     const waiting = this.queuedAck;
     if (waiting !== undefined && waiting.buf.length === frame.length) {
       // Not sent yet: the newer count goes in its place (a peer that sends and never reads must not grow the queue).
@@ -1108,6 +1109,12 @@ export class Link {
     this.retainBudget = undefined;
     this.retainedBytes = 0;
     this.givenBackBytes = 0;
+  }
+
+  /** The session is gone: striped data that never left this link is lost with it, counted as the copies were. */
+  dropOrphans(): void {
+    for (const q of this.orphans) this.stats.drops.link_closed += q.packets;
+    this.orphans = [];
   }
 
   private dropQueue(): void {

@@ -14,7 +14,7 @@ import {
   readU64,
 } from '../protocol/frame.js';
 import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, TamperedError } from '../errors.js';
 import { RecordsSeen, type Keypair, type KeyRing, type RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
@@ -575,7 +575,8 @@ export class Session implements LinkHandler {
     try {
       opened = keys.open(buf, start, end, now, seen, prove);
     } catch (e) {
-      this.stats.tampered++;
+      // Only a failed tag is tampering; a counter past the limit or a short record is a plain protocol error.
+      if (e instanceof TamperedError) this.stats.tampered++;
       throw e;
     }
     if (typeof opened === 'string') {
@@ -708,6 +709,7 @@ export class Session implements LinkHandler {
       }
       // What went on this link only and was not acknowledged goes on the others.
       if (this.reorder !== undefined && !this.closed) this.resend(link, performance.now());
+      else link.dropOrphans();
       if (this.links.size === 0) this.lastLinkLossMs = performance.now();
       this.updatePaths();
     }

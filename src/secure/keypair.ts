@@ -2,7 +2,7 @@
 // anti-replay windows; and the ring of a session's keypairs (docs/protocol.md,
 // "Rekey" and "SEALED records").
 import { performance } from 'node:perf_hooks';
-import { ProtocolError } from '../errors.js';
+import { ProtocolError, TamperedError } from '../errors.js';
 import type { CipherName } from '../protocol/handshake.js';
 import {
   MAX_KEYPAIRS,
@@ -211,7 +211,7 @@ export class KeyRing {
       return before;
     }
     const plain = kp.open(counter, buf, start, end);
-    if (plain === undefined) throw new ProtocolError('SEALED record failed authentication (tampered, or not this key)');
+    if (plain === undefined) throw new TamperedError();
     if (kp.replay.accept(counter) !== 'ok') return 'duplicate';
     const confirmedNow = !kp.confirmed;
     if (confirmedNow) {

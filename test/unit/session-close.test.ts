@@ -35,6 +35,20 @@ describe('session close', () => {
     assert.equal(rx.stats.rxPackets, 3, 'and counted as delivered');
   });
 
+  it('striped data still queued on a link when its session closes is counted dropped (link_closed)', () => {
+    const s = testSession();
+    s.mode = 'aggregate';
+    const sock = new FakeSocket();
+    const link = testLink(sock, 0);
+    s.attach(link);
+    sock.full = true; // the first write fills the socket: the rest waits in the link's queue
+    for (let i = 0; i < 5; i++) s.sendFrames(Buffer.alloc(1000, i), 1, 0, false, false, true);
+    assert.equal(sock.written.length, 1);
+    s.close(CloseCode.Shutdown, 'shutting down');
+    assert.equal(link.stats.drops.link_closed, 4, 'the four that never left');
+    assert.equal(s.stats.dropsNoLink, 0, 'not counted twice');
+  });
+
   it('a link replaced by a new connection of the same id (the only link): its unacknowledged striped data goes on the new one', () => {
     const s = testSession();
     s.mode = 'aggregate';

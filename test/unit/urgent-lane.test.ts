@@ -47,6 +47,18 @@ describe('flow classifier', () => {
     assert.equal(f.urgent(seg, 0, seg.length), true, 'after 20 decay periods the flow is quiet again');
   });
 
+  it('counters halve once per DECAY_MS on average however far apart the batches are: the rest of a period carries over', () => {
+    const f = new FlowClassifier();
+    f.decay(0);
+    const seg = ipv4(1400, 6, '10.0.0.2', '10.0.0.1', 40000, 5201);
+    // Enough that two halvings leave the flow bulk and three make it sparse again.
+    const n = Math.floor(((SPARSE_BYTES - 1400) * 8) / 1400);
+    for (let i = 0; i < n; i++) f.urgent(seg, 0, seg.length);
+    f.decay(1.5 * DECAY_MS);
+    f.decay(3 * DECAY_MS);
+    assert.equal(f.urgent(seg, 0, seg.length), true, 'batches 1.5 periods apart: three halvings in three periods, not two');
+  });
+
   it('the hash tells flows apart by ports and protocol, and reads nothing past the packet', () => {
     const a = flowHash(ipv4(60, 6, '10.0.0.2', '10.0.0.1', 1000, 80), 0, 60);
     const b = flowHash(ipv4(60, 6, '10.0.0.2', '10.0.0.1', 1001, 80), 0, 60);
