@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 namespace dptcp {
@@ -111,19 +112,24 @@ Napi::Value Aead::Seal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (ctx_ == nullptr) throw Napi::Error::New(env, "seal: the key was destroyed");
   if (!encrypt_) throw Napi::Error::New(env, "seal: this key opens");
-  const uint8_t* from = nullptr;
-  if (info.Length() > 5 && !info[5].IsUndefined()) {
-    if (!info[5].IsBuffer()) throw Napi::TypeError::New(env, "seal: source must be a Buffer");
-    Napi::Buffer<uint8_t> src = info[5].As<Napi::Buffer<uint8_t>>();
-    if (src.Length() != static_cast<size_t>(info[2].ToNumber().DoubleValue())) {
-      throw Napi::RangeError::New(env, "seal: source length differs from textLength");
-    }
-    from = src.Data();
-  }
+  bool hasSource = info.Length() > 5 && !info[5].IsUndefined();
+  if (hasSource && !info[5].IsBuffer()) throw Napi::TypeError::New(env, "seal: source must be a Buffer");
+  // The bounds are checked (Begin) before any of them is used.
   uint8_t* text = nullptr;
   size_t len = 0;
   Begin(info, &text, &len, "seal");
-  if (from == nullptr) from = text;
+  const uint8_t* from = text;
+  if (hasSource) {
+    Napi::Buffer<uint8_t> src = info[5].As<Napi::Buffer<uint8_t>>();
+    if (src.Length() != len) throw Napi::RangeError::New(env, "seal: source length differs from textLength");
+    from = src.Data();
+    // In place or apart: a stream cipher over a partly overlapping source reads bytes it already wrote.
+    auto at = reinterpret_cast<uintptr_t>(from);
+    auto to = reinterpret_cast<uintptr_t>(text);
+    if (from != text && len > 0 && at < to + len && to < at + len) {
+      throw Napi::RangeError::New(env, "seal: source overlaps the text without being it");
+    }
+  }
   int outl = 0;
   int finl = 0;
   if (EVP_CipherUpdate(ctx_, text, &outl, from, static_cast<int>(len)) != 1 ||

@@ -35,6 +35,8 @@ SocketReader::SocketReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<So
   int fd = info[0].As<Napi::Number>().Int32Value();
   Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
   if (buf.Length() == 0) throw Napi::RangeError::New(env, "the read buffer is empty");
+  // Before anything that must be released: if this throws, nothing is held.
+  asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:SocketReader");
   int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (dup < 0) throw ErrnoError(env, errno, "fcntl(F_DUPFD_CLOEXEC)", "duplicating socket fd " + std::to_string(fd));
   uv_loop_t* loop = nullptr;
@@ -57,7 +59,6 @@ SocketReader::SocketReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<So
   bufLen_ = buf.Length();
   onData_ = Napi::Persistent(info[2].As<Napi::Function>());
   onEnd_ = Napi::Persistent(info[3].As<Napi::Function>());
-  asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:SocketReader");
   if (napi_add_env_cleanup_hook(env, OnCleanup, this) == napi_ok) cleanupHookAdded_ = true;
   rc = uv_poll_start(poll_, UV_READABLE, OnPoll);
   if (rc != 0) {

@@ -86,6 +86,8 @@ Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
     throw Napi::RangeError::New(env, "device name '" + requested + "' is longer than " +
                                          std::to_string(IFNAMSIZ - 1) + " characters");
   }
+  // Before anything that must be released: if this throws, nothing is held.
+  asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:Tun");
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw ErrnoError(env, errno, "open", "opening /dev/net/tun");
   struct ifreq ifr;
@@ -108,7 +110,6 @@ Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
   vnetHdr_ = vnetHdr;
   name_ = ifr.ifr_name;
   if (napi_add_env_cleanup_hook(env, OnCleanup, this) == napi_ok) cleanupHookAdded_ = true;
-  asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:Tun");
 }
 
 Tun::~Tun() { CloseInternal(); }
@@ -371,7 +372,9 @@ void Tun::OnPoll(uv_poll_t* handle, int status, int events) {
     if (status < 0) {
       Napi::Env env(self->env_);
       Napi::Error e = ErrnoError(env, -status, "uv_poll", "waiting for " + self->name_);
-      self->CallJs(self->onError_, {e.Value()});
+      // With no onError (waitWritable without startReading) nobody else would hear of it.
+      if (self->onError_.IsEmpty()) ReportUncaught(self->env_, e.Value(), "TUN poll callback");
+      else self->CallJs(self->onError_, {e.Value()});
     } else {
       if ((events & UV_WRITABLE) && self->wantWritable_) self->HandleWritable();
       if ((events & UV_READABLE) && self->reading_ && self->fd_ >= 0) self->HandleReadable();
@@ -492,6 +495,16 @@ void Tun::CloseInternal() {
   }
   arena_ = nullptr;
   lengths_ = nullptr;
+  // The callbacks hold the caller's device object, which holds this one: kept, they would be a
+  // cycle through a GC root, and a closed device and its arenas would never be freed. (Safe during
+  // a callback: MakeCallback holds the function it runs.) Not while the environment is torn down.
+  if (!tearingDown_) {
+    onRead_.Reset();
+    onError_.Reset();
+    onWritable_.Reset();
+    arenaRef_.Reset();
+    lengthsRef_.Reset();
+  }
 }
 
 }  // namespace dptcp

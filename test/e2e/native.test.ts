@@ -86,6 +86,10 @@ describe('native TUN device', { skip, timeout: 120_000 }, () => {
     });
   });
 
+  it('a closed device lets go of its callbacks: it and its read arenas can be collected', async () => {
+    assert.deepEqual(await probe('collect'), { collected: ['device'], gone: true });
+  });
+
   it('a terminated Worker leaves no device behind (environment cleanup hook)', async () => {
     assert.deepEqual(await probe('worker'), { existedInWorker: true, goneAfterTerminate: true });
   });

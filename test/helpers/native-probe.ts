@@ -1,7 +1,9 @@
 // Exercises the native TUN device directly; run as root inside a network
 // namespace (test/e2e/native.test.ts does). Prints one JSON line of findings.
-//   node --import tsx test/helpers/native-probe.ts io|offload|worker
+//   node --import tsx test/helpers/native-probe.ts io|offload|worker|pins|collect
 import { execFileSync } from 'node:child_process';
+import { runInNewContext } from 'node:vm';
+import { setFlagsFromString } from 'node:v8';
 import { createSocket } from 'node:dgram';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 import { NativeTunDevice } from '../../src/tun/native-device.js';
@@ -147,6 +149,28 @@ async function pins(): Promise<Record<string, unknown>> {
   return { pinned: kept.length, intactWhilePinned: intact.every((x) => x) && intact.length === kept.length, refusedWhenFull, reusedAfterRelease, arenas: use.allocated, batches: batches >= 40 };
 }
 
-const result = mode === 'worker' ? await worker() : mode === 'pins' ? await pins() : await io(mode === 'offload');
+/** A closed device lets go of its callbacks (which hold it): it and its arenas can be collected. */
+async function collect(): Promise<Record<string, unknown>> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const collected: string[] = [];
+  const registry = new FinalizationRegistry<string>((what) => collected.push(what));
+  (() => {
+    const tun = NativeTunDevice.open({ name: 'dpn3', mtu: 1400, addresses: [{ address: '10.9.3.1', prefix: 24 }], batchPackets: 8, headroom: 16, offload: false });
+    tun.start(
+      () => {},
+      () => {},
+    );
+    registry.register(tun, 'device');
+    tun.close();
+  })();
+  for (let i = 0; i < 20 && collected.length === 0; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { collected, gone: !has('dpn3') };
+}
+
+const result = mode === 'worker' ? await worker() : mode === 'pins' ? await pins() : mode === 'collect' ? await collect() : await io(mode === 'offload');
 process.stdout.write(JSON.stringify(result) + '\n');
 process.exit(0);
