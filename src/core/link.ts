@@ -1342,10 +1342,14 @@ export class Link {
       this.decoder.push(chunk);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      // Before a handshake this is a stranger's garbage: a flood of it must not flood the log.
-      this.log[this.state === 'up' ? 'warn' : 'debug']('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
-      if (this.handler.onProtocolError !== undefined) this.handler.onProtocolError(this, e);
-      else this.close(CloseCode.ProtocolError, e.message);
+      // The decoder goes on checking the chunk's frames after a frame closed the link (a refused
+      // handshake): what follows is not another reason to close it.
+      if ((this.state as LinkState) !== 'closed') {
+        // Before a handshake this is a stranger's garbage: a flood of it must not flood the log.
+        this.log[this.state === 'up' ? 'warn' : 'debug']('closing link: protocol error', { link: this.name, remote: this.remote, reason: e.message });
+        if (this.handler.onProtocolError !== undefined) this.handler.onProtocolError(this, e);
+        else this.close(CloseCode.ProtocolError, e.message);
+      }
     }
     // What this chunk delivered goes on now, even if the link closed meanwhile (a bad frame, a
     // CLOSE): it may lie in the read buffer, which the next read, on any link, overwrites.

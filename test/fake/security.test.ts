@@ -293,6 +293,15 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.deepEqual(v1.frames.map((f) => f.type), [FrameType.Close], 'told why');
     assert.match(v1.frames[0]!.body.toString('latin1'), /unsupported protocol version 1/);
     assert.equal(server.role.stats.refused.mismatch, 1);
+    // A refused handshake followed by junk in the same write: one refusal, not two.
+    const before = server.role.stats.handshakesRefused;
+    const twice = new RawPeer(port);
+    const stranger = new Initiator(identityOf(keysOf(generateKeyPair()), 'client') as Identity).initiation(intro('10.0.0.9'));
+    stranger[stranger.length - 20] = (stranger[stranger.length - 20] as number) ^ 0xff; // a bad mac1
+    twice.sock.write(Buffer.concat([stranger, Buffer.from('GET / HTTP/1.1\r\n\r\n')]));
+    await until(() => twice.closed, 'closed');
+    assert.equal(server.role.stats.handshakesRefused - before, 1, 'counted once');
+    assert.equal(server.role.stats.refused.malformed, 3, 'the junk after it is no second refusal');
   });
 
   it('an authenticated peer: forged, replayed and malformed records close only its own link', async () => {
