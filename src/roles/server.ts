@@ -444,6 +444,9 @@ export class ServerRole {
     if (JSON.stringify(next.timing) !== JSON.stringify(this.config.timing)) ignored.push('timing');
     if (JSON.stringify(next.limits) !== JSON.stringify(this.config.limits)) ignored.push('limits');
     if (next.nice !== this.config.nice) ignored.push('nice');
+    if (next.natOutInterface !== this.config.natOutInterface) ignored.push('nat_out_interface');
+    if (JSON.stringify(next.statusListen) !== JSON.stringify(this.config.statusListen)) ignored.push('status_listen');
+    if (next.logLevel !== this.config.logLevel) ignored.push('logger.level');
     const registry = this.tunnel.registry;
     const added: string[] = [];
     const removed: string[] = [];

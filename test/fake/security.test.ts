@@ -178,6 +178,9 @@ describe('secure channel (fake TUN, loopback)', () => {
     assert.equal(a.role.session.linkStats.get(0)!.stats.connects, 1, 'alice never reconnected');
     await new Promise((res) => setTimeout(res, 300));
     assert.equal(m.role.session.upLinks().length, 0, 'mallory cannot come back');
+    const cfg = server.role.config;
+    const later = server.role.reload({ ...cfg, natOutInterface: 'eth9', statusListen: { address: '127.0.0.1', port: 9499 }, logLevel: cfg.logLevel === 'debug' ? 'info' : 'debug' });
+    assert.deepEqual(later.ignored, ['nat_out_interface', 'status_listen', 'logger.level'], 'what a reload does not apply is named');
     const again = server.role.reload({ ...server.role.config, nice: server.role.config.nice + 1 });
     assert.deepEqual(again.ignored, ['nice'], 'a changed nice is reported, applied at the next start');
   });
