@@ -1,7 +1,9 @@
 // Cryptokey routing (WireGuard's allowed IPs): which session a packet from the
 // TUN belongs to, by the longest prefix holding its destination. A binary
 // trie per family, walked bit by bit: a lookup costs at most 32 or 128 steps
-// however many prefixes there are (thousands of peers stay fast).
+// however many prefixes there are (thousands of peers stay fast). Removing a
+// value walks only the paths of its own prefixes and prunes the nodes left
+// empty, so the trie holds what is routed now, not every address ever claimed.
 import { addressBytes, type TunnelAddress } from '../protocol/handshake.js';
 
 interface Node<T> {
@@ -16,9 +18,17 @@ export class AllowedIps<T> {
   private readonly v4: Node<T> = node();
   private readonly v6: Node<T> = node();
   private count = 0;
+  /** The prefixes inserted for each value (some may lead elsewhere since: checked on removal). */
+  private readonly prefixesOf = new Map<T, TunnelAddress[]>();
 
   get size(): number {
     return this.count;
+  }
+
+  /** Nodes in both tries, roots included (2 when empty). */
+  get nodes(): number {
+    const walk = (n: Node<T> | undefined): number => (n === undefined ? 0 : 1 + walk(n.zero) + walk(n.one));
+    return walk(this.v4) + walk(this.v6);
   }
 
   /** `prefix` now leads to `value` (replacing whatever it led to). */
@@ -32,21 +42,40 @@ export class AllowedIps<T> {
     }
     if (n.value === undefined) this.count++;
     n.value = value;
+    const list = this.prefixesOf.get(value);
+    if (list === undefined) this.prefixesOf.set(value, [prefix]);
+    else list.push(prefix);
   }
 
   /** Removes every prefix that leads to `value`. */
   removeValue(value: T): void {
-    const walk = (n: Node<T> | undefined): void => {
-      if (n === undefined) return;
-      if (n.value === value) {
-        n.value = undefined;
-        this.count--;
-      }
-      walk(n.zero);
-      walk(n.one);
-    };
-    walk(this.v4);
-    walk(this.v6);
+    const list = this.prefixesOf.get(value);
+    if (list === undefined) return;
+    this.prefixesOf.delete(value);
+    for (const p of list) this.remove(p, value);
+  }
+
+  /** Clears `prefix` if it leads to `value`, and prunes the nodes that leaves with nothing below them. */
+  private remove(prefix: TunnelAddress, value: T): void {
+    const bytes = addressBytes(prefix);
+    const path: Node<T>[] = [prefix.family === 4 ? this.v4 : this.v6];
+    for (let i = 0; i < prefix.prefix; i++) {
+      const n = path[i] as Node<T>;
+      const next = (((bytes[i >> 3] as number) >> (7 - (i & 7))) & 1) === 0 ? n.zero : n.one;
+      if (next === undefined) return;
+      path.push(next);
+    }
+    const end = path[path.length - 1] as Node<T>;
+    if (end.value !== value) return;
+    end.value = undefined;
+    this.count--;
+    for (let i = path.length - 1; i > 0; i--) {
+      const n = path[i] as Node<T>;
+      if (n.value !== undefined || n.zero !== undefined || n.one !== undefined) return;
+      const parent = path[i - 1] as Node<T>;
+      if (parent.zero === n) parent.zero = undefined;
+      else parent.one = undefined;
+    }
   }
 
   /** The value of the longest prefix holding the address at buf[off..] (4 or 16 bytes). */

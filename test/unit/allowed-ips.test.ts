@@ -29,6 +29,28 @@ describe('allowed IPs (cryptokey routing)', () => {
     assert.equal(t.size, 5);
   });
 
+  it('removing a value prunes its paths: a trie that saw thousands of addresses come and go is empty again', () => {
+    const t = new AllowedIps<number>();
+    const host = (k: number): ReturnType<typeof v6> => v6(`fd00::${(k >> 16).toString(16)}:${(k & 0xffff).toString(16)}`, 128);
+    t.insert(v6('fd00::', 64), -1);
+    t.insert(v4('10.0.0.0', 24), -1);
+    const base = t.nodes;
+    for (let v = 0; v < 200; v++) {
+      for (let k = 0; k < 50; k++) t.insert(host(v * 50 + k), v);
+      // A value that lost one of its prefixes to another keeps the others; removing it spares that one.
+      if (v > 0) {
+        t.insert(host((v - 1) * 50), v);
+        t.removeValue(v - 1);
+      }
+    }
+    assert.equal(t.lookup(ipv6Bytes('fd00::0:26de'), 0, 6), 199, 'the last value, routed');
+    assert.equal(t.lookup(ipv6Bytes('fd00::0:26ac'), 0, 6), 199, 'and the prefix it took over from the one before');
+    assert.equal(t.lookup(ipv6Bytes('fd00::0:1'), 0, 6), -1, 'a removed value\'s address falls back to the network');
+    t.removeValue(199);
+    assert.equal(t.size, 2, 'only the two networks left');
+    assert.equal(t.nodes, base, 'and only their nodes');
+  });
+
   it('routes packets by their destination and agrees with a linear scan over 2,000 prefixes', () => {
     const t = new AllowedIps<number>();
     const prefixes: Array<{ net: number; bits: number; v: number }> = [];
