@@ -8,7 +8,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, 
 import { DpError, errorMessage } from '../errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from '../log.js';
 import { addressBytes, CIPHERS, formatAddress, SCHEDULING_MODES, type Encryption, type SchedulingMode, type TunnelAddress } from '../protocol/handshake.js';
-import { decodeKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../secure/keys.js';
+import { decodeKey, isPublishedKey, looksLikeKey, readPrivateKeyFile, readSecretFile } from '../secure/keys.js';
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import { inPrefix } from '../core/ip.js';
@@ -527,11 +527,16 @@ export const MIN_PSK_BYTES = 16;
 /** A 32-byte key given as base64 in the config (a public key). */
 function keyField(n: Node, key: string): Buffer {
   const text = n.string(key);
+  let k: Buffer;
   try {
-    return decodeKey(text);
+    k = decodeKey(text);
   } catch (e) {
     n.fail(key, errorMessage(e));
   }
+  if (isPublishedKey(k)) {
+    n.fail(key, "is the shipped example's placeholder (an RFC 7748 test key, whose private half is published: anyone could hold it): put the real key here (dp-tcp pubkey < the other side's key file)");
+  }
+  return k;
 }
 
 /** The secret-file readers throw DpErrors naming the file; here they gain the field's path. */
@@ -683,6 +688,9 @@ function readSecurity(n: Node, role: Role, fileMode: number | undefined): Securi
   }
   const psk = readPsk(n, fileMode);
   const privateKey = n.has('private_key_file') ? secretFile(n, 'private_key_file', readPrivateKeyFile) : (n.raw('private_key_file'), undefined);
+  if (privateKey !== undefined && isPublishedKey(publicKeyOf(privateKey))) {
+    n.fail('private_key_file', 'holds an RFC 7748 test key, whose private half is published: make a key of your own (umask 077; dp-tcp genkey > FILE)');
+  }
 
   let serverPublicKey: Buffer | undefined;
   let peers: PeerConfig[] = [];

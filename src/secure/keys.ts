@@ -17,6 +17,20 @@ export function looksLikeKey(text: string): boolean {
   return KEY_TEXT.test(text.trim());
 }
 
+/**
+ * Public keys whose private halves are published: RFC 7748's test vectors
+ * (section 6.1), which the shipped examples carry as placeholders. Anyone can
+ * act as their holder, so no config may trust one or use one as its own.
+ */
+const PUBLISHED_PUBLIC_KEYS: readonly string[] = [
+  '8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a', // Alice's (the examples' server)
+  'de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f', // Bob's (the examples' client)
+];
+
+export function isPublishedKey(publicKey: Buffer): boolean {
+  return PUBLISHED_PUBLIC_KEYS.includes(publicKey.toString('hex'));
+}
+
 export function encodeKey(k: Buffer): string {
   if (k.length !== KEY_BYTES) throw new RangeError(`a key is ${KEY_BYTES} bytes, got ${k.length}`);
   return k.toString('base64').replace(/=+$/, '');

@@ -12,9 +12,11 @@ import { publicKeyOf } from '../../src/secure/primitives.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const root = new URL('../../', import.meta.url).pathname;
-// RFC 7748 section 6.1: the examples' public keys are these private keys' (Alice: server, Bob: client).
-const SERVER_PRIVATE = Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex');
-const CLIENT_PRIVATE = Buffer.from('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb', 'hex');
+// The examples carry RFC 7748's test public keys as placeholders (refused as shipped: their private
+// halves are published); keys of this test's own go in their place, as scripts/demo.sh puts fresh ones.
+const PLACEHOLDER = { server: 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=', client: '3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=' };
+const SERVER_PRIVATE = Buffer.alloc(32, 0x61);
+const CLIENT_PRIVATE = Buffer.alloc(32, 0x62);
 
 describe('config/*.links4.yaml', () => {
   const dir = tempDir('dptcp-links4-');
@@ -27,7 +29,14 @@ describe('config/*.links4.yaml', () => {
     const text = readFileSync(join(root, `config/${side}.links4.yaml`), 'utf8');
     assert.ok(text.includes(`private_key_file: /etc/dp-tcp/${side}.key`), 'the example names its key file under /etc/dp-tcp');
     const file = join(dir, `${side}.yaml`);
-    writeFileSync(file, text.replaceAll('/etc/dp-tcp/', `${dir}/`));
+    assert.ok(text.includes(side === 'server' ? PLACEHOLDER.client : PLACEHOLDER.server), 'the example names the other side by its placeholder');
+    writeFileSync(
+      file,
+      text
+        .replaceAll('/etc/dp-tcp/', `${dir}/`)
+        .replaceAll(PLACEHOLDER.server, publicKeyOf(SERVER_PRIVATE).toString('base64'))
+        .replaceAll(PLACEHOLDER.client, publicKeyOf(CLIENT_PRIVATE).toString('base64')),
+    );
     return loadConfig(file, side) as T;
   }
 

@@ -45,11 +45,14 @@ function fails(yaml: string, role: Role, message: RegExp, file = 'test.yaml', op
   return error as ConfigError;
 }
 
-// RFC 7748 section 6.1: Alice plays the server, Bob the client (as in config/*.modern.yaml).
-const SERVER_PRIVATE = Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex');
-const SERVER_PUBLIC = 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=';
-const CLIENT_PRIVATE = Buffer.from('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb', 'hex');
-const CLIENT_PUBLIC = '3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=';
+// Fixed keys of this test's own (RFC 7748's test keys, the examples' placeholders, are refused).
+const SERVER_PRIVATE = Buffer.alloc(32, 0x51);
+const SERVER_PUBLIC = publicKeyOf(SERVER_PRIVATE).toString('base64');
+const CLIENT_PRIVATE = Buffer.alloc(32, 0x52);
+const CLIENT_PUBLIC = publicKeyOf(CLIENT_PRIVATE).toString('base64');
+// RFC 7748 section 6.1: the shipped examples' placeholders (Alice: server, Bob: client), with their published private halves.
+const RFC7748_SERVER = { private: Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex'), public: 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=' };
+const RFC7748_CLIENT = { private: Buffer.from('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb', 'hex'), public: '3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=' };
 const OTHER_PUBLIC = Buffer.alloc(32, 9).toString('base64');
 
 const modernClient = `
@@ -92,18 +95,23 @@ describe('config', () => {
     assert.equal(c.logLevel, 'info');
   });
 
-  it('reads the shipped modern examples, which describe one matching pair', () => {
-    // The examples' public keys are RFC 7748's test vectors, so their private
-    // halves are known: write those where /etc/dp-tcp/ is, and the two files
-    // must load and name each other.
+  it('reads the shipped modern examples, which describe one matching pair once their placeholder keys are replaced', () => {
+    // The examples carry RFC 7748's test keys as placeholders: as shipped they are refused (their
+    // private halves are published); with keys of one's own in their place (as scripts/demo.sh
+    // puts them) the two files load and name each other.
     const dir = newDir();
     writeFile(join(dir, 'server.key'), `${SERVER_PRIVATE.toString('base64')}\n`);
     writeFile(join(dir, 'client.key'), `${CLIENT_PRIVATE.toString('base64')}\n`);
-    const load = (side: Role) => {
-      const text = readFileSync(join(root, `config/${side}.modern.yaml`), 'utf8');
-      assert.ok(text.includes(`private_key_file: /etc/dp-tcp/${side}.key`));
-      return loadConfig(writeFile(join(dir, `${side}.yaml`), text.replaceAll('/etc/dp-tcp/', `${dir}/`), 0o644), side);
+    const text = (side: Role): string => {
+      const t = readFileSync(join(root, `config/${side}.modern.yaml`), 'utf8');
+      assert.ok(t.includes(`private_key_file: /etc/dp-tcp/${side}.key`));
+      return t.replaceAll('/etc/dp-tcp/', `${dir}/`);
     };
+    for (const side of ['client', 'server'] as const) {
+      assert.throws(() => loadConfig(writeFile(join(dir, `${side}.yaml`), text(side), 0o644), side), /placeholder \(an RFC 7748 test key/, `the ${side} example as shipped`);
+    }
+    const load = (side: Role) =>
+      loadConfig(writeFile(join(dir, `${side}.yaml`), text(side).replaceAll(RFC7748_SERVER.public, SERVER_PUBLIC).replaceAll(RFC7748_CLIENT.public, CLIENT_PUBLIC), 0o644), side);
     const c = load('client');
     const s = load('server');
     assert.equal(c.tunnel.addresses.length, 2);
@@ -440,6 +448,13 @@ describe('config', () => {
       const abs = at(client(`  private_key_file: ${join(dir, 'client.key')}\n  server_public_key: ${SERVER_PUBLIC}\n  encryption: aes-256-gcm\n`), 'client');
       assert.deepEqual(abs.privateKey, CLIENT_PRIVATE);
       assert.equal(abs.encryption, 'aes-256-gcm');
+    });
+
+    it('a key whose private half is published (RFC 7748, the examples\' placeholders) is refused wherever it stands', () => {
+      writeFile(join(dir, 'rfc7748.key'), `${RFC7748_CLIENT.private.toString('base64')}\n`);
+      failsAt(client(`  private_key_file: rfc7748.key\n  server_public_key: ${SERVER_PUBLIC}\n`), 'client', /client\.private_key_file: holds an RFC 7748 test key, whose private half is published: make a key of your own/);
+      failsAt(client(`  private_key_file: client.key\n  server_public_key: ${RFC7748_SERVER.public}\n`), 'client', /client\.server_public_key: is the shipped example's placeholder/);
+      failsAt(server(`  private_key_file: server.key\n  peers:\n${peer(RFC7748_CLIENT.public)}`), 'server', /server\.peers\[0\]\.public_key: is the shipped example's placeholder/);
     });
 
     it('a psk with the keys is the extra secret, and keys mode stays', () => {
