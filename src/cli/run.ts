@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { loadConfig } from '../config/load.js';
+import { loadConfig, weakPskWarning } from '../config/load.js';
 import { resolveNames } from '../config/resolve.js';
 import type { Role } from '../config/types.js';
 import { Tunnel } from '../core/tunnel.js';
@@ -138,6 +138,8 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       sources.server = () => ({ stats: server.stats, admission: server.admissionStats });
       network.setupServer(config, tun.name);
     }
+    const weak = weakPskWarning(config.security);
+    if (weak !== undefined) log.warn(weak);
     // `dp-tcp status` without flags finds this instance by its control socket (src/ops/discovery.ts).
     await statusServer.listenControl(controlSocketPath(tun.name));
     if (config.statusListen) {

@@ -335,7 +335,10 @@ function parseHostPort(n: Node, key: string, names = false): { address: string; 
 
 /** An IP address; with `names`, a host name too. */
 function ipString(n: Node, key: string, names = false): string {
-  const s = n.string(key);
+  let s = n.string(key);
+  // The original joined address and port as "%s:%d", so its IPv6 addresses were written in brackets.
+  const bracketed = /^\[([^\]]+)\]$/.exec(s);
+  if (bracketed && isIP(bracketed[1] as string) === 6) s = bracketed[1] as string;
   if (isIP(s) === 0 && !(names && isHostName(s))) n.fail(key, `must be an IP address${names ? ' or a host name' : ''}, got '${s}'`);
   return s;
 }
@@ -515,14 +518,49 @@ function dualStack(): boolean {
  */
 export function listensOverlap(a: ServerLinkConfig, b: ServerLinkConfig, v4OnV6: boolean): boolean {
   if (a.listenPort !== b.listenPort) return false;
-  if (a.listenAddress === b.listenAddress) return true;
-  const v4 = (x: string): boolean => isIP(x) === 4;
+  // As the kernel sees them: FD00:0::1 is fd00::1, ::ffff:10.0.1.1 is 10.0.1.1.
+  const x = listenedAddress(a.listenAddress);
+  const y = listenedAddress(b.listenAddress);
+  if (x === y) return true;
+  const v4 = (s: string): boolean => isIP(s) === 4;
   const takes = (wild: string, other: string): boolean =>
     (wild === '0.0.0.0' && v4(other)) || (wild === '::' && (v4OnV6 || !v4(other)));
-  return takes(a.listenAddress, b.listenAddress) || takes(b.listenAddress, a.listenAddress);
+  return takes(x, y) || takes(y, x);
+}
+
+function listenedAddress(address: string): string {
+  if (isIP(address) !== 6) return address;
+  const b = addressBytes({ family: 6, address, prefix: 128 });
+  const v4Mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+  return v4Mapped ? [...b.subarray(12)].join('.') : canonicalAddress(address);
+}
+
+/** The first pair of `links` that would listen on one address and port, with a line saying so (undefined: none). */
+export function overlappingListeners(links: readonly ServerLinkConfig[]): { link: ServerLinkConfig; other: ServerLinkConfig; message: string } | undefined {
+  const v4OnV6 = links.some((l) => listenedAddress(l.listenAddress) === '::') && dualStack();
+  const where = (c: ServerLinkConfig): string => `${c.listenAddress.includes(':') ? `[${c.listenAddress}]` : c.listenAddress}:${c.listenPort}`;
+  for (const [i, link] of links.entries()) {
+    const other = links.slice(0, i).find((o) => listensOverlap(o, link, v4OnV6));
+    if (other !== undefined) return { link, other, message: `${where(link)} overlaps ${where(other)}: one address and port, one link` };
+  }
+  return undefined;
 }
 
 export const MIN_PSK_BYTES = 16;
+/** Below this a psk is warned about at start: it may be a passphrase, open to offline guessing (docs/security.md). */
+export const STRONG_PSK_BYTES = 32;
+
+/**
+ * The warning for a short psk in the shared-key form, which derives both static
+ * keys from the psk alone: one recorded INITIATION lets anyone test guesses
+ * offline, a hash and an X25519 each. (Beside peer keys a psk is a second
+ * secret, not the only one.)
+ */
+export function weakPskWarning(security: SecurityConfig): string | undefined {
+  const psk = security.psk;
+  if (security.mode !== 'psk' || psk === undefined || psk.length >= STRONG_PSK_BYTES) return undefined;
+  return `a psk of ${psk.length} bytes: if it is a word or phrase, one recorded handshake lets anyone guess it offline; use ${STRONG_PSK_BYTES} random bytes (head -c ${STRONG_PSK_BYTES} /dev/urandom | base64 > psk_file)`;
+}
 
 /** A 32-byte key given as base64 in the config (a public key). */
 function keyField(n: Node, key: string): Buffer {
@@ -556,6 +594,8 @@ function readPsk(n: Node, fileMode: number | undefined): Buffer | undefined {
   if (n.has('psk') && n.has('psk_file')) n.fail('psk_file', 'give psk or psk_file, not both');
   let psk: Buffer | undefined;
   if (n.has('psk')) {
+    // YAML reads unquoted digits as a number: 123456789012345678901234 would become '1.2345678901234569e+23'.
+    if (typeof n.raw('psk') !== 'string') n.fail('psk', 'must be a string: quote it (unquoted, YAML reads it as a number and loses digits)');
     psk = Buffer.from(n.string('psk'), 'utf8');
     if (fileMode !== undefined && (fileMode & 0o077) !== 0) {
       n.fail(
@@ -921,8 +961,10 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
     (): LogLevel => {
       const logger: Node | undefined = top.optChild('logger');
       if (!logger) return 'info';
-      const lvl = logger.optString('level') ?? 'info';
-      if (!isLogLevel(lvl)) return logger.fail('level', `must be one of ${LOG_LEVELS.join(', ')}, got '${lvl}'`);
+      const given = logger.optString('level') ?? 'info';
+      // The original's logger has a 'test' level, below trace: the same here.
+      const lvl = given === 'test' ? 'trace' : given;
+      if (!isLogLevel(lvl)) return logger.fail('level', `must be one of ${LOG_LEVELS.join(', ')}, got '${given}'`);
       logger.done();
       return lvl;
     },
@@ -994,10 +1036,9 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
     // Two links may not listen where one of them already does: the second listen would fail
     // at start with EADDRINUSE, which reads as another program's port.
     const modern = r.has('links');
-    const v4OnV6 = links.some((l) => l.listenAddress === '::') && dualStack();
-    for (const [i, l] of links.entries()) {
-      const other = links.slice(0, i).find((o) => listensOverlap(o, l, v4OnV6));
-      if (other === undefined) continue;
+    const overlap = overlappingListeners(links);
+    if (overlap !== undefined) {
+      const { link: l, other } = overlap;
       const key = modern ? `links[${l.id}].listen` : `${l.name}_listen_addr`;
       const otherKey = modern ? `links[${other.id}]` : other.name;
       const where = (c: ServerLinkConfig): string => `${c.listenAddress.includes(':') ? `[${c.listenAddress}]` : c.listenAddress}:${c.listenPort}`;

@@ -6,6 +6,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
+import { overlappingListeners } from './load.js';
 import type { ClientLinkConfig, Config, ServerLinkConfig } from './types.js';
 
 /** A name's first address of `family` (0: either). */
@@ -65,6 +66,12 @@ export async function resolveNames(config: Config, lookup: Lookup = systemLookup
       return listenAddress === l.listenAddress ? l : Object.freeze({ ...l, listenAddress });
     }),
   );
+  // Names hid it from the config's own check (localhost beside 127.0.0.1): the second listen would
+  // fail with EADDRINUSE, which reads as another program's port.
+  const overlap = links.some((l, i) => l !== config.links[i]) ? overlappingListeners(links) : undefined;
+  if (overlap !== undefined) {
+    throw new DpError('ERR_CONFIG', `${config.file}: link ${overlap.link.name} (${config.links.find((l) => l.name === overlap.link.name)?.listenAddress ?? ''}): ${overlap.message}, of link ${overlap.other.name}`, { exitCode: 2 });
+  }
   const server: Config = { ...config, links: Object.freeze(links) };
   return { config: Object.freeze(server), resolved };
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { ConfigError, listensOverlap, loadConfig, parseConfig, type ParseOptions } from '../../src/config/load.js';
+import { ConfigError, listensOverlap, loadConfig, parseConfig, weakPskWarning, type ParseOptions } from '../../src/config/load.js';
 import { DEFAULT_NICE, DEFAULT_TIMING, type ClientLinkConfig, type Role } from '../../src/config/types.js';
 import { publicKeyOf } from '../../src/secure/primitives.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
@@ -93,6 +93,19 @@ describe('config', () => {
       ],
     );
     assert.equal(c.logLevel, 'info');
+  });
+
+  it("takes what the original took: its logger's 'test' level (below trace), IPv6 addresses in brackets", () => {
+    const legacy = (extra: string): string =>
+      `client:\n  tcp1_dial_addr: "[fd00::1]"\n  tcp1_dial_port: 31411\n  tcp1_conn_addr: "[fd00::2]"\n  tcp1_conn_port: 31412\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n${extra}`;
+    const c = parseConfig(legacy('logger:\n  level: test\n'), 'test.yaml', 'client');
+    assert.equal(c.logLevel, 'trace');
+    assert.equal(c.role === 'client' && c.links[0]?.remoteAddress, 'fd00::1');
+    assert.equal(c.role === 'client' && c.links[0]?.localAddress, 'fd00::2');
+    const s = parseConfig('server:\n  tcp1_listen_addr: "[::]"\n  tcp1_listen_port: 31411\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n', 'test.yaml', 'server');
+    assert.equal(s.role === 'server' && s.links[0]?.listenAddress, '::');
+    fails(legacy('logger:\n  level: verbose\n'), 'client', /logger\.level: must be one of error, warn, info, debug, trace, got 'verbose'$/);
+    fails(legacy('').replace('"[fd00::1]"', '"[10.0.1.1]"'), 'client', /client\.tcp1_dial_addr: must be an IP address or a host name, got '\[10\.0\.1\.1\]'$/);
   });
 
   it('reads the shipped modern examples, which describe one matching pair once their placeholder keys are replaced', () => {
@@ -241,6 +254,10 @@ describe('config', () => {
     assert.equal(listensOverlap(at('::'), at('0.0.0.0'), true), true);
     assert.equal(listensOverlap(at('0.0.0.0'), at('fd00::1'), true), false);
     assert.equal(listensOverlap(at('::'), at('::', 81), true), false);
+    // Addresses as the kernel sees them, not as written.
+    assert.equal(listensOverlap(at('FD00:0::1'), at('fd00::1'), false), true);
+    assert.equal(listensOverlap(at('::ffff:10.0.1.1'), at('10.0.1.1'), false), true);
+    fails(base('  links:\n    - listen: "[FD00:0::1]:80"\n    - listen: "[fd00::1]:80"\n'), 'server', /server\.links\[1\]\.listen: \[fd00::1\]:80 overlaps links\[0\]'s \[FD00:0::1\]:80/);
     for (const ok of ['"10.0.0.1:80"\n    - listen: "10.0.0.2:80"', '"0.0.0.0:80"\n    - listen: "[fd00::1]:80"', '"0.0.0.0:80"\n    - listen: "0.0.0.0:81"']) {
       assert.equal(parseConfig(base(`  links:\n    - listen: ${ok}\n`), 'test.yaml', 'server').links.length, 2, ok);
     }
@@ -376,6 +393,10 @@ describe('config', () => {
 
     it('refuses short keys and both psk forms', () => {
       fails(withSecurity('  psk: short\n'), 'client', /client\.psk: the key must be at least 16 bytes/);
+      const warning = (psk: string): string | undefined => weakPskWarning(parseConfig(withSecurity(`  psk: "${psk}"\n`), 'test.yaml', 'client').security);
+      assert.match(warning('correct horse battery') ?? '', /^a psk of 21 bytes: if it is a word or phrase, one recorded handshake lets anyone guess it offline/);
+      assert.equal(warning('x'.repeat(32)), undefined, '32 bytes or more: no warning (a length, not a measure of randomness)');
+      fails(withSecurity('  psk: 123456789012345678901234\n'), 'client', /client\.psk: must be a string: quote it \(unquoted, YAML reads it as a number and loses digits\)$/);
       fails(withSecurity(`  psk: "${PSK}"\n  psk_file: k\n`), 'client', /client\.psk_file: give psk or psk_file, not both/);
     });
 

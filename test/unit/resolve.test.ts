@@ -63,6 +63,18 @@ describe('host names in a config', () => {
     assert.equal(rs.role === 'server' && rs.links[0]?.listenAddress, '127.0.0.1');
   });
 
+  it('a listen name that resolves to where another link listens stops the start (EADDRINUSE would read as another program)', async () => {
+    const s = parseConfig('server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n  links:\n    - { listen: "127.0.0.1:31411" }\n    - { name: b, listen: "localhost:31411" }\n', 'test.yaml', 'server');
+    await assert.rejects(resolveNames(s, lookup), (e: unknown) => {
+      assert.ok(e instanceof DpError);
+      assert.equal(e.exitCode, 2);
+      assert.match(e.message, /^test\.yaml: link b \(localhost\): 127\.0\.0\.1:31411 overlaps 127\.0\.0\.1:31411: one address and port, one link, of link /);
+      return true;
+    });
+    const fine = parseConfig('server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n  links:\n    - { listen: "127.0.0.1:31411" }\n    - { listen: "localhost:31412" }\n', 'test.yaml', 'server');
+    assert.equal((await resolveNames(fine, lookup)).config.links.length, 2);
+  });
+
   it('a name that does not resolve stops the start, naming the link, the name and the answer', async () => {
     const c = parseConfig('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - { name: isp-a, remote: "nowhere.example:1" }\n', 'test.yaml', 'client');
     await assert.rejects(resolveNames(c, lookup), (e: unknown) => {
