@@ -444,6 +444,8 @@ export class Link {
   private spiking = false;
   /** The last sign of life: any bytes (open mode), a record that authenticated (keyed: recordsSeen set, lifeMs). */
   lastRxMs = performance.now();
+  /** When its session took it (attach). */
+  upSinceMs = performance.now();
   /** When bytes last came, whatever they were. */
   private lastBytesMs = this.lastRxMs;
   /**

@@ -280,6 +280,7 @@ export class Session implements LinkHandler {
     link.recordsSeen = this.keys !== undefined ? new RecordsSeen() : undefined;
     link.handler = this;
     link.state = 'up';
+    link.upSinceMs = performance.now();
     this.links.set(link.id, link);
     this.linkList = [...this.links.values()];
     this.updatePaths();
@@ -653,6 +654,12 @@ export class Session implements LinkHandler {
       const id = buf.readUInt16BE(start);
       const target = this.links.get(id);
       if (target && target !== link) {
+        // A connection younger than a dead interval cannot have been silent that long: the report is
+        // about the one it replaced, and came late (it waited behind data on the other link).
+        if (performance.now() - target.upSinceMs < target.opts.deadIntervalMs) {
+          this.log.info('peer reports link down: about the connection this one replaced, ignored', { link: target.name, via: link.name });
+          return;
+        }
         this.log.info('peer reports link down', { link: target.name, via: link.name });
         target.close(CloseCode.Shutdown, 'peer reported the link dead');
       }
