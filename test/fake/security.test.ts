@@ -734,6 +734,13 @@ describe('secure channel (fake TUN, loopback)', () => {
     const b = new RawPeer(port);
     b.sock.write(new Initiator(identityOf(keysOf(BOB), 'client') as Identity).initiation(intro('10.0.0.3')));
     assert.match((await b.next(FrameType.Close)).subarray(2).toString(), /the server is full \(1 sessions: server.limits.max_sessions\)/);
+    // Alice restarts: her old session still holds its place (it idles out only after minutes),
+    // but her new one replaces it, so the full server takes it.
+    const oldSession = serverSession('10.0.0.2');
+    stop(a);
+    const a2 = client('10.0.0.2', keysOf(ALICE));
+    await until(() => up(a2, 1), 'the restarted client gets in although the server is full');
+    await until(() => serverSession('10.0.0.2') !== oldSession && server!.tunnel.sessions.size === 1, 'its old session retired');
     for (let i = 0; i < FAIL_LIMIT + 4; i++) {
       const p = new RawPeer(port, '127.0.0.66');
       p.sock.write(randomBytes(200));
