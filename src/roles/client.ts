@@ -77,6 +77,9 @@ export class ClientRole {
     }
   }
 
+  /** An index a keypair of the session still holds: a new handshake picks another. */
+  readonly indexTaken = (index: number): boolean => this.session.keys?.has(index) ?? false;
+
   intro(linkId: number): LinkIntro {
     return {
       sessionId: this.session.sessionId,
@@ -134,7 +137,7 @@ export class ClientRole {
     const initiator = new Initiator(this.identity as Identity);
     this.rekeying = { link, initiator, sinceMs: now };
     this.log.debug('rekeying', { link: link.name });
-    link.sendClear(initiator.initiation(this.intro(link.id)));
+    link.sendClear(initiator.initiation(this.intro(link.id), this.indexTaken));
   }
 
   private rekeyFrame(link: Link, type: FrameType, buf: Buffer, start: number, end: number): void {
@@ -303,7 +306,7 @@ class Dialer implements LinkHandler {
         return;
       }
       this.initiator = new Initiator(identity);
-      link.sendControl(this.initiator.initiation(this.role.intro(this.cfg.id)));
+      link.sendControl(this.initiator.initiation(this.role.intro(this.cfg.id), this.role.indexTaken));
     });
   }
 
@@ -331,7 +334,7 @@ class Dialer implements LinkHandler {
         throw new ProtocolError('COOKIE that does not authenticate, or too many of them');
       }
       this.log.debug('server is under load: retrying with its cookie');
-      link.sendControl(initiator.initiation(this.role.intro(this.cfg.id)));
+      link.sendControl(initiator.initiation(this.role.intro(this.cfg.id), this.role.indexTaken));
       return;
     }
     if (type !== FrameType.Response) throw new ProtocolError(`expected RESPONSE, got frame type ${type}`);

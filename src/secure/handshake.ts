@@ -113,8 +113,12 @@ export class Initiator {
     this.cookies = new CookieGenerator(id.serverPublic);
   }
 
-  /** A new INITIATION frame (new ephemeral, new timestamp); a previous one is abandoned. */
-  initiation(intro: LinkIntro): Buffer {
+  /**
+   * A new INITIATION frame (new ephemeral, new timestamp); a previous one is abandoned.
+   * `taken`: indices of this side's keypairs still in use, which the new one must not reuse
+   * (the ring would drop the older keypair, and records in flight under it would fail).
+   */
+  initiation(intro: LinkIntro, taken: (index: number) => boolean = () => false): Buffer {
     const hs = new HandshakeState({
       pattern: 'IKpsk2',
       initiator: true,
@@ -123,7 +127,9 @@ export class Initiator {
       rs: this.id.serverPublic,
       psks: [this.id.psk],
     });
-    this.index = randomIndex();
+    let index = randomIndex();
+    while (taken(index)) index = randomIndex();
+    this.index = index;
     const msg = hs.writeMessage(Buffer.concat([tai64n(), encodeIntro({ ...intro, encryption: this.id.cipher })]));
     this.hs = hs;
     const body = Buffer.alloc(4 + msg.length + MACS_BYTES);

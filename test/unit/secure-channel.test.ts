@@ -45,6 +45,16 @@ function handshake(init: Initiator, resp: Responder, linkId = 0): { client: Keyp
 }
 
 describe('keyed handshake', () => {
+  it('an initiator picks a local index its side\'s keypairs do not hold (a reused one would push the older keypair out)', () => {
+    const init = new Initiator(aliceId);
+    const offered: number[] = [];
+    const f = init.initiation(intro, (i) => offered.push(i) <= 3);
+    assert.equal(offered.length, 4, 'three indices in use were passed over');
+    assert.equal(f.readUInt32BE(8), offered[3], 'the fourth is the one sent');
+    const { keypair } = new Responder(serverId).respond(new Responder(serverId).read(...body(f)), Buffer.alloc(8), 0, () => false);
+    assert.equal(keypair.remoteIndex, offered[3]);
+  });
+
   it('INITIATION and RESPONSE give matching keypairs; the responder learns the peer and the intro', () => {
     const resp = new Responder(serverId);
     const init = new Initiator(aliceId);
