@@ -203,10 +203,8 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       clearInterval(parentWatch);
       tunnel.logStats();
       writeStats();
-      // Links first (they tell the peer why, while the routes that carry them still stand: a
-      // client's links close with its sessions), then what we added to the system, then the device.
+      // Links first (they tell the peer why), then what we added to the system, then the device.
       role_.close();
-      tunnel.closeSessions();
       statusServer.close();
       network.teardown();
       tunnel.close();

@@ -378,17 +378,12 @@ export class Tunnel {
   }
 
   /** Idempotent. Closes every session (their links say why), then the TUN device. */
-  /** Closes every session (their links send CLOSE) and keeps the device: for a stop that still has routes to undo first. */
-  closeSessions(reason = 'shutting down'): void {
-    for (const s of [...this.sessions]) this.removeSession(s, CloseCode.Shutdown, reason);
-  }
-
   close(reason = 'shutting down'): void {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    this.closeSessions(reason);
+    for (const s of [...this.sessions]) this.removeSession(s, CloseCode.Shutdown, reason);
     this.tun.close();
   }
 }

@@ -176,10 +176,8 @@ describe('operations between two network namespaces', { skip, timeout: 300_000 }
 
   it('on exit removes exactly what it added, after its links told the server why', async () => {
     assert.equal(await tb.stopDpTcp('client'), 0);
-    // Each link's CLOSE reaches the server (it does not wait for a dead interval). Here the server is
-    // on the links' own subnets, so the main table would carry a CLOSE sent after the link rules are
-    // gone too; behind a gateway, with the default route in the tunnel, it would not (run.ts: sessions
-    // close before the teardown).
+    // Each link's CLOSE reaches the server (it does not wait for a dead interval): the client's
+    // dialers close their links (a CLOSE each) before the routes and rules are removed.
     await waitFor(() => (tb.log('server').match(/peer closed link/g) ?? []).length === 2, 'the server heard both links close', 2000);
     assert.equal(await tb.stopDpTcp('server'), 0);
     const now = await snapshotHost();
