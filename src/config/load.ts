@@ -530,9 +530,13 @@ export function listensOverlap(a: ServerLinkConfig, b: ServerLinkConfig, v4OnV6:
 
 function listenedAddress(address: string): string {
   if (isIP(address) !== 6) return address;
-  const b = addressBytes({ family: 6, address, prefix: 128 });
+  // A scoped address (fe80::1%eth0): the address canonical, the zone as written.
+  const zone = address.indexOf('%');
+  const bare = zone < 0 ? address : address.slice(0, zone);
+  const b = addressBytes({ family: 6, address: bare, prefix: 128 });
   const v4Mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
-  return v4Mapped ? [...b.subarray(12)].join('.') : canonicalAddress(address);
+  if (v4Mapped) return [...b.subarray(12)].join('.');
+  return canonicalAddress(bare) + (zone < 0 ? '' : address.slice(zone));
 }
 
 /** The first pair of `links` that would listen on one address and port, with a line saying so (undefined: none). */

@@ -306,10 +306,11 @@ export class ServerRole {
       this.refuse(link, 'mismatch', `mode ${h.mode} on a link of a ${existing.mode} session: all links of a client must announce the same mode`);
       return undefined;
     }
-    // A peer (keys) that has a session is a client restarting: its new session replaces the old
-    // one once confirmed, so a full server takes it (the old one would hold its place for
-    // minutes: until it idles out). The per-peer bound below keeps this to a few per peer.
-    const replaces = peer !== undefined && !this.identity?.shared && registry.sessionsOf(peer).length > 0;
+    // A peer (keys) with a confirmed session and none being set up is a client restarting: its new
+    // session replaces the old one once confirmed, so a full server takes it (the old one would
+    // hold its place for minutes: until it idles out). One over the limit per such peer, at most.
+    const replaces =
+      peer !== undefined && !this.identity?.shared && registry.unconfirmedOf(peer) === 0 && registry.sessionsOf(peer).some((s) => registry.isConfirmed(s));
     if (registry.size >= this.limits.maxSessions && !replaces) {
       this.refuse(link, 'full', `the server is full (${this.limits.maxSessions} sessions: server.limits.max_sessions)`);
       return undefined;

@@ -28,7 +28,10 @@ const PUBLISHED_PUBLIC_KEYS: readonly string[] = [
 ];
 
 export function isPublishedKey(publicKey: Buffer): boolean {
-  return PUBLISHED_PUBLIC_KEYS.includes(publicKey.toString('hex'));
+  // X25519 ignores the top bit of a public key: the same key with it set is the same key.
+  const k = Buffer.from(publicKey);
+  k[31] = (k[31] as number) & 0x7f;
+  return PUBLISHED_PUBLIC_KEYS.includes(k.toString('hex'));
 }
 
 export function encodeKey(k: Buffer): string {

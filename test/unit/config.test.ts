@@ -257,6 +257,9 @@ describe('config', () => {
     // Addresses as the kernel sees them, not as written.
     assert.equal(listensOverlap(at('FD00:0::1'), at('fd00::1'), false), true);
     assert.equal(listensOverlap(at('::ffff:10.0.1.1'), at('10.0.1.1'), false), true);
+    assert.equal(listensOverlap(at('FE80::1%eth0'), at('fe80::1%eth0'), false), true, 'a scoped address: canonical, zone and all');
+    assert.equal(listensOverlap(at('fe80::1%eth0'), at('fe80::1%eth1'), false), false);
+    assert.equal(parseConfig(base('  links:\n    - listen: "[fe80::1%eth0]:443"\n'), 'test.yaml', 'server').links.length, 1, 'a scoped listen address loads');
     fails(base('  links:\n    - listen: "[FD00:0::1]:80"\n    - listen: "[fd00::1]:80"\n'), 'server', /server\.links\[1\]\.listen: \[fd00::1\]:80 overlaps links\[0\]'s \[FD00:0::1\]:80/);
     for (const ok of ['"10.0.0.1:80"\n    - listen: "10.0.0.2:80"', '"0.0.0.0:80"\n    - listen: "[fd00::1]:80"', '"0.0.0.0:80"\n    - listen: "0.0.0.0:81"']) {
       assert.equal(parseConfig(base(`  links:\n    - listen: ${ok}\n`), 'test.yaml', 'server').links.length, 2, ok);
@@ -476,6 +479,9 @@ describe('config', () => {
       failsAt(client(`  private_key_file: rfc7748.key\n  server_public_key: ${SERVER_PUBLIC}\n`), 'client', /client\.private_key_file: holds an RFC 7748 test key, whose private half is published: make a key of your own/);
       failsAt(client(`  private_key_file: client.key\n  server_public_key: ${RFC7748_SERVER.public}\n`), 'client', /client\.server_public_key: is the shipped example's placeholder/);
       failsAt(server(`  private_key_file: server.key\n  peers:\n${peer(RFC7748_CLIENT.public)}`), 'server', /server\.peers\[0\]\.public_key: is the shipped example's placeholder/);
+      const topBit = Buffer.from(RFC7748_CLIENT.public, 'base64');
+      topBit[31] = (topBit[31] as number) | 0x80; // X25519 ignores it: the same key
+      failsAt(server(`  private_key_file: server.key\n  peers:\n${peer(topBit.toString('base64'))}`), 'server', /server\.peers\[0\]\.public_key: is the shipped example's placeholder/);
     });
 
     it('a psk with the keys is the extra secret, and keys mode stays', () => {
