@@ -12,7 +12,7 @@ import { decodeKey, isPublishedKey, looksLikeKey, readPrivateKeyFile, readSecret
 import { equalConstantTime, publicKeyOf } from '../secure/primitives.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import { inPrefix } from '../core/ip.js';
-import { DATA_HEADER_BYTES } from '../protocol/frame.js';
+import { DATA_HEADER_BYTES, sanitizeText } from '../protocol/frame.js';
 import {
   DEFAULT_MTU,
   DEFAULT_NICE,
@@ -38,6 +38,19 @@ export interface TextPosition {
   readonly col: number;
 }
 
+/** The most of a problem's text a message shows: values are echoed, and a value may be 100 KB. */
+const PROBLEM_MAX_CHARS = 400;
+
+/**
+ * A problem as a terminal may show it: control and bidi characters (an escape
+ * sequence in a value, say) replaced, and cut in the middle past PROBLEM_MAX_CHARS.
+ */
+function shown(problem: string): string {
+  const clean = sanitizeText(problem, Infinity);
+  if (clean.length <= PROBLEM_MAX_CHARS) return clean;
+  return `${clean.slice(0, PROBLEM_MAX_CHARS - 60)}… (${clean.length} characters) …${clean.slice(-40)}`;
+}
+
 export class ConfigError extends DpError {
   /**
    * `at`: where in the file, when known. A problem without a field path (a
@@ -50,6 +63,7 @@ export class ConfigError extends DpError {
     readonly problem: string,
     readonly at?: TextPosition,
   ) {
+    problem = shown(problem);
     super('ERR_CONFIG', path === '' && at ? `${file}:${at.line}:${at.col}: ${problem}` : `${file}: ${path === '' ? '' : `${path}: `}${problem}`, {
       exitCode: 2,
     });

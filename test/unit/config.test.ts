@@ -294,6 +294,14 @@ describe('config', () => {
     fails(base('  links:\n    - listen: "10.0.0.1:80"\n  limits: { max_clients: 3 }\n'), 'server', /server\.limits\.max_clients: is not a known field/);
   });
 
+  it('a value echoed in an error is shown safely: control characters replaced, a long one cut', () => {
+    const e = fails(`client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "${'a'.repeat(100_000)}:1"\n`, 'client', /client\.links\[0\]\.remote: must be address:port/);
+    assert.ok(e.message.length < 600, `one short line (${e.message.length} characters)`);
+    assert.match(e.message, /… \(\d+ characters\) …/);
+    const esc = fails('client:\n  tunnel_device: { name: "t0\\e[31mRED", ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n', 'client', /tunnel_device\.name/);
+    assert.ok(!esc.message.includes('\u001b'), 'no escape sequence reaches the terminal');
+  });
+
   it('rejects bad tunnel devices', () => {
     const t = (dev: string): string => `client:\n  tunnel_device: ${dev}\n  links:\n    - remote: "10.0.1.1:1"\n`;
     fails(t('{ name: "this-name-is-far-too-long", ip: 10.0.0.2 }'), 'client', /tunnel_device\.name: .* is not a valid interface name/);
