@@ -90,6 +90,19 @@ type Sink = ConfigError[] | undefined;
 
 type Yaml = unknown;
 
+/** Levenshtein distance: how many one-character edits turn `a` into `b`. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row.push(Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    }
+    prev = row;
+  }
+  return prev[b.length] as number;
+}
+
 /** Walks a YAML mapping, remembering the path and which keys were read. */
 class Node {
   private readonly used = new Set<string>();
@@ -150,7 +163,14 @@ class Node {
   }
 
   child(key: string): Node {
+    if (this.raw(key) === undefined) this.fail(key, this.missing(key));
     return Node.of(this.file, this.sub(key), this.raw(key), this.sink);
+  }
+
+  /** 'is required', naming a key of this mapping that looks like a misspelling of it (a typo would show only as "unknown field" later, or not at all). */
+  private missing(key: string): string {
+    const near = Object.keys(this.obj).find((k) => k !== key && !this.used.has(k) && editDistance(k, key) <= 2);
+    return near === undefined ? 'is required' : `is required (found '${near}': misspelt?)`;
   }
 
   optChild(key: string): Node | undefined {
@@ -159,7 +179,7 @@ class Node {
 
   string(key: string): string {
     const v = this.raw(key);
-    if (v === undefined || v === null) this.fail(key, 'is required');
+    if (v === undefined || v === null) this.fail(key, v === undefined ? this.missing(key) : 'is required');
     if (typeof v !== 'string' && typeof v !== 'number') this.fail(key, `must be a string, got ${describe(v)}`);
     const s = String(v).trim();
     if (s === '') this.fail(key, 'must not be empty');
@@ -172,7 +192,7 @@ class Node {
 
   int(key: string, min: number, max: number): number {
     const v = this.raw(key);
-    if (v === undefined || v === null) this.fail(key, 'is required');
+    if (v === undefined || v === null) this.fail(key, v === undefined ? this.missing(key) : 'is required');
     const n = typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v;
     if (typeof n !== 'number' || !Number.isInteger(n)) this.fail(key, `must be a whole number, got ${describe(v)}`);
     if (n < min || n > max) this.fail(key, `must be between ${min} and ${max}, got ${n}`);
@@ -182,7 +202,7 @@ class Node {
   /** A rate in Mbit/s (a whole or decimal number), in kbit/s. */
   mbit(key: string, min: number, max: number): number {
     const v = this.raw(key);
-    if (v === undefined || v === null) this.fail(key, 'is required');
+    if (v === undefined || v === null) this.fail(key, v === undefined ? this.missing(key) : 'is required');
     const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v.trim()) ? Number(v) : v;
     if (typeof n !== 'number' || !Number.isFinite(n)) this.fail(key, `must be a rate in Mbit/s (a number such as 45 or 2.5), got ${describe(v)}`);
     if (n < min || n > max) this.fail(key, `must be between ${min} and ${max} Mbit/s, got ${n}`);

@@ -336,6 +336,9 @@ describe('config', () => {
 
   it('reports a missing legacy field by name, and a misspelt one as itself', () => {
     fails('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  tcp1_dial_addr: 10.0.1.1\n', 'client', /client\.tcp1_dial_port: is required/);
+    // A required key that is missing because it is misspelt: the typo is named.
+    fails('client:\n  tunel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n', 'client', /client\.tunnel_device: is required \(found 'tunel_device': misspelt\?\)$/);
+    fails('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remtoe: "10.0.1.1:1"\n', 'client', /client\.links\[0\]\.remote: is required \(found 'remtoe': misspelt\?\)$/);
     fails(
       'client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  tcp1_dial_adr: 10.0.1.1\n  tcp1_dial_port: 1\n',
       'client',
