@@ -38,8 +38,8 @@ export interface TextPosition {
   readonly col: number;
 }
 
-/** The most of a problem's text a message shows: values are echoed, and a value may be 100 KB. */
-const PROBLEM_MAX_CHARS = 400;
+/** The most of a problem's text a message shows: values are echoed, and a value may be 100 KB (a path or two fit). */
+const PROBLEM_MAX_CHARS = 1000;
 
 /**
  * A problem as a terminal may show it: control and bidi characters (an escape
@@ -63,8 +63,8 @@ export class ConfigError extends DpError {
     readonly problem: string,
     readonly at?: TextPosition,
   ) {
-    problem = shown(problem);
-    super('ERR_CONFIG', path === '' && at ? `${file}:${at.line}:${at.col}: ${problem}` : `${file}: ${path === '' ? '' : `${path}: `}${problem}`, {
+    const text = shown(problem);
+    super('ERR_CONFIG', path === '' && at ? `${file}:${at.line}:${at.col}: ${text}` : `${file}: ${path === '' ? '' : `${path}: `}${text}`, {
       exitCode: 2,
     });
     this.name = 'ConfigError';
@@ -73,7 +73,7 @@ export class ConfigError extends DpError {
   /** `file:line:col: path: problem` (the position where known): one line of `dp-tcp check`. */
   located(): string {
     const where = this.at ? `${this.file}:${this.at.line}:${this.at.col}` : this.file;
-    return `${where}: ${this.path === '' ? '' : `${this.path}: `}${this.problem}`;
+    return `${where}: ${this.path === '' ? '' : `${this.path}: `}${shown(this.problem)}`;
   }
 
   withPosition(at: TextPosition | undefined): ConfigError {
@@ -169,7 +169,9 @@ class Node {
 
   /** 'is required', naming a key of this mapping that looks like a misspelling of it (a typo would show only as "unknown field" later, or not at all). */
   private missing(key: string): string {
-    const near = Object.keys(this.obj).find((k) => k !== key && !this.used.has(k) && editDistance(k, key) <= 2);
+    // The original's link keys of another link (tcp2_dial_addr beside tcp1_dial_addr) are fields, not typos.
+    const legacyField = /^tcp\d+_((dial|conn|listen)_(addr|port)|(upload|download)_mbit)$/;
+    const near = Object.keys(this.obj).find((k) => k !== key && !this.used.has(k) && !legacyField.test(k) && editDistance(k, key) <= 2);
     return near === undefined ? 'is required' : `is required (found '${near}': misspelt?)`;
   }
 
