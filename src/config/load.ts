@@ -380,6 +380,9 @@ function ipString(n: Node, key: string, names = false): string {
 }
 
 /** The original's tcp<N>_* keys, for N = 1, 2, ... */
+/** Links a config may name, in either form (a session's link ids are 0 .. 15). */
+const MAX_LINKS = 16;
+
 function legacyLinkNumbers(n: Node): number[] {
   const found = new Set<number>();
   for (const k of n.keys()) {
@@ -399,12 +402,16 @@ function readLinks<T>(n: Node, legacy: (num: number, id: number) => T, modern: (
   if (numbers.length > 0) {
     if (n.has('links')) n.fail('links', 'cannot be combined with the tcp<N>_* fields of the original format');
     n.raw('links');
+    if (numbers.length > MAX_LINKS) {
+      const extra = n.keys().find((k) => k.startsWith(`tcp${numbers[MAX_LINKS]}_`)) as string;
+      n.fail(extra, `at most ${MAX_LINKS} links are supported (${numbers.length} link numbers in the tcp<N>_* fields)`);
+    }
     // Checked one link at a time: a problem in one does not hide the next one's.
     return present(numbers.map((num, id) => n.part((k) => k.startsWith(`tcp${num}_`), () => Object.freeze(legacy(num, id)), undefined)));
   }
   const list = n.raw('links');
   if (!Array.isArray(list) || list.length === 0) n.fail('links', 'must be a non-empty list of links');
-  if (list.length > 16) n.fail('links', 'at most 16 links are supported');
+  if (list.length > MAX_LINKS) n.fail('links', `at most ${MAX_LINKS} links are supported`);
   const names = new Map<string, number>();
   return present(
     list.map((item: Yaml, id) =>

@@ -339,6 +339,10 @@ describe('config', () => {
     // A required key that is missing because it is misspelt: the typo is named.
     fails('client:\n  tunel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remote: "10.0.1.1:1"\n', 'client', /client\.tunnel_device: is required \(found 'tunel_device': misspelt\?\)$/);
     fails('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - remtoe: "10.0.1.1:1"\n', 'client', /client\.links\[0\]\.remote: is required \(found 'remtoe': misspelt\?\)$/);
+    // At most 16 links in the original format too (it numbers them; the 17th is named).
+    const many = (n: number): string => Array.from({ length: n }, (_, i) => `  tcp${i + 1}_listen_addr: 10.0.1.1\n  tcp${i + 1}_listen_port: ${30001 + i}\n`).join('');
+    assert.equal(parseConfig(`server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n${many(16)}`, 'test.yaml', 'server').links.length, 16);
+    fails(`server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n${many(17)}`, 'server', /server\.tcp17_listen_addr: at most 16 links are supported \(17 link numbers in the tcp<N>_\* fields\)$/);
     // Another link's field of the original format is no typo.
     fails('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  tcp1_dial_port: 1\n  tcp2_dial_addr: 10.0.1.2\n  tcp2_dial_port: 1\n', 'client', /client\.tcp1_dial_addr: is required$/);
     fails(
