@@ -313,6 +313,8 @@ interface SessionsSpec {
    * before the next, all then kept alive; pending: all at once, none confirmed.
    */
   mode: 'sequential' | 'pending';
+  /** sequential: at least this long from one session's start to the next's (the server's per-peer handshake rate). */
+  spacingMs?: number;
   holdMs: number;
 }
 
@@ -359,7 +361,14 @@ async function sessions(spec: SessionsSpec): Promise<void> {
     }
   };
   const t0 = Date.now();
-  if (spec.mode === 'sequential') for (let i = 0; i < spec.count; i++) await open(i);
+  if (spec.mode === 'sequential') {
+    for (let i = 0; i < spec.count; i++) {
+      const started = Date.now();
+      await open(i);
+      const wait = (spec.spacingMs ?? 0) - (Date.now() - started);
+      if (wait > 0) await sleep(wait);
+    }
+  }
   else await Promise.all(Array.from({ length: spec.count }, (_, i) => open(i)));
   const openedMs = Date.now() - t0;
   // Keep every confirmed link alive (the server closes a link it hears nothing on).
