@@ -379,10 +379,10 @@ function ipString(n: Node, key: string, names = false): string {
   return s;
 }
 
-/** The original's tcp<N>_* keys, for N = 1, 2, ... */
 /** Links a config may name, in either form (a session's link ids are 0 .. 15). */
 const MAX_LINKS = 16;
 
+/** The original's tcp<N>_* keys, for N = 1, 2, ... */
 function legacyLinkNumbers(n: Node): number[] {
   const found = new Set<number>();
   for (const k of n.keys()) {
@@ -582,13 +582,17 @@ function listenedAddress(address: string): string {
   return canonicalAddress(bare) + (zone < 0 ? '' : address.slice(zone));
 }
 
-/** The first pair of `links` that would listen on one address and port, with a line saying so (undefined: none). */
-export function overlappingListeners(links: readonly ServerLinkConfig[]): { link: ServerLinkConfig; other: ServerLinkConfig; message: string } | undefined {
+/** A listener as a message names it: address:port, IPv6 in brackets. */
+export function listenText(c: ServerLinkConfig): string {
+  return `${c.listenAddress.includes(':') ? `[${c.listenAddress}]` : c.listenAddress}:${c.listenPort}`;
+}
+
+/** The first pair of `links` that would listen on one address and port (undefined: none). */
+export function overlappingListeners(links: readonly ServerLinkConfig[]): { link: ServerLinkConfig; other: ServerLinkConfig } | undefined {
   const v4OnV6 = links.some((l) => listenedAddress(l.listenAddress) === '::') && dualStack();
-  const where = (c: ServerLinkConfig): string => `${c.listenAddress.includes(':') ? `[${c.listenAddress}]` : c.listenAddress}:${c.listenPort}`;
   for (const [i, link] of links.entries()) {
     const other = links.slice(0, i).find((o) => listensOverlap(o, link, v4OnV6));
-    if (other !== undefined) return { link, other, message: `${where(link)} overlaps ${where(other)}: one address and port, one link` };
+    if (other !== undefined) return { link, other };
   }
   return undefined;
 }
@@ -1088,8 +1092,7 @@ function read(doc: Document, file: string, role: Role, opts: ParseOptions | unde
       const { link: l, other } = overlap;
       const key = modern ? `links[${l.id}].listen` : `${l.name}_listen_addr`;
       const otherKey = modern ? `links[${other.id}]` : other.name;
-      const where = (c: ServerLinkConfig): string => `${c.listenAddress.includes(':') ? `[${c.listenAddress}]` : c.listenAddress}:${c.listenPort}`;
-      r.part(() => false, () => r.fail(key, `${where(l)} overlaps ${otherKey}'s ${where(other)}: one address and port, one link`), undefined);
+      r.part(() => false, () => r.fail(key, `${listenText(l)} overlaps ${otherKey}'s ${listenText(other)}: one address and port, one link`), undefined);
     }
     if (tunnel && security) {
       config = { role, file, tunnel, timing, security, statusListen, logLevel, nice, links: Object.freeze(links), natOutInterface: nat, limits };

@@ -6,7 +6,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { DpError, errorMessage, isSystemError } from '../errors.js';
-import { overlappingListeners } from './load.js';
+import { listenText, overlappingListeners } from './load.js';
 import type { ClientLinkConfig, Config, ServerLinkConfig } from './types.js';
 
 /** A name's first address of `family` (0: either). */
@@ -70,7 +70,11 @@ export async function resolveNames(config: Config, lookup: Lookup = systemLookup
   // fail with EADDRINUSE, which reads as another program's port.
   const overlap = links.some((l, i) => l !== config.links[i]) ? overlappingListeners(links) : undefined;
   if (overlap !== undefined) {
-    throw new DpError('ERR_CONFIG', `${config.file}: link ${overlap.link.name} (${config.links.find((l) => l.name === overlap.link.name)?.listenAddress ?? ''}): ${overlap.message}, of link ${overlap.other.name}`, { exitCode: 2 });
+    const { link, other } = overlap;
+    const named = config.links.find((l) => l.name === link.name)?.listenAddress ?? '';
+    throw new DpError('ERR_CONFIG', `${config.file}: link ${link.name} (${named}): ${listenText(link)} overlaps ${listenText(other)}: one address and port, one link, of link ${other.name}`, {
+      exitCode: 2,
+    });
   }
   const server: Config = { ...config, links: Object.freeze(links) };
   return { config: Object.freeze(server), resolved };

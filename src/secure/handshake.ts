@@ -88,8 +88,11 @@ function stampMs(t: Buffer): number {
   return Number(t.readBigUInt64BE(0) - 0x4000_0000_0000_000an) * 1000 + t.readUInt32BE(8) / 1e6;
 }
 
-function randomIndex(): number {
-  return randomBytes(4).readUInt32BE(0);
+/** A random local index that `taken` does not hold (a reused one would push the older keypair out of the ring). */
+function freeIndex(taken: (index: number) => boolean): number {
+  let index = randomBytes(4).readUInt32BE(0);
+  while (taken(index)) index = randomBytes(4).readUInt32BE(0);
+  return index;
 }
 
 /** The bytes mac1/mac2 cover and sit at the end of: from `version` to the end of the frame. */
@@ -127,9 +130,7 @@ export class Initiator {
       rs: this.id.serverPublic,
       psks: [this.id.psk],
     });
-    let index = randomIndex();
-    while (taken(index)) index = randomIndex();
-    this.index = index;
+    this.index = freeIndex(taken);
     const msg = hs.writeMessage(Buffer.concat([tai64n(), encodeIntro({ ...intro, encryption: this.id.cipher })]));
     this.hs = hs;
     const body = Buffer.alloc(4 + msg.length + MACS_BYTES);
@@ -237,8 +238,7 @@ export class Responder {
     epoch.copy(payload, 0, 0, EPOCH_BYTES);
     payload.writeUInt16BE(linkId, EPOCH_BYTES);
     const msg = r.hs.writeMessage(payload);
-    let index = randomIndex();
-    while (taken(index)) index = randomIndex();
+    const index = freeIndex(taken);
     const head = Buffer.allocUnsafe(8);
     head.writeUInt32BE(index, 0);
     head.writeUInt32BE(r.senderIndex, 4);
