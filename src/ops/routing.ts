@@ -22,8 +22,14 @@ interface Undo {
   keep?: () => string | undefined;
 }
 
+/**
+ * A command that failed: exit code 2 (a restart will not fix it), but 1 when another tool
+ * (Docker, firewalld, a boot script) held the xtables lock past `-w`'s wait: that passes, and
+ * the systemd units restart after any exit code but 2.
+ */
 function failed(cmd: string, args: string[], stderr: string | undefined, e: unknown): DpError {
-  return new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${stderr?.trim() || errorMessage(e)}`, { exitCode: 2 });
+  const text = stderr?.trim() || errorMessage(e);
+  return new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${text}`, { exitCode: /xtables lock/.test(text) ? 1 : 2 });
 }
 
 /**

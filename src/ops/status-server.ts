@@ -154,7 +154,9 @@ export class StatusServer {
           resolve(false);
           return;
         }
-        reject(new DpError('ERR_LISTEN', `cannot serve status on ${address}:${port}: ${errorMessage(e)}`, { exitCode: 2 }));
+        // An address not there yet can pass (see the links' listeners): exit 1, which systemd restarts after.
+        const passing = isSystemError(e) && e.code === 'EADDRNOTAVAIL';
+        reject(new DpError('ERR_LISTEN', `cannot serve status on ${address}:${port}: ${passing ? 'no interface has that address (yet?)' : errorMessage(e)}`, { exitCode: passing ? 1 : 2 }));
       });
       server.listen({ host: address, port }, () => resolve(true));
     });

@@ -597,9 +597,12 @@ function describeListenError(e: unknown, cfg: ServerLinkConfig): DpError {
         exitCode: 2,
       });
     }
+    // Exit 1, not 2: it can pass. At boot an address may not be there yet (an IPv6 address is
+    // unusable until duplicate address detection ends, a second or two), and the systemd units
+    // restart after any exit code but 2.
     if (e.code === 'EADDRNOTAVAIL') {
-      return new DpError('ERR_LISTEN', `cannot listen on ${where} (${cfg.name}): no interface has that address`, {
-        exitCode: 2,
+      return new DpError('ERR_LISTEN', `cannot listen on ${where} (${cfg.name}): no interface has that address (yet?)`, {
+        exitCode: 1,
       });
     }
   }

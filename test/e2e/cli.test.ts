@@ -122,6 +122,15 @@ describe('dp-tcp start-up errors', { skip, timeout: 120_000 }, () => {
     assert.doesNotMatch(await devices(), /dptcp-s/);
   });
 
+  it('a listen address no interface has (yet): exit 1, which the systemd units restart after, and the TUN device is gone', async () => {
+    const f = config('absent.yaml', SERVER_YAML.replace('10.0.1.1:31411', '10.0.1.77:31411'));
+    const r = await runCli(['server', '-c', f]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /cannot listen on 10\.0\.1\.77:31411 \(wan1\): no interface has that address \(yet\?\)/);
+    assert.doesNotMatch(r.stderr, /unexpected error|\n\s+at /, 'one line, no stack');
+    assert.doesNotMatch(await devices(), /dptcp-s/);
+  });
+
   it('with offload off on both sides the tunnel carries TCP intact', async () => {
     const off = (yaml: string): string => yaml.replace(/mtu: 1400 \}/, 'mtu: 1400, offload: false }');
     tb.startDpTcp('server', off(SERVER_YAML));

@@ -17,13 +17,16 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const dir = tempDir('dptcp-routing-');
 after(() => removeDir(dir));
 
-/** A fake iptables in `bin` (the only directory in PATH while `f` runs): `-C` finds nothing, the rest succeeds. */
-function withFakeIptables<T>(f: (calls: () => string[]) => T): T {
+/**
+ * A fake iptables in `bin` (the only directory in PATH while `f` runs): `-C` finds nothing, the
+ * rest succeeds, or runs `onAdd` (shell) for a rule added with -A or -I.
+ */
+function withFakeIptables<T>(f: (calls: () => string[]) => T, onAdd = 'exit 0'): T {
   const bin = join(dir, 'bin');
   const log = join(dir, 'iptables.log');
   mkdirSync(bin, { recursive: true });
   writeFileSync(log, '');
-  const script = `#!/bin/sh\necho "$*" >> '${log}'\ncase " $* " in *" -C "*) exit 1;; esac\nexit 0\n`;
+  const script = `#!/bin/sh\necho "$*" >> '${log}'\ncase " $* " in *" -C "*) exit 1;; *" -A "*|*" -I "*) ${onAdd};; esac\nexit 0\n`;
   for (const cmd of ['iptables', 'ip6tables']) {
     writeFileSync(join(bin, cmd), script);
     chmodSync(join(bin, cmd), 0o755);
@@ -123,6 +126,28 @@ describe('server NAT and forwarding', () => {
       );
       assert.deepEqual(calls(), [], 'no iptables rule was added');
     });
+  });
+
+  it('the xtables lock held past the wait by another tool is exit code 1 (it passes: systemd restarts), another refusal exit 2', () => {
+    const cases = [
+      { say: 'Another app is currently holding the xtables lock. Stopped waiting after 5s.', status: 4, exitCode: 1 },
+      { say: "iptables v1.8.9 (legacy): can't initialize iptables table `nat': Table does not exist", status: 3, exitCode: 2 },
+    ];
+    for (const c of cases) {
+      withFakeIptables(
+        () => {
+          const procSys = fakeProcSys('0');
+          const net = new NetworkSetup(memoryLogger('warn'), { procSys, instances: () => [] });
+          assert.throws(
+            () => net.setupServer(config, 'dptcp-a'),
+            (e: unknown) => e instanceof DpError && e.exitCode === c.exitCode && e.message.includes(c.say),
+            c.say,
+          );
+          assert.equal(readFileSync(join(procSys, 'net/ipv4/ip_forward'), 'utf8').trim(), '0', 'forwarding is 0 after the failure');
+        },
+        `echo "${c.say.replace(/`/g, '\\`')}" >&2; exit ${c.status}`,
+      );
+    }
   });
 
   it('leaves forwarding on at teardown while another dp-tcp runs in the namespace (it may be the one that needs it)', () => {
