@@ -93,10 +93,27 @@ export class ClientRole {
     };
   }
 
+  /** Times the session took a new server epoch (epochIsStale). */
+  epochChanges = 0;
+
+  /**
+   * Whether `epoch`, in the answer to a handshake begun when epochChanges was
+   * `begunAt`, is an older server session's: another than the session's, and
+   * the session took its epoch after that handshake began. Epochs have no
+   * order; a handshake begun later reached the server later, and the server
+   * keeps one session per client at a time, so only one begun since can move
+   * the session on. (A slow link's answer from a server that restarted since
+   * would otherwise take the session back to the dead one.)
+   */
+  epochIsStale(epoch: Buffer, begunAt: number): boolean {
+    return begunAt !== this.epochChanges && !epoch.equals(this.session.epoch);
+  }
+
   /** A link finished its handshake; a new server epoch means the server side started over. */
   welcome(link: Link, epoch: Buffer): void {
     const s = this.session;
     if (!epoch.equals(s.epoch)) {
+      this.epochChanges++;
       if (!s.epoch.equals(NO_EPOCH)) {
         this.log.warn('server session changed (server restarted?): starting a new receive sequence', {
           old: s.epoch.toString('hex'),
@@ -190,6 +207,8 @@ class Dialer implements LinkHandler {
   private upAtMs = 0;
   /** Why the server refused the connection under way (its CLOSE), if it did. */
   private refusal: string | undefined;
+  /** The role's epochChanges when the handshake under way began (its HELLO or INITIATION went). */
+  private begunAt = 0;
   /** The first socket error (or the deadline) of the connection under way. */
   private dialError: (Error & { code?: unknown }) | undefined;
   private readonly report = new DialReport();
@@ -301,6 +320,7 @@ class Dialer implements LinkHandler {
       this.current = link;
       this.cookieRounds = 0;
       const identity = this.role.identity;
+      this.begunAt = this.role.epochChanges;
       if (identity === undefined) {
         link.sendControl(encodeHello(this.role.intro(this.cfg.id)));
         return;
@@ -324,6 +344,7 @@ class Dialer implements LinkHandler {
       if (type !== FrameType.Welcome) throw new ProtocolError(`expected WELCOME, got frame type ${type} (does the server require a key?)`);
       const w = decodeWelcome(buf, start, end);
       if (w.linkId !== this.cfg.id) throw new ProtocolError(`WELCOME for link ${w.linkId}, expected ${this.cfg.id}`);
+      if (this.staleAnswer(link, w.epoch)) return;
       this.up(link);
       this.role.welcome(link, w.epoch);
       return;
@@ -334,6 +355,7 @@ class Dialer implements LinkHandler {
         throw new ProtocolError('COOKIE that does not authenticate, or too many of them');
       }
       this.log.debug('server is under load: retrying with its cookie');
+      this.begunAt = this.role.epochChanges;
       link.sendControl(initiator.initiation(this.role.intro(this.cfg.id), this.role.indexTaken));
       return;
     }
@@ -351,8 +373,17 @@ class Dialer implements LinkHandler {
     }
     if (est.linkId !== this.cfg.id) throw new ProtocolError(`RESPONSE for link ${est.linkId}, expected ${this.cfg.id}`);
     this.initiator = undefined;
+    if (this.staleAnswer(link, est.epoch)) return;
     this.up(link);
     this.role.established(link, est);
+  }
+
+  /** An answer from a server session since replaced (ClientRole.epochIsStale): the connection closes and is dialled again. */
+  private staleAnswer(link: Link, epoch: Buffer): boolean {
+    if (!this.role.epochIsStale(epoch, this.begunAt)) return false;
+    this.refusal = 'a late answer from a server session since replaced';
+    link.close(CloseCode.Shutdown, 'server session replaced');
+    return true;
   }
 
   private up(link: Link): void {
