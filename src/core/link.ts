@@ -677,17 +677,15 @@ export class Link {
   /**
    * A batch of DATA frames, `packets` of them, shared by all links: never
    * modified. `urgent` (frames of sparse flows, core/flows.ts): it waits
-   * ahead of queued bulk data, within the bounds above. `promised`: striped
-   * data the session owes the peer, numbered and the only copy — another
-   * link's give-back (session.resend), or fresh data the session admitted
-   * (Session.admitsStriped) that the rest of its TUN batch crowded out: it
-   * may fill the queue RETAIN_MAX_BYTES past queue_max_bytes (what one link
-   * holds unacknowledged), so that a link's give-back fits behind fresh data;
-   * only beyond that is it dropped as queue_full, and memory stays bounded.
-   * True if the link took it (sent or queued), false if it was dropped
-   * (counted here when for a full queue).
+   * ahead of queued bulk data, within the bounds above. `resent`: striped
+   * data another link gave back (session.resend), the only copy of packets
+   * the tunnel already took: it may fill the queue RETAIN_MAX_BYTES past
+   * queue_max_bytes (what one link holds unacknowledged), so that a link's
+   * give-back fits behind fresh data; only beyond that is it dropped as
+   * queue_full, and memory stays bounded. True if the link took it (sent or
+   * queued), false if it was dropped (counted here when for a full queue).
    */
-  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, promised = false, plain?: Buffer): boolean {
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false, plain?: Buffer): boolean {
     if (this.state !== 'up') {
       release?.();
       return false;
@@ -702,7 +700,7 @@ export class Link {
       this.urgent.push({ buf, t: nowMs, packets, striped, release, plain });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
-    } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes + (promised ? RETAIN_MAX_BYTES : 0)) {
+    } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes + (resent ? RETAIN_MAX_BYTES : 0)) {
       this.stats.drops.queue_full += packets;
       release?.();
       return false;
@@ -711,17 +709,6 @@ export class Link {
       this.queuedBytes += buf.length;
     }
     return true;
-  }
-
-  /**
-   * Whether sendData would take `bytes` of fresh data now: the same tests, in
-   * the same order (sent at once, the urgent lane, room in the queue).
-   */
-  hasRoom(bytes: number, urgent: boolean): boolean {
-    if (this.state !== 'up') return false;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) return true;
-    if (urgent && this.urgentBytes + bytes <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS) return true;
-    return this.queuedBytes + bytes <= this.opts.queueMaxBytes;
   }
 
   /**

@@ -16,7 +16,6 @@ import {
 import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError, TamperedError } from '../errors.js';
 import { RecordsSeen, type Keypair, type KeyRing, type RecordDrop } from '../secure/keypair.js';
-import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import { Eliminator, Verdict } from './eliminator.js';
 import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
 import { RecordArenas } from './record-arenas.js';
@@ -352,75 +351,43 @@ export class Session implements LinkHandler {
   }
 
   /**
-   * Aggregate and adaptive: whether a striped packet whose frame is `bytes`
-   * long, read now, can go: keyed, a key to seal it; and the link stripe()
-   * would pick has room for it (stripeLink). The tunnel asks before it
-   * numbers the packet: a number the sender then dropped would hold every
-   * later striped packet in the peer's reorder buffer until its bound (up to
-   * a second). Refused, the packet is counted (dropsNoKey; queue_full on that
-   * link; dropsNoLink) and never numbered. Admitted, stripe() takes it past
-   * the bounds if the rest of its TUN batch took the room meanwhile (so by
-   * at most one batch: the next is refused until the queues drain).
-   */
-  admitsStriped(bytes: number, urgent: boolean, nowMs: number): boolean {
-    const keys = this.keys;
-    if (keys !== undefined) {
-      if (!keys.canSeal(nowMs)) {
-        this.stats.dropsNoKey++;
-        return false;
-      }
-      bytes += SEALED_OVERHEAD_BYTES;
-    }
-    const link = this.stripeLink(bytes, urgent, nowMs, undefined);
-    if (link === undefined) this.stats.dropsNoLink++;
-    else if (link.canRetain && link.hasRoom(bytes, urgent)) return true;
-    else link.stats.drops.queue_full++;
-    return false;
-  }
-
-  /**
-   * The link for striped data of `bytes` now (not `except`): the first tier
-   * that has one, and in it the link where the data is expected through first
-   * (least unacknowledged bytes per delivery rate). Tiers: 0, a link that can
-   * keep it until acknowledged, not stalled, with room in its queue; 1, such
-   * a link without room; 2, a stalled one that can keep it, with room; 3, any
-   * other link up.
-   */
-  private stripeLink(bytes: number, urgent: boolean, nowMs: number, except: Link | undefined): Link | undefined {
-    let best: Link | undefined;
-    let bestTier = 4;
-    let bestEta = Infinity;
-    const links = this.linkList;
-    for (let i = 0; i < links.length; i++) {
-      const l = links[i] as Link;
-      if (l.state !== 'up' || l === except) continue;
-      const tier = !l.canRetain ? 3 : l.stalled(nowMs) ? (l.hasRoom(bytes, urgent) ? 2 : 3) : l.hasRoom(bytes, urgent) ? 0 : 1;
-      if (tier > bestTier) continue;
-      const eta = l.eta(bytes);
-      if (tier < bestTier || eta < bestEta) {
-        best = l;
-        bestTier = tier;
-        bestEta = eta;
-      }
-    }
-    return best;
-  }
-
-  /**
-   * Aggregate and adaptive: sends on one link (stripeLink), data the tunnel
-   * admitted (admitsStriped) or `except` gave back: numbered, the only copy,
-   * so not refused for the bounds on fresh data (sendData still bounds it).
-   * False if no link took it (counted dropped).
+   * Aggregate and adaptive: sends on the one link where the data is expected
+   * through first (least unacknowledged bytes per delivery rate), among links
+   * that are not stalled and can keep it until acknowledged; if none, on any
+   * link up but `except`. False if no link took it (counted dropped).
    */
   private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer, resent = except !== undefined): boolean {
     this.handleStalls(nowMs);
-    const link = this.stripeLink(buf.length, urgent, nowMs, except);
+    let best: Link | undefined;
+    let bestEta = Infinity;
+    let fallback: Link | undefined;
+    let fallbackEta = Infinity;
+    for (const l of this.links.values()) {
+      if (l.state !== 'up' || l === except) continue;
+      const eta = l.eta(buf.length);
+      if (l.canRetain && !l.stalled(nowMs)) {
+        if (eta < bestEta) {
+          best = l;
+          bestEta = eta;
+        }
+      } else if (eta < fallbackEta) {
+        fallback = l;
+        fallbackEta = eta;
+      }
+    }
+    const link = best ?? fallback;
     if (link === undefined) {
       this.stats.dropsNoLink += count;
       return false;
     }
+    // Data `except` gave back is the only copy: it goes even past the bounds on fresh data (sendData bounds it).
+    if (!link.canRetain && !resent) {
+      // Every link holds RETAIN_MAX_BYTES unacknowledged: memory is bounded, this is a full queue.
+      link.stats.drops.queue_full += count;
+      return false;
+    }
     // Counted striped (or, by the caller, resent) only once the link took it: a full queue counts it dropped instead.
-    if (!link.sendData(buf, count, nowMs, urgent, true, undefined, true, plain)) return false;
+    if (!link.sendData(buf, count, nowMs, urgent, true, undefined, resent, plain)) return false;
     if (!resent) this.stats.stripedPackets += count;
     return true;
   }

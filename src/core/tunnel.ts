@@ -214,8 +214,6 @@ export class Tunnel {
       }
       const urgent = this.flows.urgent(arena, ip, len - vnet);
       const striped = s.stripes(urgent, len - vnet, now);
-      // Not numbered if it cannot go (as above): the peer's reorder buffer would wait for the number.
-      if (striped && !s.admitsStriped(DATA_HEADER_BYTES + len, urgent, now)) continue;
       const kind = (urgent ? 0 : 2) + (striped ? 1 : 0);
       let gs = this.gathers.get(s);
       if (gs === undefined) {
