@@ -285,6 +285,13 @@ const bloatHinted = new Set<string>();
 /** Urgent data waiting ahead of the bulk queue, at most (beyond it, urgent data waits in order). */
 export const URGENT_QUEUE_MAX_BYTES = 64 * 1024;
 /**
+ * How far past queue_max_bytes fresh striped data may go on the link chosen
+ * for it before it was numbered: the other striped gather of its session in
+ * the same TUN batch (urgent or bulk, up to a sealed record of 32 KiB, or
+ * one offload packet of 64 KiB) may have taken the room meanwhile.
+ */
+export const ADMITTED_SLACK_BYTES = 128 * 1024;
+/**
  * An urgent record may pass at most this many queued records: half the
  * 8,192-record replay window of earlier versions, well inside today's
  * (secure/limits.ts), so the records it passed still arrive inside the window.
@@ -677,15 +684,17 @@ export class Link {
   /**
    * A batch of DATA frames, `packets` of them, shared by all links: never
    * modified. `urgent` (frames of sparse flows, core/flows.ts): it waits
-   * ahead of queued bulk data, within the bounds above. `resent`: striped
-   * data another link gave back (session.resend), the only copy of packets
-   * the tunnel already took: it may fill the queue RETAIN_MAX_BYTES past
-   * queue_max_bytes (what one link holds unacknowledged), so that a link's
-   * give-back fits behind fresh data; only beyond that is it dropped as
-   * queue_full, and memory stays bounded. True if the link took it (sent or
-   * queued), false if it was dropped (counted here when for a full queue).
+   * ahead of queued bulk data, within the bounds above. `slackBytes`: how
+   * far past queue_max_bytes it may fill the queue, for striped data already
+   * numbered, the only copy: RETAIN_MAX_BYTES (what one link holds
+   * unacknowledged) for another link's give-back (session.resend), so that
+   * it fits behind fresh data; ADMITTED_SLACK_BYTES for fresh data this link
+   * was chosen for before it was numbered (Session.stripeLinkFor), which the
+   * rest of its TUN batch may have crowded; only beyond that is it dropped
+   * as queue_full, and memory stays bounded. True if the link took it (sent
+   * or queued), false if it was dropped (counted here when for a full queue).
    */
-  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, resent = false, plain?: Buffer): boolean {
+  sendData(buf: Buffer, packets: number, nowMs: number, urgent = false, striped = false, release?: () => void, slackBytes = 0, plain?: Buffer): boolean {
     if (this.state !== 'up') {
       release?.();
       return false;
@@ -700,7 +709,7 @@ export class Link {
       this.urgent.push({ buf, t: nowMs, packets, striped, release, plain });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
-    } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes + (resent ? RETAIN_MAX_BYTES : 0)) {
+    } else if (this.queuedBytes + buf.length > this.opts.queueMaxBytes + slackBytes) {
       this.stats.drops.queue_full += packets;
       release?.();
       return false;
@@ -709,6 +718,17 @@ export class Link {
       this.queuedBytes += buf.length;
     }
     return true;
+  }
+
+  /**
+   * Whether sendData would take `bytes` of fresh data now: the same tests, in
+   * the same order (sent at once, the urgent lane, room in the queue).
+   */
+  hasRoom(bytes: number, urgent: boolean): boolean {
+    if (this.state !== 'up') return false;
+    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) return true;
+    if (urgent && this.urgentBytes + bytes <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS) return true;
+    return this.queuedBytes + bytes <= this.opts.queueMaxBytes;
   }
 
   /**

@@ -17,7 +17,7 @@ import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError, TamperedError } from '../errors.js';
 import { RecordsSeen, type Keypair, type KeyRing, type RecordDrop } from '../secure/keypair.js';
 import { Eliminator, Verdict } from './eliminator.js';
-import { LinkStats, OutFrames, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
+import { ADMITTED_SLACK_BYTES, LinkStats, OutFrames, RETAIN_MAX_BYTES, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
 import { RecordArenas } from './record-arenas.js';
 import { REORDER_MAX_PACKETS, ReorderBuffer } from './reorder.js';
 import { TokenBucket } from '../token-bucket.js';
@@ -315,16 +315,16 @@ export class Session implements LinkHandler {
    * which copies) before they are queued, or the batch is pinned (`pin`) while
    * a socket's writer holds the rest of a partial send. The same buffer goes to every link.
    */
-  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean, urgent = false, striped = false, pin?: Pin): void {
+  sendFrames(frames: Buffer, count: number, nowMs: number, borrowed: boolean, urgent = false, striped = false, pin?: Pin, onLink?: Link): void {
     this.stats.txPackets += count;
     if (this.keys) {
-      this.fanOutSealed(this.keys, frames, count, nowMs, urgent, striped);
+      this.fanOutSealed(this.keys, frames, count, nowMs, urgent, striped, onLink);
       return;
     }
     // Frames the TUN batch cannot keep (every read arena held) move to the record arenas, shared.
     const out = new OutFrames(frames, borrowed, borrowed ? pin : undefined, borrowed ? this.recordArenas : undefined);
     // Striped frames are kept until acknowledged: a copy of their own.
-    if (striped) this.stripe(out.own(), count, nowMs, urgent, undefined);
+    if (striped) this.stripe(out.own(), count, nowMs, urgent, undefined, undefined, false, onLink);
     else this.fanOut(out, count, nowMs, urgent);
   }
 
@@ -333,7 +333,7 @@ export class Session implements LinkHandler {
     return this.nextSeq++;
   }
 
-  private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number, urgent: boolean, striped: boolean): void {
+  private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number, urgent: boolean, striped: boolean, onLink: Link | undefined): void {
     if (this.upLinkCount() === 0) {
       this.stats.dropsNoLink += count;
       return;
@@ -343,7 +343,7 @@ export class Session implements LinkHandler {
     if (record === undefined) this.stats.dropsNoKey += count;
     // The plaintext of a striped record is kept too (a copy: `frames` may be the TUN batch's):
     // sent again after a stall it is sealed anew, since its counter may be out of the peer's window by then.
-    else if (striped) this.stripe(record, count, nowMs, urgent, undefined, Buffer.from(frames));
+    else if (striped) this.stripe(record, count, nowMs, urgent, undefined, Buffer.from(frames), false, onLink);
     else {
       const pin = this.recordArenas.pinOf(record);
       this.fanOut(new OutFrames(record, pin !== undefined, pin), count, nowMs, urgent);
@@ -351,20 +351,41 @@ export class Session implements LinkHandler {
   }
 
   /**
-   * Aggregate and adaptive: sends on the one link where the data is expected
-   * through first (least unacknowledged bytes per delivery rate), among links
-   * that are not stalled and can keep it until acknowledged; if none, on any
-   * link up but `except`. False if no link took it (counted dropped).
+   * Aggregate and adaptive: the link for `bytes` of fresh striped data read
+   * now (stripe's choice), if it can take them: it can keep more until
+   * acknowledged, and has room (Link.hasRoom). Otherwise undefined, the
+   * packet counted dropped (queue_full on that link; dropsNoLink). The tunnel
+   * asks before it numbers a packet, and sends its gather on that link: a
+   * number the sender dropped after all would hold every later striped packet
+   * in the peer's reorder buffer until its bound (up to a second).
    */
-  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer, resent = except !== undefined): boolean {
-    this.handleStalls(nowMs);
+  stripeLinkFor(bytes: number, urgent: boolean, nowMs: number): Link | undefined {
+    this.handleStalls(nowMs); // first, as stripe() does: a give-back may take the room
+    const link = this.pickStripe(bytes, nowMs, undefined);
+    if (link === undefined) this.stats.dropsNoLink++;
+    else if (this.canStripeOn(link, bytes, urgent)) return link;
+    else link.stats.drops.queue_full++;
+    return undefined;
+  }
+
+  /** Whether `link` takes `bytes` more fresh striped data now (see stripeLinkFor). */
+  canStripeOn(link: Link, bytes: number, urgent: boolean): boolean {
+    return link.canRetain && link.hasRoom(bytes, urgent);
+  }
+
+  /**
+   * Where striped data is expected through first (least unacknowledged bytes
+   * per delivery rate) among links up, but `except`, that are not stalled and
+   * can keep it until acknowledged; if none, among all links up but `except`.
+   */
+  private pickStripe(bytes: number, nowMs: number, except: Link | undefined): Link | undefined {
     let best: Link | undefined;
     let bestEta = Infinity;
     let fallback: Link | undefined;
     let fallbackEta = Infinity;
     for (const l of this.links.values()) {
       if (l.state !== 'up' || l === except) continue;
-      const eta = l.eta(buf.length);
+      const eta = l.eta(bytes);
       if (l.canRetain && !l.stalled(nowMs)) {
         if (eta < bestEta) {
           best = l;
@@ -375,19 +396,31 @@ export class Session implements LinkHandler {
         fallbackEta = eta;
       }
     }
-    const link = best ?? fallback;
+    return best ?? fallback;
+  }
+
+  /**
+   * Aggregate and adaptive: sends on one link — `onLink`, chosen for fresh
+   * data before it was numbered (stripeLinkFor), while it is up; else
+   * pickStripe's — and counts it striped. False if no link took it (counted
+   * dropped).
+   */
+  private stripe(buf: Buffer, count: number, nowMs: number, urgent: boolean, except: Link | undefined, plain?: Buffer, resent = except !== undefined, onLink?: Link): boolean {
+    this.handleStalls(nowMs);
+    const chosen = onLink !== undefined && onLink.state === 'up';
+    const link = chosen ? onLink : this.pickStripe(buf.length, nowMs, except);
     if (link === undefined) {
       this.stats.dropsNoLink += count;
       return false;
     }
     // Data `except` gave back is the only copy: it goes even past the bounds on fresh data (sendData bounds it).
-    if (!link.canRetain && !resent) {
+    if (!chosen && !link.canRetain && !resent) {
       // Every link holds RETAIN_MAX_BYTES unacknowledged: memory is bounded, this is a full queue.
       link.stats.drops.queue_full += count;
       return false;
     }
     // Counted striped (or, by the caller, resent) only once the link took it: a full queue counts it dropped instead.
-    if (!link.sendData(buf, count, nowMs, urgent, true, undefined, resent, plain)) return false;
+    if (!link.sendData(buf, count, nowMs, urgent, true, undefined, resent ? RETAIN_MAX_BYTES : chosen ? ADMITTED_SLACK_BYTES : 0, plain)) return false;
     if (!resent) this.stats.stripedPackets += count;
     return true;
   }

@@ -15,7 +15,7 @@ import { splitGso } from '../tun/gso-split.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { FlowClassifier } from './flows.js';
 import { hostPrefixes } from './ip.js';
-import { RetainBudget, TUNNEL_RETAIN_MAX_BYTES, type LinkStats } from './link.js';
+import { RetainBudget, TUNNEL_RETAIN_MAX_BYTES, type Link, type LinkStats } from './link.js';
 import { Registry } from './registry.js';
 import { Session, type SessionStats } from './session.js';
 import { TunWriter, type TunWriterStats } from './tun-writer.js';
@@ -207,9 +207,13 @@ export class Tunnel {
         this.stats.dropsNoSession++;
         continue;
       }
+      // A packet that cannot go is not numbered: a number never sent would hold up the peer's reorder buffer.
       if (s.links.size === 0) {
-        // Not numbered: a number never sent would hold up the peer's reorder buffer.
         s.stats.dropsNoLink++;
+        continue;
+      }
+      if (s.keys !== undefined && !s.keys.canSeal(now)) {
+        s.stats.dropsNoKey++;
         continue;
       }
       const urgent = this.flows.urgent(arena, ip, len - vnet);
@@ -222,9 +226,10 @@ export class Tunnel {
       }
       let g = gs[kind];
       if (g === undefined) {
-        g = { session: s, parts: [], partCount: 0, bytes: 0, count: 0, lastStart: 0, lastEnd: -1, lastBuf: undefined, lastOwned: false, urgent, striped, listed: false };
+        g = { session: s, parts: [], partCount: 0, bytes: 0, count: 0, lastStart: 0, lastEnd: -1, lastBuf: undefined, lastOwned: false, urgent, striped, listed: false, link: undefined };
         gs[kind] = g;
       }
+      if (striped && !this.admit(s, g, DATA_HEADER_BYTES + len, urgent, now, batch.pin)) continue;
       if (!g.listed) {
         g.listed = true;
         (gathering[kind] as (Gather | undefined)[])[listed[kind] as number] = g;
@@ -255,9 +260,25 @@ export class Tunnel {
         list[j] = undefined; // not to keep a session that goes away alive
         g.listed = false;
         if (g.count > 0) flush(g.session, g, now, batch.pin);
+        g.link = undefined;
       }
       listed[kind] = 0;
     }
+  }
+
+  /**
+   * A striped packet whose frame is `bytes` long: admitted if the link its
+   * gather goes on (g.link) takes it with what the gather holds, or else,
+   * the gather sent there first, if the session finds a link that takes it
+   * alone (Session.stripeLinkFor), which the gather goes on from then on.
+   * Asked before the packet is numbered; refused, it is counted, not sent.
+   */
+  private admit(s: Session, g: Gather, bytes: number, urgent: boolean, now: number, pin: PacketBatch['pin']): boolean {
+    const seal = s.keys !== undefined ? SEALED_OVERHEAD_BYTES : 0;
+    if (g.link !== undefined && g.link.state === 'up' && s.canStripeOn(g.link, g.bytes + bytes + 2 * seal, urgent)) return true;
+    if (g.count > 0) flush(s, g, now, pin);
+    g.link = s.stripeLinkFor(bytes + seal, urgent, now);
+    return g.link !== undefined;
   }
 
   /**
@@ -410,6 +431,8 @@ interface Gather {
   readonly striped: boolean;
   /** In routeBatch's list for the batch being routed. */
   listed: boolean;
+  /** Striped: the link its frames go on, chosen before they were numbered (Tunnel.admit); for one batch. */
+  link: Link | undefined;
 }
 
 /** One part is a view of the reused batch (which `pin` can keep); several are copied together (which frees them from it). */
@@ -421,7 +444,7 @@ function flush(s: Session, g: Gather, now: number, pin: PacketBatch['pin']): voi
   // Emptied first: should sending throw, the next batch does not send these views again.
   const count = g.count;
   empty(g);
-  s.sendFrames(frames, count, now, borrowed, g.urgent, g.striped, borrowed ? pin : undefined);
+  s.sendFrames(frames, count, now, borrowed, g.urgent, g.striped, borrowed ? pin : undefined, g.link);
 }
 
 function empty(g: Gather): void {
@@ -445,6 +468,7 @@ function abandon(gathering: (Gather | undefined)[][], listed: number[]): void {
       if (g === undefined) continue; // flushed before the throw (the final loop clears as it goes)
       list[j] = undefined;
       g.listed = false;
+      g.link = undefined;
       empty(g);
     }
     listed[kind] = 0;

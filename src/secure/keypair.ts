@@ -180,6 +180,12 @@ export class KeyRing {
     return this.byIndex.has(index);
   }
 
+  /** Whether seal() would seal now (a current keypair, usable, with counters left). */
+  canSeal(nowMs: number): boolean {
+    const kp = this.current;
+    return kp !== undefined && kp.canSeal(nowMs);
+  }
+
   /** Seals with the current keypair (into `alloc`'s buffer, if it gives one); undefined when there is none usable (no record may leave). */
   seal(frames: Buffer, nowMs: number, alloc?: RecordAlloc): Buffer | undefined {
     const kp = this.current;

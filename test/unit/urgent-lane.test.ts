@@ -101,11 +101,11 @@ describe('link urgent lane', () => {
     assert.equal(l.stats.drops.queue_full, 0, 'up to queue_max_bytes nothing is dropped');
     l.sendData(Buffer.alloc(chunk, 3), 100, now, false, true);
     assert.equal(l.stats.drops.queue_full, 100, 'fresh striped data past the bound is dropped and counted');
-    l.sendData(Buffer.alloc(chunk, 4), 100, now, false, true, undefined, true);
+    l.sendData(Buffer.alloc(chunk, 4), 100, now, false, true, undefined, RETAIN_MAX_BYTES);
     assert.equal(l.stats.drops.queue_full, 100, 'data given back by another link is queued past the bound');
     assert.equal(l.queueBytes, 5 * chunk, 'the queue holds it');
     // Past the bound by more than one link's unacknowledged maximum, given-back data is dropped too: memory stays bounded.
-    l.sendData(Buffer.alloc(RETAIN_MAX_BYTES, 5), 7, now, false, true, undefined, true);
+    l.sendData(Buffer.alloc(RETAIN_MAX_BYTES, 5), 7, now, false, true, undefined, RETAIN_MAX_BYTES);
     assert.equal(l.stats.drops.queue_full, 107, 'given-back data past queue_max_bytes + RETAIN_MAX_BYTES is dropped and counted');
     sock.full = false;
     sock.emit('drain');
