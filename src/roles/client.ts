@@ -98,8 +98,9 @@ export class ClientRole {
 
   /**
    * Whether `epoch`, in the answer to a handshake begun when epochChanges was
-   * `begunAt`, is an older server session's: another than the session's, and
-   * the session took its epoch after that handshake began. Epochs have no
+   * `begunAt`, is not to be taken: another than the session's, which the
+   * session took after that handshake began (so not known to be newer; the
+   * case is an older server session's answer on a slow link). Epochs have no
    * order; a handshake begun later reached the server later, and the server
    * keeps one session per client at a time, so only one begun since can move
    * the session on. (A slow link's answer from a server that restarted since
@@ -373,15 +374,18 @@ class Dialer implements LinkHandler {
     }
     if (est.linkId !== this.cfg.id) throw new ProtocolError(`RESPONSE for link ${est.linkId}, expected ${this.cfg.id}`);
     this.initiator = undefined;
-    if (this.staleAnswer(link, est.epoch)) return;
+    if (this.staleAnswer(link, est.epoch)) {
+      est.keypair.retire(); // its keys erased: never used
+      return;
+    }
     this.up(link);
     this.role.established(link, est);
   }
 
-  /** An answer from a server session since replaced (ClientRole.epochIsStale): the connection closes and is dialled again. */
+  /** An answer from another server session than the tunnel's, to a handshake begun before the tunnel took its (ClientRole.epochIsStale): the connection closes and is dialled again. */
   private staleAnswer(link: Link, epoch: Buffer): boolean {
     if (!this.role.epochIsStale(epoch, this.begunAt)) return false;
-    this.refusal = 'a late answer from a server session since replaced';
+    this.refusal = 'answered by another server session than the tunnel\'s (a handshake begun before the tunnel moved to it, as after a server restart): dialling again';
     link.close(CloseCode.Shutdown, 'server session replaced');
     return true;
   }
