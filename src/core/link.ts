@@ -286,9 +286,10 @@ const bloatHinted = new Set<string>();
 export const URGENT_QUEUE_MAX_BYTES = 64 * 1024;
 /**
  * How far past queue_max_bytes fresh striped data may go on the link chosen
- * for it before it was numbered: the other striped gather of its session in
- * the same TUN batch (urgent or bulk, up to a sealed record of 32 KiB, or
- * one offload packet of 64 KiB) may have taken the room meanwhile.
+ * for it before it was numbered: the session's other striped gather of the
+ * same TUN batch (urgent or bulk: a record of up to 32 KiB, or one offload
+ * packet of 64 KiB) may have taken the room meanwhile, and an offload packet
+ * cut into pieces for a slow link carries a DATA header per piece.
  */
 export const ADMITTED_SLACK_BYTES = 128 * 1024;
 /**

@@ -267,15 +267,17 @@ export class Tunnel {
   }
 
   /**
-   * A striped packet whose frame is `bytes` long: admitted if the link its
-   * gather goes on (g.link) takes it with what the gather holds, or else,
-   * the gather sent there first, if the session finds a link that takes it
-   * alone (Session.stripeLinkFor), which the gather goes on from then on.
-   * Asked before the packet is numbered; refused, it is counted, not sent.
+   * A striped packet whose frame is `bytes` long: admitted if it joins its
+   * gather's record (within sealRecordBytes) and the link that record goes on
+   * (g.link) takes the record with it; else, the gather sent there first, if
+   * the session finds a link that takes it (Session.stripeLinkFor: each
+   * record placed where it is expected through first), which the next record
+   * goes on. Asked before the packet is numbered; refused, it is counted, not sent.
    */
   private admit(s: Session, g: Gather, bytes: number, urgent: boolean, now: number, pin: PacketBatch['pin']): boolean {
     const seal = s.keys !== undefined ? SEALED_OVERHEAD_BYTES : 0;
-    if (g.link !== undefined && g.link.state === 'up' && s.canStripeOn(g.link, g.bytes + bytes + 2 * seal, urgent)) return true;
+    const link = g.link;
+    if (g.count > 0 && link !== undefined && link.state === 'up' && g.bytes + bytes <= this.sealRecordBytes && s.canStripeOn(link, g.bytes + bytes + seal, urgent)) return true;
     if (g.count > 0) flush(s, g, now, pin);
     g.link = s.stripeLinkFor(bytes + seal, urgent, now);
     return g.link !== undefined;
