@@ -73,6 +73,14 @@ export function flowHash(p: Buffer, o: number, len: number): number {
   }
   h = mix(h, proto);
   if (l4 >= 0 && (proto === 6 || proto === 17 || proto === 132 || proto === 136) && l4 + 4 <= o + len) h = mix(h, p.readInt32BE(l4));
+  // A product's bit k depends only on its input's bits 0..k, and the table is indexed by the low
+  // bits: without this, the source port (the high half of the last word) never reached them, and
+  // every connection to one host and port shared one counter. MurmurHash3's finalizer.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
   return h >>> 0;
 }
 

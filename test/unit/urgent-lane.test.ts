@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
-import { DECAY_MS, FlowClassifier, flowHash, SPARSE_BYTES } from '../../src/core/flows.js';
+import { DECAY_MS, FLOW_BUCKETS, FlowClassifier, flowHash, SPARSE_BYTES } from '../../src/core/flows.js';
 import { RETAIN_MAX_BYTES, URGENT_MAX_PASSED_RECORDS, URGENT_QUEUE_MAX_BYTES } from '../../src/core/link.js';
 import { FakeSocket, upLink as link } from '../helpers/fake-socket.js';
 
@@ -57,6 +57,21 @@ describe('flow classifier', () => {
     f.decay(1.5 * DECAY_MS);
     f.decay(3 * DECAY_MS);
     assert.equal(f.urgent(seg, 0, seg.length), true, 'batches 1.5 periods apart: three halvings in three periods, not two');
+  });
+
+  it('every field of the 5-tuple spreads flows over the buckets (the table index is the low bits)', () => {
+    const spread = (make: (i: number) => Buffer): number => new Set(Array.from({ length: 4000 }, (_, i) => flowHash(make(i), 0, 60) & (FLOW_BUCKETS - 1))).size;
+    // 4,000 flows into 4,096 buckets at random fill some 2,500; one field ignored by the low bits fills 1.
+    const cases: Array<[string, (i: number) => Buffer]> = [
+      ['source port', (i) => ipv4(60, 6, '10.0.0.2', '10.0.0.1', 20_000 + i, 443)],
+      ['destination port', (i) => ipv4(60, 6, '10.0.0.2', '10.0.0.1', 40_000, 1 + i)],
+      ['source address', (i) => ipv4(60, 17, `10.0.${i >> 8}.${i & 255}`, '10.0.0.1', 5000, 53)],
+      ['destination address', (i) => ipv4(60, 17, '10.0.0.2', `10.${i >> 8}.0.${i & 255}`, 5000, 53)],
+    ];
+    for (const [field, make] of cases) {
+      const n = spread(make);
+      assert.ok(n > 2000, `${field}: 4,000 flows in ${n} buckets`);
+    }
   });
 
   it('the hash tells flows apart by ports and protocol, and reads nothing past the packet', () => {
