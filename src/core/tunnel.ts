@@ -267,12 +267,12 @@ export class Tunnel {
   }
 
   /**
-   * A striped packet whose frame is `bytes` long: admitted if it joins its
-   * gather's record (within sealRecordBytes) and the link that record goes on
-   * (g.link) takes the record with it; else, the gather sent there first, if
-   * the session finds a link that takes it (Session.stripeLinkFor: each
-   * record placed where it is expected through first), which the next record
-   * goes on. Asked before the packet is numbered; refused, it is counted, not sent.
+   * A striped packet whose frame is `bytes` long, asked before it is
+   * numbered: admitted into its gather's record if the record stays within
+   * sealRecordBytes and the link chosen for it (g.link) takes the record with
+   * it; else the record is sent there, and the packet starts the next record
+   * if the session finds a link for it (Session.stripeLinkFor: each record
+   * placed where it is expected through first). Refused, it is counted, not sent.
    */
   private admit(s: Session, g: Gather, bytes: number, urgent: boolean, now: number, pin: PacketBatch['pin']): boolean {
     const seal = s.keys !== undefined ? SEALED_OVERHEAD_BYTES : 0;
@@ -433,7 +433,7 @@ interface Gather {
   readonly striped: boolean;
   /** In routeBatch's list for the batch being routed. */
   listed: boolean;
-  /** Striped: the link its frames go on, chosen before they were numbered (Tunnel.admit); for one batch. */
+  /** Striped: the link the record it gathers goes on, chosen before its packets were numbered (Tunnel.admit); cleared after each batch. */
   link: Link | undefined;
 }
 

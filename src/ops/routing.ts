@@ -29,7 +29,8 @@ interface Undo {
  */
 function failed(cmd: string, args: string[], stderr: string | undefined, e: unknown): DpError {
   const text = stderr?.trim() || errorMessage(e);
-  return new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${text}`, { exitCode: /xtables lock/.test(text) ? 1 : 2 });
+  // Its last word on the lock (older versions print "holding the xtables lock; waiting" lines first, then may fail otherwise).
+  return new DpError('ERR_ROUTE', `${cmd} ${args.join(' ')} failed: ${text}`, { exitCode: /xtables lock\. (Stopped waiting|Perhaps you want)[^\n]*$/.test(text) ? 1 : 2 });
 }
 
 /**

@@ -138,7 +138,8 @@ export class StatusServer {
    * status_listen. A port already taken is no reason to stop a tunnel either
    * (any local user can take 9400 first, and a unit that exits 2 is not
    * restarted): a warning, undefined, and the control socket still answers.
-   * Any other failure (an address not on this host) is the config's: exit 2.
+   * An address no interface has (yet) can pass, as at boot: exit 1, which
+   * the systemd units restart after. Any other failure is the config's: exit 2.
    */
   async listen(address: string, port: number): Promise<{ address: string; port: number } | undefined> {
     const server = this.create();

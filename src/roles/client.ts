@@ -385,8 +385,8 @@ class Dialer implements LinkHandler {
   /** An answer from another server session than the tunnel's, to a handshake begun before the tunnel took its (ClientRole.epochIsStale): the connection closes and is dialled again. */
   private staleAnswer(link: Link, epoch: Buffer): boolean {
     if (!this.role.epochIsStale(epoch, this.begunAt)) return false;
-    this.refusal = 'answered by another server session than the tunnel\'s (a handshake begun before the tunnel moved to it, as after a server restart): dialling again';
-    link.close(CloseCode.Shutdown, 'server session replaced');
+    this.refusal = 'answered by another server session than the tunnel\'s (a handshake begun before the tunnel moved to it, as after a server restart)';
+    link.close(CloseCode.Shutdown, 'answered by another server session');
     return true;
   }
 

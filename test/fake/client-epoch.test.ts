@@ -55,7 +55,7 @@ describe('a late answer from a replaced server session', () => {
     const b = await listener(1, async (k) => {
       if (k > 1) return current;
       await link0Up;
-      await new Promise((r) => setTimeout(r, 50));
+      while ((client?.role.session.links.size ?? 0) < 1) await new Promise((r) => setTimeout(r, 5));
       return gone;
     });
     client = dialClient([a.port, b.port]);
@@ -67,6 +67,7 @@ describe('a late answer from a replaced server session', () => {
     assert.ok(s.epoch.equals(current), `the session kept the running server's epoch (${s.epoch.toString('hex')})`);
     assert.equal(s.links.size, 2, 'both links up: link 1 after its redial');
     assert.doesNotMatch(lines, /server session changed/, 'the session never moved');
+    assert.match(lines, /answered by another server session/, 'the late answer was refused (not timed out)');
     assert.equal(a.closedByClient(), 0, 'link 0 was never closed');
     assert.ok(b.closedByClient() >= 1, 'the late answer\'s connection was closed by the client');
   });
@@ -110,7 +111,9 @@ describe('a late answer from a replaced server session', () => {
     assert.ok(n >= 2, 'link 1 was dialled again');
     assert.ok(s.epoch.equals(current), 'the session is on the running server');
     assert.equal(s.links.size, 2, 'both links up');
-    assert.doesNotMatch(client.log.lines.join('\n'), /server session changed/, 'the session never moved');
+    const lines = client.log.lines.join('\n');
+    assert.doesNotMatch(lines, /server session changed/, 'the session never moved');
+    assert.match(lines, /answered by another server session/, 'the late answer was refused (not timed out)');
     assert.equal(s.linkStats.get(0)?.stats.connects, 1, 'link 0 was never dialled again');
   });
 });

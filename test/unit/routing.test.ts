@@ -132,6 +132,8 @@ describe('server NAT and forwarding', () => {
     const cases = [
       { say: 'Another app is currently holding the xtables lock. Stopped waiting after 5s.', status: 4, exitCode: 1 },
       { say: "iptables v1.8.9 (legacy): can't initialize iptables table `nat': Table does not exist", status: 3, exitCode: 2 },
+      // An older iptables waited for the lock, then failed for another reason: that is no passing failure.
+      { say: 'Another app is currently holding the xtables lock; waiting (1s) for it to exit...\niptables: No chain/target/match by that name.', status: 1, exitCode: 2 },
     ];
     for (const c of cases) {
       withFakeIptables(
