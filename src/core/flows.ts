@@ -7,6 +7,8 @@
 // queue. Hash collisions only ever make a sparse flow look bulk (the safe
 // way: it then waits in order with the rest). Memory is constant.
 
+import { randomBytes } from 'node:crypto';
+
 /** Flows tracked at once (hash buckets); a power of two. */
 export const FLOW_BUCKETS = 4096;
 /** A flow stays urgent while it sent less than this in the last ~2 decay periods. */
@@ -47,6 +49,9 @@ export class FlowClassifier {
   }
 }
 
+/** Drawn per process: which flows share a bucket cannot be worked out from their addresses and ports. */
+const SEED = randomBytes(4).readInt32BE(0);
+
 /**
  * A hash of the inner 5-tuple (IPv4 and IPv6; ports for TCP, UDP, SCTP, UDP-Lite).
  * Words are read signed: the same bits for mix(), and a small integer where an
@@ -54,7 +59,7 @@ export class FlowClassifier {
  */
 export function flowHash(p: Buffer, o: number, len: number): number {
   const version = (p[o] as number) >> 4;
-  let h = 0x811c9dc5;
+  let h = 0x811c9dc5 ^ SEED;
   let proto: number;
   let l4: number;
   if (version === 4 && len >= 20) {
