@@ -57,7 +57,10 @@ export class ClientRole {
     ]);
     this.dialers = config.links.map((l) => new Dialer(this, l, log.child(l.name)));
     this.session.onLinkClosed = (link, reason) => {
-      if (this.rekeying?.link === link) this.rekeying = undefined;
+      if (this.rekeying?.link === link) {
+        this.rekeying.initiator.abandon();
+        this.rekeying = undefined;
+      }
       for (const d of this.dialers) d.linkClosed(link, reason);
     };
     this.session.onClearFrame = (link, type, buf, start, end) => this.rekeyFrame(link, type, buf, start, end);
@@ -153,6 +156,7 @@ export class ClientRole {
     // Another link than last time, if there is one: that one may be stalled.
     const link = up.find((l) => l !== this.rekeying?.link) ?? (up[0] as Link);
     const initiator = new Initiator(this.identity as Identity);
+    this.rekeying?.initiator.abandon(); // timed out: its answer, should it come, is late
     this.rekeying = { link, initiator, sinceMs: now };
     this.log.debug('rekeying', { link: link.name });
     link.sendClear(initiator.initiation(this.intro(link.id), this.indexTaken));
@@ -173,7 +177,10 @@ export class ClientRole {
       throw new ProtocolError(`unexpected frame type ${type} in clear on an up link`);
     }
     const est = r.initiator.response(buf, start, end);
-    if (!est.epoch.equals(this.session.epoch) || est.linkId !== link.id) throw new ProtocolError('rekey RESPONSE for another session or link');
+    if (!est.epoch.equals(this.session.epoch) || est.linkId !== link.id) {
+      est.keypair.retire();
+      throw new ProtocolError('rekey RESPONSE for another session or link');
+    }
     this.rekeying = undefined;
     (this.session.keys as KeyRing).add(est.keypair);
     this.session.stats.handshakes++;
@@ -419,6 +426,7 @@ class Dialer implements LinkHandler {
     clearTimeout(this.deadline);
     this.current = undefined;
     const unanswered = this.initiator !== undefined;
+    this.initiator?.abandon();
     this.initiator = undefined;
     if (this.isUp) {
       this.isUp = false;

@@ -122,6 +122,7 @@ export class Initiator {
    * (the ring would drop the older keypair, and records in flight under it would fail).
    */
   initiation(intro: LinkIntro, taken: (index: number) => boolean = () => false): Buffer {
+    this.abandon();
     const hs = new HandshakeState({
       pattern: 'IKpsk2',
       initiator: true,
@@ -139,6 +140,12 @@ export class Initiator {
     const frame = encodeFrame(FrameType.Initiation, body);
     this.cookies.addMacs(frame.subarray(4));
     return frame;
+  }
+
+  /** Gives up the INITIATION under way, if any: its ephemeral key and chaining key are zeroed (a late RESPONSE to it is refused). */
+  abandon(): void {
+    this.hs?.abandon();
+    this.hs = undefined;
   }
 
   /**

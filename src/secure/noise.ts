@@ -440,6 +440,13 @@ export class HandshakeState {
     if (this.isComplete) this.#forgetSecrets();
   }
 
+  /** Gives the handshake up unfinished: its secrets are zeroed, as after a failure, and any further use throws. */
+  abandon(): void {
+    this.#dead = true;
+    this.#forgetSecrets();
+    this.#ss.wipe();
+  }
+
   /**
    * Zeroes the ephemeral private key (one generated here; node:crypto's key
    * object for it lives until collected) and this state's copies of the psks.

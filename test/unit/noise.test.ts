@@ -284,6 +284,17 @@ describe('Noise rejects', () => {
     assert.equal(secrets.filter((s) => s.some((x) => x !== 0)).length, 0, 'every HKDF/DH output of the failed read is zeroed');
   });
 
+  it('a handshake given up unfinished (abandon: its connection closed, or another INITIATION sent) zeroes what it had derived, and cannot go on', () => {
+    const a = generateKeyPair();
+    const b = generateKeyPair();
+    const init = new HandshakeState({ pattern: 'IKpsk2', initiator: true, prologue: Buffer.alloc(0), s: a, rs: b.publicKey, psks: [Buffer.alloc(32, 1)] });
+    const secrets = capturingSecrets(() => init.writeMessage(Buffer.alloc(0)));
+    assert.ok(secrets.some((x) => x.some((y) => y !== 0)), 'the INITIATION leaves a chaining key in the state');
+    init.abandon();
+    assert.equal(secrets.filter((x) => x.some((y) => y !== 0)).length, 0, 'every HKDF/DH output zeroed');
+    expectNoiseError(() => init.readMessage(Buffer.alloc(48)));
+  });
+
   it('a wiped CipherState has a zero key and refuses to work (it does not fall back to passing data through)', () => {
     const c = new CipherState(Buffer.alloc(32, 5));
     const key = c.key as Buffer;

@@ -55,6 +55,21 @@ describe('keyed handshake', () => {
     assert.equal(keypair.remoteIndex, offered[3]);
   });
 
+  it('an INITIATION given up (its connection closed, or another sent) is wiped: a RESPONSE to it is refused', () => {
+    const resp = new Responder(serverId);
+    const init = new Initiator(aliceId);
+    const answer = (f: Buffer): Buffer => resp.respond(resp.read(...body(f)), Buffer.alloc(8), 0, () => false).frame;
+    const r1 = answer(init.initiation(intro));
+    init.abandon();
+    assert.equal(init.answers(...body(r1)), false);
+    assert.throws(() => init.response(...body(r1)), /RESPONSE without an INITIATION/);
+    // A new INITIATION gives up the one before: only its own RESPONSE completes.
+    const r2 = answer(init.initiation({ ...intro, sessionId: randomBytes(16) }));
+    const f3 = init.initiation({ ...intro, sessionId: randomBytes(16) });
+    assert.throws(() => init.response(...body(r2)), /RESPONSE to another INITIATION/);
+    assert.equal(init.response(...body(answer(f3))).keypair.confirmed, true);
+  });
+
   it('INITIATION and RESPONSE give matching keypairs; the responder learns the peer and the intro', () => {
     const resp = new Responder(serverId);
     const init = new Initiator(aliceId);
