@@ -266,14 +266,21 @@ export class ServerRole {
       return this.refuse(link, reason, e.message);
     }
     if (!this.identity?.shared && !this.handshakeAllowed(r.peer, now)) {
+      r.hs.abandon(); // each way out unanswered wipes what the read derived
       // The peer's own bound, not a failure of its address (others may share it, behind a NAT).
       this.evicted.add(link);
       return this.refuse(link, 'handshake_rate', `peer ${r.peer.name} makes more than ${1000 / HANDSHAKE_INTERVAL_MS} handshakes a second`);
     }
     const bad = this.checkIntro(r.intro, this.identity?.shared ? undefined : r.peer);
-    if (bad) return this.refuse(link, 'mismatch', bad);
+    if (bad) {
+      r.hs.abandon();
+      return this.refuse(link, 'mismatch', bad);
+    }
     const session = this.sessionFor(link, r.intro, r.peer);
-    if (session === undefined) return;
+    if (session === undefined) {
+      r.hs.abandon();
+      return;
+    }
     const keys = session.keys as KeyRing;
     const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
     keys.add(keypair);
@@ -418,6 +425,7 @@ export class ServerRole {
     const r = responder.read(buf, start, end);
     const peer = this.tunnel.registry.peerOf(session);
     if (!samePeer(peer, r.peer) || !r.intro.sessionId.equals(session.sessionId) || r.intro.linkId !== link.id) {
+      r.hs.abandon();
       throw new ProtocolError('rekey INITIATION for another peer, session or link');
     }
     const keys = session.keys as KeyRing;
