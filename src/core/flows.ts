@@ -17,10 +17,15 @@ export const SPARSE_BYTES = 16 * 1024;
 export const DECAY_MS = 100;
 /** Larger packets are never urgent (a sparse flow of full-size packets gains little). */
 export const URGENT_MAX_PACKET_BYTES = 1500;
+/** Drawn per process: which flows share a bucket cannot be worked out from their addresses and ports alone. */
+const SEED = randomBytes(4).readInt32BE(0);
 
 export class FlowClassifier {
   private readonly bytes = new Uint32Array(FLOW_BUCKETS);
   private lastDecayMs = 0;
+
+  /** `seed`: the hash's (flowHash); the process's own unless a test fixes it. */
+  constructor(private readonly seed = SEED) {}
 
   /** Halves every counter once per DECAY_MS (called with each batch). */
   decay(nowMs: number): void {
@@ -42,24 +47,21 @@ export class FlowClassifier {
    * is sparse (and the packet small): the packet may pass queued bulk data.
    */
   urgent(p: Buffer, o: number, len: number): boolean {
-    const h = flowHash(p, o, len) & (FLOW_BUCKETS - 1);
+    const h = flowHash(p, o, len, this.seed) & (FLOW_BUCKETS - 1);
     const sent = (this.bytes[h] as number) + len;
     this.bytes[h] = sent > 0xffff_ffff ? 0xffff_ffff : sent;
     return len <= URGENT_MAX_PACKET_BYTES && sent <= SPARSE_BYTES;
   }
 }
 
-/** Drawn per process: which flows share a bucket cannot be worked out from their addresses and ports. */
-const SEED = randomBytes(4).readInt32BE(0);
-
 /**
  * A hash of the inner 5-tuple (IPv4 and IPv6; ports for TCP, UDP, SCTP, UDP-Lite).
  * Words are read signed: the same bits for mix(), and a small integer where an
  * unsigned read above 2^31 would allocate a heap number (until V8 compiles this).
  */
-export function flowHash(p: Buffer, o: number, len: number): number {
+export function flowHash(p: Buffer, o: number, len: number, seed = SEED): number {
   const version = (p[o] as number) >> 4;
-  let h = 0x811c9dc5 ^ SEED;
+  let h = 0x811c9dc5 ^ seed;
   let proto: number;
   let l4: number;
   if (version === 4 && len >= 20) {

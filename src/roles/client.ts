@@ -379,7 +379,10 @@ class Dialer implements LinkHandler {
       }
       throw e;
     }
-    if (est.linkId !== this.cfg.id) throw new ProtocolError(`RESPONSE for link ${est.linkId}, expected ${this.cfg.id}`);
+    if (est.linkId !== this.cfg.id) {
+      est.keypair.retire();
+      throw new ProtocolError(`RESPONSE for link ${est.linkId}, expected ${this.cfg.id}`);
+    }
     this.initiator = undefined;
     if (this.staleAnswer(link, est.epoch)) {
       est.keypair.retire(); // its keys erased: never used

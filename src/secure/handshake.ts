@@ -225,17 +225,22 @@ export class Responder {
       if (e instanceof NoiseError) throw new ProtocolError('INITIATION does not decrypt: not made for this server key');
       throw e;
     }
-    const rs = hs.remoteStatic as Buffer;
-    const peer = this.id.peers.get(rs.toString('base64'));
-    if (peer === undefined) throw new ProtocolError(`unknown peer key ${rs.toString('base64').slice(0, 8)}…: not in peers`);
-    if (payload.length < TIMESTAMP_BYTES) throw new ProtocolError('INITIATION payload too short');
-    const timestamp = Buffer.from(payload.subarray(0, TIMESTAMP_BYTES));
-    const intro = decodeIntro(payload, TIMESTAMP_BYTES, payload.length);
-    // The shared-key form: every client is the same "peer", each with its own clock (see InitiationReplay).
-    if (!this.replay.accept(rs, this.id.shared ? intro.sessionId : undefined, timestamp)) {
-      throw new ProtocolError('INITIATION replayed (its timestamp was seen or is too old)');
+    try {
+      const rs = hs.remoteStatic as Buffer;
+      const peer = this.id.peers.get(rs.toString('base64'));
+      if (peer === undefined) throw new ProtocolError(`unknown peer key ${rs.toString('base64').slice(0, 8)}…: not in peers`);
+      if (payload.length < TIMESTAMP_BYTES) throw new ProtocolError('INITIATION payload too short');
+      const timestamp = Buffer.from(payload.subarray(0, TIMESTAMP_BYTES));
+      const intro = decodeIntro(payload, TIMESTAMP_BYTES, payload.length);
+      // The shared-key form: every client is the same "peer", each with its own clock (see InitiationReplay).
+      if (!this.replay.accept(rs, this.id.shared ? intro.sessionId : undefined, timestamp)) {
+        throw new ProtocolError('INITIATION replayed (its timestamp was seen or is too old)');
+      }
+      return { peer, intro, senderIndex: buf.readUInt32BE(start), timestamp, hs };
+    } catch (e) {
+      hs.abandon(); // refused after it decrypted: what the read derived is wiped
+      throw e;
     }
-    return { peer, intro, senderIndex: buf.readUInt32BE(start), timestamp, hs };
   }
 
   /** RESPONSE frame and the new, unconfirmed keypair. `taken`: indexes already in use by the session. */

@@ -55,9 +55,10 @@ export class Keypair {
   /**
    * The keypair's ring let go of it (evicted, expired, or the session's keys
    * cleared): its native cipher contexts are freed, which cleanses their key
-   * schedules, and the raw keys are zeroed. Only the ring calls it, when it
-   * drops its last use: nothing else seals or opens with a keypair (the
-   * server's pending links keep theirs only to compare it). seal and open
+   * schedules, and the raw keys are zeroed. The ring calls it when it drops
+   * its last use, and a client for one it refuses before use; nothing else
+   * seals or opens with a keypair (the server's pending links keep theirs
+   * only to compare it). seal and open
    * throw afterwards. Idempotent.
    */
   retire(): void {

@@ -23,7 +23,7 @@ function ipv4(len: number, proto: number, src: string, dst: string, sport = 0, d
 
 describe('flow classifier', () => {
   it('a ping beside a bulk TCP flow: the ping stays urgent, the bulk flow stops being urgent once it has sent SPARSE_BYTES', () => {
-    const f = new FlowClassifier();
+    const f = new FlowClassifier(1); // a fixed seed: with the process's, the two share a bucket once in 4,096 runs
     f.decay(0);
     const ping = ipv4(84, 1, '10.0.0.2', '10.0.0.1');
     let bulkUrgent = 0;
