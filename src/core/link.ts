@@ -700,13 +700,9 @@ export class Link {
       release?.();
       return false;
     }
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
+    if (this.sendsAtOnce()) {
       this.requeue(this.write(buf, packets, striped, nowMs, undefined, release, plain), urgent);
-    } else if (
-      urgent &&
-      this.urgentBytes + buf.length <= URGENT_QUEUE_MAX_BYTES &&
-      this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS
-    ) {
+    } else if (urgent && this.urgentFits(buf.length)) {
       this.urgent.push({ buf, t: nowMs, packets, striped, release, plain });
       this.urgentBytes += buf.length;
       if (this.queuedBytes > 0) this.stats.urgentPassed += packets;
@@ -726,10 +722,17 @@ export class Link {
    * the same order (sent at once, the urgent lane, room in the queue).
    */
   hasRoom(bytes: number, urgent: boolean): boolean {
-    if (this.state !== 'up') return false;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) return true;
-    if (urgent && this.urgentBytes + bytes <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS) return true;
-    return this.queuedBytes + bytes <= this.opts.queueMaxBytes;
+    return this.state === 'up' && (this.sendsAtOnce() || (urgent && this.urgentFits(bytes)) || this.queuedBytes + bytes <= this.opts.queueMaxBytes);
+  }
+
+  /** Nothing waits ahead, and the socket takes writes: what is sent now goes straight to it. */
+  private sendsAtOnce(): boolean {
+    return this.writable && this.queuedBytes === 0 && this.urgentBytes === 0;
+  }
+
+  /** `bytes` more fit the urgent lane (its bytes, and the records it may pass). */
+  private urgentFits(bytes: number): boolean {
+    return this.urgentBytes + bytes <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS;
   }
 
   /**
@@ -739,7 +742,7 @@ export class Link {
    */
   send(frames: OutFrames, packets: number, nowMs: number, urgent = false): void {
     if (this.state !== 'up') return;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.requeue(this.write(frames.view, packets, false, nowMs, frames), urgent);
+    if (this.sendsAtOnce()) this.requeue(this.write(frames.view, packets, false, nowMs, frames), urgent);
     else {
       const kept = frames.keep();
       this.sendData(kept.buf, packets, nowMs, urgent, false, kept.release);
@@ -946,8 +949,8 @@ export class Link {
       return;
     }
     // Ahead of our bulk data, as a ping's packets: an ACK late is a false stall at the peer.
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) this.requeue(this.write(frame, 0, false, 0), false);
-    else if (this.urgentBytes + frame.length <= URGENT_QUEUE_MAX_BYTES && this.queue.length - this.queueHead < URGENT_MAX_PASSED_RECORDS) {
+    if (this.sendsAtOnce()) this.requeue(this.write(frame, 0, false, 0), false);
+    else if (this.urgentFits(frame.length)) {
       this.urgent.push((this.queuedAck = { buf: frame, t: Infinity, packets: 0, striped: false }));
       this.urgentBytes += frame.length;
     } else {
@@ -970,7 +973,7 @@ export class Link {
    */
   sendClear(frame: Buffer): Queued | undefined {
     if (this.state === 'closed') return undefined;
-    if (this.writable && this.queuedBytes === 0 && this.urgentBytes === 0) {
+    if (this.sendsAtOnce()) {
       this.requeue(this.write(frame, 0, false, 0), false);
       return undefined;
     }

@@ -18,7 +18,7 @@ import type { Session } from '../core/session.js';
 import { paceLink, tuneLinkSocket } from '../core/socket-options.js';
 import type { Tunnel } from '../core/tunnel.js';
 import { Admission, sourceBytes, type AdmissionStats } from '../secure/admission.js';
-import { identityOf, Responder, type Identity } from '../secure/handshake.js';
+import { identityOf, Responder, type Identity, type InitiationRead } from '../secure/handshake.js';
 import { KeyRing, type Keypair } from '../secure/keypair.js';
 import { FIRST_MESSAGE_TIMEOUT_MS, HANDSHAKE_MAX_FRAME_BYTES, MAX_COOKIES_PER_CONNECTION } from '../secure/limits.js';
 import { TokenBucket } from '../token-bucket.js';
@@ -265,24 +265,26 @@ export class ServerRole {
       const reason = e.message.startsWith('unknown peer') ? 'unknown_peer' : e.message.includes('replayed') ? 'replay' : 'malformed';
       return this.refuse(link, reason, e.message);
     }
+    try {
+      this.answer(link, cfg, r, now);
+    } finally {
+      r.hs.abandon(); // answered, it holds nothing more; refused, what the read derived is wiped
+    }
+  }
+
+  /** An INITIATION read: refused (its peer's rate, a mismatch, no session for it), or answered with a RESPONSE. */
+  private answer(link: Link, cfg: ServerLinkConfig, r: InitiationRead, now: number): void {
     if (!this.identity?.shared && !this.handshakeAllowed(r.peer, now)) {
-      r.hs.abandon(); // each way out unanswered wipes what the read derived
       // The peer's own bound, not a failure of its address (others may share it, behind a NAT).
       this.evicted.add(link);
       return this.refuse(link, 'handshake_rate', `peer ${r.peer.name} makes more than ${1000 / HANDSHAKE_INTERVAL_MS} handshakes a second`);
     }
     const bad = this.checkIntro(r.intro, this.identity?.shared ? undefined : r.peer);
-    if (bad) {
-      r.hs.abandon();
-      return this.refuse(link, 'mismatch', bad);
-    }
+    if (bad) return this.refuse(link, 'mismatch', bad);
     const session = this.sessionFor(link, r.intro, r.peer);
-    if (session === undefined) {
-      r.hs.abandon();
-      return;
-    }
+    if (session === undefined) return;
     const keys = session.keys as KeyRing;
-    const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
+    const { frame, keypair } = (this.responder as Responder).respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
     keys.add(keypair);
     link.identify(r.intro.linkId, `${cfg.name}#${r.intro.linkId}`);
     paceLink(link, r.intro.paceKbit, this.config.timing, this.log);
@@ -423,15 +425,18 @@ export class ServerRole {
     const source = sourceBytes(link.socket.remoteAddress ?? '');
     if (responder.precheck(buf, start, end, source, false) !== 'ok') throw new ProtocolError('rekey INITIATION without a valid mac1');
     const r = responder.read(buf, start, end);
-    const peer = this.tunnel.registry.peerOf(session);
-    if (!samePeer(peer, r.peer) || !r.intro.sessionId.equals(session.sessionId) || r.intro.linkId !== link.id) {
-      r.hs.abandon();
-      throw new ProtocolError('rekey INITIATION for another peer, session or link');
+    try {
+      const peer = this.tunnel.registry.peerOf(session);
+      if (!samePeer(peer, r.peer) || !r.intro.sessionId.equals(session.sessionId) || r.intro.linkId !== link.id) {
+        throw new ProtocolError('rekey INITIATION for another peer, session or link');
+      }
+      const keys = session.keys as KeyRing;
+      const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
+      keys.add(keypair);
+      link.sendClear(frame);
+    } finally {
+      r.hs.abandon(); // as in initiation()
     }
-    const keys = session.keys as KeyRing;
-    const { frame, keypair } = responder.respond(r, session.epoch, r.intro.linkId, (i) => keys.has(i));
-    keys.add(keypair);
-    link.sendClear(frame);
   }
 
   /**

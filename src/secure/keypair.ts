@@ -189,9 +189,8 @@ export class KeyRing {
 
   /** Seals with the current keypair (into `alloc`'s buffer, if it gives one); undefined when there is none usable (no record may leave). */
   seal(frames: Buffer, nowMs: number, alloc?: RecordAlloc): Buffer | undefined {
-    const kp = this.current;
-    if (kp === undefined || !kp.canSeal(nowMs)) return undefined;
-    return kp.seal(frames, alloc);
+    if (!this.canSeal(nowMs)) return undefined;
+    return (this.current as Keypair).seal(frames, alloc);
   }
 
   /**

@@ -474,9 +474,7 @@ export class HandshakeState {
     try {
       return work();
     } catch (e) {
-      this.#dead = true;
-      this.#forgetSecrets();
-      this.#ss.wipe();
+      this.abandon();
       throw e instanceof NoiseError ? e : new NoiseError(e instanceof Error ? e.message : String(e), { cause: e });
     }
   }
