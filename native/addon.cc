@@ -69,6 +69,19 @@ static Napi::Value UnsentBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, n);
 }
 
+// tcpRttMicros(fd): the kernel's smoothed round trip of a TCP connection
+// (TCP_INFO tcpi_rtt, microseconds; from its SYN exchange on, so known as soon
+// as it is connected), or -errno. What it is used for is decided in TypeScript.
+static Napi::Value TcpRttMicros(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "tcpRttMicros(fd) takes a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct tcp_info ti = {};
+  socklen_t len = sizeof(ti);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return Napi::Number::New(env, -errno);
+  return Napi::Number::New(env, ti.tcpi_rtt);
+}
+
 // peerCredentials(fd): who is at the other end of a connected unix socket
 // (SO_PEERCRED: the pid, uid and gid of the process that listened, or
 // connected, as they were then). Whether to trust them is decided in
@@ -127,6 +140,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendSome", Napi::Function::New(env, SendSome, "sendSome"));
   exports.Set("execv", Napi::Function::New(env, Execv, "execv"));
   exports.Set("unsentBytes", Napi::Function::New(env, UnsentBytes, "unsentBytes"));
+  exports.Set("tcpRttMicros", Napi::Function::New(env, TcpRttMicros, "tcpRttMicros"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOL_SOCKET", Napi::Number::New(env, SOL_SOCKET));

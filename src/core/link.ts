@@ -121,9 +121,10 @@ const optionalFns = new Map<string, unknown>();
 /**
  * The addon's function `name`, looked up once; null where the addon cannot
  * load or was built before that function existed (the caller then does
- * without it: sendSome, Node's stream writer; unsentBytes, TCP_NOTSENT_LOWAT alone).
+ * without it: sendSome, Node's stream writer; unsentBytes, TCP_NOTSENT_LOWAT alone;
+ * tcpRttMicros, a link's path round trip unknown until its first PONG).
  */
-function addonFn<K extends 'sendSome' | 'unsentBytes'>(name: K): NonNullable<NativeAddon[K]> | null {
+function addonFn<K extends 'sendSome' | 'unsentBytes' | 'tcpRttMicros'>(name: K): NonNullable<NativeAddon[K]> | null {
   if (!optionalFns.has(name)) {
     let f: unknown = null;
     try {
@@ -230,6 +231,11 @@ export class LinkStats {
   /** Connections that completed the handshake under this link id. */
   connects = 0;
   lastDownReason = '';
+  /**
+   * The path's round trip the striping scheduler counts with, ms (Link.pathRttMs): the last
+   * connection's, kept here so that the next connection of this link starts from it.
+   */
+  pathRttMs = 0;
 }
 
 interface Queued {
@@ -438,10 +444,11 @@ export class Link {
   /** Lowest PING/PONG round trip of this connection, ms. */
   minRttMs = Infinity;
   /**
-   * The path's own round trip, ms (0 until a PONG): the least of the last PATH_RTT_SAMPLES PINGs'
-   * round trips, each less the time to drain our data ahead of it (one late PONG is no new
-   * path; a path that got longer shows within a few keepalives). The scheduler adds half of it
-   * to a link's ETA: a link 150 ms longer than another is no faster for being idle.
+   * The path's own round trip, ms: the least of the last PATH_RTT_SAMPLES PINGs' round trips,
+   * each less the time to drain our data ahead of it (one late PONG is no new path; a path that
+   * got longer shows within a few keepalives). Before the first PONG, what seedPathRtt knew; 0
+   * if nothing. The scheduler adds half of it to a link's ETA: a link 150 ms longer than
+   * another is no faster for being idle.
    */
   pathRttMs = 0;
   private readonly pathSamples: number[] = [];
@@ -771,6 +778,28 @@ export class Link {
     return -1;
   }
 
+  /**
+   * The path's round trip until the first PONG measures it: the larger of `knownMs` (the last
+   * connection of this link id: a new connection usually takes the same path) and the kernel's
+   * round trip of this TCP connection (from its SYN exchange and our handshake's segments; a
+   * proxy on the path hides what lies beyond it). Without it a link that comes up over a long
+   * path looks like the nearest for its first round trip, and the striping scheduler sends it
+   * what the peer then waits for, holding up everything after it. The larger: too long a guess
+   * only sends this link less for a round trip.
+   */
+  seedPathRtt(knownMs: number): void {
+    if (this.pathSamples.length > 0) return;
+    let ms = Number.isFinite(knownMs) && knownMs > 0 ? knownMs : 0;
+    const rtt = addonFn('tcpRttMicros');
+    const fd = socketFd(this.socket);
+    if (rtt !== null && fd !== undefined && !this.socket.destroyed) {
+      const us = rtt(fd);
+      if (us > 0 && us / 1000 > ms) ms = us / 1000;
+    }
+    this.pathRttMs = ms;
+    this.stats.pathRttMs = ms;
+  }
+
   /** Bytes on their way on this link: written and not acknowledged, plus our queue (aggregate scheduling). */
   get unackedBytes(): number {
     return this.bytesOut - this.ackedOut + this.queuedBytes + this.urgentBytes;
@@ -1078,6 +1107,7 @@ export class Link {
         if (samples.length === PATH_RTT_SAMPLES) samples.shift();
         samples.push(Math.max(this.minRttMs, sample - drain));
         this.pathRttMs = Math.min(...samples);
+        this.stats.pathRttMs = this.pathRttMs;
         this.checkBloat();
       }
       return true;

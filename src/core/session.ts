@@ -273,6 +273,8 @@ export class Session implements LinkHandler {
     }
     slot.stats.connects++;
     link.stats = slot.stats;
+    // Until its first PONG: what the link id's last connection measured (kept in its stats).
+    link.seedPathRtt(slot.stats.pathRttMs);
     link.acking = this.schedMode !== 'duplicate';
     link.retainBudget = this.retainBudget;
     this.pendingLinks.delete(link);

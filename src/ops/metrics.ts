@@ -71,6 +71,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
     ...neverConnected(s),
   ]);
   gauge('dptcp_link_rtt_seconds', 'Smoothed round-trip time of the link (PING/PONG)', LINK, perLink((l) => (l.rttMs === null ? null : l.rttMs / 1000)));
+  gauge('dptcp_link_path_rtt_seconds', "The path's round trip the striping scheduler counts with (least recent PING sample less our queue; before the first, the TCP connection's or the last connection's)", LINK, perLink((l) => l.pathRttMs / 1000));
   gauge('dptcp_link_pace_bits_per_second', 'The rate this side paces the link at (upload_mbit / download_mbit); absent: not paced', LINK, perLink((l) => (l.paceMbit === null ? null : l.paceMbit * 1e6)));
   gauge('dptcp_link_queue_bytes', 'Bytes waiting in the link send queue', LINK, perLink((l) => l.queueBytes));
   gauge('dptcp_link_queue_delay_seconds', 'How long data waited in the link send queue before the socket took it (smoothed)', LINK, perLink((l) => l.queueDelayMs / 1000));

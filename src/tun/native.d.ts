@@ -89,6 +89,8 @@ export interface NativeAddon {
   execv(path: string, argv: readonly string[]): never;
   /** Bytes written to a TCP socket and not sent yet (ioctl SIOCOUTQNSD), or -errno. Absent from addons built before it. */
   unsentBytes?(fd: number): number;
+  /** The kernel's smoothed round trip of a TCP connection (TCP_INFO tcpi_rtt), microseconds, or -errno. Absent from addons built before it. */
+  tcpRttMicros?(fd: number): number;
   /** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid when it listened or connected. Absent from addons built before it. */
   peerCredentials?(fd: number): PeerCredentials;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
