@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "aead.h"
+#include "eliminator.h"
 #include "errors.h"
+#include "fastpath.h"
 #include "reader.h"
 #include "tun.h"
 
@@ -133,7 +135,19 @@ static Napi::Value Execv(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("Tun", Tun::Init(env));
+  // The classes whose objects are handed to others (FastPath, SocketReader.setFast), for InstanceOf.
+  Napi::Function tun = Tun::Init(env);
+  Napi::Function eliminator = Eliminator::Init(env);
+  Napi::Function fastPath = FastPath::Init(env);
+  AddonClasses* classes = new AddonClasses();
+  classes->tun = Napi::Persistent(tun);
+  classes->eliminator = Napi::Persistent(eliminator);
+  classes->fastPath = Napi::Persistent(fastPath);
+  env.SetInstanceData(classes);
+  exports.Set("Tun", tun);
+  exports.Set("Eliminator", eliminator);
+  exports.Set("FastPath", fastPath);
+  exports.Set("classifyPacket", Napi::Function::New(env, ClassifyPacketJs, "classifyPacket"));
   exports.Set("SocketReader", SocketReader::Init(env));
   exports.Set("Aead", Aead::Init(env));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));

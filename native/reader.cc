@@ -16,12 +16,15 @@ Napi::Function SocketReader::Init(Napi::Env env) {
                          InstanceMethod<&SocketReader::Close>("close"),
                          InstanceMethod<&SocketReader::Pause>("pause"),
                          InstanceMethod<&SocketReader::Resume>("resume"),
+                         InstanceMethod<&SocketReader::SetFast>("setFast"),
                      });
 }
 
-// new SocketReader(fd, buffer, onData(n), onEnd(errno[, error])): starts at once.
-// onData(n): buffer[0..n) holds the next n bytes of the stream; they are
-// valid until onData returns (the next read overwrites them). onEnd(0): the
+// new SocketReader(fd, buffer, onData(n, start), onEnd(errno[, error])): starts at once.
+// onData(n, start): buffer[start..n) holds the next bytes of the stream (the
+// native path took buffer[0..start), see setFast); they are valid until onData
+// returns (the next read overwrites them). It returns true when the caller's
+// decoder holds no part of a frame after them. onEnd(0): the
 // peer closed its side; onEnd(errno): the read failed; onEnd(EIO, error): the
 // addon itself failed in its poll callback (ReportCaught). After onEnd nothing
 // more is read; close() is still due.
@@ -90,6 +93,47 @@ Napi::Value SocketReader::Close(const Napi::CallbackInfo& info) {
 Napi::Value SocketReader::Pause(const Napi::CallbackInfo& info) {
   if (poll_ != nullptr) uv_poll_stop(poll_);
   return info.Env().Undefined();
+}
+
+// setFast(fastPath, counters: Float64Array(kLinkCounters), decoderEmpty, maxFrameBytes):
+// whole DATA frames at the start of a read go the session's native path
+// (fastpath.h) before onData sees the rest; decoderEmpty says whether the
+// caller's decoder holds nothing now. setFast(null): every byte to onData.
+Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined()) {
+    DropFast();
+    return env.Undefined();
+  }
+  AddonClasses* classes = env.GetInstanceData<AddonClasses>();
+  if (!info[0].IsObject() || classes == nullptr || !info[0].As<Napi::Object>().InstanceOf(classes->fastPath.Value())) {
+    throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderEmpty, maxFrameBytes): not a FastPath");
+  }
+  if (info.Length() < 4 || !info[1].IsTypedArray() || !info[3].IsNumber()) {
+    throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderEmpty, maxFrameBytes)");
+  }
+  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < kLinkCounters) {
+    throw Napi::TypeError::New(env, "setFast: counters is a Float64Array of " + std::to_string(kLinkCounters));
+  }
+  double max = info[3].As<Napi::Number>().DoubleValue();
+  if (!(max >= 0) || max > 4294967295.0) throw Napi::RangeError::New(env, "setFast: maxFrameBytes out of range");
+  Napi::Object fast = info[0].As<Napi::Object>();
+  Napi::Float64Array counters = info[1].As<Napi::Float64Array>();
+  fast_ = Napi::ObjectWrap<FastPath>::Unwrap(fast);
+  fastRef_ = Napi::Persistent(fast);
+  countersRef_ = Napi::Persistent(counters);
+  counters_ = counters.Data();
+  maxFrameBytes_ = static_cast<size_t>(max);
+  jsEmpty_ = info[2].ToBoolean().Value();
+  return env.Undefined();
+}
+
+void SocketReader::DropFast() {
+  fast_ = nullptr;
+  counters_ = nullptr;
+  fastRef_.Reset();
+  countersRef_.Reset();
 }
 
 Napi::Value SocketReader::Resume(const Napi::CallbackInfo& info) {
@@ -171,7 +215,21 @@ void SocketReader::HandleReadable() {
   }
   if (got > 0) {
     Napi::Env env(env_);  // OnPoll holds the HandleScope
-    CallJs(onData_, {Napi::Number::New(env, static_cast<double>(got))});
+    size_t start = 0;
+    if (fast_ != nullptr && jsEmpty_ && fast_->Usable()) {
+      // Held in this scope: a callback of Deliver's may drop them from the reader.
+      Napi::Object fast = fastRef_.Value();
+      Napi::Float64Array counters = countersRef_.Value();
+      start = Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(buf_, got, maxFrameBytes_, counters.Data());
+    }
+    // A callback of Deliver's may have closed the reader (buf_ is then gone).
+    if (start < got && fd_ >= 0 && buf_ != nullptr) {
+      napi_value empty = CallJs(onData_, {Napi::Number::New(env, static_cast<double>(got)),
+                                          Napi::Number::New(env, static_cast<double>(start))});
+      bool isEmpty = false;
+      if (empty != nullptr) napi_get_value_bool(env_, empty, &isEmpty);
+      jsEmpty_ = isEmpty;
+    }
   }
   if (err >= 0 && fd_ >= 0) Finish(err);
 }
@@ -196,14 +254,15 @@ void SocketReader::Finish(int err, napi_value error) noexcept {
 // Never throws: an exception thrown by the callback is handed to
 // 'uncaughtException', as Node does for its own callbacks; so is a failure to
 // call it at all.
-void SocketReader::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept {
-  if (fn.IsEmpty()) return;
+napi_value SocketReader::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept {
+  if (fn.IsEmpty()) return nullptr;
   try {
     Napi::Env env(env_);
-    fn.MakeCallback(env.Global(), args, *asyncContext_);
+    return fn.MakeCallback(env.Global(), args, *asyncContext_);
   } catch (...) {
     // Nothing above us can catch it.
     ReportUncaught(env_, CaughtAsJs(env_, "socket reader callback"), "socket reader callback");
+    return nullptr;
   }
 }
 
@@ -231,10 +290,13 @@ void SocketReader::CloseInternal() {
   }
   buf_ = nullptr;
   bufLen_ = 0;
+  fast_ = nullptr;
+  counters_ = nullptr;
   if (!tearingDown_) {
     onData_.Reset();
     onEnd_.Reset();
     bufRef_.Reset();
+    DropFast();
   }
 }
 

@@ -2,6 +2,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "fastpath.h"
+
 namespace dptcp {
 
 // Reads a connected stream socket into one buffer that is reused for every
@@ -24,6 +26,7 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   Napi::Value Pause(const Napi::CallbackInfo& info);
   Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value GetReads(const Napi::CallbackInfo& info);
+  Napi::Value SetFast(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnCleanup(void* arg);
@@ -31,7 +34,8 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   void Finish(int err, napi_value error = nullptr) noexcept;
   void ReportCaught() noexcept;
   void CloseInternal();
-  void CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept;
+  napi_value CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept;
+  void DropFast();
 
   int fd_ = -1;
   napi_env env_ = nullptr;
@@ -47,6 +51,15 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   size_t bufLen_ = 0;
   Napi::FunctionReference onData_;
   Napi::FunctionReference onEnd_;
+  // The session's native receive path (setFast), this link's counters for it, the frame limit;
+  // jsEmpty_: the TypeScript decoder holds no part of a frame (onData said so), so a read
+  // starts at a frame boundary and the native path may look at it.
+  Napi::ObjectReference fastRef_;
+  FastPath* fast_ = nullptr;
+  Napi::Reference<Napi::Float64Array> countersRef_;
+  double* counters_ = nullptr;
+  size_t maxFrameBytes_ = 0;
+  bool jsEmpty_ = false;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;
 };
 

@@ -15,6 +15,8 @@ class Tun : public Napi::ObjectWrap<Tun> {
   static Napi::Function Init(Napi::Env env);
   explicit Tun(const Napi::CallbackInfo& info);
   ~Tun() override;
+  // The device's descriptor; -1 once closed (the native receive path writes to it).
+  int Fd() const { return fd_; }
 
  private:
   Napi::Value GetName(const Napi::CallbackInfo& info);

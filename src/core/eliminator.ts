@@ -15,10 +15,29 @@ export interface EliminatorOptions {
   readonly ttlMs: number;
 }
 
+/**
+ * What a session needs of its elimination table: this class, or the addon's
+ * Eliminator (the same algorithm, shared with the native receive path:
+ * core/fast-path.ts).
+ */
+export interface EliminationTable {
+  check(seq: number, exact?: boolean): Verdict;
+  tick(nowMs: number): void;
+  reset(): void;
+  readonly highest: number;
+  readonly floorSeq: number;
+  readonly stateBytes: number;
+  readonly windowPackets: number;
+  readonly ttlMs: number;
+  readonly accepted: number;
+  readonly duplicates: number;
+  readonly stale: number;
+}
+
 /** How many checkpoints of `top` per TTL: the time bound is exact to ttlMs / CHECKPOINTS. */
 export const CHECKPOINTS_PER_TTL = 8;
 
-export class Eliminator {
+export class Eliminator implements EliminationTable {
   readonly windowPackets: number;
   readonly ttlMs: number;
   private readonly mask: number;

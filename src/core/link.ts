@@ -9,7 +9,8 @@ import { getSystemErrorName } from 'node:util';
 import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadAddon } from '../tun/loader.js';
-import type { NativeAddon, NativeSocketReader } from '../tun/native.js';
+import type { NativeAddon, NativeFastPath, NativeSocketReader } from '../tun/native.js';
+import { hrToPerfMs, LINK_COUNTERS, LinkCounter } from './fast-path.js';
 import { socketFd } from './socket-options.js';
 import {
   CloseCode,
@@ -207,6 +208,8 @@ export class LinkStats {
   directBytes = 0;
   rxFrames = 0;
   rxBytes = 0;
+  /** Of rxFrames, the DATA frames the native receive path took (core/fast-path.ts). */
+  nativeFrames = 0;
   /** DATA frames whose copy on this link was the first to arrive. */
   firstCopies = 0;
   /** Copies eliminated because another link delivered the packet first. */
@@ -483,6 +486,8 @@ export class Link {
   private deadCheck: NodeJS.Immediate | undefined;
   private readonly decoder: FrameDecoder;
   private reader: NativeSocketReader | undefined;
+  /** What the native receive path counts for this link while armed (fast-path.ts LinkCounter). */
+  private fastCounters: Float64Array | undefined;
   private queue: Queued[] = [];
   private queueHead = 0;
   private queuedBytes = 0;
@@ -585,7 +590,10 @@ export class Link {
       reader = new Reader(
         fd,
         buf,
-        (n) => this.onData(buf.subarray(0, n)),
+        (n, start) => {
+          this.onData(buf.subarray(start, n));
+          return this.decoder.bufferedBytes === 0;
+        },
         (errno, error) => this.onReadEnd(errno, error),
       );
     } catch (e) {
@@ -626,6 +634,45 @@ export class Link {
     }
     const code = getSystemErrorName(-errno);
     this.socket.destroy(Object.assign(new Error(`read: ${code}`), { code, errno: -errno, syscall: 'read' }));
+  }
+
+  /**
+   * Whole DATA frames at the start of each read go to the session's native
+   * receive path `fast` (core/fast-path.ts); undefined: every byte through
+   * the decoder. What the native path counted is folded in (foldFast) when it
+   * is taken away.
+   */
+  armFast(fast: NativeFastPath | undefined): void {
+    if (this.reader === undefined) return;
+    if (fast === undefined) {
+      if (this.fastCounters === undefined) return;
+      this.reader.setFast(null);
+      this.foldFast();
+      this.fastCounters = undefined;
+      return;
+    }
+    this.fastCounters ??= new Float64Array(LINK_COUNTERS);
+    this.reader.setFast(fast, this.fastCounters, this.decoder.bufferedBytes === 0, this.decoder.maxBytes);
+  }
+
+  /** What the native path counted for this link, into its stats and its signs of life. */
+  foldFast(): void {
+    const c = this.fastCounters;
+    if (c === undefined || c[LinkCounter.rxBytes] === 0) return;
+    const st = this.stats;
+    const bytes = c[LinkCounter.rxBytes] as number;
+    st.rxBytes += bytes;
+    this.bytesIn += bytes;
+    st.rxFrames += c[LinkCounter.rxFrames] as number;
+    st.nativeFrames += c[LinkCounter.rxFrames] as number;
+    st.firstCopies += c[LinkCounter.firstCopies] as number;
+    st.duplicates += c[LinkCounter.duplicates] as number;
+    st.stale += c[LinkCounter.stale] as number;
+    c.fill(0, 0, LinkCounter.lastRxHrMs);
+    const t = hrToPerfMs(c[LinkCounter.lastRxHrMs] as number);
+    if (t > this.lastBytesMs) this.lastBytesMs = t;
+    // Open mode (the only one the native path serves): any bytes are a sign of life.
+    if (this.recordsSeen === undefined && t > this.lastRxMs) this.heard(t);
   }
 
   /** The link id of the protocol; on the server it is known once HELLO arrives. */
@@ -1055,12 +1102,14 @@ export class Link {
   /** Keepalive and liveness; the session calls it from its timer. */
   tick(nowMs: number): void {
     if (this.state !== 'up') return;
+    this.foldFast();
     if (nowMs - this.lifeMs() > this.opts.deadIntervalMs && nowMs > this.replyDueMs) {
       // Timers run before the loop polls its sockets: on a busy process what the peer sent
       // may be waiting unread. Look again after this turn's poll phase has read it.
       if (this.deadCheck) return;
       this.deadCheck = setImmediate(() => {
         this.deadCheck = undefined;
+        this.foldFast();
         const silent = performance.now() - this.lifeMs();
         if (this.state !== 'up' || silent <= this.opts.deadIntervalMs || performance.now() <= this.replyDueMs) return;
         this.declaredDead = true;
@@ -1154,6 +1203,8 @@ export class Link {
   private finish(reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    // Nothing more is delivered from this connection, by either path.
+    this.armFast(undefined);
     this.dropQueue();
     if (this.ackTimer !== undefined) clearTimeout(this.ackTimer);
     if (this.unsentTimer !== undefined) clearTimeout(this.unsentTimer);

@@ -16,7 +16,9 @@ import {
 import type { SchedulingMode, TunnelAddress } from '../protocol/handshake.js';
 import { ProtocolError, TamperedError } from '../errors.js';
 import { RecordsSeen, type Keypair, type KeyRing, type RecordDrop } from '../secure/keypair.js';
-import { Eliminator, Verdict } from './eliminator.js';
+import { Verdict, type EliminationTable } from './eliminator.js';
+import { createEliminator, encodeSources, type FastReceive } from './fast-path.js';
+import { sourceIn } from './ip.js';
 import { ADMITTED_SLACK_BYTES, LinkStats, OutFrames, RETAIN_MAX_BYTES, RetainBudget, SESSION_RETAIN_MAX_BYTES, type Link, type LinkHandler, type Pin, type Reclaimed } from './link.js';
 import { RecordArenas } from './record-arenas.js';
 import { REORDER_MAX_PACKETS, ReorderBuffer } from './reorder.js';
@@ -34,7 +36,15 @@ export interface SessionOptions {
   readonly maxFrameBytes: number;
   /** What the tunnel's sessions together keep until acknowledged (the session's budget counts into it). */
   readonly retainBudget?: RetainBudget;
+  /**
+   * The native receive path for this session (core/fast-path.ts), made when a
+   * link first can use it; undefined where the tunnel has none (a fake TUN).
+   */
+  readonly nativePath?: NativePathFactory;
 }
+
+/** Makes a session's native receive path: its table, its sources (undefined: any), where a packet the TUN refused goes. */
+export type NativePathFactory = (eliminator: EliminationTable, sources: readonly TunnelAddress[] | undefined, onTunFailed: (packet: Buffer) => void) => FastReceive | undefined;
 
 /** Where accepted packets go: the tunnel's TUN writer. */
 export type PacketSink = (packets: Buffer[]) => void;
@@ -128,7 +138,7 @@ export class Session implements LinkHandler {
   /** Counters per link id, kept across reconnections (and while the link is down). */
   readonly linkStats = new Map<number, { name: string; stats: LinkStats }>();
   readonly stats = new SessionStats();
-  readonly eliminator: Eliminator;
+  readonly eliminator: EliminationTable;
   /** Striped data its links keep until acknowledged, together (aggregate, adaptive). */
   readonly retainBudget: RetainBudget;
   /** When the last link went away (server: for idle expiry). */
@@ -160,7 +170,12 @@ export class Session implements LinkHandler {
   splitBytes: number | undefined;
   private closed = false;
   private readonly maxFrameBytes: number;
-  sourceFilter: SourceFilter | undefined;
+  /** Server: where a peer's packets may come from (allowSources); undefined: anywhere. */
+  private filter: SourceFilter | undefined;
+  private sources: readonly TunnelAddress[] | undefined;
+  /** The native receive path, once a link could use it (armFast). */
+  private fast: FastReceive | undefined;
+  private nativePath: NativePathFactory | undefined;
   /** Called when a link leaves the session (for redial or bookkeeping). */
   onLinkClosed: (link: Link, reason: string) => void = () => {};
   /** Keyed: handshake frames in clear on this session's links go to the role. */
@@ -188,7 +203,8 @@ export class Session implements LinkHandler {
   ) {
     // At least the reorder ring: in aggregate and adaptive modes a striped packet may arrive that far
     // behind the highest number seen and must still be judged a first copy, not stale.
-    this.eliminator = new Eliminator({ windowPackets: Math.max(opts.eliminationWindowPackets, REORDER_MAX_PACKETS), ttlMs: opts.eliminationTtlMs });
+    this.eliminator = createEliminator({ windowPackets: Math.max(opts.eliminationWindowPackets, REORDER_MAX_PACKETS), ttlMs: opts.eliminationTtlMs });
+    this.nativePath = opts.nativePath;
     this.maxFrameBytes = opts.maxFrameBytes;
     this.retainBudget = new RetainBudget(SESSION_RETAIN_MAX_BYTES, opts.retainBudget);
   }
@@ -205,6 +221,47 @@ export class Session implements LinkHandler {
   set mode(m: SchedulingMode) {
     this.schedMode = m;
     this.reorder = m === 'duplicate' ? undefined : new ReorderBuffer();
+    for (const link of this.links.values()) this.armFast(link);
+  }
+
+  /** Server: a packet from the peer must come from one of `prefixes` (undefined: from anywhere); `ipOffset`: bytes before its IP header. */
+  allowSources(prefixes: readonly TunnelAddress[] | undefined, ipOffset: number): void {
+    this.filter = prefixes === undefined ? undefined : sourceIn(prefixes, ipOffset);
+    this.sources = prefixes;
+    this.fast?.native.setSources(prefixes === undefined ? null : encodeSources(prefixes));
+  }
+
+  get sourceFilter(): SourceFilter | undefined {
+    return this.filter;
+  }
+
+  /**
+   * A link that is up reads its whole DATA frames through the native path
+   * while the session can use it (open mode, duplicate scheduling): the
+   * addon's table and checks are this session's, and the reorder buffer,
+   * records and keys it lacks are not needed then. Else, or undefined, through
+   * handle() alone.
+   */
+  private armFast(link: Link): void {
+    if (!link.readsNatively) return;
+    const usable = !this.closed && this.keys === undefined && this.schedMode === 'duplicate' && link.state === 'up';
+    if (usable && this.fast === undefined && this.nativePath !== undefined) {
+      this.fast = this.nativePath(this.eliminator, this.sources, (packet) => {
+        // The TUN did not take a packet the table took: the writer queues it or counts it refused.
+        this.rx.push(packet);
+        this.flushRx();
+      });
+      // One try: a tunnel without it does not have it later either.
+      this.nativePath = undefined;
+    }
+    link.armFast(usable ? this.fast?.native : undefined);
+  }
+
+  /** What the native path counted, into the session's and its links' stats (before they are read). */
+  foldFast(): void {
+    if (this.fast === undefined) return;
+    this.stats.rxPackets += this.fast.fold();
+    for (const link of this.links.values()) link.foldFast();
   }
 
   /**
@@ -286,6 +343,7 @@ export class Session implements LinkHandler {
     this.links.set(link.id, link);
     this.linkList = [...this.links.values()];
     this.updatePaths();
+    this.armFast(link);
     if (old !== undefined) {
       // Closed once the new connection is up (onClose no longer finds it in `links`): what it held
       // striped and unacknowledged goes on the links up now, the new connection among them —
@@ -654,7 +712,7 @@ export class Session implements LinkHandler {
       if (verdict === Verdict.Accept) {
         link.stats.firstCopies++;
         const packet = buf.subarray(start + 8, end);
-        const ok = this.sourceFilter ? this.sourceFilter(packet) : 'ok';
+        const ok = this.filter ? this.filter(packet) : 'ok';
         if (reorder === undefined) {
           if (ok === 'ok') this.rx.push(packet);
         } else if (ok === 'ok' && striped) {
@@ -759,6 +817,7 @@ export class Session implements LinkHandler {
   }
 
   tick(nowMs: number): void {
+    this.foldFast();
     this.eliminator.tick(nowMs);
     if (this.reorder !== undefined) {
       this.handleStalls(nowMs);
@@ -781,6 +840,10 @@ export class Session implements LinkHandler {
     this.links.clear();
     this.linkList = [];
     this.pendingLinks.clear();
+    if (this.fast !== undefined) {
+      this.stats.rxPackets += this.fast.fold();
+      this.fast.close();
+    }
     this.keys?.clear();
     // What waited to be sent again goes with the session (counted dropped); its budget leaves the tunnel's.
     for (const { r } of this.deferred) this.stats.dropsNoLink += r.packets;

@@ -27,6 +27,13 @@ export class TunWriter {
   private backlog: Buffer[] = [];
   private backlogBytes = 0;
   private waiting = false;
+  /** Told when a backlog starts (true) and when it is written out (false): the native receive path then holds back. */
+  onWaiting: ((waiting: boolean) => void) | undefined;
+
+  /** Packets wait for the device to take writes again. */
+  get isWaiting(): boolean {
+    return this.waiting;
+  }
 
   constructor(
     private readonly tun: TunDevice,
@@ -80,6 +87,7 @@ export class TunWriter {
       const errno = this.tun.lastErrno;
       if (errno === EAGAIN) {
         this.waiting = true;
+        this.onWaiting?.(true);
         this.enqueue(packets, i);
         this.tun.waitWritable(() => this.flush());
         return;
@@ -110,5 +118,6 @@ export class TunWriter {
     this.backlog = [];
     this.backlogBytes = 0;
     this.writeFrom(packets, 0);
+    if (!this.waiting) this.onWaiting?.(false);
   }
 }

@@ -13,6 +13,7 @@ import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
 import { splitGso } from '../tun/gso-split.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
+import { FastReceive } from './fast-path.js';
 import { FlowClassifier } from './flows.js';
 import { hostPrefixes } from './ip.js';
 import { RetainBudget, TUNNEL_RETAIN_MAX_BYTES, type Link, type LinkStats } from './link.js';
@@ -96,6 +97,8 @@ export class Tunnel {
   /** Largest plaintext of one sealed record. */
   private readonly sealRecordBytes: number;
   private timers: NodeJS.Timeout[] = [];
+  /** The sessions' native receive paths (core/fast-path.ts), told when the TUN writer holds a backlog. */
+  private readonly fastPaths = new Set<FastReceive>();
   private closed = false;
 
   constructor(
@@ -105,6 +108,10 @@ export class Tunnel {
   ) {
     // The TUN backlog holds what the kernel could not take yet: a few batches.
     this.writer = new TunWriter(tun, 4 * 1024 * 1024, log.child('tun'));
+    // While it holds any, the native receive paths leave every packet to it (behind them).
+    this.writer.onWaiting = (waiting) => {
+      for (const f of this.fastPaths) f.native.setTunBusy(waiting);
+    };
     // Record header, counter and tag must fit too; 32 KiB keeps a record well under the default.
     this.sealRecordBytes = Math.min(32 * 1024, timing.maxFrameBytes - SEALED_OVERHEAD_BYTES);
   }
@@ -143,6 +150,14 @@ export class Tunnel {
         eliminationWindowPackets: this.timing.eliminationWindowPackets,
         maxFrameBytes: this.timing.maxFrameBytes,
         retainBudget: this.retainBudget,
+        nativePath: (eliminator, sources, onTunFailed) => {
+          const f = FastReceive.create(this.tun, this.writer.stats, eliminator, sources, onTunFailed);
+          if (f === undefined) return undefined;
+          f.native.setTunBusy(this.writer.isWaiting);
+          this.fastPaths.add(f);
+          f.onClosed = () => this.fastPaths.delete(f);
+          return f;
+        },
       },
       (packets) => this.writer.write(packets),
       this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),
@@ -324,6 +339,7 @@ export class Tunnel {
   }
 
   snapshot(): TunnelSnapshot {
+    for (const s of this.sessions) s.foldFast();
     return {
       uptimeMs: Math.round(performance.now() - this.startedMs),
       tun: {
@@ -370,6 +386,7 @@ export class Tunnel {
   }
 
   logStats(): void {
+    for (const s of this.sessions) s.foldFast();
     for (const s of this.sessions) {
       const e = s.eliminator;
       this.log.info('session stats', {

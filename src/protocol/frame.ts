@@ -115,6 +115,11 @@ export class FrameDecoder {
     this.partialFill = 0;
   }
 
+  /** The longest frame accepted now. */
+  get maxBytes(): number {
+    return this.maxFrameBytes;
+  }
+
   /** Before a link is authenticated only small frames are accepted. */
   setMaxFrameBytes(n: number): void {
     this.maxFrameBytes = n;

@@ -11,7 +11,7 @@ import { DpError, errorMessage, isSystemError, ProtocolError, VersionError } fro
 import type { Logger } from '../log.js';
 import { CloseCode, FrameType } from '../protocol/frame.js';
 import { addressBytes, decodeHello, encodeWelcome, type LinkIntro } from '../protocol/handshake.js';
-import { hostPrefixes, inPrefix, sourceIn } from '../core/ip.js';
+import { hostPrefixes, inPrefix } from '../core/ip.js';
 import { Link, type LinkHandler } from '../core/link.js';
 import { samePeer, type PeerView } from '../core/registry.js';
 import type { Session } from '../core/session.js';
@@ -342,7 +342,7 @@ export class ServerRole {
     const session = this.tunnel.newSession(h.sessionId, randomBytes(8), h.addresses, peer ? new KeyRing() : undefined, peer);
     session.mode = h.mode;
     const allowed = peer && !this.identity?.shared && peer.allowedIps.length > 0 ? peer.allowedIps : hostPrefixes(h.addresses);
-    session.sourceFilter = sourceIn(allowed, this.tunnel.tun.vnetHdrBytes);
+    session.allowSources(allowed, this.tunnel.tun.vnetHdrBytes);
     session.onLinkClosed = (l, reason) => {
       this.admission.release(l);
       const confirmed = registry.isConfirmed(session);
@@ -483,7 +483,7 @@ export class ServerRole {
             this.retire(s, CloseCode.SessionRetired, 'its tunnel address is no longer in its allowed_ips');
             continue;
           }
-          s.sourceFilter = sourceIn(now.allowedIps, this.tunnel.tun.vnetHdrBytes);
+          s.allowSources(now.allowedIps, this.tunnel.tun.vnetHdrBytes);
           if (registry.isConfirmed(s)) this.tunnel.register(s, now.allowedIps);
         }
       } else {

@@ -1,5 +1,6 @@
 // What the tunnel core needs from a TUN device. The native device and the
 // tests' fake both implement it, so the same core runs against either.
+import type { NativeTun } from './native.js';
 
 /**
  * Packets read in one batch, laid out as the native reader leaves them:
@@ -35,6 +36,8 @@ export interface TunDevice {
    * than the virtio_net_hdr, or longer than asked for). Absent: never any.
    */
   readonly readDiscards?: number;
+  /** The addon's device, for the native receive path (core/fast-path.ts); absent on a fake. */
+  readonly native?: NativeTun;
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void;
   /** Writes packets[start..]; returns the index of the first not written. */
   write(packets: readonly Buffer[], start: number): number;

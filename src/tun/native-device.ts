@@ -125,6 +125,10 @@ export class NativeTunDevice implements TunDevice {
     return this.tun.readDiscards;
   }
 
+  get native(): NativeTun {
+    return this.tun;
+  }
+
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void {
     const pin = (): (() => void) | undefined => this.pin();
     const batch = { arena: this.arenas[0] as Buffer, lengths: this.lengths, count: 0, headroom: this.opts.headroom, pin };

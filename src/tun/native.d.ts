@@ -44,8 +44,10 @@ export interface NativeTun {
 
 /**
  * Reads a connected stream socket (a dup of `fd`, watched on the event loop)
- * into one reused buffer. onData(n): buffer[0..n) holds the next bytes, valid
- * until onData returns. onEnd(0): the peer closed; onEnd(errno): the read
+ * into one reused buffer. onData(n, start): buffer[start..n) holds the next
+ * bytes (the session's native path took buffer[0..start), setFast), valid
+ * until onData returns, which returns true when the caller's decoder holds no
+ * part of a frame after them. onEnd(0): the peer closed; onEnd(errno): the read
  * failed; onEnd(EIO, error): the addon itself failed in its poll callback
  * (`error` says how); nothing is read after any of them. close() is due after the socket's
  * own close (the connection lives while the dup is open). Idempotent.
@@ -56,6 +58,41 @@ export interface NativeSocketReader {
   /** Stops reading until resume() (the receive window closes, as with a peer that stops reading). */
   pause(): void;
   resume(): void;
+  /**
+   * Whole DATA frames at the start of a read go to `fast` first (counted in
+   * `counters`, LINK_COUNTERS of core/fast-path.ts); `decoderEmpty`: the
+   * caller's decoder holds nothing now; frames longer than `maxFrameBytes`
+   * are the decoder's to refuse. null: every byte to onData.
+   */
+  setFast(fast: NativeFastPath | null, counters?: Float64Array, decoderEmpty?: boolean, maxFrameBytes?: number): void;
+  close(): void;
+}
+
+/** The exact elimination table of one session (core/eliminator.ts is its specification). */
+export interface NativeEliminator {
+  /** 0 accept, 1 duplicate, 2 stale (Verdict). */
+  check(seq: number, exact?: boolean): 0 | 1 | 2;
+  tick(nowMs: number): void;
+  reset(): void;
+  readonly highest: number;
+  readonly floorSeq: number;
+  readonly accepted: number;
+  readonly duplicates: number;
+  readonly stale: number;
+  readonly stateBytes: number;
+  readonly windowPackets: number;
+  readonly ttlMs: number;
+}
+
+/**
+ * A session's native receive path (native/fastpath.h): whole DATA frames at
+ * the start of a link's read, judged by `eliminator`, checked, written to `tun`.
+ */
+export interface NativeFastPath {
+  /** The prefixes a packet's source must lie in (20 bytes each: family, prefix length, 0, 0, 16 address bytes); null: any. */
+  setSources(prefixes: Buffer | null): void;
+  /** The TypeScript TUN writer holds a backlog: every frame goes its way meanwhile. */
+  setTunBusy(busy: boolean): void;
   close(): void;
 }
 
@@ -94,7 +131,16 @@ export interface NativeAddon {
   /** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid when it listened or connected. Absent from addons built before it. */
   peerCredentials?(fd: number): PeerCredentials;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
-  SocketReader: new (fd: number, buffer: Buffer, onData: (n: number) => void, onEnd: (errno: number, error?: Error) => void) => NativeSocketReader;
+  SocketReader: new (fd: number, buffer: Buffer, onData: (n: number, start: number) => boolean, onEnd: (errno: number, error?: Error) => void) => NativeSocketReader;
+  /** Absent from addons built before it. */
+  Eliminator?: new (windowPackets: number, ttlMs: number) => NativeEliminator;
+  /**
+   * What the native path's checks make of a packet: 0 deliverable there; 1 not there (GSO, or a
+   * virtio_net_hdr checkVnetPacket refuses); 2 spoofed source; 3 link-local source. Absent from addons built before it.
+   */
+  classifyPacket?(packet: Buffer, vnetHdrBytes: number, sources: Buffer | null): number;
+  /** Absent from addons built before it. onTunFailed: a copy of a packet the TUN did not take, and the errno. */
+  FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer, errno: number) => void) => NativeFastPath;
   constants: {
     SOL_SOCKET: number;
     IPPROTO_TCP: number;

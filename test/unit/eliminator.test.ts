@@ -1,14 +1,27 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CHECKPOINTS_PER_TTL, Eliminator, Verdict } from '../../src/core/eliminator.js';
+import { CHECKPOINTS_PER_TTL, Eliminator, Verdict, type EliminationTable } from '../../src/core/eliminator.js';
+import { loadAddon } from '../../src/tun/loader.js';
 
 const { Accept, Duplicate, Stale } = Verdict;
 
-function elim(windowPackets = 1024, ttlMs = 1000): Eliminator {
-  return new Eliminator({ windowPackets, ttlMs });
+// Every test runs on the TypeScript table (the specification) and on the addon's, which the
+// native receive path shares with the session (core/fast-path.ts).
+const NativeEliminator = loadAddon().Eliminator;
+const tables: [string, (opts: { windowPackets: number; ttlMs: number }) => EliminationTable][] = [
+  ['Eliminator', (o) => new Eliminator(o)],
+  ['the addon\'s Eliminator', (o) => {
+    assert.ok(NativeEliminator, 'the addon has an Eliminator');
+    return new NativeEliminator(o.windowPackets, o.ttlMs);
+  }],
+];
+
+for (const [name, make] of tables) {
+function elim(windowPackets = 1024, ttlMs = 1000): EliminationTable {
+  return make({ windowPackets, ttlMs });
 }
 
-describe('Eliminator', () => {
+describe(name, () => {
   it('keeps the first copy and eliminates the second, whichever link is first', () => {
     const e = elim();
     assert.equal(e.check(1), Accept);
@@ -154,8 +167,8 @@ describe('Eliminator', () => {
 
   it('rounds the window up to a power of two and rejects nonsense', () => {
     assert.equal(elim(1000).windowPackets, 1024);
-    assert.throws(() => new Eliminator({ windowPackets: 0, ttlMs: 10 }), RangeError);
-    assert.throws(() => new Eliminator({ windowPackets: 16, ttlMs: 0 }), RangeError);
+    assert.throws(() => make({ windowPackets: 0, ttlMs: 10 }), RangeError);
+    assert.throws(() => make({ windowPackets: 16, ttlMs: 0 }), RangeError);
   });
 
   it('agrees with a plain model (a set of accepted numbers and a floor) over 200,000 random checks', () => {
@@ -197,3 +210,4 @@ describe('Eliminator', () => {
     assert.ok(elim(131_072).stateBytes < 17 * 1024, `${elim(131_072).stateBytes} bytes`);
   });
 });
+}

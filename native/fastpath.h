@@ -1,0 +1,101 @@
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "eliminator.h"
+#include "tun.h"
+
+namespace dptcp {
+
+// The constructors of the classes one native object may be handed another of:
+// an argument is checked with InstanceOf before it is unwrapped.
+struct AddonClasses {
+  Napi::FunctionReference tun;
+  Napi::FunctionReference eliminator;
+  Napi::FunctionReference fastPath;
+};
+
+// Where a link's counters sit in the Float64Array it hands its reader
+// (src/core/fast-path.ts has the same list): the native path adds to them,
+// TypeScript folds them into its own and zeroes them.
+enum LinkCounter {
+  kRxBytes = 0,
+  kRxFrames,
+  kFirstCopies,
+  kDuplicates,
+  kStale,
+  // uv_hrtime() in ms when bytes last came (absolute, not added to).
+  kLastRxHrMs,
+  kLinkCounters
+};
+
+// The session's: packets and bytes written to the TUN.
+enum PathCounter { kDelivered = 0, kDeliveredBytes, kPathCounters };
+
+// A prefix a packet's source address may lie in.
+struct SourceNet {
+  uint8_t family;
+  uint8_t prefix;
+  uint8_t bytes[16];
+};
+
+// What the checks of src/tun/vnet-hdr.ts (checkVnetPacket) and src/core/ip.ts
+// (sourceIn) make of `packet` (vnetHdrBytes 0 or 10; `nets` null: any source):
+// 0 it may go to the TUN on the native path, 1 not on it (a GSO packet, or a
+// virtio_net_hdr checkVnetPacket refuses), 2 its source is not the peer's, 3
+// an IPv6 link-local or unspecified source. Reads only inside the packet.
+int ClassifyPacket(const uint8_t* packet, size_t len, size_t vnetHdrBytes, const std::vector<SourceNet>* nets);
+
+// classifyPacket(packet, vnetHdrBytes, sources: Buffer | null): ClassifyPacket
+// (tests compare it with the TypeScript checks; sources as FastPath.setSources).
+Napi::Value ClassifyPacketJs(const Napi::CallbackInfo& info);
+
+// The receive path of one session in C++: DATA frames that lie whole at the
+// start of a link's read are judged by the session's eliminator, checked as
+// the TypeScript path checks them (virtio_net_hdr, source address), and
+// written to the TUN, with no JavaScript. It stops at the first frame it does
+// not take — another type, a frame cut by the read, one its checks would
+// refuse or a length the decoder would refuse — and that frame and everything
+// after it go to the link's TypeScript decoder, in order, as before; a
+// packet the TUN does not take goes to TypeScript's TUN writer (onTunFailed),
+// which queues or counts it. Whether a session and link use it, and with
+// which limits, is decided in TypeScript (src/core/fast-path.ts): here are
+// plain checks, syscalls and counters.
+class FastPath : public Napi::ObjectWrap<FastPath> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit FastPath(const Napi::CallbackInfo& info);
+  ~FastPath() override;
+
+  // Takes the DATA frames at the start of buf[0, n) that it can deliver, up to
+  // the first it cannot; returns the bytes taken. `link` is the link's
+  // counters (LinkCounter). May call into JavaScript (onTunFailed).
+  size_t Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link);
+  bool Usable() const { return !closed_ && !tunBusy_; }
+
+ private:
+  Napi::Value SetSources(const Napi::CallbackInfo& info);
+  Napi::Value SetTunBusy(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  void TunFailed(const uint8_t* packet, size_t len, int err) noexcept;
+
+  napi_env env_ = nullptr;
+  Napi::ObjectReference tunRef_;
+  Napi::ObjectReference eliminatorRef_;
+  Tun* tun_ = nullptr;
+  Eliminator* eliminator_ = nullptr;
+  Napi::Reference<Napi::Float64Array> countersRef_;
+  double* counters_ = nullptr;
+  Napi::FunctionReference onTunFailed_;
+  std::unique_ptr<Napi::AsyncContext> asyncContext_;
+  size_t vnetHdrBytes_ = 0;
+  bool filter_ = false;
+  std::vector<SourceNet> nets_;
+  bool tunBusy_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace dptcp

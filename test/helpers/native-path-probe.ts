@@ -1,0 +1,122 @@
+// Drives one open-mode session of the real tunnel core on a real TUN, with two
+// links over loopback TCP, through a byte stream a test writes as a peer
+// would (and as a careless or hostile one might): copies on both links, a
+// frame cut across reads, control frames between data, a spoofed source, a
+// virtio_net_hdr no kernel writes, a late copy, then a frame too long for the
+// limit. Prints one JSON line: what reached a UDP socket behind the TUN, in
+// order, and the counters. Run as root inside a network namespace (test/e2e/
+// native-path.test.ts runs it with DPTCP_NATIVE_PATH=0 and without, and
+// compares).
+//   node --import tsx test/helpers/native-path-probe.ts offload|plain
+import { execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DEFAULT_TIMING } from '../../src/config/types.js';
+import { Link } from '../../src/core/link.js';
+import { Tunnel } from '../../src/core/tunnel.js';
+import { createLogger } from '../../src/log.js';
+import { CloseCode, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
+import { NativeTunDevice } from '../../src/tun/native-device.js';
+import { ipv4Udp } from './packets.js';
+
+const offload = process.argv[2] === 'offload';
+execFileSync('ip', ['link', 'set', 'lo', 'up']);
+const quiet = createLogger('error', 'probe', { sink: () => {} });
+
+const tun = NativeTunDevice.open({ name: 'dpf0', mtu: 1400, addresses: [{ address: '10.9.0.1', prefix: 24 }], batchPackets: 8, headroom: 32, offload });
+const t = new Tunnel(tun, DEFAULT_TIMING, quiet);
+t.start();
+const s = t.newSession(Buffer.alloc(16, 7), Buffer.alloc(8, 1), [{ family: 4, address: '10.9.0.2', prefix: 32 }]);
+s.mode = 'duplicate';
+s.allowSources([{ family: 4, address: '10.9.0.2', prefix: 32 }], tun.vnetHdrBytes);
+t.register(s);
+
+const rx = createSocket('udp4');
+const received: string[] = [];
+rx.on('message', (m) => received.push(m.toString()));
+await new Promise<void>((r) => rx.bind(7777, '10.9.0.1', () => r()));
+
+/** Packet `n` (its payload says n) from `src`, as the peer's TUN would have read it. */
+function packet(n: number, src = '10.9.0.2', vnetFlags = 0): Buffer {
+  const p = ipv4Udp(src, '10.9.0.1', Buffer.from(`p${n}`));
+  p.writeUInt16BE(7777, 22);
+  p.writeUInt16BE(0, 26); // no UDP checksum (allowed for IPv4)
+  if (!offload) return p;
+  const h = Buffer.alloc(10);
+  h[0] = vnetFlags;
+  return Buffer.concat([h, p]);
+}
+const data = (seq: number, n = seq, src?: string, vnetFlags?: number): Buffer => encodeData(seq, packet(n, src, vnetFlags));
+
+/** A link of the session over a loopback connection; returns the peer's end. */
+async function link(id: number): Promise<{ peer: Socket; link: Link }> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'connection');
+  const peer = connect((server.address() as { port: number }).port, '127.0.0.1');
+  await once(peer, 'connect');
+  const [sock] = (await accepted) as [Socket];
+  server.close();
+  const l = new Link(
+    sock,
+    { id, name: `l${id}`, maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
+    { onFrame() {}, onChunkEnd() {}, onClose() {} },
+    quiet,
+  );
+  s.attach(l);
+  return { peer, link: l };
+}
+
+const a = await link(0);
+const b = await link(1);
+/** Writes `bytes` on `peer` and lets the tunnel read them before the next write. */
+async function send(peer: Socket, ...frames: Buffer[]): Promise<void> {
+  peer.write(Buffer.concat(frames));
+  await sleep(30);
+}
+
+await send(a.peer, data(1), data(2), data(3));
+await send(b.peer, data(1), data(2), data(3), data(4));
+const four = data(5);
+await send(a.peer, data(4), four.subarray(0, 9));
+await send(a.peer, four.subarray(9), encodeToken(FrameType.Ping, 1), data(6));
+await send(b.peer, data(5), data(6), data(7, 7, '10.9.0.3'), data(8));
+await send(a.peer, data(7, 7, '10.9.0.3'), data(8), data(9, 9, undefined, offload ? 4 : 0), data(10));
+await send(b.peer, data(9, 9, undefined, offload ? 4 : 0), data(10), data(2), data(11));
+// A frame longer than the limit: link b closes; link a carries on.
+const tooLong = Buffer.alloc(4);
+tooLong.writeUInt32BE(70_000);
+await send(b.peer, data(12), tooLong);
+await send(a.peer, data(12), data(13));
+await sleep(200);
+
+const snap = t.snapshot();
+const session = snap.sessions[0];
+const out = {
+  vnetHdrBytes: tun.vnetHdrBytes,
+  received,
+  delivered: session?.rxPackets,
+  spoofed: session?.dropsSpoofed,
+  elimination: session?.elimination,
+  written: snap.tun.written,
+  links: session?.links.map((l) => ({
+    state: l.state,
+    rxFrames: l.rxFrames,
+    rxBytes: l.rxBytes,
+    firstCopies: l.firstCopies,
+    duplicates: l.duplicates,
+    stale: l.stale,
+    nativeFrames: l.nativeFrames,
+  })),
+};
+s.close(CloseCode.Shutdown, 'probe done');
+a.peer.destroy();
+b.peer.destroy();
+rx.close();
+t.close();
+tun.close();
+process.stdout.write(JSON.stringify(out) + '\n');
+process.exit(0);
