@@ -135,18 +135,9 @@ static Napi::Value Execv(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  // The classes whose objects are handed to others (FastPath, SocketReader.setFast), for InstanceOf.
-  Napi::Function tun = Tun::Init(env);
-  Napi::Function eliminator = Eliminator::Init(env);
-  Napi::Function fastPath = FastPath::Init(env);
-  AddonClasses* classes = new AddonClasses();
-  classes->tun = Napi::Persistent(tun);
-  classes->eliminator = Napi::Persistent(eliminator);
-  classes->fastPath = Napi::Persistent(fastPath);
-  env.SetInstanceData(classes);
-  exports.Set("Tun", tun);
-  exports.Set("Eliminator", eliminator);
-  exports.Set("FastPath", fastPath);
+  exports.Set("Tun", Tun::Init(env));
+  exports.Set("Eliminator", Eliminator::Init(env));
+  exports.Set("FastPath", FastPath::Init(env));
   exports.Set("classifyPacket", Napi::Function::New(env, ClassifyPacketJs, "classifyPacket"));
   exports.Set("SocketReader", SocketReader::Init(env));
   exports.Set("Aead", Aead::Init(env));

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tags.h"
+
 namespace dptcp {
 
 namespace {
@@ -31,6 +33,7 @@ Napi::Function Eliminator::Init(Napi::Env env) {
 // new Eliminator(windowPackets, ttlMs): the ring is windowPackets rounded up to a power of two.
 Eliminator::Eliminator(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Eliminator>(info) {
   Napi::Env env = info.Env();
+  TagObject(env, info.This().As<Napi::Object>(), &kEliminatorTag);
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
     throw Napi::TypeError::New(env, "new Eliminator(windowPackets, ttlMs) takes two numbers");
   }

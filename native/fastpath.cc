@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "errors.h"
+#include "tags.h"
 
 namespace dptcp {
 
@@ -102,15 +103,15 @@ Napi::Function FastPath::Init(Napi::Env env) {
 FastPath::FastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FastPath>(info) {
   Napi::Env env = info.Env();
   env_ = env;
-  AddonClasses* classes = env.GetInstanceData<AddonClasses>();
+  TagObject(env, info.This().As<Napi::Object>(), &kFastPathTag);
   if (info.Length() < 5 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsNumber() ||
       !info[3].IsTypedArray() || !info[4].IsFunction()) {
     throw Napi::TypeError::New(env, "new FastPath(tun, eliminator, vnetHdrBytes, counters, onTunFailed)");
   }
   Napi::Object tun = info[0].As<Napi::Object>();
   Napi::Object eliminator = info[1].As<Napi::Object>();
-  if (classes == nullptr || !tun.InstanceOf(classes->tun.Value())) throw Napi::TypeError::New(env, "FastPath: tun is not a Tun");
-  if (!eliminator.InstanceOf(classes->eliminator.Value())) {
+  if (!HasTag(env, tun, &kTunTag)) throw Napi::TypeError::New(env, "FastPath: tun is not a Tun");
+  if (!HasTag(env, eliminator, &kEliminatorTag)) {
     throw Napi::TypeError::New(env, "FastPath: eliminator is not an Eliminator");
   }
   double vnet = info[2].As<Napi::Number>().DoubleValue();
@@ -276,7 +277,10 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
       counters_[kDelivered]++;
       counters_[kDeliveredBytes] += static_cast<double>(len);
     } else {
+      // JavaScript ran (and with it anything queued: nextTicks, promises): what follows is
+      // TypeScript's, which looks again whether the link is still up.
       TunFailed(packet, len, errno);
+      break;
     }
   }
   if (off > 0) {

@@ -10,14 +10,6 @@
 
 namespace dptcp {
 
-// The constructors of the classes one native object may be handed another of:
-// an argument is checked with InstanceOf before it is unwrapped.
-struct AddonClasses {
-  Napi::FunctionReference tun;
-  Napi::FunctionReference eliminator;
-  Napi::FunctionReference fastPath;
-};
-
 // Where a link's counters sit in the Float64Array it hands its reader
 // (src/core/fast-path.ts has the same list): the native path adds to them,
 // TypeScript folds them into its own and zeroes them.

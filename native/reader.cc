@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "tags.h"
 
 namespace dptcp {
 
@@ -22,9 +23,10 @@ Napi::Function SocketReader::Init(Napi::Env env) {
 
 // new SocketReader(fd, buffer, onData(n, start), onEnd(errno[, error])): starts at once.
 // onData(n, start): buffer[start..n) holds the next bytes of the stream (the
-// native path took buffer[0..start), see setFast); they are valid until onData
-// returns (the next read overwrites them). It returns true when the caller's
-// decoder holds no part of a frame after them. onEnd(0): the
+// native path may have taken bytes before them, see setFast); they are valid
+// until onData returns (the next read overwrites them). It returns how many
+// more bytes the caller's decoder needs to finish the frame it holds part of
+// (0: none, -1: it cannot tell yet). onEnd(0): the
 // peer closed its side; onEnd(errno): the read failed; onEnd(EIO, error): the
 // addon itself failed in its poll callback (ReportCaught). After onEnd nothing
 // more is read; close() is still due.
@@ -95,22 +97,22 @@ Napi::Value SocketReader::Pause(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setFast(fastPath, counters: Float64Array(kLinkCounters), decoderEmpty, maxFrameBytes):
-// whole DATA frames at the start of a read go the session's native path
-// (fastpath.h) before onData sees the rest; decoderEmpty says whether the
-// caller's decoder holds nothing now. setFast(null): every byte to onData.
+// setFast(fastPath, counters: Float64Array(kLinkCounters), decoderNeed, maxFrameBytes):
+// whole DATA frames that start a read, or follow the end of a frame the
+// caller's decoder was finishing, go the session's native path (fastpath.h)
+// before onData sees the rest; decoderNeed is what the decoder needs now (as
+// onData returns it). setFast(null): every byte to onData.
 Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined()) {
     DropFast();
     return env.Undefined();
   }
-  AddonClasses* classes = env.GetInstanceData<AddonClasses>();
-  if (!info[0].IsObject() || classes == nullptr || !info[0].As<Napi::Object>().InstanceOf(classes->fastPath.Value())) {
+  if (!HasTag(env, info[0], &kFastPathTag)) {
     throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderEmpty, maxFrameBytes): not a FastPath");
   }
-  if (info.Length() < 4 || !info[1].IsTypedArray() || !info[3].IsNumber()) {
-    throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderEmpty, maxFrameBytes)");
+  if (info.Length() < 4 || !info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderNeed, maxFrameBytes)");
   }
   Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
   if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < kLinkCounters) {
@@ -125,8 +127,22 @@ Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
   countersRef_ = Napi::Persistent(counters);
   counters_ = counters.Data();
   maxFrameBytes_ = static_cast<size_t>(max);
-  jsEmpty_ = info[2].ToBoolean().Value();
+  double need = info[2].As<Napi::Number>().DoubleValue();
+  jsNeed_ = need >= 0 && need <= 4294967295.0 ? static_cast<int64_t>(need) : -1;
   return env.Undefined();
+}
+
+// onData(n, start), and what it says the decoder needs next. False if the reader
+// closed meanwhile (its buffer is gone: nothing more is handed on).
+bool SocketReader::CallOnData(size_t n, size_t start) {
+  if (fd_ < 0 || buf_ == nullptr) return false;
+  Napi::Env env(env_);  // OnPoll holds the HandleScope
+  napi_value need = CallJs(onData_, {Napi::Number::New(env, static_cast<double>(n)),
+                                     Napi::Number::New(env, static_cast<double>(start))});
+  double v = -1;
+  if (need == nullptr || napi_get_value_double(env_, need, &v) != napi_ok || !(v >= 0) || v > 4294967295.0) v = -1;
+  jsNeed_ = static_cast<int64_t>(v);
+  return fd_ >= 0 && buf_ != nullptr;
 }
 
 void SocketReader::DropFast() {
@@ -214,22 +230,20 @@ void SocketReader::HandleReadable() {
     if (static_cast<size_t>(r) < want) break;
   }
   if (got > 0) {
-    Napi::Env env(env_);  // OnPoll holds the HandleScope
-    size_t start = 0;
-    if (fast_ != nullptr && jsEmpty_ && fast_->Usable()) {
+    size_t pos = 0;
+    // The end of a frame the decoder holds the start of: its, first (a busy link's reads end
+    // anywhere; the frames after that end are whole again).
+    if (fast_ != nullptr && jsNeed_ > 0 && static_cast<size_t>(jsNeed_) <= got && fast_->Usable()) {
+      pos = static_cast<size_t>(jsNeed_);
+      if (!CallOnData(pos, 0)) pos = got;
+    }
+    if (pos < got && fast_ != nullptr && jsNeed_ == 0 && fast_->Usable()) {
       // Held in this scope: a callback of Deliver's may drop them from the reader.
       Napi::Object fast = fastRef_.Value();
       Napi::Float64Array counters = countersRef_.Value();
-      start = Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(buf_, got, maxFrameBytes_, counters.Data());
+      pos += Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(buf_ + pos, got - pos, maxFrameBytes_, counters.Data());
     }
-    // A callback of Deliver's may have closed the reader (buf_ is then gone).
-    if (start < got && fd_ >= 0 && buf_ != nullptr) {
-      napi_value empty = CallJs(onData_, {Napi::Number::New(env, static_cast<double>(got)),
-                                          Napi::Number::New(env, static_cast<double>(start))});
-      bool isEmpty = false;
-      if (empty != nullptr) napi_get_value_bool(env_, empty, &isEmpty);
-      jsEmpty_ = isEmpty;
-    }
+    if (pos < got) CallOnData(got, pos);
   }
   if (err >= 0 && fd_ >= 0) Finish(err);
 }

@@ -36,6 +36,7 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   void CloseInternal();
   napi_value CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept;
   void DropFast();
+  bool CallOnData(size_t n, size_t start);
 
   int fd_ = -1;
   napi_env env_ = nullptr;
@@ -51,15 +52,15 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   size_t bufLen_ = 0;
   Napi::FunctionReference onData_;
   Napi::FunctionReference onEnd_;
-  // The session's native receive path (setFast), this link's counters for it, the frame limit;
-  // jsEmpty_: the TypeScript decoder holds no part of a frame (onData said so), so a read
-  // starts at a frame boundary and the native path may look at it.
+  // The session's native receive path (setFast), this link's counters for it, the frame limit.
+  // jsNeed_: what the TypeScript decoder needs to finish the frame it holds part of, as onData
+  // said: 0 nothing (the next byte starts a frame), -1 it cannot say (part of a length field).
   Napi::ObjectReference fastRef_;
   FastPath* fast_ = nullptr;
   Napi::Reference<Napi::Float64Array> countersRef_;
   double* counters_ = nullptr;
   size_t maxFrameBytes_ = 0;
-  bool jsEmpty_ = false;
+  int64_t jsNeed_ = -1;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;
 };
 

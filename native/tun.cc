@@ -1,4 +1,5 @@
 #include "tun.h"
+#include "tags.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -77,6 +78,7 @@ Napi::Function Tun::Init(Napi::Env env) {
 Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
   Napi::Env env = info.Env();
   env_ = env;
+  TagObject(env, info.This().As<Napi::Object>(), &kTunTag);
   if (info.Length() < 1 || !info[0].IsString()) {
     throw Napi::TypeError::New(env, "new Tun(name, vnetHdr) takes the device name as a string");
   }

@@ -488,6 +488,7 @@ export class Link {
   private reader: NativeSocketReader | undefined;
   /** What the native receive path counts for this link while armed (fast-path.ts LinkCounter). */
   private fastCounters: Float64Array | undefined;
+  private fastPath: NativeFastPath | undefined;
   private queue: Queued[] = [];
   private queueHead = 0;
   private queuedBytes = 0;
@@ -592,7 +593,7 @@ export class Link {
         buf,
         (n, start) => {
           this.onData(buf.subarray(start, n));
-          return this.decoder.bufferedBytes === 0;
+          return this.decoder.needBytes;
         },
         (errno, error) => this.onReadEnd(errno, error),
       );
@@ -644,6 +645,7 @@ export class Link {
    */
   armFast(fast: NativeFastPath | undefined): void {
     if (this.reader === undefined) return;
+    this.fastPath = fast;
     if (fast === undefined) {
       if (this.fastCounters === undefined) return;
       this.reader.setFast(null);
@@ -652,7 +654,7 @@ export class Link {
       return;
     }
     this.fastCounters ??= new Float64Array(LINK_COUNTERS);
-    this.reader.setFast(fast, this.fastCounters, this.decoder.bufferedBytes === 0, this.decoder.maxBytes);
+    this.reader.setFast(fast, this.fastCounters, this.decoder.needBytes, this.decoder.maxBytes);
   }
 
   /** What the native path counted for this link, into its stats and its signs of life. */
@@ -729,6 +731,8 @@ export class Link {
   /** Until a link is authenticated it only takes handshake-sized frames. */
   setMaxFrameBytes(n: number): void {
     this.decoder.setMaxFrameBytes(n);
+    // The native path refuses what the decoder refuses: it is told the new limit.
+    if (this.fastPath !== undefined) this.armFast(this.fastPath);
   }
 
   /** Bytes waiting in our queue, not yet given to the socket. */

@@ -203,7 +203,11 @@ export class Session implements LinkHandler {
   ) {
     // At least the reorder ring: in aggregate and adaptive modes a striped packet may arrive that far
     // behind the highest number seen and must still be judged a first copy, not stale.
-    this.eliminator = createEliminator({ windowPackets: Math.max(opts.eliminationWindowPackets, REORDER_MAX_PACKETS), ttlMs: opts.eliminationTtlMs });
+    // The addon's table where the native receive path may share it (open mode).
+    this.eliminator = createEliminator(
+      { windowPackets: Math.max(opts.eliminationWindowPackets, REORDER_MAX_PACKETS), ttlMs: opts.eliminationTtlMs },
+      keys === undefined && opts.nativePath !== undefined,
+    );
     this.nativePath = opts.nativePath;
     this.maxFrameBytes = opts.maxFrameBytes;
     this.retainBudget = new RetainBudget(SESSION_RETAIN_MAX_BYTES, opts.retainBudget);

@@ -115,6 +115,16 @@ export class FrameDecoder {
     this.partialFill = 0;
   }
 
+  /**
+   * What the frame held in part needs to be whole: 0 when none is held (the
+   * next byte starts a frame), -1 when not known yet (only part of its
+   * length field is here).
+   */
+  get needBytes(): number {
+    if (this.headerFill > 0) return -1;
+    return this.partial === null ? 0 : this.partialTotal - this.partialFill;
+  }
+
   /** The longest frame accepted now. */
   get maxBytes(): number {
     return this.maxFrameBytes;

@@ -45,9 +45,9 @@ export interface NativeTun {
 /**
  * Reads a connected stream socket (a dup of `fd`, watched on the event loop)
  * into one reused buffer. onData(n, start): buffer[start..n) holds the next
- * bytes (the session's native path took buffer[0..start), setFast), valid
- * until onData returns, which returns true when the caller's decoder holds no
- * part of a frame after them. onEnd(0): the peer closed; onEnd(errno): the read
+ * bytes (the session's native path may have taken bytes before them,
+ * setFast), valid until onData returns, which returns what the caller's
+ * decoder needs to finish the frame it holds part of (0 none, -1 not known). onEnd(0): the peer closed; onEnd(errno): the read
  * failed; onEnd(EIO, error): the addon itself failed in its poll callback
  * (`error` says how); nothing is read after any of them. close() is due after the socket's
  * own close (the connection lives while the dup is open). Idempotent.
@@ -59,12 +59,13 @@ export interface NativeSocketReader {
   pause(): void;
   resume(): void;
   /**
-   * Whole DATA frames at the start of a read go to `fast` first (counted in
-   * `counters`, LINK_COUNTERS of core/fast-path.ts); `decoderEmpty`: the
-   * caller's decoder holds nothing now; frames longer than `maxFrameBytes`
-   * are the decoder's to refuse. null: every byte to onData.
+   * Whole DATA frames that start a read, or follow the end of the frame the
+   * caller's decoder was finishing, go to `fast` first (counted in `counters`,
+   * LINK_COUNTERS of core/fast-path.ts); `decoderNeed`: what the decoder needs
+   * now, as onData returns it; frames longer than `maxFrameBytes` are the
+   * decoder's to refuse. null: every byte to onData.
    */
-  setFast(fast: NativeFastPath | null, counters?: Float64Array, decoderEmpty?: boolean, maxFrameBytes?: number): void;
+  setFast(fast: NativeFastPath | null, counters?: Float64Array, decoderNeed?: number, maxFrameBytes?: number): void;
   close(): void;
 }
 
@@ -131,7 +132,7 @@ export interface NativeAddon {
   /** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid when it listened or connected. Absent from addons built before it. */
   peerCredentials?(fd: number): PeerCredentials;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;
-  SocketReader: new (fd: number, buffer: Buffer, onData: (n: number, start: number) => boolean, onEnd: (errno: number, error?: Error) => void) => NativeSocketReader;
+  SocketReader: new (fd: number, buffer: Buffer, onData: (n: number, start: number) => number, onEnd: (errno: number, error?: Error) => void) => NativeSocketReader;
   /** Absent from addons built before it. */
   Eliminator?: new (windowPackets: number, ttlMs: number) => NativeEliminator;
   /**

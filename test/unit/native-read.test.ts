@@ -228,7 +228,7 @@ describe('native socket reads', () => {
       (() => {
         const owner: { reader?: unknown; big: Buffer } = { big: Buffer.alloc(1 << 20) };
         const fd = (p.b as unknown as { _handle: { fd: number } })._handle.fd;
-        const reader = new SocketReader(fd, Buffer.alloc(4096), () => owner.big.length > 0, () => void owner.big);
+        const reader = new SocketReader(fd, Buffer.alloc(4096), () => (owner.big.length > 0 ? 0 : -1), () => void owner.big);
         owner.reader = reader;
         registry.register(owner, 'owner');
         reader.close();
