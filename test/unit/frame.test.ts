@@ -178,6 +178,21 @@ describe('FrameDecoder', () => {
     assert.equal(d.bufferedBytes, frame.length - 1);
   });
 
+  it('says what it needs to finish the frame it holds part of (the native reader hands it that first)', () => {
+    const frame = encodeData(1, numbered(1));
+    const { d, got } = decoder();
+    assert.equal(d.needBytes, 0, 'nothing held');
+    d.push(frame.subarray(0, 2));
+    assert.equal(d.needBytes, -1, 'part of the length field: not known yet');
+    d.push(frame.subarray(2, 10));
+    assert.equal(d.needBytes, frame.length - 10);
+    d.push(frame.subarray(10, frame.length - 3));
+    assert.equal(d.needBytes, 3);
+    d.push(frame.subarray(frame.length - 3));
+    assert.equal(got.length, 1);
+    assert.equal(d.needBytes, 0, 'whole again');
+  });
+
   it('survives random garbage: it throws ProtocolError or waits, never anything else', () => {
     let seed = 99;
     const rnd = (): number => {

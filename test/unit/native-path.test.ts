@@ -13,20 +13,10 @@ import { loadAddon } from '../../src/tun/loader.js';
 import type { NativeEliminator } from '../../src/tun/native.js';
 import { checkVnetPacket, VNET_HDR_BYTES } from '../../src/tun/vnet-hdr.js';
 import { ipv4Udp, ipv6Udp } from '../helpers/packets.js';
+import { rng } from '../helpers/rng.js';
 
 const addon = loadAddon();
 
-/** A small deterministic generator (mulberry32), so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("the addon's elimination table", () => {
   it('gives the verdicts of core/eliminator.ts on random traffic: copies, late copies, jumps, ticks and resets', () => {

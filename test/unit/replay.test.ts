@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { REPLAY_WINDOW_RECORDS } from '../../src/secure/limits.js';
 import { ReplayWindow, type ReplayVerdict } from '../../src/secure/replay.js';
+import { rng } from '../helpers/rng.js';
 
 /** The same rule with no cleverness: everything ever accepted, and the distance rule. */
 class NaiveWindow {
@@ -25,17 +26,6 @@ class NaiveWindow {
   }
 }
 
-/** A tiny PRNG (mulberry32) so that a failure can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('replay window', () => {
   it('defaults to 65,536 bits, accepting 65,504 counters behind the highest', () => {
