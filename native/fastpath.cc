@@ -23,6 +23,16 @@ constexpr uint64_t kMaxSeq = 9007199254740991ull;  // 2^53 - 1
 constexpr size_t kVnet = 10;
 constexpr uint8_t kNeedsCsum = 1;
 constexpr uint8_t kDataValid = 2;
+constexpr uint8_t kGsoNone = 0;
+constexpr uint8_t kGsoTcpv4 = 1;
+constexpr uint8_t kGsoTcpv6 = 4;
+constexpr uint8_t kGsoUdpL4 = 5;
+constexpr uint8_t kGsoEcn = 0x80;
+constexpr size_t kGsoByFrags = 0xffff;
+constexpr int kTcp = 6;
+constexpr int kUdp = 17;
+constexpr size_t kTcpCsumOffset = 16;
+constexpr size_t kUdpCsumOffset = 6;
 constexpr int kMaxIpv6Extensions = 8;
 
 uint32_t Be32(const uint8_t* p) {
@@ -34,10 +44,9 @@ uint64_t Be64(const uint8_t* p) { return (static_cast<uint64_t>(Be32(p)) << 32) 
 
 size_t Le16(const uint8_t* p) { return static_cast<size_t>(p[0]) | (static_cast<size_t>(p[1]) << 8); }
 
-// True only for a packet without GSO that checkVnetPacket (src/tun/vnet-hdr.ts)
-// passes: the same checks, in the same order, for gso_type NONE. A GSO
-// packet goes TypeScript's way (its cost there is spread over up to 64 KiB).
-bool PlainVnetPacket(const uint8_t* p, size_t size) {
+// True only for a packet checkVnetPacket (src/tun/vnet-hdr.ts) passes: the same
+// checks, in the same order (test/unit/native-path.test.ts compares them).
+bool VnetPacketOk(const uint8_t* p, size_t size) {
   if (size < kVnet + 20) return false;
   const uint8_t* ip = p + kVnet;
   size_t len = size - kVnet;
@@ -54,9 +63,12 @@ bool PlainVnetPacket(const uint8_t* p, size_t size) {
   }
   uint8_t flags = p[0];
   if (flags != 0 && flags != kNeedsCsum && flags != kDataValid) return false;
-  if (p[1] != 0) return false;
+  uint8_t gso = p[1];
+  uint8_t gsoBase = gso & ~kGsoEcn;
+  if (gso != kGsoNone && gsoBase != kGsoTcpv4 && gsoBase != kGsoTcpv6 && gso != kGsoUdpL4) return false;
   if (Le16(p + 2) > len) return false;
-  if (flags != kNeedsCsum) return true;
+  bool needsCsum = flags == kNeedsCsum;
+  if (!needsCsum && gso == kGsoNone) return true;
 
   int proto;
   bool fragment;
@@ -77,11 +89,35 @@ bool PlainVnetPacket(const uint8_t* p, size_t size) {
   }
   size_t csumStart = Le16(p + 6);
   size_t csumOffset = Le16(p + 8);
-  if (csumStart < (version == 4 ? l4 : 40)) return false;
-  if (csumStart + csumOffset + 2 > len) return false;
-  if (!fragment && csumStart == l4) {
-    if (proto == 6 && csumOffset != 16) return false;
-    if (proto == 17 && csumOffset != 6) return false;
+  if (needsCsum) {
+    if (csumStart < (version == 4 ? l4 : 40)) return false;
+    if (csumStart + csumOffset + 2 > len) return false;
+  }
+  if (gso == kGsoNone) {
+    if (!fragment && csumStart == l4) {
+      if (proto == kTcp && csumOffset != kTcpCsumOffset) return false;
+      if (proto == kUdp && csumOffset != kUdpCsumOffset) return false;
+    }
+    return true;
+  }
+  size_t gsoSize = Le16(p + 4);
+  if (gsoSize == 0 || gsoSize == kGsoByFrags || gsoSize > len) return false;
+  bool tcp = gsoBase != kGsoUdpL4;
+  if (gsoBase == kGsoTcpv4 && version != 4) return false;
+  if (gsoBase == kGsoTcpv6 && version != 6) return false;
+  if (fragment || proto != (tcp ? kTcp : kUdp)) return false;
+  if (tcp) {
+    if (l4 + 20 > len) return false;
+    size_t doff = static_cast<size_t>(ip[l4 + 12] >> 4) * 4;
+    if (doff < 20 || l4 + doff > len) return false;
+  } else if (l4 + 8 > len) {
+    return false;
+  }
+  if (needsCsum) {
+    if (csumStart != l4) return false;
+    if (csumOffset != (tcp ? kTcpCsumOffset : kUdpCsumOffset)) return false;
+  } else if (!tcp) {
+    return false;
   }
   return true;
 }
@@ -207,7 +243,7 @@ static bool Matches(const std::vector<SourceNet>& nets, const uint8_t* address, 
 }
 
 int ClassifyPacket(const uint8_t* p, size_t len, size_t vnetHdrBytes, const std::vector<SourceNet>* nets) {
-  if (vnetHdrBytes > 0 && !PlainVnetPacket(p, len)) return 1;
+  if (vnetHdrBytes > 0 && !VnetPacketOk(p, len)) return 1;
   if (nets == nullptr) return 0;
   // src/core/ip.ts sourceIn: the same tests in the same order.
   size_t o = vnetHdrBytes;

@@ -36,9 +36,9 @@ struct SourceNet {
 
 // What the checks of src/tun/vnet-hdr.ts (checkVnetPacket) and src/core/ip.ts
 // (sourceIn) make of `packet` (vnetHdrBytes 0 or 10; `nets` null: any source):
-// 0 it may go to the TUN on the native path, 1 not on it (a GSO packet, or a
-// virtio_net_hdr checkVnetPacket refuses), 2 its source is not the peer's, 3
-// an IPv6 link-local or unspecified source. Reads only inside the packet.
+// 0 it may go to the TUN on the native path, 1 its virtio_net_hdr is one
+// checkVnetPacket refuses, 2 its source is not the peer's, 3 an IPv6
+// link-local or unspecified source. Reads only inside the packet.
 int ClassifyPacket(const uint8_t* packet, size_t len, size_t vnetHdrBytes, const std::vector<SourceNet>* nets);
 
 // classifyPacket(packet, vnetHdrBytes, sources: Buffer | null): ClassifyPacket

@@ -4,7 +4,7 @@
 // source address) and written to the TUN by the addon, with no JavaScript per
 // packet. Everything else takes the TypeScript path as before, in order:
 // other frames, a frame cut by the read, a packet a check refuses (counted
-// there), a GSO packet, a packet the TUN did not take (the TUN writer queues
+// there), a packet the TUN did not take (the TUN writer queues
 // or counts it), keyed and striped sessions. Both paths share the session's
 // table, the addon's Eliminator (core/eliminator.ts is its specification).
 // Which sessions and links use it is decided here and in Session; the addon

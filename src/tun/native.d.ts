@@ -136,8 +136,8 @@ export interface NativeAddon {
   /** Absent from addons built before it. */
   Eliminator?: new (windowPackets: number, ttlMs: number) => NativeEliminator;
   /**
-   * What the native path's checks make of a packet: 0 deliverable there; 1 not there (GSO, or a
-   * virtio_net_hdr checkVnetPacket refuses); 2 spoofed source; 3 link-local source. Absent from addons built before it.
+   * What the native path's checks make of a packet: 0 deliverable there; 1 a
+   * virtio_net_hdr checkVnetPacket refuses; 2 spoofed source; 3 link-local source. Absent from addons built before it.
    */
   classifyPacket?(packet: Buffer, vnetHdrBytes: number, sources: Buffer | null): number;
   /** Absent from addons built before it. onTunFailed: a copy of a packet the TUN did not take, and the errno. */
