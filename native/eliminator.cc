@@ -33,7 +33,6 @@ Napi::Function Eliminator::Init(Napi::Env env) {
 // new Eliminator(windowPackets, ttlMs): the ring is windowPackets rounded up to a power of two.
 Eliminator::Eliminator(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Eliminator>(info) {
   Napi::Env env = info.Env();
-  TagObject(env, info.This().As<Napi::Object>(), &kEliminatorTag);
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
     throw Napi::TypeError::New(env, "new Eliminator(windowPackets, ttlMs) takes two numbers");
   }
@@ -49,6 +48,7 @@ Eliminator::Eliminator(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Elimin
   mask_ = size - 1;
   ttlMs_ = ttl;
   bits_.assign(static_cast<size_t>(std::max<int64_t>(1, size >> 5)), 0);
+  TagObject(env, info.This().As<Napi::Object>(), &kEliminatorTag);
 }
 
 Eliminator::Verdict Eliminator::Check(int64_t seq, bool exact) {

@@ -139,7 +139,6 @@ Napi::Function FastPath::Init(Napi::Env env) {
 FastPath::FastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FastPath>(info) {
   Napi::Env env = info.Env();
   env_ = env;
-  TagObject(env, info.This().As<Napi::Object>(), &kFastPathTag);
   if (info.Length() < 5 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsNumber() ||
       !info[3].IsTypedArray() || !info[4].IsFunction()) {
     throw Napi::TypeError::New(env, "new FastPath(tun, eliminator, vnetHdrBytes, counters, onTunFailed)");
@@ -166,6 +165,7 @@ FastPath::FastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FastPath>(
   counters_ = counters.Data();
   vnetHdrBytes_ = static_cast<size_t>(vnet);
   onTunFailed_ = Napi::Persistent(info[4].As<Napi::Function>());
+  TagObject(env, info.This().As<Napi::Object>(), &kFastPathTag);
 }
 
 FastPath::~FastPath() = default;

@@ -109,7 +109,7 @@ Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (!HasTag(env, info[0], &kFastPathTag)) {
-    throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderEmpty, maxFrameBytes): not a FastPath");
+    throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderNeed, maxFrameBytes): not a FastPath");
   }
   if (info.Length() < 4 || !info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsNumber()) {
     throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderNeed, maxFrameBytes)");

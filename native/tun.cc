@@ -78,7 +78,6 @@ Napi::Function Tun::Init(Napi::Env env) {
 Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
   Napi::Env env = info.Env();
   env_ = env;
-  TagObject(env, info.This().As<Napi::Object>(), &kTunTag);
   if (info.Length() < 1 || !info[0].IsString()) {
     throw Napi::TypeError::New(env, "new Tun(name, vnetHdr) takes the device name as a string");
   }
@@ -112,6 +111,7 @@ Tun::Tun(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tun>(info) {
   vnetHdr_ = vnetHdr;
   name_ = ifr.ifr_name;
   if (napi_add_env_cleanup_hook(env, OnCleanup, this) == napi_ok) cleanupHookAdded_ = true;
+  TagObject(env, info.This().As<Napi::Object>(), &kTunTag);
 }
 
 Tun::~Tun() { CloseInternal(); }

@@ -593,7 +593,8 @@ export class Link {
         buf,
         (n, start) => {
           this.onData(buf.subarray(start, n));
-          return this.decoder.needBytes;
+          // A closed link's decoder took nothing: what it says no longer describes the stream.
+          return this.state === 'closed' ? -1 : this.decoder.needBytes;
         },
         (errno, error) => this.onReadEnd(errno, error),
       );
