@@ -235,10 +235,6 @@ export class Session implements LinkHandler {
     this.fast?.native.setSources(prefixes === undefined ? null : encodeSources(prefixes));
   }
 
-  get sourceFilter(): SourceFilter | undefined {
-    return this.filter;
-  }
-
   /**
    * A link that is up reads its whole DATA frames through the native path
    * while the session can use it (open mode, duplicate scheduling): the
