@@ -65,6 +65,9 @@ describe('operations between two network namespaces', { skip, timeout: 300_000 }
     assert.ok(eliminated >= 990, `server eliminated ${eliminated}`);
     const firsts = s1.links.reduce((a, l) => a + l.firstCopies, 0) - s0.links.reduce((a, l) => a + l.firstCopies, 0);
     assert.equal(firsts, s1.elimination.accepted - s0.elimination.accepted);
+    // Open mode, duplicate scheduling: most of the 2,000 copies went the native receive path.
+    const native = s1.links.reduce((a, l) => a + l.nativeFrames, 0) - s0.links.reduce((a, l) => a + l.nativeFrames, 0);
+    assert.ok(native >= 1000, `the native receive path took ${native} of the copies`);
   });
 
   it('/metrics exposes the same counters in Prometheus format', async () => {
@@ -76,6 +79,7 @@ describe('operations between two network namespaces', { skip, timeout: 300_000 }
     assert.match(stdout.split('\n')[0]!, /^text\/plain; version=0\.0\.4/);
     assert.match(stdout, /# TYPE dptcp_link_first_copies_total counter/);
     assert.match(stdout, /# TYPE dptcp_link_up gauge/);
+    assert.match(stdout, /^dptcp_link_native_frames_total\{session="[0-9a-f]{8}",link="[^"]+",role="server"\} [1-9]\d*$/m);
     for (const l of st.links) {
       const m = new RegExp(`^dptcp_link_first_copies_total\\{session="${st.id.slice(0, 8)}",link="${l.name.replace('#', '#')}",role="server"\\} (\\d+)$`, 'm').exec(stdout);
       assert.ok(m, `metric for ${l.name}`);
