@@ -295,6 +295,7 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
     if (fd < 0) break;
     Eliminator::Verdict v = eliminator_->Check(static_cast<int64_t>(seq), false);
     off += 4 + length;
+    link[kRxBytes] += 4.0 + length;
     link[kRxFrames]++;
     if (v == Eliminator::kDuplicate) {
       link[kDuplicates]++;
@@ -313,16 +314,16 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
       counters_[kDelivered]++;
       counters_[kDeliveredBytes] += static_cast<double>(len);
     } else {
+      // Counted before JavaScript runs: it may close the link and fold its counters.
+      int err = errno;
+      link[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
       // JavaScript ran (and with it anything queued: nextTicks, promises): what follows is
       // TypeScript's, which looks again whether the link is still up.
-      TunFailed(packet, len, errno);
-      break;
+      TunFailed(packet, len, err);
+      return off;
     }
   }
-  if (off > 0) {
-    link[kRxBytes] += static_cast<double>(off);
-    link[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
-  }
+  if (off > 0) link[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
   return off;
 }
 

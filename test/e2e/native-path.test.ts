@@ -43,7 +43,7 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       const fast = await probe(mode, true);
       const slow = await probe(mode, false);
       // p7 has a spoofed source; with offloads p9 has a virtio_net_hdr flag no kernel sets.
-      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p12', 'p13', 'p14', 'p15', 'p16'];
+      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p12', 'p13', 'p14', 'p15', 'p16', 'p18'];
       assert.deepEqual(fast.received, want);
       assert.deepEqual(slow.received, want);
       assert.ok(
