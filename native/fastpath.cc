@@ -124,6 +124,14 @@ bool VnetPacketOk(const uint8_t* p, size_t size) {
 
 }  // namespace
 
+Napi::Float64Array CounterArray(Napi::Env env, Napi::Value v, size_t n, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      v.As<Napi::TypedArray>().ElementLength() < n) {
+    throw Napi::TypeError::New(env, std::string(what) + ": counters is a Float64Array of " + std::to_string(n));
+  }
+  return v.As<Napi::Float64Array>();
+}
+
 Napi::Function FastPath::Init(Napi::Env env) {
   return DefineClass(env, "FastPath",
                      {
@@ -133,14 +141,15 @@ Napi::Function FastPath::Init(Napi::Env env) {
                      });
 }
 
-// new FastPath(tun, eliminator, vnetHdrBytes, counters: Float64Array(kPathCounters), onTunFailed(packet, errno)).
+// new FastPath(tun, eliminator, vnetHdrBytes, counters: Float64Array(kPathCounters), onTunFailed(packet)).
 // onTunFailed gets a copy of a packet the TUN did not take (after the
-// eliminator took it): TypeScript's writer queues it (EAGAIN) or counts it.
+// eliminator took it): TypeScript's writer tries it again, and queues it
+// (EAGAIN) or counts it by its errno.
 FastPath::FastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FastPath>(info) {
   Napi::Env env = info.Env();
   env_ = env;
   if (info.Length() < 5 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsNumber() ||
-      !info[3].IsTypedArray() || !info[4].IsFunction()) {
+      !info[4].IsFunction()) {
     throw Napi::TypeError::New(env, "new FastPath(tun, eliminator, vnetHdrBytes, counters, onTunFailed)");
   }
   Napi::Object tun = info[0].As<Napi::Object>();
@@ -151,11 +160,7 @@ FastPath::FastPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FastPath>(
   }
   double vnet = info[2].As<Napi::Number>().DoubleValue();
   if (vnet != 0 && vnet != kVnet) throw Napi::RangeError::New(env, "FastPath: vnetHdrBytes is 0 or 10");
-  Napi::TypedArray ta = info[3].As<Napi::TypedArray>();
-  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < kPathCounters) {
-    throw Napi::TypeError::New(env, "FastPath: counters is a Float64Array of " + std::to_string(kPathCounters));
-  }
-  Napi::Float64Array counters = info[3].As<Napi::Float64Array>();
+  Napi::Float64Array counters = CounterArray(env, info[3], kPathCounters, "FastPath");
   asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:FastPath");
   tun_ = Napi::ObjectWrap<Tun>::Unwrap(tun);
   eliminator_ = Napi::ObjectWrap<Eliminator>::Unwrap(eliminator);
@@ -315,11 +320,10 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
       counters_[kDeliveredBytes] += static_cast<double>(len);
     } else {
       // Counted before JavaScript runs: it may close the link and fold its counters.
-      int err = errno;
       link[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
       // JavaScript ran (and with it anything queued: nextTicks, promises): what follows is
       // TypeScript's, which looks again whether the link is still up.
-      TunFailed(packet, len, err);
+      TunFailed(packet, len);
       return off;
     }
   }
@@ -328,12 +332,12 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
 }
 
 // Never throws: an exception from the callback goes to 'uncaughtException'.
-void FastPath::TunFailed(const uint8_t* packet, size_t len, int err) noexcept {
+void FastPath::TunFailed(const uint8_t* packet, size_t len) noexcept {
   if (onTunFailed_.IsEmpty()) return;
   try {
     Napi::Env env(env_);
     Napi::Buffer<uint8_t> copy = Napi::Buffer<uint8_t>::Copy(env, packet, len);
-    onTunFailed_.MakeCallback(env.Global(), {copy, Napi::Number::New(env, err)}, *asyncContext_);
+    onTunFailed_.MakeCallback(env.Global(), {copy}, *asyncContext_);
   } catch (...) {
     ReportUncaught(env_, CaughtAsJs(env_, "fast path callback"), "fast path callback");
   }

@@ -27,6 +27,10 @@ enum LinkCounter {
 // The session's: packets and bytes written to the TUN.
 enum PathCounter { kDelivered = 0, kDeliveredBytes, kPathCounters };
 
+// `v` as a Float64Array of at least `n` counters (LinkCounter, PathCounter); a
+// TypeError naming `what` if it is not one.
+Napi::Float64Array CounterArray(Napi::Env env, Napi::Value v, size_t n, const char* what);
+
 // A prefix a packet's source address may lie in.
 struct SourceNet {
   uint8_t family;
@@ -72,7 +76,7 @@ class FastPath : public Napi::ObjectWrap<FastPath> {
   Napi::Value SetSources(const Napi::CallbackInfo& info);
   Napi::Value SetTunBusy(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
-  void TunFailed(const uint8_t* packet, size_t len, int err) noexcept;
+  void TunFailed(const uint8_t* packet, size_t len) noexcept;
 
   napi_env env_ = nullptr;
   Napi::ObjectReference tunRef_;

@@ -111,21 +111,16 @@ Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
   if (!HasTag(env, info[0], &kFastPathTag)) {
     throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderNeed, maxFrameBytes): not a FastPath");
   }
-  if (info.Length() < 4 || !info[1].IsTypedArray() || !info[2].IsNumber() || !info[3].IsNumber()) {
+  if (info.Length() < 4 || !info[2].IsNumber() || !info[3].IsNumber()) {
     throw Napi::TypeError::New(env, "setFast(fastPath, counters, decoderNeed, maxFrameBytes)");
   }
-  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
-  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < kLinkCounters) {
-    throw Napi::TypeError::New(env, "setFast: counters is a Float64Array of " + std::to_string(kLinkCounters));
-  }
+  Napi::Float64Array counters = CounterArray(env, info[1], kLinkCounters, "setFast");
   double max = info[3].As<Napi::Number>().DoubleValue();
   if (!(max >= 0) || max > 4294967295.0) throw Napi::RangeError::New(env, "setFast: maxFrameBytes out of range");
   Napi::Object fast = info[0].As<Napi::Object>();
-  Napi::Float64Array counters = info[1].As<Napi::Float64Array>();
   fast_ = Napi::ObjectWrap<FastPath>::Unwrap(fast);
   fastRef_ = Napi::Persistent(fast);
   countersRef_ = Napi::Persistent(counters);
-  counters_ = counters.Data();
   maxFrameBytes_ = static_cast<size_t>(max);
   double need = info[2].As<Napi::Number>().DoubleValue();
   jsNeed_ = need >= 0 && need <= 4294967295.0 ? static_cast<int64_t>(need) : -1;
@@ -147,7 +142,6 @@ bool SocketReader::CallOnData(size_t n, size_t start) {
 
 void SocketReader::DropFast() {
   fast_ = nullptr;
-  counters_ = nullptr;
   fastRef_.Reset();
   countersRef_.Reset();
 }
@@ -305,7 +299,6 @@ void SocketReader::CloseInternal() {
   buf_ = nullptr;
   bufLen_ = 0;
   fast_ = nullptr;
-  counters_ = nullptr;
   if (!tearingDown_) {
     onData_.Reset();
     onEnd_.Reset();

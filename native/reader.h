@@ -58,7 +58,6 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   Napi::ObjectReference fastRef_;
   FastPath* fast_ = nullptr;
   Napi::Reference<Napi::Float64Array> countersRef_;
-  double* counters_ = nullptr;
   size_t maxFrameBytes_ = 0;
   int64_t jsNeed_ = -1;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;

@@ -15,7 +15,7 @@ import type { TunDevice } from '../tun/device.js';
 import { loadAddon } from '../tun/loader.js';
 import type { NativeAddon, NativeFastPath } from '../tun/native.js';
 import { Eliminator, type EliminatorOptions, type EliminationTable } from './eliminator.js';
-import type { TunWriterStats } from './tun-writer.js';
+import type { TunWriter } from './tun-writer.js';
 
 /** Where a link's counters sit in the Float64Array its reader adds to (native/fastpath.h LinkCounter). */
 export const LinkCounter = { rxBytes: 0, rxFrames: 1, firstCopies: 2, duplicates: 3, stale: 4, lastRxHrMs: 5 } as const;
@@ -79,24 +79,27 @@ export class FastReceive {
   private constructor(
     readonly native: NativeFastPath,
     private readonly counters: Float64Array,
-    private readonly writerStats: TunWriterStats,
+    private readonly writer: TunWriter,
   ) {}
 
   /**
    * The native path of a session with table `eliminator` on `tun`, or
    * undefined where there is none (no addon, turned off, a TUN that is not
-   * the addon's: the tests' fake, or a table that is not the addon's).
-   * onTunFailed: a copy of a packet the TUN did not take, for the TUN writer.
+   * the addon's: the tests' fake, or a table that is not the addon's). It
+   * holds back while `writer` holds a backlog (the tunnel tells it of later
+   * ones: setTunBusy); onTunFailed: a copy of a packet the TUN did not take,
+   * for the writer.
    */
-  static create(tun: TunDevice, writerStats: TunWriterStats, eliminator: EliminationTable, sources: readonly TunnelAddress[] | undefined, onTunFailed: (packet: Buffer) => void): FastReceive | undefined {
+  static create(tun: TunDevice, writer: TunWriter, eliminator: EliminationTable, sources: readonly TunnelAddress[] | undefined, onTunFailed: (packet: Buffer) => void): FastReceive | undefined {
     const a = nativeAddon();
     const nativeTun = tun.native;
     if (a?.FastPath === undefined || a.Eliminator === undefined || nativeTun === undefined || !(eliminator instanceof a.Eliminator)) return undefined;
     const counters = new Float64Array(PATH_COUNTERS);
-    const native = new a.FastPath(nativeTun, eliminator, tun.vnetHdrBytes, counters, (packet) => onTunFailed(packet));
+    const native = new a.FastPath(nativeTun, eliminator, tun.vnetHdrBytes, counters, onTunFailed);
     // Before any link is armed: a server session's sources are set before its links come up.
     native.setSources(sources === undefined ? null : encodeSources(sources));
-    return new FastReceive(native, counters, writerStats);
+    native.setTunBusy(writer.isWaiting);
+    return new FastReceive(native, counters, writer);
   }
 
   /** The packets the addon wrote to the TUN since the last fold; counted as the TUN writer's too. */
@@ -104,8 +107,8 @@ export class FastReceive {
     const c = this.counters;
     const packets = c[0] as number;
     if (packets === 0) return 0;
-    this.writerStats.packets += packets;
-    this.writerStats.bytes += c[1] as number;
+    this.writer.stats.packets += packets;
+    this.writer.stats.bytes += c[1] as number;
     c[0] = 0;
     c[1] = 0;
     return packets;

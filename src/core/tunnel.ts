@@ -151,9 +151,8 @@ export class Tunnel {
         maxFrameBytes: this.timing.maxFrameBytes,
         retainBudget: this.retainBudget,
         nativePath: (eliminator, sources, onTunFailed) => {
-          const f = FastReceive.create(this.tun, this.writer.stats, eliminator, sources, onTunFailed);
+          const f = FastReceive.create(this.tun, this.writer, eliminator, sources, onTunFailed);
           if (f === undefined) return undefined;
-          f.native.setTunBusy(this.writer.isWaiting);
           this.fastPaths.add(f);
           f.onClosed = () => this.fastPaths.delete(f);
           return f;

@@ -140,8 +140,8 @@ export interface NativeAddon {
    * virtio_net_hdr checkVnetPacket refuses; 2 spoofed source; 3 link-local source. Absent from addons built before it.
    */
   classifyPacket?(packet: Buffer, vnetHdrBytes: number, sources: Buffer | null): number;
-  /** Absent from addons built before it. onTunFailed: a copy of a packet the TUN did not take, and the errno. */
-  FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer, errno: number) => void) => NativeFastPath;
+  /** Absent from addons built before it. onTunFailed: a copy of a packet the TUN did not take. */
+  FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer) => void) => NativeFastPath;
   constants: {
     SOL_SOCKET: number;
     IPPROTO_TCP: number;

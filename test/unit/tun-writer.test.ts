@@ -131,6 +131,25 @@ describe('TunWriter', () => {
     assert.deepEqual(w.stats.refused, { [BAD_VNET_HDR]: 2 });
   });
 
+  it('says when a backlog starts and when it is written out (the native receive path holds back meanwhile)', () => {
+    const tun = new RecordingTun(0);
+    tun.eagainWrites = 2;
+    const w = new TunWriter(tun, 1 << 20, quiet);
+    const told: boolean[] = [];
+    w.onWaiting = (waiting) => told.push(waiting);
+    w.write([numbered(1)]);
+    assert.deepEqual(told, [true]);
+    assert.equal(w.isWaiting, true);
+    w.write([numbered(2)]);
+    tun.becomeWritable(); // EAGAIN again: still waiting, not told it is over
+    assert.equal(w.isWaiting, true);
+    assert.ok(!told.includes(false));
+    tun.becomeWritable();
+    assert.deepEqual(told.at(-1), false);
+    assert.equal(w.isWaiting, false);
+    assert.deepEqual(numbers(tun.written, 0), [1, 2]);
+  });
+
   it('what waits in the backlog is a copy: the buffer a packet came in (a link read buffer) may be overwritten', () => {
     const tun = new RecordingTun(0);
     tun.eagainWrites = 1;
