@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "fastpath.h"
 #include "reader.h"
+#include "sendpath.h"
 #include "tun.h"
 
 namespace dptcp {
@@ -140,6 +141,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("FastPath", FastPath::Init(env));
   exports.Set("classifyPacket", Napi::Function::New(env, ClassifyPacketJs, "classifyPacket"));
   exports.Set("SocketReader", SocketReader::Init(env));
+  exports.Set("SendPath", SendPath::Init(env));
+  exports.Set("flowHash", Napi::Function::New(env, FlowHashJs, "flowHash"));
   exports.Set("Aead", Aead::Init(env));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt, "setsockoptInt"));
   exports.Set("sendSome", Napi::Function::New(env, SendSome, "sendSome"));

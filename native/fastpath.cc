@@ -177,7 +177,7 @@ FastPath::~FastPath() = default;
 
 // The prefixes of a setSources buffer: 20 bytes each (family 4 or 6, prefix
 // length, 2 zero bytes, the address in 16 bytes).
-static std::vector<SourceNet> ParseSources(Napi::Env env, Napi::Buffer<uint8_t> b) {
+std::vector<SourceNet> ParseSources(Napi::Env env, Napi::Buffer<uint8_t> b) {
   if (b.Length() % 20 != 0) throw Napi::RangeError::New(env, "sources: 20 bytes per prefix");
   std::vector<SourceNet> nets;
   for (size_t at = 0; at < b.Length(); at += 20) {
@@ -230,7 +230,7 @@ Napi::Value FastPath::Close(const Napi::CallbackInfo& info) {
 }
 
 // The first `prefix` bits of `address` (4 or 16 bytes) equal those of one of the nets of its family.
-static bool Matches(const std::vector<SourceNet>& nets, const uint8_t* address, uint8_t family) {
+bool Matches(const std::vector<SourceNet>& nets, const uint8_t* address, uint8_t family) {
   for (const SourceNet& n : nets) {
     if (n.family != family) continue;
     int bits = n.prefix;

@@ -38,6 +38,13 @@ struct SourceNet {
   uint8_t bytes[16];
 };
 
+// The prefixes of a setSources buffer (src/core/fast-path.ts encodeSources):
+// 20 bytes each (family 4 or 6, prefix length, 2 zero bytes, the address in 16
+// bytes); a RangeError if it is not one.
+std::vector<SourceNet> ParseSources(Napi::Env env, Napi::Buffer<uint8_t> b);
+// `address` (4 or 16 bytes of `family`) lies in one of `nets`.
+bool Matches(const std::vector<SourceNet>& nets, const uint8_t* address, uint8_t family);
+
 // What the checks of src/tun/vnet-hdr.ts (checkVnetPacket) and src/core/ip.ts
 // (sourceIn) make of `packet` (vnetHdrBytes 0 or 10; `nets` null: any source):
 // 0 it may go to the TUN on the native path, 1 its virtio_net_hdr is one

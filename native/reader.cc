@@ -70,6 +70,7 @@ SocketReader::SocketReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<So
     CloseInternal();
     throw ErrnoError(env, -rc, "uv_poll_start", "watching socket fd " + std::to_string(fd));
   }
+  TagObject(env, info.This().As<Napi::Object>(), &kSocketReaderTag);
 }
 
 SocketReader::~SocketReader() { CloseInternal(); }

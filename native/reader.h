@@ -20,6 +20,8 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   static Napi::Function Init(Napi::Env env);
   explicit SocketReader(const Napi::CallbackInfo& info);
   ~SocketReader() override;
+  // The reader's own descriptor of the socket (a dup); -1 once closed. The native send path sends on it.
+  int Fd() const { return fd_; }
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);

@@ -1,4 +1,5 @@
 #include "tun.h"
+#include "sendpath.h"
 #include "tags.h"
 
 #include <arpa/inet.h>
@@ -66,6 +67,7 @@ Napi::Function Tun::Init(Napi::Env env) {
                          InstanceMethod<&Tun::SetArena>("setArena"),
                          InstanceMethod<&Tun::WriteBatch>("writeBatch"),
                          InstanceMethod<&Tun::WaitWritable>("waitWritable"),
+                         InstanceMethod<&Tun::SetSendPath>("setSendPath"),
                          InstanceMethod<&Tun::Close>("close"),
                      });
 }
@@ -435,7 +437,11 @@ void Tun::HandleReadable() {
     off += headroom_ + got;
   }
   Napi::Env env(env_);  // OnPoll holds the HandleScope
-  if (n > 0) CallJs(onRead_, {Napi::Number::New(env, static_cast<double>(n))});
+  // The send path takes what it can from the start; JavaScript gets the rest (onRead(count, start)).
+  size_t start = n > 0 && send_ != nullptr ? send_->Send(arena_, lengths_, n, headroom_) : 0;
+  if (start < n) {
+    CallJs(onRead_, {Napi::Number::New(env, static_cast<double>(n)), Napi::Number::New(env, static_cast<double>(start))});
+  }
   if (err != 0 && fd_ >= 0) {
     // EBADFD: the device went away under us; the caller decides what that means.
     CallJs(onError_, {ErrnoError(env, err, "read", "reading from " + name_).Value()});
@@ -471,6 +477,24 @@ void Tun::CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_v
   }
 }
 
+// setSendPath(path: SendPath | null): the native send path that takes the
+// packets at the start of each batch it can send (sendpath.h); null: none,
+// every packet goes to onRead.
+Napi::Value Tun::SetSendPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || (!info[0].IsNull() && !HasTag(env, info[0], &kSendPathTag))) {
+    throw Napi::TypeError::New(env, "setSendPath(path: SendPath | null)");
+  }
+  if (info[0].IsNull()) {
+    send_ = nullptr;
+    sendRef_.Reset();
+  } else {
+    sendRef_ = Napi::Persistent(info[0].As<Napi::Object>());
+    send_ = Napi::ObjectWrap<SendPath>::Unwrap(info[0].As<Napi::Object>());
+  }
+  return env.Undefined();
+}
+
 // Order matters: stop watching the fd before closing it, so epoll never holds
 // a descriptor number that could be reused by the next open().
 void Tun::CloseInternal() {
@@ -497,6 +521,7 @@ void Tun::CloseInternal() {
   }
   arena_ = nullptr;
   lengths_ = nullptr;
+  send_ = nullptr;
   // The callbacks hold the caller's device object, which holds this one: kept, they would be a
   // cycle through a GC root, and a closed device and its arenas would never be freed. (Safe during
   // a callback: MakeCallback holds the function it runs.) Not while the environment is torn down.
@@ -504,6 +529,7 @@ void Tun::CloseInternal() {
     onRead_.Reset();
     onError_.Reset();
     onWritable_.Reset();
+    sendRef_.Reset();
     arenaRef_.Reset();
     lengthsRef_.Reset();
   }

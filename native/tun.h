@@ -4,6 +4,8 @@
 
 namespace dptcp {
 
+class SendPath;
+
 // sizeof(struct virtio_net_hdr) of <linux/virtio_net.h>, which does not compile as C++.
 constexpr int kVirtioNetHdrBytes = 10;
 
@@ -32,6 +34,7 @@ class Tun : public Napi::ObjectWrap<Tun> {
   Napi::Value SetArena(const Napi::CallbackInfo& info);
   Napi::Value WriteBatch(const Napi::CallbackInfo& info);
   Napi::Value WaitWritable(const Napi::CallbackInfo& info);
+  Napi::Value SetSendPath(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
@@ -70,6 +73,9 @@ class Tun : public Napi::ObjectWrap<Tun> {
   Napi::FunctionReference onRead_;
   Napi::FunctionReference onError_;
   Napi::FunctionReference onWritable_;
+  // The native send path (setSendPath): it takes the packets at the start of each batch it can send.
+  Napi::ObjectReference sendRef_;
+  SendPath* send_ = nullptr;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;
 };
 

@@ -12,6 +12,8 @@ export interface PacketBatch {
   readonly arena: Buffer;
   readonly lengths: Uint32Array;
   readonly count: number;
+  /** The first packet to route: those before it were sent by the native send path (absent: 0). */
+  readonly start?: number;
   readonly headroom: number;
   /**
    * During the onBatch call: keeps this batch's arena from later reads until

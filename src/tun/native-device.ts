@@ -131,15 +131,16 @@ export class NativeTunDevice implements TunDevice {
 
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void {
     const pin = (): (() => void) | undefined => this.pin();
-    const batch = { arena: this.arenas[0] as Buffer, lengths: this.lengths, count: 0, headroom: this.opts.headroom, pin };
+    const batch = { arena: this.arenas[0] as Buffer, lengths: this.lengths, count: 0, start: 0, headroom: this.opts.headroom, pin };
     this.tun.startReading(
       batch.arena,
       this.lengths,
       this.opts.headroom,
       this.maxPacket,
-      (count) => {
+      (count, start) => {
         batch.arena = this.arenas[this.current] as Buffer;
         batch.count = count;
+        batch.start = start;
         this.delivering = true;
         try {
           onBatch(batch);

@@ -20,15 +20,17 @@ export interface NativeTun {
   /** TUNSETOFFLOAD with TUN_F_* flags. */
   setOffload(flags: number): void;
   /**
-   * One onRead(count) per batch: packet i sits in `arena` after `headroom`
-   * bytes, packets packed one after another; `lengths[i]` is its size.
+   * One onRead(count, start) per batch: packet i sits in `arena` after
+   * `headroom` bytes, packets packed one after another; `lengths[i]` is its
+   * size. Packets before `start` were sent by the send path (setSendPath);
+   * a batch it sent whole calls no onRead.
    */
   startReading(
     arena: Buffer,
     lengths: Uint32Array,
     headroom: number,
     maxPacket: number,
-    onRead: (count: number) => void,
+    onRead: (count: number, start: number) => void,
     onError: (err: Error) => void,
   ): void;
   stopReading(): void;
@@ -36,6 +38,8 @@ export interface NativeTun {
   setArena(arena: Buffer): void;
   /** Writes packets[start..] in order; returns the index of the first not written. */
   writeBatch(packets: readonly Buffer[], start: number): number;
+  /** The native send path that takes the packets at the start of each batch it can send; null: none. Absent from addons built before it. */
+  setSendPath?(path: NativeSendPath | null): void;
   /** cb runs once, when the device next accepts writes. */
   waitWritable(cb: () => void): void;
   /** Idempotent. Removes the device with its addresses and routes. */
@@ -98,6 +102,23 @@ export interface NativeFastPath {
 }
 
 /**
+ * The tunnel's native send path (native/sendpath.h): the packets at the start
+ * of a TUN batch, numbered, framed and sent on every link of one session,
+ * while each link takes writes at once.
+ */
+export interface NativeSendPath {
+  /**
+   * Sends for one session: `seq` its next sequence number (shared), `routes`
+   * the prefixes of its destinations (encodeSources; null: any), a reader, a
+   * flag (1: takes writes at once) and counters (tx packets, tx bytes) per
+   * link, offload packets over `splitBytes` IP bytes left to TypeScript (0: none).
+   */
+  arm(seq: Float64Array, routes: Buffer | null, readers: NativeSocketReader[], flags: Uint8Array, linkCounters: Float64Array[], splitBytes: number): void;
+  disarm(): void;
+  close(): void;
+}
+
+/**
  * One direction's AEAD key (AES-256-GCM or ChaCha20-Poly1305, OpenSSL EVP).
  * The text is buffer[textStart, +textLength), its 16-byte tag right after it,
  * the additional data buffer[aadStart, +16); nonce: 4 zero bytes and the
@@ -142,6 +163,23 @@ export interface NativeAddon {
   classifyPacket?(packet: Buffer, vnetHdrBytes: number, sources: Buffer | null): number;
   /** Absent from addons built before it. onTunFailed: a copy of a packet the TUN did not take. */
   FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer) => void) => NativeFastPath;
+  /**
+   * Absent from addons built before it. onRest(frame, results): a copy of a
+   * frame some links did not take whole, with (link index, bytes taken or
+   * -errno) pairs.
+   */
+  SendPath?: new (
+    tun: NativeTun,
+    vnetHdrBytes: number,
+    counters: Float64Array,
+    flowBytes: Uint32Array,
+    flowState: Float64Array,
+    seed: number,
+    hrOffsetMs: number,
+    onRest: (frame: Buffer, results: Int32Array) => void,
+  ) => NativeSendPath;
+  /** core/flows.ts flowHash in C++ (tests). */
+  flowHash?(packet: Buffer, seed: number): number;
   constants: {
     SOL_SOCKET: number;
     IPPROTO_TCP: number;

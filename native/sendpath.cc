@@ -1,0 +1,311 @@
+#include "sendpath.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "errors.h"
+#include "reader.h"
+#include "tags.h"
+
+namespace dptcp {
+
+namespace {
+
+constexpr uint8_t kVersion = 2;
+constexpr uint8_t kTypeData = 3;
+constexpr size_t kDataHeaderBytes = 16;
+// flows.ts: SPARSE_BYTES, DECAY_MS, URGENT_MAX_PACKET_BYTES are not needed here
+// (the path sends at once whatever the verdict); the counting and halving are.
+constexpr double kDecayMs = 100;
+
+inline int32_t Be32s(const uint8_t* p) {
+  return static_cast<int32_t>((static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
+                              (static_cast<uint32_t>(p[2]) << 8) | p[3]);
+}
+
+inline uint32_t Mix(uint32_t h, uint32_t v) { return ((h ^ v) * 0x01000193u) ^ (h >> 15); }
+
+// One send(2) of the whole frame: its length if the socket took it all, else
+// what it took (0: none, EAGAIN) or -errno.
+int32_t SendFrame(int fd, const uint8_t* frame, size_t len) {
+  ssize_t r;
+  do {
+    r = send(fd, frame, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (r < 0 && errno == EINTR);
+  if (r >= 0) return static_cast<int32_t>(r);
+  return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+}
+
+}  // namespace
+
+uint32_t FlowHash(const uint8_t* p, size_t len, int32_t seed) {
+  uint32_t h = 0x811c9dc5u ^ static_cast<uint32_t>(seed);
+  if (len == 0) return 0;
+  int version = p[0] >> 4;
+  uint8_t proto;
+  long l4;
+  if (version == 4 && len >= 20) {
+    proto = p[9];
+    h = Mix(h, static_cast<uint32_t>(Be32s(p + 12)));
+    h = Mix(h, static_cast<uint32_t>(Be32s(p + 16)));
+    l4 = (p[0] & 0x0f) << 2;
+    if ((((p[6] << 8) | p[7]) & 0x1fff) != 0) l4 = -1;
+  } else if (version == 6 && len >= 40) {
+    proto = p[6];
+    for (int i = 8; i < 40; i += 4) h = Mix(h, static_cast<uint32_t>(Be32s(p + i)));
+    l4 = 40;
+  } else {
+    return 0;
+  }
+  h = Mix(h, proto);
+  if (l4 >= 0 && (proto == 6 || proto == 17 || proto == 132 || proto == 136) && static_cast<size_t>(l4) + 4 <= len) {
+    h = Mix(h, static_cast<uint32_t>(Be32s(p + l4)));
+  }
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+Napi::Value FlowHashJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsNumber()) {
+    throw Napi::TypeError::New(env, "flowHash(packet: Buffer, seed: number)");
+  }
+  Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
+  return Napi::Number::New(env, FlowHash(b.Data(), b.Length(), info[1].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Function SendPath::Init(Napi::Env env) {
+  return DefineClass(env, "SendPath",
+                     {
+                         InstanceMethod<&SendPath::Arm>("arm"),
+                         InstanceMethod<&SendPath::Disarm>("disarm"),
+                         InstanceMethod<&SendPath::Close>("close"),
+                     });
+}
+
+// new SendPath(tun, vnetHdrBytes, counters, flowBytes, flowState, seed, hrOffsetMs, onRest):
+// counters a Float64Array (SendCounter); flowBytes the FlowClassifier's
+// Uint32Array(4096), flowState its Float64Array [last halving, performance.now()
+// ms], seed its hash seed; hrOffsetMs what uv_hrtime() ms less performance.now()
+// is; onRest(frame: Buffer, results: Int32Array) gets a copy of a frame some
+// links did not take whole, with (link index, bytes taken or -errno) pairs.
+// The Tun is only checked: it is the Tun that holds the path (setSendPath).
+SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(info) {
+  Napi::Env env = info.Env();
+  env_ = env;
+  if (info.Length() < 8 || !info[1].IsNumber() || !info[4].IsTypedArray() || !info[5].IsNumber() ||
+      !info[6].IsNumber() || !info[7].IsFunction()) {
+    throw Napi::TypeError::New(
+        env, "new SendPath(tun, vnetHdrBytes, counters, flowBytes, flowState, seed, hrOffsetMs, onRest)");
+  }
+  if (!HasTag(env, info[0], &kTunTag)) throw Napi::TypeError::New(env, "SendPath: tun is not a Tun");
+  double vnet = info[1].As<Napi::Number>().DoubleValue();
+  if (vnet != 0 && vnet != kVirtioNetHdrBytes) throw Napi::RangeError::New(env, "SendPath: vnetHdrBytes is 0 or 10");
+  Napi::Float64Array counters = CounterArray(env, info[2], kSendCounters, "SendPath");
+  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[3].As<Napi::Uint32Array>().ElementLength() != kFlowBuckets) {
+    throw Napi::TypeError::New(env, "SendPath: flowBytes is a Uint32Array(4096)");
+  }
+  Napi::Float64Array flowState = CounterArray(env, info[4], 1, "SendPath flowState");
+  asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "dptcp:SendPath");
+  vnetHdrBytes_ = static_cast<size_t>(vnet);
+  countersRef_ = Napi::Persistent(counters);
+  counters_ = counters.Data();
+  Napi::Uint32Array flowBytes = info[3].As<Napi::Uint32Array>();
+  flowBytesRef_ = Napi::Persistent(flowBytes);
+  flowBytes_ = flowBytes.Data();
+  flowStateRef_ = Napi::Persistent(flowState);
+  flowState_ = flowState.Data();
+  seed_ = info[5].As<Napi::Number>().Int32Value();
+  hrOffsetMs_ = info[6].As<Napi::Number>().DoubleValue();
+  onRest_ = Napi::Persistent(info[7].As<Napi::Function>());
+  TagObject(env, info.This().As<Napi::Object>(), &kSendPathTag);
+}
+
+SendPath::~SendPath() = default;
+
+// arm(seq, routes, readers, flags, linkCounters, splitBytes): sends for one
+// session from now on. seq: its Float64Array(1), the next sequence number
+// (TypeScript's takeSeq reads and bumps the same one); routes: the prefixes
+// its packets' destinations lie in (encodeSources), null: any; readers: the
+// SocketReader of each of its links that is up, flags: a Uint8Array, 1 at
+// index i while link i takes writes at once (TypeScript keeps it so),
+// linkCounters: a Float64Array (SendLinkCounter) per link; splitBytes:
+// offload packets with more IP bytes than this are TypeScript's (it cuts
+// them), 0: none are. Replaces what an earlier arm set.
+Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || (!info[1].IsNull() && !info[1].IsBuffer()) || !info[2].IsArray() ||
+      !info[3].IsTypedArray() || !info[4].IsArray() || !info[5].IsNumber()) {
+    throw Napi::TypeError::New(env, "arm(seq, routes: Buffer | null, readers, flags, linkCounters, splitBytes)");
+  }
+  if (closed_) throw Napi::Error::New(env, "arm: the send path is closed");
+  Napi::Float64Array seq = CounterArray(env, info[0], 1, "arm seq");
+  std::vector<SourceNet> routes;
+  if (!info[1].IsNull()) routes = ParseSources(env, info[1].As<Napi::Buffer<uint8_t>>());
+  Napi::Array readers = info[2].As<Napi::Array>();
+  Napi::Array linkCounters = info[4].As<Napi::Array>();
+  if (info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(env, "arm: flags is a Uint8Array");
+  }
+  Napi::Uint8Array flags = info[3].As<Napi::Uint8Array>();
+  if (flags.ElementLength() < readers.Length() || linkCounters.Length() != readers.Length()) {
+    throw Napi::RangeError::New(env, "arm: a flag and counters for every reader");
+  }
+  double split = info[5].As<Napi::Number>().DoubleValue();
+  if (!(split >= 0)) throw Napi::RangeError::New(env, "arm: splitBytes is 0 or more");
+  std::vector<LinkOut> links;
+  for (uint32_t i = 0; i < readers.Length(); i++) {
+    Napi::Value r = readers.Get(i);
+    if (!HasTag(env, r, &kSocketReaderTag)) throw Napi::TypeError::New(env, "arm: a reader is not a SocketReader");
+    Napi::Float64Array c = CounterArray(env, linkCounters.Get(i), kSendLinkCounters, "arm linkCounters");
+    LinkOut l;
+    l.readerRef = Napi::Persistent(r.As<Napi::Object>());
+    l.reader = Napi::ObjectWrap<SocketReader>::Unwrap(r.As<Napi::Object>());
+    l.countersRef = Napi::Persistent(c);
+    l.counters = c.Data();
+    links.push_back(std::move(l));
+  }
+  seqRef_ = Napi::Persistent(seq);
+  seq_ = seq.Data();
+  anyDestination_ = info[1].IsNull();
+  routes_ = std::move(routes);
+  links_ = std::move(links);
+  flagsRef_ = Napi::Persistent(flags);
+  flags_ = flags.Data();
+  splitBytes_ = static_cast<size_t>(split);
+  armed_ = !links_.empty();
+  return env.Undefined();
+}
+
+// disarm(): sends nothing until armed again; lets go of the session's objects.
+Napi::Value SendPath::Disarm(const Napi::CallbackInfo& info) {
+  armed_ = false;
+  links_.clear();
+  routes_.clear();
+  seqRef_.Reset();
+  seq_ = nullptr;
+  flagsRef_.Reset();
+  flags_ = nullptr;
+  return info.Env().Undefined();
+}
+
+// close(): disarmed for good. Idempotent.
+Napi::Value SendPath::Close(const Napi::CallbackInfo& info) {
+  Disarm(info);
+  closed_ = true;
+  onRest_.Reset();
+  return info.Env().Undefined();
+}
+
+// FlowClassifier.decay, on the shared table.
+void SendPath::Decay(double nowMs) {
+  double last = flowState_[0];
+  if (nowMs - last < kDecayMs) return;
+  double periods = std::floor((nowMs - last) / kDecayMs);
+  if (periods > 32) periods = 32;
+  flowState_[0] = periods >= 32 ? nowMs : last + periods * kDecayMs;
+  if (periods >= 32) {
+    std::memset(flowBytes_, 0, kFlowBuckets * sizeof(uint32_t));
+    return;
+  }
+  int shift = static_cast<int>(periods);
+  for (size_t i = 0; i < kFlowBuckets; i++) flowBytes_[i] >>= shift;
+}
+
+// FlowClassifier.urgent's counting (its verdict matters only to a link's queue).
+void SendPath::CountFlow(const uint8_t* ip, size_t len) {
+  uint32_t h = FlowHash(ip, len, seed_) & (kFlowBuckets - 1);
+  uint64_t sent = static_cast<uint64_t>(flowBytes_[h]) + len;
+  flowBytes_[h] = sent > 0xffffffffu ? 0xffffffffu : static_cast<uint32_t>(sent);
+}
+
+// AllowedIps.route found this session: the destination lies in its routes.
+bool SendPath::Routed(const uint8_t* ip, size_t len) const {
+  if (len == 0) return false;
+  int version = ip[0] >> 4;
+  if (version == 4 && len >= 20) return anyDestination_ || Matches(routes_, ip + 16, 4);
+  if (version == 6 && len >= 40) return anyDestination_ || Matches(routes_, ip + 24, 6);
+  return false;
+}
+
+size_t SendPath::Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t headroom) {
+  if (!armed_ || closed_ || headroom < kDataHeaderBytes) return 0;
+  Decay(static_cast<double>(uv_hrtime()) / 1e6 - hrOffsetMs_);
+  std::vector<int32_t> rest;
+  size_t off = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = lengths[i];
+    for (size_t k = 0; k < links_.size(); k++) {
+      if (flags_[k] != 1 || links_[k].reader->Fd() < 0) return i;
+    }
+    if (len <= vnetHdrBytes_) return i;
+    uint8_t* packet = arena + off + headroom;
+    const uint8_t* ip = packet + vnetHdrBytes_;
+    size_t ipLen = len - vnetHdrBytes_;
+    if (vnetHdrBytes_ > 0 && splitBytes_ > 0 && ipLen > splitBytes_) return i;
+    if (!Routed(ip, ipLen)) return i;
+    double seq = seq_[0];
+    if (!(seq >= 1 && seq < 9007199254740991.0)) return i;
+    seq_[0] = seq + 1;
+    CountFlow(ip, ipLen);
+    // The DATA header (docs/protocol.md) in the headroom in front of the packet.
+    uint8_t* frame = packet - kDataHeaderBytes;
+    uint32_t length = static_cast<uint32_t>(12 + len);
+    frame[0] = static_cast<uint8_t>(length >> 24);
+    frame[1] = static_cast<uint8_t>(length >> 16);
+    frame[2] = static_cast<uint8_t>(length >> 8);
+    frame[3] = static_cast<uint8_t>(length);
+    frame[4] = kVersion;
+    frame[5] = kTypeData;
+    frame[6] = 0;
+    frame[7] = 0;
+    uint64_t s = static_cast<uint64_t>(seq);
+    for (int b = 0; b < 8; b++) frame[8 + b] = static_cast<uint8_t>(s >> (56 - 8 * b));
+    size_t frameLen = kDataHeaderBytes + len;
+    for (size_t k = 0; k < links_.size(); k++) {
+      int32_t r = SendFrame(links_[k].reader->Fd(), frame, frameLen);
+      if (static_cast<size_t>(r) == frameLen && r > 0) {
+        links_[k].counters[kLinkTxPackets]++;
+        links_[k].counters[kLinkTxBytes] += static_cast<double>(frameLen);
+      } else {
+        rest.push_back(static_cast<int32_t>(k));
+        rest.push_back(r);
+      }
+    }
+    counters_[kSentPackets]++;
+    counters_[kSentBytes] += static_cast<double>(len);
+    off += headroom + len;
+    if (!rest.empty()) {
+      // JavaScript runs: nothing of this object is touched after it.
+      Rest(frame, frameLen, rest);
+      return i + 1;
+    }
+  }
+  counters_[kSentBatches]++;
+  return n;
+}
+
+// Never throws: an exception from the callback goes to 'uncaughtException'.
+void SendPath::Rest(const uint8_t* frame, size_t len, const std::vector<int32_t>& results) noexcept {
+  if (onRest_.IsEmpty()) return;
+  try {
+    Napi::Env env(env_);
+    Napi::Buffer<uint8_t> copy = Napi::Buffer<uint8_t>::Copy(env, frame, len);
+    Napi::Int32Array pairs = Napi::Int32Array::New(env, results.size());
+    std::memcpy(pairs.Data(), results.data(), results.size() * sizeof(int32_t));
+    onRest_.MakeCallback(env.Global(), {copy, pairs}, *asyncContext_);
+  } catch (...) {
+    ReportUncaught(env_, CaughtAsJs(env_, "send path callback"), "send path callback");
+  }
+}
+
+}  // namespace dptcp
