@@ -47,6 +47,11 @@ export class AllowedIps<T> {
     else list.push(prefix);
   }
 
+  /** The prefixes inserted for `value` (some may lead elsewhere since). */
+  prefixes(value: T): readonly TunnelAddress[] {
+    return this.prefixesOf.get(value) ?? [];
+  }
+
   /** Removes every prefix that leads to `value`. */
   removeValue(value: T): void {
     const list = this.prefixesOf.get(value);

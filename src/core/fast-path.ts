@@ -10,11 +10,23 @@
 // Which sessions and links use it is decided here and in Session; the addon
 // counts, and its counts are folded into the TypeScript ones (foldFast).
 // DPTCP_NATIVE_PATH=0 turns it off, the native table with it.
+//
+// The native send path (native/sendpath.h, FastSend below) is its mirror: while
+// the tunnel has one session, in open mode with duplicate scheduling, and each
+// of its links would send a frame straight to its socket, the addon numbers,
+// frames and sends the packets of each TUN batch on every link; TypeScript
+// keeps, per link, the flag that says whether it may (Link.syncSend), and
+// takes the rest of a batch from the first packet it may not send, and what a
+// socket did not take of a frame (Link.sendRest).
+import { performance } from 'node:perf_hooks';
 import { addressBytes, type TunnelAddress } from '../protocol/handshake.js';
 import type { TunDevice } from '../tun/device.js';
 import { loadAddon } from '../tun/loader.js';
-import type { NativeAddon, NativeFastPath } from '../tun/native.js';
+import type { NativeAddon, NativeFastPath, NativeSendPath, NativeTun } from '../tun/native.js';
 import { Eliminator, type EliminatorOptions, type EliminationTable } from './eliminator.js';
+import type { FlowClassifier } from './flows.js';
+import type { Link } from './link.js';
+import type { Session } from './session.js';
 import type { TunWriter } from './tun-writer.js';
 
 /** Where a link's counters sit in the Float64Array its reader adds to (native/fastpath.h LinkCounter). */
@@ -53,10 +65,15 @@ export function createEliminator(opts: EliminatorOptions, shared: boolean): Elim
 }
 
 let hrOffsetMs: number | undefined;
-/** performance.now() of a time the addon took with uv_hrtime() (ms): both count from the same monotonic clock. */
-export function hrToPerfMs(hrMs: number): number {
+/** uv_hrtime() ms less performance.now(): both count from the same monotonic clock. */
+function hrOffset(): number {
   hrOffsetMs ??= Number(process.hrtime.bigint()) / 1e6 - performance.now();
-  return hrMs - hrOffsetMs;
+  return hrOffsetMs;
+}
+
+/** performance.now() of a time the addon took with uv_hrtime() (ms). */
+export function hrToPerfMs(hrMs: number): number {
+  return hrMs - hrOffset();
 }
 
 /** The prefixes as FastPath.setSources takes them: 20 bytes each. */
@@ -118,5 +135,97 @@ export class FastReceive {
     this.native.close();
     this.onClosed?.();
     this.onClosed = undefined;
+  }
+}
+
+/** The tunnel's send counters (native/sendpath.h SendCounter): TUN packets and bytes sent natively, and batches sent whole. */
+const SEND_COUNTERS = 3;
+/** A link's (SendLinkCounter): frames and bytes sent on it. */
+const SEND_LINK_COUNTERS = 2;
+
+/** What the tunnel counts of the TUN reads (TunnelStats). */
+export interface TunReadStats {
+  tunRxPackets: number;
+  tunRxBytes: number;
+  tunRxBatches: number;
+}
+
+/** The tunnel's native send path: armed for its one session while it can use it. */
+export class FastSend {
+  private session: Session | undefined;
+  private links: Link[] = [];
+
+  private constructor(
+    private readonly native: NativeSendPath,
+    private readonly tun: NativeTun,
+    private readonly counters: Float64Array,
+  ) {}
+
+  /**
+   * The send path of `tun` (counting flows in `flows`, as TypeScript does), or
+   * undefined where there is none (no addon, turned off, the tests' fake TUN).
+   */
+  static create(tun: TunDevice, flows: FlowClassifier): FastSend | undefined {
+    const a = nativeAddon();
+    const nativeTun = tun.native;
+    if (a?.SendPath === undefined || nativeTun?.setSendPath === undefined) return undefined;
+    const counters = new Float64Array(SEND_COUNTERS);
+    const box: { path?: FastSend } = {};
+    const native = new a.SendPath(nativeTun, tun.vnetHdrBytes, counters, flows.bytes, flows.state, flows.seed, hrOffset(), (frame, results) => box.path?.rest(frame, results));
+    box.path = new FastSend(native, nativeTun, counters);
+    nativeTun.setSendPath(native);
+    return box.path;
+  }
+
+  /**
+   * Sends for `sole` (the tunnel's one confirmed session and its routes) if it
+   * can: open mode, duplicate scheduling, no links sharing a path, none paced
+   * so slowly that offload packets are cut (Session.splitBytes), and every
+   * link that is up read by the addon (its descriptor is the reader's). Else
+   * for nobody. Called whenever one of those may have changed.
+   */
+  arm(sole: { session: Session; prefixes: readonly TunnelAddress[] } | undefined, stats: TunReadStats): void {
+    this.fold(stats);
+    for (const l of this.links) l.bindSend(undefined);
+    this.links = [];
+    this.session = undefined;
+    const s = sole?.session;
+    const links = s === undefined ? [] : s.upLinks();
+    const readers = links.map((l) => l.nativeReader);
+    if (s === undefined || s.isClosed || s.keys !== undefined || s.mode !== 'duplicate' || s.sharesPaths || s.splitBytes !== undefined || links.length === 0 || readers.some((r) => r === undefined)) {
+      this.native.disarm();
+      return;
+    }
+    const flags = new Uint8Array(links.length);
+    const counters = links.map(() => new Float64Array(SEND_LINK_COUNTERS));
+    this.native.arm(s.seqBox, encodeSources((sole as { prefixes: readonly TunnelAddress[] }).prefixes), readers as NonNullable<(typeof readers)[number]>[], flags, counters, 0);
+    this.session = s;
+    this.links = links;
+    links.forEach((l, i) => l.bindSend(flags, i, counters[i]));
+  }
+
+  /** What the addon sent since the last fold, into the tunnel's, the session's and the links' stats. */
+  fold(stats: TunReadStats): void {
+    for (const l of this.links) l.foldSend();
+    const c = this.counters;
+    const packets = c[0] as number;
+    if (packets === 0 && c[2] === 0) return;
+    stats.tunRxPackets += packets;
+    stats.tunRxBytes += c[1] as number;
+    stats.tunRxBatches += c[2] as number;
+    if (this.session !== undefined) this.session.stats.txPackets += packets;
+    c.fill(0);
+  }
+
+  /** A frame the links listed in `results` (index, bytes taken or -errno) did not take whole. */
+  private rest(frame: Buffer, results: Int32Array): void {
+    const now = performance.now();
+    for (let i = 0; i + 1 < results.length; i += 2) this.links[results[i] as number]?.sendRest(frame, results[i + 1] as number, now);
+  }
+
+  close(stats: TunReadStats): void {
+    this.arm(undefined, stats);
+    this.native.close();
+    this.tun.setSendPath?.(null);
   }
 }

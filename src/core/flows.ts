@@ -21,18 +21,21 @@ export const URGENT_MAX_PACKET_BYTES = 1500;
 const SEED = randomBytes(4).readInt32BE(0);
 
 export class FlowClassifier {
-  private readonly bytes = new Uint32Array(FLOW_BUCKETS);
-  private lastDecayMs = 0;
+  /** Bytes per bucket. Shared with the native send path (core/fast-path.ts), which counts its packets here too. */
+  readonly bytes = new Uint32Array(FLOW_BUCKETS);
+  /** [when the counters last halved (performance.now() ms)]: shared as `bytes` is. */
+  readonly state = new Float64Array(1);
 
   /** `seed`: the hash's (flowHash); the process's own unless a test fixes it. */
-  constructor(private readonly seed = SEED) {}
+  constructor(readonly seed = SEED) {}
 
   /** Halves every counter once per DECAY_MS (called with each batch). */
   decay(nowMs: number): void {
-    if (nowMs - this.lastDecayMs < DECAY_MS) return;
-    const periods = Math.min(32, Math.floor((nowMs - this.lastDecayMs) / DECAY_MS));
+    const last = this.state[0] as number;
+    if (nowMs - last < DECAY_MS) return;
+    const periods = Math.min(32, Math.floor((nowMs - last) / DECAY_MS));
     // The part of a period left over counts toward the next: batches 150 ms apart halve every 100 ms on average, not every 150.
-    this.lastDecayMs = periods >= 32 ? nowMs : this.lastDecayMs + periods * DECAY_MS;
+    this.state[0] = periods >= 32 ? nowMs : last + periods * DECAY_MS;
     const b = this.bytes;
     // A shift count is taken mod 32: `x >>> 32` is x, not 0.
     if (periods >= 32) {

@@ -210,6 +210,8 @@ export class LinkStats {
   rxBytes = 0;
   /** Of rxFrames, the DATA frames the native receive path took (core/fast-path.ts). */
   nativeFrames = 0;
+  /** DATA frames the native send path sent on this link (open mode, duplicate scheduling, one session). */
+  nativeSentFrames = 0;
   /** DATA frames whose copy on this link was the first to arrive. */
   firstCopies = 0;
   /** Copies eliminated because another link delivered the packet first. */
@@ -489,6 +491,15 @@ export class Link {
   /** What the native receive path counts for this link while armed (fast-path.ts LinkCounter). */
   private fastCounters: Float64Array | undefined;
   private fastPath: NativeFastPath | undefined;
+  /**
+   * The native send path's flag for this link (fast-path.ts FastSend): 1 while
+   * what is sent now goes straight to the socket (sendsAtOnce, and nothing in
+   * Node's writer), so the addon may send on it; kept so by syncSend after
+   * every change. With the counters of what it sent here.
+   */
+  private sendFlags: Uint8Array | undefined;
+  private sendSlot = 0;
+  private sendCounters: Float64Array | undefined;
   private queue: Queued[] = [];
   private queueHead = 0;
   private queuedBytes = 0;
@@ -560,7 +571,10 @@ export class Link {
     });
     if (!this.readNatively()) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());
-    socket.on('error', (e) => this.log.debug('socket error', { link: opts.name, error: errorMessage(e) }));
+    socket.on('error', (e) => {
+      this.syncSend();
+      this.log.debug('socket error', { link: opts.name, error: errorMessage(e) });
+    });
     socket.on('close', () => this.finish('connection closed'));
     socket.on('end', () => this.finish('peer closed the connection'));
   }
@@ -632,10 +646,12 @@ export class Link {
     }
     if (error !== undefined) {
       this.socket.destroy(error);
+      this.syncSend();
       return;
     }
     const code = getSystemErrorName(-errno);
     this.socket.destroy(Object.assign(new Error(`read: ${code}`), { code, errno: -errno, syscall: 'read' }));
+    this.syncSend();
   }
 
   /**
@@ -773,6 +789,7 @@ export class Link {
       this.queue.push({ buf, t: nowMs, packets, striped, release, plain });
       this.queuedBytes += buf.length;
     }
+    this.syncSend();
     return true;
   }
 
@@ -819,15 +836,75 @@ export class Link {
     // Looked up each time: a destroyed socket has no handle, and its descriptor number may be another's by now.
     const fd = socketFd(this.socket);
     if (send === null || fd === undefined || this.socket.destroyed || this.socket.writableLength > 0) return 0;
-    const n = send(fd, buf);
+    return this.sentNatively(send(fd, buf));
+  }
+
+  /** What one send(2) did (bytes taken, or -errno): counted; a failure destroys the socket, with that error as the reason. */
+  private sentNatively(n: number): number {
     if (n >= 0) {
       this.stats.directBytes += n;
       return n;
     }
-    // send(2) reported (and so cleared) the socket's error: the socket is done, with that error as the reason.
+    // send(2) reported (and so cleared) the socket's error: the socket is done.
     const code = getSystemErrorName(n);
     this.socket.destroy(Object.assign(new Error(`send: ${code}`), { code, errno: n, syscall: 'send' }));
     return -1;
+  }
+
+  /**
+   * The native send path's (fast-path.ts FastSend): `flags[slot]` says
+   * whether it may send on this link, `counters` (tx packets, tx bytes) what
+   * it sent. undefined: it no longer sends here (what it counted is folded).
+   */
+  bindSend(flags: Uint8Array | undefined, slot = 0, counters?: Float64Array): void {
+    this.foldSend();
+    this.sendFlags = flags;
+    this.sendSlot = slot;
+    this.sendCounters = counters;
+    this.syncSend();
+  }
+
+  /** The native reader of this link's socket (the send path sends on its descriptor), if it has one. */
+  get nativeReader(): NativeSocketReader | undefined {
+    return this.reader;
+  }
+
+  /**
+   * The native send path may send on this link exactly while sendsAtOnce holds
+   * and Node's writer holds nothing: a byte sent past what either holds would
+   * land in the middle of the stream. Called after everything that changes one of them.
+   */
+  private syncSend(): void {
+    const flags = this.sendFlags;
+    if (flags === undefined) return;
+    const s = this.socket;
+    flags[this.sendSlot] =
+      this.state === 'up' && this.sendsAtOnce() && this.unsentCap === undefined && !s.destroyed && !s.writableEnded && s.writableLength === 0 && this.reader !== undefined ? 1 : 0;
+  }
+
+  /** What the native send path sent on this link, into its stats. */
+  foldSend(): void {
+    const c = this.sendCounters;
+    if (c === undefined || c[0] === 0) return;
+    const bytes = c[1] as number;
+    this.stats.txPackets += c[0] as number;
+    this.stats.nativeSentFrames += c[0] as number;
+    this.stats.txBytes += bytes;
+    this.stats.directBytes += bytes;
+    this.bytesOut += bytes;
+    c[0] = 0;
+    c[1] = 0;
+  }
+
+  /**
+   * The native send path sent a frame on the other links, and this one took
+   * only `sent` bytes of it (0: none; negative: send(2) failed, -errno): the
+   * rest goes as write() sends a frame it cut, ahead of anything else. `frame` is ours.
+   */
+  sendRest(frame: Buffer, sent: number, nowMs: number): void {
+    if (this.state !== 'up') return;
+    this.foldSend();
+    this.requeue(this.write(frame, 1, false, nowMs, undefined, undefined, undefined, sent), false);
   }
 
   /**
@@ -951,6 +1028,7 @@ export class Link {
 
   /** The peer has read `bytes` of this connection: what it covers is through. */
   onAck(bytes: number, nowMs: number): void {
+    this.foldSend(); // bytesOut: what the native send path sent counts
     if (bytes > this.bytesOut) throw new ProtocolError(`ACK of ${bytes} bytes: only ${this.bytesOut} sent`);
     // An older ACK overtaken by a newer one (the newer took the urgent lane): nothing new.
     if (bytes <= this.ackedOut) return;
@@ -1038,6 +1116,7 @@ export class Link {
       this.queue.push((this.queuedAck = { buf: frame, t: Infinity, packets: 0, striped: false }));
       this.queuedBytes += frame.length;
     }
+    this.syncSend();
   }
 
   /** Control frames are never dropped: they are small and carry the link's health. Returns the frame if it waits in the queue. */
@@ -1066,6 +1145,7 @@ export class Link {
     this.queue.push(item);
     this.queuedBytes += frame.length;
     this.controlBytes += frame.length;
+    this.syncSend();
     return item;
   }
 
@@ -1208,6 +1288,7 @@ export class Link {
   private finish(reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.syncSend();
     // Nothing more is delivered from this connection, by either path.
     this.armFast(undefined);
     this.dropQueue();
@@ -1264,9 +1345,16 @@ export class Link {
    * (OutFrames.rest). `release` (a queued view of a pinned batch) runs once
    * the bytes are written or lost.
    */
-  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void, plain?: Buffer): Queued | undefined {
+  private write(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void, plain?: Buffer, alreadySent?: number): Queued | undefined {
+    const tail = this.writeOut(buf, packets, striped, nowMs, shared, release, plain, alreadySent);
+    this.syncSend();
+    return tail;
+  }
+
+  /** write(); `alreadySent`: the native send path sent that much of `buf` (a whole frame) already, or failed with -errno. */
+  private writeOut(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void, plain?: Buffer, alreadySent?: number): Queued | undefined {
     let limit = buf.length;
-    if (this.unsentCap !== undefined) {
+    if (this.unsentCap !== undefined && alreadySent === undefined) {
       const room = this.unsentRoom(this.unsentCap);
       if (room <= 0) {
         // Nothing leaves now: the whole of it waits at the head of our queue (a copy if it is shared).
@@ -1287,7 +1375,7 @@ export class Link {
       this.retainedBytes += kept.length;
       this.retainBudget?.add(kept.length);
     }
-    const sent = this.sendDirect(limit < buf.length ? buf.subarray(0, limit) : buf);
+    const sent = alreadySent === undefined ? this.sendDirect(limit < buf.length ? buf.subarray(0, limit) : buf) : this.sentNatively(alreadySent);
     if (sent === buf.length || sent < 0) {
       if (sent < 0 && !striped) {
         // The socket failed (and is being destroyed): these copies are lost on this link. Striped
@@ -1344,6 +1432,7 @@ export class Link {
    */
   private waitUnsent(unsent: number): void {
     this.writable = false;
+    this.syncSend();
     if (this.unsentTimer !== undefined) return;
     const cap = this.unsentCap ?? 0;
     const bytesPerMs = (this.paceKbit ?? 8) / 8; // kbit/s is bits per ms
@@ -1370,11 +1459,13 @@ export class Link {
     if (urgent) {
       this.urgent.unshift(tail);
       this.urgentBytes += tail.buf.length;
+      this.syncSend();
       return;
     }
     if (this.queueHead > 0) this.queue[--this.queueHead] = tail;
     else this.queue.unshift(tail);
     this.queuedBytes += tail.buf.length;
+    this.syncSend();
   }
 
   private onDrain(): void {
@@ -1429,6 +1520,7 @@ export class Link {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
+    this.syncSend();
   }
 
   /** `item` was handed to write(), which gave back `tail`: if any of its data left, its wait is a queue delay sample. */

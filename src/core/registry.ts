@@ -92,6 +92,17 @@ export class Registry {
     for (const p of prefixes) this.routes.insert(p, s);
   }
 
+  /**
+   * The one confirmed session, with the prefixes it routes, when there is
+   * exactly one: then every packet whose destination lies in them is its
+   * (the native send path routes so); undefined when there are none or several.
+   */
+  sole(): { session: Session; prefixes: readonly TunnelAddress[] } | undefined {
+    if (this.sessions.size - this.unconfirmed.size !== 1) return undefined;
+    for (const s of this.sessions) if (!this.unconfirmed.has(s)) return { session: s, prefixes: this.routes.prefixes(s) };
+    return undefined;
+  }
+
   /** The confirmed session holding one of these tunnel addresses, if any. */
   holder(addresses: readonly TunnelAddress[]): Session | undefined {
     for (const a of addresses) {

@@ -143,7 +143,8 @@ export class Session implements LinkHandler {
   readonly retainBudget: RetainBudget;
   /** When the last link went away (server: for idle expiry). */
   lastLinkLossMs = performance.now();
-  private nextSeq = 1;
+  /** [the next sequence number]: shared with the native send path, which numbers the packets it sends. */
+  readonly seqBox = new Float64Array([1]);
   /** Bytes of given-back records that may be sealed again. */
   private readonly reseal = new TokenBucket(RESEND_BURST_BYTES, RESEND_BYTES_PER_MS);
   /** Given-back data waiting for a link or for `reseal`, oldest first, with the link that gave it back. */
@@ -176,6 +177,8 @@ export class Session implements LinkHandler {
   /** The native receive path, once a link could use it (armFast). */
   private fast: FastReceive | undefined;
   private nativePath: NativePathFactory | undefined;
+  /** Its links, their paths or its mode changed, or it closed (the tunnel re-arms its native send path). */
+  onPathsChanged: () => void = () => {};
   /** Called when a link leaves the session (for redial or bookkeeping). */
   onLinkClosed: (link: Link, reason: string) => void = () => {};
   /** Keyed: handshake frames in clear on this session's links go to the role. */
@@ -226,6 +229,7 @@ export class Session implements LinkHandler {
     this.schedMode = m;
     this.reorder = m === 'duplicate' ? undefined : new ReorderBuffer();
     for (const link of this.links.values()) this.armFast(link);
+    this.onPathsChanged();
   }
 
   /** Server: a packet from the peer must come from one of `prefixes` (undefined: from anywhere); `ipOffset`: bytes before its IP header. */
@@ -390,7 +394,9 @@ export class Session implements LinkHandler {
 
   /** Numbers a packet (its DATA header is written by the caller). */
   takeSeq(): number {
-    return this.nextSeq++;
+    const seq = this.seqBox[0] as number;
+    this.seqBox[0] = seq + 1;
+    return seq;
   }
 
   private fanOutSealed(keys: KeyRing, frames: Buffer, count: number, nowMs: number, urgent: boolean, striped: boolean, onLink: Link | undefined): void {
@@ -600,6 +606,12 @@ export class Session implements LinkHandler {
     this.sharedPaths = paths.size < up;
     const bytes = Math.floor((slowest * 125 * SPLIT_MS) / 1000);
     this.splitBytes = bytes < MAX_OFFLOAD_PAYLOAD ? bytes : undefined;
+    this.onPathsChanged();
+  }
+
+  /** Some up links share a path (connections_per_link): copies are spread over them, not sent on each. */
+  get sharesPaths(): boolean {
+    return this.sharedPaths;
   }
 
   /**
@@ -845,6 +857,7 @@ export class Session implements LinkHandler {
       this.fast.close();
     }
     this.keys?.clear();
+    this.onPathsChanged();
     // What waited to be sent again goes with the session (counted dropped); its budget leaves the tunnel's.
     for (const { r } of this.deferred) this.stats.dropsNoLink += r.packets;
     this.deferred = [];

@@ -13,7 +13,7 @@ import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
 import { splitGso } from '../tun/gso-split.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
-import { FastReceive } from './fast-path.js';
+import { FastReceive, FastSend } from './fast-path.js';
 import { FlowClassifier } from './flows.js';
 import { hostPrefixes } from './ip.js';
 import { RetainBudget, TUNNEL_RETAIN_MAX_BYTES, type Link, type LinkStats } from './link.js';
@@ -99,6 +99,8 @@ export class Tunnel {
   private timers: NodeJS.Timeout[] = [];
   /** The sessions' native receive paths (core/fast-path.ts), told when the TUN writer holds a backlog. */
   private readonly fastPaths = new Set<FastReceive>();
+  /** The native send path (core/fast-path.ts), once reading; armed for the one session while it can use it. */
+  private fastSend: FastSend | undefined;
   private closed = false;
 
   constructor(
@@ -124,6 +126,8 @@ export class Tunnel {
         this.onFatal(err);
       },
     );
+    this.fastSend = FastSend.create(this.tun, this.flows);
+    this.armSend();
     const t = this.timing;
     const tickMs = Math.max(10, Math.min(t.keepaliveIntervalMs / 2, t.eliminationTtlMs / CHECKPOINTS_PER_TTL));
     this.timers.push(setInterval(() => this.tick(), tickMs));
@@ -162,8 +166,15 @@ export class Tunnel {
       this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),
       keys,
     );
+    s.onPathsChanged = () => this.armSend();
     this.registry.add(s, peer);
     return s;
+  }
+
+  /** The native send path serves the tunnel's one confirmed session, when it has one that it can serve. */
+  private armSend(): void {
+    if (this.closed) return;
+    this.fastSend?.arm(this.registry.sole(), this.stats);
   }
 
   /**
@@ -173,6 +184,7 @@ export class Tunnel {
    */
   register(s: Session, prefixes: readonly TunnelAddress[] = hostPrefixes(s.peerAddresses)): void {
     this.registry.confirm(s, prefixes);
+    this.armSend();
   }
 
   /** The confirmed session holding one of these addresses, if any. */
@@ -183,15 +195,19 @@ export class Tunnel {
   removeSession(s: Session, code: CloseCode, reason: string): void {
     s.close(code, reason);
     this.registry.remove(s);
+    this.armSend();
   }
 
+  /** Packets from batch.start on: those before it were sent by the native send path (counted there). */
   private onBatch(batch: PacketBatch): void {
     const now = performance.now();
+    const start = batch.start ?? 0;
+    this.fastSend?.fold(this.stats);
     this.stats.tunRxBatches++;
-    this.stats.tunRxPackets += batch.count;
-    for (let i = 0; i < batch.count; i++) this.stats.tunRxBytes += batch.lengths[i] as number;
-    if (this.sessions.size === 0) this.stats.dropsNoSession += batch.count;
-    else this.routeBatch(batch, now);
+    this.stats.tunRxPackets += batch.count - start;
+    for (let i = start; i < batch.count; i++) this.stats.tunRxBytes += batch.lengths[i] as number;
+    if (this.sessions.size === 0) this.stats.dropsNoSession += batch.count - start;
+    else this.routeBatch(batch, now, start);
   }
 
   /**
@@ -202,7 +218,7 @@ export class Tunnel {
    * seals (or copies) its share in one go, and several sessions each send one
    * buffer — one sealed record per 32 KiB — not one record per packet.
    */
-  private routeBatch(batch: PacketBatch, now: number): void {
+  private routeBatch(batch: PacketBatch, now: number, start: number): void {
     const { arena, lengths, count, headroom } = batch;
     const gathering = this.gathering;
     const listed = this.gatheringCount;
@@ -210,7 +226,8 @@ export class Tunnel {
     const vnet = this.tun.vnetHdrBytes;
     this.flows.decay(now);
     let off = 0;
-    for (let i = 0; i < count; i++) {
+    for (let i = 0; i < start; i++) off += headroom + (lengths[i] as number);
+    for (let i = start; i < count; i++) {
       const len = lengths[i] as number;
       const frameStart = off + headroom - DATA_HEADER_BYTES;
       const frameEnd = off + headroom + len;
@@ -333,11 +350,13 @@ export class Tunnel {
   }
 
   private tick(): void {
+    this.fastSend?.fold(this.stats);
     const now = performance.now();
     for (const s of this.sessions) s.tick(now);
   }
 
   snapshot(): TunnelSnapshot {
+    this.fastSend?.fold(this.stats);
     for (const s of this.sessions) s.foldFast();
     return {
       uptimeMs: Math.round(performance.now() - this.startedMs),
@@ -385,6 +404,7 @@ export class Tunnel {
   }
 
   logStats(): void {
+    this.fastSend?.fold(this.stats);
     for (const s of this.sessions) s.foldFast();
     for (const s of this.sessions) {
       const e = s.eliminator;
@@ -422,6 +442,8 @@ export class Tunnel {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.fastSend?.close(this.stats);
+    this.fastSend = undefined;
     for (const s of [...this.sessions]) this.removeSession(s, CloseCode.Shutdown, reason);
     this.tun.close();
   }
