@@ -95,8 +95,9 @@ Napi::Function SendPath::Init(Napi::Env env) {
 // counters a Float64Array (SendCounter); flowBytes the FlowClassifier's
 // Uint32Array(4096), flowState its Float64Array [last halving, performance.now()
 // ms], seed its hash seed; hrOffsetMs what uv_hrtime() ms less performance.now()
-// is; onRest(frame: Buffer, results: Int32Array) gets a copy of a frame some
-// links did not take whole, with (link index, bytes taken or -errno) pairs.
+// is; onRest(rests: Buffer[], info: Int32Array) gets, for each link that did
+// not take a run whole, a copy of it from the frame its send stopped in, and in
+// info (link index, bytes of that copy taken, or 0, or -errno; frames in it).
 // The Tun is only checked: it is the Tun that holds the path (setSendPath).
 SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(info) {
   Napi::Env env = info.Env();
@@ -126,6 +127,7 @@ SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(
   flowState_ = flowState.Data();
   seed_ = info[5].As<Napi::Number>().Int32Value();
   hrOffsetMs_ = info[6].As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(hrOffsetMs_)) throw Napi::RangeError::New(env, "SendPath: hrOffsetMs is a finite number");
   onRest_ = Napi::Persistent(info[7].As<Napi::Function>());
   TagObject(env, info.This().As<Napi::Object>(), &kSendPathTag);
 }
@@ -148,6 +150,8 @@ Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "arm(seq, routes: Buffer | null, readers, flags, linkCounters, splitBytes)");
   }
   if (closed_) throw Napi::Error::New(env, "arm: the send path is closed");
+  // Nothing is sent for the previous session's links whatever happens below.
+  armed_ = false;
   Napi::Float64Array seq = CounterArray(env, info[0], 1, "arm seq");
   std::vector<SourceNet> routes;
   if (!info[1].IsNull()) routes = ParseSources(env, info[1].As<Napi::Buffer<uint8_t>>());
@@ -161,7 +165,7 @@ Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "arm: a flag and counters for every reader");
   }
   double split = info[5].As<Napi::Number>().DoubleValue();
-  if (!(split >= 0)) throw Napi::RangeError::New(env, "arm: splitBytes is 0 or more");
+  if (!(split >= 0 && split <= 1e9)) throw Napi::RangeError::New(env, "arm: splitBytes is 0 to 1e9");
   std::vector<LinkOut> links;
   for (uint32_t i = 0; i < readers.Length(); i++) {
     Napi::Value r = readers.Get(i);
@@ -238,23 +242,27 @@ bool SendPath::Routed(const uint8_t* ip, size_t len) const {
 }
 
 size_t SendPath::Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t headroom) {
-  if (!armed_ || closed_ || headroom < kDataHeaderBytes) return 0;
+  // Only on the tunnel's layout: the headroom is exactly a DATA header, so frames lie back to back.
+  if (!armed_ || closed_ || headroom != kDataHeaderBytes) return 0;
+  for (size_t k = 0; k < links_.size(); k++) {
+    if (flags_[k] != 1 || links_[k].reader->Fd() < 0) return 0;
+  }
   Decay(static_cast<double>(uv_hrtime()) / 1e6 - hrOffsetMs_);
-  std::vector<int32_t> rest;
+  // The packets it takes, framed in place: their frames lie back to back (the headroom is
+  // exactly a DATA header), one run from the first frame's header to the last packet's end.
+  uint8_t* run = arena + headroom - kDataHeaderBytes;
   size_t off = 0;
-  for (size_t i = 0; i < n; i++) {
-    size_t len = lengths[i];
-    for (size_t k = 0; k < links_.size(); k++) {
-      if (flags_[k] != 1 || links_[k].reader->Fd() < 0) return i;
-    }
-    if (len <= vnetHdrBytes_) return i;
+  size_t taken = 0;
+  for (; taken < n; taken++) {
+    size_t len = lengths[taken];
+    if (len <= vnetHdrBytes_) break;
     uint8_t* packet = arena + off + headroom;
     const uint8_t* ip = packet + vnetHdrBytes_;
     size_t ipLen = len - vnetHdrBytes_;
-    if (vnetHdrBytes_ > 0 && splitBytes_ > 0 && ipLen > splitBytes_) return i;
-    if (!Routed(ip, ipLen)) return i;
+    if (vnetHdrBytes_ > 0 && splitBytes_ > 0 && ipLen > splitBytes_) break;
+    if (!Routed(ip, ipLen)) break;
     double seq = seq_[0];
-    if (!(seq >= 1 && seq < 9007199254740991.0)) return i;
+    if (!(seq >= 1 && seq < 9007199254740991.0)) break;
     seq_[0] = seq + 1;
     CountFlow(ip, ipLen);
     // The DATA header (docs/protocol.md) in the headroom in front of the packet.
@@ -268,41 +276,67 @@ size_t SendPath::Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t 
     frame[5] = kTypeData;
     frame[6] = 0;
     frame[7] = 0;
-    uint64_t s = static_cast<uint64_t>(seq);
-    for (int b = 0; b < 8; b++) frame[8 + b] = static_cast<uint8_t>(s >> (56 - 8 * b));
-    size_t frameLen = kDataHeaderBytes + len;
-    for (size_t k = 0; k < links_.size(); k++) {
-      int32_t r = SendFrame(links_[k].reader->Fd(), frame, frameLen);
-      if (static_cast<size_t>(r) == frameLen && r > 0) {
-        links_[k].counters[kLinkTxPackets]++;
-        links_[k].counters[kLinkTxBytes] += static_cast<double>(frameLen);
-      } else {
-        rest.push_back(static_cast<int32_t>(k));
-        rest.push_back(r);
-      }
-    }
+    uint64_t sq = static_cast<uint64_t>(seq);
+    for (int b = 0; b < 8; b++) frame[8 + b] = static_cast<uint8_t>(sq >> (56 - 8 * b));
     counters_[kSentPackets]++;
     counters_[kSentBytes] += static_cast<double>(len);
     off += headroom + len;
-    if (!rest.empty()) {
-      // JavaScript runs: nothing of this object is touched after it.
-      Rest(frame, frameLen, rest);
-      return i + 1;
-    }
   }
-  counters_[kSentBatches]++;
-  return n;
+  if (taken == 0) return 0;
+  size_t runLen = off;
+  // One send(2) per link for the whole run. What a link did not take whole: from the frame
+  // its send stopped in (or the whole run, if it failed), a copy for TypeScript.
+  std::vector<RestOf> rests;
+  for (size_t k = 0; k < links_.size(); k++) {
+    int32_t r = SendFrame(links_[k].reader->Fd(), run, runLen);
+    if (r > 0 && static_cast<size_t>(r) == runLen) {
+      links_[k].counters[kLinkTxPackets] += static_cast<double>(taken);
+      links_[k].counters[kLinkTxBytes] += static_cast<double>(runLen);
+      continue;
+    }
+    size_t from = 0;
+    size_t whole = 0;
+    if (r > 0) {
+      // The frames it took whole are sent and counted here; the one it stopped in and the rest are TypeScript's.
+      size_t at = 0;
+      for (size_t i = 0; i < taken; i++) {
+        size_t f = kDataHeaderBytes + lengths[i];
+        if (at + f > static_cast<size_t>(r)) break;
+        at += f;
+        whole++;
+      }
+      from = at;
+      links_[k].counters[kLinkTxPackets] += static_cast<double>(whole);
+      links_[k].counters[kLinkTxBytes] += static_cast<double>(from);
+    }
+    RestOf rest;
+    rest.link = static_cast<int32_t>(k);
+    rest.from = from;
+    rest.sent = r > 0 ? r - static_cast<int32_t>(from) : r;
+    rest.packets = static_cast<int32_t>(taken - whole);
+    rests.push_back(rest);
+  }
+  if (taken == n) counters_[kSentBatches]++;
+  // JavaScript runs: nothing of this object is touched after it.
+  if (!rests.empty()) Rest(run, runLen, rests);
+  return taken;
 }
 
 // Never throws: an exception from the callback goes to 'uncaughtException'.
-void SendPath::Rest(const uint8_t* frame, size_t len, const std::vector<int32_t>& results) noexcept {
+void SendPath::Rest(const uint8_t* run, size_t runLen, const std::vector<RestOf>& rests) noexcept {
   if (onRest_.IsEmpty()) return;
   try {
     Napi::Env env(env_);
-    Napi::Buffer<uint8_t> copy = Napi::Buffer<uint8_t>::Copy(env, frame, len);
-    Napi::Int32Array pairs = Napi::Int32Array::New(env, results.size());
-    std::memcpy(pairs.Data(), results.data(), results.size() * sizeof(int32_t));
-    onRest_.MakeCallback(env.Global(), {copy, pairs}, *asyncContext_);
+    Napi::Array bufs = Napi::Array::New(env, rests.size());
+    Napi::Int32Array info = Napi::Int32Array::New(env, rests.size() * 3);
+    for (size_t i = 0; i < rests.size(); i++) {
+      const RestOf& r = rests[i];
+      bufs.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, run + r.from, runLen - r.from));
+      info[i * 3] = r.link;
+      info[i * 3 + 1] = r.sent;
+      info[i * 3 + 2] = r.packets;
+    }
+    onRest_.MakeCallback(env.Global(), {bufs, info}, *asyncContext_);
   } catch (...) {
     ReportUncaught(env_, CaughtAsJs(env_, "send path callback"), "send path callback");
   }

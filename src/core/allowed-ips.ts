@@ -47,9 +47,20 @@ export class AllowedIps<T> {
     else list.push(prefix);
   }
 
-  /** The prefixes inserted for `value` (some may lead elsewhere since). */
-  prefixes(value: T): readonly TunnelAddress[] {
-    return this.prefixesOf.get(value) ?? [];
+  /** The prefixes that lead to `value` now (of those inserted for it, some may lead elsewhere since). */
+  prefixes(value: T): TunnelAddress[] {
+    return (this.prefixesOf.get(value) ?? []).filter((p) => this.exact(p)?.value === value);
+  }
+
+  /** The node of exactly `prefix`, if the trie has one. */
+  private exact(prefix: TunnelAddress): Node<T> | undefined {
+    const bytes = addressBytes(prefix);
+    let n: Node<T> | undefined = prefix.family === 4 ? this.v4 : this.v6;
+    for (let i = 0; i < prefix.prefix && n !== undefined; i++) {
+      const bit = ((bytes[i >> 3] as number) >> (7 - (i & 7))) & 1;
+      n = bit === 0 ? n.zero : n.one;
+    }
+    return n;
   }
 
   /** Removes every prefix that leads to `value`. */

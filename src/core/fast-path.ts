@@ -171,7 +171,7 @@ export class FastSend {
     if (a?.SendPath === undefined || nativeTun?.setSendPath === undefined) return undefined;
     const counters = new Float64Array(SEND_COUNTERS);
     const box: { path?: FastSend } = {};
-    const native = new a.SendPath(nativeTun, tun.vnetHdrBytes, counters, flows.bytes, flows.state, flows.seed, hrOffset(), (frame, results) => box.path?.rest(frame, results));
+    const native = new a.SendPath(nativeTun, tun.vnetHdrBytes, counters, flows.bytes, flows.state, flows.seed, hrOffset(), (rests, info) => box.path?.rest(rests, info));
     box.path = new FastSend(native, nativeTun, counters);
     nativeTun.setSendPath(native);
     return box.path;
@@ -180,22 +180,21 @@ export class FastSend {
   /**
    * Sends for `sole` (the tunnel's one confirmed session and its routes) if it
    * can: open mode, duplicate scheduling, no links sharing a path, none paced
-   * so slowly that offload packets are cut (Session.splitBytes), and every
+   * (their sockets' unsent bytes are bounded: Link.unsentCap), and every
    * link that is up read by the addon (its descriptor is the reader's). Else
    * for nobody. Called whenever one of those may have changed.
    */
   arm(sole: { session: Session; prefixes: readonly TunnelAddress[] } | undefined, stats: TunReadStats): void {
     this.fold(stats);
+    // Off first: the flags of the links let go below are no longer kept.
+    this.native.disarm();
     for (const l of this.links) l.bindSend(undefined);
     this.links = [];
     this.session = undefined;
     const s = sole?.session;
     const links = s === undefined ? [] : s.upLinks();
     const readers = links.map((l) => l.nativeReader);
-    if (s === undefined || s.isClosed || s.keys !== undefined || s.mode !== 'duplicate' || s.sharesPaths || s.splitBytes !== undefined || links.length === 0 || readers.some((r) => r === undefined)) {
-      this.native.disarm();
-      return;
-    }
+    if (s === undefined || s.isClosed || s.keys !== undefined || s.mode !== 'duplicate' || s.sharesPaths || s.splitBytes !== undefined || links.length === 0 || links.some((l) => l.unsentCap !== undefined) || readers.some((r) => r === undefined)) return;
     const flags = new Uint8Array(links.length);
     const counters = links.map(() => new Float64Array(SEND_LINK_COUNTERS));
     this.native.arm(s.seqBox, encodeSources((sole as { prefixes: readonly TunnelAddress[] }).prefixes), readers as NonNullable<(typeof readers)[number]>[], flags, counters, 0);
@@ -217,10 +216,11 @@ export class FastSend {
     c.fill(0);
   }
 
-  /** A frame the links listed in `results` (index, bytes taken or -errno) did not take whole. */
-  private rest(frame: Buffer, results: Int32Array): void {
+  /** What links did not take whole of a run: rests[i] for the link at info[3i], which took info[3i+1] bytes of it; info[3i+2] frames. */
+  private rest(rests: Buffer[], info: Int32Array): void {
     const now = performance.now();
-    for (let i = 0; i + 1 < results.length; i += 2) this.links[results[i] as number]?.sendRest(frame, results[i + 1] as number, now);
+    const links = this.links; // as armed when the addon sent: a link's sendRest must not shift the others'
+    for (let i = 0; i < rests.length; i++) links[info[i * 3] as number]?.sendRest(rests[i] as Buffer, info[i * 3 + 1] as number, info[i * 3 + 2] as number, now);
   }
 
   close(stats: TunReadStats): void {

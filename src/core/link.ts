@@ -897,14 +897,15 @@ export class Link {
   }
 
   /**
-   * The native send path sent a frame on the other links, and this one took
-   * only `sent` bytes of it (0: none; negative: send(2) failed, -errno): the
-   * rest goes as write() sends a frame it cut, ahead of anything else. `frame` is ours.
+   * The native send path sent a run of frames on this link, and it took only
+   * `sent` bytes of `frames`, `packets` whole frames from the one it stopped
+   * in (0: none; negative: send(2) failed, -errno): the rest goes as write()
+   * sends what it cut, ahead of anything else. `frames` is ours.
    */
-  sendRest(frame: Buffer, sent: number, nowMs: number): void {
+  sendRest(frames: Buffer, sent: number, packets: number, nowMs: number): void {
     if (this.state !== 'up') return;
     this.foldSend();
-    this.requeue(this.write(frame, 1, false, nowMs, undefined, undefined, undefined, sent), false);
+    this.requeue(this.write(frames, packets, false, nowMs, undefined, undefined, undefined, sent), false);
   }
 
   /**

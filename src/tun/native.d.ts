@@ -164,9 +164,10 @@ export interface NativeAddon {
   /** Absent from addons built before it. onTunFailed: a copy of a packet the TUN did not take. */
   FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer) => void) => NativeFastPath;
   /**
-   * Absent from addons built before it. onRest(frame, results): a copy of a
-   * frame some links did not take whole, with (link index, bytes taken or
-   * -errno) pairs.
+   * Absent from addons built before it. onRest(rests, info): for each link
+   * that did not take a run of frames whole, a copy of it from the frame its
+   * send stopped in, and in info (link index, bytes of that copy taken — 0:
+   * none, negative: -errno, the send failed — frames in it).
    */
   SendPath?: new (
     tun: NativeTun,
@@ -176,7 +177,7 @@ export interface NativeAddon {
     flowState: Float64Array,
     seed: number,
     hrOffsetMs: number,
-    onRest: (frame: Buffer, results: Int32Array) => void,
+    onRest: (rests: Buffer[], info: Int32Array) => void,
   ) => NativeSendPath;
   /** core/flows.ts flowHash in C++ (tests). */
   flowHash?(packet: Buffer, seed: number): number;

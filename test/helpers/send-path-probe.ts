@@ -81,9 +81,9 @@ async function link(id: number): Promise<{ peer: Socket; link: Link; view: PeerV
   s.attach(l);
   // Counts the frames the native path handed back part-sent or unsent (sendRest).
   const sendRest = l.sendRest.bind(l);
-  l.sendRest = (frame, sent, nowMs) => {
+  l.sendRest = (frames, sent, packets, nowMs) => {
     view.rests.push(sent);
-    sendRest(frame, sent, nowMs);
+    sendRest(frames, sent, packets, nowMs);
   };
   return { peer, link: l, view };
 }

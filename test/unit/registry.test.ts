@@ -26,6 +26,29 @@ function packetTo(dst: string): Buffer {
 }
 
 describe('Registry', () => {
+  it('sole: the one confirmed session and exactly the prefixes that lead to it (the native send path routes by them)', () => {
+    const r = new Registry();
+    const c1 = session(v4('10.0.0.2'));
+    const c2 = session(v4('10.0.0.3'));
+    const c3 = session(v4('10.0.0.2'), v4('10.0.0.3'));
+    r.add(c1, undefined);
+    assert.equal(r.sole(), undefined, 'none confirmed');
+    r.confirm(c1, [v4('10.0.0.2')]);
+    assert.deepEqual(r.sole(), { session: c1, prefixes: [v4('10.0.0.2')] });
+    r.add(c2, undefined);
+    assert.equal(r.sole()?.session, c1, 'an unconfirmed one routes nothing');
+    r.confirm(c2, [v4('10.0.0.3')]);
+    assert.equal(r.sole(), undefined, 'two confirmed');
+    // A third takes over both addresses; the first goes; then the third: 10.0.0.3 led to the
+    // third and went with it, so the second, sole again, routes nothing there (as route() says).
+    r.add(c3, undefined);
+    r.confirm(c3, [v4('10.0.0.2'), v4('10.0.0.3')]);
+    r.remove(c1);
+    r.remove(c3);
+    assert.equal(r.route(packetTo('10.0.0.3'), 0), undefined);
+    assert.deepEqual(r.sole(), { session: c2, prefixes: [] });
+  });
+
   it('an unconfirmed session holds no address and routes nothing', () => {
     const r = new Registry();
     const alice = peer('alice', 1, [v4('10.0.0.2')]);
