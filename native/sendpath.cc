@@ -96,8 +96,8 @@ Napi::Function SendPath::Init(Napi::Env env) {
 // Uint32Array(4096), flowState its Float64Array [last halving, performance.now()
 // ms], seed its hash seed; hrOffsetMs what uv_hrtime() ms less performance.now()
 // is; onRest(rests: Buffer[], info: Int32Array) gets, for each link that did
-// not take a run whole, a copy of it from the frame its send stopped in, and in
-// info (link index, bytes of that copy taken, or 0, or -errno; frames in it).
+// not take a frame whole, a copy of it, and in info (link index, bytes of it
+// taken, or 0, or -errno; frames in it: 1).
 // The Tun is only checked: it is the Tun that holds the path (setSendPath).
 SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(info) {
   Napi::Env env = info.Env();
@@ -242,15 +242,14 @@ bool SendPath::Routed(const uint8_t* ip, size_t len) const {
 }
 
 size_t SendPath::Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t headroom) {
-  // Only on the tunnel's layout: the headroom is exactly a DATA header, so frames lie back to back.
-  if (!armed_ || closed_ || headroom != kDataHeaderBytes) return 0;
+  if (!armed_ || closed_ || headroom < kDataHeaderBytes) return 0;
   for (size_t k = 0; k < links_.size(); k++) {
     if (flags_[k] != 1 || links_[k].reader->Fd() < 0) return 0;
   }
   Decay(static_cast<double>(uv_hrtime()) / 1e6 - hrOffsetMs_);
-  // The packets it takes, framed in place: their frames lie back to back (the headroom is
-  // exactly a DATA header), one run from the first frame's header to the last packet's end.
-  uint8_t* run = arena + headroom - kDataHeaderBytes;
+  // One send(2) per frame and link (measured: one send of the whole run per link, whose rest is
+  // then copied for TypeScript when a socket takes part of it, moved less and held more memory).
+  std::vector<RestOf> rests;
   size_t off = 0;
   size_t taken = 0;
   for (; taken < n; taken++) {
@@ -278,52 +277,37 @@ size_t SendPath::Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t 
     frame[7] = 0;
     uint64_t sq = static_cast<uint64_t>(seq);
     for (int b = 0; b < 8; b++) frame[8 + b] = static_cast<uint8_t>(sq >> (56 - 8 * b));
+    size_t frameLen = kDataHeaderBytes + len;
     counters_[kSentPackets]++;
     counters_[kSentBytes] += static_cast<double>(len);
     off += headroom + len;
-  }
-  if (taken == 0) return 0;
-  size_t runLen = off;
-  // One send(2) per link for the whole run. What a link did not take whole: from the frame
-  // its send stopped in (or the whole run, if it failed), a copy for TypeScript.
-  std::vector<RestOf> rests;
-  for (size_t k = 0; k < links_.size(); k++) {
-    int32_t r = SendFrame(links_[k].reader->Fd(), run, runLen);
-    if (r > 0 && static_cast<size_t>(r) == runLen) {
-      links_[k].counters[kLinkTxPackets] += static_cast<double>(taken);
-      links_[k].counters[kLinkTxBytes] += static_cast<double>(runLen);
-      continue;
-    }
-    size_t from = 0;
-    size_t whole = 0;
-    if (r > 0) {
-      // The frames it took whole are sent and counted here; the one it stopped in and the rest are TypeScript's.
-      size_t at = 0;
-      for (size_t i = 0; i < taken; i++) {
-        size_t f = kDataHeaderBytes + lengths[i];
-        if (at + f > static_cast<size_t>(r)) break;
-        at += f;
-        whole++;
+    for (size_t k = 0; k < links_.size(); k++) {
+      int32_t r = SendFrame(links_[k].reader->Fd(), frame, frameLen);
+      if (r > 0 && static_cast<size_t>(r) == frameLen) {
+        links_[k].counters[kLinkTxPackets]++;
+        links_[k].counters[kLinkTxBytes] += static_cast<double>(frameLen);
+        continue;
       }
-      from = at;
-      links_[k].counters[kLinkTxPackets] += static_cast<double>(whole);
-      links_[k].counters[kLinkTxBytes] += static_cast<double>(from);
+      RestOf rest;
+      rest.link = static_cast<int32_t>(k);
+      rest.frame = frame;
+      rest.len = frameLen;
+      rest.sent = r;
+      rests.push_back(rest);
     }
-    RestOf rest;
-    rest.link = static_cast<int32_t>(k);
-    rest.from = from;
-    rest.sent = r > 0 ? r - static_cast<int32_t>(from) : r;
-    rest.packets = static_cast<int32_t>(taken - whole);
-    rests.push_back(rest);
+    if (!rests.empty()) {
+      taken++;
+      break;
+    }
   }
   if (taken == n) counters_[kSentBatches]++;
   // JavaScript runs: nothing of this object is touched after it.
-  if (!rests.empty()) Rest(run, runLen, rests);
+  if (!rests.empty()) Rest(rests);
   return taken;
 }
 
 // Never throws: an exception from the callback goes to 'uncaughtException'.
-void SendPath::Rest(const uint8_t* run, size_t runLen, const std::vector<RestOf>& rests) noexcept {
+void SendPath::Rest(const std::vector<RestOf>& rests) noexcept {
   if (onRest_.IsEmpty()) return;
   try {
     Napi::Env env(env_);
@@ -331,10 +315,10 @@ void SendPath::Rest(const uint8_t* run, size_t runLen, const std::vector<RestOf>
     Napi::Int32Array info = Napi::Int32Array::New(env, rests.size() * 3);
     for (size_t i = 0; i < rests.size(); i++) {
       const RestOf& r = rests[i];
-      bufs.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, run + r.from, runLen - r.from));
+      bufs.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, r.frame, r.len));
       info[i * 3] = r.link;
       info[i * 3 + 1] = r.sent;
-      info[i * 3 + 2] = r.packets;
+      info[i * 3 + 2] = 1;
     }
     onRest_.MakeCallback(env.Global(), {bufs, info}, *asyncContext_);
   } catch (...) {

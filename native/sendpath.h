@@ -29,18 +29,17 @@ uint32_t FlowHash(const uint8_t* p, size_t len, int32_t seed);
 Napi::Value FlowHashJs(const Napi::CallbackInfo& info);
 
 // The send path of the tunnel's one session, in C++: the packets at the start
-// of a TUN batch are numbered and framed in place (a DATA header in the
-// batch's headroom, so the frames lie back to back) and the run of them goes
-// with one send(2) per link, as Session.fanOut sends a batch when every link
-// takes writes at once, with no JavaScript. It stops at the first packet it
-// does not take — any when a link does not take writes at once (TypeScript
-// says which, per link, in `flags`), a destination outside the session's
-// routes, an offload packet to be cut — and that packet and the rest of the
-// batch go to TypeScript's routeBatch, in order. Of a run a socket takes only
-// in part, or not at all, the frame it stopped in and those after it go to the
-// link in TypeScript (onRest), which keeps them ahead of anything else. Whether
-// and for which session and links it is armed is decided in TypeScript
-// (src/core/fast-path.ts).
+// of a TUN batch are numbered, framed in place (a DATA header in the batch's
+// headroom) and sent with one send(2) per frame and link, as Session.fanOut
+// sends them when every link takes writes at once, with no JavaScript. It
+// stops at the first packet it does not take — any when a link does not take
+// writes at once (TypeScript says which, per link, in `flags`), a destination
+// outside the session's routes, an offload packet to be cut — and that packet
+// and the rest of the batch go to TypeScript's routeBatch, in order. A frame a
+// socket takes only in part, or not at all, goes to the link in TypeScript
+// (onRest), which keeps it ahead of anything else; the rest of the batch then
+// goes to TypeScript too. Whether and for which session and links it is armed
+// is decided in TypeScript (src/core/fast-path.ts).
 class SendPath : public Napi::ObjectWrap<SendPath> {
  public:
   static Napi::Function Init(Napi::Env env);
@@ -53,13 +52,12 @@ class SendPath : public Napi::ObjectWrap<SendPath> {
   size_t Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t headroom);
 
  private:
-  // What a link did not take whole of a run: from byte `from` on, of which it took `sent` (0
-  // none, -errno: the send failed), `packets` frames.
+  // A frame a link did not take whole: it took `sent` bytes of it (0 none, -errno: the send failed).
   struct RestOf {
     int32_t link;
-    size_t from;
+    const uint8_t* frame;
+    size_t len;
     int32_t sent;
-    int32_t packets;
   };
   struct LinkOut {
     Napi::ObjectReference readerRef;
@@ -74,7 +72,7 @@ class SendPath : public Napi::ObjectWrap<SendPath> {
   void Decay(double nowMs);
   void CountFlow(const uint8_t* ip, size_t len);
   bool Routed(const uint8_t* ip, size_t len) const;
-  void Rest(const uint8_t* run, size_t runLen, const std::vector<RestOf>& rests) noexcept;
+  void Rest(const std::vector<RestOf>& rests) noexcept;
 
   napi_env env_ = nullptr;
   size_t vnetHdrBytes_ = 0;

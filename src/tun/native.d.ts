@@ -165,9 +165,9 @@ export interface NativeAddon {
   FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer) => void) => NativeFastPath;
   /**
    * Absent from addons built before it. onRest(rests, info): for each link
-   * that did not take a run of frames whole, a copy of it from the frame its
-   * send stopped in, and in info (link index, bytes of that copy taken — 0:
-   * none, negative: -errno, the send failed — frames in it).
+   * that did not take a frame whole, a copy of it (frames, in general), and in
+   * info (link index, bytes of it taken — 0: none, negative: -errno, the
+   * send failed — frames in it).
    */
   SendPath?: new (
     tun: NativeTun,

@@ -5,38 +5,16 @@
 // the socket took at once. Real TCP over loopback; needs the built addon.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
-import { Link, OutFrames, type LinkHandler } from '../../src/core/link.js';
+import { Link, OutFrames } from '../../src/core/link.js';
 import { RecordArenas } from '../../src/core/record-arenas.js';
 import { DATA_HEADER_BYTES, encodeData, readU64, writeDataHeader } from '../../src/protocol/frame.js';
+import { socketPair, upLink } from '../helpers/loopback.js';
 import { numbered } from '../helpers/packets.js';
 import { createLogger } from '../../src/log.js';
 import { loadAddon } from '../../src/tun/loader.js';
-
-function pair(): Promise<{ server: Server; a: Socket; b: Socket }> {
-  return new Promise((resolve) => {
-    const server = createServer({ pauseOnConnect: true }, (b) => resolve({ server, a, b }));
-    let a: Socket;
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      a = connect(port, '127.0.0.1');
-    });
-  });
-}
-
-function link(socket: Socket): Link {
-  const handler: LinkHandler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} };
-  const l = new Link(
-    socket,
-    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 64 << 20, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
-    handler,
-    createLogger('error', 'client', { sink: () => {} }),
-  );
-  l.state = 'up';
-  return l;
-}
 
 /** Fills `arena` with the pattern of batch `i`. */
 function fill(arena: Buffer, i: number): void {
@@ -80,11 +58,11 @@ describe('direct sends of shared frames', () => {
   });
 
   it('one batch fanned out to a link whose peer reads and one whose peer does not: both get the original bytes', async () => {
-    const p1 = await pair();
-    const p2 = await pair();
+    const p1 = await socketPair(true);
+    const p2 = await socketPair(true);
     try {
-      const fast = link(p1.a);
-      const slow = link(p2.a);
+      const fast = upLink(p1.a, undefined, 64 << 20);
+      const slow = upLink(p2.a, undefined, 64 << 20);
       const arena = Buffer.alloc(64 * 1024);
       const sent = createHash('sha256');
       let total = 0;
@@ -118,9 +96,9 @@ describe('direct sends of shared frames', () => {
   });
 
   it('a peer that resets the connection while frames are sent: the link closes, nothing throws', async () => {
-    const { server, a, b } = await pair();
+    const { server, a, b } = await socketPair(true);
     try {
-      const l = link(a);
+      const l = upLink(a, undefined, 64 << 20);
       let closedWith = '';
       l.handler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: (_l, reason) => (closedWith = reason) };
       b.resetAndDestroy();
@@ -137,9 +115,9 @@ describe('direct sends of shared frames', () => {
     }
   });
   it('a reused buffer overwritten after every send: the peer gets every original byte in order, the socket full or not', async () => {
-    const { server, a, b } = await pair();
+    const { server, a, b } = await socketPair(true);
     try {
-      const l = link(a);
+      const l = upLink(a, undefined, 64 << 20);
       const arena = Buffer.alloc(64 * 1024);
       const sent = createHash('sha256');
       let total = 0;
@@ -176,9 +154,9 @@ describe('direct sends of shared frames', () => {
   });
 
   it('a pinnable batch: the rest of a partial send waits in the writer as the view itself, released once written', async () => {
-    const { server, a, b } = await pair();
+    const { server, a, b } = await socketPair(true);
     try {
-      const l = link(a);
+      const l = upLink(a, undefined, 64 << 20);
       const sent = createHash('sha256');
       let total = 0;
       const c = pinCounter();
@@ -208,7 +186,7 @@ describe('direct sends of shared frames', () => {
   });
 
   it('pinned frames a link drops (queue full) or loses (the link closes) are released all the same', async () => {
-    const { server, a, b } = await pair();
+    const { server, a, b } = await socketPair(true);
     try {
       const l = new Link(
         a,
@@ -233,9 +211,9 @@ describe('direct sends of shared frames', () => {
   });
 
   it('a partial send hands the writer only the frame it stopped in: the whole frames after it wait in our queue, where a ping passes them', async () => {
-    const { server, a, b } = await pair();
+    const { server, a, b } = await socketPair(true);
     try {
-      const l = link(a);
+      const l = upLink(a, undefined, 64 << 20);
       const c = pinCounter();
       // Batches of 64 DATA frames of 16 KiB packets, numbered in order, while the peer reads nothing.
       const FRAME = DATA_HEADER_BYTES + 16 * 1024;
@@ -341,9 +319,9 @@ describe('direct sends of shared frames', () => {
   });
 
   it('copies a failed send(2) loses (the peer reset the connection) are counted as dropped, not as sent', async () => {
-    const p = await pair();
+    const p = await socketPair(true);
     try {
-      const l = link(p.a);
+      const l = upLink(p.a, undefined, 64 << 20);
       // The peer resets the connection; our next send(2) fails with EPIPE or ECONNRESET.
       p.b.resetAndDestroy();
       // Blocks the loop while the RST arrives, so that the send meets it before our reader does.

@@ -4,26 +4,14 @@
 // uses it: it batches the accepted packets of a chunk and writes them then.
 // Real TCP over loopback; needs the built addon.
 import assert from 'node:assert/strict';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Link, type LinkHandler } from '../../src/core/link.js';
 import { encodeFrame, FrameType, writeDataHeader } from '../../src/protocol/frame.js';
-import { createLogger } from '../../src/log.js';
 import { loadAddon } from '../../src/tun/loader.js';
 import { until } from '../helpers/harness.js';
-
-function pair(): Promise<{ server: Server; a: Socket; b: Socket }> {
-  return new Promise((resolve) => {
-    const server = createServer((b) => resolve({ server, a, b }));
-    let a: Socket;
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      a = connect(port, '127.0.0.1');
-    });
-  });
-}
+import { socketPair, upLink } from '../helpers/loopback.js';
 
 /** A handler that keeps views of a chunk's DATA frames until the chunk ends, as a session does, then checks and counts them. */
 class Collector implements LinkHandler {
@@ -48,17 +36,6 @@ class Collector implements LinkHandler {
   }
 }
 
-function link(socket: Socket, handler: LinkHandler): Link {
-  const l = new Link(
-    socket,
-    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
-    handler,
-    createLogger('error', 'client', { sink: () => {} }),
-  );
-  l.state = 'up';
-  return l;
-}
-
 /** DATA frame number `seq` with `bytes` payload bytes, each the low byte of seq. */
 function data(seq: number, bytes: number): Buffer {
   const f = Buffer.alloc(16 + bytes, seq & 0xff);
@@ -69,9 +46,9 @@ function data(seq: number, bytes: number): Buffer {
 describe('native socket reads', () => {
   it('the addon has SocketReader, and a link over a real socket uses it', async () => {
     assert.equal(typeof loadAddon().SocketReader, 'function');
-    const p = await pair();
+    const p = await socketPair();
     try {
-      assert.equal(link(p.b, new Collector()).readsNatively, true);
+      assert.equal(upLink(p.b, new Collector()).readsNatively, true);
     } finally {
       p.a.destroy();
       p.b.destroy();
@@ -80,9 +57,9 @@ describe('native socket reads', () => {
   });
 
   it('frames split anywhere across reads arrive intact and in order, held until their chunk ends', async () => {
-    const p = await pair();
+    const p = await socketPair();
     const c = new Collector();
-    link(p.b, c);
+    upLink(p.b, c);
     try {
       // Sizes that make frames straddle reads, and chunks that complete one gathered frame and start the next.
       const frames: Buffer[] = [];
@@ -107,9 +84,9 @@ describe('native socket reads', () => {
   });
 
   it('a peer that closes: the link closes, and so does the connection (the reader gives its descriptor back)', async () => {
-    const p = await pair();
+    const p = await socketPair();
     const c = new Collector();
-    link(p.b, c);
+    upLink(p.b, c);
     let peerEnded = false;
     p.a.on('end', () => (peerEnded = true));
     p.a.resume();
@@ -127,9 +104,9 @@ describe('native socket reads', () => {
   });
 
   it('a reset connection closes the link', async () => {
-    const p = await pair();
+    const p = await socketPair();
     const c = new Collector();
-    link(p.b, c);
+    upLink(p.b, c);
     try {
       p.a.resetAndDestroy();
       await until(() => c.closed !== undefined, 'link closed', 3000);
@@ -140,11 +117,11 @@ describe('native socket reads', () => {
   });
 
   it('a reset connection is reported as ECONNRESET, as Node reports it (not as EBADF, libuv\'s word for any poll error)', async () => {
-    const p = await pair();
+    const p = await socketPair();
     const c = new Collector();
     let code: string | undefined;
     p.b.on('error', (e: NodeJS.ErrnoException) => (code = e.code));
-    link(p.b, c);
+    upLink(p.b, c);
     try {
       p.a.resetAndDestroy();
       await until(() => c.closed !== undefined && p.b.destroyed, 'link closed', 3000);
@@ -156,9 +133,9 @@ describe('native socket reads', () => {
   });
 
   it('a bad frame after good ones in the same read: the good ones are delivered, the link closes', async () => {
-    const p = await pair();
+    const p = await socketPair();
     const c = new Collector();
-    link(p.b, c);
+    upLink(p.b, c);
     try {
       const bad = encodeFrame(FrameType.Data, Buffer.alloc(12));
       bad[4] = 99; // no such protocol version
@@ -175,14 +152,14 @@ describe('native socket reads', () => {
   });
 
   it('a frame that makes the handler close the link (a CLOSE): what came before it in the read is still handed on at the end of the chunk', async () => {
-    const p = await pair();
+    const p = await socketPair();
     const c = new Collector();
     const onFrame = c.onFrame.bind(c);
     c.onFrame = (link, type, buf, start, end) => {
       if (type === FrameType.Close) link.destroy('peer closed');
       else onFrame(link, type, buf, start, end);
     };
-    link(p.b, c);
+    upLink(p.b, c);
     try {
       p.a.write(Buffer.concat([data(1, 100), data(2, 100), encodeFrame(FrameType.Close, Buffer.alloc(8))]));
       await until(() => c.closed !== undefined, 'link closed', 3000);
@@ -196,9 +173,9 @@ describe('native socket reads', () => {
   });
 
   it('pauseReading stops reading (the sender backs up) until resumeReading; nothing is lost', async () => {
-    const p = await pair();
+    const p = await socketPair();
     const c = new Collector();
-    const l = link(p.b, c);
+    const l = upLink(p.b, c);
     try {
       l.pauseReading();
       let seq = 0;
@@ -220,7 +197,7 @@ describe('native socket reads', () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     const { SocketReader } = loadAddon();
-    const p = await pair();
+    const p = await socketPair();
     const collected: string[] = [];
     const registry = new FinalizationRegistry<string>((what) => collected.push(what));
     try {

@@ -6,38 +6,16 @@
 // stops reading and reads again. And what the path hands back (sendRest) and
 // counts (foldSend). Real TCP over loopback; needs the built addon.
 import assert from 'node:assert/strict';
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { performance } from 'node:perf_hooks';
 import { setImmediate as turn } from 'node:timers/promises';
-import { Link, type LinkHandler } from '../../src/core/link.js';
+import type { Link } from '../../src/core/link.js';
 import { encodeData, FrameDecoder, FrameType, readU64 } from '../../src/protocol/frame.js';
-import { createLogger } from '../../src/log.js';
 import { loadAddon } from '../../src/tun/loader.js';
-
-function pair(): Promise<{ server: Server; a: Socket; b: Socket }> {
-  return new Promise((resolve) => {
-    const server = createServer({ pauseOnConnect: true }, (b) => resolve({ server, a, b }));
-    let a: Socket;
-    server.listen(0, '127.0.0.1', () => {
-      a = connect((server.address() as { port: number }).port, '127.0.0.1');
-    });
-  });
-}
+import { socketPair, upLink } from '../helpers/loopback.js';
 
 const fdOf = (s: Socket): number => (s as unknown as { _handle: { fd: number } })._handle.fd;
-
-function link(socket: Socket): Link {
-  const handler: LinkHandler = { onFrame: () => {}, onChunkEnd: () => {}, onClose: () => {} };
-  const l = new Link(
-    socket,
-    { id: 0, name: 'wan1', maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 60_000, keepaliveIntervalMs: 60_000, deadIntervalMs: 60_000 },
-    handler,
-    createLogger('error', 'client', { sink: () => {} }),
-  );
-  l.state = 'up';
-  return l;
-}
 
 /** What the flag must be 0 for (its private state, read as the test's). */
 function mustBeZero(l: Link): string | undefined {
@@ -63,10 +41,10 @@ function reader(b: Socket): { seqs: number[] } {
 describe('native send flag', () => {
   it('is 1 only while a frame would go straight to the socket, through a stall and its end', async () => {
     const addon = loadAddon();
-    const { server, a, b } = await pair();
+    const { server, a, b } = await socketPair(true);
     await new Promise((r) => a.once('connect', r));
     addon.setsockoptInt(fdOf(a), addon.constants.SOL_SOCKET, addon.constants.SO_SNDBUF, 16 * 1024);
-    const l = link(a);
+    const l = upLink(a);
     assert.ok(l.nativeReader !== undefined, 'the link reads natively (the flag needs its reader)');
     const flags = new Uint8Array(1);
     l.bindSend(flags, 0, new Float64Array(2));
@@ -119,9 +97,9 @@ describe('native send flag', () => {
 
   it('sendRest: the rest of a run the socket took in part follows it, frame by frame; a failed send is a dropped copy of each', async () => {
     const addon = loadAddon();
-    const { server, a, b } = await pair();
+    const { server, a, b } = await socketPair(true);
     await new Promise((r) => a.once('connect', r));
-    const l = link(a);
+    const l = upLink(a);
     const flags = new Uint8Array(1);
     const counters = new Float64Array(2);
     l.bindSend(flags, 0, counters);
