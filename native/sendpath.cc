@@ -309,8 +309,9 @@ size_t SendPath::Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t 
 // Never throws: an exception from the callback goes to 'uncaughtException'.
 void SendPath::Rest(const std::vector<RestOf>& rests) noexcept {
   if (onRest_.IsEmpty()) return;
+  napi_env rawEnv = env_;  // nothing of this object is read once JavaScript ran
   try {
-    Napi::Env env(env_);
+    Napi::Env env(rawEnv);
     Napi::Array bufs = Napi::Array::New(env, rests.size());
     Napi::Int32Array info = Napi::Int32Array::New(env, rests.size() * 3);
     for (size_t i = 0; i < rests.size(); i++) {
@@ -322,7 +323,7 @@ void SendPath::Rest(const std::vector<RestOf>& rests) noexcept {
     }
     onRest_.MakeCallback(env.Global(), {bufs, info}, *asyncContext_);
   } catch (...) {
-    ReportUncaught(env_, CaughtAsJs(env_, "send path callback"), "send path callback");
+    ReportUncaught(rawEnv, CaughtAsJs(rawEnv, "send path callback"), "send path callback");
   }
 }
 

@@ -13,7 +13,7 @@ class SocketReader;
 
 // Where the tunnel's counters sit in the Float64Array it hands the send path
 // (src/core/fast-path.ts has the same list): packets and bytes read from the
-// TUN and sent here, and the batches sent here whole (no JavaScript called).
+// TUN and sent here, and the batches it took whole (none of their packets left for routeBatch).
 enum SendCounter { kSentPackets = 0, kSentBytes, kSentBatches, kSendCounters };
 // A link's: whole frames and bytes this path sent on it.
 enum SendLinkCounter { kLinkTxPackets = 0, kLinkTxBytes, kSendLinkCounters };

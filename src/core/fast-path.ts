@@ -138,7 +138,7 @@ export class FastReceive {
   }
 }
 
-/** The tunnel's send counters (native/sendpath.h SendCounter): TUN packets and bytes sent natively, and batches sent whole. */
+/** The tunnel's send counters (native/sendpath.h SendCounter): TUN packets and bytes sent natively, and batches it took whole (JavaScript got none of their packets to route). */
 const SEND_COUNTERS = 3;
 /** A link's (SendLinkCounter): frames and bytes sent on it. */
 const SEND_LINK_COUNTERS = 2;
@@ -216,7 +216,7 @@ export class FastSend {
     c.fill(0);
   }
 
-  /** What links did not take whole of a run: rests[i] for the link at info[3i], which took info[3i+1] bytes of it; info[3i+2] frames. */
+  /** Frames links did not take whole: rests[i] for the link at info[3i], which took info[3i+1] bytes of it; info[3i+2] frames in it (1). */
   private rest(rests: Buffer[], info: Int32Array): void {
     const now = performance.now();
     const links = this.links; // as armed when the addon sent: a link's sendRest must not shift the others'

@@ -897,10 +897,10 @@ export class Link {
   }
 
   /**
-   * The native send path sent a run of frames on this link, and it took only
-   * `sent` bytes of `frames`, `packets` whole frames from the one it stopped
-   * in (0: none; negative: send(2) failed, -errno): the rest goes as write()
-   * sends what it cut, ahead of anything else. `frames` is ours.
+   * The native send path sent `frames` (`packets` of them; it sends one at a
+   * time) on this link and the socket took only `sent` bytes (0: none;
+   * negative: send(2) failed, -errno): what is left goes as write() sends
+   * what the kernel did not take, ahead of anything else. `frames` is ours.
    */
   sendRest(frames: Buffer, sent: number, packets: number, nowMs: number): void {
     if (this.state !== 'up') return;
@@ -1352,7 +1352,7 @@ export class Link {
     return tail;
   }
 
-  /** write(); `alreadySent`: the native send path sent that much of `buf` (a whole frame) already, or failed with -errno. */
+  /** write(); `alreadySent`: the native send path sent that much of `buf` already, or failed with -errno. */
   private writeOut(buf: Buffer, packets: number, striped: boolean, nowMs: number, shared?: OutFrames, release?: () => void, plain?: Buffer, alreadySent?: number): Queued | undefined {
     let limit = buf.length;
     if (this.unsentCap !== undefined && alreadySent === undefined) {
