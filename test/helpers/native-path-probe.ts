@@ -10,8 +10,7 @@
 //   node --import tsx test/helpers/native-path-probe.ts offload|plain
 import { execFileSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Link } from '../../src/core/link.js';
@@ -19,6 +18,7 @@ import { Tunnel } from '../../src/core/tunnel.js';
 import { createLogger } from '../../src/log.js';
 import { CloseCode, DATA_HEADER_BYTES, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
 import { NativeTunDevice } from '../../src/tun/native-device.js';
+import { socketPair } from './loopback.js';
 import { ipv4Udp } from './packets.js';
 
 const offload = process.argv[2] === 'offload';
@@ -52,13 +52,7 @@ const data = (seq: number, n = seq, src?: string, vnetFlags?: number): Buffer =>
 
 /** A link of the session over a loopback connection; returns the peer's end. */
 async function link(id: number): Promise<{ peer: Socket; link: Link }> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const accepted = once(server, 'connection');
-  const peer = connect((server.address() as { port: number }).port, '127.0.0.1');
-  await once(peer, 'connect');
-  const [sock] = (await accepted) as [Socket];
+  const { server, a: peer, b: sock } = await socketPair();
   server.close();
   const l = new Link(
     sock,

@@ -11,8 +11,7 @@
 //   node --import tsx test/helpers/send-path-probe.ts offload|plain
 import { execFileSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Link } from '../../src/core/link.js';
@@ -21,6 +20,7 @@ import { createLogger } from '../../src/log.js';
 import { CloseCode, DATA_HEADER_BYTES, FrameDecoder, FrameType, readU64 } from '../../src/protocol/frame.js';
 import { loadAddon } from '../../src/tun/loader.js';
 import { NativeTunDevice } from '../../src/tun/native-device.js';
+import { socketPair } from './loopback.js';
 
 const fdOf = (sock: Socket): number => (sock as unknown as { _handle: { fd: number } })._handle.fd;
 
@@ -44,13 +44,7 @@ interface PeerView {
 
 /** A link of the session over a loopback connection; its peer decodes what arrives. */
 async function link(id: number): Promise<{ peer: Socket; link: Link; view: PeerView }> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const accepted = once(server, 'connection');
-  const peer = connect((server.address() as { port: number }).port, '127.0.0.1');
-  await once(peer, 'connect');
-  const [sock] = (await accepted) as [Socket];
+  const { server, a: peer, b: sock } = await socketPair();
   server.close();
   const view: PeerView = { frames: [], broken: null, bytes: 0, rests: [] };
   const decoder = new FrameDecoder(66_000, (type, buf, start, end) => {
