@@ -8,16 +8,14 @@
 
 #include "errors.h"
 #include "tags.h"
+#include "wire.h"
 
 namespace dptcp {
 
 namespace {
 
-constexpr uint8_t kVersion = 2;
-constexpr uint8_t kTypeData = 3;
 // DATA: 4 bytes of version, type, flags, reserved; the seq (8); at least one byte of packet.
 constexpr uint32_t kMinDataLength = 4 + 8 + 1;
-constexpr uint64_t kMaxSeq = 9007199254740991ull;  // 2^53 - 1
 
 // src/tun/vnet-hdr.ts
 constexpr size_t kVnet = 10;
@@ -34,13 +32,6 @@ constexpr int kUdp = 17;
 constexpr size_t kTcpCsumOffset = 16;
 constexpr size_t kUdpCsumOffset = 6;
 constexpr int kMaxIpv6Extensions = 8;
-
-uint32_t Be32(const uint8_t* p) {
-  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
-         (static_cast<uint32_t>(p[2]) << 8) | p[3];
-}
-
-uint64_t Be64(const uint8_t* p) { return (static_cast<uint64_t>(Be32(p)) << 32) | Be32(p + 4); }
 
 size_t Le16(const uint8_t* p) { return static_cast<size_t>(p[0]) | (static_cast<size_t>(p[1]) << 8); }
 

@@ -10,22 +10,15 @@
 #include "errors.h"
 #include "reader.h"
 #include "tags.h"
+#include "wire.h"
 
 namespace dptcp {
 
 namespace {
 
-constexpr uint8_t kVersion = 2;
-constexpr uint8_t kTypeData = 3;
-constexpr size_t kDataHeaderBytes = 16;
 // flows.ts: SPARSE_BYTES, DECAY_MS, URGENT_MAX_PACKET_BYTES are not needed here
 // (the path sends at once whatever the verdict); the counting and halving are.
 constexpr double kDecayMs = 100;
-
-inline int32_t Be32s(const uint8_t* p) {
-  return static_cast<int32_t>((static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
-                              (static_cast<uint32_t>(p[2]) << 8) | p[3]);
-}
 
 inline uint32_t Mix(uint32_t h, uint32_t v) { return ((h ^ v) * 0x01000193u) ^ (h >> 15); }
 
@@ -50,20 +43,20 @@ uint32_t FlowHash(const uint8_t* p, size_t len, int32_t seed) {
   long l4;
   if (version == 4 && len >= 20) {
     proto = p[9];
-    h = Mix(h, static_cast<uint32_t>(Be32s(p + 12)));
-    h = Mix(h, static_cast<uint32_t>(Be32s(p + 16)));
+    h = Mix(h, Be32(p + 12));
+    h = Mix(h, Be32(p + 16));
     l4 = (p[0] & 0x0f) << 2;
     if ((((p[6] << 8) | p[7]) & 0x1fff) != 0) l4 = -1;
   } else if (version == 6 && len >= 40) {
     proto = p[6];
-    for (int i = 8; i < 40; i += 4) h = Mix(h, static_cast<uint32_t>(Be32s(p + i)));
+    for (int i = 8; i < 40; i += 4) h = Mix(h, Be32(p + i));
     l4 = 40;
   } else {
     return 0;
   }
   h = Mix(h, proto);
   if (l4 >= 0 && (proto == 6 || proto == 17 || proto == 132 || proto == 136) && static_cast<size_t>(l4) + 4 <= len) {
-    h = Mix(h, static_cast<uint32_t>(Be32s(p + l4)));
+    h = Mix(h, Be32(p + l4));
   }
   h ^= h >> 16;
   h *= 0x85ebca6bu;
@@ -97,7 +90,7 @@ Napi::Function SendPath::Init(Napi::Env env) {
 // ms], seed its hash seed; hrOffsetMs what uv_hrtime() ms less performance.now()
 // is; onRest(rests: Buffer[], info: Int32Array) gets, for each link that did
 // not take a frame whole, a copy of it, and in info (link index, bytes of it
-// taken, or 0, or -errno; frames in it: 1).
+// taken, or 0, or -errno).
 // The Tun is only checked: it is the Tun that holds the path (setSendPath).
 SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(info) {
   Napi::Env env = info.Env();
@@ -134,20 +127,20 @@ SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(
 
 SendPath::~SendPath() = default;
 
-// arm(seq, routes, readers, flags, linkCounters, splitBytes): sends for one
+// arm(seq, routes, readers, flags, linkCounters): sends for one
 // session from now on. seq: its Float64Array(1), the next sequence number
 // (TypeScript's takeSeq reads and bumps the same one); routes: the prefixes
 // its packets' destinations lie in (encodeSources), null: any; readers: the
 // SocketReader of each of its links that is up, flags: a Uint8Array, 1 at
 // index i while link i takes writes at once (TypeScript keeps it so),
-// linkCounters: a Float64Array (SendLinkCounter) per link; splitBytes:
-// offload packets with more IP bytes than this are TypeScript's (it cuts
-// them), 0: none are. Replaces what an earlier arm set.
+// linkCounters: a Float64Array (SendLinkCounter) per link. (Sessions whose
+// offload packets are cut, on slowly paced links, are not armed.) Replaces
+// what an earlier arm set.
 Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 6 || (!info[1].IsNull() && !info[1].IsBuffer()) || !info[2].IsArray() ||
-      !info[3].IsTypedArray() || !info[4].IsArray() || !info[5].IsNumber()) {
-    throw Napi::TypeError::New(env, "arm(seq, routes: Buffer | null, readers, flags, linkCounters, splitBytes)");
+  if (info.Length() < 5 || (!info[1].IsNull() && !info[1].IsBuffer()) || !info[2].IsArray() ||
+      !info[3].IsTypedArray() || !info[4].IsArray()) {
+    throw Napi::TypeError::New(env, "arm(seq, routes: Buffer | null, readers, flags, linkCounters)");
   }
   if (closed_) throw Napi::Error::New(env, "arm: the send path is closed");
   // Nothing is sent for the previous session's links whatever happens below.
@@ -164,8 +157,6 @@ Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
   if (flags.ElementLength() < readers.Length() || linkCounters.Length() != readers.Length()) {
     throw Napi::RangeError::New(env, "arm: a flag and counters for every reader");
   }
-  double split = info[5].As<Napi::Number>().DoubleValue();
-  if (!(split >= 0 && split <= 1e9)) throw Napi::RangeError::New(env, "arm: splitBytes is 0 to 1e9");
   std::vector<LinkOut> links;
   for (uint32_t i = 0; i < readers.Length(); i++) {
     Napi::Value r = readers.Get(i);
@@ -185,7 +176,6 @@ Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
   links_ = std::move(links);
   flagsRef_ = Napi::Persistent(flags);
   flags_ = flags.Data();
-  splitBytes_ = static_cast<size_t>(split);
   armed_ = !links_.empty();
   return env.Undefined();
 }
@@ -258,25 +248,14 @@ size_t SendPath::Send(uint8_t* arena, const uint32_t* lengths, size_t n, size_t 
     uint8_t* packet = arena + off + headroom;
     const uint8_t* ip = packet + vnetHdrBytes_;
     size_t ipLen = len - vnetHdrBytes_;
-    if (vnetHdrBytes_ > 0 && splitBytes_ > 0 && ipLen > splitBytes_) break;
     if (!Routed(ip, ipLen)) break;
     double seq = seq_[0];
-    if (!(seq >= 1 && seq < 9007199254740991.0)) break;
+    if (!(seq >= 1 && seq < static_cast<double>(kMaxSeq))) break;
     seq_[0] = seq + 1;
     CountFlow(ip, ipLen);
-    // The DATA header (docs/protocol.md) in the headroom in front of the packet.
+    // The DATA header in the headroom in front of the packet.
     uint8_t* frame = packet - kDataHeaderBytes;
-    uint32_t length = static_cast<uint32_t>(12 + len);
-    frame[0] = static_cast<uint8_t>(length >> 24);
-    frame[1] = static_cast<uint8_t>(length >> 16);
-    frame[2] = static_cast<uint8_t>(length >> 8);
-    frame[3] = static_cast<uint8_t>(length);
-    frame[4] = kVersion;
-    frame[5] = kTypeData;
-    frame[6] = 0;
-    frame[7] = 0;
-    uint64_t sq = static_cast<uint64_t>(seq);
-    for (int b = 0; b < 8; b++) frame[8 + b] = static_cast<uint8_t>(sq >> (56 - 8 * b));
+    WriteDataHeader(frame, static_cast<uint64_t>(seq), len);
     size_t frameLen = kDataHeaderBytes + len;
     counters_[kSentPackets]++;
     counters_[kSentBytes] += static_cast<double>(len);
@@ -313,13 +292,12 @@ void SendPath::Rest(const std::vector<RestOf>& rests) noexcept {
   try {
     Napi::Env env(rawEnv);
     Napi::Array bufs = Napi::Array::New(env, rests.size());
-    Napi::Int32Array info = Napi::Int32Array::New(env, rests.size() * 3);
+    Napi::Int32Array info = Napi::Int32Array::New(env, rests.size() * 2);
     for (size_t i = 0; i < rests.size(); i++) {
       const RestOf& r = rests[i];
       bufs.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, r.frame, r.len));
-      info[i * 3] = r.link;
-      info[i * 3 + 1] = r.sent;
-      info[i * 3 + 2] = 1;
+      info[i * 2] = r.link;
+      info[i * 2 + 1] = r.sent;
     }
     onRest_.MakeCallback(env.Global(), {bufs, info}, *asyncContext_);
   } catch (...) {

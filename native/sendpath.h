@@ -34,7 +34,7 @@ Napi::Value FlowHashJs(const Napi::CallbackInfo& info);
 // sends them when every link takes writes at once, with no JavaScript. It
 // stops at the first packet it does not take — any when a link does not take
 // writes at once (TypeScript says which, per link, in `flags`), a destination
-// outside the session's routes, an offload packet to be cut — and that packet
+// outside the session's routes — and that packet
 // and the rest of the batch go to TypeScript's routeBatch, in order. A frame a
 // socket takes only in part, or not at all, goes to the link in TypeScript
 // (onRest), which keeps it ahead of anything else; the rest of the batch then
@@ -95,7 +95,6 @@ class SendPath : public Napi::ObjectWrap<SendPath> {
   std::vector<LinkOut> links_;
   Napi::Reference<Napi::Uint8Array> flagsRef_;
   uint8_t* flags_ = nullptr;
-  size_t splitBytes_ = 0;
   bool closed_ = false;
 };
 

@@ -197,7 +197,7 @@ export class FastSend {
     if (s === undefined || s.isClosed || s.keys !== undefined || s.mode !== 'duplicate' || s.sharesPaths || s.splitBytes !== undefined || links.length === 0 || links.some((l) => l.unsentCap !== undefined) || readers.some((r) => r === undefined)) return;
     const flags = new Uint8Array(links.length);
     const counters = links.map(() => new Float64Array(SEND_LINK_COUNTERS));
-    this.native.arm(s.seqBox, encodeSources((sole as { prefixes: readonly TunnelAddress[] }).prefixes), readers as NonNullable<(typeof readers)[number]>[], flags, counters, 0);
+    this.native.arm(s.seqBox, encodeSources((sole as { prefixes: readonly TunnelAddress[] }).prefixes), readers as NonNullable<(typeof readers)[number]>[], flags, counters);
     this.session = s;
     this.links = links;
     links.forEach((l, i) => l.bindSend(flags, i, counters[i]));
@@ -216,11 +216,11 @@ export class FastSend {
     c.fill(0);
   }
 
-  /** Frames links did not take whole: rests[i] for the link at info[3i], which took info[3i+1] bytes of it; info[3i+2] frames in it (1). */
+  /** Frames links did not take whole: rests[i] for the link at info[2i], which took info[2i+1] bytes of it. */
   private rest(rests: Buffer[], info: Int32Array): void {
     const now = performance.now();
     const links = this.links; // as armed when the addon sent: a link's sendRest must not shift the others'
-    for (let i = 0; i < rests.length; i++) links[info[i * 3] as number]?.sendRest(rests[i] as Buffer, info[i * 3 + 1] as number, info[i * 3 + 2] as number, now);
+    for (let i = 0; i < rests.length; i++) links[info[i * 2] as number]?.sendRest(rests[i] as Buffer, info[i * 2 + 1] as number, 1, now);
   }
 
   close(stats: TunReadStats): void {

@@ -111,9 +111,9 @@ export interface NativeSendPath {
    * Sends for one session: `seq` its next sequence number (shared), `routes`
    * the prefixes of its destinations (encodeSources; null: any), a reader, a
    * flag (1: takes writes at once) and counters (tx packets, tx bytes) per
-   * link, offload packets over `splitBytes` IP bytes left to TypeScript (0: none).
+   * link.
    */
-  arm(seq: Float64Array, routes: Buffer | null, readers: NativeSocketReader[], flags: Uint8Array, linkCounters: Float64Array[], splitBytes: number): void;
+  arm(seq: Float64Array, routes: Buffer | null, readers: NativeSocketReader[], flags: Uint8Array, linkCounters: Float64Array[]): void;
   disarm(): void;
   close(): void;
 }
@@ -165,9 +165,8 @@ export interface NativeAddon {
   FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer) => void) => NativeFastPath;
   /**
    * Absent from addons built before it. onRest(rests, info): for each link
-   * that did not take a frame whole, a copy of it (frames, in general), and in
-   * info (link index, bytes of it taken — 0: none, negative: -errno, the
-   * send failed — frames in it).
+   * that did not take a frame whole, a copy of it, and in info (link index,
+   * bytes of it taken — 0: none, negative: -errno, the send failed).
    */
   SendPath?: new (
     tun: NativeTun,
