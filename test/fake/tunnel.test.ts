@@ -5,7 +5,7 @@ import { afterEach, describe, it } from 'node:test';
 import { encodeData } from '../../src/protocol/frame.js';
 import type { ClientRole } from '../../src/roles/client.js';
 import type { ServerRole } from '../../src/roles/server.js';
-import { startClient, startServer, stop, until, type Side } from '../helpers/harness.js';
+import { FAST_TIMING, startClient, startServer, stop, until, type Side } from '../helpers/harness.js';
 import { ipv6Udp, numbered, packetNumber } from '../helpers/packets.js';
 
 let server: Side<ServerRole> | undefined;
@@ -238,4 +238,4 @@ describe('tunnel core over loopback (fake TUN)', () => {
   });
 });
 
-const FAST_QUEUE_BYTES = 1_048_576;
+const FAST_QUEUE_BYTES = FAST_TIMING.queueMaxBytes;
