@@ -28,6 +28,8 @@ interface TunnelResult {
   tcpC2sMbps: number;
   tcpS2cMbps: number;
   tcpP4Mbps: number;
+  /** The inner TCP's retransmitted segments (iperf3's sender), c→s and s→c: the tunnel's drops show here. */
+  retransmits: { c2s: number; s2c: number };
   rttIdleMs: { p50: number; p99: number };
   /** Idle again after the bulk runs: dp-tcp's JavaScript is JIT-compiled by then (see measure). */
   rttWarmMs: { p50: number; p99: number };
@@ -74,7 +76,13 @@ function peakRssMB(pids: number[]): number | null {
 }
 
 /** One iperf3 run; a run the tunnel's control connection did not survive is tried once more. */
-async function iperf(tb: Testbed, dest: string, args: string[]): Promise<{ mbps: number; bytes: number }> {
+interface IperfResult {
+  mbps: number;
+  bytes: number;
+  retransmits: number;
+}
+
+async function iperf(tb: Testbed, dest: string, args: string[]): Promise<IperfResult> {
   try {
     return await iperfOnce(tb, dest, args);
   } catch (e) {
@@ -84,11 +92,11 @@ async function iperf(tb: Testbed, dest: string, args: string[]): Promise<{ mbps:
   }
 }
 
-async function iperfOnce(tb: Testbed, dest: string, args: string[]): Promise<{ mbps: number; bytes: number }> {
+async function iperfOnce(tb: Testbed, dest: string, args: string[]): Promise<IperfResult> {
   const { stdout } = await tb.run('client', 'iperf3', ['-c', dest, '-t', String(SECONDS), '-J', ...args], (SECONDS + 30) * 1000);
-  const j = JSON.parse(stdout) as { error?: string; end: { sum_received: { bits_per_second: number; bytes: number } } };
+  const j = JSON.parse(stdout) as { error?: string; end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent?: { retransmits?: number } } };
   if (j.error !== undefined || !j.end.sum_received) throw new Error(`iperf3 to ${dest} ${args.join(' ')}: ${j.error ?? 'no result'}`);
-  return { mbps: j.end.sum_received.bits_per_second / 1e6, bytes: j.end.sum_received.bytes };
+  return { mbps: j.end.sum_received.bits_per_second / 1e6, bytes: j.end.sum_received.bytes, retransmits: j.end.sum_sent?.retransmits ?? NaN };
 }
 
 async function pingStats(tb: Testbed, dest: string, count: number, interval: string): Promise<{ p50: number; p99: number; answered: number }> {
@@ -135,6 +143,7 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
     tcpC2sMbps: Math.round(c2s.mbps),
     tcpS2cMbps: Math.round(s2c.mbps),
     tcpP4Mbps: Math.round(p4.mbps),
+    retransmits: { c2s: c2s.retransmits, s2c: s2c.retransmits },
     rttIdleMs: { p50: idle.p50, p99: idle.p99 },
     rttWarmMs: { p50: warm.p50, p99: warm.p99 },
     rttLoadedMs: loaded,
@@ -238,11 +247,11 @@ function cdfSvg(imp: ImpairmentResult[]): string {
 function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>): string {
   const f = (v: number | null, d = 0): string => (v === null || Number.isNaN(v) ? '–' : v.toFixed(d));
   let md = `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, one machine, network namespaces and veth links (\`npm run bench\`, ${SECONDS} s per iperf3 run).\n\n`;
-  md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | RTT idle p50 / p99 ms | RTT idle after the bulk runs p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB c→s: server / client | peak RSS MB: server / client |\n|---|---|---|---|---|---|---|---|---|---|\n';
+  md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | TCP retransmits c→s / s→c | RTT idle p50 / p99 ms | RTT idle after the bulk runs p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB c→s: server / client | peak RSS MB: server / client |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
   for (const r of results) {
     const cpu = r.cpuSecondsPerGBSides ? `${f(r.cpuSecondsPerGBSides.server, 2)} / ${f(r.cpuSecondsPerGBSides.client, 2)}` : '–';
     const rss = r.peakRssMBSides ? `${f(r.peakRssMBSides.server, 0)} / ${f(r.peakRssMBSides.client, 0)}` : '–';
-    md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${f(r.rttWarmMs.p50, 3)} / ${f(r.rttWarmMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${cpu} | ${rss} |\n`;
+    md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.retransmits.c2s)} / ${f(r.retransmits.s2c)} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${f(r.rttWarmMs.p50, 3)} / ${f(r.rttWarmMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${cpu} | ${rss} |\n`;
   }
   md += goals(results);
   md += '\n| impairment of link 1 | tunnel | delivered | duplicates | latency p50 / p99 / max ms |\n|---|---|---|---|---|\n';
