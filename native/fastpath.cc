@@ -271,6 +271,14 @@ Napi::Value ClassifyPacketJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, verdict);
 }
 
+size_t CutDataFrame(const uint8_t* p, size_t n, size_t maxFrameBytes) {
+  if (n < 6) return 0;
+  uint32_t length = Be32(p);
+  if (length < kMinDataLength || length > maxFrameBytes || length <= n - 4) return 0;
+  if (p[4] != kVersion || p[5] != kTypeData) return 0;
+  return 4 + static_cast<size_t>(length);
+}
+
 size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link) {
   size_t off = 0;
   while (!closed_ && !tunBusy_ && n - off >= 4) {

@@ -52,6 +52,12 @@ bool Matches(const std::vector<SourceNet>& nets, const uint8_t* address, uint8_t
 // link-local or unspecified source. Reads only inside the packet.
 int ClassifyPacket(const uint8_t* packet, size_t len, size_t vnetHdrBytes, const std::vector<SourceNet>* nets);
 
+// The size of the whole frame (4 + its length) if p[0, n) is the start of a DATA
+// frame that Deliver would read once whole (the version, type and a length
+// within its bounds are there, at least 6 bytes) but is cut before its end;
+// else 0.
+size_t CutDataFrame(const uint8_t* p, size_t n, size_t maxFrameBytes);
+
 // classifyPacket(packet, vnetHdrBytes, sources: Buffer | null): ClassifyPacket
 // (tests compare it with the TypeScript checks; sources as FastPath.setSources).
 Napi::Value ClassifyPacketJs(const Napi::CallbackInfo& info);
@@ -60,7 +66,8 @@ Napi::Value ClassifyPacketJs(const Napi::CallbackInfo& info);
 // start of a link's read are judged by the session's eliminator, checked as
 // the TypeScript path checks them (virtio_net_hdr, source address), and
 // written to the TUN, with no JavaScript. It stops at the first frame it does
-// not take — another type, a frame cut by the read, one its checks would
+// not take — another type, a frame cut by the read (SocketReader keeps a DATA
+// frame cut after its first 6 bytes and hands it here whole), one its checks would
 // refuse or a length the decoder would refuse — and that frame and everything
 // after it go to the link's TypeScript decoder, in order, as before; a
 // packet the TUN does not take goes to TypeScript's TUN writer (onTunFailed),

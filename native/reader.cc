@@ -5,6 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "errors.h"
 #include "tags.h"
 
@@ -102,7 +105,11 @@ Napi::Value SocketReader::Pause(const Napi::CallbackInfo& info) {
 // whole DATA frames that start a read, or follow the end of a frame the
 // caller's decoder was finishing, go the session's native path (fastpath.h)
 // before onData sees the rest; decoderNeed is what the decoder needs now (as
-// onData returns it). setFast(null): every byte to onData.
+// onData returns it). A DATA frame the read ends inside of (CutDataFrame) is
+// kept in the reader's own buffer and finished by the next reads, then goes
+// the native path whole; if the path cannot take it then (taken away, the TUN
+// pushing back, a check refusing it) or the socket ends first, its bytes go
+// to onData as the stream's next. setFast(null): every byte to onData.
 Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined()) {
@@ -201,6 +208,7 @@ void SocketReader::ReportCaught() noexcept {
 // busy link cannot keep the loop from the others: the poll is level-triggered
 // and comes back), then hands it on in one call.
 void SocketReader::HandleReadable() {
+  if (carryWant_ > 0 && !FinishCarry()) return;
   size_t got = 0;
   int err = -1;  // -1: the socket is merely drained
   for (int i = 0; i < 4 && got < bufLen_; i++) {
@@ -237,10 +245,89 @@ void SocketReader::HandleReadable() {
       Napi::Object fast = fastRef_.Value();
       Napi::Float64Array counters = countersRef_.Value();
       pos += Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(buf_ + pos, got - pos, maxFrameBytes_, counters.Data());
+      // The read ended inside a DATA frame: kept here until its end comes (unless the socket
+      // ended: the decoder's, to judge as a cut frame).
+      size_t frameBytes = CutDataFrame(buf_ + pos, got - pos, maxFrameBytes_);
+      if (err < 0 && frameBytes > 0 && fd_ >= 0 && fast_ != nullptr && fast_->Usable()) {
+        StartCarry(pos, got, frameBytes);
+        pos = got;
+      }
     }
     if (pos < got) CallOnData(got, pos);
   }
   if (err >= 0 && fd_ >= 0) Finish(err);
+}
+
+// Open mode's sign of life: bytes came (the native path's counters, folded by TypeScript).
+void SocketReader::MarkHeard() {
+  if (countersRef_.IsEmpty()) return;
+  countersRef_.Value().Data()[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
+}
+
+// buf_[pos, got) is the start of a DATA frame of frameBytes: into the carry buffer.
+void SocketReader::StartCarry(size_t pos, size_t got, size_t frameBytes) {
+  if (carryCap_ < frameBytes) {
+    carry_.reset(new uint8_t[frameBytes]);
+    carryCap_ = frameBytes;
+  }
+  std::memcpy(carry_.get(), buf_ + pos, got - pos);
+  carryHave_ = got - pos;
+  carryWant_ = frameBytes;
+  MarkHeard();
+}
+
+// Reads the rest of the carried frame straight into it and delivers it. True
+// when it is done with and the reader goes on as usual; false when the socket
+// has no more of it yet, or the reader ended or closed. While the native path
+// is not usable (taken away, or the TUN pushing back) the bytes go to the
+// decoder instead, as they would have.
+bool SocketReader::FinishCarry() {
+  while (carryHave_ < carryWant_ && fast_ != nullptr && fast_->Usable()) {
+    ssize_t r = recv(fd_, carry_.get() + carryHave_, carryWant_ - carryHave_, MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      int err = errno;
+      if (FlushCarry() && fd_ >= 0) Finish(err);
+      return false;
+    }
+    if (r == 0) {
+      if (FlushCarry() && fd_ >= 0) Finish(0);
+      return false;
+    }
+    reads_++;
+    carryHave_ += static_cast<size_t>(r);
+    MarkHeard();
+  }
+  if (carryHave_ < carryWant_ || fast_ == nullptr || !fast_->Usable()) return FlushCarry();
+  size_t taken = 0;
+  {
+    // Held in this scope: a callback of Deliver's may drop them from the reader.
+    Napi::Object fast = fastRef_.Value();
+    Napi::Float64Array counters = countersRef_.Value();
+    taken = Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(carry_.get(), carryWant_, maxFrameBytes_, counters.Data());
+  }
+  if (taken == 0) return FlushCarry();
+  carryHave_ = 0;
+  carryWant_ = 0;
+  return fd_ >= 0 && buf_ != nullptr && !ended_;
+}
+
+// The carried bytes to onData, through the read buffer (in pieces if they are
+// more than it holds), as the stream's next bytes; the carry is then empty.
+// False if the reader closed meanwhile.
+bool SocketReader::FlushCarry() {
+  size_t have = carryHave_;
+  carryHave_ = 0;
+  carryWant_ = 0;
+  for (size_t from = 0; from < have;) {
+    if (fd_ < 0 || buf_ == nullptr) return false;
+    size_t n = std::min(bufLen_, have - from);
+    std::memcpy(buf_, carry_.get() + from, n);
+    from += n;
+    if (!CallOnData(n, 0)) return false;
+  }
+  return fd_ >= 0 && buf_ != nullptr && !ended_;
 }
 
 // Never throws (ReportCaught calls it): raw N-API calls only.
@@ -300,6 +387,8 @@ void SocketReader::CloseInternal() {
   buf_ = nullptr;
   bufLen_ = 0;
   fast_ = nullptr;
+  carryHave_ = 0;
+  carryWant_ = 0;
   if (!tearingDown_) {
     onData_.Reset();
     onEnd_.Reset();

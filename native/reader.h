@@ -2,6 +2,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <memory>
+
 #include "fastpath.h"
 
 namespace dptcp {
@@ -39,6 +41,10 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   napi_value CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept;
   void DropFast();
   bool CallOnData(size_t n, size_t start);
+  void StartCarry(size_t pos, size_t got, size_t frameBytes);
+  bool FinishCarry();
+  bool FlushCarry();
+  void MarkHeard();
 
   int fd_ = -1;
   napi_env env_ = nullptr;
@@ -62,6 +68,14 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   Napi::Reference<Napi::Float64Array> countersRef_;
   size_t maxFrameBytes_ = 0;
   int64_t jsNeed_ = -1;
+  // A DATA frame a read ended inside of, while the native path was taking the frames: its bytes so
+  // far (carryHave_ of carryWant_), in a buffer of this reader's own (the read buffer is shared by
+  // every link, and a frame may be longer than it). The next reads finish it here, and it goes
+  // the native way as a whole frame, not through the decoder; carryWant_ 0: none held.
+  std::unique_ptr<uint8_t[]> carry_;
+  size_t carryCap_ = 0;
+  size_t carryHave_ = 0;
+  size_t carryWant_ = 0;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;
 };
 

@@ -1,9 +1,10 @@
 // The native receive path (native/fastpath.h). In open mode with duplicate
-// scheduling, the DATA frames that lie whole at the start of a link's read
+// scheduling, the DATA frames at the start of a link's read (one the read
+// ended inside of is finished by the next reads, in the reader's own buffer)
 // are judged by the session's elimination table, checked (virtio_net_hdr,
 // source address) and written to the TUN by the addon, with no JavaScript per
 // packet. Everything else takes the TypeScript path as before, in order:
-// other frames, a frame cut by the read, a packet a check refuses (counted
+// other frames, a frame cut inside its first 6 bytes, a packet a check refuses (counted
 // there), a packet the TUN did not take (the TUN writer queues
 // or counts it), keyed and striped sessions. Both paths share the session's
 // table, the addon's Eliminator (core/eliminator.ts is its specification).

@@ -677,18 +677,23 @@ export class Link {
   /** What the native path counted for this link, into its stats and its signs of life. */
   foldFast(): void {
     const c = this.fastCounters;
-    if (c === undefined || c[LinkCounter.rxBytes] === 0) return;
-    const st = this.stats;
+    if (c === undefined) return;
     const bytes = c[LinkCounter.rxBytes] as number;
-    st.rxBytes += bytes;
-    this.bytesIn += bytes;
-    st.rxFrames += c[LinkCounter.rxFrames] as number;
-    st.nativeFrames += c[LinkCounter.rxFrames] as number;
-    st.firstCopies += c[LinkCounter.firstCopies] as number;
-    st.duplicates += c[LinkCounter.duplicates] as number;
-    st.stale += c[LinkCounter.stale] as number;
-    c.fill(0, 0, LinkCounter.lastRxHrMs);
-    const t = hrToPerfMs(c[LinkCounter.lastRxHrMs] as number);
+    if (bytes !== 0) {
+      const st = this.stats;
+      st.rxBytes += bytes;
+      this.bytesIn += bytes;
+      st.rxFrames += c[LinkCounter.rxFrames] as number;
+      st.nativeFrames += c[LinkCounter.rxFrames] as number;
+      st.firstCopies += c[LinkCounter.firstCopies] as number;
+      st.duplicates += c[LinkCounter.duplicates] as number;
+      st.stale += c[LinkCounter.stale] as number;
+      c.fill(0, 0, LinkCounter.lastRxHrMs);
+    }
+    // Also when no frame was whole yet: the reader holds the start of a long one, still coming.
+    const hr = c[LinkCounter.lastRxHrMs] as number;
+    if (hr === 0) return;
+    const t = hrToPerfMs(hr);
     if (t > this.lastBytesMs) this.lastBytesMs = t;
     // Open mode (the only one the native path serves): any bytes are a sign of life.
     if (this.recordsSeen === undefined && t > this.lastRxMs) this.heard(t);

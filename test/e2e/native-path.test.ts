@@ -1,7 +1,8 @@
 // The native receive path (core/fast-path.ts, native/fastpath.h) on a real
 // TUN and real sockets: the same byte stream — copies on two links, a frame
 // cut across reads, control frames between data, a spoofed source, a
-// virtio_net_hdr no kernel writes, a frame too long — gives the same packets
+// virtio_net_hdr no kernel writes, a frame too long, frames longer than a read
+// or trickling in past the dead interval, a peer that closes inside a frame — gives the same packets
 // behind the TUN, in the same order, and the same counters with the native
 // path as with the TypeScript path alone (DPTCP_NATIVE_PATH=0); and the native
 // path did take frames. Runs inside a network namespace of its own.
@@ -19,6 +20,7 @@ interface ProbeLink {
 }
 interface Probe {
   received: string[];
+  longNative: number;
   links: ProbeLink[];
   [k: string]: unknown;
 }
@@ -43,7 +45,7 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       const fast = await probe(mode, true);
       const slow = await probe(mode, false);
       // p7 has a spoofed source; with offloads p9 has a virtio_net_hdr flag no kernel sets.
-      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p12', 'p13', 'p14', 'p15', 'p16', 'p18'];
+      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p12', 'p13', 'p14', 'p15', 'p16', 'p18', 'p19', 'p20:65024', 'p21', 'p23:40003'];
       assert.deepEqual(fast.received, want);
       assert.deepEqual(slow.received, want);
       assert.ok(
@@ -54,12 +56,15 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       // Link 0 took 6 whole frames natively before the cut one (more if reads ran together), and
       // the 2 after it: a read that ends inside a frame does not turn the native path off.
       assert.ok((fast.links[0]?.nativeFrames ?? 0) >= 8, `native frames on link 0: ${fast.links[0]?.nativeFrames}`);
-      const strip = (p: Probe): Probe => ({ ...p, links: p.links.map((l) => ({ ...l, nativeFrames: 0 })) });
+      // The frame longer than a read, in three parts: whole on the native path, not through the decoder.
+      assert.equal(fast.longNative, 1, 'the frame longer than a read went the native way');
+      assert.equal(slow.longNative, 0);
+      const strip = (p: Probe): Probe => ({ ...p, longNative: 0, links: p.links.map((l) => ({ ...l, nativeFrames: 0 })) });
       assert.deepEqual(strip(fast), strip(slow));
       assert.deepEqual(
         fast.links.map((l) => l.state),
-        ['up', 'down'],
-        'the link that sent a frame past the limit was closed, the other not',
+        ['up', 'down', 'down', 'up'],
+        'the link that sent a frame past the limit was closed, and the one whose peer closed half-way through a frame; the others not (one of them heard only pieces of a frame for 900 ms, its dead interval 300)',
       );
     });
   }

@@ -2,8 +2,9 @@
 // links over loopback TCP, through a byte stream a test writes as a peer
 // would (and as a careless or hostile one might): copies on both links, a
 // frame cut across reads, control frames between data, a spoofed source, a
-// virtio_net_hdr no kernel writes, a late copy, then a frame too long for the
-// limit. Prints one JSON line: what reached a UDP socket behind the TUN, in
+// virtio_net_hdr no kernel writes, a late copy, a frame too long for the
+// limit, then frames that reads end inside of: a frame longer than a read, one
+// whose peer closes half-way, one trickling in for three dead intervals. Prints one JSON line: what reached a UDP socket behind the TUN, in
 // order, and the counters. Run as root inside a network namespace (test/e2e/
 // native-path.test.ts runs it with DPTCP_NATIVE_PATH=0 and without, and
 // compares).
@@ -35,12 +36,13 @@ t.register(s);
 
 const rx = createSocket('udp4');
 const received: string[] = [];
-rx.on('message', (m) => received.push(m.toString()));
+// A long datagram as its tag and length ("p19:65000").
+rx.on('message', (m) => received.push(m.length > 100 ? `${m.subarray(0, 3).toString()}:${m.length}` : m.toString()));
 await new Promise<void>((r) => rx.bind(7777, '10.9.0.1', () => r()));
 
-/** Packet `n` (its payload says n) from `src`, as the peer's TUN would have read it. */
-function packet(n: number, src = '10.9.0.2', vnetFlags = 0): Buffer {
-  const p = ipv4Udp(src, '10.9.0.1', Buffer.from(`p${n}`));
+/** Packet `n` (its payload says n, then `pad` bytes) from `src`, as the peer's TUN would have read it. */
+function packet(n: number, src = '10.9.0.2', vnetFlags = 0, pad = 0): Buffer {
+  const p = ipv4Udp(src, '10.9.0.1', Buffer.concat([Buffer.from(`p${n}`), Buffer.alloc(pad, 0x61)]));
   p.writeUInt16BE(7777, 22);
   p.writeUInt16BE(0, 26); // no UDP checksum (allowed for IPv4)
   if (!offload) return p;
@@ -51,17 +53,22 @@ function packet(n: number, src = '10.9.0.2', vnetFlags = 0): Buffer {
 const data = (seq: number, n = seq, src?: string, vnetFlags?: number): Buffer => encodeData(seq, packet(n, src, vnetFlags));
 
 /** A link of the session over a loopback connection; returns the peer's end. */
-async function link(id: number): Promise<{ peer: Socket; link: Link }> {
+async function link(id: number, deadIntervalMs = 1e7): Promise<{ peer: Socket; link: Link }> {
   const { server, a: peer, b: sock } = await socketPair();
   server.close();
   const l = new Link(
     sock,
-    { id, name: `l${id}`, maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: 1e6, deadIntervalMs: 1e7 },
+    { id, name: `l${id}`, maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: Math.min(1e6, deadIntervalMs / 4), deadIntervalMs },
     { onFrame() {}, onChunkEnd() {}, onClose() {} },
     quiet,
   );
   s.attach(l);
   return { peer, link: l };
+}
+
+/** Link `id`'s frames taken by the native path so far (folded by the snapshot). */
+function nativeFrames(id: number): number {
+  return t.snapshot().sessions[0]?.links.find((l) => l.id === id)?.nativeFrames ?? 0;
 }
 
 const a = await link(0);
@@ -96,11 +103,43 @@ s.allowSources(undefined, tun.vnetHdrBytes);
 const refused = data(17);
 refused[DATA_HEADER_BYTES + tun.vnetHdrBytes] = 0x55;
 await send(a.peer, refused, data(18));
+// A read that ends 3 bytes into a frame (its length, not its type yet): the decoder's.
+const nineteen = data(19);
+await send(a.peer, nineteen.subarray(0, 3));
+await send(a.peer, nineteen.subarray(3));
+// A frame longer than a read (the read buffer is 64 KiB; this one is 65,024 bytes of datagram,
+// over 65 KiB with the headers), in three parts: the reader holds it until it is whole, and it
+// goes the native way (the counters below say so), on link a and, a copy, on link b's
+// replacement; then a long frame whose sender stops half-way and closes: the decoder judges it.
+const nativeBefore = nativeFrames(0);
+const long = encodeData(20, packet(20, '10.9.0.2', 0, 65_021));
+await send(a.peer, long.subarray(0, 30_000));
+await send(a.peer, long.subarray(30_000, 60_000));
+await send(a.peer, long.subarray(60_000));
+const longNative = nativeFrames(0) - nativeBefore;
+await send(a.peer, data(21));
+const c = await link(2);
+await send(c.peer, long.subarray(0, 40_000));
+await send(c.peer, long.subarray(40_000), data(21));
+const cut = encodeData(22, packet(22, '10.9.0.2', 0, 50_000));
+await send(c.peer, cut.subarray(0, 20_000));
+await send(c.peer, cut.subarray(20_000, 40_000));
+c.peer.end();
+// A long frame that trickles in for three times the link's dead interval, a piece every 100 ms:
+// every piece is a sign of life, the link stays up and the frame arrives.
+const d = await link(3, 300);
+d.peer.on('data', () => {}); // its PINGs, unanswered
+const slow = encodeData(23, packet(23, '10.9.0.2', 0, 40_000));
+for (let off = 0; off < slow.length; off += 4_500) {
+  d.peer.write(slow.subarray(off, off + 4_500));
+  await sleep(100);
+}
 await sleep(200);
 
 const snap = t.snapshot();
 const session = snap.sessions[0];
 const out = {
+  longNative,
   vnetHdrBytes: tun.vnetHdrBytes,
   received,
   delivered: session?.rxPackets,
