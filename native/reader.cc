@@ -180,7 +180,8 @@ void SocketReader::OnPoll(uv_poll_t* handle, int status, int events) {
       int err = 0;
       socklen_t errLen = sizeof(err);
       if (getsockopt(self->fd_, SOL_SOCKET, SO_ERROR, &err, &errLen) != 0 || err == 0) err = -status;
-      self->Finish(err);
+      // A frame the reader holds the start of goes to the decoder first, as its bytes would have.
+      if ((self->carryWant_ == 0 || self->FlushCarry()) && self->fd_ >= 0) self->Finish(err);
     } else if (events & UV_READABLE) {
       self->HandleReadable();
     }
@@ -208,7 +209,10 @@ void SocketReader::ReportCaught() noexcept {
 // busy link cannot keep the loop from the others: the poll is level-triggered
 // and comes back), then hands it on in one call.
 void SocketReader::HandleReadable() {
-  if (carryWant_ > 0 && !FinishCarry()) return;
+  if (carryWant_ > 0) {
+    // Its callbacks may have paused the reader (or closed it): no more reads this turn then.
+    if (!FinishCarry() || poll_ == nullptr || uv_is_active(reinterpret_cast<uv_handle_t*>(poll_)) == 0) return;
+  }
   size_t got = 0;
   int err = -1;  // -1: the socket is merely drained
   for (int i = 0; i < 4 && got < bufLen_; i++) {
@@ -245,12 +249,15 @@ void SocketReader::HandleReadable() {
       Napi::Object fast = fastRef_.Value();
       Napi::Float64Array counters = countersRef_.Value();
       pos += Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(buf_ + pos, got - pos, maxFrameBytes_, counters.Data());
-      // The read ended inside a DATA frame: kept here until its end comes (unless the socket
-      // ended: the decoder's, to judge as a cut frame).
-      size_t frameBytes = CutDataFrame(buf_ + pos, got - pos, maxFrameBytes_);
-      if (err < 0 && frameBytes > 0 && fd_ >= 0 && fast_ != nullptr && fast_->Usable()) {
-        StartCarry(pos, got, frameBytes);
-        pos = got;
+      // The read ended inside a DATA frame right after the frames taken: kept here until its
+      // end comes (unless the socket ended: the decoder's, to judge as a cut frame). Deliver may
+      // have run JavaScript, which may have closed the reader or taken the path away.
+      if (err < 0 && fd_ >= 0 && buf_ != nullptr && fast_ != nullptr && fast_->Usable()) {
+        size_t frameBytes = CutDataFrame(buf_ + pos, got - pos, maxFrameBytes_);
+        if (frameBytes > 0) {
+          StartCarry(pos, got, frameBytes);
+          pos = got;
+        }
       }
     }
     if (pos < got) CallOnData(got, pos);
@@ -308,9 +315,18 @@ bool SocketReader::FinishCarry() {
     taken = Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(carry_.get(), carryWant_, maxFrameBytes_, counters.Data());
   }
   if (taken == 0) return FlushCarry();
+  DoneCarry();
+  return fd_ >= 0 && buf_ != nullptr && !ended_;
+}
+
+// The carry is empty; a buffer made for a frame longer than an offload packet's is let go.
+void SocketReader::DoneCarry() {
   carryHave_ = 0;
   carryWant_ = 0;
-  return fd_ >= 0 && buf_ != nullptr && !ended_;
+  if (carryCap_ > kCarryKeptBytes) {
+    carry_.reset();
+    carryCap_ = 0;
+  }
 }
 
 // The carried bytes to onData, through the read buffer (in pieces if they are
@@ -320,6 +336,8 @@ bool SocketReader::FlushCarry() {
   size_t have = carryHave_;
   carryHave_ = 0;
   carryWant_ = 0;
+  // Held here: the buffer may be let go (DoneCarry) only after the bytes are handed on, and a
+  // callback may start nothing new meanwhile (the reader reads only from its poll callback).
   for (size_t from = 0; from < have;) {
     if (fd_ < 0 || buf_ == nullptr) return false;
     size_t n = std::min(bufLen_, have - from);
@@ -327,6 +345,7 @@ bool SocketReader::FlushCarry() {
     from += n;
     if (!CallOnData(n, 0)) return false;
   }
+  DoneCarry();
   return fd_ >= 0 && buf_ != nullptr && !ended_;
 }
 

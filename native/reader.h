@@ -44,6 +44,7 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   void StartCarry(size_t pos, size_t got, size_t frameBytes);
   bool FinishCarry();
   bool FlushCarry();
+  void DoneCarry();
   void MarkHeard();
 
   int fd_ = -1;
@@ -72,6 +73,8 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   // far (carryHave_ of carryWant_), in a buffer of this reader's own (the read buffer is shared by
   // every link, and a frame may be longer than it). The next reads finish it here, and it goes
   // the native way as a whole frame, not through the decoder; carryWant_ 0: none held.
+  // Kept for the next frame up to this size (an offload packet's frame); a longer one is freed.
+  static constexpr size_t kCarryKeptBytes = 128 * 1024;
   std::unique_ptr<uint8_t[]> carry_;
   size_t carryCap_ = 0;
   size_t carryHave_ = 0;

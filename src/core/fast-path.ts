@@ -1,10 +1,11 @@
 // The native receive path (native/fastpath.h). In open mode with duplicate
-// scheduling, the DATA frames at the start of a link's read (one the read
-// ended inside of is finished by the next reads, in the reader's own buffer)
-// are judged by the session's elimination table, checked (virtio_net_hdr,
-// source address) and written to the TUN by the addon, with no JavaScript per
-// packet. Everything else takes the TypeScript path as before, in order:
-// other frames, a frame cut inside its first 6 bytes, a packet a check refuses (counted
+// scheduling, the DATA frames at the start of a link's read (and one the read
+// ends inside of, right after them: the reader keeps it in a buffer of its own
+// and finishes it with the next reads) are judged by the session's elimination
+// table, checked (virtio_net_hdr, source address) and written to the TUN by the
+// addon, with no JavaScript per packet. Everything else takes the TypeScript
+// path as before, in order: other frames and what follows them in the read, a
+// frame cut inside its first 6 bytes or by the end of the stream, a packet a check refuses (counted
 // there), a packet the TUN did not take (the TUN writer queues
 // or counts it), keyed and striped sessions. Both paths share the session's
 // table, the addon's Eliminator (core/eliminator.ts is its specification).
