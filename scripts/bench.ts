@@ -5,7 +5,7 @@
 // runs) and under load, CPU seconds per GB and peak RSS on each side, and a
 // numbered UDP stream through impaired links. Writes bench/results/latest.json,
 // .md and SVG charts.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -31,6 +31,14 @@ interface TunnelResult {
   /** The inner TCP's retransmitted segments (iperf3's sender), c→s and s→c: the tunnel's drops show here. */
   retransmits: { c2s: number; s2c: number };
   rttIdleMs: { p50: number; p99: number };
+  /**
+   * Idle again, the server's processes on CPU 0 and the client's (and ping) on CPU 1, as on two
+   * hosts. Unpinned, a tunnel's idle round trip on this 2-vCPU VM depends on where the scheduler
+   * put its two processes: dp-tcp 0.09-0.15 ms p50 with both on one vCPU, 0.31-0.45 ms on two
+   * (2026-12-06, two runs each), and a run lands on either; pinned, every tunnel meets the same
+   * wake-ups. Null for the direct link.
+   */
+  rttPinnedMs: { p50: number; p99: number } | null;
   /** Idle again after the bulk runs: dp-tcp's JavaScript is JIT-compiled by then (see measure). */
   rttWarmMs: { p50: number; p99: number };
   rttLoadedMs: { p50: number; p99: number; answered: number };
@@ -99,12 +107,34 @@ async function iperfOnce(tb: Testbed, dest: string, args: string[]): Promise<Ipe
   return { mbps: j.end.sum_received.bits_per_second / 1e6, bytes: j.end.sum_received.bytes, retransmits: j.end.sum_sent?.retransmits ?? NaN };
 }
 
-async function pingStats(tb: Testbed, dest: string, count: number, interval: string): Promise<{ p50: number; p99: number; answered: number }> {
-  const { stdout } = await tb.run('client', 'ping', ['-c', String(count), '-i', interval, '-W', '2', dest], 60_000).catch(
+async function pingStats(tb: Testbed, dest: string, count: number, interval: string, cpu?: number): Promise<{ p50: number; p99: number; answered: number }> {
+  const args = ['-c', String(count), '-i', interval, '-W', '2', dest];
+  const [cmd, argv] = cpu === undefined ? ['ping', args] : ['taskset', ['-c', String(cpu), 'ping', ...args]];
+  const { stdout } = await tb.run('client', cmd, argv, 60_000).catch(
     (e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }),
   );
   const t = [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   return { p50: percentile(t, 50), p99: percentile(t, 99), answered: t.length };
+}
+
+/** Every thread of `pid` on `cpus` (taskset's list form, "0" or "0-1"). */
+function pin(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/** Idle ping RTT with the server side on CPU 0 and the client side on CPU 1 (TunnelResult.rttPinnedMs); unpinned after. */
+async function pinnedPing(tb: Testbed, dest: string, sides: Pids): Promise<{ p50: number; p99: number }> {
+  const all = `0-${cpus().length - 1}`;
+  try {
+    pin(sides.server, '0');
+    pin(sides.client, '1');
+    await pingStats(tb, dest, 100, '0.01', 1);
+    const r = await pingStats(tb, dest, 400, '0.01', 1);
+    return { p50: r.p50, p99: r.p99 };
+  } finally {
+    pin(sides.server, all);
+    pin(sides.client, all);
+  }
 }
 
 /** One tunnel's figures; `sides`: its processes (none for the direct link). */
@@ -117,6 +147,7 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
   // again after the bulk runs, below.
   await pingStats(tb, dest, 100, '0.01');
   const idle = await pingStats(tb, dest, 400, '0.01');
+  const pinned = sides && cpus().length >= 2 ? await pinnedPing(tb, dest, sides) : null;
   const cpu0 = sides && { server: cpuTicks([sides.server]), client: cpuTicks([sides.client]) };
   const c2s = await iperf(tb, dest, []);
   const cpu = sides && cpu0 && {
@@ -145,6 +176,7 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
     tcpP4Mbps: Math.round(p4.mbps),
     retransmits: { c2s: c2s.retransmits, s2c: s2c.retransmits },
     rttIdleMs: { p50: idle.p50, p99: idle.p99 },
+    rttPinnedMs: pinned,
     rttWarmMs: { p50: warm.p50, p99: warm.p99 },
     rttLoadedMs: loaded,
     cpuSecondsPerGB: cpu && Math.round((cpu.server + cpu.client) * 100) / 100,
@@ -247,11 +279,11 @@ function cdfSvg(imp: ImpairmentResult[]): string {
 function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>): string {
   const f = (v: number | null, d = 0): string => (v === null || Number.isNaN(v) ? '–' : v.toFixed(d));
   let md = `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, one machine, network namespaces and veth links (\`npm run bench\`, ${SECONDS} s per iperf3 run).\n\n`;
-  md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | TCP retransmits c→s / s→c | RTT idle p50 / p99 ms | RTT idle after the bulk runs p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB c→s: server / client | peak RSS MB: server / client |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
+  md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | TCP retransmits c→s / s→c | RTT idle p50 / p99 ms | RTT idle, server on CPU 0, client on CPU 1: p50 / p99 ms | RTT idle after the bulk runs p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB c→s: server / client | peak RSS MB: server / client |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n';
   for (const r of results) {
     const cpu = r.cpuSecondsPerGBSides ? `${f(r.cpuSecondsPerGBSides.server, 2)} / ${f(r.cpuSecondsPerGBSides.client, 2)}` : '–';
     const rss = r.peakRssMBSides ? `${f(r.peakRssMBSides.server, 0)} / ${f(r.peakRssMBSides.client, 0)}` : '–';
-    md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.retransmits.c2s)} / ${f(r.retransmits.s2c)} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${f(r.rttWarmMs.p50, 3)} / ${f(r.rttWarmMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${cpu} | ${rss} |\n`;
+    md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.retransmits.c2s)} / ${f(r.retransmits.s2c)} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${r.rttPinnedMs ? `${f(r.rttPinnedMs.p50, 3)} / ${f(r.rttPinnedMs.p99, 3)}` : '–'} | ${f(r.rttWarmMs.p50, 3)} / ${f(r.rttWarmMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${cpu} | ${rss} |\n`;
   }
   md += goals(results);
   md += '\n| impairment of link 1 | tunnel | delivered | duplicates | latency p50 / p99 / max ms |\n|---|---|---|---|---|\n';
@@ -285,9 +317,11 @@ function goals(results: TunnelResult[]): string {
   const rss = Math.max(...results.filter((r) => r.name.startsWith('dp-tcp')).map((r) => r.peakRssMB ?? NaN));
   const warm50 = open.rttWarmMs.p50 / ovpnNd.rttWarmMs.p50;
   const warm99 = open.rttWarmMs.p99 / ovpnNd.rttWarmMs.p99;
+  const pin50 = open.rttPinnedMs && ovpnNd.rttPinnedMs ? open.rttPinnedMs.p50 / ovpnNd.rttPinnedMs.p50 : NaN;
+  const pin99 = open.rttPinnedMs && ovpnNd.rttPinnedMs ? open.rttPinnedMs.p99 / ovpnNd.rttPinnedMs.p99 : NaN;
   return (
-    `\nFast-path goals in this run (dp-tcp open mode; the slower direction against the other's faster): idle RTT p50 ${p50.toFixed(2)}× OpenVPN --tcp-nodelay's (goal ≤ 1: ${mark(p50 <= 1)}), ` +
-    `p99 ${p99.toFixed(2)}× (goal ≤ 1.5: ${mark(p99 <= 1.5)}; idle after the bulk runs, JIT-compiled: p50 ${warm50.toFixed(2)}×, p99 ${warm99.toFixed(2)}×); throughput without cipher ${bulk.toFixed(2)}× OpenVPN TCP (goal ≥ 15: ${mark(bulk >= 15)}; ` +
+    `\nFast-path goals in this run (dp-tcp open mode; the slower direction against the other's faster): idle RTT, each side on a CPU of its own, p50 ${pin50.toFixed(2)}× OpenVPN --tcp-nodelay's (goal ≤ 1: ${mark(pin50 <= 1)}), ` +
+    `p99 ${pin99.toFixed(2)}× (goal ≤ 1.5: ${mark(pin99 <= 1.5)}; unpinned, where the scheduler put each tunnel's processes: p50 ${p50.toFixed(2)}×, p99 ${p99.toFixed(2)}×; after the bulk runs, JIT-compiled: p50 ${warm50.toFixed(2)}×, p99 ${warm99.toFixed(2)}×); throughput without cipher ${bulk.toFixed(2)}× OpenVPN TCP (goal ≥ 15: ${mark(bulk >= 15)}; ` +
     `${bulkNd.toFixed(2)}× the faster OpenVPN); AES-256-GCM ${aesX.toFixed(2)}× wireguard-go (goal ≥ 4: ${mark(aesX >= 4)}); peak RSS ${rss.toFixed(0)} MB per side (goal ≤ 80: ${mark(rss <= 80)}).\n`
   );
 }
