@@ -1,8 +1,10 @@
 // `npm run bench` (root): one run, one machine, side by side — direct veth,
 // OpenVPN over one TCP link (static key, with and without a cipher),
 // wireguard-go over one UDP path, dp-tcp over two links (with and without
-// encryption). TCP throughput both ways, RTT idle (before and after the bulk
-// runs) and under load, CPU seconds per GB and peak RSS on each side, and a
+// encryption). TCP throughput both ways and the inner TCP's retransmits, RTT
+// idle (before the bulk runs unpinned and with each side pinned to a CPU of
+// its own, and after them) and under load, CPU seconds per GB and peak RSS on
+// each side, and a
 // numbered UDP stream through impaired links. Writes bench/results/latest.json,
 // .md and SVG charts.
 import { execFile, execFileSync } from 'node:child_process';
@@ -83,13 +85,13 @@ function peakRssMB(pids: number[]): number | null {
   );
 }
 
-/** One iperf3 run; a run the tunnel's control connection did not survive is tried once more. */
 interface IperfResult {
   mbps: number;
   bytes: number;
   retransmits: number;
 }
 
+/** One iperf3 run; a run the tunnel's control connection did not survive is tried once more. */
 async function iperf(tb: Testbed, dest: string, args: string[]): Promise<IperfResult> {
   try {
     return await iperfOnce(tb, dest, args);
