@@ -245,10 +245,7 @@ void SocketReader::HandleReadable() {
       if (!CallOnData(pos, 0)) pos = got;
     }
     if (pos < got && fast_ != nullptr && jsNeed_ == 0 && fast_->Usable()) {
-      // Held in this scope: a callback of Deliver's may drop them from the reader.
-      Napi::Object fast = fastRef_.Value();
-      Napi::Float64Array counters = countersRef_.Value();
-      pos += Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(buf_ + pos, got - pos, maxFrameBytes_, counters.Data());
+      pos += DeliverNative(buf_ + pos, got - pos);
       // The read ended inside a DATA frame right after the frames taken: kept here until its
       // end comes (unless the socket ended: the decoder's, to judge as a cut frame). Deliver may
       // have run JavaScript, which may have closed the reader or taken the path away.
@@ -263,6 +260,14 @@ void SocketReader::HandleReadable() {
     if (pos < got) CallOnData(got, pos);
   }
   if (err >= 0 && fd_ >= 0) Finish(err);
+}
+
+// FastPath::Deliver of p[0, n) with this link's counters (fast_ set); the bytes it took.
+size_t SocketReader::DeliverNative(const uint8_t* p, size_t n) {
+  // Held in this scope: a callback of Deliver's may drop them from the reader.
+  Napi::Object fast = fastRef_.Value();
+  Napi::Float64Array counters = countersRef_.Value();
+  return Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(p, n, maxFrameBytes_, counters.Data());
 }
 
 // Open mode's sign of life: bytes came (the native path's counters, folded by TypeScript).
@@ -307,14 +312,7 @@ bool SocketReader::FinishCarry() {
     MarkHeard();
   }
   if (carryHave_ < carryWant_ || fast_ == nullptr || !fast_->Usable()) return FlushCarry();
-  size_t taken = 0;
-  {
-    // Held in this scope: a callback of Deliver's may drop them from the reader.
-    Napi::Object fast = fastRef_.Value();
-    Napi::Float64Array counters = countersRef_.Value();
-    taken = Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(carry_.get(), carryWant_, maxFrameBytes_, counters.Data());
-  }
-  if (taken == 0) return FlushCarry();
+  if (DeliverNative(carry_.get(), carryWant_) == 0) return FlushCarry();
   DoneCarry();
   return fd_ >= 0 && buf_ != nullptr && !ended_;
 }

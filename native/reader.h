@@ -41,6 +41,7 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   napi_value CallJs(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) noexcept;
   void DropFast();
   bool CallOnData(size_t n, size_t start);
+  size_t DeliverNative(const uint8_t* p, size_t n);
   void StartCarry(size_t pos, size_t got, size_t frameBytes);
   bool FinishCarry();
   bool FlushCarry();

@@ -124,15 +124,20 @@ function pin(pid: number, cpus: string): void {
   execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }
 
-/** Idle ping RTT with the server side on CPU 0 and the client side on CPU 1 (TunnelResult.rttPinnedMs); unpinned after. */
+/** Idle ping RTT: 100 pings at 10 ms to warm up, then 400 measured (ping on `cpu`, if given). */
+async function idleRtt(tb: Testbed, dest: string, cpu?: number): Promise<{ p50: number; p99: number }> {
+  await pingStats(tb, dest, 100, '0.01', cpu);
+  const r = await pingStats(tb, dest, 400, '0.01', cpu);
+  return { p50: r.p50, p99: r.p99 };
+}
+
+/** idleRtt with the server side on CPU 0 and the client side on CPU 1 (TunnelResult.rttPinnedMs); unpinned after. */
 async function pinnedPing(tb: Testbed, dest: string, sides: Pids): Promise<{ p50: number; p99: number }> {
   const all = `0-${cpus().length - 1}`;
   try {
     pin(sides.server, '0');
     pin(sides.client, '1');
-    await pingStats(tb, dest, 100, '0.01', 1);
-    const r = await pingStats(tb, dest, 400, '0.01', 1);
-    return { p50: r.p50, p99: r.p99 };
+    return await idleRtt(tb, dest, 1);
   } finally {
     pin(sides.server, all);
     pin(sides.client, all);
@@ -147,8 +152,7 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
   await sleep(500);
   // Idle first, as a tunnel that just came up runs it (and as the acceptance check measures it);
   // again after the bulk runs, below.
-  await pingStats(tb, dest, 100, '0.01');
-  const idle = await pingStats(tb, dest, 400, '0.01');
+  const idle = await idleRtt(tb, dest);
   const pinned = sides && cpus().length >= 2 ? await pinnedPing(tb, dest, sides) : null;
   const cpu0 = sides && { server: cpuTicks([sides.server]), client: cpuTicks([sides.client]) };
   const c2s = await iperf(tb, dest, []);
@@ -177,7 +181,7 @@ async function measure(tb: Testbed, name: string, links: number, dest: string, s
     tcpS2cMbps: Math.round(s2c.mbps),
     tcpP4Mbps: Math.round(p4.mbps),
     retransmits: { c2s: c2s.retransmits, s2c: s2c.retransmits },
-    rttIdleMs: { p50: idle.p50, p99: idle.p99 },
+    rttIdleMs: idle,
     rttPinnedMs: pinned,
     rttWarmMs: { p50: warm.p50, p99: warm.p99 },
     rttLoadedMs: loaded,
