@@ -119,7 +119,12 @@ interface CommonConfig {
  * carries. Pings under a saturating iperf3 through the tunnel, loaded minus
  * idle p50 / p99 in ms, three runs each (2026-12-04): nice 0 +1.6-1.8 /
  * +6.3-9.2, -10 +1.0-1.4 / +4.9-8.1, -15 -0.1-+0.8 / +3.8-5.0, -20 the same
- * as -15.
+ * as -15. Its price (2026-12-06, native path): under iperf3 through the
+ * tunnel on two vCPUs, a fifth of the machine idles (the load balancer weighs
+ * by nice) and bulk moves 1.10-1.39x (median 1.18) more at 0; loaded ping at
+ * 0 still within the acceptance bounds (p50 0.36-0.81, p99 1.68-3.91 ms
+ * against 0.14-0.54 / 1.10-2.00), but behind two busy loops idle ping p99 up
+ * to 4 ms at 0 against 0.15-0.27 at -15 (README, "Priority and throughput").
  */
 export const DEFAULT_NICE = -15;
 
