@@ -4,7 +4,8 @@
 // frame cut across reads, control frames between data, a spoofed source, a
 // virtio_net_hdr no kernel writes, a late copy, a frame too long for the
 // limit, then frames that reads end inside of: a frame longer than a read, one
-// whose peer closes half-way, one trickling in for three dead intervals. Prints one JSON line: what reached a UDP socket behind the TUN, in
+// whose peer closes half-way, one whose peer resets the connection half-way,
+// one trickling in for three dead intervals. Prints one JSON line: what reached a UDP socket behind the TUN, in
 // order, and the counters. Run as root inside a network namespace (test/e2e/
 // native-path.test.ts runs it with DPTCP_NATIVE_PATH=0 and without, and
 // compares).
@@ -125,9 +126,18 @@ const cut = encodeData(22, packet(22, '10.9.0.2', 0, 50_000));
 await send(c.peer, cut.subarray(0, 20_000));
 await send(c.peer, cut.subarray(20_000, 40_000));
 c.peer.end();
+// A long frame whose sender resets the connection half-way (RST, not FIN): the read fails
+// while the reader holds the frame's start; the decoder gets those bytes first, as it would
+// have, and the link closes for the reset.
+const e = await link(3);
+const reset = encodeData(24, packet(24, '10.9.0.2', 0, 50_000));
+await send(e.peer, reset.subarray(0, 30_000));
+await send(e.peer, reset.subarray(30_000, 45_000));
+e.peer.resetAndDestroy();
+await sleep(100);
 // A long frame that trickles in for three times the link's dead interval, a piece every 100 ms:
 // every piece is a sign of life, the link stays up and the frame arrives.
-const d = await link(3, 300);
+const d = await link(4, 300);
 d.peer.on('data', () => {}); // its PINGs, unanswered
 const slow = encodeData(23, packet(23, '10.9.0.2', 0, 40_000));
 for (let off = 0; off < slow.length; off += 4_500) {
