@@ -88,9 +88,11 @@ Napi::Function SendPath::Init(Napi::Env env) {
 // counters a Float64Array (SendCounter); flowBytes the FlowClassifier's
 // Uint32Array(4096), flowState its Float64Array [last halving, performance.now()
 // ms], seed its hash seed; hrOffsetMs what uv_hrtime() ms less performance.now()
-// is; onRest(rests: Buffer[], info: Int32Array) gets, for each link that did
-// not take a frame whole, a copy of it, and in info (link index, bytes of it
-// taken, or 0, or -errno).
+// is; onRest(rests: (Buffer | undefined)[], info: Int32Array) gets, for each
+// link that did not take a frame whole, the frame: copied into the link's rest
+// buffer (arm) and undefined in rests, or where it has none (or one too
+// small) a copy of its own in rests; and in info (link index, bytes of it
+// taken, or 0, or -errno; the frame's length).
 // The Tun is only checked: it is the Tun that holds the path (setSendPath).
 SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(info) {
   Napi::Env env = info.Env();
@@ -127,21 +129,26 @@ SendPath::SendPath(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SendPath>(
 
 SendPath::~SendPath() = default;
 
-// arm(seq, routes, readers, flags, linkCounters): sends for one
+// arm(seq, routes, readers, flags, linkCounters[, restBuffers]): sends for one
 // session from now on. seq: its Float64Array(1), the next sequence number
 // (TypeScript's takeSeq reads and bumps the same one); routes: the prefixes
 // its packets' destinations lie in (encodeSources), null: any; readers: the
 // SocketReader of each of its links that is up, flags: a Uint8Array, 1 at
 // index i while link i takes writes at once (TypeScript keeps it so),
-// linkCounters: a Float64Array (SendLinkCounter) per link. (Sessions whose
+// linkCounters: a Float64Array (SendLinkCounter) per link; restBuffers: a
+// Buffer per link that a frame it does not take whole is copied into for
+// onRest (reused: a link is sent on again only once its socket's writer took
+// the last one; TypeScript's flags say when). (Sessions whose
 // offload packets are cut, on slowly paced links, are not armed.) Replaces
 // what an earlier arm set.
 Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 5 || (!info[1].IsNull() && !info[1].IsBuffer()) || !info[2].IsArray() ||
       !info[3].IsTypedArray() || !info[4].IsArray()) {
-    throw Napi::TypeError::New(env, "arm(seq, routes: Buffer | null, readers, flags, linkCounters)");
+    throw Napi::TypeError::New(env, "arm(seq, routes: Buffer | null, readers, flags, linkCounters[, restBuffers])");
   }
+  bool hasRest = info.Length() > 5 && !info[5].IsUndefined();
+  if (hasRest && !info[5].IsArray()) throw Napi::TypeError::New(env, "arm: restBuffers is an array of Buffers");
   if (closed_) throw Napi::Error::New(env, "arm: the send path is closed");
   // Nothing is sent for the previous session's links whatever happens below.
   armed_ = false;
@@ -157,6 +164,8 @@ Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
   if (flags.ElementLength() < readers.Length() || linkCounters.Length() != readers.Length()) {
     throw Napi::RangeError::New(env, "arm: a flag and counters for every reader");
   }
+  Napi::Array restBuffers = hasRest ? info[5].As<Napi::Array>() : Napi::Array::New(env, 0);
+  if (hasRest && restBuffers.Length() != readers.Length()) throw Napi::RangeError::New(env, "arm: a rest buffer for every reader");
   std::vector<LinkOut> links;
   for (uint32_t i = 0; i < readers.Length(); i++) {
     Napi::Value r = readers.Get(i);
@@ -167,6 +176,14 @@ Napi::Value SendPath::Arm(const Napi::CallbackInfo& info) {
     l.reader = Napi::ObjectWrap<SocketReader>::Unwrap(r.As<Napi::Object>());
     l.countersRef = Napi::Persistent(c);
     l.counters = c.Data();
+    if (hasRest) {
+      Napi::Value b = restBuffers.Get(i);
+      if (!b.IsBuffer()) throw Napi::TypeError::New(env, "arm: a rest buffer is not a Buffer");
+      Napi::Buffer<uint8_t> buf = b.As<Napi::Buffer<uint8_t>>();
+      l.restRef = Napi::Persistent(buf);
+      l.rest = buf.Data();
+      l.restCap = buf.Length();
+    }
     links.push_back(std::move(l));
   }
   seqRef_ = Napi::Persistent(seq);
@@ -292,12 +309,21 @@ void SendPath::Rest(const std::vector<RestOf>& rests) noexcept {
   try {
     Napi::Env env(rawEnv);
     Napi::Array bufs = Napi::Array::New(env, rests.size());
-    Napi::Int32Array info = Napi::Int32Array::New(env, rests.size() * 2);
+    Napi::Int32Array info = Napi::Int32Array::New(env, rests.size() * 3);
     for (size_t i = 0; i < rests.size(); i++) {
       const RestOf& r = rests[i];
-      bufs.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, r.frame, r.len));
-      info[i * 2] = r.link;
-      info[i * 2 + 1] = r.sent;
+      const LinkOut& l = links_[static_cast<size_t>(r.link)];
+      // Into the link's own buffer: a frame the socket takes only in part is common under load,
+      // and a buffer of its own each time was garbage that only V8's collector gave back.
+      if (l.rest != nullptr && l.restCap >= r.len) {
+        std::memcpy(l.rest, r.frame, r.len);
+        bufs.Set(static_cast<uint32_t>(i), env.Undefined());
+      } else {
+        bufs.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, r.frame, r.len));
+      }
+      info[i * 3] = r.link;
+      info[i * 3 + 1] = r.sent;
+      info[i * 3 + 2] = static_cast<int32_t>(r.len);
     }
     onRest_.MakeCallback(env.Global(), {bufs, info}, *asyncContext_);
   } catch (...) {

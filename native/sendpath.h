@@ -64,6 +64,10 @@ class SendPath : public Napi::ObjectWrap<SendPath> {
     SocketReader* reader;
     Napi::Reference<Napi::Float64Array> countersRef;
     double* counters;
+    // The link's buffer for a frame it did not take whole (see Rest); none: a copy of its own.
+    Napi::Reference<Napi::Buffer<uint8_t>> restRef;
+    uint8_t* rest = nullptr;
+    size_t restCap = 0;
   };
 
   Napi::Value Arm(const Napi::CallbackInfo& info);

@@ -21,8 +21,9 @@
 // takes the rest of a batch from the first packet it may not send, and what a
 // socket did not take of a frame (Link.sendRest).
 import { performance } from 'node:perf_hooks';
+import { DATA_HEADER_BYTES } from '../protocol/frame.js';
 import { addressBytes, type TunnelAddress } from '../protocol/handshake.js';
-import type { TunDevice } from '../tun/device.js';
+import { MAX_OFFLOAD_PACKET, type TunDevice } from '../tun/device.js';
 import { loadAddon } from '../tun/loader.js';
 import type { NativeAddon, NativeFastPath, NativeSendPath, NativeTun } from '../tun/native.js';
 import { Eliminator, type EliminatorOptions, type EliminationTable } from './eliminator.js';
@@ -156,6 +157,15 @@ export interface TunReadStats {
 export class FastSend {
   private session: Session | undefined;
   private links: Link[] = [];
+  /**
+   * Each link's rest buffer (NativeSendPath.arm), kept with the link across
+   * arms: a frame its socket took only in part is copied there, not into a
+   * buffer of its own (under load hundreds a second, garbage that only V8's
+   * collector gave back, in glibc's heap). One per link suffices: the addon
+   * sends on a link only while its flag is up, which needs the socket's
+   * writer empty, the last rest written.
+   */
+  private readonly restBuffers = new WeakMap<Link, Buffer>();
 
   private constructor(
     private readonly native: NativeSendPath,
@@ -199,7 +209,14 @@ export class FastSend {
     if (s === undefined || s.isClosed || s.keys !== undefined || s.mode !== 'duplicate' || s.sharesPaths || s.splitBytes !== undefined || links.length === 0 || links.some((l) => l.unsentCap !== undefined) || readers.some((r) => r === undefined)) return;
     const flags = new Uint8Array(links.length);
     const counters = links.map(() => new Float64Array(SEND_LINK_COUNTERS));
-    this.native.arm(s.seqBox, encodeSources((sole as { prefixes: readonly TunnelAddress[] }).prefixes), readers as NonNullable<(typeof readers)[number]>[], flags, counters);
+    this.native.arm(
+      s.seqBox,
+      encodeSources((sole as { prefixes: readonly TunnelAddress[] }).prefixes),
+      readers as NonNullable<(typeof readers)[number]>[],
+      flags,
+      counters,
+      links.map((l) => this.restBufferOf(l)),
+    );
     this.session = s;
     this.links = links;
     links.forEach((l, i) => l.bindSend(flags, i, counters[i]));
@@ -218,11 +235,30 @@ export class FastSend {
     c.fill(0);
   }
 
-  /** Frames links did not take whole: rests[i] for the link at info[2i], which took info[2i+1] bytes of it. */
-  private rest(rests: Buffer[], info: Int32Array): void {
+  /**
+   * Frames links did not take whole: for the link at info[3i], which took
+   * info[3i+1] bytes of it, the frame of info[3i+2] bytes in its rest buffer,
+   * or rests[i] where the addon made a copy.
+   */
+  private rest(rests: Array<Buffer | undefined>, info: Int32Array): void {
     const now = performance.now();
     const links = this.links; // as armed when the addon sent: a link's sendRest must not shift the others'
-    for (let i = 0; i < rests.length; i++) links[info[i * 2] as number]?.sendRest(rests[i] as Buffer, info[i * 2 + 1] as number, 1, now);
+    for (let i = 0; i < rests.length; i++) {
+      const link = links[info[i * 3] as number];
+      if (link === undefined) continue;
+      const frame = rests[i] ?? this.restBuffers.get(link)?.subarray(0, info[i * 3 + 2] as number);
+      if (frame !== undefined) link.sendRest(frame, info[i * 3 + 1] as number, 1, now);
+    }
+  }
+
+  /** `link`'s rest buffer: room for the longest frame the send path makes (a DATA header and an offload packet). */
+  private restBufferOf(link: Link): Buffer {
+    let b = this.restBuffers.get(link);
+    if (b === undefined) {
+      b = Buffer.allocUnsafeSlow(DATA_HEADER_BYTES + MAX_OFFLOAD_PACKET);
+      this.restBuffers.set(link, b);
+    }
+    return b;
   }
 
   close(stats: TunReadStats): void {

@@ -110,10 +110,11 @@ export interface NativeSendPath {
   /**
    * Sends for one session: `seq` its next sequence number (shared), `routes`
    * the prefixes of its destinations (encodeSources; null: any), a reader, a
-   * flag (1: takes writes at once) and counters (tx packets, tx bytes) per
-   * link.
+   * flag (1: takes writes at once), counters (tx packets, tx bytes) and a
+   * rest buffer (a frame the link's socket did not take whole is copied
+   * there for onRest; reused) per link.
    */
-  arm(seq: Float64Array, routes: Buffer | null, readers: NativeSocketReader[], flags: Uint8Array, linkCounters: Float64Array[]): void;
+  arm(seq: Float64Array, routes: Buffer | null, readers: NativeSocketReader[], flags: Uint8Array, linkCounters: Float64Array[], restBuffers?: Buffer[]): void;
   disarm(): void;
   close(): void;
 }
@@ -165,8 +166,10 @@ export interface NativeAddon {
   FastPath?: new (tun: NativeTun, eliminator: NativeEliminator, vnetHdrBytes: number, counters: Float64Array, onTunFailed: (packet: Buffer) => void) => NativeFastPath;
   /**
    * Absent from addons built before it. onRest(rests, info): for each link
-   * that did not take a frame whole, a copy of it, and in info (link index,
-   * bytes of it taken — 0: none, negative: -errno, the send failed).
+   * that did not take a frame whole, the frame — undefined in rests when it
+   * is in the link's rest buffer (arm), else a copy — and in info (link
+   * index, bytes of it taken — 0: none, negative: -errno, the send failed —,
+   * the frame's length).
    */
   SendPath?: new (
     tun: NativeTun,
@@ -176,7 +179,7 @@ export interface NativeAddon {
     flowState: Float64Array,
     seed: number,
     hrOffsetMs: number,
-    onRest: (rests: Buffer[], info: Int32Array) => void,
+    onRest: (rests: Array<Buffer | undefined>, info: Int32Array) => void,
   ) => NativeSendPath;
   /** core/flows.ts flowHash in C++ (tests). */
   flowHash?(packet: Buffer, seed: number): number;

@@ -22,6 +22,7 @@ interface ProbeLink {
   broken: string | null;
   peerBytes: number;
   rests: number[];
+  restBuffers: number;
   frames: string[];
 }
 interface Probe {
@@ -95,6 +96,8 @@ describe('native send path', { skip, timeout: 180_000 }, () => {
         rests.every((n) => n >= 0),
         `no send failed: ${rests.join(', ')}`,
       );
+      // Each copied into the link's one rest buffer, not a buffer of its own (and still whole, above).
+      assert.equal(fast.links[1]?.restBuffers, 1, `${rests.length} frames handed back, in ${fast.links[1]?.restBuffers} buffers`);
     });
   }
 });

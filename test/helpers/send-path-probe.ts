@@ -40,13 +40,16 @@ interface PeerView {
   broken: string | null;
   bytes: number;
   rests: number[];
+  restBuffers: number;
 }
 
 /** A link of the session over a loopback connection; its peer decodes what arrives. */
 async function link(id: number): Promise<{ peer: Socket; link: Link; view: PeerView }> {
   const { server, a: peer, b: sock } = await socketPair();
   server.close();
-  const view: PeerView = { frames: [], broken: null, bytes: 0, rests: [] };
+  const view: PeerView = { frames: [], broken: null, bytes: 0, rests: [], restBuffers: 0 };
+  // The memory the frames handed back lie in: the addon copies them into the link's rest buffer, one for all.
+  const restMemory = new Set<ArrayBufferLike>();
   const decoder = new FrameDecoder(66_000, (type, buf, start, end) => {
     if (type !== FrameType.Data) return;
     // `start`: the body, a sequence number and the packet; the UDP payload after its 20-byte IPv4 and 8-byte UDP headers.
@@ -77,6 +80,8 @@ async function link(id: number): Promise<{ peer: Socket; link: Link; view: PeerV
   const sendRest = l.sendRest.bind(l);
   l.sendRest = (frames, sent, packets, nowMs) => {
     view.rests.push(sent);
+    restMemory.add(frames.buffer);
+    view.restBuffers = restMemory.size;
     sendRest(frames, sent, packets, nowMs);
   };
   return { peer, link: l, view };
@@ -132,6 +137,7 @@ const out = {
     broken: views[i] === undefined ? 'no view' : views[i].broken,
     peerBytes: views[i]?.bytes,
     rests: views[i]?.rests,
+    restBuffers: views[i]?.restBuffers,
     frames: views[i]?.frames,
   })),
 };
