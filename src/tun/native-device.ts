@@ -9,9 +9,16 @@ import type { NativeAddon, NativeTun } from './native.js';
  * Read arenas a batch can be pinned in (see PacketBatch.pin): one is read
  * into, the others wait for the links' queues and sockets' writers to release
  * what they keep. An arena is allocated when first needed; its pages when
- * first written.
+ * first written. A pinned batch keeps only its own bytes: the next batch is
+ * read into the rest of its arena while a packet of the largest size fits
+ * there (an offload transfer's batches are 2-3 packets: one per arena, eight
+ * arenas held about 1 MiB of the links' queues, and past that every kept
+ * batch was copied), and an arena is read from its start again once nothing
+ * in it is pinned.
  */
 const ARENAS = 8;
+/** Where a batch read after a pinned one starts: the next cache line. */
+const alignUp = (n: number): number => (n + 63) & ~63;
 /**
  * An arena's size: room for a batch of batchPackets packets of the largest
  * size, at most this (a batch of 64 KiB offload packets stops at 15 of them;
@@ -27,6 +34,13 @@ export class NativeTunDevice implements TunDevice {
   private readonly pins: number[] = [];
   /** The arena being read into. */
   private current = 0;
+  /** Where in it: the batches before this offset are pinned (or were, when it was set). */
+  private base = 0;
+  /** What the addon reads into: the current arena from `base` on. */
+  private region: Buffer;
+  /** The batch being delivered: its bytes from `base`, and whether it was pinned. */
+  private batchBytes = 0;
+  private batchPinned = false;
   /** True during an onBatch call (a pin is only possible then). */
   private delivering = false;
   private readonly lengths: Uint32Array;
@@ -44,11 +58,31 @@ export class NativeTunDevice implements TunDevice {
     this.lengths = new Uint32Array(opts.batchPackets);
     this.arenas.push(this.newArena());
     this.pins.push(0);
+    this.region = this.arenas[0] as Buffer;
+  }
+
+  /** Bytes of a packet of the largest size with its headroom: what a read needs room for. */
+  private get slot(): number {
+    return this.opts.headroom + this.maxPacket;
   }
 
   private newArena(): Buffer {
-    const slot = this.opts.headroom + this.maxPacket;
+    const slot = this.slot;
     return Buffer.allocUnsafe(Math.max(slot, Math.min(this.opts.batchPackets * slot, ARENA_MAX_BYTES)));
+  }
+
+  /** Where the batch after the one being delivered would start in the current arena, if a read fits there; else -1. */
+  private afterBatch(): number {
+    const next = alignUp(this.base + this.batchBytes);
+    return next + this.slot <= (this.arenas[this.current] as Buffer).length ? next : -1;
+  }
+
+  /** Reads go to the current arena from `base` on. */
+  private readFrom(base: number): void {
+    const arena = this.arenas[this.current] as Buffer;
+    this.base = base;
+    this.region = base === 0 ? arena : arena.subarray(base);
+    this.tun.setArena(this.region);
   }
 
   /** An arena other than the current one with no pins (allocating one if there is room): its index, or -1. */
@@ -57,11 +91,12 @@ export class NativeTunDevice implements TunDevice {
     return this.arenas.length < ARENAS ? this.arenas.length : -1;
   }
 
-  /** Pins the current arena, if another one is free to read into meanwhile. */
+  /** Pins the batch being delivered (its arena), if the next can be read elsewhere meanwhile: after it, or in a free arena. */
   private pin(): (() => void) | undefined {
     if (!this.delivering || this.closed) return undefined;
     const i = this.current;
-    if ((this.pins[i] as number) === 0 && this.freeArena() < 0) return undefined;
+    if (!this.batchPinned && this.afterBatch() < 0 && this.freeArena() < 0) return undefined;
+    this.batchPinned = true;
     this.pins[i] = (this.pins[i] as number) + 1;
     let released = false;
     return () => {
@@ -71,17 +106,31 @@ export class NativeTunDevice implements TunDevice {
     };
   }
 
-  /** After a batch: if its arena is pinned, read the next into a free one. */
+  /**
+   * After a batch: if it was pinned, the next is read after it, or into a
+   * free arena; if not, where it was, or from the arena's start once
+   * nothing in the arena is pinned.
+   */
   private moveOn(): void {
-    if (this.pins[this.current] === 0 || this.closed) return;
+    if (this.closed) return;
+    if (!this.batchPinned) {
+      if (this.base > 0 && this.pins[this.current] === 0) this.readFrom(0);
+      return;
+    }
+    this.batchPinned = false;
+    const next = this.afterBatch();
+    if (next >= 0) {
+      this.readFrom(next);
+      return;
+    }
     const j = this.freeArena();
-    if (j < 0) return; // cannot happen: a first pin needs a free arena
+    if (j < 0) return; // cannot happen: a first pin needs room after the batch or a free arena
     if (j === this.arenas.length) {
       this.arenas.push(this.newArena());
       this.pins.push(0);
     }
-    this.tun.setArena(this.arenas[j] as Buffer);
     this.current = j;
+    this.readFrom(0);
   }
 
   /** Arenas allocated so far, and how many hold pins (status). */
@@ -131,16 +180,20 @@ export class NativeTunDevice implements TunDevice {
 
   start(onBatch: (batch: PacketBatch) => void, onError: (err: Error) => void): void {
     const pin = (): (() => void) | undefined => this.pin();
-    const batch = { arena: this.arenas[0] as Buffer, lengths: this.lengths, count: 0, start: 0, headroom: this.opts.headroom, pin };
+    const batch = { arena: this.region, lengths: this.lengths, count: 0, start: 0, headroom: this.opts.headroom, pin };
     this.tun.startReading(
       batch.arena,
       this.lengths,
       this.opts.headroom,
       this.maxPacket,
       (count, start) => {
-        batch.arena = this.arenas[this.current] as Buffer;
+        batch.arena = this.region;
         batch.count = count;
         batch.start = start;
+        let bytes = 0;
+        for (let i = 0; i < count; i++) bytes += this.opts.headroom + (this.lengths[i] as number);
+        this.batchBytes = bytes;
+        this.batchPinned = false;
         this.delivering = true;
         try {
           onBatch(batch);

@@ -75,9 +75,10 @@ describe('native TUN device', { skip, timeout: 120_000 }, () => {
     assert.deepEqual(Object.keys(r.random.refused), ['bad_vnet_hdr']);
   });
 
-  it('a pinned batch stays intact while later batches are read; a pin that would leave no arena is refused; a released arena is reused', async () => {
+  it('a pinned batch stays intact while later batches are read, after it in its arena or in another; a pin that would leave no room is refused; a released arena is reused', async () => {
     assert.deepEqual(await probe('pins'), {
-      pinned: 7,
+      pinnedPastArenas: true,
+      packed: true,
       intactWhilePinned: true,
       refusedWhenFull: true,
       reusedAfterRelease: true,

@@ -92,9 +92,11 @@ async function worker(): Promise<Record<string, unknown>> {
 }
 
 /**
- * Pinned batches: their bytes stay while pinned (later batches land in other
- * arenas), a pin that would leave no arena to read into is refused (with all
- * eight allocated, seven pinned), and a released arena is read into again.
+ * Pinned batches: their bytes stay while pinned (later batches land after
+ * them in their arena, or in other arenas: more batches are kept than there
+ * are arenas), a pin that would leave no room to read into is refused (all
+ * eight arenas allocated), and a released arena is read into again, from its
+ * start.
  */
 async function pins(): Promise<Record<string, unknown>> {
   const tun = NativeTunDevice.open({ name: 'dpp0', mtu: 1400, addresses: [{ address: '10.9.2.1', prefix: 24 }], batchPackets: 4, headroom: 16, offload: false });
@@ -104,7 +106,9 @@ async function pins(): Promise<Record<string, unknown>> {
   let refusedWhenFull = false;
   let reusedAfterRelease = false;
   let released: Kept | undefined;
-  let later: (() => void) | undefined;
+  /** Batches pinned, each, until a pin is refused (packed, eight arenas of this size hold a few dozen). */
+  const FULL = 100;
+  const later: Array<() => void> = [];
   const intact: boolean[] = [];
   const done = new Promise<void>((resolve) => {
     tun.start(
@@ -114,21 +118,26 @@ async function pins(): Promise<Record<string, unknown>> {
         for (let i = 0; i < b.count; i++) used += b.headroom + (b.lengths[i] as number);
         const view = b.arena.subarray(0, used);
         if (released !== undefined && view.buffer === released.view.buffer && view.byteOffset === released.view.byteOffset) reusedAfterRelease = true;
-        // Pin every batch until a pin is refused (all arenas but the one read into are pinned).
-        if (batches < 20 && !refusedWhenFull) {
+        // Pin every batch until a pin is refused (no room after it in its arena, and no free arena).
+        if (batches < FULL && !refusedWhenFull) {
           const release = b.pin?.();
           if (release) kept.push({ view, copy: Buffer.from(view), release });
           else refusedWhenFull = true;
         }
-        if (batches === 20) {
+        if (batches === FULL) {
           released = kept[0];
           for (const k of kept) intact.push(k.view.equals(k.copy));
-          released?.release();
+          // Every batch kept in the first arena: it is free again.
+          for (const k of kept) if (k.view.buffer === released?.view.buffer) k.release();
         }
-        // Pinning the arena being read into moves reading to a free one: the released one.
-        if (batches === 21) later = b.pin?.();
-        if (batches === 25) later?.();
-        if (batches >= 40) resolve();
+        // Pinning the batches read from now on fills the rest of the arena being read into, then
+        // moves reading to a free one: the one released above, from its start.
+        if (batches > FULL && batches < FULL + 40) {
+          const release = b.pin?.();
+          if (release) later.push(release);
+        }
+        if (batches === FULL + 40) for (const release of later) release();
+        if (batches >= FULL + 50) resolve();
       },
       (e) => {
         throw e;
@@ -137,16 +146,26 @@ async function pins(): Promise<Record<string, unknown>> {
   });
   const tx = createSocket('udp4');
   await new Promise<void>((r) => tx.bind(0, '10.9.2.1', () => r()));
-  for (let i = 0; i < 400 && batches < 40; i++) {
+  for (let i = 0; i < 2000 && batches < FULL + 50; i++) {
     await new Promise<void>((r) => tx.send(Buffer.alloc(200 + (i % 7) * 100, i & 0xff), 9999, '10.9.2.2', () => r()));
     if (i % 3 === 0) await new Promise((r) => setTimeout(r, 2));
   }
-  await Promise.race([done, new Promise((r) => setTimeout(r, 3000))]);
+  await Promise.race([done, new Promise((r) => setTimeout(r, 8000))]);
   tx.close();
 
   const use = tun.arenaUse;
   tun.close();
-  return { pinned: kept.length, intactWhilePinned: intact.every((x) => x) && intact.length === kept.length, refusedWhenFull, reusedAfterRelease, arenas: use.allocated, batches: batches >= 40 };
+  // Batches that share an arena: a pinned batch holds only its own bytes, the next is read after it.
+  const packed = kept.some((k, i) => i > 0 && k.view.buffer === kept[i - 1]?.view.buffer && k.view.byteOffset > (kept[i - 1] as Kept).view.byteOffset);
+  return {
+    pinnedPastArenas: kept.length > 7,
+    packed,
+    intactWhilePinned: intact.every((x) => x) && intact.length === kept.length,
+    refusedWhenFull,
+    reusedAfterRelease,
+    arenas: use.allocated,
+    batches: batches >= FULL + 50,
+  };
 }
 
 /** A closed device lets go of its callbacks (which hold it): it and its arenas can be collected. */
