@@ -1,12 +1,11 @@
 // `npm run bench` (root): one run, one machine, side by side — direct veth,
 // OpenVPN over one TCP link (static key, with and without a cipher),
 // wireguard-go over one UDP path, dp-tcp over two links (with and without
-// encryption, and open mode again at nice 0). TCP throughput both ways and the inner TCP's retransmits, RTT
-// idle (before the bulk runs unpinned and with each side pinned to a CPU of
-// its own, and after them) and under load, CPU seconds per GB and peak RSS on
-// each side, and a
-// numbered UDP stream through impaired links. Writes bench/results/latest.json,
-// .md and SVG charts.
+// encryption, and open mode again at nice 0). TCP throughput both ways and
+// the inner TCP's retransmits, RTT idle (before the bulk runs unpinned and
+// with each side pinned to a CPU of its own, and after them) and under load,
+// CPU seconds per GB and peak RSS on each side, and a numbered UDP stream
+// through impaired links. Writes bench/results/latest.json, .md and SVG charts.
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -299,14 +298,14 @@ function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record
   return md;
 }
 
+/** The row of open mode at nice 0. */
+const OPEN_NICE0 = 'dp-tcp, no encryption, nice 0';
+
 /**
  * The fast-path goals, from this run's rows: RTT against OpenVPN with TCP_NODELAY (as the
  * acceptance check runs it), throughput against OpenVPN as the issue measured it (Nagle on) and
  * against the faster of the two, AES-256-GCM against wireguard-go.
  */
-/** The row of open mode at nice 0. */
-const OPEN_NICE0 = 'dp-tcp, no encryption, nice 0';
-
 function goals(results: TunnelResult[]): string {
   const row = (name: string): TunnelResult | undefined => results.find((r) => r.name === name);
   const ovpn = row('OpenVPN TCP, no cipher');

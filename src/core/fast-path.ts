@@ -5,8 +5,8 @@
 // table, checked (virtio_net_hdr, source address) and written to the TUN by the
 // addon, with no JavaScript per packet. Everything else takes the TypeScript
 // path as before, in order: other frames and what follows them in the read, a
-// frame cut inside its first 6 bytes or by the end of the stream, a packet a check refuses (counted
-// there), a packet the TUN did not take (the TUN writer queues
+// frame cut inside its first 6 bytes or by the end of the stream, a packet a
+// check refuses (counted there), a packet the TUN did not take (the TUN writer queues
 // or counts it), keyed and striped sessions. Both paths share the session's
 // table, the addon's Eliminator (core/eliminator.ts is its specification).
 // Which sessions and links use it is decided here and in Session; the addon
@@ -246,8 +246,8 @@ export class FastSend {
     for (let i = 0; i < rests.length; i++) {
       const link = links[info[i * 3] as number];
       if (link === undefined) continue;
-      const frame = rests[i] ?? this.restBuffers.get(link)?.subarray(0, info[i * 3 + 2] as number);
-      if (frame !== undefined) link.sendRest(frame, info[i * 3 + 1] as number, 1, now);
+      const frame = rests[i] ?? this.restBufferOf(link).subarray(0, info[i * 3 + 2] as number);
+      link.sendRest(frame, info[i * 3 + 1] as number, 1, now);
     }
   }
 
