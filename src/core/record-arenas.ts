@@ -6,6 +6,13 @@ export const RECORD_ARENA_MAX_BYTES = 1024 * 1024 + 64 * 1024;
 const RECORD_ARENA_MIN_BYTES = 64 * 1024;
 /** Arenas per session, at most: beyond, a record gets a buffer of its own (as without arenas). */
 export const RECORD_ARENAS = 4;
+/**
+ * A record of up to this size that finds every arena held gets a block of its
+ * own: one packet of 64 KiB (a TUN read with offloads), framed and sealed.
+ */
+export const RECORD_BLOCK_BYTES = 68 * 1024;
+/** Blocks per session, at most: two links' default queues (4 MiB each) of such records. */
+export const RECORD_BLOCKS = 128;
 /** A session that sealed nothing for this long lets go of its arenas (a server may hold many idle sessions). */
 export const RECORD_ARENA_IDLE_MS = 2000;
 const EMPTY = Buffer.alloc(0);
@@ -27,6 +34,18 @@ const EMPTY = Buffer.alloc(0);
  * mode (bench, 2026-12-04). With one record per arena, records queued on the
  * links pinned all four under load and nearly every record got a buffer of
  * its own again (4595 of them, 281 MB in a 17 s iperf3 run, 2026-12-04).
+ *
+ * A link that falls behind the others (in duplicate mode the slower one always
+ * does) keeps a record whenever its queue has room again, and drops the ones
+ * between: the records it keeps lie scattered over every arena sealed since,
+ * and each holds its arena. With eight arenas a ChaCha20-Poly1305 client under
+ * iperf3 -P 4 still found all of them held (7.7 MB kept in 8.4 MB) and sealed
+ * over a thousand 64 KiB records outside them in 5 s, which grew glibc's heap
+ * by 30-40 MB (peak RSS 94-105 MB, 2026-12-07). So a record of up to
+ * RECORD_BLOCK_BYTES that finds every arena held goes into a block: a buffer
+ * of that size, reused once no link holds it, at most RECORD_BLOCKS of them
+ * (with 64, one run of three still sealed 164 records outside; with 128, none
+ * in three; peak RSS 71-74 MB).
  */
 export class RecordArenas {
   private readonly arenas: Buffer[] = [];
@@ -37,6 +56,10 @@ export class RecordArenas {
   private current = -1;
   private last = -1;
   private lastBuf: Buffer | undefined;
+  private readonly blocks: Buffer[] = [];
+  private readonly blockPins: number[] = [];
+  /** The block of the buffer alloc returned last, or -1 (an arena's, or none). */
+  private lastBlock = -1;
   /** alloc was called since the last trim. */
   private used = false;
   private idleSince = NaN;
@@ -44,11 +67,14 @@ export class RecordArenas {
   constructor(
     private readonly maxArenas = RECORD_ARENAS,
     private readonly maxBytes = RECORD_ARENA_MAX_BYTES,
+    private readonly maxBlocks = RECORD_BLOCKS,
+    private readonly blockBytes = RECORD_BLOCK_BYTES,
   ) {}
 
   /** A buffer of `bytes` in an arena, clear of every record a link keeps; or undefined (too large, or no room). */
   readonly alloc = (bytes: number): Buffer | undefined => {
     this.last = -1;
+    this.lastBlock = -1;
     this.lastBuf = undefined;
     if (bytes > this.maxBytes) return undefined;
     this.used = true;
@@ -62,7 +88,7 @@ export class RecordArenas {
         // A free arena too small for this record is replaced by a larger one.
         i = this.pins.findIndex((p) => p === 0);
         if (i < 0) {
-          if (this.arenas.length >= this.maxArenas) return undefined;
+          if (this.arenas.length >= this.maxArenas) return this.block(bytes);
           i = this.arenas.length;
           this.pins.push(0);
           this.fill.push(0);
@@ -80,22 +106,44 @@ export class RecordArenas {
     return this.lastBuf;
   };
 
+  /** A block no link holds (made if there are fewer than maxBlocks), or undefined. */
+  private block(bytes: number): Buffer | undefined {
+    if (bytes > this.blockBytes) return undefined;
+    let k = this.blockPins.indexOf(0);
+    if (k < 0 || (this.blocks[k] as Buffer).length === 0) {
+      if (k < 0) {
+        if (this.blocks.length >= this.maxBlocks) return undefined;
+        k = this.blocks.length;
+        this.blockPins.push(0);
+      }
+      this.blocks[k] = Buffer.allocUnsafeSlow(this.blockBytes);
+    }
+    this.lastBlock = k;
+    this.lastBuf = (this.blocks[k] as Buffer).subarray(0, bytes);
+    return this.lastBuf;
+  }
+
   /** The pin of the buffer `alloc` returned last, if `buf` is that buffer. */
   pinOf(buf: Buffer): Pin | undefined {
     if (buf !== this.lastBuf) return undefined;
-    const i = this.last;
+    if (this.lastBlock >= 0) return this.counted(this.blockPins, this.lastBlock);
+    return this.counted(this.pins, this.last);
+  }
+
+  /** A pin that counts its holders in `pins[i]`. */
+  private counted(pins: number[], i: number): Pin {
     return () => {
-      this.pins[i] = (this.pins[i] as number) + 1;
+      pins[i] = (pins[i] as number) + 1;
       let held = true;
       return () => {
         if (!held) return;
         held = false;
-        this.pins[i] = (this.pins[i] as number) - 1;
+        pins[i] = (pins[i] as number) - 1;
       };
     };
   }
 
-  /** Called periodically: after RECORD_ARENA_IDLE_MS without a record, frees every arena no link holds. */
+  /** Called periodically: after RECORD_ARENA_IDLE_MS without a record, frees every arena and block no link holds. */
   trim(nowMs: number): void {
     if (this.used || Number.isNaN(this.idleSince)) {
       this.used = false;
@@ -109,8 +157,16 @@ export class RecordArenas {
       this.arenas[i] = EMPTY;
       this.fill[i] = 0;
     }
+    // A freed block is made again when it is next needed.
+    for (let k = 0; k < this.blocks.length; k++) if (this.blockPins[k] === 0) this.blocks[k] = EMPTY;
     this.last = -1;
+    this.lastBlock = -1;
     this.lastBuf = undefined;
+  }
+
+  /** Blocks allocated (and not freed by trim), and how many are held (tests). */
+  get blockUse(): { allocated: number; pinned: number } {
+    return { allocated: this.blocks.filter((b) => b.length > 0).length, pinned: this.blockPins.filter((n) => n > 0).length };
   }
 
   /** Arenas allocated (and not freed by trim), and how many hold pins (tests). */

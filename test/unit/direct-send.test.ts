@@ -311,7 +311,7 @@ describe('direct sends of shared frames', () => {
     }
     assert.deepEqual(spill.use, { allocated: 1, pinned: 0 }, 'released by all three, the arena is free again');
     // A spill with no room: a copy of its own, as without one.
-    const full = new RecordArenas(0, 4096);
+    const full = new RecordArenas(0, 4096, 0);
     const g = new OutFrames(Buffer.from('abc'), true, () => undefined, full);
     const k = g.keep();
     assert.equal(k.buf.toString(), 'abc');

@@ -65,15 +65,79 @@ describe('record arenas', () => {
     assert.equal(r.pinOf(Buffer.alloc(100)), undefined, 'a buffer of its own');
   });
 
-  it('is bounded: no buffer when every arena is pinned, or for a record larger than an arena', () => {
-    const r = new RecordArenas(2, 4096);
+  it('is bounded: no buffer when every arena and block is held, or for a record larger than an arena', () => {
+    const r = new RecordArenas(2, 4096, 2, 1024);
     for (let i = 0; i < 2; i++) {
       const b = r.alloc(4096) as Buffer;
       (r.pinOf(b) as () => () => void)();
     }
-    assert.equal(r.alloc(10), undefined);
+    assert.equal(r.alloc(1025), undefined, 'every arena held, and larger than a block');
+    const blocks: Buffer[] = [];
+    for (let i = 0; i < 2; i++) {
+      const b = r.alloc(1000) as Buffer;
+      assert.equal(b.length, 1000, `block ${i}`);
+      (r.pinOf(b) as () => () => void)();
+      blocks.push(b);
+    }
+    assert.equal(overlap(blocks[0] as Buffer, blocks[1] as Buffer), false);
+    assert.equal(r.alloc(10), undefined, 'every block held too');
     assert.equal(new RecordArenas(2, 4096).alloc(4097), undefined);
     assert.deepEqual(r.use, { allocated: 2, pinned: 2 });
+    assert.deepEqual(r.blockUse, { allocated: 2, pinned: 2 });
+  });
+
+  it('a block is reused once no link holds it, and one never pinned at the next record', () => {
+    const r = new RecordArenas(1, 4096, 4, 1024);
+    const release = (r.pinOf(r.alloc(4096) as Buffer) as () => () => void)();
+    const a = r.alloc(500) as Buffer;
+    const releaseA = (r.pinOf(a) as () => () => void)();
+    const b = r.alloc(600) as Buffer; // written at once by every link: never pinned
+    assert.notEqual(b.buffer, a.buffer);
+    const c = r.alloc(700) as Buffer;
+    assert.equal(c.buffer, b.buffer, 'the unpinned block again');
+    assert.equal(c.length, 700);
+    releaseA();
+    assert.equal((r.alloc(100) as Buffer).buffer, a.buffer, 'the released block again');
+    assert.deepEqual(r.blockUse, { allocated: 2, pinned: 0 });
+    r.trim(0);
+    r.trim(RECORD_ARENA_IDLE_MS);
+    assert.deepEqual(r.blockUse, { allocated: 0, pinned: 0 }, 'an idle session lets go of its blocks');
+    release();
+  });
+
+  it('a link that keeps every other record (it drains at half the rate) is served without buffers of their own', () => {
+    // Duplicate mode under load: the slower link keeps a record whenever its 4 MiB queue has room
+    // again and drops the others, so the records it keeps lie scattered over every arena.
+    const run = (r: RecordArenas): number => {
+      const RECORD = 64_818;
+      const QUEUE = 4 * 1024 * 1024;
+      const queue: Array<{ bytes: number; release: () => void }> = [];
+      let queued = 0;
+      let credit = 0;
+      let outside = 0;
+      for (let i = 0; i < 2000; i++) {
+        const b = r.alloc(RECORD);
+        if (b === undefined) {
+          outside++;
+          continue;
+        }
+        // The faster link writes it at once; the slower keeps it if it has room.
+        if (queued + RECORD <= QUEUE) {
+          queue.push({ bytes: RECORD, release: (r.pinOf(b) as () => () => void)() as () => void });
+          queued += RECORD;
+        }
+        credit += RECORD / 2;
+        while (queue.length > 0 && (queue[0] as { bytes: number }).bytes <= credit) {
+          const q = queue.shift() as { bytes: number; release: () => void };
+          credit -= q.bytes;
+          queued -= q.bytes;
+          q.release();
+        }
+      }
+      return outside;
+    };
+    assert.ok(run(new RecordArenas(4, undefined, 0)) > 100, 'arenas alone run out (the test would catch their return)');
+    assert.equal(run(new RecordArenas()), 0, 'records sealed outside the arenas and blocks');
   });
 
   it('replaces a free arena too small for a larger record', () => {
