@@ -7,12 +7,12 @@ const RECORD_ARENA_MIN_BYTES = 64 * 1024;
 /** Arenas per session, at most: beyond, a record gets a buffer of its own (as without arenas). */
 export const RECORD_ARENAS = 4;
 /**
- * A record of up to this size that finds every arena held gets a block of its
- * own: one packet of 64 KiB (a TUN read with offloads), framed and sealed.
+ * Blocks are made in multiples of this size: one packet of 64 KiB (a TUN read
+ * with offloads), framed and sealed, fits the smallest.
  */
 export const RECORD_BLOCK_BYTES = 68 * 1024;
-/** Blocks per session, at most: two links' default queues (4 MiB each) of such records. */
-export const RECORD_BLOCKS = 128;
+/** Bytes of blocks per session, at most: two links' default queues (4 MiB each), and a little more. */
+export const RECORD_BLOCK_BUDGET = 128 * RECORD_BLOCK_BYTES;
 /** A session that sealed nothing for this long lets go of its arenas (a server may hold many idle sessions). */
 export const RECORD_ARENA_IDLE_MS = 2000;
 const EMPTY = Buffer.alloc(0);
@@ -43,9 +43,10 @@ const EMPTY = Buffer.alloc(0);
  * over a thousand 64 KiB records outside them in 5 s, which grew glibc's heap
  * by 30-40 MB (peak RSS 94-105 MB, 2026-12-07). So a record of up to
  * RECORD_BLOCK_BYTES that finds every arena held goes into a block: a buffer
- * of that size, reused once no link holds it, at most RECORD_BLOCKS of them
- * (with 64, one run of three still sealed 164 records outside; with 128, none
- * in three; peak RSS 71-74 MB).
+ * of that size, reused once no link holds it, at most 128 of them (with 64,
+ * one run of three still sealed 164 records outside; with 128, none in three;
+ * peak RSS 71-74 MB). Larger ones (an open-mode spill: a whole TUN batch, up
+ * to 512 KiB) get blocks in multiples of that size, all within one budget.
  */
 export class RecordArenas {
   private readonly arenas: Buffer[] = [];
@@ -58,6 +59,8 @@ export class RecordArenas {
   private lastBuf: Buffer | undefined;
   private readonly blocks: Buffer[] = [];
   private readonly blockPins: number[] = [];
+  /** Bytes of all blocks made (and not freed by trim). */
+  private blockTotal = 0;
   /** The block of the buffer alloc returned last, or -1 (an arena's, or none). */
   private lastBlock = -1;
   /** alloc was called since the last trim. */
@@ -67,7 +70,7 @@ export class RecordArenas {
   constructor(
     private readonly maxArenas = RECORD_ARENAS,
     private readonly maxBytes = RECORD_ARENA_MAX_BYTES,
-    private readonly maxBlocks = RECORD_BLOCKS,
+    private readonly blockBudget = RECORD_BLOCK_BUDGET,
     private readonly blockBytes = RECORD_BLOCK_BYTES,
   ) {}
 
@@ -106,17 +109,39 @@ export class RecordArenas {
     return this.lastBuf;
   };
 
-  /** A block no link holds (made if there are fewer than maxBlocks), or undefined. */
+  /**
+   * The smallest block no link holds that `bytes` fit in; else a new one (for
+   * which free blocks too small are given up, largest first, if the budget
+   * needs their bytes); or undefined, when the budget has no room.
+   */
   private block(bytes: number): Buffer | undefined {
-    if (bytes > this.blockBytes) return undefined;
-    let k = this.blockPins.indexOf(0);
-    if (k < 0 || (this.blocks[k] as Buffer).length === 0) {
+    let k = -1;
+    let freeBytes = 0;
+    for (let i = 0; i < this.blocks.length; i++) {
+      if (this.blockPins[i] !== 0) continue;
+      const n = (this.blocks[i] as Buffer).length;
+      if (n >= bytes && (k < 0 || n < (this.blocks[k] as Buffer).length)) k = i;
+      freeBytes += n;
+    }
+    if (k < 0) {
+      const size = Math.ceil(bytes / this.blockBytes) * this.blockBytes;
+      if (this.blockTotal - freeBytes + size > this.blockBudget) return undefined;
+      while (this.blockTotal + size > this.blockBudget) {
+        let largest = -1;
+        for (let i = 0; i < this.blocks.length; i++) {
+          if (this.blockPins[i] === 0 && (largest < 0 || (this.blocks[i] as Buffer).length > (this.blocks[largest] as Buffer).length)) largest = i;
+        }
+        this.blockTotal -= (this.blocks[largest] as Buffer).length;
+        this.blocks[largest] = EMPTY;
+      }
+      k = this.blocks.indexOf(EMPTY); // a slot given up, or emptied by trim
       if (k < 0) {
-        if (this.blocks.length >= this.maxBlocks) return undefined;
         k = this.blocks.length;
+        this.blocks.push(EMPTY);
         this.blockPins.push(0);
       }
-      this.blocks[k] = Buffer.allocUnsafeSlow(this.blockBytes);
+      this.blockTotal += size;
+      this.blocks[k] = Buffer.allocUnsafeSlow(size);
     }
     this.lastBlock = k;
     this.lastBuf = (this.blocks[k] as Buffer).subarray(0, bytes);
@@ -158,15 +183,19 @@ export class RecordArenas {
       this.fill[i] = 0;
     }
     // A freed block is made again when it is next needed.
-    for (let k = 0; k < this.blocks.length; k++) if (this.blockPins[k] === 0) this.blocks[k] = EMPTY;
+    for (let k = 0; k < this.blocks.length; k++) {
+      if (this.blockPins[k] !== 0) continue;
+      this.blockTotal -= (this.blocks[k] as Buffer).length;
+      this.blocks[k] = EMPTY;
+    }
     this.last = -1;
     this.lastBlock = -1;
     this.lastBuf = undefined;
   }
 
-  /** Blocks allocated (and not freed by trim), and how many are held (tests). */
-  get blockUse(): { allocated: number; pinned: number } {
-    return { allocated: this.blocks.filter((b) => b.length > 0).length, pinned: this.blockPins.filter((n) => n > 0).length };
+  /** Blocks allocated (and not freed by trim), how many are held, and their bytes (tests). */
+  get blockUse(): { allocated: number; pinned: number; bytes: number } {
+    return { allocated: this.blocks.filter((b) => b.length > 0).length, pinned: this.blockPins.filter((n) => n > 0).length, bytes: this.blockTotal };
   }
 
   /** Arenas allocated (and not freed by trim), and how many hold pins (tests). */

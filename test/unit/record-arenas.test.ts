@@ -66,12 +66,12 @@ describe('record arenas', () => {
   });
 
   it('is bounded: no buffer when every arena and block is held, or for a record larger than an arena', () => {
-    const r = new RecordArenas(2, 4096, 2, 1024);
+    const r = new RecordArenas(2, 4096, 2048, 1024);
     for (let i = 0; i < 2; i++) {
       const b = r.alloc(4096) as Buffer;
       (r.pinOf(b) as () => () => void)();
     }
-    assert.equal(r.alloc(1025), undefined, 'every arena held, and larger than a block');
+    assert.equal(r.alloc(2049), undefined, 'every arena held, and larger than the blocks may be');
     const blocks: Buffer[] = [];
     for (let i = 0; i < 2; i++) {
       const b = r.alloc(1000) as Buffer;
@@ -83,11 +83,11 @@ describe('record arenas', () => {
     assert.equal(r.alloc(10), undefined, 'every block held too');
     assert.equal(new RecordArenas(2, 4096).alloc(4097), undefined);
     assert.deepEqual(r.use, { allocated: 2, pinned: 2 });
-    assert.deepEqual(r.blockUse, { allocated: 2, pinned: 2 });
+    assert.deepEqual(r.blockUse, { allocated: 2, pinned: 2, bytes: 2048 });
   });
 
   it('a block is reused once no link holds it, and one never pinned at the next record', () => {
-    const r = new RecordArenas(1, 4096, 4, 1024);
+    const r = new RecordArenas(1, 4096, 4096, 1024);
     const release = (r.pinOf(r.alloc(4096) as Buffer) as () => () => void)();
     const a = r.alloc(500) as Buffer;
     const releaseA = (r.pinOf(a) as () => () => void)();
@@ -98,10 +98,39 @@ describe('record arenas', () => {
     assert.equal(c.length, 700);
     releaseA();
     assert.equal((r.alloc(100) as Buffer).buffer, a.buffer, 'the released block again');
-    assert.deepEqual(r.blockUse, { allocated: 2, pinned: 0 });
+    assert.deepEqual(r.blockUse, { allocated: 2, pinned: 0, bytes: 2048 });
     r.trim(0);
     r.trim(RECORD_ARENA_IDLE_MS);
-    assert.deepEqual(r.blockUse, { allocated: 0, pinned: 0 }, 'an idle session lets go of its blocks');
+    assert.deepEqual(r.blockUse, { allocated: 0, pinned: 0, bytes: 0 }, 'an idle session lets go of its blocks');
+    release();
+  });
+
+  it('larger records get blocks in multiples of the size, the smallest that fits, within one budget', () => {
+    const r = new RecordArenas(1, 8192, 4096, 1024);
+    const release = (r.pinOf(r.alloc(8192) as Buffer) as () => () => void)();
+    const pinned = (bytes: number): { buf: Buffer; release: () => void } => {
+      const buf = r.alloc(bytes) as Buffer;
+      assert.equal(buf.length, bytes);
+      return { buf, release: (r.pinOf(buf) as () => () => void)() as () => void };
+    };
+    const small = pinned(1000);
+    const large = pinned(2500); // a block of 3072
+    assert.deepEqual(r.blockUse, { allocated: 2, pinned: 2, bytes: 4096 });
+    assert.equal(r.alloc(100), undefined, 'the budget is spent, and every block held');
+    small.release();
+    large.release();
+    assert.equal((r.alloc(900) as Buffer).buffer, small.buf.buffer, 'the smallest block that fits');
+    assert.equal((r.alloc(1500) as Buffer).buffer, large.buf.buffer);
+    const held = pinned(3000);
+    assert.equal(held.buf.buffer, large.buf.buffer);
+    assert.equal(r.alloc(2000), undefined, 'no room for 2048 beside the held 3072, even without the free 1024');
+    held.release();
+    // 4096 wanted: both free blocks are given up for it.
+    const whole = pinned(3500);
+    assert.notEqual(whole.buf.buffer, small.buf.buffer);
+    assert.notEqual(whole.buf.buffer, large.buf.buffer);
+    assert.deepEqual(r.blockUse, { allocated: 1, pinned: 1, bytes: 4096 });
+    whole.release();
     release();
   });
 
