@@ -18,9 +18,11 @@
 // stages it delays (a duplicate read before the reply, say). The tunnels run
 // as a fresh tunnel runs them (100 pings to warm up, then PINGS at 10 ms), as
 // `npm run bench` and the acceptance check measure idle RTT. PINGS in the
-// environment sets the count (400). Exits 1 when fewer than half the pings
-// could be followed through every stage.
-import { execFile } from 'node:child_process';
+// environment sets the count (400); PIN=1 puts each tunnel's server on CPU 0
+// and its client (and ping) on CPU 1, as the bench's pinned column does.
+// Exits 1 when fewer than half the pings could be followed through every stage.
+import { execFile, execFileSync } from 'node:child_process';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLIENT_YAML, SERVER_YAML, Testbed, e2eUnavailable, missingTools } from '../test/helpers/netns.js';
@@ -29,6 +31,7 @@ import { openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 const execFileP = promisify(execFile);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const PINGS = Number(process.env['PINGS'] ?? 400);
+const PIN = process.env['PIN'] === '1' && cpus().length >= 2;
 /** A carrier segment belongs to a ping when it leaves within this long of it, µs. */
 const MATCH_WINDOW_US = 5000;
 /** The smallest carrier payload that can hold a ping (84-byte IP packet): keepalives are shorter. */
@@ -125,8 +128,22 @@ interface Result {
   figures: Map<Stage, [number, number]>;
 }
 
-async function capture(tb: Testbed, name: string, dest: string, tunnelPrefix: string): Promise<Result> {
-  await tb.run('client', 'ping', ['-q', '-c', '100', '-i', '0.01', dest]);
+/** Every thread of `pid` on `cpus` (taskset's list form). */
+function pin(pid: number | undefined, cpuList: string): void {
+  if (pid !== undefined) execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
+}
+
+/** ping in the client namespace, on CPU 1 with PIN=1. */
+async function ping(tb: Testbed, args: string[]): Promise<void> {
+  await (PIN ? tb.run('client', 'taskset', ['-c', '1', 'ping', ...args], 60_000) : tb.run('client', 'ping', args, 60_000));
+}
+
+async function capture(tb: Testbed, name: string, dest: string, tunnelPrefix: string, sides: { server?: number; client?: number }): Promise<Result> {
+  if (PIN) {
+    pin(sides.server, '0');
+    pin(sides.client, '1');
+  }
+  await ping(tb, ['-q', '-c', '100', '-i', '0.01', dest]);
   const files = { server: join(tb.dir, `${name}-s.pcap`), client: join(tb.dir, `${name}-c.pcap`) };
   const dumps = (['server', 'client'] as const).map((side) => {
     const p = tb.spawn(side, 'tcpdump', ['-i', 'any', '-nn', '-s', '160', '--time-stamp-precision=nano', '-w', files[side]]);
@@ -136,7 +153,7 @@ async function capture(tb: Testbed, name: string, dest: string, tunnelPrefix: st
   for (const d of dumps) {
     if (d.p.exitCode !== null || d.p.signalCode !== null) throw new Error(`tcpdump stopped before the pings (exit ${d.p.exitCode ?? d.p.signalCode})`);
   }
-  await tb.run('client', 'ping', ['-q', '-c', String(PINGS), '-i', '0.01', '-W', '1', dest], 60_000);
+  await ping(tb, ['-q', '-c', String(PINGS), '-i', '0.01', '-W', '1', dest]);
   // libpcap hands packets over a block at a time, a block at least every second: what the last
   // second caught is lost if tcpdump stops before it has them.
   await sleep(1500);
@@ -180,19 +197,19 @@ async function main(): Promise<void> {
     const results: Result[] = [];
     const procs = startOpenVpn(tb, { cipher: 'none', key: await openVpnKey(tb), nodelay: true });
     await tb.timeToTunnel(20_000, '10.8.0.1');
-    results.push(await capture(tb, 'OpenVPN TCP nodelay', '10.8.0.1', '10.8.0.'));
+    results.push(await capture(tb, 'OpenVPN TCP nodelay', '10.8.0.1', '10.8.0.', { server: procs[0]?.pid, client: procs[1]?.pid }));
     for (const p of procs) p.kill('SIGTERM');
     await sleep(1000);
     for (const links of [2, 1] as const) {
       const client = links === 2 ? CLIENT_YAML : CLIENT_YAML.replace(/\n\s*- \{ name: wan2.*\n/, '\n');
-      tb.startDpTcp('server', SERVER_YAML);
-      tb.startDpTcp('client', client);
+      const server = tb.startDpTcp('server', SERVER_YAML);
+      const clientProc = tb.startDpTcp('client', client);
       await tb.waitUp(links);
-      results.push(await capture(tb, `dp-tcp, ${links} link${links === 1 ? '' : 's'}`, '10.0.0.1', '10.0.0.'));
+      results.push(await capture(tb, `dp-tcp, ${links} link${links === 1 ? '' : 's'}`, '10.0.0.1', '10.0.0.', { server: server.pid, client: clientProc.pid }));
       await tb.stopDpTcp('client');
       await tb.stopDpTcp('server');
     }
-    console.log(`\nIdle round trip by stage (${PINGS} pings at 10 ms after 100 to warm up; ${new Date().toISOString().slice(0, 10)}):\n`);
+    console.log(`\nIdle round trip by stage (${PINGS} pings at 10 ms after 100 to warm up${PIN ? '; servers on CPU 0, clients and ping on CPU 1' : ''}; ${new Date().toISOString().slice(0, 10)}):\n`);
     console.log(table(results));
     const few = results.filter((r) => r.matched < PINGS / 2);
     if (few.length > 0) {
