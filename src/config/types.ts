@@ -125,6 +125,8 @@ interface CommonConfig {
  * 0 still within the acceptance bounds (p50 0.36-0.81, p99 1.68-3.91 ms
  * against 0.14-0.54 / 1.10-2.00), but behind two busy loops idle ping p99 up
  * to 4 ms at 0 against 0.15-0.27 at -15 (README, "Priority and throughput").
+ * -5 (2026-12-07) bought the same bulk gain (median 1.26x in eight pairs) at
+ * loaded ping p50/p99 0.62-0.91 / 3.17-3.41 ms against 0.17-0.65 / 1.19-2.61.
  */
 export const DEFAULT_NICE = -15;
 
