@@ -74,7 +74,7 @@ export class RecordArenas {
     private readonly blockBytes = RECORD_BLOCK_BYTES,
   ) {}
 
-  /** A buffer of `bytes` in an arena, clear of every record a link keeps; or undefined (too large, or no room). */
+  /** A buffer of `bytes` in an arena (or, every arena held, a block), clear of every record a link keeps; or undefined (too large, or no room). */
   readonly alloc = (bytes: number): Buffer | undefined => {
     this.last = -1;
     this.lastBlock = -1;
