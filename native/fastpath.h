@@ -68,9 +68,10 @@ Napi::Value ClassifyPacketJs(const Napi::CallbackInfo& info);
 // written to the TUN, with no JavaScript. It stops at the first frame it does
 // not take — another type, a frame cut by the read (SocketReader keeps a DATA
 // frame it took up to, cut at or after its 6th byte, and hands it here
-// whole), one its checks would refuse or a length the decoder would refuse — and that frame and everything
-// after it go to the link's TypeScript decoder, in order, as before; a
-// packet the TUN does not take goes to TypeScript's TUN writer (onTunFailed),
+// whole), one its checks would refuse or a length the decoder would refuse —
+// and that frame and everything after it go to the link's TypeScript decoder,
+// in order, as before; a packet the TUN does not take goes to TypeScript's
+// TUN writer (onTunFailed),
 // which queues or counts it. Whether a session and link use it, and with
 // which limits, is decided in TypeScript (src/core/fast-path.ts): here are
 // plain checks, syscalls and counters.

@@ -21,11 +21,11 @@
 // environment sets the count (400); PIN=1 puts each tunnel's server on CPU 0
 // and its client (and ping) on CPU 1, as the bench's pinned column does.
 // Exits 1 when fewer than half the pings could be followed through every stage.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CLIENT_YAML, SERVER_YAML, Testbed, e2eUnavailable, missingTools } from '../test/helpers/netns.js';
+import { CLIENT_YAML, SERVER_YAML, Testbed, e2eUnavailable, missingTools, pinProcess } from '../test/helpers/netns.js';
 import { openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 
 const execFileP = promisify(execFile);
@@ -128,11 +128,6 @@ interface Result {
   figures: Map<Stage, [number, number]>;
 }
 
-/** Every thread of `pid` on `cpus` (taskset's list form). */
-function pin(pid: number | undefined, cpuList: string): void {
-  if (pid !== undefined) execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
-}
-
 /** ping in the client namespace, on CPU 1 with PIN=1. */
 async function ping(tb: Testbed, args: string[]): Promise<void> {
   await (PIN ? tb.run('client', 'taskset', ['-c', '1', 'ping', ...args], 60_000) : tb.run('client', 'ping', args, 60_000));
@@ -140,8 +135,8 @@ async function ping(tb: Testbed, args: string[]): Promise<void> {
 
 async function capture(tb: Testbed, name: string, dest: string, tunnelPrefix: string, sides: { server?: number; client?: number }): Promise<Result> {
   if (PIN) {
-    pin(sides.server, '0');
-    pin(sides.client, '1');
+    if (sides.server !== undefined) pinProcess(sides.server, '0');
+    if (sides.client !== undefined) pinProcess(sides.client, '1');
   }
   await ping(tb, ['-q', '-c', '100', '-i', '0.01', dest]);
   const files = { server: join(tb.dir, `${name}-s.pcap`), client: join(tb.dir, `${name}-c.pcap`) };

@@ -6,7 +6,7 @@
 // with each side pinned to a CPU of its own, and after them) and under load,
 // CPU seconds per GB and peak RSS on each side, and a numbered UDP stream
 // through impaired links. Writes bench/results/latest.json, .md and SVG charts.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { encodeKey } from '../src/secure/keys.js';
 import { generateKeyPair } from '../src/secure/primitives.js';
 import type { HandshakeRate } from './bench-handshake.js';
-import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, missingTools, type StreamSummary } from '../test/helpers/netns.js';
+import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, missingTools, pinProcess, type StreamSummary } from '../test/helpers/netns.js';
 import { openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 import { WIREGUARD_SERVER, startWireGuardGo } from '../test/helpers/wireguard.js';
 
@@ -118,11 +118,6 @@ async function pingStats(tb: Testbed, dest: string, count: number, interval: str
   return { p50: percentile(t, 50), p99: percentile(t, 99), answered: t.length };
 }
 
-/** Every thread of `pid` on `cpus` (taskset's list form, "0" or "0-1"). */
-function pin(pid: number, cpus: string): void {
-  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
-}
-
 /** Idle ping RTT: 100 pings at 10 ms to warm up, then 400 measured (ping on `cpu`, if given). */
 async function idleRtt(tb: Testbed, dest: string, cpu?: number): Promise<{ p50: number; p99: number }> {
   await pingStats(tb, dest, 100, '0.01', cpu);
@@ -134,12 +129,12 @@ async function idleRtt(tb: Testbed, dest: string, cpu?: number): Promise<{ p50: 
 async function pinnedPing(tb: Testbed, dest: string, sides: Pids): Promise<{ p50: number; p99: number }> {
   const all = `0-${cpus().length - 1}`;
   try {
-    pin(sides.server, '0');
-    pin(sides.client, '1');
+    pinProcess(sides.server, '0');
+    pinProcess(sides.client, '1');
     return await idleRtt(tb, dest, 1);
   } finally {
-    pin(sides.server, all);
-    pin(sides.client, all);
+    pinProcess(sides.server, all);
+    pinProcess(sides.client, all);
   }
 }
 

@@ -3,9 +3,10 @@
 // cut across reads, control frames between data, a spoofed source, a
 // virtio_net_hdr no kernel writes, a frame too long, frames longer than a read
 // or trickling in past the dead interval, a peer that closes or resets inside
-// a frame — gives the same packets behind the TUN, in the same order, and the same counters with the native
-// path as with the TypeScript path alone (DPTCP_NATIVE_PATH=0); and the native
-// path did take frames. Runs inside a network namespace of its own.
+// a frame — gives the same packets behind the TUN, in the same order, and the
+// same counters with the native path as with the TypeScript path alone
+// (DPTCP_NATIVE_PATH=0); and the native path did take frames. Runs inside a
+// network namespace of its own.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';

@@ -6,9 +6,9 @@
 // limit, then frames that reads end inside of: a frame longer than a read, one
 // whose peer closes half-way, one whose peer resets the connection half-way,
 // one trickling in for three dead intervals. Prints one JSON line: what
-// reached a UDP socket behind the TUN, in order, and the counters. Run as root inside a network namespace (test/e2e/
-// native-path.test.ts runs it with DPTCP_NATIVE_PATH=0 and without, and
-// compares).
+// reached a UDP socket behind the TUN, in order, and the counters. Run as root
+// inside a network namespace (test/e2e/native-path.test.ts runs it with
+// DPTCP_NATIVE_PATH=0 and without, and compares).
 //   node --import tsx test/helpers/native-path-probe.ts offload|plain
 import { execFileSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
