@@ -281,6 +281,7 @@ size_t CutDataFrame(const uint8_t* p, size_t n, size_t maxFrameBytes) {
 
 size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link) {
   size_t off = 0;
+  bool wrote = false;
   while (!closed_ && !tunBusy_ && n - off >= 4) {
     uint32_t length = Be32(buf + off);
     // Short, too long or cut by the read: the decoder's (it refuses or gathers it).
@@ -315,6 +316,7 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
       r = write(fd, packet, len);
     } while (r < 0 && errno == EINTR);
     if (r >= 0) {
+      wrote = true;
       counters_[kDelivered]++;
       counters_[kDeliveredBytes] += static_cast<double>(len);
     } else {
@@ -327,6 +329,9 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
     }
   }
   if (off > 0) link[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
+  // What the writes made the host answer at once (a ping's reply, an ACK) is on the device
+  // already: sent now, not after a turn of the event loop (about 8 µs of a round trip).
+  if (wrote && !closed_ && tun_ != nullptr) tun_->ReadNow();
   return off;
 }
 

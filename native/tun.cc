@@ -58,6 +58,7 @@ Napi::Function Tun::Init(Napi::Env env) {
                          InstanceAccessor<&Tun::GetFd>("fd"),
                          InstanceAccessor<&Tun::GetLastErrno>("lastErrno"),
                          InstanceAccessor<&Tun::GetReadDiscards>("readDiscards"),
+                         InstanceAccessor<&Tun::GetReadsAfterWrite>("readsAfterWrite"),
                          InstanceMethod<&Tun::SetMtu>("setMtu"),
                          InstanceMethod<&Tun::AddAddress>("addAddress"),
                          InstanceMethod<&Tun::SetUp>("setUp"),
@@ -132,6 +133,9 @@ Napi::Value Tun::GetLastErrno(const Napi::CallbackInfo& info) {
 }
 Napi::Value Tun::GetReadDiscards(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(readDiscards_));
+}
+Napi::Value Tun::GetReadsAfterWrite(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(readsAfterWrite_));
 }
 
 Napi::Value Tun::SetMtu(const Napi::CallbackInfo& info) {
@@ -389,6 +393,15 @@ void Tun::OnPoll(uv_poll_t* handle, int status, int events) {
   napi_close_handle_scope(self->env_, scope);
 }
 
+void Tun::ReadNow() noexcept {
+  if (!reading_ || fd_ < 0 || tearingDown_) return;
+  try {
+    if (HandleReadable() > 0) readsAfterWrite_++;
+  } catch (...) {
+    ReportCaught();
+  }
+}
+
 // Inside a catch block of a libuv callback: what was caught goes to onError,
 // the caller's (as for a read error); to 'uncaughtException' if there is no
 // onError (waitWritable without startReading). Dropped once the device is
@@ -414,7 +427,7 @@ void Tun::ReportCaught() noexcept {
 // it was given would put the next packet, and lengths_, past the arena: the
 // kernel does neither, and neither is handed on. Such reads count toward the
 // batch all the same, so a run of them cannot keep the loop here.
-void Tun::HandleReadable() {
+size_t Tun::HandleReadable() {
   const size_t minRead = vnetHdr_ ? static_cast<size_t>(kVirtioNetHdrBytes) + 1 : 1;
   size_t off = 0;
   size_t n = 0;
@@ -446,6 +459,7 @@ void Tun::HandleReadable() {
     // EBADFD: the device went away under us; the caller decides what that means.
     CallJs(onError_, {ErrnoError(env, err, "read", "reading from " + name_).Value()});
   }
+  return n;
 }
 
 // Stops asking for writability before the callback, which may ask again. If

@@ -19,12 +19,19 @@ class Tun : public Napi::ObjectWrap<Tun> {
   ~Tun() override;
   // The device's descriptor; -1 once closed (the native receive path writes to it).
   int Fd() const { return fd_; }
+  // One read batch now, as a readable poll would run it, if the device is being
+  // read (startReading): the native receive path calls it right after it wrote
+  // packets, whose answers the kernel may have queued on the device during the
+  // write (an echo reply, a TCP ACK). Needs a HandleScope; never throws
+  // (failures go where a poll callback's go).
+  void ReadNow() noexcept;
 
  private:
   Napi::Value GetName(const Napi::CallbackInfo& info);
   Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value GetLastErrno(const Napi::CallbackInfo& info);
   Napi::Value GetReadDiscards(const Napi::CallbackInfo& info);
+  Napi::Value GetReadsAfterWrite(const Napi::CallbackInfo& info);
   Napi::Value SetMtu(const Napi::CallbackInfo& info);
   Napi::Value AddAddress(const Napi::CallbackInfo& info);
   Napi::Value SetUp(const Napi::CallbackInfo& info);
@@ -39,7 +46,8 @@ class Tun : public Napi::ObjectWrap<Tun> {
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnCleanup(void* arg);
-  void HandleReadable();
+  // Reads one batch and hands it on; returns how many packets it held.
+  size_t HandleReadable();
   void HandleWritable();
   void UpdatePoll();
   void CloseInternal();
@@ -52,6 +60,8 @@ class Tun : public Napi::ObjectWrap<Tun> {
   bool vnetHdr_ = false;
   // Reads dropped because their length cannot be a packet (see HandleReadable).
   uint64_t readDiscards_ = 0;
+  // Batches ReadNow read that held packets.
+  uint64_t readsAfterWrite_ = 0;
   napi_env env_ = nullptr;
   uv_poll_t* poll_ = nullptr;
   bool reading_ = false;

@@ -14,6 +14,12 @@ export interface NativeTun {
    * virtio_net_hdr (or empty), or more than maxPacket.
    */
   readonly readDiscards: number;
+  /**
+   * Batches with packets read right after the native receive path wrote to
+   * the device (what the host answered at once: an echo reply, an ACK),
+   * without waiting for the next turn of the event loop.
+   */
+  readonly readsAfterWrite: number;
   setMtu(mtu: number): void;
   addAddress(address: string, prefixLength: number): void;
   setUp(up?: boolean): void;

@@ -4,7 +4,8 @@
 // virtio_net_hdr no kernel writes, a frame too long, frames longer than a read
 // or trickling in past the dead interval, a peer that closes or resets inside
 // a frame — gives the same packets behind the TUN, in the same order, and the
-// same counters with the native path as with the TypeScript path alone
+// same counters with the native path as with the TypeScript path alone, and
+// an echo request's reply goes back at once
 // (DPTCP_NATIVE_PATH=0); and the native path did take frames. Runs inside a
 // network namespace of its own.
 import assert from 'node:assert/strict';
@@ -22,6 +23,8 @@ interface ProbeLink {
 interface Probe {
   received: string[];
   longNative: number;
+  echoReplied: boolean;
+  readsAfterWrite: number;
   links: ProbeLink[];
   [k: string]: unknown;
 }
@@ -61,7 +64,13 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       // The frame longer than a read, in three parts: whole on the native path, not through the decoder.
       assert.equal(fast.longNative, 1, 'the frame longer than a read went the native way');
       assert.equal(slow.longNative, 0);
-      const strip = (p: Probe): Probe => ({ ...p, longNative: 0, links: p.links.map((l) => ({ ...l, nativeFrames: 0 })) });
+      // The echo request's answer went back on the links, read from the TUN right after the
+      // write on the native path (on the TypeScript path, by the TUN's next poll).
+      assert.equal(fast.echoReplied, true, 'the echo reply came back on link 0');
+      assert.equal(slow.echoReplied, true);
+      assert.ok(fast.readsAfterWrite >= 1, `TUN batches read right after a native write: ${fast.readsAfterWrite}`);
+      assert.equal(slow.readsAfterWrite, 0);
+      const strip = (p: Probe): Probe => ({ ...p, longNative: 0, readsAfterWrite: 0, links: p.links.map((l) => ({ ...l, nativeFrames: 0 })) });
       assert.deepEqual(strip(fast), strip(slow));
       assert.deepEqual(
         fast.links.map((l) => l.state),

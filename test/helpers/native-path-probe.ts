@@ -21,7 +21,7 @@ import { createLogger } from '../../src/log.js';
 import { CloseCode, DATA_HEADER_BYTES, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
 import { NativeTunDevice } from '../../src/tun/native-device.js';
 import { socketPair } from './loopback.js';
-import { ipv4Udp } from './packets.js';
+import { checksum, ipv4Udp } from './packets.js';
 
 const offload = process.argv[2] === 'offload';
 execFileSync('ip', ['link', 'set', 'lo', 'up']);
@@ -135,6 +135,25 @@ await send(e.peer, reset.subarray(0, 30_000));
 await send(e.peer, reset.subarray(30_000, 45_000));
 e.peer.resetAndDestroy();
 await sleep(100);
+// An echo request to the TUN's own address: the host answers during the TUN write, and the
+// answer goes back on the links (the native path reads it right after the write: readsAfterWrite).
+const replies: Buffer[] = [];
+a.peer.on('data', (b: Buffer) => replies.push(b));
+const echo = Buffer.alloc(8 + 10);
+echo[0] = 8; // echo request
+echo.writeUInt16BE(0x5151, 4);
+echo.writeUInt16BE(1, 6);
+echo.write('echo-probe', 8);
+echo.writeUInt16BE(checksum(echo), 2);
+const echoIp = ipv4Udp('10.9.0.2', '10.9.0.1', Buffer.alloc(0));
+echoIp[9] = 1; // ICMP
+echoIp.writeUInt16BE(0, 10);
+const echoPacket = Buffer.concat([echoIp.subarray(0, 20), echo]);
+echoPacket.writeUInt16BE(echoPacket.length, 2);
+echoPacket.writeUInt16BE(checksum(echoPacket.subarray(0, 20)), 10);
+await send(a.peer, encodeData(25, offload ? Buffer.concat([Buffer.alloc(10), echoPacket]) : echoPacket));
+await sleep(50);
+const echoReplied = Buffer.concat(replies).includes('echo-probe');
 // A long frame that trickles in for three times the link's dead interval, a piece every 100 ms:
 // every piece is a sign of life, the link stays up and the frame arrives.
 const d = await link(4, 300);
@@ -150,6 +169,8 @@ const snap = t.snapshot();
 const session = snap.sessions[0];
 const out = {
   longNative,
+  echoReplied,
+  readsAfterWrite: tun.native?.readsAfterWrite ?? 0,
   vnetHdrBytes: tun.vnetHdrBytes,
   received,
   delivered: session?.rxPackets,

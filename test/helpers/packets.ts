@@ -1,6 +1,7 @@
 // Packet builders for tests: just enough IPv4/IPv6 + UDP to look real.
 
-function checksum(buf: Buffer): number {
+/** The Internet checksum (RFC 1071) of `buf`. */
+export function checksum(buf: Buffer): number {
   let sum = 0;
   for (let i = 0; i + 1 < buf.length; i += 2) sum += buf.readUInt16BE(i);
   if (buf.length % 2) sum += (buf[buf.length - 1] as number) << 8;
