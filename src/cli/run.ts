@@ -189,8 +189,9 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
       statsWarned = true;
     }
   };
-  const statsTimer = setInterval(writeStats, 1000);
-  statsTimer.unref();
+  // No stats file, no timer: an idle tunnel wakes only for what it needs.
+  const statsTimer = opts.statsFile ? setInterval(writeStats, 1000) : undefined;
+  statsTimer?.unref();
 
   return await new Promise<number>((resolve) => {
     let stopping = false;
