@@ -84,7 +84,8 @@ class FastPath : public Napi::ObjectWrap<FastPath> {
   // Takes the DATA frames at the start of buf[0, n) that it can deliver, up to
   // the first it cannot; returns the bytes taken. `link` is the link's
   // counters (LinkCounter). Once it wrote packets it reads the TUN once
-  // (Tun::ReadNow: what the host answered at once goes out now). May call
+  // (Tun::ReadNow: what the host answered at once goes out now) and yields
+  // the CPU (sched_yield: to the application the packets woke). May call
   // into JavaScript: onTunFailed, and the TUN's and send path's callbacks.
   size_t Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link);
   bool Usable() const { return !closed_ && !tunBusy_; }
