@@ -4,8 +4,9 @@
 // encryption, and open mode again at nice 0). TCP throughput both ways and
 // the inner TCP's retransmits, RTT idle (before the bulk runs unpinned and
 // with each side pinned to a CPU of its own, and after them) and under load,
-// CPU seconds per GB and peak RSS on each side, and a numbered UDP stream
-// through impaired links. Writes bench/results/latest.json, .md and SVG charts.
+// CPU seconds per GB and peak RSS on each side, a numbered UDP stream
+// through impaired links, and idle RTT of OpenVPN and dp-tcp up at once,
+// pinged in alternating rounds. Writes bench/results/latest.json, .md and SVG charts.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -135,6 +136,59 @@ async function pinnedPing(tb: Testbed, dest: string, sides: Pids): Promise<{ p50
   } finally {
     pinProcess(sides.server, all);
     pinProcess(sides.client, all);
+  }
+}
+
+/** Idle RTT of two tunnels up at once, pinned alike, pinged in alternating rounds (RttDuel). */
+interface RttDuel {
+  rounds: number;
+  dpTcp: { p50: number; p99: number };
+  openVpn: { p50: number; p99: number };
+}
+
+/**
+ * OpenVPN (TCP, no cipher, --tcp-nodelay) and dp-tcp (open mode, two links) up at the same time,
+ * each server on CPU 0 and each client (and ping) on CPU 1; after 100 pings each to warm up,
+ * ROUNDS rounds of 100 pings at 10 ms through one, then the other. A machine that is busier for a
+ * minute slows both alike, which the rows, measured minutes apart, cannot promise.
+ */
+async function rttDuel(tb: Testbed, key: string, rounds = 4): Promise<RttDuel> {
+  console.log('== idle RTT, OpenVPN and dp-tcp side by side');
+  const ovpn = startOpenVpn(tb, { cipher: 'none', key, nodelay: true });
+  const s = tb.startDpTcp('server', SERVER_YAML);
+  const c = tb.startDpTcp('client', CLIENT_YAML);
+  try {
+    await tb.timeToTunnel(40_000, '10.8.0.1');
+    await tb.waitUp(2);
+    pinProcess(ovpn[0]!.pid as number, '0');
+    pinProcess(ovpn[1]!.pid as number, '1');
+    pinProcess(s.pid as number, '0');
+    pinProcess(c.pid as number, '1');
+    const times: Record<'dp' | 'ovpn', number[]> = { dp: [], ovpn: [] };
+    const round = async (dest: string): Promise<number[]> => {
+      const { stdout } = await tb.run('client', 'taskset', ['-c', '1', 'ping', '-c', '100', '-i', '0.01', '-W', '2', dest], 60_000).catch(
+        (e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }),
+      );
+      return [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+    };
+    await round('10.8.0.1');
+    await round('10.0.0.1');
+    for (let i = 0; i < rounds; i++) {
+      // Which goes first alternates too.
+      for (const which of i % 2 === 0 ? (['ovpn', 'dp'] as const) : (['dp', 'ovpn'] as const)) {
+        times[which].push(...(await round(which === 'ovpn' ? '10.8.0.1' : '10.0.0.1')));
+      }
+    }
+    const stats = (t: number[]): { p50: number; p99: number } => {
+      const sorted = [...t].sort((a, b) => a - b);
+      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+    };
+    return { rounds, dpTcp: stats(times.dp), openVpn: stats(times.ovpn) };
+  } finally {
+    for (const p of ovpn) p.kill('SIGTERM');
+    await tb.stopDpTcp('client');
+    await tb.stopDpTcp('server');
+    await sleep(1000);
   }
 }
 
@@ -276,7 +330,7 @@ function cdfSvg(imp: ImpairmentResult[]): string {
   return s + '</svg>\n';
 }
 
-function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>): string {
+function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>, duel: RttDuel | null): string {
   const f = (v: number | null, d = 0): string => (v === null || Number.isNaN(v) ? '–' : v.toFixed(d));
   let md = `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, one machine, network namespaces and veth links (\`npm run bench\`, ${SECONDS} s per iperf3 run).\n\n`;
   md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | TCP retransmits c→s / s→c | RTT idle p50 / p99 ms | RTT idle, server on CPU 0, client on CPU 1: p50 / p99 ms | RTT idle after the bulk runs p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB c→s: server / client | peak RSS MB: server / client |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n';
@@ -285,7 +339,7 @@ function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record
     const rss = r.peakRssMBSides ? `${f(r.peakRssMBSides.server, 0)} / ${f(r.peakRssMBSides.client, 0)}` : '–';
     md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.retransmits.c2s)} / ${f(r.retransmits.s2c)} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${r.rttPinnedMs ? `${f(r.rttPinnedMs.p50, 3)} / ${f(r.rttPinnedMs.p99, 3)}` : '–'} | ${f(r.rttWarmMs.p50, 3)} / ${f(r.rttWarmMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${cpu} | ${rss} |\n`;
   }
-  md += goals(results);
+  md += goals(results, duel);
   md += '\n| impairment of link 1 | tunnel | delivered | duplicates | latency p50 / p99 / max ms |\n|---|---|---|---|---|\n';
   for (const r of imp) {
     md += `| ${r.impairment} | ${r.tunnel} | ${r.deliveredPct} % | ${r.duplicates} | ${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p99, 2)} / ${f(r.latencyMs.max, 1)} |\n`;
@@ -301,7 +355,7 @@ const OPEN_NICE0 = 'dp-tcp, no encryption, nice 0';
  * acceptance check runs it), throughput against OpenVPN as the issue measured it (Nagle on) and
  * against the faster of the two, AES-256-GCM against wireguard-go.
  */
-function goals(results: TunnelResult[]): string {
+function goals(results: TunnelResult[], duel: RttDuel | null): string {
   const row = (name: string): TunnelResult | undefined => results.find((r) => r.name === name);
   const ovpn = row('OpenVPN TCP, no cipher');
   const ovpnNd = row('OpenVPN TCP, no cipher, --tcp-nodelay');
@@ -324,8 +378,13 @@ function goals(results: TunnelResult[]): string {
   const warm99 = open.rttWarmMs.p99 / ovpnNd.rttWarmMs.p99;
   const pin50 = open.rttPinnedMs && ovpnNd.rttPinnedMs ? open.rttPinnedMs.p50 / ovpnNd.rttPinnedMs.p50 : NaN;
   const pin99 = open.rttPinnedMs && ovpnNd.rttPinnedMs ? open.rttPinnedMs.p99 / ovpnNd.rttPinnedMs.p99 : NaN;
+  const d50 = duel ? duel.dpTcp.p50 / duel.openVpn.p50 : NaN;
+  const d99 = duel ? duel.dpTcp.p99 / duel.openVpn.p99 : NaN;
+  const side = duel
+    ? `idle RTT, both tunnels up at once, each side on a CPU of its own, pinged in ${duel.rounds} alternating rounds of 100: dp-tcp ${duel.dpTcp.p50.toFixed(3)} / ${duel.dpTcp.p99.toFixed(3)} ms, OpenVPN --tcp-nodelay ${duel.openVpn.p50.toFixed(3)} / ${duel.openVpn.p99.toFixed(3)}: p50 ${d50.toFixed(2)}× (goal ≤ 1: ${mark(d50 <= 1)}), p99 ${d99.toFixed(2)}× (goal ≤ 1.5: ${mark(d99 <= 1.5)}); each tunnel alone in its row, pinned, minutes apart: `
+    : 'idle RTT, each side on a CPU of its own: ';
   return (
-    `\nFast-path goals in this run (dp-tcp open mode; the slower direction against the other's faster): idle RTT, each side on a CPU of its own, p50 ${pin50.toFixed(2)}× OpenVPN --tcp-nodelay's (goal ≤ 1: ${mark(pin50 <= 1)}), ` +
+    `\nFast-path goals in this run (dp-tcp open mode; the slower direction against the other's faster): ${side}p50 ${pin50.toFixed(2)}× OpenVPN --tcp-nodelay's (goal ≤ 1: ${mark(pin50 <= 1)}), ` +
     `p99 ${pin99.toFixed(2)}× (goal ≤ 1.5: ${mark(pin99 <= 1.5)}; unpinned, where the scheduler put each tunnel's processes: p50 ${p50.toFixed(2)}×, p99 ${p99.toFixed(2)}×; after the bulk runs, JIT-compiled: p50 ${warm50.toFixed(2)}×, p99 ${warm99.toFixed(2)}×); throughput without cipher ${bulk.toFixed(2)}× OpenVPN TCP (goal ≥ 15: ${mark(bulk >= 15)}; ` +
     `${bulkNd.toFixed(2)}× the faster OpenVPN; at nice 0, as OpenVPN runs: ${bulkNice0.toFixed(2)}×); AES-256-GCM ${aesX.toFixed(2)}× wireguard-go (goal ≥ 4: ${mark(aesX >= 4)}); peak RSS ${rss.toFixed(0)} MB per side (goal ≤ 80: ${mark(rss <= 80)}).\n`
   );
@@ -416,15 +475,16 @@ async function main(): Promise<void> {
       await tb.stopDpTcp('client');
       await tb.stopDpTcp('server');
     }
+    const duel = await rttDuel(tb, key);
     // In a process of its own: a long synchronous crypto loop in this tsx-loaded process has been
     // seen to stall on the loader thread; a stalled measurement is killed, not waited for.
     handshakes = await handshakeRateIn(join(ROOT, 'scripts', 'bench-handshake.ts'));
     const meta = { date: new Date().toISOString().slice(0, 10), cpus: `${cpus().length} × ${cpus()[0]?.model.trim()}`, node: process.version };
-    writeFileSync(join(OUT, 'latest.json'), JSON.stringify({ meta, seconds: SECONDS, tunnels: results, impairments: imp, handshakes }, null, 1));
+    writeFileSync(join(OUT, 'latest.json'), JSON.stringify({ meta, seconds: SECONDS, tunnels: results, impairments: imp, rttSideBySide: duel, handshakes }, null, 1));
     writeFileSync(join(OUT, 'throughput.svg'), barsSvg(results));
     writeFileSync(join(OUT, 'latency-cdf.svg'), cdfSvg(imp));
     const md =
-      markdown(results, imp, meta) +
+      markdown(results, imp, meta, duel) +
       `\nKeyed handshakes (Noise IKpsk2 with mac1) on one core: ${handshakes.serverPerSecond.toFixed(0)}/s server side, ` +
       `${handshakes.wholePerSecond.toFixed(0)}/s for both sides of a handshake.\n`;
     writeFileSync(join(OUT, 'latest.md'), md);
