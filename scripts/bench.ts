@@ -149,7 +149,7 @@ interface RttDuel {
 /**
  * OpenVPN (TCP, no cipher, --tcp-nodelay) and dp-tcp (open mode, two links) up at the same time,
  * each server on CPU 0 and each client (and ping) on CPU 1; after 100 pings each to warm up,
- * ROUNDS rounds of 100 pings at 10 ms through one, then the other. A machine that is busier for a
+ * `rounds` rounds of 100 pings at 10 ms through one, then the other (which goes first alternates). A machine that is busier for a
  * minute slows both alike, which the rows, measured minutes apart, cannot promise.
  */
 async function rttDuel(tb: Testbed, key: string, rounds = 4): Promise<RttDuel> {
@@ -174,7 +174,6 @@ async function rttDuel(tb: Testbed, key: string, rounds = 4): Promise<RttDuel> {
     await round('10.8.0.1');
     await round('10.0.0.1');
     for (let i = 0; i < rounds; i++) {
-      // Which goes first alternates too.
       for (const which of i % 2 === 0 ? (['ovpn', 'dp'] as const) : (['dp', 'ovpn'] as const)) {
         times[which].push(...(await round(which === 'ovpn' ? '10.8.0.1' : '10.0.0.1')));
       }
