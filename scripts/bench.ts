@@ -109,14 +109,24 @@ async function iperfOnce(tb: Testbed, dest: string, args: string[]): Promise<Ipe
   return { mbps: j.end.sum_received.bits_per_second / 1e6, bytes: j.end.sum_received.bytes, retransmits: j.end.sum_sent?.retransmits ?? NaN };
 }
 
-async function pingStats(tb: Testbed, dest: string, count: number, interval: string, cpu?: number): Promise<{ p50: number; p99: number; answered: number }> {
+/** The round-trip times (ms) of `count` pings from the client namespace (ping on `cpu`, if given). */
+async function pingTimes(tb: Testbed, dest: string, count: number, interval: string, cpu?: number): Promise<number[]> {
   const args = ['-c', String(count), '-i', interval, '-W', '2', dest];
   const [cmd, argv] = cpu === undefined ? ['ping', args] : ['taskset', ['-c', String(cpu), 'ping', ...args]];
   const { stdout } = await tb.run('client', cmd, argv, 60_000).catch(
     (e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }),
   );
-  const t = [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
-  return { p50: percentile(t, 50), p99: percentile(t, 99), answered: t.length };
+  return [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+}
+
+function rttSummary(times: number[]): { p50: number; p99: number } {
+  const t = [...times].sort((a, b) => a - b);
+  return { p50: percentile(t, 50), p99: percentile(t, 99) };
+}
+
+async function pingStats(tb: Testbed, dest: string, count: number, interval: string, cpu?: number): Promise<{ p50: number; p99: number; answered: number }> {
+  const t = await pingTimes(tb, dest, count, interval, cpu);
+  return { ...rttSummary(t), answered: t.length };
 }
 
 /** Idle ping RTT: 100 pings at 10 ms to warm up, then 400 measured (ping on `cpu`, if given). */
@@ -164,25 +174,16 @@ async function rttDuel(tb: Testbed, key: string, rounds = 4): Promise<RttDuel> {
     pinProcess(ovpn[1]!.pid as number, '1');
     pinProcess(s.pid as number, '0');
     pinProcess(c.pid as number, '1');
+    const dest = { ovpn: '10.8.0.1', dp: '10.0.0.1' } as const;
     const times: Record<'dp' | 'ovpn', number[]> = { dp: [], ovpn: [] };
-    const round = async (dest: string): Promise<number[]> => {
-      const { stdout } = await tb.run('client', 'taskset', ['-c', '1', 'ping', '-c', '100', '-i', '0.01', '-W', '2', dest], 60_000).catch(
-        (e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }),
-      );
-      return [...stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-    };
-    await round('10.8.0.1');
-    await round('10.0.0.1');
+    await pingTimes(tb, dest.ovpn, 100, '0.01', 1);
+    await pingTimes(tb, dest.dp, 100, '0.01', 1);
     for (let i = 0; i < rounds; i++) {
       for (const which of i % 2 === 0 ? (['ovpn', 'dp'] as const) : (['dp', 'ovpn'] as const)) {
-        times[which].push(...(await round(which === 'ovpn' ? '10.8.0.1' : '10.0.0.1')));
+        times[which].push(...(await pingTimes(tb, dest[which], 100, '0.01', 1)));
       }
     }
-    const stats = (t: number[]): { p50: number; p99: number } => {
-      const sorted = [...t].sort((a, b) => a - b);
-      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
-    };
-    return { rounds, dpTcp: stats(times.dp), openVpn: stats(times.ovpn) };
+    return { rounds, dpTcp: rttSummary(times.dp), openVpn: rttSummary(times.ovpn) };
   } finally {
     for (const p of ovpn) p.kill('SIGTERM');
     await tb.stopDpTcp('client');

@@ -4,9 +4,9 @@
 // virtio_net_hdr no kernel writes, a frame too long, frames longer than a read
 // or trickling in past the dead interval, a peer that closes or resets inside
 // a frame — gives the same packets behind the TUN, in the same order, and the
-// same counters with the native path as with the TypeScript path alone, and
-// an echo request's reply goes back at once
-// (DPTCP_NATIVE_PATH=0); and the native path did take frames. Runs inside a
+// same counters with the native path as with the TypeScript path alone
+// (DPTCP_NATIVE_PATH=0); the native path did take frames, and read an echo
+// request's reply from the TUN right after writing the request. Runs inside a
 // network namespace of its own.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';

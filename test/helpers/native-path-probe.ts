@@ -21,7 +21,7 @@ import { createLogger } from '../../src/log.js';
 import { CloseCode, DATA_HEADER_BYTES, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
 import { NativeTunDevice } from '../../src/tun/native-device.js';
 import { socketPair } from './loopback.js';
-import { checksum, ipv4Udp } from './packets.js';
+import { ipv4EchoRequest, ipv4Udp } from './packets.js';
 
 const offload = process.argv[2] === 'offload';
 execFileSync('ip', ['link', 'set', 'lo', 'up']);
@@ -139,18 +139,7 @@ await sleep(100);
 // answer goes back on the links (the native path reads it right after the write: readsAfterWrite).
 const replies: Buffer[] = [];
 a.peer.on('data', (b: Buffer) => replies.push(b));
-const echo = Buffer.alloc(8 + 10);
-echo[0] = 8; // echo request
-echo.writeUInt16BE(0x5151, 4);
-echo.writeUInt16BE(1, 6);
-echo.write('echo-probe', 8);
-echo.writeUInt16BE(checksum(echo), 2);
-const echoIp = ipv4Udp('10.9.0.2', '10.9.0.1', Buffer.alloc(0));
-echoIp[9] = 1; // ICMP
-echoIp.writeUInt16BE(0, 10);
-const echoPacket = Buffer.concat([echoIp.subarray(0, 20), echo]);
-echoPacket.writeUInt16BE(echoPacket.length, 2);
-echoPacket.writeUInt16BE(checksum(echoPacket.subarray(0, 20)), 10);
+const echoPacket = ipv4EchoRequest('10.9.0.2', '10.9.0.1', Buffer.from('echo-probe'));
 await send(a.peer, encodeData(25, offload ? Buffer.concat([Buffer.alloc(10), echoPacket]) : echoPacket));
 await sleep(50);
 const echoReplied = Buffer.concat(replies).includes('echo-probe');

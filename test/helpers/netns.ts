@@ -41,12 +41,12 @@ export function udpstreamCommand(args: readonly string[]): [string, string[]] {
   return ['nice', ['-n', '-20', process.execPath, '--import', 'tsx', join(ROOT, 'scripts/udpstream.ts'), ...args]];
 }
 
-/** The commands of `tools` this machine does not have. */
 /** Every thread of process `pid` on `cpus` (taskset's list form, "0" or "0-1"). */
 export function pinProcess(pid: number, cpus: string): void {
   execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }
 
+/** The commands of `tools` this machine does not have. */
 export function missingTools(tools: readonly string[]): string[] {
   return tools.filter((tool) => {
     try {

@@ -1,7 +1,6 @@
-// Packet builders for tests: just enough IPv4/IPv6 + UDP to look real.
+// Packet builders for tests: just enough IPv4/IPv6 + UDP (and an ICMP echo) to look real.
 
-/** The Internet checksum (RFC 1071) of `buf`. */
-export function checksum(buf: Buffer): number {
+function checksum(buf: Buffer): number {
   let sum = 0;
   for (let i = 0; i + 1 < buf.length; i += 2) sum += buf.readUInt16BE(i);
   if (buf.length % 2) sum += (buf[buf.length - 1] as number) << 8;
@@ -24,6 +23,24 @@ export function ipv4Udp(src: string, dst: string, payload: Buffer, id = 0): Buff
   p.writeUInt16BE(40001, 22);
   p.writeUInt16BE(8 + payload.length, 24);
   payload.copy(p, 28);
+  return p;
+}
+
+/** An IPv4 ICMP echo request carrying `payload` (identifier 0x5151, sequence 1). */
+export function ipv4EchoRequest(src: string, dst: string, payload: Buffer): Buffer {
+  const p = Buffer.alloc(20 + 8 + payload.length);
+  p[0] = 0x45;
+  p.writeUInt16BE(p.length, 2);
+  p[8] = 64;
+  p[9] = 1;
+  Buffer.from(src.split('.').map(Number)).copy(p, 12);
+  Buffer.from(dst.split('.').map(Number)).copy(p, 16);
+  p.writeUInt16BE(checksum(p.subarray(0, 20)), 10);
+  p[20] = 8;
+  p.writeUInt16BE(0x5151, 24);
+  p.writeUInt16BE(1, 26);
+  payload.copy(p, 28);
+  p.writeUInt16BE(checksum(p.subarray(20)), 22);
   return p;
 }
 
