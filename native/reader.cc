@@ -129,6 +129,7 @@ Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
   fast_ = Napi::ObjectWrap<FastPath>::Unwrap(fast);
   fastRef_ = Napi::Persistent(fast);
   countersRef_ = Napi::Persistent(counters);
+  counters_ = counters.Data();
   maxFrameBytes_ = static_cast<size_t>(max);
   double need = info[2].As<Napi::Number>().DoubleValue();
   jsNeed_ = need >= 0 && need <= 4294967295.0 ? static_cast<int64_t>(need) : -1;
@@ -150,6 +151,7 @@ bool SocketReader::CallOnData(size_t n, size_t start) {
 
 void SocketReader::DropFast() {
   fast_ = nullptr;
+  counters_ = nullptr;
   fastRef_.Reset();
   countersRef_.Reset();
 }
@@ -264,16 +266,21 @@ void SocketReader::HandleReadable() {
 
 // FastPath::Deliver of p[0, n) with this link's counters (fast_ set); the bytes it took.
 size_t SocketReader::DeliverNative(const uint8_t* p, size_t n) {
-  // Held in this scope: a callback of Deliver's may drop them from the reader.
-  Napi::Object fast = fastRef_.Value();
-  Napi::Float64Array counters = countersRef_.Value();
-  return Napi::ObjectWrap<FastPath>::Unwrap(fast)->Deliver(p, n, maxFrameBytes_, counters.Data());
+  // Both held in this scope (handles in OnPoll's scope): a callback of Deliver's may drop them
+  // from the reader, and the path and the counters must outlive the call.
+  napi_value holdFast = nullptr;
+  napi_value holdCounters = nullptr;
+  if (napi_get_reference_value(env_, fastRef_, &holdFast) != napi_ok || holdFast == nullptr ||
+      napi_get_reference_value(env_, countersRef_, &holdCounters) != napi_ok || holdCounters == nullptr) {
+    throw Napi::Error::New(Napi::Env(env_), "the native receive path's references are gone");
+  }
+  return fast_->Deliver(p, n, maxFrameBytes_, counters_);
 }
 
 // Open mode's sign of life: bytes came (the native path's counters, folded by TypeScript).
 void SocketReader::MarkHeard() {
-  if (countersRef_.IsEmpty()) return;
-  countersRef_.Value().Data()[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
+  if (counters_ == nullptr) return;
+  counters_[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
 }
 
 // buf_[pos, got) is the start of a DATA frame of frameBytes: into the carry buffer.
@@ -404,6 +411,7 @@ void SocketReader::CloseInternal() {
   buf_ = nullptr;
   bufLen_ = 0;
   fast_ = nullptr;
+  counters_ = nullptr;
   carryHave_ = 0;
   carryWant_ = 0;
   if (!tearingDown_) {

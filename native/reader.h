@@ -65,9 +65,13 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   // The session's native receive path (setFast), this link's counters for it, the frame limit.
   // jsNeed_: what the TypeScript decoder needs to finish the frame it holds part of, as onData
   // said: 0 nothing (the next byte starts a frame), -1 it cannot say (part of a length field).
+  // The pointers are taken once, in setFast: per read, ObjectWrap::Unwrap (a private-symbol
+  // lookup) and a typed array's info cost microseconds on the cold cache an idle link's read
+  // meets, on the round trip's path. The references keep what they point into alive.
   Napi::ObjectReference fastRef_;
   FastPath* fast_ = nullptr;
   Napi::Reference<Napi::Float64Array> countersRef_;
+  double* counters_ = nullptr;
   size_t maxFrameBytes_ = 0;
   int64_t jsNeed_ = -1;
   // A DATA frame a read ended inside of, while the native path was taking the frames: its bytes so
