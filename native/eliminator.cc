@@ -75,6 +75,13 @@ Eliminator::Verdict Eliminator::Check(int64_t seq, bool exact) {
   return kAccept;
 }
 
+bool Eliminator::Seen(int64_t seq) const {
+  if (seq <= floor_) return true;
+  if (seq > top_) return false;
+  int64_t slot = seq & mask_;
+  return (bits_[static_cast<size_t>(slot >> 5)] & (1u << (slot & 31))) != 0;
+}
+
 // Clears n slots from the slot of `from` on, wrapping around the ring; whole words where it can.
 void Eliminator::Clear(int64_t from, int64_t n) {
   if (n >= window_) {

@@ -23,6 +23,8 @@ class Eliminator : public Napi::ObjectWrap<Eliminator> {
   explicit Eliminator(const Napi::CallbackInfo& info);
 
   Verdict Check(int64_t seq, bool exact);
+  // What Check(seq, false) would say is a duplicate or stale, without judging it (nothing changes).
+  bool Seen(int64_t seq) const;
 
  private:
   Napi::Value JsCheck(const Napi::CallbackInfo& info);

@@ -280,7 +280,22 @@ size_t CutDataFrame(const uint8_t* p, size_t n, size_t maxFrameBytes) {
   return 4 + static_cast<size_t>(length);
 }
 
-size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link) {
+size_t FastPath::JudgeCopy(const uint8_t* h, size_t maxFrameBytes, double* link) {
+  if (closed_) return 0;
+  uint32_t length = Be32(h);
+  if (length < kMinDataLength || length > maxFrameBytes) return 0;
+  if (h[4] != kVersion || h[5] != kTypeData) return 0;
+  uint64_t seq = Be64(h + 8);
+  if (seq == 0 || seq > kMaxSeq || !eliminator_->Seen(static_cast<int64_t>(seq))) return 0;
+  Eliminator::Verdict v = eliminator_->Check(static_cast<int64_t>(seq), false);
+  link[kRxBytes] += 4.0 + length;
+  link[kRxFrames]++;
+  link[v == Eliminator::kStale ? kStale : kDuplicates]++;
+  link[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
+  return 4 + static_cast<size_t>(length);
+}
+
+size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link, bool* lastCopy) {
   size_t off = 0;
   bool wrote = false;
   while (!closed_ && !tunBusy_ && n - off >= 4) {
@@ -303,6 +318,7 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
     off += 4 + length;
     link[kRxBytes] += 4.0 + length;
     link[kRxFrames]++;
+    *lastCopy = v != Eliminator::kAccept;
     if (v == Eliminator::kDuplicate) {
       link[kDuplicates]++;
       continue;

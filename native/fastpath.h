@@ -19,6 +19,8 @@ enum LinkCounter {
   kFirstCopies,
   kDuplicates,
   kStale,
+  // Of the duplicates and stale copies, those dropped unread (SocketReader::DropCopies).
+  kDroppedUnread,
   // uv_hrtime() in ms when bytes last came (absolute, not added to).
   kLastRxHrMs,
   kLinkCounters
@@ -87,7 +89,16 @@ class FastPath : public Napi::ObjectWrap<FastPath> {
   // (Tun::ReadNow: what the host answered at once goes out now) and yields
   // the CPU (sched_yield: to the application the packets woke). May call
   // into JavaScript: onTunFailed, and the TUN's and send path's callbacks.
-  size_t Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link);
+  // *lastCopy: whether the last DATA frame it judged was a copy already delivered (a duplicate
+  // or stale); untouched if it judged none.
+  size_t Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link, bool* lastCopy);
+  // `h` holds the first kDataHeaderBytes of a frame. If it is a DATA frame Deliver would judge
+  // (version, type, a length within bounds, a sequence number in range) and the eliminator has
+  // seen its number (another link delivered its copy) or judges it stale, it is judged and
+  // counted as Deliver would, and its size (4 + length) returned: the caller drops its bytes
+  // unread. Else 0, nothing counted. What the packet holds is not looked at: TypeScript too
+  // judges a copy before it checks its packet, and checks only first copies.
+  size_t JudgeCopy(const uint8_t* h, size_t maxFrameBytes, double* link);
   bool Usable() const { return !closed_ && !tunBusy_; }
 
  private:

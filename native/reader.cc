@@ -10,6 +10,7 @@
 
 #include "errors.h"
 #include "tags.h"
+#include "wire.h"
 
 namespace dptcp {
 
@@ -130,6 +131,7 @@ Napi::Value SocketReader::SetFast(const Napi::CallbackInfo& info) {
   fastRef_ = Napi::Persistent(fast);
   countersRef_ = Napi::Persistent(counters);
   counters_ = counters.Data();
+  lagging_ = false;
   maxFrameBytes_ = static_cast<size_t>(max);
   double need = info[2].As<Napi::Number>().DoubleValue();
   jsNeed_ = need >= 0 && need <= 4294967295.0 ? static_cast<int64_t>(need) : -1;
@@ -150,6 +152,7 @@ bool SocketReader::CallOnData(size_t n, size_t start) {
 }
 
 void SocketReader::DropFast() {
+  lagging_ = false;
   fast_ = nullptr;
   counters_ = nullptr;
   fastRef_.Reset();
@@ -215,6 +218,7 @@ void SocketReader::HandleReadable() {
     // Its callbacks may have paused the reader (or closed it): no more reads this turn then.
     if (!FinishCarry() || poll_ == nullptr || uv_is_active(reinterpret_cast<uv_handle_t*>(poll_)) == 0) return;
   }
+  if ((dropLeft_ > 0 || lagging_) && !DropCopies()) return;
   size_t got = 0;
   int err = -1;  // -1: the socket is merely drained
   for (int i = 0; i < 4 && got < bufLen_; i++) {
@@ -264,6 +268,57 @@ void SocketReader::HandleReadable() {
   if (err >= 0 && fd_ >= 0) Finish(err);
 }
 
+// While the link lags (lagging_), or a frame is being dropped (dropLeft_): the copies at the
+// head of the stream that another link delivered already are judged from their header
+// (FastPath::JudgeCopy) and dropped in the kernel, never copied out: a lagging link's copies
+// are what a duplicating tunnel reads most, and copying them was a third of the receiving
+// side's copies. True when the reader goes on with the usual read (the next frame is not
+// such a copy, or its header is not all there, or the native path is not usable); false when
+// nothing more is read this turn (the socket is drained, the reader ended, or enough frames
+// were dropped for one turn: the poll comes back).
+bool SocketReader::DropCopies() {
+  for (int i = 0; i < kMaxDropsPerTurn; i++) {
+    if (dropLeft_ == 0) {
+      if (!lagging_ || fast_ == nullptr || jsNeed_ != 0 || !fast_->Usable()) return true;
+      uint8_t h[kDataHeaderBytes];
+      ssize_t r = recv(fd_, h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+      if (r < 0 && errno == EINTR) {
+        i--;
+        continue;
+      }
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+      // An error, the end, or a header not all there yet: the usual read finds out.
+      if (r < static_cast<ssize_t>(sizeof h)) return true;
+      size_t frameBytes = fast_->JudgeCopy(h, maxFrameBytes_, counters_);
+      if (frameBytes == 0) {
+        lagging_ = false;
+        return true;
+      }
+      dropLeft_ = frameBytes;
+      counters_[kDroppedUnread]++;
+    }
+    ssize_t r = recv(fd_, nullptr, dropLeft_, MSG_TRUNC | MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) {
+        i--;
+        continue;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK) Finish(errno);
+      return false;
+    }
+    if (r == 0) {
+      // The peer closed inside a copy already delivered: nothing of it is missed.
+      Finish(0);
+      return false;
+    }
+    reads_++;
+    dropLeft_ -= static_cast<size_t>(r);
+    MarkHeard();
+    if (dropLeft_ > 0) return false;
+  }
+  return false;
+}
+
 // FastPath::Deliver of p[0, n) with this link's counters (fast_ set); the bytes it took.
 size_t SocketReader::DeliverNative(const uint8_t* p, size_t n) {
   // Both held in this scope (handles in OnPoll's scope): a callback of Deliver's may drop them
@@ -274,7 +329,7 @@ size_t SocketReader::DeliverNative(const uint8_t* p, size_t n) {
       napi_get_reference_value(env_, countersRef_, &holdCounters) != napi_ok || holdCounters == nullptr) {
     throw Napi::Error::New(Napi::Env(env_), "the native receive path's references are gone");
   }
-  return fast_->Deliver(p, n, maxFrameBytes_, counters_);
+  return fast_->Deliver(p, n, maxFrameBytes_, counters_, &lagging_);
 }
 
 // Open mode's sign of life: bytes came (the native path's counters, folded by TypeScript).

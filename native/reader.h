@@ -35,6 +35,7 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnCleanup(void* arg);
   void HandleReadable();
+  bool DropCopies();
   void Finish(int err, napi_value error = nullptr) noexcept;
   void ReportCaught() noexcept;
   void CloseInternal();
@@ -84,6 +85,15 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   size_t carryCap_ = 0;
   size_t carryHave_ = 0;
   size_t carryWant_ = 0;
+  // The last DATA frame the native path judged on this link was a copy another link had
+  // delivered (this link lags behind it): the next frames' headers are read first (MSG_PEEK),
+  // and a copy already delivered is dropped in the kernel (MSG_TRUNC) instead of copied out
+  // (DropCopies). dropLeft_: what is still to drop of the frame being dropped (dropped even if
+  // the native path is taken away meanwhile: the decoder must not get the rest of a frame).
+  bool lagging_ = false;
+  size_t dropLeft_ = 0;
+  // Frames dropped unread in one poll callback at most, as reads: the poll comes back.
+  static constexpr int kMaxDropsPerTurn = 16;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;
 };
 

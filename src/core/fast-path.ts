@@ -33,8 +33,8 @@ import type { Session } from './session.js';
 import type { TunWriter } from './tun-writer.js';
 
 /** Where a link's counters sit in the Float64Array its reader adds to (native/fastpath.h LinkCounter). */
-export const LinkCounter = { rxBytes: 0, rxFrames: 1, firstCopies: 2, duplicates: 3, stale: 4, lastRxHrMs: 5 } as const;
-export const LINK_COUNTERS = 6;
+export const LinkCounter = { rxBytes: 0, rxFrames: 1, firstCopies: 2, duplicates: 3, stale: 4, droppedUnread: 5, lastRxHrMs: 6 } as const;
+export const LINK_COUNTERS = 7;
 /** The session's (PathCounter): packets and bytes written to the TUN. */
 const PATH_COUNTERS = 2;
 

@@ -210,6 +210,11 @@ export class LinkStats {
   rxBytes = 0;
   /** Of rxFrames, the DATA frames the native receive path took (core/fast-path.ts). */
   nativeFrames = 0;
+  /**
+   * Of nativeFrames, the copies another link had delivered that were dropped in the kernel
+   * without being read (the link lagged: native/reader.h DropCopies).
+   */
+  droppedUnread = 0;
   /** DATA frames the native send path sent on this link (open mode, duplicate scheduling, one session). */
   nativeSentFrames = 0;
   /** DATA frames whose copy on this link was the first to arrive. */
@@ -688,6 +693,7 @@ export class Link {
       st.firstCopies += c[LinkCounter.firstCopies] as number;
       st.duplicates += c[LinkCounter.duplicates] as number;
       st.stale += c[LinkCounter.stale] as number;
+      st.droppedUnread += c[LinkCounter.droppedUnread] as number;
       c.fill(0, 0, LinkCounter.lastRxHrMs);
     }
     // Also when no frame was whole yet: the reader holds the start of a long one, still coming.

@@ -88,6 +88,7 @@ export function buildRegistry(snapshot: () => TunnelSnapshot, role: string, sour
   counter('dptcp_link_first_copies_total', 'Packets whose first copy arrived on this link', LINK, perLink((l) => l.firstCopies));
   counter('dptcp_link_native_sent_frames_total', 'DATA frames the native send path sent on this link (open mode, duplicate scheduling, one session)', LINK, perLink((l) => l.nativeSentFrames));
   counter('dptcp_link_native_frames_total', 'DATA frames on this link that the native receive path took (open mode, duplicate scheduling)', LINK, perLink((l) => l.nativeFrames));
+  counter('dptcp_link_dropped_unread_total', 'Copies on this link that another link had delivered, dropped in the kernel without being read (the native receive path, while the link lags)', LINK, perLink((l) => l.droppedUnread));
   counter('dptcp_link_eliminated_total', 'Copies on this link eliminated because another link was first', LINK, perLink((l) => l.duplicates));
   counter('dptcp_link_duplicate_records_total', 'Sealed records dropped on this link because their copy on another link came first', LINK, perLink((l) => l.duplicateRecords));
   counter('dptcp_link_urgent_passed_total', 'Packets of sparse flows (ping, DNS, calls) sent ahead of bulk data queued on this link', LINK, perLink((l) => l.urgentPassed));

@@ -1,5 +1,6 @@
 // The native receive path (core/fast-path.ts, native/fastpath.h) on a real
-// TUN and real sockets: the same byte stream — copies on two links, a frame
+// TUN and real sockets: the same byte stream — copies on two links (the lagging
+// link's dropped unread, a long one across reads), a frame
 // cut across reads, control frames between data, a spoofed source, a
 // virtio_net_hdr no kernel writes, a frame too long, frames longer than a read
 // or trickling in past the dead interval, a peer that closes or resets inside
@@ -18,6 +19,7 @@ const skip = skipReason();
 interface ProbeLink {
   state: string;
   nativeFrames: number;
+  droppedUnread: number;
   [k: string]: unknown;
 }
 interface Probe {
@@ -49,7 +51,7 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       const fast = await probe(mode, true);
       const slow = await probe(mode, false);
       // p7 has a spoofed source; with offloads p9 has a virtio_net_hdr flag no kernel sets.
-      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p12', 'p13', 'p14', 'p15', 'p16', 'p18', 'p19', 'p20:65024', 'p21', 'p23:40003'];
+      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p26', 'p27:30003', 'p28', 'p12', 'p13', 'p14', 'p15', 'p16', 'p18', 'p19', 'p20:65024', 'p21', 'p23:40003'];
       assert.deepEqual(fast.received, want);
       assert.deepEqual(slow.received, want);
       // Every link that sent a whole DATA frame (link 3 sent only the start of one).
@@ -70,7 +72,11 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       assert.equal(slow.echoReplied, true);
       assert.ok(fast.readsAfterWrite >= 1, `TUN batches read right after a native write: ${fast.readsAfterWrite}`);
       assert.equal(slow.readsAfterWrite, 0);
-      const strip = (p: Probe): Probe => ({ ...p, longNative: 0, readsAfterWrite: 0, links: p.links.map((l) => ({ ...l, nativeFrames: 0 })) });
+      // Link b lagged twice: its copies of 9, 10 and 2, then of 27 (in two reads), which link a had
+      // delivered, were dropped in the kernel unread; on the TypeScript path every byte is read.
+      assert.equal(fast.links[1]?.droppedUnread, 4, 'copies dropped unread on the lagging link');
+      assert.ok(slow.links.every((l) => l.droppedUnread === 0));
+      const strip = (p: Probe): Probe => ({ ...p, longNative: 0, readsAfterWrite: 0, links: p.links.map((l) => ({ ...l, nativeFrames: 0, droppedUnread: 0 })) });
       assert.deepEqual(strip(fast), strip(slow));
       assert.deepEqual(
         fast.links.map((l) => l.state),

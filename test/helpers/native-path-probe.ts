@@ -1,7 +1,7 @@
 // Drives one open-mode session of the real tunnel core on a real TUN, with two
 // links over loopback TCP, through a byte stream a test writes as a peer
-// would (and as a careless or hostile one might): copies on both links, a
-// frame cut across reads, control frames between data, a spoofed source, a
+// would (and as a careless or hostile one might): copies on both links (the
+// lagging link's dropped unread), a frame cut across reads, control frames between data, a spoofed source, a
 // virtio_net_hdr no kernel writes, a late copy, a frame too long for the
 // limit, then frames that reads end inside of: a frame longer than a read, one
 // whose peer closes half-way, one whose peer resets the connection half-way,
@@ -88,6 +88,14 @@ await send(a.peer, four.subarray(9), encodeToken(FrameType.Ping, 1), data(6));
 await send(b.peer, data(5), data(6), data(7, 7, '10.9.0.3'), data(8));
 await send(a.peer, data(7, 7, '10.9.0.3'), data(8), data(9, 9, undefined, offload ? 4 : 0), data(10));
 await send(b.peer, data(9, 9, undefined, offload ? 4 : 0), data(10), data(2), data(11));
+// Link b lags again (its copy of 26 comes second): the copies after that one which link a
+// delivered already are dropped in the kernel unread (droppedUnread), a long one too, whose
+// pieces come in separate reads; the first frame not delivered yet is read as usual.
+const long27 = encodeData(27, packet(27, '10.9.0.2', 0, 30_000));
+await send(a.peer, data(26), long27);
+await send(b.peer, data(26));
+await send(b.peer, long27.subarray(0, 10_000));
+await send(b.peer, long27.subarray(10_000), data(28));
 // A frame longer than the limit: link b closes; link a carries on.
 const tooLong = Buffer.alloc(4);
 tooLong.writeUInt32BE(70_000);
@@ -174,6 +182,7 @@ const out = {
     duplicates: l.duplicates,
     stale: l.stale,
     nativeFrames: l.nativeFrames,
+    droppedUnread: l.droppedUnread,
   })),
 };
 s.close(CloseCode.Shutdown, 'probe done');
