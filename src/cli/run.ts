@@ -51,9 +51,15 @@ function lookupUser(spec: string): { uid: number; gid: number } {
   }
 }
 
+let packageVersion: string | undefined;
+
+/** The package's version, read once (the status document and the stats file carry it). */
 export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  if (packageVersion === undefined) {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    packageVersion = pkg.version;
+  }
+  return packageVersion;
 }
 
 /** Resolves with the process exit code once the tunnel has been torn down. */
