@@ -162,7 +162,7 @@ interface RttDuel {
  * `rounds` rounds of 100 pings at 10 ms through one, then the other (which goes first alternates). A machine that is busier for a
  * minute slows both alike, which the rows, measured minutes apart, cannot promise.
  */
-async function rttDuel(tb: Testbed, key: string, rounds = 4): Promise<RttDuel> {
+async function rttDuel(tb: Testbed, key: string, rounds = 10): Promise<RttDuel> {
   console.log('== idle RTT, OpenVPN and dp-tcp side by side');
   const ovpn = startOpenVpn(tb, { cipher: 'none', key, nodelay: true });
   const s = tb.startDpTcp('server', SERVER_YAML);
