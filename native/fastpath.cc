@@ -18,6 +18,21 @@ namespace {
 // DATA: 4 bytes of version, type, flags, reserved; the seq (8); at least one byte of packet.
 constexpr uint32_t kMinDataLength = 4 + 8 + 1;
 
+// The length field of the frame whose first 6 bytes are at p if it is a DATA frame this path
+// reads (version, type, a length within [kMinDataLength, maxFrameBytes]); else 0.
+uint32_t DataLength(const uint8_t* p, size_t maxFrameBytes) {
+  uint32_t length = Be32(p);
+  if (length < kMinDataLength || length > maxFrameBytes) return 0;
+  if (p[4] != kVersion || p[5] != kTypeData) return 0;
+  return length;
+}
+
+// The sequence number of the DATA frame whose header is at p; 0 if out of range (0 or past 2^53-1).
+uint64_t DataSeq(const uint8_t* p) {
+  uint64_t seq = Be64(p + 8);
+  return seq <= kMaxSeq ? seq : 0;
+}
+
 // src/tun/vnet-hdr.ts
 constexpr size_t kVnet = 10;
 constexpr uint8_t kNeedsCsum = 1;
@@ -274,60 +289,51 @@ Napi::Value ClassifyPacketJs(const Napi::CallbackInfo& info) {
 
 size_t CutDataFrame(const uint8_t* p, size_t n, size_t maxFrameBytes) {
   if (n < 6) return 0;
-  uint32_t length = Be32(p);
-  if (length < kMinDataLength || length > maxFrameBytes || length <= n - 4) return 0;
-  if (p[4] != kVersion || p[5] != kTypeData) return 0;
+  uint32_t length = DataLength(p, maxFrameBytes);
+  if (length == 0 || length <= n - 4) return 0;
   return 4 + static_cast<size_t>(length);
+}
+
+// The eliminator's verdict on frame `seq` (length field `length`), counted on the link.
+Eliminator::Verdict FastPath::Judge(uint64_t seq, uint32_t length, double* link) {
+  Eliminator::Verdict v = eliminator_->Check(static_cast<int64_t>(seq), false);
+  link[kRxBytes] += 4.0 + length;
+  link[kRxFrames]++;
+  link[v == Eliminator::kAccept ? kFirstCopies : v == Eliminator::kDuplicate ? kDuplicates : kStale]++;
+  return v;
 }
 
 size_t FastPath::JudgeCopy(const uint8_t* h, size_t maxFrameBytes, double* link) {
   if (closed_) return 0;
-  uint32_t length = Be32(h);
-  if (length < kMinDataLength || length > maxFrameBytes) return 0;
-  if (h[4] != kVersion || h[5] != kTypeData) return 0;
-  uint64_t seq = Be64(h + 8);
-  if (seq == 0 || seq > kMaxSeq || !eliminator_->Seen(static_cast<int64_t>(seq))) return 0;
-  Eliminator::Verdict v = eliminator_->Check(static_cast<int64_t>(seq), false);
-  link[kRxBytes] += 4.0 + length;
-  link[kRxFrames]++;
-  link[v == Eliminator::kStale ? kStale : kDuplicates]++;
-  link[kLastRxHrMs] = static_cast<double>(uv_hrtime()) / 1e6;
+  uint32_t length = DataLength(h, maxFrameBytes);
+  uint64_t seq = length == 0 ? 0 : DataSeq(h);
+  if (seq == 0 || !eliminator_->Seen(static_cast<int64_t>(seq))) return 0;
+  Judge(seq, length, link);
   return 4 + static_cast<size_t>(length);
 }
 
 size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link, bool* lastCopy) {
   size_t off = 0;
   bool wrote = false;
-  while (!closed_ && !tunBusy_ && n - off >= 4) {
-    uint32_t length = Be32(buf + off);
-    // Short, too long or cut by the read: the decoder's (it refuses or gathers it).
-    if (length < kMinDataLength || length > maxFrameBytes || length > n - off - 4) break;
-    const uint8_t* f = buf + off + 4;
-    // Any other version or type: the decoder's (flags and reserved are not read: DATA's in-order
-    // bit means nothing in duplicate mode, the only one this path is armed in).
-    if (f[0] != kVersion || f[1] != kTypeData) break;
-    uint64_t seq = Be64(f + 4);
-    if (seq == 0 || seq > kMaxSeq) break;
-    const uint8_t* packet = f + 12;
+  // Fewer bytes than a header left: no whole frame (the decoder's, as any cut one).
+  while (!closed_ && !tunBusy_ && n - off >= kDataHeaderBytes) {
+    // Another type or version, a length out of bounds or past the read's end, a sequence number
+    // out of range: the decoder's (it refuses or gathers it). Flags and reserved are not read:
+    // DATA's in-order bit means nothing in duplicate mode, the only one this path is armed in.
+    uint32_t length = DataLength(buf + off, maxFrameBytes);
+    if (length == 0 || length > n - off - 4) break;
+    uint64_t seq = DataSeq(buf + off);
+    if (seq == 0) break;
+    const uint8_t* packet = buf + off + kDataHeaderBytes;
     size_t len = length - 12;
     // Checked before the eliminator sees it: TypeScript takes what it refuses, and judges it there.
     if (ClassifyPacket(packet, len, vnetHdrBytes_, filter_ ? &nets_ : nullptr) != 0) break;
     int fd = tun_->Fd();
     if (fd < 0) break;
-    Eliminator::Verdict v = eliminator_->Check(static_cast<int64_t>(seq), false);
+    Eliminator::Verdict v = Judge(seq, length, link);
     off += 4 + length;
-    link[kRxBytes] += 4.0 + length;
-    link[kRxFrames]++;
     *lastCopy = v != Eliminator::kAccept;
-    if (v == Eliminator::kDuplicate) {
-      link[kDuplicates]++;
-      continue;
-    }
-    if (v == Eliminator::kStale) {
-      link[kStale]++;
-      continue;
-    }
-    link[kFirstCopies]++;
+    if (v != Eliminator::kAccept) continue;
     ssize_t r;
     do {
       r = write(fd, packet, len);

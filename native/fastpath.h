@@ -102,6 +102,7 @@ class FastPath : public Napi::ObjectWrap<FastPath> {
   bool Usable() const { return !closed_ && !tunBusy_; }
 
  private:
+  Eliminator::Verdict Judge(uint64_t seq, uint32_t length, double* link);
   Napi::Value SetSources(const Napi::CallbackInfo& info);
   Napi::Value SetTunBusy(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
