@@ -258,7 +258,8 @@ void SocketReader::HandleReadable() {
       if (err < 0 && fd_ >= 0 && buf_ != nullptr && fast_ != nullptr && fast_->Usable()) {
         size_t frameBytes = CutDataFrame(buf_ + pos, got - pos, maxFrameBytes_);
         if (frameBytes > 0) {
-          StartCarry(pos, got, frameBytes);
+          // Unless another link delivered it already: then the rest is dropped unread.
+          if (got - pos < kDataHeaderBytes || !DropCarried(buf_ + pos, frameBytes - (got - pos))) StartCarry(pos, got, frameBytes);
           pos = got;
         }
       }
@@ -319,6 +320,20 @@ bool SocketReader::DropCopies() {
   return false;
 }
 
+// A frame this link has the start of (header `h`) and `rest` bytes still to come: if another
+// link delivered it already (FastPath::JudgeCopy judged and counted it), the rest is dropped
+// in the kernel (dropLeft_, DropCopies) and true returned. Measured: with two equal links most
+// copies were read so (the read ends inside a 64 KiB offload frame the other link delivered
+// by the time its rest comes), and the lagging test (DropCopies) saw under 10% of them;
+// with this, 95-99%, and 7-12% less CPU per GB on both sides (one interleaved A/B run
+// of 4+4 iperf3 runs).
+bool SocketReader::DropCarried(const uint8_t* h, size_t rest) {
+  if (fast_->JudgeCopy(h, maxFrameBytes_, counters_) == 0) return false;
+  dropLeft_ = rest;
+  counters_[kDroppedUnread]++;
+  return true;
+}
+
 // FastPath::Deliver of p[0, n) with this link's counters (fast_ set); the bytes it took.
 size_t SocketReader::DeliverNative(const uint8_t* p, size_t n) {
   // Both held in this scope (handles in OnPoll's scope): a callback of Deliver's may drop them
@@ -356,6 +371,11 @@ void SocketReader::StartCarry(size_t pos, size_t got, size_t frameBytes) {
 // is not usable (taken away, or the TUN pushing back) the bytes go to the
 // decoder instead, as they would have.
 bool SocketReader::FinishCarry() {
+  // Another link delivered the frame meanwhile: the rest of this copy is dropped unread.
+  if (carryHave_ >= kDataHeaderBytes && fast_ != nullptr && fast_->Usable() && DropCarried(carry_.get(), carryWant_ - carryHave_)) {
+    DoneCarry();
+    return true;
+  }
   while (carryHave_ < carryWant_ && fast_ != nullptr && fast_->Usable()) {
     ssize_t r = recv(fd_, carry_.get() + carryHave_, carryWant_ - carryHave_, MSG_DONTWAIT);
     if (r < 0) {

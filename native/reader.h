@@ -44,6 +44,7 @@ class SocketReader : public Napi::ObjectWrap<SocketReader> {
   bool CallOnData(size_t n, size_t start);
   size_t DeliverNative(const uint8_t* p, size_t n);
   void StartCarry(size_t pos, size_t got, size_t frameBytes);
+  bool DropCarried(const uint8_t* h, size_t rest);
   bool FinishCarry();
   bool FlushCarry();
   void DoneCarry();

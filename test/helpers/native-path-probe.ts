@@ -161,6 +161,18 @@ for (let off = 0; off < slow.length; off += 4_500) {
   await sleep(100);
 }
 await sleep(200);
+// Link d holds the start of a long frame (its read ended inside it) when link a delivers the
+// frame: the rest of d's copy is dropped in the kernel unread; the next frame d reads as usual.
+// Then a read of d's that ends inside a frame link a delivered already: dropped the same way.
+const long29 = encodeData(29, packet(29, '10.9.0.2', 0, 30_000));
+await send(d.peer, long29.subarray(0, 10_000));
+await send(a.peer, long29);
+await send(d.peer, long29.subarray(10_000), data(30));
+const long31 = encodeData(31, packet(31, '10.9.0.2', 0, 30_000));
+await send(a.peer, data(30), long31);
+await send(d.peer, data(32), long31.subarray(0, 10_000));
+await send(d.peer, long31.subarray(10_000));
+await send(a.peer, data(32));
 
 const snap = t.snapshot();
 const session = snap.sessions[0];
