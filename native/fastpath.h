@@ -27,6 +27,11 @@ enum LinkCounter {
 };
 
 // The session's: packets and bytes written to the TUN.
+// A copy shorter than this is read as usual, not dropped unread: dropping one takes a peek and
+// a MSG_TRUNC read (and a peek at the next), where a read takes it with the frames around it,
+// and its bytes cost less to copy than a syscall (an idle ping's duplicate, a stream of ACKs).
+constexpr size_t kDropUnreadMinBytes = 8192;
+
 enum PathCounter { kDelivered = 0, kDeliveredBytes, kPathCounters };
 
 // `v` as a Float64Array of at least `n` counters (LinkCounter, PathCounter); a
@@ -90,13 +95,13 @@ class FastPath : public Napi::ObjectWrap<FastPath> {
   // the CPU (sched_yield: to the application the packets woke). May call
   // into JavaScript: onTunFailed, and the TUN's and send path's callbacks.
   // *lastCopy: whether the last DATA frame it judged was a copy already delivered (a duplicate
-  // or stale); untouched if it judged none.
+  // or stale) at least kDropUnreadMinBytes long; untouched if it judged none.
   size_t Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, double* link, bool* lastCopy);
   // `h` holds the first kDataHeaderBytes of a frame. If it is a DATA frame Deliver would judge
   // (version, type, a length within bounds, a sequence number in range) and the eliminator has
   // seen its number (another link delivered its copy) or judges it stale, it is judged and
   // counted as Deliver would, and its size (4 + length) returned: the caller drops its bytes
-  // unread. Else 0, nothing counted. What the packet holds is not looked at: TypeScript too
+  // unread. Else (or if the frame is shorter than kDropUnreadMinBytes) 0, nothing counted. What the packet holds is not looked at: TypeScript too
   // judges a copy before it checks its packet, and checks only first copies.
   size_t JudgeCopy(const uint8_t* h, size_t maxFrameBytes, double* link);
   bool Usable() const { return !closed_ && !tunBusy_; }

@@ -88,9 +88,9 @@ await send(a.peer, four.subarray(9), encodeToken(FrameType.Ping, 1), data(6));
 await send(b.peer, data(5), data(6), data(7, 7, '10.9.0.3'), data(8));
 await send(a.peer, data(7, 7, '10.9.0.3'), data(8), data(9, 9, undefined, offload ? 4 : 0), data(10));
 await send(b.peer, data(9, 9, undefined, offload ? 4 : 0), data(10), data(2), data(11));
-// Link b lags again (its copy of 26 comes second): the copies after that one which link a
-// delivered already are dropped in the kernel unread (droppedUnread), a long one too, whose
-// pieces come in separate reads; the first frame not delivered yet is read as usual.
+// Link b's copy of 26 comes second, and the read of its copy of 27 ends inside it: the rest of
+// that copy, which link a delivered already, is dropped in the kernel unread (droppedUnread);
+// the first frame not delivered yet is read as usual. (Short copies are read as usual.)
 const long27 = encodeData(27, packet(27, '10.9.0.2', 0, 30_000));
 await send(a.peer, data(26), long27);
 await send(b.peer, data(26));
@@ -173,6 +173,14 @@ await send(a.peer, data(30), long31);
 await send(d.peer, data(32), long31.subarray(0, 10_000));
 await send(d.peer, long31.subarray(10_000));
 await send(a.peer, data(32));
+// Link d reads a whole long copy link a delivered (it lags), then peeks at the next frame's
+// header: a long copy delivered already, dropped unread; the short one after it read as usual.
+const long33 = encodeData(33, packet(33, '10.9.0.2', 0, 20_000));
+const long34 = encodeData(34, packet(34, '10.9.0.2', 0, 20_000));
+await send(a.peer, long33, long34);
+await send(d.peer, long33);
+await send(d.peer, long34, data(35));
+await send(a.peer, data(35));
 
 const snap = t.snapshot();
 const session = snap.sessions[0];
