@@ -26,12 +26,12 @@ enum LinkCounter {
   kLinkCounters
 };
 
-// The session's: packets and bytes written to the TUN.
 // A copy shorter than this is read as usual, not dropped unread: dropping one takes a peek and
 // a MSG_TRUNC read (and a peek at the next), where a read takes it with the frames around it,
 // and its bytes cost less to copy than a syscall (an idle ping's duplicate, a stream of ACKs).
 constexpr size_t kDropUnreadMinBytes = 8192;
 
+// The session's: packets and bytes written to the TUN.
 enum PathCounter { kDelivered = 0, kDeliveredBytes, kPathCounters };
 
 // `v` as a Float64Array of at least `n` counters (LinkCounter, PathCounter); a
@@ -101,8 +101,9 @@ class FastPath : public Napi::ObjectWrap<FastPath> {
   // (version, type, a length within bounds, a sequence number in range) and the eliminator has
   // seen its number (another link delivered its copy) or judges it stale, it is judged and
   // counted as Deliver would, and its size (4 + length) returned: the caller drops its bytes
-  // unread. Else (or if the frame is shorter than kDropUnreadMinBytes) 0, nothing counted. What the packet holds is not looked at: TypeScript too
-  // judges a copy before it checks its packet, and checks only first copies.
+  // unread. Else (and for a frame shorter than kDropUnreadMinBytes) 0, nothing counted. What
+  // the packet holds is not looked at: TypeScript too judges a copy before it checks its
+  // packet, and checks only first copies.
   size_t JudgeCopy(const uint8_t* h, size_t maxFrameBytes, double* link);
   bool Usable() const { return !closed_ && !tunBusy_; }
 
