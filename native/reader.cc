@@ -259,7 +259,8 @@ void SocketReader::HandleReadable() {
         size_t frameBytes = CutDataFrame(buf_ + pos, got - pos, maxFrameBytes_);
         if (frameBytes > 0) {
           // Unless another link delivered it already: then the rest is dropped unread.
-          if (got - pos < kDataHeaderBytes || !DropCarried(buf_ + pos, frameBytes - (got - pos))) StartCarry(pos, got, frameBytes);
+          bool dropped = got - pos >= kDataHeaderBytes && DropCarried(buf_ + pos, frameBytes - (got - pos));
+          if (!dropped) StartCarry(pos, got, frameBytes);
           pos = got;
         }
       }
