@@ -29,6 +29,7 @@ not these figures with untraced ones. Needs perf (linux-perf) and root.
 """
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,13 @@ STEPS = ['client wakes', 'client reads', 'client sends', 'first send', 'server w
 
 
 def record(netns, addr, count, interval):
-    data = tempfile.NamedTemporaryFile(suffix='.data', delete=False).name
+    if shutil.which('perf') is None:
+        sys.exit('needs perf: apt-get install linux-perf')
+    with tempfile.TemporaryDirectory() as tmp:
+        return record_into(f'{tmp}/perf.data', netns, addr, count, interval)
+
+
+def record_into(data, netns, addr, count, interval):
     ping = ['ip', 'netns', 'exec', netns, 'ping', '-q', '-c', str(count), '-i', str(interval), addr]
     warm = subprocess.run(['ip', 'netns', 'exec', netns, 'ping', '-q', '-c', '100', '-i', str(interval), '-W', '1', addr],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
