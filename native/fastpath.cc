@@ -307,7 +307,7 @@ size_t FastPath::JudgeCopy(const uint8_t* h, size_t maxFrameBytes, double* link)
   if (closed_) return 0;
   uint32_t length = DataLength(h, maxFrameBytes);
   uint64_t seq = length == 0 ? 0 : DataSeq(h);
-  if (seq == 0 || 4 + static_cast<size_t>(length) < kDropUnreadMinBytes || !eliminator_->Seen(static_cast<int64_t>(seq))) return 0;
+  if (seq == 0 || !DropsUnread(length) || !eliminator_->Seen(static_cast<int64_t>(seq))) return 0;
   Judge(seq, length, link);
   return 4 + static_cast<size_t>(length);
 }
@@ -332,7 +332,7 @@ size_t FastPath::Deliver(const uint8_t* buf, size_t n, size_t maxFrameBytes, dou
     if (fd < 0) break;
     Eliminator::Verdict v = Judge(seq, length, link);
     off += 4 + length;
-    *lastCopy = v != Eliminator::kAccept && 4 + static_cast<size_t>(length) >= kDropUnreadMinBytes;
+    *lastCopy = v != Eliminator::kAccept && DropsUnread(length);
     if (v != Eliminator::kAccept) continue;
     ssize_t r;
     do {

@@ -30,6 +30,8 @@ enum LinkCounter {
 // a MSG_TRUNC read (and a peek at the next), where a read takes it with the frames around it,
 // and its bytes cost less to copy than a syscall (an idle ping's duplicate, a stream of ACKs).
 constexpr size_t kDropUnreadMinBytes = 8192;
+// Whether a copy of a DATA frame of `length` (its length field) is long enough to drop unread.
+constexpr bool DropsUnread(uint32_t length) { return 4 + static_cast<size_t>(length) >= kDropUnreadMinBytes; }
 
 // The session's: packets and bytes written to the TUN.
 enum PathCounter { kDelivered = 0, kDeliveredBytes, kPathCounters };
