@@ -5,7 +5,8 @@
 // virtio_net_hdr no kernel writes, a late copy, a frame too long for the
 // limit, then frames that reads end inside of: a frame longer than a read, one
 // whose peer closes half-way, one whose peer resets the connection half-way,
-// one trickling in for three dead intervals. Prints one JSON line: what
+// one trickling in for three dead intervals, copies another link delivered
+// dropped unread (one the only sign of life of its link). Prints one JSON line: what
 // reached a UDP socket behind the TUN, in order, and the counters. Run as root
 // inside a network namespace (test/e2e/native-path.test.ts runs it with
 // DPTCP_NATIVE_PATH=0 and without, and compares).
@@ -16,7 +17,7 @@ import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_TIMING } from '../../src/config/types.js';
 import { Link } from '../../src/core/link.js';
-import { Tunnel } from '../../src/core/tunnel.js';
+import { Tunnel, type LinkSnapshot } from '../../src/core/tunnel.js';
 import { createLogger } from '../../src/log.js';
 import { CloseCode, DATA_HEADER_BYTES, encodeData, encodeToken, FrameType } from '../../src/protocol/frame.js';
 import { NativeTunDevice } from '../../src/tun/native-device.js';
@@ -181,9 +182,33 @@ await send(a.peer, long33, long34);
 await send(d.peer, long33);
 await send(d.peer, long34, data(35));
 await send(a.peer, data(35));
-
+const linkStats = (l: LinkSnapshot) => ({
+  state: l.state,
+  rxFrames: l.rxFrames,
+  rxBytes: l.rxBytes,
+  firstCopies: l.firstCopies,
+  duplicates: l.duplicates,
+  stale: l.stale,
+  nativeFrames: l.nativeFrames,
+  droppedUnread: l.droppedUnread,
+});
+// The links as they are now: the unanswered PINGs of link d (dead interval 300 ms) end it
+// during what follows.
 const snap = t.snapshot();
 const session = snap.sessions[0];
+// A new link (dead interval 600 ms) is silent for 350 ms, then its first read ends inside a
+// long copy link a delivered: the rest is dropped unread, a piece every 450 ms. The piece whose
+// read ended inside the copy is a sign of life too, or 800 ms would pass unheard.
+const f = await link(5, 600);
+f.peer.on('data', () => {}); // its PINGs, unanswered
+const long36 = encodeData(36, packet(36, '10.9.0.2', 0, 30_000));
+await send(a.peer, long36);
+await sleep(320);
+for (let off = 0; off < long36.length; off += 10_500) {
+  f.peer.write(long36.subarray(off, off + 10_500));
+  await sleep(450);
+}
+const lastLink = t.snapshot().sessions[0]?.links.find((l) => l.id === 5);
 const out = {
   longNative,
   echoReplied,
@@ -194,16 +219,8 @@ const out = {
   spoofed: session?.dropsSpoofed,
   elimination: session?.elimination,
   written: snap.tun.written,
-  links: session?.links.map((l) => ({
-    state: l.state,
-    rxFrames: l.rxFrames,
-    rxBytes: l.rxBytes,
-    firstCopies: l.firstCopies,
-    duplicates: l.duplicates,
-    stale: l.stale,
-    nativeFrames: l.nativeFrames,
-    droppedUnread: l.droppedUnread,
-  })),
+  links: session?.links.map(linkStats),
+  lastLink: lastLink && linkStats(lastLink),
 };
 s.close(CloseCode.Shutdown, 'probe done');
 a.peer.destroy();
