@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "dptcp",
-      "sources": ["native/addon.cc", "native/tun.cc", "native/reader.cc", "native/aead.cc", "native/errors.cc", "native/eliminator.cc", "native/fastpath.cc", "native/sendpath.cc"],
+      "sources": ["native/addon.cc", "native/tun.cc", "native/reader.cc", "native/aead.cc", "native/errors.cc", "native/eliminator.cc", "native/fastpath.cc", "native/sendpath.cc", "native/watch.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

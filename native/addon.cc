@@ -18,6 +18,7 @@
 #include "reader.h"
 #include "sendpath.h"
 #include "tun.h"
+#include "watch.h"
 
 namespace dptcp {
 
@@ -149,6 +150,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("execv", Napi::Function::New(env, Execv, "execv"));
   exports.Set("unsentBytes", Napi::Function::New(env, UnsentBytes, "unsentBytes"));
   exports.Set("tcpRttMicros", Napi::Function::New(env, TcpRttMicros, "tcpRttMicros"));
+  exports.Set("setDataLoop", Napi::Function::New(env, SetDataLoopJs, "setDataLoop"));
+  exports.Set("dataLoopInfo", Napi::Function::New(env, DataLoopInfoJs, "dataLoopInfo"));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   Napi::Object c = Napi::Object::New(env);
   c.Set("SOL_SOCKET", Napi::Number::New(env, SOL_SOCKET));

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "errors.h"
+#include "watch.h"
 #include "tags.h"
 #include "wire.h"
 
@@ -69,7 +70,7 @@ SocketReader::SocketReader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<So
   onData_ = Napi::Persistent(info[2].As<Napi::Function>());
   onEnd_ = Napi::Persistent(info[3].As<Napi::Function>());
   if (napi_add_env_cleanup_hook(env, OnCleanup, this) == napi_ok) cleanupHookAdded_ = true;
-  rc = uv_poll_start(poll_, UV_READABLE, OnPoll);
+  rc = WatchStart(poll_, UV_READABLE, OnPoll);
   if (rc != 0) {
     CloseInternal();
     throw ErrnoError(env, -rc, "uv_poll_start", "watching socket fd " + std::to_string(fd));
@@ -98,7 +99,7 @@ Napi::Value SocketReader::Close(const Napi::CallbackInfo& info) {
 // pause(): nothing more is read until resume() (the kernel's receive window
 // then closes, as for a peer that stops reading). Both are no-ops once ended.
 Napi::Value SocketReader::Pause(const Napi::CallbackInfo& info) {
-  if (poll_ != nullptr) uv_poll_stop(poll_);
+  if (poll_ != nullptr) WatchStop(poll_);
   return info.Env().Undefined();
 }
 
@@ -161,7 +162,7 @@ void SocketReader::DropFast() {
 
 Napi::Value SocketReader::Resume(const Napi::CallbackInfo& info) {
   if (poll_ != nullptr && !ended_) {
-    int rc = uv_poll_start(poll_, UV_READABLE, OnPoll);
+    int rc = WatchStart(poll_, UV_READABLE, OnPoll);
     if (rc != 0) throw ErrnoError(info.Env(), -rc, "uv_poll_start", "watching a socket");
   }
   return info.Env().Undefined();
@@ -434,7 +435,7 @@ bool SocketReader::FlushCarry() {
 // Never throws (ReportCaught calls it): raw N-API calls only.
 void SocketReader::Finish(int err, napi_value error) noexcept {
   ended_ = true;
-  if (poll_ != nullptr) uv_poll_stop(poll_);
+  if (poll_ != nullptr) WatchStop(poll_);
   endCalled_ = true;
   napi_value code = nullptr;
   if (napi_create_int32(env_, err, &code) != napi_ok) {
@@ -471,7 +472,7 @@ napi_value SocketReader::CallJs(Napi::FunctionReference& fn, const std::initiali
 // and every closed link would stay in memory.
 void SocketReader::CloseInternal() {
   if (poll_ != nullptr) {
-    uv_poll_stop(poll_);
+    WatchStop(poll_);
     poll_->data = nullptr;
     uv_close_cb freeHandle = [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); };
     uv_close(reinterpret_cast<uv_handle_t*>(poll_), tearingDown_ ? nullptr : freeHandle);

@@ -17,6 +17,7 @@
 #include <exception>
 
 #include "errors.h"
+#include "watch.h"
 
 namespace dptcp {
 
@@ -358,9 +359,9 @@ void Tun::UpdatePoll() {
     poll_->data = this;
   }
   if (events == 0) {
-    uv_poll_stop(poll_);
+    WatchStop(poll_);
   } else {
-    int rc = uv_poll_start(poll_, events, OnPoll);
+    int rc = WatchStart(poll_, events, OnPoll);
     if (rc != 0) throw ErrnoError(Napi::Env(env_), -rc, "uv_poll_start", "watching " + name_);
   }
 }
@@ -515,7 +516,7 @@ void Tun::CloseInternal() {
   reading_ = false;
   wantWritable_ = false;
   if (poll_ != nullptr) {
-    uv_poll_stop(poll_);
+    WatchStop(poll_);
     poll_->data = nullptr;
     // libuv finishes closing on a later loop turn; the close callback frees the
     // handle. Not when the environment is being torn down (the hook): Node may
