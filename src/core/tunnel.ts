@@ -11,7 +11,9 @@ import type { PeerConfig } from '../config/types.js';
 import type { KeyRing } from '../secure/keypair.js';
 import { SEALED_OVERHEAD_BYTES } from '../secure/record.js';
 import type { PacketBatch, TunDevice } from '../tun/device.js';
+import type { DataLoopInfo } from '../tun/native.js';
 import { splitGso } from '../tun/gso-split.js';
+import { dataLoopInfo, holdDataLoop } from './data-loop.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { FastReceive, FastSend } from './fast-path.js';
 import { FlowClassifier } from './flows.js';
@@ -58,8 +60,11 @@ export interface SessionSnapshot extends SessionStats {
 
 export interface TunnelSnapshot {
   uptimeMs: number;
-  /** readDiscards: TUN reads of an impossible length, discarded by the addon. */
-  tun: TunnelStats & { readDiscards: number; written: TunWriterStats };
+  /**
+   * readDiscards: TUN reads of an impossible length, discarded by the addon. dataLoop: the
+   * addon's data loop (src/core/data-loop.ts), null without it.
+   */
+  tun: TunnelStats & { readDiscards: number; written: TunWriterStats; dataLoop: DataLoopInfo | null };
   sessions: SessionSnapshot[];
 }
 
@@ -101,6 +106,8 @@ export class Tunnel {
   private readonly fastPaths = new Set<FastReceive>();
   /** The native send path (core/fast-path.ts), once reading; armed for the one session while it can use it. */
   private fastSend: FastSend | undefined;
+  /** Lets go of the data loop (src/core/data-loop.ts) that start() holds on. */
+  private releaseDataLoop: () => void = () => {};
   private closed = false;
 
   constructor(
@@ -128,6 +135,7 @@ export class Tunnel {
     );
     this.fastSend = FastSend.create(this.tun, this.flows);
     this.armSend();
+    this.releaseDataLoop = holdDataLoop();
     const t = this.timing;
     const tickMs = Math.max(10, Math.min(t.keepaliveIntervalMs / 2, t.eliminationTtlMs / CHECKPOINTS_PER_TTL));
     this.timers.push(setInterval(() => this.tick(), tickMs));
@@ -362,6 +370,7 @@ export class Tunnel {
       tun: {
         ...this.stats,
         readDiscards: this.tun.readDiscards ?? 0,
+        dataLoop: dataLoopInfo(),
         written: { ...this.writer.stats, refused: { ...this.writer.stats.refused } },
       },
       sessions: [...this.sessions].map((s) => ({
@@ -445,6 +454,7 @@ export class Tunnel {
     this.fastSend = undefined;
     for (const s of [...this.sessions]) this.removeSession(s, CloseCode.Shutdown, reason);
     this.tun.close();
+    this.releaseDataLoop();
   }
 }
 

@@ -145,6 +145,15 @@ export interface PeerCredentials {
   readonly gid: number;
 }
 
+/** The data loop's state (native/watch.h). */
+export interface DataLoopInfo {
+  readonly on: boolean;
+  /** Descriptors watched for packets (the TUN, natively read links). */
+  readonly watched: number;
+  /** Callbacks the data loop's own wait ran (each one a wake-up without a turn of Node's loop). */
+  readonly wakeups: number;
+}
+
 export interface NativeAddon {
   /** vnetHdr: every packet starts with a 10-byte struct virtio_net_hdr (IFF_VNET_HDR). */
   Tun: new (name: string, vnetHdr?: boolean) => NativeTun;
@@ -157,6 +166,10 @@ export interface NativeAddon {
   unsentBytes?(fd: number): number;
   /** The kernel's smoothed round trip of a TCP connection (TCP_INFO tcpi_rtt), microseconds, or -errno. Absent from addons built before it. */
   tcpRttMicros?(fd: number): number;
+  /** Turns the data loop (native/watch.h) on or off. Absent from addons built before it. */
+  setDataLoop?(on: boolean): void;
+  /** Absent from addons built before it. */
+  dataLoopInfo?(): DataLoopInfo;
   /** SO_PEERCRED of a connected unix socket: the peer's pid, uid and gid when it listened or connected. Absent from addons built before it. */
   peerCredentials?(fd: number): PeerCredentials;
   Aead: new (cipher: string, key: Buffer, encrypt: boolean) => NativeAead;

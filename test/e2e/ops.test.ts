@@ -47,11 +47,18 @@ describe('operations between two network namespaces', { skip, timeout: 300_000 }
 
   it('/status counts exactly the traffic that was sent, per link', async () => {
     const c0 = (await statusOf('client')).sessions[0]!;
-    const s0 = (await statusOf('server')).sessions[0]!;
+    const server0 = await statusOf('server');
+    const s0 = server0.sessions[0]!;
     const stream = await tb.udpStream(500, 2);
     assert.equal(stream.received, 1000);
     const c1 = (await statusOf('client')).sessions[0]!;
-    const s1 = (await statusOf('server')).sessions[0]!;
+    const server1 = await statusOf('server');
+    const s1 = server1.sessions[0]!;
+    // The data loop (src/core/data-loop.ts) is on, and the stream's packets woke it.
+    assert.equal(server1.tun.dataLoop?.on, true);
+    assert.ok((server1.tun.dataLoop?.watched ?? 0) >= 3, `watched: the TUN and both links (${server1.tun.dataLoop?.watched})`);
+    const wakeups = (server1.tun.dataLoop?.wakeups ?? 0) - (server0.tun.dataLoop?.wakeups ?? 0);
+    assert.ok(wakeups >= 100, `the data loop's wait took ${wakeups} wake-ups for 2,000 copies`);
     // Keepalives are not DATA; the only other traffic is the stream itself.
     for (const l of c1.links) {
       const before = c0.links.find((x) => x.name === l.name)!;
