@@ -79,6 +79,10 @@ bool LibuvHasOwn(const DataLoop& d) {
   return n == kEvents;
 }
 
+// libuv has descriptors to start or stop watching: it applies that only at its next poll, so
+// until then they are in no set (a socket of Node's that wants to be writable, a new one).
+bool LibuvChanging(const uv_loop_t* loop) { return loop->watcher_queue.next != &loop->watcher_queue; }
+
 void OnPrepare(uv_prepare_t* handle) {
   DataLoop* d = static_cast<DataLoop*>(handle->data);
   if (d == nullptr || !d->on || d->readable.empty()) return;
@@ -89,8 +93,9 @@ void OnPrepare(uv_prepare_t* handle) {
     int timeout = uv_backend_timeout(loop);
     uint64_t now = uv_now(loop);
     if (timeout == 0) return;
-    if (now >= until) {
-      // libuv's turn, without its wait: the data loop waits again in the next one.
+    if (now >= until || LibuvChanging(loop)) {
+      // libuv's turn, without its wait (its poll applies the changes): the data loop waits again
+      // in the next one.
       uv_idle_start(d->nowait, OnNoWait);
       return;
     }

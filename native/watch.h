@@ -21,7 +21,10 @@ namespace dptcp {
 // descriptors too, so it is ready along with them: the data loop then looks at
 // what it holds (a wait of 0 on it, level-triggered: libuv still finds it) and
 // goes back only if something there is not a watched descriptor's readability.
-// A turn of libuv's own runs at least every kTurnEveryMs (20 ms) all the same.
+// A turn of libuv's own runs at least every kTurnEveryMs (20 ms) all the same,
+// and as soon as libuv has descriptors to start or stop watching (it applies
+// that in its own poll: a socket of Node's that waits to be writable is in no
+// set until then).
 // So what runs is what Node's loop would have run, in the same order per
 // descriptor, without the rest of a loop turn (Node's check handle alone opens
 // a callback scope every turn) between two packets. Off (setDataLoop(false))
