@@ -15,13 +15,10 @@ import { socketPair, upLink } from '../helpers/loopback.js';
 class Counter implements LinkHandler {
   frames = 0;
   bytes = 0;
-  /** Called for each DATA frame, inside the callback that read it. */
-  onData: () => void = () => {};
   onFrame(_link: Link, type: FrameType, _buf: Buffer, start: number, end: number): void {
     if (type !== FrameType.Data) return;
     this.frames++;
     this.bytes += end - start;
-    this.onData();
   }
   onChunkEnd(): void {}
   onClose(): void {}
@@ -68,7 +65,6 @@ describe('the data loop', () => {
   });
 
   async function linked(): Promise<{ a: Socket; counter: Counter }> {
-    // (a writes, b is read natively into counter)
     const p = await socketPair();
     const counter = new Counter();
     const link = upLink(p.b, counter);
