@@ -27,7 +27,15 @@ function addon(): NativeAddon | null {
 export function holdDataLoop(): () => void {
   const a = addon();
   if (a === null) return () => {};
-  if (holders++ === 0) a.setDataLoop?.(true);
+  if (holders === 0) {
+    try {
+      a.setDataLoop?.(true);
+    } catch {
+      // Its epoll set could not be made (out of descriptors): packets take Node's loop turns, as without it.
+      return () => {};
+    }
+  }
+  holders++;
   let held = true;
   return () => {
     if (!held) return;
