@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <unordered_map>
-#include <unordered_set>
 
 namespace dptcp {
 
@@ -29,10 +28,9 @@ struct DataLoop {
   // wait in that turn (it would otherwise wait for the next timer, packets and all).
   uv_idle_t* nowait = nullptr;
   bool on = false;
-  // The polls watched for readability, whatever the data loop's state: in its set while on.
-  std::unordered_set<uv_poll_t*> readable;
-  // Their descriptors.
-  std::unordered_set<int> fds;
+  // The polls watched for readability by descriptor, whatever the data loop's state: in its
+  // set while on.
+  std::unordered_map<int, uv_poll_t*> readable;
   double dispatches = 0;
 };
 
@@ -48,20 +46,15 @@ int FdOf(uv_poll_t* poll) {
   return uv_fileno(reinterpret_cast<uv_handle_t*>(poll), &fd) == 0 ? fd : -1;
 }
 
-void Add(DataLoop& d, uv_poll_t* poll) {
-  int fd = FdOf(poll);
-  if (fd < 0) return;
+void Add(const DataLoop& d, int fd) {
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.ptr = poll;
+  ev.data.fd = fd;
   // Not watched here if this fails: libuv still watches it, the packet only takes a loop turn.
   epoll_ctl(d.epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
-void Remove(DataLoop& d, uv_poll_t* poll) {
-  int fd = FdOf(poll);
-  if (fd >= 0) epoll_ctl(d.epfd, EPOLL_CTL_DEL, fd, nullptr);
-}
+void Remove(const DataLoop& d, int fd) { epoll_ctl(d.epfd, EPOLL_CTL_DEL, fd, nullptr); }
 
 void OnNoWait(uv_idle_t* handle) { uv_idle_stop(handle); }
 
@@ -74,7 +67,7 @@ bool LibuvHasOwn(const DataLoop& d) {
   if (n < 0) return true;
   for (int i = 0; i < n; i++) {
     // A watched descriptor libuv has for more than readability (the TUN, writable) is libuv's then.
-    if (d.fds.count(ev[i].data.fd) == 0 || ev[i].events != EPOLLIN) return true;
+    if (d.readable.count(ev[i].data.fd) == 0 || ev[i].events != EPOLLIN) return true;
   }
   return n == kEvents;
 }
@@ -107,15 +100,15 @@ void OnPrepare(uv_prepare_t* handle) {
     bool libuvs = false;
     bool ours = false;
     for (int i = 0; i < n; i++) {
-      uv_poll_t* poll = static_cast<uv_poll_t*>(ev[i].data.ptr);
       // libuv's own descriptor, or an error or hang-up: libuv reports those as it does.
-      if (poll == nullptr || ev[i].events != EPOLLIN) {
+      if (ev[i].data.fd == uv_backend_fd(loop) || ev[i].events != EPOLLIN) {
         libuvs = true;
         continue;
       }
-      // Stopped by a callback before it in this batch (its memory is freed by a close
-      // callback, which runs in a later phase of the turn: it is still there to look up).
-      if (d->readable.count(poll) == 0 || poll->poll_cb == nullptr) continue;
+      // Not found: stopped by a callback before it in this batch.
+      auto it = d->readable.find(ev[i].data.fd);
+      if (it == d->readable.end()) continue;
+      uv_poll_t* poll = it->second;
       ours = true;
       d->dispatches++;
       poll->poll_cb(poll, 0, UV_READABLE);
@@ -138,24 +131,20 @@ int WatchStart(uv_poll_t* poll, int events, uv_poll_cb cb) {
   if (rc != 0) return rc;
   DataLoop& d = Loops()[poll->loop];
   d.loop = poll->loop;
+  int fd = FdOf(poll);
+  if (fd < 0) return 0;
   if (events & UV_READABLE) {
-    if (d.readable.insert(poll).second) {
-      d.fds.insert(FdOf(poll));
-      if (d.on) Add(d, poll);
-    }
-  } else if (d.readable.erase(poll) > 0) {
-    d.fds.erase(FdOf(poll));
-    if (d.on) Remove(d, poll);
+    if (d.readable.emplace(fd, poll).second && d.on) Add(d, fd);
+  } else if (d.readable.erase(fd) > 0 && d.on) {
+    Remove(d, fd);
   }
   return 0;
 }
 
 int WatchStop(uv_poll_t* poll) {
   DataLoop* d = Find(poll->loop);
-  if (d != nullptr && d->readable.erase(poll) > 0) {
-    d->fds.erase(FdOf(poll));
-    if (d->on) Remove(*d, poll);
-  }
+  int fd = FdOf(poll);
+  if (d != nullptr && fd >= 0 && d->readable.erase(fd) > 0 && d->on) Remove(*d, fd);
   return uv_poll_stop(poll);
 }
 
@@ -185,7 +174,7 @@ int SetDataLoop(napi_env env, uv_loop_t* loop, bool on) {
   if (on == d.on) return 0;
   if (!on) {
     d.on = false;
-    for (uv_poll_t* poll : d.readable) Remove(d, poll);
+    for (const auto& [fd, poll] : d.readable) Remove(d, fd);
     return 0;
   }
   if (d.epfd < 0) {
@@ -193,7 +182,7 @@ int SetDataLoop(napi_env env, uv_loop_t* loop, bool on) {
     if (fd < 0) return errno;
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.ptr = nullptr;
+    ev.data.fd = uv_backend_fd(loop);
     if (epoll_ctl(fd, EPOLL_CTL_ADD, uv_backend_fd(loop), &ev) != 0) {
       int err = errno;
       close(fd);
@@ -214,7 +203,7 @@ int SetDataLoop(napi_env env, uv_loop_t* loop, bool on) {
     napi_add_env_cleanup_hook(env, OnCleanup, loop);
   }
   d.on = true;
-  for (uv_poll_t* poll : d.readable) Add(d, poll);
+  for (const auto& [fd, poll] : d.readable) Add(d, fd);
   return 0;
 }
 
