@@ -82,6 +82,8 @@ void OnPrepare(uv_prepare_t* handle) {
   uv_loop_t* loop = handle->loop;
   uv_update_time(loop);
   const uint64_t until = uv_now(loop) + kTurnEveryMs;
+  // libuv's descriptor was ready along with watched ones in the last wait.
+  bool alongside = false;
   while (d->on) {
     int timeout = uv_backend_timeout(loop);
     uint64_t now = uv_now(loop);
@@ -97,12 +99,16 @@ void OnPrepare(uv_prepare_t* handle) {
     epoll_event ev[kEvents];
     int n = epoll_wait(d->epfd, ev, kEvents, timeout);
     if (n < 0) return;  // a signal: libuv's (its handler wrote to libuv's descriptor)
-    bool libuvs = false;
+    bool libuvs = false;  // libuv's own descriptor: ready, with what it watches
+    bool hangup = false;  // an error or hang-up: libuv reports those as it does
     bool ours = false;
     for (int i = 0; i < n; i++) {
-      // libuv's own descriptor, or an error or hang-up: libuv reports those as it does.
-      if (ev[i].data.fd == uv_backend_fd(loop) || ev[i].events != EPOLLIN) {
+      if (ev[i].data.fd == uv_backend_fd(loop)) {
         libuvs = true;
+        continue;
+      }
+      if (ev[i].events != EPOLLIN) {
+        hangup = true;
         continue;
       }
       // Not found: stopped by a callback before it in this batch.
@@ -114,8 +120,22 @@ void OnPrepare(uv_prepare_t* handle) {
       poll->poll_cb(poll, 0, UV_READABLE);
     }
     uv_update_time(loop);
+    if (hangup || (libuvs && !ours)) return;
+    if (!libuvs) {
+      alongside = false;
+      continue;
+    }
     // libuv's descriptor holds the watched ones too: ready with them, it may have nothing else.
-    if (libuvs && (!ours || LibuvHasOwn(*d))) return;
+    // Their callbacks have read them, so the next wait reports it only if something there is
+    // still ready. Reported with ours twice in a row, libuv's set is looked at (a watched
+    // descriptor that stays readable keeps it ready too).
+    if (!alongside) {
+      alongside = true;
+    } else if (LibuvHasOwn(*d)) {
+      return;
+    } else {
+      alongside = false;
+    }
   }
 }
 

@@ -18,9 +18,12 @@ namespace dptcp {
 // the data loop waits again; anything else (a descriptor of libuv's own is
 // ready, a timer is due, an error or hang-up on a watched one, a signal)
 // returns to libuv, which finds it ready. libuv's set holds the watched
-// descriptors too, so it is ready along with them: the data loop then looks at
-// what it holds (a wait of 0 on it, level-triggered: libuv still finds it) and
-// goes back only if something there is not a watched descriptor's readability.
+// descriptors too, so it is ready along with them. The callbacks have read
+// them, so the next wait reports libuv's descriptor again only if something
+// there is still ready; reported along with watched ones in two waits in a
+// row, the data loop looks at what libuv's set holds (a wait of 0 on it,
+// level-triggered: libuv still finds it) and goes back only if something there
+// is not a watched descriptor's readability.
 // A turn of libuv's own runs at least every kTurnEveryMs (20 ms) all the same,
 // and as soon as libuv has descriptors to start or stop watching (it applies
 // that in its own poll: a socket of Node's that waits to be writable is in no
