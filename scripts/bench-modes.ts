@@ -115,21 +115,8 @@ interface WanRow {
 let tb: Testbed;
 
 async function snapshot(side: 'client' | 'server'): Promise<SessionView> {
-  const t0 = Date.now();
-  let s: Snapshot | undefined;
-  await waitFor(
-    () => {
-      try {
-        s = JSON.parse(readFileSync(tb.statsFile(side), 'utf8')) as Snapshot;
-      } catch {
-        return false;
-      }
-      return Date.parse(s.time) > t0 && s.sessions.length === 1;
-    },
-    `a fresh ${side} snapshot with one session`,
-    5000,
-  );
-  return (s as Snapshot).sessions[0] as SessionView;
+  const s = await tb.freshStats<Snapshot>(side, (snap) => snap.sessions.length === 1);
+  return s.sessions[0] as SessionView;
 }
 
 async function shape(r1: number, r2: number): Promise<void> {

@@ -71,22 +71,8 @@ describe('scheduling modes on tbf-shaped links', { skip, timeout: 300_000 }, () 
   let clientMode: Mode | undefined | null = null; // null: no client running yet
 
   /** A stats snapshot written after this call (the file is rewritten every second). */
-  async function fresh(side: Side, timeoutMs = 5000): Promise<ModeSnapshot> {
-    const t0 = Date.now();
-    let s: ModeSnapshot | undefined;
-    await waitFor(
-      () => {
-        try {
-          s = JSON.parse(readFileSync(tb.statsFile(side), 'utf8')) as ModeSnapshot;
-        } catch {
-          return false;
-        }
-        return Date.parse(s.time) > t0;
-      },
-      `a new ${side} stats snapshot`,
-      timeoutMs,
-    );
-    return s as ModeSnapshot;
+  function fresh(side: Side, timeoutMs = 5000): Promise<ModeSnapshot> {
+    return tb.freshStats<ModeSnapshot>(side, undefined, timeoutMs);
   }
 
   function session(snap: ModeSnapshot, side: Side): ModeSession {

@@ -300,6 +300,28 @@ export class Testbed {
     return JSON.parse(readFileSync(this.statsFile(side), 'utf8')) as StatsSnapshot;
   }
 
+  /**
+   * A stats snapshot of `side` written after this call (the file is rewritten every second), read
+   * as the caller's shape of it, that `accept` takes.
+   */
+  async freshStats<T extends { time: string }>(side: Side, accept: (s: T) => boolean = () => true, timeoutMs = 5000): Promise<T> {
+    const t0 = Date.now();
+    let s: T | undefined;
+    await waitFor(
+      () => {
+        try {
+          s = JSON.parse(readFileSync(this.statsFile(side), 'utf8')) as T;
+        } catch {
+          return false;
+        }
+        return Date.parse(s.time) > t0 && accept(s);
+      },
+      `a new ${side} stats snapshot`,
+      timeoutMs,
+    );
+    return s as T;
+  }
+
   /** The side's log (JSON lines on disk) as readable lines: `time LEVEL [scope] msg k=v`. */
   log(side: Side): string {
     return this.rawLog(side)
