@@ -35,7 +35,7 @@
 //   process, unless the environment already has GLIBC_TUNABLES.
 import v8 from 'node:v8';
 import { errorMessage } from '../errors.js';
-import { loadAddon } from '../tun/loader.js';
+import { optionalAddon } from '../tun/loader.js';
 
 /** Old-generation limit as a percentage above what is live after a mark-compact. */
 export const HEAP_GROWING_PERCENT = 100;
@@ -74,13 +74,9 @@ export function tunedCommandLine(execPath: string, execArgv: readonly string[], 
 export function restartWithHeapFlags(): void {
   const line = tunedCommandLine(process.execPath, process.execArgv, process.argv, process.env.NODE_OPTIONS);
   if (line === null) return;
-  let addon;
-  try {
-    addon = loadAddon();
-  } catch {
-    return; // opening the TUN reports a missing addon, with its remedy
-  }
-  if (typeof addon.execv !== 'function') return; // an addon built before execv existed
+  // No addon: opening the TUN reports it, with its remedy; no execv: an addon built before it existed.
+  const addon = optionalAddon();
+  if (typeof addon?.execv !== 'function') return;
   const tunables = process.env.GLIBC_TUNABLES;
   if (tunables === undefined) process.env.GLIBC_TUNABLES = MALLOC_TUNABLES;
   try {

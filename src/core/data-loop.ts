@@ -8,19 +8,15 @@
 //
 // Each tunnel holds it on while it runs; DPTCP_DATA_LOOP=0 leaves it off (to
 // measure the difference), as does an addon built before it.
-import { loadAddon } from '../tun/loader.js';
+import { optionalAddon } from '../tun/loader.js';
 import type { DataLoopInfo, NativeAddon } from '../tun/native.js';
 
 let holders = 0;
 
 function addon(): NativeAddon | null {
   if (process.env['DPTCP_DATA_LOOP'] === '0') return null;
-  try {
-    const a = loadAddon();
-    return typeof a.setDataLoop === 'function' ? a : null;
-  } catch {
-    return null;
-  }
+  const a = optionalAddon();
+  return typeof a?.setDataLoop === 'function' ? a : null;
 }
 
 /** Turns the data loop on until the returned function is called (once; it is on while anyone holds it). */

@@ -24,7 +24,7 @@ import { performance } from 'node:perf_hooks';
 import { DATA_HEADER_BYTES } from '../protocol/frame.js';
 import { addressBytes, type TunnelAddress } from '../protocol/handshake.js';
 import { MAX_OFFLOAD_PACKET, type TunDevice } from '../tun/device.js';
-import { loadAddon } from '../tun/loader.js';
+import { optionalAddon } from '../tun/loader.js';
 import type { NativeAddon, NativeFastPath, NativeSendPath, NativeTun } from '../tun/native.js';
 import { Eliminator, type EliminatorOptions, type EliminationTable } from './eliminator.js';
 import type { FlowClassifier } from './flows.js';
@@ -43,14 +43,9 @@ let addon: NativeAddon | null | undefined;
 function nativeAddon(): NativeAddon | null {
   if (addon === undefined) {
     addon = null;
-    if (process.env['DPTCP_NATIVE_PATH'] !== '0') {
-      try {
-        const a = loadAddon();
-        if (typeof a.Eliminator === 'function' && typeof a.FastPath === 'function') addon = a;
-      } catch {
-        // no addon: the TypeScript path alone
-      }
-    }
+    // No addon: the TypeScript path alone.
+    const a = process.env['DPTCP_NATIVE_PATH'] !== '0' ? optionalAddon() : null;
+    if (typeof a?.Eliminator === 'function' && typeof a.FastPath === 'function') addon = a;
   }
   return addon;
 }

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { getSystemErrorName } from 'node:util';
 import { errorMessage, ProtocolError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { loadAddon } from '../tun/loader.js';
+import { optionalAddon } from '../tun/loader.js';
 import type { NativeAddon, NativeFastPath, NativeSocketReader } from '../tun/native.js';
 import { hrToPerfMs, LINK_COUNTERS, LinkCounter } from './fast-path.js';
 import { socketFd } from './socket-options.js';
@@ -127,12 +127,7 @@ const optionalFns = new Map<string, unknown>();
  */
 function addonFn<K extends 'sendSome' | 'unsentBytes' | 'tcpRttMicros'>(name: K): NonNullable<NativeAddon[K]> | null {
   if (!optionalFns.has(name)) {
-    let f: unknown = null;
-    try {
-      f = loadAddon()[name];
-    } catch {
-      // no addon: null
-    }
+    const f: unknown = optionalAddon()?.[name];
     optionalFns.set(name, typeof f === 'function' ? f : null);
   }
   return optionalFns.get(name) as NonNullable<NativeAddon[K]> | null;
@@ -146,12 +141,8 @@ let readerClass: ReaderClass | null | undefined;
  */
 function nativeReader(): ReaderClass | null {
   if (readerClass === undefined) {
-    try {
-      const c = process.env['DPTCP_NATIVE_READ'] === '0' ? undefined : (loadAddon().SocketReader as ReaderClass | undefined);
-      readerClass = typeof c === 'function' ? c : null;
-    } catch {
-      readerClass = null;
-    }
+    const c = process.env['DPTCP_NATIVE_READ'] === '0' ? undefined : (optionalAddon()?.SocketReader as ReaderClass | undefined);
+    readerClass = typeof c === 'function' ? c : null;
   }
   return readerClass;
 }

@@ -6,7 +6,7 @@
 // (key, nonce) pair is never used for two plaintexts.
 import { createCipheriv, createDecipheriv, type CipherGCMTypes } from 'node:crypto';
 import { ProtocolError } from '../errors.js';
-import { loadAddon } from '../tun/loader.js';
+import { optionalAddon } from '../tun/loader.js';
 import type { NativeAead } from '../tun/native.js';
 import { FRAME_HEADER_BYTES, FrameType, readU64, writeFrameHeader, writeU64 } from '../protocol/frame.js';
 import type { CipherName } from '../protocol/handshake.js';
@@ -90,12 +90,8 @@ type AeadClass = new (cipher: string, key: Buffer, encrypt: boolean) => NativeAe
 let aeadClass: AeadClass | null | undefined;
 function nativeAead(): AeadClass | null {
   if (aeadClass === undefined) {
-    try {
-      const c = process.env['DPTCP_NATIVE_AEAD'] === '0' ? undefined : (loadAddon().Aead as AeadClass | undefined);
-      aeadClass = typeof c === 'function' ? c : null;
-    } catch {
-      aeadClass = null;
-    }
+    const c = process.env['DPTCP_NATIVE_AEAD'] === '0' ? undefined : (optionalAddon()?.Aead as AeadClass | undefined);
+    aeadClass = typeof c === 'function' ? c : null;
   }
   return aeadClass;
 }

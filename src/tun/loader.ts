@@ -103,3 +103,15 @@ export function loadAddonInfo(): LoadedAddon {
 export function loadAddon(): NativeAddon {
   return loadAddonInfo().addon;
 }
+
+/**
+ * The addon, or null where it cannot load: for the parts that have a way without it (the data
+ * loop, the native path and reader, the link's optional calls), each of which says which.
+ */
+export function optionalAddon(): NativeAddon | null {
+  try {
+    return loadAddon();
+  } catch {
+    return null;
+  }
+}
