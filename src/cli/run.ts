@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { loadConfig, weakPskWarning } from '../config/load.js';
 import { resolveNames } from '../config/resolve.js';
@@ -181,22 +182,53 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   const role_ = roleObj;
 
   let statsWarned = false;
-  const writeStats = (): void => {
+  const statsFailed = (file: string, e: unknown): void => {
+    // Once at warn (e.g. a directory the --user cannot write), then at debug: not every second.
+    log[statsWarned ? 'debug' : 'warn']('cannot write the stats file', { file, error: errorMessage(e) });
+    statsWarned = true;
+  };
+  // An unpredictable name created exclusively: a link planted at a guessable name is never followed.
+  const statsTmp = (file: string): string => `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const statsText = (): string => JSON.stringify({ time: new Date().toISOString(), ...(statusDoc() as object) }, null, 1);
+  // The snapshot written in the background, until its rename is done.
+  let statsInFlight: Promise<void> | undefined;
+  const writeStatsText = (text: string): void => {
     if (!opts.statsFile) return;
-    // An unpredictable name created exclusively: a link planted at a guessable name is never followed.
-    const tmp = `${opts.statsFile}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    const tmp = statsTmp(opts.statsFile);
     try {
-      writeFileSync(tmp, JSON.stringify({ time: new Date().toISOString(), ...(statusDoc() as object) }, null, 1), { flag: 'wx', mode: 0o644 });
+      writeFileSync(tmp, text, { flag: 'wx', mode: 0o644 });
       renameSync(tmp, opts.statsFile);
     } catch (e) {
       rmSync(tmp, { force: true });
-      // Once at warn (e.g. a directory the --user cannot write), then at debug: not every second.
-      log[statsWarned ? 'debug' : 'warn']('cannot write the stats file', { file: opts.statsFile, error: errorMessage(e) });
-      statsWarned = true;
+      statsFailed(opts.statsFile, e);
     }
   };
+  // On exit and SIGUSR1: the counters as they are now, written once a background write is done (it
+  // would otherwise land after it).
+  const writeStats = (): void => {
+    if (!opts.statsFile) return;
+    const text = statsText();
+    if (statsInFlight) void statsInFlight.then(() => writeStatsText(text));
+    else writeStatsText(text);
+  };
+  // Every second: in the background, one at a time. The thread that writes the file carries the
+  // packets, and a write or rename can wait on a busy disk (the journal, dirty-page throttling).
+  const writeStatsSoon = (): void => {
+    if (!opts.statsFile || statsInFlight) return;
+    const file = opts.statsFile;
+    const tmp = statsTmp(file);
+    statsInFlight = writeFile(tmp, statsText(), { flag: 'wx', mode: 0o644 })
+      .then(() => rename(tmp, file))
+      .catch(async (e: unknown) => {
+        await rm(tmp, { force: true }).catch(() => undefined);
+        statsFailed(file, e);
+      })
+      .finally(() => {
+        statsInFlight = undefined;
+      });
+  };
   // No stats file, no timer: an idle tunnel wakes only for what it needs.
-  const statsTimer = opts.statsFile ? setInterval(writeStats, 1000) : undefined;
+  const statsTimer = opts.statsFile ? setInterval(writeStatsSoon, 1000) : undefined;
   statsTimer?.unref();
 
   return await new Promise<number>((resolve) => {
