@@ -200,11 +200,6 @@ interface BulkDuel {
   openVpn: { c2s: number; s2c: number };
 }
 
-function median(v: number[]): number {
-  const t = [...v].sort((a, b) => a - b);
-  return t.length % 2 === 1 ? t[(t.length - 1) / 2]! : (t[t.length / 2 - 1]! + t[t.length / 2]!) / 2;
-}
-
 /**
  * OpenVPN (TCP, no cipher, Nagle on: as the issue measured it) and dp-tcp (open mode, two links) up
  * at the same time, unpinned; `rounds` rounds of one iperf3 run per tunnel and direction, the
@@ -233,7 +228,8 @@ async function bulkDuel(tb: Testbed, key: string, rounds = 3, seconds = 3): Prom
         }
       }
     }
-    const med = (r: Record<'c2s' | 's2c', number[]>): { c2s: number; s2c: number } => ({ c2s: Math.round(median(r.c2s)), s2c: Math.round(median(r.s2c)) });
+    const median = (v: number[]): number => Math.round(percentile([...v].sort((a, b) => a - b), 50));
+    const med = (r: Record<'c2s' | 's2c', number[]>): { c2s: number; s2c: number } => ({ c2s: median(r.c2s), s2c: median(r.s2c) });
     const out = { rounds, seconds, dpTcp: med(runs.dp), openVpn: med(runs.ovpn) };
     console.log(JSON.stringify({ ...out, runs }));
     return out;
