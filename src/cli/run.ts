@@ -1,9 +1,7 @@
 // Starts one side of the tunnel and owns its lifetime: signals, ordered
 // teardown, the stats file and the exit code.
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { rename, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { loadConfig, weakPskWarning } from '../config/load.js';
 import { resolveNames } from '../config/resolve.js';
@@ -17,6 +15,7 @@ import { controlSocketPath, listInstances } from '../ops/discovery.js';
 import { buildRegistry, type RoleSources } from '../ops/metrics.js';
 import { processMemory } from '../ops/format.js';
 import { NetworkSetup } from '../ops/routing.js';
+import { StatsFile } from '../ops/stats-file.js';
 import { StatusServer } from '../ops/status-server.js';
 import { DATA_HEADER_BYTES } from '../protocol/frame.js';
 import { ClientRole } from '../roles/client.js';
@@ -181,54 +180,10 @@ export async function run(role: Role, opts: RunOptions): Promise<number> {
   }
   const role_ = roleObj;
 
-  let statsWarned = false;
-  const statsFailed = (file: string, e: unknown): void => {
-    // Once at warn (e.g. a directory the --user cannot write), then at debug: not every second.
-    log[statsWarned ? 'debug' : 'warn']('cannot write the stats file', { file, error: errorMessage(e) });
-    statsWarned = true;
-  };
-  // An unpredictable name created exclusively: a link planted at a guessable name is never followed.
-  const statsTmp = (file: string): string => `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  const statsText = (): string => JSON.stringify({ time: new Date().toISOString(), ...(statusDoc() as object) }, null, 1);
-  // The snapshot written in the background, until its rename is done.
-  let statsInFlight: Promise<void> | undefined;
-  const writeStatsText = (text: string): void => {
-    if (!opts.statsFile) return;
-    const tmp = statsTmp(opts.statsFile);
-    try {
-      writeFileSync(tmp, text, { flag: 'wx', mode: 0o644 });
-      renameSync(tmp, opts.statsFile);
-    } catch (e) {
-      rmSync(tmp, { force: true });
-      statsFailed(opts.statsFile, e);
-    }
-  };
-  // On exit and SIGUSR1: the counters as they are now, written once a background write is done (it
-  // would otherwise land after it).
-  const writeStats = (): void => {
-    if (!opts.statsFile) return;
-    const text = statsText();
-    if (statsInFlight) void statsInFlight.then(() => writeStatsText(text));
-    else writeStatsText(text);
-  };
-  // Every second: in the background, one at a time. The thread that writes the file carries the
-  // packets, and a write or rename can wait on a busy disk (the journal, dirty-page throttling).
-  const writeStatsSoon = (): void => {
-    if (!opts.statsFile || statsInFlight) return;
-    const file = opts.statsFile;
-    const tmp = statsTmp(file);
-    statsInFlight = writeFile(tmp, statsText(), { flag: 'wx', mode: 0o644 })
-      .then(() => rename(tmp, file))
-      .catch(async (e: unknown) => {
-        await rm(tmp, { force: true }).catch(() => undefined);
-        statsFailed(file, e);
-      })
-      .finally(() => {
-        statsInFlight = undefined;
-      });
-  };
+  const stats = opts.statsFile ? new StatsFile(opts.statsFile, statusDoc, log) : undefined;
+  const writeStats = (): void => void stats?.writeNow();
   // No stats file, no timer: an idle tunnel wakes only for what it needs.
-  const statsTimer = opts.statsFile ? setInterval(writeStatsSoon, 1000) : undefined;
+  const statsTimer = stats ? setInterval(() => stats.writeSoon(), 1000) : undefined;
   statsTimer?.unref();
 
   return await new Promise<number>((resolve) => {
