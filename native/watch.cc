@@ -32,6 +32,8 @@ struct DataLoop {
   // set while on.
   std::unordered_map<int, uv_poll_t*> readable;
   double dispatches = 0;
+  // Waits of 0 on libuv's own set (LibuvHasOwn).
+  double looks = 0;
 };
 
 // Per thread: a loop is run by one thread (Node's main thread, or a worker's), and so is
@@ -61,7 +63,8 @@ void OnNoWait(uv_idle_t* handle) { uv_idle_stop(handle); }
 // Whether libuv's own set holds a ready descriptor that is not one of the watched ones (which
 // the data loop's set reports itself). libuv's set is level-triggered: what this wait returns
 // stays ready for libuv's own.
-bool LibuvHasOwn(const DataLoop& d) {
+bool LibuvHasOwn(DataLoop& d) {
+  d.looks++;
   epoll_event ev[kEvents];
   int n = epoll_wait(uv_backend_fd(d.loop), ev, kEvents, 0);
   if (n < 0) return true;
@@ -129,13 +132,8 @@ void OnPrepare(uv_prepare_t* handle) {
     // Their callbacks have read them, so the next wait reports it only if something there is
     // still ready. Reported with ours twice in a row, libuv's set is looked at (a watched
     // descriptor that stays readable keeps it ready too).
-    if (!alongside) {
-      alongside = true;
-    } else if (LibuvHasOwn(*d)) {
-      return;
-    } else {
-      alongside = false;
-    }
+    if (alongside && LibuvHasOwn(*d)) return;
+    alongside = !alongside;
   }
 }
 
@@ -246,6 +244,7 @@ Napi::Value DataLoopInfoJs(const Napi::CallbackInfo& info) {
   o.Set("on", Napi::Boolean::New(env, d != nullptr && d->on));
   o.Set("watched", Napi::Number::New(env, d == nullptr ? 0 : static_cast<double>(d->readable.size())));
   o.Set("wakeups", Napi::Number::New(env, d == nullptr ? 0 : d->dispatches));
+  o.Set("looks", Napi::Number::New(env, d == nullptr ? 0 : d->looks));
   return o;
 }
 

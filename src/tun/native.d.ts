@@ -152,6 +152,8 @@ export interface DataLoopInfo {
   readonly watched: number;
   /** Callbacks the data loop's own wait ran (each one a wake-up without a turn of Node's loop). */
   readonly wakeups: number;
+  /** Times it looked into libuv's own set (ready along with watched descriptors twice in a row). */
+  readonly looks: number;
 }
 
 export interface NativeAddon {
