@@ -73,9 +73,18 @@ export function identityOf(security: SecurityConfig, role: 'client' | 'server'):
 
 let lastStamp = 0n;
 
-/** TAI64N of now, strictly increasing within this process (several links handshake at once). */
+/**
+ * The nanoseconds a timestamp drops (2^24 - 1: it counts in steps of about
+ * 16.8 ms), as WireGuard's does: the server needs only the order, and a finer
+ * clock would tell whoever reads INITIATIONs (the server, a psk holder) more
+ * of the client's clock than that.
+ */
+export const TAI64N_WHITENER = 0xff_ffffn;
+
+/** TAI64N of now, whitened, strictly increasing within this process (several links handshake at once: +1 ns each). */
 export function tai64n(nowMs = Date.now()): Buffer {
-  let ns = BigInt(Math.floor(nowMs)) * 1_000_000n;
+  const exact = BigInt(Math.floor(nowMs)) * 1_000_000n;
+  let ns = exact - ((exact % 1_000_000_000n) & TAI64N_WHITENER);
   if (ns <= lastStamp) ns = lastStamp + 1n;
   lastStamp = ns;
   const out = Buffer.allocUnsafe(TIMESTAMP_BYTES);

@@ -8,7 +8,7 @@ import { ProtocolError } from '../../src/errors.js';
 import { encodeData, encodeToken, FRAME_HEADER_BYTES, FrameType } from '../../src/protocol/frame.js';
 import type { LinkIntro } from '../../src/protocol/handshake.js';
 import { Admission, prefixOf, sourceBytes } from '../../src/secure/admission.js';
-import { identityOf, Initiator, Responder, type Identity } from '../../src/secure/handshake.js';
+import { identityOf, Initiator, Responder, TAI64N_WHITENER, tai64n, type Identity } from '../../src/secure/handshake.js';
 import { Keypair, KeyRing } from '../../src/secure/keypair.js';
 import { FAIL_LIMIT, MAX_KEYPAIRS, MAX_PENDING_PER_PREFIX, MAX_PENDING_PER_SOURCE, MAX_TRACKED_SOURCES, REJECT_AFTER_TIME_MS } from '../../src/secure/limits.js';
 import { generateKeyPair } from '../../src/secure/primitives.js';
@@ -203,6 +203,25 @@ describe('keyed handshake', () => {
     for (let i = 0; i < 100; i++) resp.read(...body(new Initiator(c).initiation({ ...intro, sessionId: randomBytes(16) })));
     resp.read(...body(late));
     assert.throws(() => resp.read(...body(late)), /replayed/);
+  });
+
+  it('an INITIATION timestamp shows the clock in steps of 2^24 ns, and still increases with every handshake', () => {
+    const nanos = (t: Buffer): bigint => BigInt(t.readUInt32BE(8));
+    const seconds = (t: Buffer): bigint => t.readBigUInt64BE(0) - 0x4000_0000_0000_000an;
+    // Far ahead of the clock, so no stamp made earlier in this process is newer. 2e12 ms is a whole second.
+    const base = 2e12 + 1e6 * 60;
+    const first = tai64n(base + 123.456);
+    assert.equal(seconds(first), BigInt(base / 1000));
+    assert.equal(nanos(first) & TAI64N_WHITENER, 0n, 'the low 24 bits of the nanoseconds are cleared');
+    assert.equal(nanos(first), 117_440_512n, '123 ms whitened down to 7 * 2^24 ns');
+    // Two more links handshake in the same 16.8 ms step: one nanosecond apart, so neither is a replay of the first.
+    const second = tai64n(base + 125);
+    const third = tai64n(base + 130);
+    assert.equal(nanos(second), nanos(first) + 1n);
+    assert.equal(nanos(third), nanos(first) + 2n);
+    // The next step starts on its own boundary.
+    const later = tai64n(base + 140);
+    assert.equal(nanos(later), 134_217_728n);
   });
 });
 
