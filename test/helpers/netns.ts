@@ -31,6 +31,23 @@ export function udpRcvbufErrors(ns: string): number {
   return i < 0 ? 0 : Number(values[i]);
 }
 
+/** Each interface's dropped counts in namespace `ns` (`ip -s link`: rx and tx), by name. */
+export function interfaceDrops(ns: string): Map<string, { rx: number; tx: number }> {
+  type Link = { ifname: string; stats64?: { rx: { dropped: number }; tx: { dropped: number } } };
+  const links = JSON.parse(execFileSync('ip', ['-n', ns, '-j', '-s', 'link', 'show'], { encoding: 'utf8' })) as Link[];
+  return new Map(links.map((l) => [l.ifname, { rx: l.stats64?.rx.dropped ?? 0, tx: l.stats64?.tx.dropped ?? 0 }]));
+}
+
+/** What `interfaceDrops` counted between `before` and `after`, as "name rx N tx N" for each interface that dropped. */
+export function dropsBetween(before: Map<string, { rx: number; tx: number }>, after: Map<string, { rx: number; tx: number }>): string[] {
+  const out: string[] = [];
+  for (const [name, a] of after) {
+    const b = before.get(name) ?? { rx: 0, tx: 0 };
+    if (a.rx > b.rx || a.tx > b.tx) out.push(`${name} rx ${a.rx - b.rx} tx ${a.tx - b.tx}`);
+  }
+  return out;
+}
+
 /**
  * scripts/udpstream.ts as a command. The instrument must not be what loses
  * datagrams: at nice 0 behind tunnels at -15 on two cores a starved sender
@@ -300,6 +317,26 @@ export class Testbed {
     return JSON.parse(readFileSync(this.statsFile(side), 'utf8')) as StatsSnapshot;
   }
 
+  /** dp-tcp's own drop counters on this side, flattened ("spoofed", "stale", "link full", "tun …"); empty without a stats file. */
+  tunnelDrops(side: Side): Map<string, number> {
+    const out = new Map<string, number>();
+    const add = (k: string, v: number | undefined): void => void out.set(k, (out.get(k) ?? 0) + (v ?? 0));
+    let s: StatsSnapshot;
+    try {
+      s = this.stats(side);
+    } catch {
+      return out;
+    }
+    for (const sess of s.sessions) {
+      add('no link', sess.dropsNoLink);
+      add('spoofed', sess.dropsSpoofed);
+      add('stale', sess.elimination.stale);
+      for (const l of sess.links) for (const [reason, v] of Object.entries(l.drops)) add(`link ${reason}`, v);
+    }
+    for (const [reason, v] of Object.entries(s.tun?.written.refused ?? {})) add(`tun ${reason}`, v);
+    return out;
+  }
+
   /**
    * A stats snapshot of `side` written after this call (the file is rewritten every second), read
    * as the caller's shape of it, that `accept` takes.
@@ -489,6 +526,10 @@ export class Testbed {
     const port = 7000 + Math.floor(Math.random() * 1000);
     // The receiving namespace's UDP receive-buffer drops are reported: the instrument's, not the tunnel's.
     const rcvbuf0 = udpRcvbufErrors(this.ns(to));
+    // Interfaces that drop say where a missing datagram went: the sender's TUN (tx: its ring was full,
+    // the tunnel did not read), the receiver's TUN (rx), a link's veth.
+    const drops0 = { from: interfaceDrops(this.ns(from)), to: interfaceDrops(this.ns(to)) };
+    const tunnel0 = { from: this.tunnelDrops(from), to: this.tunnelDrops(to) };
     const receiver = this.spawn(to, ...udpstreamCommand(['recv', dest, String(port), '--out', out]));
     const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
     // tsx start-up: the stream starts once the receiver's port is bound (a datagram before that would be lost).
@@ -507,6 +548,19 @@ export class Testbed {
     if (rcvbuf > 0) console.log(`# UDP receive-buffer drops in the ${to}'s namespace during the stream: ${rcvbuf}`);
     const summary = JSON.parse(readFileSync(out, 'utf8')) as StreamSummary;
     summary.sent = Math.round(pps * seconds);
+    if (summary.received < summary.sent) {
+      const dropped = [
+        ...dropsBetween(drops0.from, interfaceDrops(this.ns(from))).map((d) => `${from} ${d}`),
+        ...dropsBetween(drops0.to, interfaceDrops(this.ns(to))).map((d) => `${to} ${d}`),
+      ];
+      const counted = (side: Side, before: Map<string, number>): string[] =>
+        [...this.tunnelDrops(side)].filter(([k, v]) => v > (before.get(k) ?? 0)).map(([k, v]) => `${side} ${k} ${v - (before.get(k) ?? 0)}`);
+      const tunnel = [...counted(from, tunnel0.from), ...counted(to, tunnel0.to)];
+      console.log(
+        `# ${summary.sent - summary.received} not delivered; interfaces that dropped meanwhile: ${dropped.join(', ') || 'none'}; ` +
+          `dp-tcp's drop counters (stats file, up to 1 s late): ${tunnel.join(', ') || 'none'}`,
+      );
+    }
     return summary;
   }
 
