@@ -154,6 +154,8 @@ interface RttDuel {
   rounds: number;
   dpTcp: { p50: number; p99: number };
   openVpn: { p50: number; p99: number };
+  /** Per round, dp-tcp's p50 over OpenVPN's (the two measured a second apart). */
+  roundP50Ratios: number[];
 }
 
 /**
@@ -178,12 +180,17 @@ async function rttDuel(tb: Testbed, key: string, rounds = 10): Promise<RttDuel> 
     const times: Record<'dp' | 'ovpn', number[]> = { dp: [], ovpn: [] };
     await pingTimes(tb, dest.ovpn, 100, '0.01', 1);
     await pingTimes(tb, dest.dp, 100, '0.01', 1);
+    const roundP50Ratios: number[] = [];
     for (let i = 0; i < rounds; i++) {
+      const round: Record<'dp' | 'ovpn', number> = { dp: NaN, ovpn: NaN };
       for (const which of i % 2 === 0 ? (['ovpn', 'dp'] as const) : (['dp', 'ovpn'] as const)) {
-        times[which].push(...(await pingTimes(tb, dest[which], 100, '0.01', 1)));
+        const t = await pingTimes(tb, dest[which], 100, '0.01', 1);
+        times[which].push(...t);
+        round[which] = rttSummary(t).p50;
       }
+      roundP50Ratios.push(round.dp / round.ovpn);
     }
-    return { rounds, dpTcp: rttSummary(times.dp), openVpn: rttSummary(times.ovpn) };
+    return { rounds, dpTcp: rttSummary(times.dp), openVpn: rttSummary(times.ovpn), roundP50Ratios };
   } finally {
     for (const p of ovpn) p.kill('SIGTERM');
     await tb.stopDpTcp('client');
@@ -432,7 +439,7 @@ function goals(results: TunnelResult[], duel: RttDuel | null, bulkDuel: BulkDuel
   const d50 = duel ? duel.dpTcp.p50 / duel.openVpn.p50 : NaN;
   const d99 = duel ? duel.dpTcp.p99 / duel.openVpn.p99 : NaN;
   const side = duel
-    ? `idle RTT, both tunnels up at once, each side on a CPU of its own, pinged in ${duel.rounds} alternating rounds of 100: dp-tcp ${duel.dpTcp.p50.toFixed(3)} / ${duel.dpTcp.p99.toFixed(3)} ms, OpenVPN --tcp-nodelay ${duel.openVpn.p50.toFixed(3)} / ${duel.openVpn.p99.toFixed(3)}: p50 ${d50.toFixed(2)}× (goal ≤ 1: ${mark(d50 <= 1)}), p99 ${d99.toFixed(2)}× (goal ≤ 1.5: ${mark(d99 <= 1.5)}); each tunnel alone in its row, pinned, minutes apart: `
+    ? `idle RTT, both tunnels up at once, each side on a CPU of its own, pinged in ${duel.rounds} alternating rounds of 100: dp-tcp ${duel.dpTcp.p50.toFixed(3)} / ${duel.dpTcp.p99.toFixed(3)} ms, OpenVPN --tcp-nodelay ${duel.openVpn.p50.toFixed(3)} / ${duel.openVpn.p99.toFixed(3)}: p50 ${d50.toFixed(2)}× (goal ≤ 1: ${mark(d50 <= 1)}; ${roundsText(duel.roundP50Ratios)}), p99 ${d99.toFixed(2)}× (goal ≤ 1.5: ${mark(d99 <= 1.5)}); each tunnel alone in its row, pinned, minutes apart: `
     : 'idle RTT, each side on a CPU of its own: ';
   const bulkText = bulkDuel
     ? `(both tunnels up at once, medians of ${bulkDuel.rounds} alternating runs of ${bulkDuel.seconds} s each way: dp-tcp ${bulkDuel.dpTcp.c2s} / ${bulkDuel.dpTcp.s2c} Mbit/s c→s / s→c, OpenVPN TCP ${bulkDuel.openVpn.c2s} / ${bulkDuel.openVpn.s2c}) `
@@ -442,6 +449,13 @@ function goals(results: TunnelResult[], duel: RttDuel | null, bulkDuel: BulkDuel
     `p99 ${pin99.toFixed(2)}× (goal ≤ 1.5: ${mark(pin99 <= 1.5)}; unpinned, where the scheduler put each tunnel's processes: p50 ${p50.toFixed(2)}×, p99 ${p99.toFixed(2)}×; after the bulk runs, JIT-compiled: p50 ${warm50.toFixed(2)}×, p99 ${warm99.toFixed(2)}×); throughput without cipher ${bulkText}${bulk.toFixed(2)}× OpenVPN TCP (goal ≥ 15: ${mark(bulk >= 15)}; ${bulkDuel ? `in the rows, minutes apart: ${rowBulk.toFixed(2)}×; ` : ''}` +
     `${bulkNd.toFixed(2)}× the faster OpenVPN; at nice 0, as OpenVPN runs: ${bulkNice0.toFixed(2)}×); AES-256-GCM ${aesX.toFixed(2)}× wireguard-go (goal ≥ 4: ${mark(aesX >= 4)}); peak RSS ${rss.toFixed(0)} MB per side (goal ≤ 80: ${mark(rss <= 80)}).\n`
   );
+}
+
+/** The duel's rounds one by one: in how many dp-tcp's p50 was the lower, and the spread of the ratios. */
+function roundsText(ratios: readonly number[]): string {
+  const sorted = [...ratios].sort((a, b) => a - b);
+  const lower = ratios.filter((r) => r < 1).length;
+  return `round by round dp-tcp's p50 the lower in ${lower} of ${ratios.length}, ratios ${sorted[0]?.toFixed(2)}–${sorted.at(-1)?.toFixed(2)}, median ${percentile(sorted, 50).toFixed(2)}`;
 }
 
 /** Runs scripts/bench-handshake.ts with --json and reads its figures (NaN if it fails or stalls). */
