@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { prettyLine } from '../../src/log.js';
 import { encodeKey } from '../../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/secure/primitives.js';
-import { destroyOnExit, forget, keepDirs, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
+import { destroyOnExit, dropsBetween, forget, interfaceDrops, keepDirs, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -433,6 +433,9 @@ export class Fleet {
     // due in one burst and the receiver's socket buffer (208 KiB: 166 such datagrams on loopback)
     // overflowed (hence udpstreamCommand's nice -20). The namespace's UDP receive-buffer drops are reported.
     const rcvbuf0 = udpRcvbufErrors(this.serverNs);
+    // Where a missing datagram went (Testbed.udpStream): the interfaces of the server's and the senders' namespaces.
+    const spaces = [this.serverNs, ...senders.map((i) => this.clientNs(i))];
+    const drops0 = spaces.map((ns) => interfaceDrops(ns));
     const receivers = streams.map((s) => {
       const p = this.spawn('server', ...udpstreamCommand(['recv', '10.0.0.1', String(s.port), '--out', s.out]));
       return { p, exited: new Promise<void>((r) => p.once('exit', () => r())) };
@@ -464,6 +467,10 @@ export class Fleet {
       const summary = JSON.parse(readFileSync(s.out, 'utf8')) as StreamSummary;
       summary.sent = Math.round(pps * seconds);
       result.set(s.i, summary);
+    }
+    if ([...result.values()].some((r) => r.received < r.sent)) {
+      const dropped = spaces.flatMap((ns, k) => dropsBetween(drops0[k] as Map<string, { rx: number; tx: number }>, interfaceDrops(ns)).map((d) => `${ns} ${d}`));
+      console.log(`# not every stream arrived whole; interfaces that dropped meanwhile: ${dropped.join(', ') || 'none'}`);
     }
     return result;
   }
