@@ -586,6 +586,12 @@ export class Session implements LinkHandler {
     if (i > 0 || waiting.length > 0) this.deferred = waiting.concat(this.deferred.slice(i));
   }
 
+  /** Whether a link of the session is up (the tunnel holds its packets while none is: Tunnel.flushHeld). */
+  hasUpLink(): boolean {
+    for (const l of this.links.values()) if (l.state === 'up') return true;
+    return false;
+  }
+
   private upLinkCount(): number {
     let n = 0;
     const links = this.linkList;

@@ -17,6 +17,7 @@ import { dataLoopInfo, holdDataLoop } from './data-loop.js';
 import { CHECKPOINTS_PER_TTL } from './eliminator.js';
 import { FastReceive, FastSend } from './fast-path.js';
 import { FlowClassifier } from './flows.js';
+import { HeldPackets, HoldBudget } from './held.js';
 import { hostPrefixes } from './ip.js';
 import { RetainBudget, TUNNEL_RETAIN_MAX_BYTES, type Link, type LinkStats } from './link.js';
 import { Registry } from './registry.js';
@@ -104,6 +105,9 @@ export class Tunnel {
   private timers: NodeJS.Timeout[] = [];
   /** The sessions' native receive paths (core/fast-path.ts), told when the TUN writer holds a backlog. */
   private readonly fastPaths = new Set<FastReceive>();
+  /** Packets of sessions with no link up, until one is (held.ts); while any are held, the TypeScript path sends. */
+  private readonly held = new Map<Session, HeldPackets>();
+  private readonly holdBudget = new HoldBudget();
   /** The native send path (core/fast-path.ts), once reading; armed for the one session while it can use it. */
   private fastSend: FastSend | undefined;
   /** Lets go of the data loop (src/core/data-loop.ts) that start() holds on. */
@@ -174,7 +178,11 @@ export class Tunnel {
       this.log.child(`session ${sessionId.toString('hex').slice(0, 8)}`),
       keys,
     );
-    s.onPathsChanged = () => this.armSend();
+    s.onPathsChanged = () => {
+      this.armSend();
+      // A link came up: what was held goes once the callback that brought it up has finished.
+      if (this.held.has(s) && s.hasUpLink()) setImmediate(() => this.flushHeld());
+    };
     this.registry.add(s, peer);
     return s;
   }
@@ -182,7 +190,41 @@ export class Tunnel {
   /** The native send path serves the tunnel's one confirmed session, when it has one that it can serve. */
   private armSend(): void {
     if (this.closed) return;
-    this.fastSend?.arm(this.registry.sole(), this.stats);
+    // Held packets go first, in order: the native path waits for them.
+    this.fastSend?.arm(this.held.size > 0 ? undefined : this.registry.sole(), this.stats);
+  }
+
+  /**
+   * Sends the held packets of every session that has a link up again, oldest
+   * first, as a batch read now; drops (no_link) those of closed sessions.
+   */
+  private flushHeld(): void {
+    if (this.closed || this.held.size === 0) return;
+    const now = performance.now();
+    for (const [s, h] of this.held) {
+      if (s.isClosed) {
+        s.stats.dropsNoLink += h.take().length;
+        this.held.delete(s);
+        continue;
+      }
+      if (!s.hasUpLink()) continue;
+      s.stats.dropsNoLink += h.expire(now);
+      this.held.delete(s);
+      const packets = h.take();
+      if (packets.length === 0) continue;
+      let bytes = 0;
+      for (const p of packets) bytes += DATA_HEADER_BYTES + p.length;
+      const arena = Buffer.alloc(bytes);
+      const lengths = new Uint32Array(packets.length);
+      let off = 0;
+      packets.forEach((p, i) => {
+        p.copy(arena, off + DATA_HEADER_BYTES);
+        off += DATA_HEADER_BYTES + p.length;
+        lengths[i] = p.length;
+      });
+      this.routeBatch({ arena, lengths, count: packets.length, headroom: DATA_HEADER_BYTES }, now, 0);
+    }
+    if (this.held.size === 0) this.armSend();
   }
 
   /**
@@ -213,6 +255,7 @@ export class Tunnel {
     this.stats.tunRxBatches++;
     this.stats.tunRxPackets += batch.count - start;
     for (let i = start; i < batch.count; i++) this.stats.tunRxBytes += batch.lengths[i] as number;
+    if (this.held.size > 0) this.flushHeld();
     if (this.sessions.size === 0) this.stats.dropsNoSession += batch.count - start;
     else this.routeBatch(batch, now, start);
   }
@@ -246,8 +289,14 @@ export class Tunnel {
         continue;
       }
       // A packet that cannot go is not numbered: a number never sent would hold up the peer's reorder buffer.
-      if (s.links.size === 0) {
-        s.stats.dropsNoLink++;
+      // Held until a link is up (flushHeld), within held.ts's bounds.
+      if (!s.hasUpLink()) {
+        let h = this.held.get(s);
+        if (h === undefined) {
+          h = new HeldPackets(this.holdBudget);
+          this.held.set(s, h); // the native path is not armed for a session with no link up
+        }
+        s.stats.dropsNoLink += h.hold(arena.subarray(frameStart + DATA_HEADER_BYTES, frameEnd), now);
         continue;
       }
       if (s.keys !== undefined && !s.keys.canSeal(now)) {
@@ -360,6 +409,14 @@ export class Tunnel {
     this.fastSend?.fold(this.stats);
     const now = performance.now();
     for (const s of this.sessions) s.tick(now);
+    for (const [s, h] of this.held) {
+      s.stats.dropsNoLink += h.expire(now);
+      if (h.count === 0 || s.isClosed) {
+        s.stats.dropsNoLink += h.take().length;
+        this.held.delete(s);
+        if (this.held.size === 0) this.armSend();
+      }
+    }
   }
 
   snapshot(): TunnelSnapshot {

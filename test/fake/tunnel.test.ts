@@ -80,6 +80,20 @@ describe('tunnel core over loopback (fake TUN)', () => {
     assert.ok(c.log.lines.some((l) => /link down/.test(l)), 'the loss was logged');
   });
 
+  it('holds what the TUN gives while no link is up and sends it, in order, once one is', async () => {
+    const { s, c } = await pair();
+    c.tun.inject([numbered(0)]);
+    await s.tun.waitFor(1);
+    for (const l of c.role.session.links.values()) l.socket.destroy();
+    await until(() => upLinks(c) === 0, 'every link down');
+    c.tun.inject(Array.from({ length: 50 }, (_, i) => numbered(1 + i)));
+    await until(() => upLinks(c) > 0, 'a link redialled');
+    c.tun.inject([numbered(51)]);
+    await s.tun.waitFor(52);
+    assert.deepEqual(s.tun.written.map(packetNumber), Array.from({ length: 52 }, (_, i) => i));
+    assert.equal(c.role.session.stats.dropsNoLink, 0, 'none dropped');
+  });
+
   it('closes a link that goes silent and brings it back', async () => {
     const { c } = await pair();
     const link = c.role.session.links.get(1)!;
