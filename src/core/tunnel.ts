@@ -181,7 +181,7 @@ export class Tunnel {
     s.onPathsChanged = () => {
       this.armSend();
       // A link came up: what was held goes once the callback that brought it up has finished.
-      if (this.held.has(s) && s.hasUpLink()) setImmediate(() => this.flushHeld());
+      if (this.held.has(s) && s.hasUpLink()) setImmediate(() => this.flushHeldLogged());
     };
     this.registry.add(s, peer);
     return s;
@@ -192,6 +192,15 @@ export class Tunnel {
     if (this.closed) return;
     // Held packets go first, in order: the native path waits for them.
     this.fastSend?.arm(this.held.size > 0 ? undefined : this.registry.sole(), this.stats);
+  }
+
+  /** flushHeld off a packet's callback: what it throws is logged (the next TUN batch tries again). */
+  private flushHeldLogged(): void {
+    try {
+      this.flushHeld();
+    } catch (err) {
+      this.log.error('sending the packets held while no link was up failed', { error: errorMessage(err) });
+    }
   }
 
   /**
