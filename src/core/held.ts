@@ -14,6 +14,8 @@ export const HOLD_MAX_TOTAL_BYTES = 4 * 1024 * 1024;
 /** A packet kept longer than this is dropped: past it, the application has given up or resent it. */
 export const HOLD_MAX_AGE_MS = 2000;
 
+import type { PacketBatch } from '../tun/device.js';
+
 /** The bytes every HeldPackets of a tunnel keeps, against HOLD_MAX_TOTAL_BYTES. */
 export class HoldBudget {
   bytes = 0;
@@ -73,6 +75,23 @@ export class HeldPackets {
     this.atMs = [];
     this.bytes = 0;
     return out;
+  }
+
+  /** Hands every packet over as a TUN batch with `headroom` before each (undefined if none is held). */
+  takeBatch(headroom: number): PacketBatch | undefined {
+    const packets = this.take();
+    if (packets.length === 0) return undefined;
+    let bytes = 0;
+    for (const p of packets) bytes += headroom + p.length;
+    const arena = Buffer.alloc(bytes);
+    const lengths = new Uint32Array(packets.length);
+    let off = 0;
+    packets.forEach((p, i) => {
+      p.copy(arena, off + headroom);
+      off += headroom + p.length;
+      lengths[i] = p.length;
+    });
+    return { arena, lengths, count: packets.length, headroom };
   }
 
   private shift(): void {

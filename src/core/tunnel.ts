@@ -211,29 +211,21 @@ export class Tunnel {
     if (this.closed || this.held.size === 0) return;
     const now = performance.now();
     for (const [s, h] of this.held) {
-      if (s.isClosed) {
-        s.stats.dropsNoLink += h.take().length;
+      if (s.isClosed) this.dropHeld(s, h);
+      else if (s.hasUpLink()) {
+        s.stats.dropsNoLink += h.expire(now);
         this.held.delete(s);
-        continue;
+        const batch = h.takeBatch(DATA_HEADER_BYTES);
+        if (batch !== undefined) this.routeBatch(batch, now, 0);
       }
-      if (!s.hasUpLink()) continue;
-      s.stats.dropsNoLink += h.expire(now);
-      this.held.delete(s);
-      const packets = h.take();
-      if (packets.length === 0) continue;
-      let bytes = 0;
-      for (const p of packets) bytes += DATA_HEADER_BYTES + p.length;
-      const arena = Buffer.alloc(bytes);
-      const lengths = new Uint32Array(packets.length);
-      let off = 0;
-      packets.forEach((p, i) => {
-        p.copy(arena, off + DATA_HEADER_BYTES);
-        off += DATA_HEADER_BYTES + p.length;
-        lengths[i] = p.length;
-      });
-      this.routeBatch({ arena, lengths, count: packets.length, headroom: DATA_HEADER_BYTES }, now, 0);
     }
     if (this.held.size === 0) this.armSend();
+  }
+
+  /** Lets go of what `s` holds, counted dropped (no_link). */
+  private dropHeld(s: Session, h: HeldPackets): void {
+    s.stats.dropsNoLink += h.take().length;
+    this.held.delete(s);
   }
 
   /**
@@ -418,14 +410,12 @@ export class Tunnel {
     this.fastSend?.fold(this.stats);
     const now = performance.now();
     for (const s of this.sessions) s.tick(now);
+    const holding = this.held.size;
     for (const [s, h] of this.held) {
       s.stats.dropsNoLink += h.expire(now);
-      if (h.count === 0 || s.isClosed) {
-        s.stats.dropsNoLink += h.take().length;
-        this.held.delete(s);
-        if (this.held.size === 0) this.armSend();
-      }
+      if (h.count === 0 || s.isClosed) this.dropHeld(s, h);
     }
+    if (holding > 0 && this.held.size === 0) this.armSend();
   }
 
   snapshot(): TunnelSnapshot {

@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { prettyLine } from '../../src/log.js';
 import { encodeKey } from '../../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/secure/primitives.js';
-import { destroyOnExit, dropsBetween, forget, interfaceDrops, keepDirs, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
+import { destroyOnExit, dropsBetween, forget, interfaceDrops, keepDirs, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type InterfaceDrops, type StatsSnapshot, type StreamSummary } from './netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -469,7 +469,7 @@ export class Fleet {
       result.set(s.i, summary);
     }
     if ([...result.values()].some((r) => r.received < r.sent)) {
-      const dropped = spaces.flatMap((ns, k) => dropsBetween(drops0[k] as Map<string, { rx: number; tx: number }>, interfaceDrops(ns)).map((d) => `${ns} ${d}`));
+      const dropped = spaces.flatMap((ns, k) => dropsBetween(drops0[k] as InterfaceDrops, interfaceDrops(ns)).map((d) => `${ns} ${d}`));
       console.log(`# not every stream arrived whole; interfaces that dropped meanwhile: ${dropped.join(', ') || 'none'}`);
     }
     return result;

@@ -31,15 +31,18 @@ export function udpRcvbufErrors(ns: string): number {
   return i < 0 ? 0 : Number(values[i]);
 }
 
-/** Each interface's dropped counts in namespace `ns` (`ip -s link`: rx and tx), by name. */
-export function interfaceDrops(ns: string): Map<string, { rx: number; tx: number }> {
+/** Each interface's dropped counts (`ip -s link`: rx and tx), by name. */
+export type InterfaceDrops = Map<string, { rx: number; tx: number }>;
+
+/** The dropped counts of every interface in namespace `ns`. */
+export function interfaceDrops(ns: string): InterfaceDrops {
   type Link = { ifname: string; stats64?: { rx: { dropped: number }; tx: { dropped: number } } };
   const links = JSON.parse(execFileSync('ip', ['-n', ns, '-j', '-s', 'link', 'show'], { encoding: 'utf8' })) as Link[];
   return new Map(links.map((l) => [l.ifname, { rx: l.stats64?.rx.dropped ?? 0, tx: l.stats64?.tx.dropped ?? 0 }]));
 }
 
 /** What `interfaceDrops` counted between `before` and `after`, as "name rx N tx N" for each interface that dropped. */
-export function dropsBetween(before: Map<string, { rx: number; tx: number }>, after: Map<string, { rx: number; tx: number }>): string[] {
+export function dropsBetween(before: InterfaceDrops, after: InterfaceDrops): string[] {
   const out: string[] = [];
   for (const [name, a] of after) {
     const b = before.get(name) ?? { rx: 0, tx: 0 };

@@ -20,6 +20,19 @@ describe('packets held while no link is up', () => {
     assert.deepEqual(h.take(), []);
   });
 
+  it('hands its packets over as one TUN batch, each behind the headroom a DATA header needs', () => {
+    const h = new HeldPackets(new HoldBudget());
+    assert.equal(h.takeBatch(4), undefined, 'nothing held, no batch');
+    h.hold(packet(1, 3), 0);
+    h.hold(packet(2, 5), 0);
+    const b = h.takeBatch(4);
+    assert.deepEqual([...(b?.lengths ?? [])], [3, 5]);
+    assert.equal(b?.count, 2);
+    assert.equal(b?.headroom, 4);
+    assert.deepEqual([...(b?.arena ?? [])], [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 2, 2, 2, 2, 2]);
+    assert.equal(h.count, 0);
+  });
+
   it('drops the oldest past its count and its bytes, and counts them', () => {
     const h = new HeldPackets(new HoldBudget());
     let dropped = 0;
