@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Fleet, type ServerStats } from '../helpers/fleet.js';
-import { skipReason, waitFor, type StreamSummary } from '../helpers/netns.js';
+import { interfaceDrops, skipReason, waitFor, type StreamSummary } from '../helpers/netns.js';
 
 const skip = skipReason();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -179,7 +179,12 @@ describe(`${N} clients on one server, each with its own key and namespace, two l
     console.log(`# server drops: ${JSON.stringify(drops({ tun: (await f.fresh('server')).tun }))}`);
     for (const i of streams.keys()) {
       const c = await f.fresh(i).catch(() => undefined);
-      const tunDrops = /TX:.*\n\s*\d+\s+\d+\s+\d+\s+(\d+)/.exec(await f.run(i, 'ip', ['-s', 'link', 'show', 'dev', 'dpf-c']).then((r) => r.stdout, () => ''))?.[1];
+      let tunDrops: number | string;
+      try {
+        tunDrops = interfaceDrops(f.ns(i)).get('dpf-c')?.tx ?? 'unknown (no dpf-c)';
+      } catch (err) {
+        tunDrops = `unknown (${(err as Error).message.split('\n')[0]})`;
+      }
       console.log(`# c${i} drops: ${JSON.stringify(drops({ tun: c?.tun, sessions: c?.sessions }))}, its TUN's TX dropped ${tunDrops}`);
     }
     for (const [i, s] of streams) assertComplete(`c${i}`, s);
