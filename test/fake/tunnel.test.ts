@@ -94,6 +94,19 @@ describe('tunnel core over loopback (fake TUN)', () => {
     assert.equal(c.role.session.stats.dropsNoLink, 0, 'none dropped');
   });
 
+  it('sends what it held as soon as a link is up, with no packet from the TUN after it', async () => {
+    const { s, c } = await pair();
+    c.tun.inject([numbered(0)]);
+    await s.tun.waitFor(1);
+    for (const l of c.role.session.links.values()) l.socket.destroy();
+    await until(() => upLinks(c) === 0, 'every link down');
+    c.tun.inject(Array.from({ length: 20 }, (_, i) => numbered(1 + i)));
+    // Nothing more comes from the TUN: the link coming up is what lets them go.
+    await s.tun.waitFor(21);
+    assert.deepEqual(s.tun.written.map(packetNumber), Array.from({ length: 21 }, (_, i) => i));
+    assert.equal(c.role.session.stats.dropsNoLink, 0, 'none dropped');
+  });
+
   it('closes a link that goes silent and brings it back', async () => {
     const { c } = await pair();
     const link = c.role.session.links.get(1)!;
