@@ -1,9 +1,13 @@
 // `dp-tcp check -c FILE`: validates a config, and the key and psk files it
 // names, as a start would read them, without touching the system: no TUN
-// device, no socket, no route, no iptables. Exit 0 with a one-line summary, or
-// 2 with every problem found, one a line, `file:line:col: field: problem`.
+// device, no socket, no route, no iptables. Host names in it are looked up as
+// a start looks them up (unless `resolve` is false): a name that does not
+// resolve would stop the start. Exit 0 with a one-line summary, or 2 with
+// every problem found, one a line, `file:line:col: field: problem`.
 import { checkConfig } from '../config/load.js';
+import { resolveNames, type Lookup } from '../config/resolve.js';
 import type { Config, Role } from '../config/types.js';
+import { DpError } from '../errors.js';
 
 export interface CheckOutcome {
   readonly exitCode: 0 | 2;
@@ -34,9 +38,28 @@ export function summarize(c: Config): string {
   return `${c.file}: ok: ${c.role}, ${tun}, ${c.links.length} link${c.links.length === 1 ? '' : 's'} (${links.join(', ')}), ${security}, ${status}`;
 }
 
-export function check(file: string, role?: Role): CheckOutcome {
-  const r = checkConfig(file, role);
-  if (r.config !== undefined && r.problems.length === 0) return { exitCode: 0, lines: [summarize(r.config)] };
-  const n = r.problems.length;
-  return { exitCode: 2, lines: [...r.problems.map((p) => p.located()), `${file}: ${n} problem${n === 1 ? '' : 's'}`] };
+export interface CheckOptions {
+  readonly role?: Role;
+  /** Look host names up (default true); false: the file alone is checked. */
+  readonly resolve?: boolean;
+  /** The resolver (tests); the system's by default. */
+  readonly lookup?: Lookup;
+}
+
+export async function check(file: string, opts: CheckOptions = {}): Promise<CheckOutcome> {
+  const r = checkConfig(file, opts.role);
+  if (r.config === undefined || r.problems.length > 0) {
+    const n = r.problems.length;
+    return { exitCode: 2, lines: [...r.problems.map((p) => p.located()), `${file}: ${n} problem${n === 1 ? '' : 's'}`] };
+  }
+  if (opts.resolve === false) return { exitCode: 0, lines: [summarize(r.config)] };
+  try {
+    const { resolved } = await resolveNames(r.config, opts.lookup);
+    const names = resolved.map((x) => `${x.name} is ${x.address}`).join(', ');
+    return { exitCode: 0, lines: [summarize(r.config) + (names === '' ? '' : `; ${names}`)] };
+  } catch (e) {
+    // The message names the file, the link and the resolver's answer.
+    if (!(e instanceof DpError)) throw e;
+    return { exitCode: 2, lines: [e.message, `${file}: 1 problem`] };
+  }
 }

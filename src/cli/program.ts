@@ -87,13 +87,14 @@ program
 
 program
   .command('check')
-  .description('validate a config and the key and psk files it names, without touching the system: exit 0, or 2 with every problem and its line')
+  .description('validate a config and the key and psk files it names, and look up its host names, without touching the system: exit 0, or 2 with every problem and its line')
   .requiredOption('-c, --config <file>', 'the YAML config file to check')
   .addOption(new Option('-r, --role <role>', 'the side it describes (default: its top-level key says)').choices(['client', 'server']))
+  .option('--no-resolve', 'do not look up host names (the file alone is checked)')
   .action(
-    reported(async (opts: { config: string; role?: Role }) => {
+    reported(async (opts: { config: string; role?: Role; resolve: boolean }) => {
       const { check } = await import('./check.js');
-      const r = check(opts.config, opts.role);
+      const r = await check(opts.config, { role: opts.role, resolve: opts.resolve });
       (r.exitCode === 0 ? process.stdout : process.stderr).write(r.lines.join('\n') + '\n');
       process.exitCode = r.exitCode;
     }),

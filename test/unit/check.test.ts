@@ -7,6 +7,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { check, summarize } from '../../src/cli/check.js';
+import type { Lookup } from '../../src/config/resolve.js';
 import { checkConfig, ConfigError, outlineConfig, parseConfig } from '../../src/config/load.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -78,8 +79,8 @@ describe('config problems have positions', () => {
 });
 
 describe('dp-tcp check', () => {
-  it('a good file: exit 0 and one line saying what it describes', () => {
-    const r = check(file('good.yaml', GOOD_CLIENT));
+  it('a good file: exit 0 and one line saying what it describes', async () => {
+    const r = await check(file('good.yaml', GOOD_CLIENT));
     assert.equal(r.exitCode, 0, r.lines.join('\n'));
     assert.equal(r.lines.length, 1, 'one line');
     assert.match(
@@ -88,12 +89,12 @@ describe('dp-tcp check', () => {
       'role (from the file), TUN, links, security, status',
     );
     for (const side of ['client', 'server'] as const) {
-      const o = check(join(root, `config/${side}.yaml`));
+      const o = await check(join(root, `config/${side}.yaml`));
       assert.equal(o.exitCode, 0, `the original's ${side} file: ${o.lines.join('\n')}`);
     }
   });
 
-  it('a bad file: exit 2 and every problem on its own line, in file order, with its line', () => {
+  it('a bad file: exit 2 and every problem on its own line, in file order, with its line', async () => {
     const f = file(
       'bad.yaml',
       `client:
@@ -107,7 +108,7 @@ describe('dp-tcp check', () => {
 logger: { level: loud }
 `,
     );
-    const r = check(f);
+    const r = await check(f);
     assert.equal(r.exitCode, 2, 'exit 2');
     const lines = r.lines.slice(0, -1);
     const expected: Array<[number, RegExp]> = [
@@ -155,12 +156,35 @@ logger: { level: loud }
     assert.match(summarize(ok.config!), /peer keys, chacha20-poly1305/, 'the summary names the security');
   });
 
-  it('a file that says neither client nor server, an unreadable file, and a role given on the command line', () => {
-    assert.match(check(file('none.yaml', 'logger: { level: info }\n')).lines[0]!, /none\.yaml:1:1: must have one top-level key, client: or server:/, 'which side?');
-    assert.match(check(join(dir, 'absent.yaml')).lines[0]!, /absent\.yaml: cannot read the config file: ENOENT/, 'unreadable');
-    const asServer = check(join(dir, 'good.yaml'), 'server');
+  it('a file that says neither client nor server, an unreadable file, and a role given on the command line', async () => {
+    assert.match((await check(file('none.yaml', 'logger: { level: info }\n'))).lines[0]!, /none\.yaml:1:1: must have one top-level key, client: or server:/, 'which side?');
+    assert.match((await check(join(dir, 'absent.yaml'))).lines[0]!, /absent\.yaml: cannot read the config file: ENOENT/, 'unreadable');
+    const asServer = await check(join(dir, 'good.yaml'), { role: 'server' });
     assert.equal(asServer.exitCode, 2, 'a client file checked as a server');
     assert.match(asServer.lines[0]!, /this is a client config, but dp-tcp was started as server/, 'says so');
+  });
+
+  it('looks the host names up as a start would: their addresses in the summary, one that does not resolve a problem', async () => {
+    const f = file('named.yaml', GOOD_CLIENT.replace('10.0.1.1:31411', 'vpn.example.test:31411'));
+    const asked: string[] = [];
+    const found: Lookup = async (name) => {
+      asked.push(name);
+      return '192.0.2.7';
+    };
+    const ok = await check(f, { lookup: found });
+    assert.equal(ok.exitCode, 0, ok.lines.join('\n'));
+    assert.match(ok.lines[0]!, /wan1 10\.0\.1\.2 -> vpn\.example\.test:31411.*; vpn\.example\.test is 192\.0\.2\.7$/, 'the name and its address');
+    assert.deepEqual(asked, ['vpn.example.test'], 'only the name is looked up, not the addresses');
+    const missing: Lookup = async (name) => {
+      throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${name}`), { code: 'ENOTFOUND' });
+    };
+    const bad = await check(f, { lookup: missing });
+    assert.equal(bad.exitCode, 2, 'a name that does not resolve would stop the start');
+    assert.match(bad.lines[0]!, /named\.yaml: link wan1: cannot resolve the server's name 'vpn\.example\.test' to an IPv4 address .*: ENOTFOUND/, 'the link, the name and the answer');
+    assert.match(bad.lines.at(-1)!, /named\.yaml: 1 problem$/, 'counted');
+    const offline = await check(f, { lookup: missing, resolve: false });
+    assert.equal(offline.exitCode, 0, 'resolve: false checks the file alone');
+    assert.doesNotMatch(offline.lines[0]!, / is /, 'and names no address');
   });
 
   it('runs as a command: exit 0 with the summary on stdout, exit 2 with the problems on stderr', () => {
@@ -169,6 +193,10 @@ logger: { level: loud }
     const good = cli(['check', '-c', join(dir, 'good.yaml')]);
     assert.equal(good.status, 0, good.stderr);
     assert.match(good.stdout, /good\.yaml: ok: client/, 'summary');
+    // A name under .invalid never resolves (RFC 6761); --no-resolve does not ask.
+    const named = file('invalid-name.yaml', GOOD_CLIENT.replace('10.0.1.1:31411', 'vpn.example.invalid:31411'));
+    const offline = cli(['check', '--no-resolve', '-c', named]);
+    assert.equal(offline.status, 0, offline.stderr);
     const bad = cli(['check', '-c', join(dir, 'bad.yaml')]);
     assert.equal(bad.status, 2, bad.stdout);
     assert.match(bad.stderr, /bad\.yaml:4:\d+: client\.links\[0\]\.remote/, 'problems on stderr');
