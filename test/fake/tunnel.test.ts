@@ -27,6 +27,17 @@ async function pair(): Promise<{ s: Side<ServerRole>; c: Side<ClientRole> }> {
   return { s: server, c: client };
 }
 
+/** A pair whose client had every link torn down after packet 0, then was given packets 1..count by its TUN. */
+async function heldWhileDown(count: number): Promise<{ s: Side<ServerRole>; c: Side<ClientRole> }> {
+  const p = await pair();
+  p.c.tun.inject([numbered(0)]);
+  await p.s.tun.waitFor(1);
+  for (const l of p.c.role.session.links.values()) l.socket.destroy();
+  await until(() => upLinks(p.c) === 0, 'every link down');
+  p.c.tun.inject(Array.from({ length: count }, (_, i) => numbered(1 + i)));
+  return p;
+}
+
 describe('tunnel core over loopback (fake TUN)', () => {
   it('delivers every packet exactly once, in order, both directions, on two links', async () => {
     const { s, c } = await pair();
@@ -81,12 +92,7 @@ describe('tunnel core over loopback (fake TUN)', () => {
   });
 
   it('holds what the TUN gives while no link is up and sends it, in order, once one is', async () => {
-    const { s, c } = await pair();
-    c.tun.inject([numbered(0)]);
-    await s.tun.waitFor(1);
-    for (const l of c.role.session.links.values()) l.socket.destroy();
-    await until(() => upLinks(c) === 0, 'every link down');
-    c.tun.inject(Array.from({ length: 50 }, (_, i) => numbered(1 + i)));
+    const { s, c } = await heldWhileDown(50);
     await until(() => upLinks(c) > 0, 'a link redialled');
     c.tun.inject([numbered(51)]);
     await s.tun.waitFor(52);
@@ -95,12 +101,7 @@ describe('tunnel core over loopback (fake TUN)', () => {
   });
 
   it('sends what it held as soon as a link is up, with no packet from the TUN after it', async () => {
-    const { s, c } = await pair();
-    c.tun.inject([numbered(0)]);
-    await s.tun.waitFor(1);
-    for (const l of c.role.session.links.values()) l.socket.destroy();
-    await until(() => upLinks(c) === 0, 'every link down');
-    c.tun.inject(Array.from({ length: 20 }, (_, i) => numbered(1 + i)));
+    const { s, c } = await heldWhileDown(20);
     // Nothing more comes from the TUN: the link coming up is what lets them go.
     await s.tun.waitFor(21);
     assert.deepEqual(s.tun.written.map(packetNumber), Array.from({ length: 21 }, (_, i) => i));
