@@ -588,9 +588,7 @@ export class Session implements LinkHandler {
 
   /** Whether a link of the session is up (the tunnel holds its packets while none is: Tunnel.flushHeld). */
   hasUpLink(): boolean {
-    // Asked per packet on the TypeScript send path: the array, not an iterator of the map.
-    const links = this.linkList;
-    for (let i = 0; i < links.length; i++) if ((links[i] as Link).state === 'up') return true;
+    for (const l of this.links.values()) if (l.state === 'up') return true;
     return false;
   }
 
