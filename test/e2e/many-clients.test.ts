@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Fleet, type ServerStats } from '../helpers/fleet.js';
-import { interfaceDrops, skipReason, waitFor, type StreamSummary } from '../helpers/netns.js';
+import { dropCounters, interfaceDrops, skipReason, waitFor, type StreamSummary } from '../helpers/netns.js';
 
 const skip = skipReason();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -171,11 +171,7 @@ describe(`${N} clients on one server, each with its own key and namespace, two l
     });
     for (const [i, s] of streams) report(`c${i} stream${i === cut ? ' (its link 1 blackholed 2.5 s)' : ''}`, s);
     // Where a datagram could have gone: every drop counter of the server and of each sender, and its TUN's kernel queue.
-    const drops = (x: unknown, path = '', out: Record<string, number> = {}): Record<string, number> => {
-      if (x !== null && typeof x === 'object') for (const [k, v] of Object.entries(x)) drops(v, path ? `${path}.${k}` : k, out);
-      else if (typeof x === 'number' && x > 0 && /drop|refused|discard|stale/i.test(path)) out[path] = x;
-      return out;
-    };
+    const drops = (x: unknown): Record<string, number> => Object.fromEntries([...dropCounters(x)].filter(([, v]) => v > 0));
     console.log(`# server drops: ${JSON.stringify(drops({ tun: (await f.fresh('server')).tun }))}`);
     for (const i of streams.keys()) {
       const c = await f.fresh(i).catch(() => undefined);

@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import { prettyLine } from '../../src/log.js';
 import { encodeKey } from '../../src/secure/keys.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/secure/primitives.js';
-import { destroyOnExit, dropsBetween, forget, interfaceDrops, keepDirs, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type InterfaceDrops, type StatsSnapshot, type StreamSummary } from './netns.js';
+import { destroyOnExit, forget, interfaceDropsSince, keepDirs, removeNamespace, ROOT, sweepStale, udpRcvbufErrors, udpstreamCommand, waitFor, type StatsSnapshot, type StreamSummary } from './netns.js';
 
 const execFileP = promisify(execFile);
 const CLI = join(ROOT, 'dist', 'cli', 'index.js');
@@ -434,8 +434,7 @@ export class Fleet {
     // overflowed (hence udpstreamCommand's nice -20). The namespace's UDP receive-buffer drops are reported.
     const rcvbuf0 = udpRcvbufErrors(this.serverNs);
     // Where a missing datagram went (Testbed.udpStream): the interfaces of the server's and the senders' namespaces.
-    const spaces = [this.serverNs, ...senders.map((i) => this.clientNs(i))];
-    const drops0 = spaces.map((ns) => interfaceDrops(ns));
+    const interfaceDropped = interfaceDropsSince([this.serverNs, ...senders.map((i) => this.clientNs(i))].map((ns) => [ns, ns] as const));
     const receivers = streams.map((s) => {
       const p = this.spawn('server', ...udpstreamCommand(['recv', '10.0.0.1', String(s.port), '--out', s.out]));
       return { p, exited: new Promise<void>((r) => p.once('exit', () => r())) };
@@ -469,8 +468,7 @@ export class Fleet {
       result.set(s.i, summary);
     }
     if ([...result.values()].some((r) => r.received < r.sent)) {
-      const dropped = spaces.flatMap((ns, k) => dropsBetween(drops0[k] as InterfaceDrops, interfaceDrops(ns)).map((d) => `${ns} ${d}`));
-      console.log(`# not every stream arrived whole; interfaces that dropped meanwhile: ${dropped.join(', ') || 'none'}`);
+      console.log(`# not every stream arrived whole; interfaces that dropped meanwhile: ${interfaceDropped().join(', ') || 'none'}`);
     }
     return result;
   }

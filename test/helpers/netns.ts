@@ -42,12 +42,31 @@ export function interfaceDrops(ns: string): InterfaceDrops {
 }
 
 /** What `interfaceDrops` counted between `before` and `after`, as "name rx N tx N" for each interface that dropped. */
-export function dropsBetween(before: InterfaceDrops, after: InterfaceDrops): string[] {
+function dropsBetween(before: InterfaceDrops, after: InterfaceDrops): string[] {
   const out: string[] = [];
   for (const [name, a] of after) {
     const b = before.get(name) ?? { rx: 0, tx: 0 };
     if (a.rx > b.rx || a.tx > b.tx) out.push(`${name} rx ${a.rx - b.rx} tx ${a.tx - b.tx}`);
   }
+  return out;
+}
+
+/**
+ * Counts the interface drops of each namespace in `spaces` ([label, namespace]) from now; the
+ * function returned lists what they dropped since, "label name rx N tx N" per interface that did.
+ */
+export function interfaceDropsSince(spaces: ReadonlyArray<readonly [string, string]>): () => string[] {
+  const before = spaces.map(([, ns]) => interfaceDrops(ns));
+  return () => spaces.flatMap(([label, ns], k) => dropsBetween(before[k] as InterfaceDrops, interfaceDrops(ns)).map((d) => `${label} ${d}`));
+}
+
+/**
+ * The drop counters in a stats snapshot, or any part of one, by path ("sessions.0.dropsNoLink",
+ * "tun.written.refused.…"): every number whose path names a drop, a refusal, a discard or a stale copy.
+ */
+export function dropCounters(x: unknown, path = '', out = new Map<string, number>()): Map<string, number> {
+  if (x !== null && typeof x === 'object') for (const [k, v] of Object.entries(x)) dropCounters(v, path ? `${path}.${k}` : k, out);
+  else if (typeof x === 'number' && /drop|refused|discard|stale/i.test(path)) out.set(path, x);
   return out;
 }
 
@@ -320,24 +339,13 @@ export class Testbed {
     return JSON.parse(readFileSync(this.statsFile(side), 'utf8')) as StatsSnapshot;
   }
 
-  /** dp-tcp's own drop counters on this side, flattened ("spoofed", "stale", "link full", "tun …"); empty without a stats file. */
+  /** dp-tcp's own drop counters on this side (dropCounters of its stats file); empty without one. */
   tunnelDrops(side: Side): Map<string, number> {
-    const out = new Map<string, number>();
-    const add = (k: string, v: number | undefined): void => void out.set(k, (out.get(k) ?? 0) + (v ?? 0));
-    let s: StatsSnapshot;
     try {
-      s = this.stats(side);
+      return dropCounters(this.stats(side));
     } catch {
-      return out;
+      return new Map();
     }
-    for (const sess of s.sessions) {
-      add('no link', sess.dropsNoLink);
-      add('spoofed', sess.dropsSpoofed);
-      add('stale', sess.elimination.stale);
-      for (const l of sess.links) for (const [reason, v] of Object.entries(l.drops)) add(`link ${reason}`, v);
-    }
-    for (const [reason, v] of Object.entries(s.tun?.written.refused ?? {})) add(`tun ${reason}`, v);
-    return out;
   }
 
   /**
@@ -531,7 +539,10 @@ export class Testbed {
     const rcvbuf0 = udpRcvbufErrors(this.ns(to));
     // Interfaces that drop say where a missing datagram went: the sender's TUN (tx: its ring was full,
     // the tunnel did not read), the receiver's TUN (rx), a link's veth.
-    const drops0 = { from: interfaceDrops(this.ns(from)), to: interfaceDrops(this.ns(to)) };
+    const interfaceDropped = interfaceDropsSince([
+      [from, this.ns(from)],
+      [to, this.ns(to)],
+    ]);
     const tunnel0 = { from: this.tunnelDrops(from), to: this.tunnelDrops(to) };
     const receiver = this.spawn(to, ...udpstreamCommand(['recv', dest, String(port), '--out', out]));
     const exited = new Promise<void>((r) => receiver.once('exit', () => r()));
@@ -552,10 +563,7 @@ export class Testbed {
     const summary = JSON.parse(readFileSync(out, 'utf8')) as StreamSummary;
     summary.sent = Math.round(pps * seconds);
     if (summary.received < summary.sent) {
-      const dropped = [
-        ...dropsBetween(drops0.from, interfaceDrops(this.ns(from))).map((d) => `${from} ${d}`),
-        ...dropsBetween(drops0.to, interfaceDrops(this.ns(to))).map((d) => `${to} ${d}`),
-      ];
+      const dropped = interfaceDropped();
       const counted = (side: Side, before: Map<string, number>): string[] =>
         [...this.tunnelDrops(side)].filter(([k, v]) => v > (before.get(k) ?? 0)).map(([k, v]) => `${side} ${k} ${v - (before.get(k) ?? 0)}`);
       const tunnel = [...counted(from, tunnel0.from), ...counted(to, tunnel0.to)];
