@@ -5,8 +5,9 @@
 // the inner TCP's retransmits, RTT idle (before the bulk runs unpinned and
 // with each side pinned to a CPU of its own, and after them) and under load,
 // CPU seconds per GB and peak RSS on each side, a numbered UDP stream
-// through impaired links, and idle RTT of OpenVPN and dp-tcp up at once,
-// pinged in alternating rounds. Writes bench/results/latest.json, .md and SVG charts.
+// through impaired links, idle RTT of OpenVPN and dp-tcp up at once,
+// pinged in alternating rounds, and the acceptance check's ping window
+// beside a second OpenVPN as its control. Writes bench/results/latest.json, .md and SVG charts.
 import { execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -16,7 +17,7 @@ import { encodeKey } from '../src/secure/keys.js';
 import { generateKeyPair } from '../src/secure/primitives.js';
 import type { HandshakeRate } from './bench-handshake.js';
 import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, missingTools, pinProcess, type StreamSummary } from '../test/helpers/netns.js';
-import { openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
+import { OPENVPN_SERVER, OPENVPN_SERVER_1, openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 import { WIREGUARD_SERVER, startWireGuardGo } from '../test/helpers/wireguard.js';
 
 const OUT = join(ROOT, 'bench', 'results');
@@ -248,6 +249,71 @@ async function bulkDuel(tb: Testbed, key: string, rounds = 3, seconds = 3): Prom
   }
 }
 
+/**
+ * The acceptance check's measurement with a control (CheckWindows): its verdict on dp-tcp against
+ * OpenVPN, and on a second OpenVPN against the first. Both OpenVPN tunnels are the same program with
+ * the same flags, so every verdict the control fails is the measurement's own spread on this
+ * machine, not a difference between tunnels.
+ */
+interface CheckWindows {
+  rounds: number;
+  pings: number;
+  /** Per round and tunnel: p50 / p99 ms of its window, and how many round trips took over 1 ms. */
+  perRound: Array<Record<'ovpnA' | 'ovpnB' | 'dp', { p50: number; p99: number; over1ms: number }>>;
+  /** Rounds in which dp-tcp's p50 <= OpenVPN A's and its p99 <= 1.5x OpenVPN A's. */
+  dpPasses: number;
+  /** Rounds in which the same holds for OpenVPN B against OpenVPN A. */
+  controlPasses: number;
+}
+
+/** rtt.sh's verdict: p50 no higher than the reference's, p99 at most 1.5 times its. */
+function checkHolds(x: { p50: number; p99: number }, ref: { p50: number; p99: number }): boolean {
+  return x.p50 <= ref.p50 && x.p99 <= 1.5 * ref.p99;
+}
+
+/**
+ * Two OpenVPN tunnels (TCP, no cipher, --tcp-nodelay, as the check runs it) and dp-tcp (open mode,
+ * two links) up at once, unpinned, as the check runs; per round, each in turn (the order rotates)
+ * gets 100 pings to warm up and then the check's window of 400 at 10 ms.
+ */
+async function checkWindows(tb: Testbed, key: string, rounds = 10, pings = 400): Promise<CheckWindows> {
+  console.log("== the acceptance check's window, with a second OpenVPN as the control");
+  const ovpn = [...startOpenVpn(tb, { cipher: 'none', key, nodelay: true }), ...startOpenVpn(tb, { cipher: 'none', key, nodelay: true, instance: 1 })];
+  tb.startDpTcp('server', SERVER_YAML);
+  tb.startDpTcp('client', CLIENT_YAML);
+  const dest = { ovpnA: OPENVPN_SERVER, ovpnB: OPENVPN_SERVER_1, dp: '10.0.0.1' } as const;
+  const order = ['ovpnA', 'ovpnB', 'dp'] as const;
+  try {
+    await tb.timeToTunnel(40_000, dest.ovpnA);
+    await tb.timeToTunnel(40_000, dest.ovpnB);
+    await tb.waitUp(2);
+    const perRound: CheckWindows['perRound'] = [];
+    for (let i = 0; i < rounds; i++) {
+      const round = {} as CheckWindows['perRound'][number];
+      for (let k = 0; k < order.length; k++) {
+        const which = order[(i + k) % order.length]!;
+        await pingTimes(tb, dest[which], 100, '0.01');
+        const t = await pingTimes(tb, dest[which], pings, '0.01');
+        round[which] = { ...rttSummary(t), over1ms: t.filter((x) => x > 1).length };
+      }
+      perRound.push(round);
+      console.log(JSON.stringify(round));
+    }
+    return {
+      rounds,
+      pings,
+      perRound,
+      dpPasses: perRound.filter((r) => checkHolds(r.dp, r.ovpnA)).length,
+      controlPasses: perRound.filter((r) => checkHolds(r.ovpnB, r.ovpnA)).length,
+    };
+  } finally {
+    for (const p of ovpn) p.kill('SIGTERM');
+    await tb.stopDpTcp('client');
+    await tb.stopDpTcp('server');
+    await sleep(1000);
+  }
+}
+
 /** One tunnel's figures; `sides`: its processes (none for the direct link). */
 async function measure(tb: Testbed, name: string, links: number, dest: string, sides: Pids | null): Promise<TunnelResult> {
   console.log(`== ${name}`);
@@ -458,6 +524,18 @@ function roundsText(ratios: readonly number[]): string {
   return `round by round dp-tcp's p50 the lower in ${lower} of ${ratios.length}, ratios ${sorted[0]?.toFixed(2)}–${sorted.at(-1)?.toFixed(2)}, median ${percentile(sorted, 50).toFixed(2)}`;
 }
 
+/** CheckWindows in a sentence: the verdicts, and the round trips over 1 ms in each tunnel. */
+function checkText(c: CheckWindows): string {
+  const over = (k: 'ovpnA' | 'ovpnB' | 'dp'): number => c.perRound.reduce((n, r) => n + r[k].over1ms, 0);
+  const med = (k: 'ovpnA' | 'ovpnB' | 'dp', q: 'p50' | 'p99'): string => percentile(c.perRound.map((r) => r[k][q]).sort((a, b) => a - b), 50).toFixed(3);
+  return (
+    `\nThe acceptance check's window (\`rtt.sh\`: ${c.pings} pings at 10 ms, unpinned), ${c.rounds} rounds with all three tunnels up at once: ` +
+    `the check holds for dp-tcp against OpenVPN in ${c.dpPasses} of ${c.rounds}, and for a second, identical OpenVPN against the first in ${c.controlPasses} of ${c.rounds} ` +
+    `(median p50 / p99 ms: dp-tcp ${med('dp', 'p50')} / ${med('dp', 'p99')}, OpenVPN ${med('ovpnA', 'p50')} / ${med('ovpnA', 'p99')}, the second ${med('ovpnB', 'p50')} / ${med('ovpnB', 'p99')}; ` +
+    `round trips over 1 ms: ${over('dp')}, ${over('ovpnA')} and ${over('ovpnB')} of ${c.rounds * c.pings} each).\n`
+  );
+}
+
 /** Runs scripts/bench-handshake.ts with --json and reads its figures (NaN if it fails or stalls). */
 async function handshakeRateIn(script: string): Promise<HandshakeRate> {
   try {
@@ -545,15 +623,17 @@ async function main(): Promise<void> {
     }
     const duel = await rttDuel(tb, key);
     const bulk = await bulkDuel(tb, key);
+    const check = await checkWindows(tb, key);
     // In a process of its own: a long synchronous crypto loop in this tsx-loaded process has been
     // seen to stall on the loader thread; a stalled measurement is killed, not waited for.
     handshakes = await handshakeRateIn(join(ROOT, 'scripts', 'bench-handshake.ts'));
     const meta = { date: new Date().toISOString().slice(0, 10), cpus: `${cpus().length} × ${cpus()[0]?.model.trim()}`, node: process.version };
-    writeFileSync(join(OUT, 'latest.json'), JSON.stringify({ meta, seconds: SECONDS, tunnels: results, impairments: imp, rttSideBySide: duel, throughputSideBySide: bulk, handshakes }, null, 1));
+    writeFileSync(join(OUT, 'latest.json'), JSON.stringify({ meta, seconds: SECONDS, tunnels: results, impairments: imp, rttSideBySide: duel, throughputSideBySide: bulk, checkWindows: check, handshakes }, null, 1));
     writeFileSync(join(OUT, 'throughput.svg'), barsSvg(results));
     writeFileSync(join(OUT, 'latency-cdf.svg'), cdfSvg(imp));
     const md =
       markdown(results, imp, meta, duel, bulk) +
+      checkText(check) +
       `\nKeyed handshakes (Noise IKpsk2 with mac1) on one core: ${handshakes.serverPerSecond.toFixed(0)}/s server side, ` +
       `${handshakes.wholePerSecond.toFixed(0)}/s for both sides of a handshake.\n`;
     writeFileSync(join(OUT, 'latest.md'), md);

@@ -12,9 +12,16 @@ export interface OpenVpnOptions {
   cipher: 'none' | 'AES-256-CBC';
   /** TCP_NODELAY on its link (as the acceptance checks run it); off by default. */
   nodelay?: boolean;
+  /**
+   * 0 (the default) or 1: a second tunnel beside the first, on port 1195, device ovpn1 and
+   * 10.9.0.1 <-> 10.9.0.2 (the benchmark's control: two identical tunnels measured alike).
+   */
+  instance?: 0 | 1;
 }
 
 export const OPENVPN_SERVER = '10.8.0.1';
+/** The server's tunnel address of instance 1. */
+export const OPENVPN_SERVER_1 = '10.9.0.1';
 
 /** Makes a static key in the testbed's directory; its path. */
 export async function openVpnKey(tb: Testbed): Promise<string> {
@@ -23,16 +30,16 @@ export async function openVpnKey(tb: Testbed): Promise<string> {
   return key;
 }
 
-/** Starts the server and the client; ping 10.8.0.1 from the client until it answers before use. */
+/** Starts the server and the client; ping the server's tunnel address from the client until it answers before use. */
 export function startOpenVpn(tb: Testbed, o: OpenVpnOptions): ChildProcess[] {
+  const i = o.instance ?? 0;
+  const port = String(1194 + i);
+  const [server, client] = [`10.${8 + i}.0.1`, `10.${8 + i}.0.2`];
   const crypto = o.cipher === 'none' ? ['--cipher', 'none', '--auth', 'none'] : ['--cipher', o.cipher, '--auth', 'SHA256'];
-  const common = ['--dev', 'ovpn0', '--dev-type', 'tun', '--secret', o.key, ...crypto, ...(o.nodelay ? ['--tcp-nodelay'] : []), '--verb', '1'];
+  const common = ['--dev', `ovpn${i}`, '--dev-type', 'tun', '--secret', o.key, ...crypto, ...(o.nodelay ? ['--tcp-nodelay'] : []), '--verb', '1'];
+  const log = (side: string): string => join(tb.dir, `openvpn-${side}-${o.cipher}${i === 0 ? '' : `-${i}`}.log`);
   return [
-    tb.spawn('server', 'openvpn', [...common, '--proto', 'tcp-server', '--local', '10.0.1.1', '--lport', '1194', '--ifconfig', '10.8.0.1', '10.8.0.2'], {
-      stdout: join(tb.dir, `openvpn-server-${o.cipher}.log`),
-    }),
-    tb.spawn('client', 'openvpn', [...common, '--proto', 'tcp-client', '--remote', '10.0.1.1', '1194', '--ifconfig', '10.8.0.2', '10.8.0.1'], {
-      stdout: join(tb.dir, `openvpn-client-${o.cipher}.log`),
-    }),
+    tb.spawn('server', 'openvpn', [...common, '--proto', 'tcp-server', '--local', '10.0.1.1', '--lport', port, '--ifconfig', server, client], { stdout: log('server') }),
+    tb.spawn('client', 'openvpn', [...common, '--proto', 'tcp-client', '--remote', '10.0.1.1', port, '--ifconfig', client, server], { stdout: log('client') }),
   ];
 }
