@@ -452,7 +452,7 @@ function cdfSvg(imp: ImpairmentResult[]): string {
   return s + '</svg>\n';
 }
 
-function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>, duel: RttDuel | null, bulkDuel: BulkDuel | null): string {
+function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record<string, string>, duel: RttDuel | null, bulkDuel: BulkDuel | null, check: CheckWindows | null): string {
   const f = (v: number | null, d = 0): string => (v === null || Number.isNaN(v) ? '–' : v.toFixed(d));
   let md = `Measured ${meta['date']} on ${meta['cpus']}, Node ${meta['node']}, one machine, network namespaces and veth links (\`npm run bench\`, ${SECONDS} s per iperf3 run).\n\n`;
   md += '| tunnel | links | TCP c→s Mbit/s | TCP s→c Mbit/s | TCP -P 4 Mbit/s | TCP retransmits c→s / s→c | RTT idle p50 / p99 ms | RTT idle, server on CPU 0, client on CPU 1: p50 / p99 ms | RTT idle after the bulk runs p50 / p99 ms | RTT under load p50 / p99 ms | CPU s per GB c→s: server / client | peak RSS MB: server / client |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n';
@@ -462,6 +462,7 @@ function markdown(results: TunnelResult[], imp: ImpairmentResult[], meta: Record
     md += `| ${r.name} | ${r.links} | ${r.tcpC2sMbps} | ${r.tcpS2cMbps} | ${r.tcpP4Mbps} | ${f(r.retransmits.c2s)} / ${f(r.retransmits.s2c)} | ${f(r.rttIdleMs.p50, 3)} / ${f(r.rttIdleMs.p99, 3)} | ${r.rttPinnedMs ? `${f(r.rttPinnedMs.p50, 3)} / ${f(r.rttPinnedMs.p99, 3)}` : '–'} | ${f(r.rttWarmMs.p50, 3)} / ${f(r.rttWarmMs.p99, 3)} | ${f(r.rttLoadedMs.p50, 2)} / ${f(r.rttLoadedMs.p99, 2)} | ${cpu} | ${rss} |\n`;
   }
   md += goals(results, duel, bulkDuel);
+  if (check) md += checkText(check);
   md += '\n| impairment of link 1 | tunnel | delivered | duplicates | latency p50 / p99 / max ms |\n|---|---|---|---|---|\n';
   for (const r of imp) {
     md += `| ${r.impairment} | ${r.tunnel} | ${r.deliveredPct} % | ${r.duplicates} | ${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p99, 2)} / ${f(r.latencyMs.max, 1)} |\n`;
@@ -632,8 +633,7 @@ async function main(): Promise<void> {
     writeFileSync(join(OUT, 'throughput.svg'), barsSvg(results));
     writeFileSync(join(OUT, 'latency-cdf.svg'), cdfSvg(imp));
     const md =
-      markdown(results, imp, meta, duel, bulk) +
-      checkText(check) +
+      markdown(results, imp, meta, duel, bulk, check) +
       `\nKeyed handshakes (Noise IKpsk2 with mac1) on one core: ${handshakes.serverPerSecond.toFixed(0)}/s server side, ` +
       `${handshakes.wholePerSecond.toFixed(0)}/s for both sides of a handshake.\n`;
     writeFileSync(join(OUT, 'latest.md'), md);
