@@ -5,7 +5,7 @@
 // resolve would stop the start. Exit 0 with a one-line summary, or 2 with
 // every problem found, one a line, `file:line:col: field: problem`.
 import { checkConfig } from '../config/load.js';
-import { resolveNames, type Lookup } from '../config/resolve.js';
+import { ResolveErrors, resolveNames, type Lookup } from '../config/resolve.js';
 import type { Config, Role } from '../config/types.js';
 import { DpError } from '../errors.js';
 
@@ -58,8 +58,9 @@ export async function check(file: string, opts: CheckOptions = {}): Promise<Chec
     const names = resolved.map((x) => `${x.name} is ${x.address}`).join(', ');
     return { exitCode: 0, lines: [summarize(r.config) + (names === '' ? '' : `; ${names}`)] };
   } catch (e) {
-    // The message names the file, the link and the resolver's answer.
+    // Each message names the file, the link and the resolver's answer.
     if (!(e instanceof DpError)) throw e;
-    return { exitCode: 2, lines: [e.message, `${file}: 1 problem`] };
+    const lines = e instanceof ResolveErrors ? e.errors.map((x) => x.message) : [e.message];
+    return { exitCode: 2, lines: [...lines, `${file}: ${lines.length} problem${lines.length === 1 ? '' : 's'}`] };
   }
 }

@@ -10,8 +10,9 @@ import { isLogLevel, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } fr
 import { genkey, pubkey } from './keys.js';
 
 function report(e: unknown): void {
-  // Known errors are one line for the user; anything else keeps its stack.
-  if (e instanceof DpError) process.stderr.write(`dp-tcp: error: ${e.message}\n`);
+  // Known errors are a line each for the user (several names that do not resolve, one per line);
+  // anything else keeps its stack.
+  if (e instanceof DpError) process.stderr.write(e.message.split('\n').map((line) => `dp-tcp: error: ${line}\n`).join(''));
   else process.stderr.write(`dp-tcp: unexpected error: ${e instanceof Error ? e.stack : errorMessage(e)}\n`);
   process.exitCode = e instanceof DpError ? e.exitCode : 1;
 }

@@ -182,6 +182,13 @@ logger: { level: loud }
     assert.equal(bad.exitCode, 2, 'a name that does not resolve would stop the start');
     assert.match(bad.lines[0]!, /named\.yaml: link wan1: cannot resolve the server's name 'vpn\.example\.test' to an IPv4 address .*: ENOTFOUND/, 'the link, the name and the answer');
     assert.match(bad.lines.at(-1)!, /named\.yaml: 1 problem$/, 'counted');
+    const both = file('named2.yaml', GOOD_CLIENT.replace('10.0.1.1:31411', 'vpn.example.test:31411').replace('10.0.2.1:31413', 'vpn2.example.test:31413'));
+    const two = await check(both, { lookup: missing });
+    assert.equal(two.exitCode, 2);
+    assert.equal(two.lines.length, 3, two.lines.join('\n'));
+    assert.match(two.lines[0]!, /link wan1: cannot resolve the server's name 'vpn\.example\.test'/, 'the first name');
+    assert.match(two.lines[1]!, /link wan2: cannot resolve the server's name 'vpn2\.example\.test'/, 'and the second, not only the first');
+    assert.match(two.lines[2]!, /named2\.yaml: 2 problems$/, 'both counted');
     const offline = await check(f, { lookup: missing, resolve: false });
     assert.equal(offline.exitCode, 0, 'resolve: false checks the file alone');
     assert.doesNotMatch(offline.lines[0]!, / is /, 'and names no address');

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isHostName, parseConfig } from '../../src/config/load.js';
-import { resolveNames, type Lookup } from '../../src/config/resolve.js';
+import { ResolveErrors, resolveNames, type Lookup } from '../../src/config/resolve.js';
 import { DpError } from '../../src/errors.js';
 
 const table: Record<string, string[]> = {
@@ -99,5 +99,46 @@ describe('host names in a config', () => {
     const v4only = parseConfig('client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n    - { name: l, remote: "localhost:1", local: "2001:db8::2" }\n', 'test.yaml', 'client');
     table['localhost'] = ['127.0.0.1'];
     await assert.rejects(resolveNames(v4only, lookup), /link l: cannot resolve the server's name 'localhost' to an IPv6 address \(its local address is one\): ENOTFOUND/);
+  });
+
+  it('every name that does not resolve is reported at once, in the order of the links', async () => {
+    const yaml = (names: string[]): string =>
+      'client:\n  tunnel_device: { name: t0, ip: 10.0.0.2 }\n  links:\n' + names.map((n, i) => `    - { name: l${i}, remote: "${n}:${i + 1}" }\n`).join('');
+    // The second lookup fails first: the order is the links', not the answers'.
+    const slowFirst: Lookup = async (name, family) => {
+      if (name === 'first.example') await new Promise((r) => setTimeout(r, 20));
+      if (name === 'later.example') throw Object.assign(new Error(`getaddrinfo EAI_AGAIN ${name}`), { code: 'EAI_AGAIN' });
+      return lookup(name, family);
+    };
+    const c = parseConfig(yaml(['first.example', 'vpn.example.com', 'later.example']), 'test.yaml', 'client');
+    await assert.rejects(resolveNames(c, slowFirst), (e: unknown) => {
+      assert.ok(e instanceof ResolveErrors, String(e));
+      assert.deepEqual(
+        e.errors.map((x) => x.message),
+        ["test.yaml: link l0: cannot resolve the server's name 'first.example': ENOTFOUND", "test.yaml: link l2: cannot resolve the server's name 'later.example': EAI_AGAIN"],
+      );
+      assert.equal(e.message, e.errors.map((x) => x.message).join('\n'), 'the message holds each');
+      assert.equal(e.code, 'ERR_CONFIG', 'a name that does not exist makes it a config error');
+      assert.equal(e.exitCode, 2);
+      return true;
+    });
+    // Only resolvers that did not answer: exit 1, as for one.
+    const down: Lookup = async (name) => {
+      throw Object.assign(new Error(`getaddrinfo EAI_AGAIN ${name}`), { code: 'EAI_AGAIN' });
+    };
+    await assert.rejects(resolveNames(parseConfig(yaml(['a.example', 'b.example']), 'test.yaml', 'client'), down), (e: unknown) => {
+      assert.ok(e instanceof ResolveErrors);
+      assert.equal(e.errors.length, 2);
+      assert.equal(e.code, 'ERR_RESOLVE');
+      assert.equal(e.exitCode, 1);
+      return true;
+    });
+    // One name: its own error, as before.
+    await assert.rejects(resolveNames(parseConfig(yaml(['a.example', '10.0.0.9']), 'test.yaml', 'client'), down), (e: unknown) => {
+      assert.ok(e instanceof DpError && !(e instanceof ResolveErrors));
+      return true;
+    });
+    const s = parseConfig('server:\n  tunnel_device: { name: t0, ip: 10.0.0.1 }\n  links:\n    - { name: a, listen: "x.example:1" }\n    - { name: b, listen: "y.example:2" }\n', 'test.yaml', 'server');
+    await assert.rejects(resolveNames(s, lookup), (e: unknown) => e instanceof ResolveErrors && e.errors.length === 2 && /link b: cannot resolve the listen name 'y\.example'/.test(e.message));
   });
 });
