@@ -4,7 +4,7 @@
 // cut across reads, control frames between data, a spoofed source, a
 // virtio_net_hdr no kernel writes, a frame too long, frames longer than a read
 // or trickling in past the dead interval, a peer that closes or resets inside
-// a frame — gives the same packets behind the TUN, in the same order, and the
+// a frame, a frame limit lowered or raised on a link read natively — gives the same packets behind the TUN, in the same order, and the
 // same counters with the native path as with the TypeScript path alone
 // (DPTCP_NATIVE_PATH=0); the native path did take frames, and read an echo
 // request's reply from the TUN right after writing the request. Runs inside a
@@ -29,6 +29,7 @@ interface Probe {
   readsAfterWrite: number;
   links: ProbeLink[];
   lastLink: ProbeLink;
+  limits: ProbeLink[];
   [k: string]: unknown;
 }
 
@@ -52,7 +53,7 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       const fast = await probe(mode, true);
       const slow = await probe(mode, false);
       // p7 has a spoofed source; with offloads p9 has a virtio_net_hdr flag no kernel sets.
-      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p26', 'p27:30003', 'p28', 'p12', 'p13', 'p14', 'p15', 'p16', 'p18', 'p19', 'p20:65024', 'p21', 'p23:40003', 'p29:30003', 'p30', 'p31:30003', 'p32', 'p33:20003', 'p34:20003', 'p35', 'p36:30003'];
+      const want = ['p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p8', ...(mode === 'offload' ? [] : ['p9']), 'p10', 'p11', 'p26', 'p27:30003', 'p28', 'p12', 'p13', 'p14', 'p15', 'p16', 'p18', 'p19', 'p20:65024', 'p21', 'p23:40003', 'p29:30003', 'p30', 'p31:30003', 'p32', 'p33:20003', 'p34:20003', 'p35', 'p36:30003', 'p41:2003'];
       assert.deepEqual(fast.received, want);
       assert.deepEqual(slow.received, want);
       // Every link that sent a whole DATA frame (link 3 sent only the start of one).
@@ -86,8 +87,12 @@ describe('native receive path', { skip, timeout: 120_000 }, () => {
       assert.equal(fast.lastLink.droppedUnread, 1, 'the copy the last link held the start of, dropped unread');
       assert.equal(fast.lastLink.state, 'up', 'the last link, heard only through the copy it dropped');
       assert.equal(slow.lastLink.state, 'up');
+      // A frame limit lowered on a link read natively: the frame past it closed the link, undelivered
+      // (p40 is not in the list); raised: the frame under it went the native way.
+      assert.deepEqual(fast.limits.map((l) => l.state), ['down', 'up'], 'lowered: closed; raised: up');
+      assert.equal(fast.limits[1]?.nativeFrames, 1, 'the frame under the raised limit went the native way');
       const zero = (l: ProbeLink): ProbeLink => ({ ...l, nativeFrames: 0, droppedUnread: 0 });
-      const strip = (p: Probe): Probe => ({ ...p, longNative: 0, readsAfterWrite: 0, links: p.links.map(zero), lastLink: zero(p.lastLink) });
+      const strip = (p: Probe): Probe => ({ ...p, longNative: 0, readsAfterWrite: 0, links: p.links.map(zero), lastLink: zero(p.lastLink), limits: p.limits.map(zero) });
       assert.deepEqual(strip(fast), strip(slow));
       assert.deepEqual(
         fast.links.map((l) => l.state),

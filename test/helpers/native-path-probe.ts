@@ -6,7 +6,8 @@
 // limit, then frames that reads end inside of: a frame longer than a read, one
 // whose peer closes half-way, one whose peer resets the connection half-way,
 // one trickling in for three dead intervals, copies another link delivered
-// dropped unread (one the only sign of life of its link). Prints one JSON line: what
+// dropped unread (one the only sign of life of its link), a frame limit lowered
+// and one raised on links already read natively. Prints one JSON line: what
 // reached a UDP socket behind the TUN, in order, and the counters. Run as root
 // inside a network namespace (test/e2e/native-path.test.ts runs it with
 // DPTCP_NATIVE_PATH=0 and without, and compares).
@@ -55,12 +56,12 @@ function packet(n: number, src = '10.9.0.2', vnetFlags = 0, pad = 0): Buffer {
 const data = (seq: number, n = seq, src?: string, vnetFlags?: number): Buffer => encodeData(seq, packet(n, src, vnetFlags));
 
 /** A link of the session over a loopback connection; returns the peer's end. */
-async function link(id: number, deadIntervalMs = 1e7): Promise<{ peer: Socket; link: Link }> {
+async function link(id: number, deadIntervalMs = 1e7, maxFrameBytes = 66_000): Promise<{ peer: Socket; link: Link }> {
   const { server, a: peer, b: sock } = await socketPair();
   server.close();
   const l = new Link(
     sock,
-    { id, name: `l${id}`, maxFrameBytes: 66_000, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: Math.min(1e6, deadIntervalMs / 4), deadIntervalMs },
+    { id, name: `l${id}`, maxFrameBytes, queueMaxBytes: 1 << 20, queueMaxAgeMs: 1000, keepaliveIntervalMs: Math.min(1e6, deadIntervalMs / 4), deadIntervalMs },
     { onFrame() {}, onChunkEnd() {}, onClose() {} },
     quiet,
   );
@@ -209,6 +210,16 @@ for (let off = 0; off < long36.length; off += 10_500) {
   await sleep(450);
 }
 const lastLink = t.snapshot().sessions[0]?.links.find((l) => l.id === 5);
+// The frame limit changed on links the native path reads (Link.setMaxFrameBytes): it refuses
+// what the decoder refuses. Lowered to 1,024 bytes, a frame of 2 KiB closes the link and is not
+// delivered; raised from 1,024 (as a server's links start, at the handshake's limit), it arrives.
+const lowered = await link(6);
+lowered.link.setMaxFrameBytes(1024);
+await send(lowered.peer, encodeData(40, packet(40, '10.9.0.2', 0, 2_000)));
+const raised = await link(7, 1e7, 1024);
+raised.link.setMaxFrameBytes(66_000);
+await send(raised.peer, encodeData(41, packet(41, '10.9.0.2', 0, 2_000)));
+const limits = t.snapshot().sessions[0]?.links.filter((l) => l.id === 6 || l.id === 7);
 const out = {
   longNative,
   echoReplied,
@@ -221,6 +232,7 @@ const out = {
   written: snap.tun.written,
   links: session?.links.map(linkStats),
   lastLink: lastLink && linkStats(lastLink),
+  limits: limits?.map(linkStats),
 };
 s.close(CloseCode.Shutdown, 'probe done');
 a.peer.destroy();
