@@ -4,7 +4,8 @@
 // cut across reads, control frames between data, a spoofed source, a
 // virtio_net_hdr no kernel writes, a frame too long, frames longer than a read
 // or trickling in past the dead interval, a peer that closes or resets inside
-// a frame, a frame limit lowered or raised on a link read natively — gives the same packets behind the TUN, in the same order, and the
+// a frame, a frame limit lowered or raised on a link read natively — gives the
+// same packets behind the TUN, in the same order, and the
 // same counters with the native path as with the TypeScript path alone
 // (DPTCP_NATIVE_PATH=0); the native path did take frames, and read an echo
 // request's reply from the TUN right after writing the request. Runs inside a
