@@ -17,7 +17,7 @@ import { encodeKey } from '../src/secure/keys.js';
 import { generateKeyPair } from '../src/secure/primitives.js';
 import type { HandshakeRate } from './bench-handshake.js';
 import { CLIENT_YAML, ROOT, SERVER_YAML, Testbed, e2eUnavailable, missingTools, pinProcess, type StreamSummary } from '../test/helpers/netns.js';
-import { OPENVPN_SERVER, OPENVPN_SERVER_1, openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
+import { openVpnAddress, openVpnKey, startOpenVpn } from '../test/helpers/openvpn.js';
 import { WIREGUARD_SERVER, startWireGuardGo } from '../test/helpers/wireguard.js';
 
 const OUT = join(ROOT, 'bench', 'results');
@@ -281,7 +281,7 @@ async function checkWindows(tb: Testbed, key: string, rounds = 10, pings = 400):
   const ovpn = [...startOpenVpn(tb, { cipher: 'none', key, nodelay: true }), ...startOpenVpn(tb, { cipher: 'none', key, nodelay: true, instance: 1 })];
   tb.startDpTcp('server', SERVER_YAML);
   tb.startDpTcp('client', CLIENT_YAML);
-  const dest = { ovpnA: OPENVPN_SERVER, ovpnB: OPENVPN_SERVER_1, dp: '10.0.0.1' } as const;
+  const dest = { ovpnA: openVpnAddress(0), ovpnB: openVpnAddress(1), dp: '10.0.0.1' } as const;
   const order = ['ovpnA', 'ovpnB', 'dp'] as const;
   try {
     await tb.timeToTunnel(40_000, dest.ovpnA);

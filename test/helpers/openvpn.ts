@@ -19,9 +19,12 @@ export interface OpenVpnOptions {
   instance?: 0 | 1;
 }
 
-export const OPENVPN_SERVER = '10.8.0.1';
-/** The server's tunnel address of instance 1. */
-export const OPENVPN_SERVER_1 = '10.9.0.1';
+/** The server's (`side` 1) or the client's (2) tunnel address of OpenVPN `instance`. */
+export function openVpnAddress(instance: 0 | 1, side: 1 | 2 = 1): string {
+  return `10.${8 + instance}.0.${side}`;
+}
+
+export const OPENVPN_SERVER = openVpnAddress(0);
 
 /** Makes a static key in the testbed's directory; its path. */
 export async function openVpnKey(tb: Testbed): Promise<string> {
@@ -34,7 +37,7 @@ export async function openVpnKey(tb: Testbed): Promise<string> {
 export function startOpenVpn(tb: Testbed, o: OpenVpnOptions): ChildProcess[] {
   const i = o.instance ?? 0;
   const port = String(1194 + i);
-  const [server, client] = [`10.${8 + i}.0.1`, `10.${8 + i}.0.2`];
+  const [server, client] = [openVpnAddress(i), openVpnAddress(i, 2)];
   const crypto = o.cipher === 'none' ? ['--cipher', 'none', '--auth', 'none'] : ['--cipher', o.cipher, '--auth', 'SHA256'];
   const common = ['--dev', `ovpn${i}`, '--dev-type', 'tun', '--secret', o.key, ...crypto, ...(o.nodelay ? ['--tcp-nodelay'] : []), '--verb', '1'];
   const log = (side: string): string => join(tb.dir, `openvpn-${side}-${o.cipher}${i === 0 ? '' : `-${i}`}.log`);
