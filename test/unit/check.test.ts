@@ -204,6 +204,15 @@ logger: { level: loud }
     const named = file('invalid-name.yaml', GOOD_CLIENT.replace('10.0.1.1:31411', 'vpn.example.invalid:31411'));
     const offline = cli(['check', '--no-resolve', '-c', named]);
     assert.equal(offline.status, 0, offline.stderr);
+    // A start with two such names stops before it needs a privilege, naming both, a line each
+    // (ENOTFOUND, or EAI_AGAIN where no resolver answers: exit 2 or 1).
+    const twoNamed = file('invalid-names.yaml', GOOD_CLIENT.replace('10.0.1.1:31411', 'vpn.example.invalid:31411').replace('10.0.2.1:31413', 'vpn2.example.invalid:31413'));
+    const start = cli(['client', '-c', twoNamed]);
+    assert.ok(start.status === 2 || start.status === 1, `${start.status}: ${start.stderr}`);
+    const lines = start.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 2, start.stderr);
+    assert.match(lines[0]!, /^dp-tcp: error: .*invalid-names\.yaml: link wan1: cannot resolve the server's name 'vpn\.example\.invalid'/);
+    assert.match(lines[1]!, /^dp-tcp: error: .*invalid-names\.yaml: link wan2: cannot resolve the server's name 'vpn2\.example\.invalid'/);
     const bad = cli(['check', '-c', join(dir, 'bad.yaml')]);
     assert.equal(bad.status, 2, bad.stdout);
     assert.match(bad.stderr, /bad\.yaml:4:\d+: client\.links\[0\]\.remote/, 'problems on stderr');
